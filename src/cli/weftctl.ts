@@ -1,0 +1,62 @@
+// weftctl: the operator's CLI. Dispatches to one module per subcommand.
+import type { CliCommand } from './command.js';
+import { ExitCode, UsageError } from './command.js';
+import { WeftError } from '../errors.js';
+
+const commands: CliCommand[] = [];
+
+/** Subcommand modules are loaded lazily so `weftctl cni …` does not pay for the etcd client. */
+const loaders: Record<string, () => Promise<CliCommand>> = {
+};
+
+const summaries: Record<string, string> = {
+};
+
+function topHelp(): string {
+  const lines = [
+    'weftctl — operate a weft container network',
+    '',
+    'Usage: weftctl COMMAND [ARGS…]   (weftctl COMMAND --help for details)',
+    '',
+    'Commands:',
+    ...Object.entries(summaries).map(([n, s]) => `  ${n.padEnd(10)} ${s}`),
+  ];
+  return lines.join('\n') + '\n';
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(topHelp());
+    return name ? ExitCode.Ok : ExitCode.Usage;
+  }
+  const load = loaders[name];
+  const cmd = load ? await load() : commands.find((c) => c.name === name);
+  if (!cmd) {
+    process.stderr.write(`weftctl: unknown command ${JSON.stringify(name)}\n\n${topHelp()}`);
+    return ExitCode.Usage;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(cmd.help.endsWith('\n') ? cmd.help : cmd.help + '\n');
+    return ExitCode.Ok;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`weftctl ${name}: ${err.message}\n(see weftctl ${name} --help)\n`);
+      return ExitCode.Usage;
+    }
+    const msg = err instanceof WeftError || err instanceof Error ? err.message : String(err);
+    process.stderr.write(`weftctl ${name}: ${msg}\n`);
+    return ExitCode.Failure;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    process.stderr.write(`weftctl: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exitCode = ExitCode.Failure;
+  },
+);
