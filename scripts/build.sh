@@ -1,0 +1,14 @@
+#!/bin/bash
+# Builds the native addon (offline, against the installed Node headers) and the TypeScript.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+if [ -f binding.gyp ]; then
+  gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
+  nodedir=/usr
+  [ -f "$nodedir/include/node/node_api.h" ] || nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
+  if [ ! -f build/Makefile ]; then
+    node "$gyp" configure --nodedir="$nodedir" --loglevel=warn
+  fi
+  node "$gyp" build -j 2 --loglevel=warn
+fi
+npx tsc -p tsconfig.json

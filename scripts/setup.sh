@@ -1,0 +1,27 @@
+#!/bin/bash
+# Installs everything weft needs on Debian 12 (as root) and builds it: system packages, npm
+# dependencies, the native addon and the TypeScript. Safe to run again; skips what is there.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+
+PACKAGES=(iproute2 nftables etcd-server etcd-client iperf3 bird2 containernetworking-plugins
+          python3 make g++ procps)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's packages start services on some machines; weft's tests start their own etcd and
+# BIRD on private ports and need no system-wide instance.
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+bash scripts/build.sh
+echo "setup: done" >&2
