@@ -1,0 +1,70 @@
+// Backend types and the keys each one owns. The store's config parser asks this registry to
+// validate `Backend`, and a lease's BackendData is parsed with the schema of its BackendType.
+// The agent's backends attach their behaviour to these same entries by type name.
+import { z } from 'zod';
+
+export interface BackendSpec {
+  readonly type: string;
+  /** Schema for the keys of `Backend` other than `Type` (strict: unknown keys are rejected). */
+  readonly config: z.ZodTypeAny;
+  /** Schema for the lease's `BackendData` published by nodes running this backend. */
+  readonly leaseData: z.ZodTypeAny;
+}
+
+const specs = new Map<string, BackendSpec>();
+
+export function registerBackend(spec: BackendSpec): void {
+  if (specs.has(spec.type)) throw new Error(`backend type ${JSON.stringify(spec.type)} is registered twice`);
+  specs.set(spec.type, spec);
+}
+
+export function backendSpec(type: string): BackendSpec | undefined {
+  return specs.get(type);
+}
+
+export function backendTypes(): string[] {
+  return [...specs.keys()];
+}
+
+const port = z.number().int().min(1).max(65535);
+const mtu = z.number().int().min(576).max(65535);
+const mac = z.string().regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, 'expected a MAC address like 0a:58:0a:f4:03:01');
+const asn = z.number().int().min(1).max(4294967295);
+const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/, 'expected an IPv4 address');
+
+export const vxlanConfig = z.object({
+  VNI: z.number().int().min(1).max(16777215).default(1),
+  Port: port.default(8472),
+  DirectRouting: z.boolean().default(false),
+  MTU: mtu.optional(),
+  GBP: z.boolean().default(false),
+  Learning: z.boolean().default(false),
+}).strict();
+export type VxlanConfig = z.infer<typeof vxlanConfig>;
+
+export const vxlanLeaseData = z.object({ VtepMAC: mac }).passthrough();
+export type VxlanLeaseData = z.infer<typeof vxlanLeaseData>;
+
+export const hostGwConfig = z.object({}).strict();
+
+export const udpConfig = z.object({
+  Port: port.default(8285),
+  MTU: mtu.optional(),
+}).strict();
+export type UdpConfig = z.infer<typeof udpConfig>;
+
+export const bgpConfig = z.object({
+  ASN: asn.default(64512),
+  Peers: z.array(z.object({ Address: ipv4, ASN: asn }).strict()).default([]),
+  RouteReflector: z.boolean().default(false),
+  RouteReflectorClusterID: ipv4.optional(),
+}).strict();
+export type BgpConfig = z.infer<typeof bgpConfig>;
+
+// Backends without lease data publish `null` or nothing; anything else is tolerated and ignored.
+const noLeaseData = z.unknown();
+
+registerBackend({ type: 'vxlan', config: vxlanConfig, leaseData: vxlanLeaseData });
+registerBackend({ type: 'host-gw', config: hostGwConfig, leaseData: noLeaseData });
+registerBackend({ type: 'udp', config: udpConfig, leaseData: noLeaseData });
+registerBackend({ type: 'bgp', config: bgpConfig, leaseData: noLeaseData });

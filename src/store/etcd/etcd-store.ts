@@ -1,0 +1,268 @@
+// SubnetStore on etcd v3 through the etcd3 client. A lease is a put-if-absent transaction
+// (create revision 0) bound to an etcd lease; renewal is one keep-alive plus a check that the
+// key still carries our lease, so a removed key is noticed, not just a lapsed etcd lease.
+import { readFileSync } from 'node:fs';
+import { Etcd3, type IOptions, type IKeyValue, type Watcher } from 'etcd3';
+import { CniCode, WeftError } from '../../errors.js';
+import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
+import type {
+  HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
+} from '../types.js';
+
+export interface EtcdStoreOptions {
+  readonly endpoints: readonly string[];
+  readonly prefix: string;
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  readonly username?: string;
+  readonly password?: string;
+  /** Deadline for each request, so an etcd without quorum yields an error instead of a hang. */
+  readonly requestTimeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 3000;
+
+function withTimeout<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new WeftError(CniCode.Timeout, `etcd ${what} timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+function clientOptions(o: EtcdStoreOptions): IOptions {
+  const opts: IOptions = { hosts: [...o.endpoints], dialTimeout: o.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS };
+  if (o.caFile !== undefined) {
+    const credentials: NonNullable<IOptions['credentials']> = { rootCertificate: readFileSync(o.caFile) };
+    if (o.keyFile !== undefined) credentials.privateKey = readFileSync(o.keyFile);
+    if (o.certFile !== undefined) credentials.certChain = readFileSync(o.certFile);
+    opts.credentials = credentials;
+  } else if (o.certFile !== undefined || o.keyFile !== undefined) {
+    throw new WeftError(CniCode.InvalidNetworkConfig, '--etcd-certfile/--etcd-keyfile need --etcd-cafile too');
+  }
+  if (o.username !== undefined) opts.auth = { username: o.username, password: o.password ?? '' };
+  return opts;
+}
+
+export class EtcdStore implements SubnetStore {
+  readonly kind = 'etcd' as const;
+  readonly where: string;
+  readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly subnetsPrefix: string;
+  private readonly timeoutMs: number;
+  private readonly watches = new Set<EtcdWatch>();
+
+  constructor(opts: EtcdStoreOptions) {
+    if (opts.endpoints.length === 0) throw new WeftError(CniCode.InvalidNetworkConfig, '--etcd-endpoints is empty');
+    this.prefix = opts.prefix.replace(/\/+$/, '');
+    this.subnetsPrefix = `${this.prefix}/subnets/`;
+    this.where = opts.endpoints.join(',');
+    this.timeoutMs = opts.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.client = new Etcd3(clientOptions(opts));
+  }
+
+  private run<T>(what: string, p: Promise<T>): Promise<T> {
+    return withTimeout(what, p, this.timeoutMs).catch((err: unknown) => {
+      throw WeftError.wrap(err, err instanceof WeftError ? err.code : CniCode.Store, `etcd ${this.where}: ${what}`);
+    });
+  }
+
+  private key(subnet: Cidr): string {
+    return this.subnetsPrefix + subnetKey(subnet);
+  }
+
+  private entryOf(kv: IKeyValue): RawEntry | undefined {
+    const subnet = parseSubnetKey(kv.key.toString().slice(this.subnetsPrefix.length));
+    if (!subnet) return undefined;
+    return { subnet, value: kv.value.toString(), revision: BigInt(kv.mod_revision) };
+  }
+
+  async getConfig(): Promise<string | undefined> {
+    const v = await this.run('get config', this.client.get(`${this.prefix}/config`).string());
+    return v ?? undefined;
+  }
+
+  async putConfig(text: string): Promise<void> {
+    await this.run('put config', this.client.put(`${this.prefix}/config`).value(text).exec());
+  }
+
+  async listSubnets(opts?: ListOptions): Promise<{ revision: bigint; entries: RawEntry[] }> {
+    const res = await this.run('list subnets', this.client.getAll().prefix(this.subnetsPrefix).exec());
+    const entries: RawEntry[] = [];
+    const leaseOf = new Map<RawEntry, string>();
+    for (const kv of res.kvs) {
+      const e = this.entryOf(kv);
+      if (!e) continue;
+      entries.push(e);
+      leaseOf.set(e, kv.lease);
+    }
+    if (opts?.withExpiry) {
+      const ttl = new Map<string, number | null>();
+      const now = Date.now();
+      for (const id of new Set(leaseOf.values())) {
+        if (id === '0') { ttl.set(id, null); continue; }
+        const r = await this.run('lease ttl', this.client.leaseClient.leaseTimeToLive({ ID: id }));
+        ttl.set(id, Number(r.TTL) > 0 ? now + Number(r.TTL) * 1000 : now);
+      }
+      return {
+        revision: BigInt(res.header.revision),
+        entries: entries.map((e) => ({ ...e, expiresAt: ttl.get(leaseOf.get(e) ?? '0') ?? null })),
+      };
+    }
+    return { revision: BigInt(res.header.revision), entries };
+  }
+
+  async getSubnet(subnet: Cidr): Promise<RawEntry | undefined> {
+    const res = await this.run('get subnet', this.client.get(this.key(subnet)).exec());
+    const kv = res.kvs[0];
+    return kv ? this.entryOf(kv) : undefined;
+  }
+
+  async writeSubnet(
+    subnet: Cidr,
+    value: string,
+    ttlSeconds: number | null,
+    expect: { type: 'absent' } | { type: 'revision'; revision: bigint },
+  ): Promise<WriteResult> {
+    const key = this.key(subnet);
+    let leaseId = '0';
+    if (ttlSeconds !== null) {
+      const g = await this.run('lease grant', this.client.leaseClient.leaseGrant({ TTL: Math.max(1, Math.ceil(ttlSeconds)), ID: 0 }));
+      leaseId = String(g.ID);
+    }
+    const put = this.client.put(key).value(value);
+    if (leaseId !== '0') put.lease(leaseId);
+    const txn = expect.type === 'absent'
+      ? this.client.if(key, 'Create', '==', 0)
+      : this.client.if(key, 'Mod', '==', expect.revision.toString());
+    let res;
+    try {
+      res = await this.run('put-if-absent', txn.then(put).commit());
+    } catch (err) {
+      if (leaseId !== '0') this.revokeQuietly(leaseId);
+      throw err;
+    }
+    if (!res.succeeded) {
+      if (leaseId !== '0') this.revokeQuietly(leaseId);
+      return { type: 'conflict' };
+    }
+    const revision = BigInt(res.header.revision);
+    const expiresAt = ttlSeconds === null ? null : Date.now() + ttlSeconds * 1000;
+    return { type: 'written', held: { subnet, value, revision, token: leaseId, ttlSeconds, expiresAt } };
+  }
+
+  private revokeQuietly(id: string): void {
+    this.client.leaseClient.leaseRevoke({ ID: id }).catch(() => { /* it lapses by itself */ });
+  }
+
+  private async keepAliveOnce(id: string): Promise<number> {
+    const stream = await this.client.leaseClient.leaseKeepAlive();
+    try {
+      const res = await new Promise<{ TTL: string }>((resolve, reject) => {
+        stream.on('data', resolve);
+        stream.on('error', reject);
+        stream.write({ ID: id });
+      });
+      return Number(res.TTL);
+    } finally {
+      stream.end();
+    }
+  }
+
+  async renewSubnet(held: HeldEntry): Promise<RenewResult> {
+    const what = formatCidr(held.subnet);
+    if (held.token !== '' && held.token !== '0') {
+      const ttl = await this.run('lease keep-alive', this.keepAliveOnce(held.token));
+      if (ttl <= 0) return { type: 'lost', reason: `etcd lease of ${what} expired before it was renewed` };
+      const res = await this.run('get subnet', this.client.get(this.key(held.subnet)).exec());
+      const kv = res.kvs[0];
+      if (!kv) return { type: 'lost', reason: `lease ${what} was removed from the store` };
+      if (kv.lease !== held.token) return { type: 'lost', reason: `lease ${what} was taken over by another writer` };
+      return { type: 'renewed', held: { ...held, revision: BigInt(kv.mod_revision), expiresAt: Date.now() + ttl * 1000 } };
+    }
+    const e = await this.getSubnet(held.subnet);
+    return e ? { type: 'renewed', held } : { type: 'lost', reason: `reservation ${what} was removed` };
+  }
+
+  async releaseSubnet(held: HeldEntry): Promise<boolean> {
+    const key = this.key(held.subnet);
+    const res = await this.run('release', this.client.if(key, 'Lease', '==', held.token === '' ? '0' : held.token)
+      .then(this.client.delete().key(key)).commit());
+    if (held.token !== '' && held.token !== '0') this.revokeQuietly(held.token);
+    return res.succeeded;
+  }
+
+  async deleteSubnet(subnet: Cidr): Promise<boolean> {
+    const res = await this.run('delete subnet', this.client.delete().key(this.key(subnet)).exec());
+    return Number(res.deleted) > 0;
+  }
+
+  watchSubnets(afterRevision: bigint, onEvent: (ev: StoreEvent) => void, onState?: (s: WatchState) => void): RawWatch {
+    const w: EtcdWatch = new EtcdWatch(this.client, this.subnetsPrefix, afterRevision, (kv) => this.entryOf(kv), onEvent,
+      onState ?? (() => {}), () => this.watches.delete(w));
+    this.watches.add(w);
+    return w;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.watches].map((w) => w.close()));
+    this.client.close();
+  }
+}
+
+class EtcdWatch implements RawWatch {
+  private readonly watcher: Watcher;
+  private closed = false;
+  private wasDisconnected = false;
+
+  constructor(
+    client: Etcd3,
+    prefix: string,
+    afterRevision: bigint,
+    entryOf: (kv: IKeyValue) => RawEntry | undefined,
+    private readonly onEvent: (ev: StoreEvent) => void,
+    onState: (s: WatchState) => void,
+    private readonly onClose: () => void,
+  ) {
+    this.watcher = client.watch().prefix(prefix).startRevision((afterRevision + 1n).toString()).watcher();
+    this.watcher.on('put', (kv) => {
+      if (this.closed) return;
+      const entry = entryOf(kv);
+      if (entry) onEvent({ type: 'put', entry });
+    });
+    this.watcher.on('delete', (kv) => {
+      if (this.closed) return;
+      const subnet = parseSubnetKey(kv.key.toString().slice(prefix.length));
+      if (subnet) onEvent({ type: 'delete', subnet, revision: BigInt(kv.mod_revision) });
+    });
+    this.watcher.on('connected', () => {
+      if (this.closed) return;
+      onState({ type: 'connected' });
+      // The client resumes from its last revision by itself, but a removal must never be
+      // missed, so after any gap the consumer re-lists and diffs anyway.
+      if (this.wasDisconnected) this.endWithResync('etcd watch reconnected');
+    });
+    this.watcher.on('disconnected', (err: Error) => {
+      if (this.closed) return;
+      this.wasDisconnected = true;
+      onState({ type: 'disconnected', reason: err.message });
+    });
+    // Cancellation, e.g. the start revision was compacted away.
+    this.watcher.on('error', (err: Error) => this.endWithResync(`etcd watch cancelled: ${err.message}`));
+  }
+
+  private endWithResync(reason: string): void {
+    if (this.closed) return;
+    void this.close();
+    this.onEvent({ type: 'resync', reason });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose();
+    await this.watcher.cancel().catch(() => { /* the stream is gone already */ });
+  }
+}

@@ -1,0 +1,394 @@
+// The embedded store for one machine: a directory that several processes (in different network
+// namespaces) share. Layout under DIR/<prefix>/ mirrors the etcd keys:
+//   config              the network config text
+//   subnets/<key>       one JSON envelope per lease {value, expiresAt, revision, token}
+//   rev                 the store revision (bumped by every subnet write)
+//   changes.log         "<rev> put|del <key>" lines; watchers tail it. It is rotated when large,
+//                       which watchers notice (new inode) and answer with a resync, like an etcd
+//                       compaction.
+// Every write happens under the directory lock and lands by temp file + rename.
+import {
+  closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync,
+  statSync, unlinkSync, watch as fsWatch, writeFileSync, appendFileSync, type FSWatcher,
+} from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { CniCode, WeftError } from '../../errors.js';
+import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
+import type {
+  HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
+} from '../types.js';
+import { withFileLock } from './lock.js';
+
+const envelope = z.object({
+  value: z.string(),
+  expiresAt: z.number().nullable(),
+  revision: z.string().regex(/^\d+$/),
+  token: z.string(),
+});
+type Envelope = z.infer<typeof envelope>;
+
+/** Rotate the change log past this size; watchers that lag behind resync. */
+const LOG_ROTATE_BYTES = 4 * 1024 * 1024;
+/** Poll interval backing up fs.watch (which can miss events on some filesystems). */
+const POLL_MS = 40;
+
+export interface FileStoreOptions {
+  readonly dir: string;
+  readonly prefix: string;
+  /** Called for envelopes that cannot be read (garbage written by hand, say). */
+  readonly onGarbage?: (key: string, reason: string) => void;
+  /** Rotate the change log past this many bytes (default 4 MiB); small values test resyncs. */
+  readonly logRotateBytes?: number;
+}
+
+function atomicWrite(path: string, data: string): void {
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, path);
+}
+
+function readIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+export class FileStore implements SubnetStore {
+  readonly kind = 'file' as const;
+  readonly where: string;
+  private readonly root: string;
+  private readonly subnetsDir: string;
+  private readonly lockPath: string;
+  private readonly revPath: string;
+  private readonly logPath: string;
+  private readonly watches = new Set<FileWatch>();
+
+  constructor(private readonly opts: FileStoreOptions) {
+    this.root = join(opts.dir, ...opts.prefix.split('/').filter((p) => p !== ''));
+    this.where = this.root;
+    this.subnetsDir = join(this.root, 'subnets');
+    this.lockPath = join(this.root, 'lock');
+    this.revPath = join(this.root, 'rev');
+    this.logPath = join(this.root, 'changes.log');
+    try {
+      mkdirSync(this.subnetsDir, { recursive: true });
+      if (!existsSync(this.logPath)) {
+        // Creating the log races with other processes; the first wins and later ones keep it.
+        try { writeFileSync(this.logPath, '#0\n', { flag: 'wx' }); } catch { /* exists */ }
+      }
+    } catch (err) {
+      throw WeftError.wrap(err, CniCode.Store, `cannot prepare file store directory ${this.root}`);
+    }
+  }
+
+  private locked<T>(fn: () => T): Promise<T> {
+    return withFileLock(this.lockPath, fn);
+  }
+
+  private currentRevision(): bigint {
+    const s = readIfExists(this.revPath);
+    return s && /^\d+$/.test(s.trim()) ? BigInt(s.trim()) : 0n;
+  }
+
+  /** Under the lock: takes the next revision and records the change for watchers. */
+  private commit(op: 'put' | 'del', key: string): bigint {
+    const rev = this.currentRevision() + 1n;
+    atomicWrite(this.revPath, String(rev));
+    let size = 0;
+    try { size = statSync(this.logPath).size; } catch { /* recreated below */ }
+    if (size > (this.opts.logRotateBytes ?? LOG_ROTATE_BYTES) || size === 0) {
+      atomicWrite(this.logPath, `#${rev - 1n}\n`);
+    }
+    appendFileSync(this.logPath, `${rev} ${op} ${key}\n`);
+    return rev;
+  }
+
+  private readEnvelope(key: string): Envelope | undefined | 'garbage' {
+    const text = readIfExists(join(this.subnetsDir, key));
+    if (text === undefined) return undefined;
+    try {
+      const e = envelope.safeParse(JSON.parse(text));
+      if (e.success) return e.data;
+      this.opts.onGarbage?.(key, e.error.issues[0]?.message ?? 'invalid envelope');
+    } catch {
+      this.opts.onGarbage?.(key, 'envelope is not JSON');
+    }
+    return 'garbage';
+  }
+
+  private toEntry(subnet: Cidr, e: Envelope): RawEntry {
+    return { subnet, value: e.value, revision: BigInt(e.revision), expiresAt: e.expiresAt };
+  }
+
+  /** Reads one key as watchers and listers see it: missing, expired and unreadable are absent. */
+  readLive(key: string, now = Date.now()): RawEntry | undefined {
+    const subnet = parseSubnetKey(key);
+    if (!subnet) return undefined;
+    const e = this.readEnvelope(key);
+    if (e === undefined) return undefined;
+    // An unreadable envelope still holds the key; it is surfaced as a garbage value so the
+    // watcher's parser skips it with a warning rather than pretending the key is free.
+    if (e === 'garbage') return { subnet, value: '', revision: 0n, expiresAt: null };
+    if (e.expiresAt !== null && e.expiresAt <= now) {
+      this.scheduleReap(key);
+      return undefined;
+    }
+    return this.toEntry(subnet, e);
+  }
+
+  async getConfig(): Promise<string | undefined> {
+    return readIfExists(join(this.root, 'config'));
+  }
+
+  async putConfig(text: string): Promise<void> {
+    await this.locked(() => atomicWrite(join(this.root, 'config'), text));
+  }
+
+  async listSubnets(_opts?: ListOptions): Promise<{ revision: bigint; entries: RawEntry[] }> {
+    // Revision first: anything written after it shows up again through the watch.
+    const revision = this.currentRevision();
+    const now = Date.now();
+    const entries: RawEntry[] = [];
+    for (const name of readdirSync(this.subnetsDir)) {
+      if (name.includes('.tmp-')) continue;
+      const e = this.readLive(name, now);
+      if (e) entries.push(e);
+    }
+    return { revision, entries };
+  }
+
+  async getSubnet(subnet: Cidr): Promise<RawEntry | undefined> {
+    return this.readLive(subnetKey(subnet));
+  }
+
+  async writeSubnet(
+    subnet: Cidr,
+    value: string,
+    ttlSeconds: number | null,
+    expect: { type: 'absent' } | { type: 'revision'; revision: bigint },
+  ): Promise<WriteResult> {
+    const key = subnetKey(subnet);
+    return this.locked((): WriteResult => {
+      const now = Date.now();
+      const cur = this.readEnvelope(key);
+      const live = cur !== undefined && cur !== 'garbage' && (cur.expiresAt === null || cur.expiresAt > now) ? cur : undefined;
+      if (expect.type === 'absent' && (live || cur === 'garbage')) return { type: 'conflict' };
+      if (expect.type === 'revision' && (!live || BigInt(live.revision) !== expect.revision)) return { type: 'conflict' };
+      const token = ttlSeconds === null ? '' : randomBytes(8).toString('hex');
+      const expiresAt = ttlSeconds === null ? null : now + ttlSeconds * 1000;
+      const revision = this.commit('put', key);
+      atomicWrite(join(this.subnetsDir, key), JSON.stringify({ value, expiresAt, revision: String(revision), token }));
+      return { type: 'written', held: { subnet, value, revision, token, ttlSeconds, expiresAt } };
+    });
+  }
+
+  async renewSubnet(held: HeldEntry): Promise<RenewResult> {
+    const key = subnetKey(held.subnet);
+    if (held.ttlSeconds === null) {
+      const e = this.readLive(key);
+      return e ? { type: 'renewed', held } : { type: 'lost', reason: `reservation ${formatCidr(held.subnet)} was removed` };
+    }
+    const ttl = held.ttlSeconds;
+    return this.locked((): RenewResult => {
+      const now = Date.now();
+      const cur = this.readEnvelope(key);
+      if (cur === undefined) return { type: 'lost', reason: `lease ${formatCidr(held.subnet)} was removed from the store` };
+      if (cur === 'garbage' || cur.token !== held.token) {
+        return { type: 'lost', reason: `lease ${formatCidr(held.subnet)} was taken over by another writer` };
+      }
+      if (cur.expiresAt !== null && cur.expiresAt <= now) {
+        return { type: 'lost', reason: `lease ${formatCidr(held.subnet)} expired before it was renewed` };
+      }
+      const expiresAt = now + ttl * 1000;
+      const revision = this.commit('put', key);
+      atomicWrite(join(this.subnetsDir, key), JSON.stringify({ ...cur, expiresAt, revision: String(revision) }));
+      return { type: 'renewed', held: { ...held, revision, expiresAt } };
+    });
+  }
+
+  async releaseSubnet(held: HeldEntry): Promise<boolean> {
+    const key = subnetKey(held.subnet);
+    return this.locked(() => {
+      const cur = this.readEnvelope(key);
+      if (cur === undefined || cur === 'garbage' || cur.token !== held.token) return false;
+      this.commit('del', key);
+      unlinkSync(join(this.subnetsDir, key));
+      return true;
+    });
+  }
+
+  async deleteSubnet(subnet: Cidr): Promise<boolean> {
+    const key = subnetKey(subnet);
+    return this.locked(() => this.deleteLocked(key));
+  }
+
+  private deleteLocked(key: string): boolean {
+    const path = join(this.subnetsDir, key);
+    if (!existsSync(path)) return false;
+    this.commit('del', key);
+    unlinkSync(path);
+    return true;
+  }
+
+  private readonly reaping = new Set<string>();
+
+  /** Lapsed leases are invisible at once and deleted soon after, by whoever saw them first. */
+  private scheduleReap(key: string): void {
+    if (this.reaping.has(key)) return;
+    this.reaping.add(key);
+    this.reapExpired(key).catch(() => { /* next reader retries */ }).finally(() => this.reaping.delete(key));
+  }
+
+  /** Removes a lease that lapsed (if it was not renewed or replaced meanwhile). */
+  async reapExpired(key: string): Promise<void> {
+    await this.locked(() => {
+      const cur = this.readEnvelope(key);
+      if (cur && cur !== 'garbage' && cur.expiresAt !== null && cur.expiresAt <= Date.now()) this.deleteLocked(key);
+    });
+  }
+
+  watchSubnets(afterRevision: bigint, onEvent: (ev: StoreEvent) => void, onState?: (s: WatchState) => void): RawWatch {
+    const w = new FileWatch(this, this.root, this.logPath, afterRevision, onEvent, () => this.watches.delete(w));
+    this.watches.add(w);
+    onState?.({ type: 'connected' });
+    return w;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.watches].map((w) => w.close()));
+  }
+}
+
+/**
+ * Tails changes.log and turns lines into events. Lapsed TTLs are not in the log: the consumer
+ * (LeaseWatcher) times them from each entry's expiresAt and confirms with getSubnet.
+ */
+class FileWatch implements RawWatch {
+  private fd: number | undefined;
+  private ino = -1;
+  private offset = 0;
+  private partial = '';
+  private lastRev: bigint;
+  private readonly timer: NodeJS.Timeout;
+  private readonly fsw: FSWatcher | undefined;
+  private closed = false;
+  private scheduled = false;
+
+  constructor(
+    private readonly store: FileStore,
+    dir: string,
+    private readonly logPath: string,
+    afterRevision: bigint,
+    private readonly onEvent: (ev: StoreEvent) => void,
+    private readonly onClose: () => void,
+  ) {
+    this.lastRev = afterRevision;
+    this.openLog();
+    this.timer = setInterval(() => this.tick(), POLL_MS);
+    this.timer.unref?.();
+    let fsw: FSWatcher | undefined;
+    try {
+      fsw = fsWatch(dir, { persistent: false }, (_ev, name) => {
+        if (name === 'changes.log') this.schedule();
+      });
+      fsw.on('error', () => { /* the poll keeps us going */ });
+    } catch { fsw = undefined; }
+    this.fsw = fsw;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(() => { this.scheduled = false; this.tick(); });
+  }
+
+  private openLog(): void {
+    this.fd = openSync(this.logPath, 'r');
+    this.ino = fstatSync(this.fd).ino;
+  }
+
+  private tick(): void {
+    if (this.closed) return;
+    try {
+      let ino: number;
+      try { ino = statSync(this.logPath).ino; } catch { return; }
+      if (ino !== this.ino) {
+        this.readNew(); // deliver what the old file still held, then start over
+        this.endWithResync('file store change log was rotated');
+        return;
+      }
+      this.readNew();
+    } catch (err) {
+      this.endWithResync(`file store watch error: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  private endWithResync(reason: string): void {
+    if (this.closed) return;
+    void this.close();
+    this.onEvent({ type: 'resync', reason });
+  }
+
+  private readNew(): void {
+    if (this.fd === undefined) return;
+    const size = fstatSync(this.fd).size;
+    if (size <= this.offset) return;
+    const buf = Buffer.alloc(size - this.offset);
+    const n = readSync(this.fd, buf, 0, buf.length, this.offset);
+    this.offset += n;
+    const text = this.partial + buf.subarray(0, n).toString('utf8');
+    const lines = text.split('\n');
+    this.partial = lines.pop() ?? '';
+    const changed = new Map<string, bigint>();
+    for (const line of lines) {
+      if (this.closed) return;
+      if (line.startsWith('#')) {
+        // The log starts after this revision; if we needed older lines, they are gone.
+        const start = BigInt(line.slice(1) || '0');
+        if (start > this.lastRev) {
+          this.endWithResync('file store change log no longer holds the watched revision');
+          return;
+        }
+        continue;
+      }
+      const [revS, op, key] = line.split(' ');
+      if (!revS || !op || !key || !/^\d+$/.test(revS)) continue;
+      const rev = BigInt(revS);
+      if (rev <= this.lastRev) continue;
+      this.lastRev = rev;
+      changed.set(key, rev);
+    }
+    // Several lines for one key collapse into its current state.
+    for (const [key, rev] of changed) {
+      if (this.closed) return;
+      this.emitCurrent(key, rev);
+    }
+  }
+
+  private emitCurrent(key: string, rev: bigint): void {
+    const subnet = parseSubnetKey(key);
+    if (!subnet) return;
+    const entry = this.store.readLive(key);
+    if (entry) {
+      this.onEvent({ type: 'put', entry });
+    } else {
+      this.onEvent({ type: 'delete', subnet, revision: rev });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    this.fsw?.close();
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    this.onClose();
+  }
+}

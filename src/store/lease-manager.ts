@@ -1,0 +1,238 @@
+// The node's own subnet lease: acquire (reuse ours, else the one in the previous subnet file,
+// else a random free one), renew before expiry, report readiness, and treat the lease's removal
+// as fatal — another node may already have been handed the subnet.
+import { randomBytes, randomInt } from 'node:crypto';
+import { CniCode, WeftError } from '../errors.js';
+import { type Cidr, type IP, cidrEquals, formatCidr, formatIP, ipEquals, subnetKey } from '../net/ip.js';
+import { createLogger, type Logger } from '../log.js';
+import { type AddressPlan, type NetworkConfig, leasableSubnet, planAllows, subnetCount } from './config.js';
+import { type Lease, type LeaseAttrs, encodeLeaseAttrs, parseLease } from './lease.js';
+import type { HeldEntry, SubnetStore } from './types.js';
+import { LeaseWatcher, type LeaseEvent, type WatcherState } from './watch.js';
+
+export const DEFAULT_LEASE_TTL_SECONDS = 24 * 3600;
+
+export type ManagerStatus =
+  | { readonly type: 'idle' }
+  | { readonly type: 'ready'; readonly lease: Lease }
+  /** The store cannot be reached; the lease is kept and renewal keeps trying. */
+  | { readonly type: 'not-ready'; readonly lease: Lease; readonly reason: string }
+  | { readonly type: 'fatal'; readonly error: WeftError }
+  | { readonly type: 'stopped' };
+
+export interface LeaseManagerOptions {
+  readonly store: SubnetStore;
+  readonly config: NetworkConfig;
+  readonly publicIP: IP;
+  readonly publicIPv6?: IP;
+  readonly backendType: string;
+  readonly backendData?: unknown;
+  readonly ttlSeconds?: number;
+  /** Renew this often instead of at half the TTL (at most 1 h before expiry). */
+  readonly renewEverySeconds?: number;
+  /** The subnet from the node's previous subnet file, preferred when still free. */
+  readonly previousSubnet?: Cidr;
+  readonly log?: Logger;
+  readonly onStatus?: (s: ManagerStatus) => void;
+}
+
+/** How many conflicting put-if-absent attempts before giving up (each picks another subnet). */
+const MAX_ATTEMPTS = 64;
+
+export class LeaseManager {
+  private held: HeldEntry | undefined;
+  private lease: Lease | undefined;
+  private statusNow: ManagerStatus = { type: 'idle' };
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private renewing: Promise<void> | undefined;
+  private readonly log: Logger;
+  private readonly ttl: number;
+  private readonly attrs: LeaseAttrs;
+  private readonly plan: AddressPlan;
+
+  constructor(private readonly opts: LeaseManagerOptions) {
+    this.log = opts.log ?? createLogger({ component: 'lease-manager' });
+    this.ttl = opts.ttlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+    if (!opts.config.ipv4) {
+      throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: Network: the lease manager needs an IPv4 Network (leases are keyed by their IPv4 subnet)');
+    }
+    this.plan = opts.config.ipv4;
+    this.attrs = {
+      publicIP: opts.publicIP,
+      publicIPv6: opts.publicIPv6,
+      backendType: opts.backendType,
+      backendData: opts.backendData ?? null,
+    };
+  }
+
+  get status(): ManagerStatus {
+    return this.statusNow;
+  }
+
+  /** The subnet held, if any. */
+  get subnet(): Cidr | undefined {
+    return this.lease?.subnet;
+  }
+
+  private setStatus(s: ManagerStatus): void {
+    const changed = s.type !== this.statusNow.type;
+    this.statusNow = s;
+    if (changed) {
+      if (s.type === 'not-ready') this.log.warn('lease store unreachable; keeping the lease', { reason: s.reason });
+      if (s.type === 'ready' ) this.log.info('lease held', { subnet: formatCidr(s.lease.subnet) });
+      this.opts.onStatus?.(s);
+    }
+  }
+
+  /** Acquires the lease and starts renewing it. Throws "out of subnets" when none is free. */
+  async start(): Promise<Lease> {
+    const lease = await this.acquire();
+    this.scheduleRenew();
+    return lease;
+  }
+
+  private async acquire(): Promise<Lease> {
+    const value = encodeLeaseAttrs(this.attrs);
+    const tried = new Set<string>();
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const { entries } = await this.opts.store.listSubnets();
+      const taken = new Set(entries.map((e) => subnetKey(e.subnet)));
+      for (const k of tried) taken.add(k);
+
+      // 1. Our own lease from before a restart: same PublicIP, still inside the config's range.
+      const mine = entries.find((e) => {
+        const p = parseLease(e);
+        return p.ok && ipEquals(p.lease.attrs.publicIP, this.opts.publicIP) && planAllows(this.plan, e.subnet);
+      });
+      let choice: { subnet: Cidr; expect: { type: 'absent' } | { type: 'revision'; revision: bigint } } | undefined;
+      if (mine) {
+        choice = { subnet: mine.subnet, expect: { type: 'revision', revision: mine.revision } };
+      } else if (this.opts.previousSubnet && planAllows(this.plan, this.opts.previousSubnet)
+        && !taken.has(subnetKey(this.opts.previousSubnet))) {
+        choice = { subnet: this.opts.previousSubnet, expect: { type: 'absent' } };
+      } else {
+        const free = this.pickFree(taken);
+        if (!free) throw this.outOfSubnets(entries.length);
+        choice = { subnet: free, expect: { type: 'absent' } };
+      }
+      const res = await this.opts.store.writeSubnet(choice.subnet, value, this.ttl, choice.expect);
+      if (res.type === 'written') {
+        this.held = res.held;
+        const parsed = parseLease({ subnet: res.held.subnet, value, revision: res.held.revision, expiresAt: res.held.expiresAt });
+        if (!parsed.ok) throw new WeftError(CniCode.Internal, parsed.reason);
+        this.lease = parsed.lease;
+        this.setStatus({ type: 'ready', lease: parsed.lease });
+        return parsed.lease;
+      }
+      // Someone else got there first; do not pick that subnet again.
+      tried.add(subnetKey(choice.subnet));
+    }
+    throw new WeftError(CniCode.TryAgainLater, `could not lease a subnet of ${formatCidr(this.plan.network)} after ${MAX_ATTEMPTS} conflicting attempts`);
+  }
+
+  private outOfSubnets(leased: number): WeftError {
+    return new WeftError(CniCode.IpamExhausted,
+      `out of subnets: all ${subnetCount(this.plan)} /${this.plan.subnetLen} subnets of ${formatCidr(this.plan.network)} `
+      + `between SubnetMin ${formatIP(this.plan.subnetMin.ip)} and SubnetMax ${formatIP(this.plan.subnetMax.ip)} are taken (${leased} leases in the store)`);
+  }
+
+  /** A random subnet not in `taken`; enumerates small ranges and samples big ones. */
+  private pickFree(taken: ReadonlySet<string>): Cidr | undefined {
+    const count = subnetCount(this.plan);
+    if (count <= 65536n) {
+      const free: Cidr[] = [];
+      for (let i = 0n; i < count; i++) {
+        const s = leasableSubnet(this.plan, i);
+        if (!taken.has(subnetKey(s))) free.push(s);
+      }
+      return free.length === 0 ? undefined : free[randomInt(free.length)];
+    }
+    for (let tries = 0; tries < 10_000; tries++) {
+      // 64 random bits index any realistic range with negligible bias.
+      const i = randomBytes(8).readBigUInt64BE() % count;
+      const s = leasableSubnet(this.plan, i);
+      if (!taken.has(subnetKey(s))) return s;
+    }
+    return undefined;
+  }
+
+  private renewDelayMs(): number {
+    if (this.opts.renewEverySeconds !== undefined) return this.opts.renewEverySeconds * 1000;
+    // Half the TTL, but never later than an hour before expiry (flannel's margin for 24 h).
+    return Math.max(1000, Math.min(this.ttl / 2, Math.max(this.ttl - 3600, this.ttl / 2)) * 1000);
+  }
+
+  private scheduleRenew(delayMs = this.renewDelayMs()): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => { this.renewing = this.renewOnce(); }, delayMs);
+    this.timer.unref?.();
+  }
+
+  /** One renewal; exposed so tests and the agent can force it. */
+  async renewOnce(): Promise<void> {
+    const held = this.held;
+    const lease = this.lease;
+    if (!held || !lease || this.stopped) return;
+    try {
+      const r = await this.opts.store.renewSubnet(held);
+      if (this.stopped) return;
+      if (r.type === 'lost') {
+        this.fail(r.reason);
+        return;
+      }
+      this.held = r.held;
+      this.lease = { ...lease, expiresAt: r.held.expiresAt, revision: r.held.revision };
+      this.setStatus({ type: 'ready', lease: this.lease });
+      this.scheduleRenew();
+    } catch (err) {
+      if (this.stopped) return;
+      const reason = err instanceof Error ? err.message : String(err);
+      this.setStatus({ type: 'not-ready', lease, reason });
+      // Retry soon: the lease is only safe while it has TTL left.
+      this.scheduleRenew(Math.min(1000, this.renewDelayMs()));
+    }
+  }
+
+  private fail(reason: string): void {
+    if (this.statusNow.type === 'fatal' || this.stopped) return;
+    const error = new WeftError(CniCode.Store,
+      `own subnet lease lost: ${reason}; stopping, because another node may now be given this subnet`);
+    this.log.error('own subnet lease lost', { reason });
+    if (this.timer) clearTimeout(this.timer);
+    this.setStatus({ type: 'fatal', error });
+  }
+
+  /** Called when a watcher saw our key vanish; confirmed by a renewal before declaring it fatal. */
+  ownLeaseRemoved(subnet: Cidr): void {
+    if (!this.lease || !cidrEquals(this.lease.subnet, subnet) || this.stopped) return;
+    void this.renewOnce();
+  }
+
+  /** A watch of every other node's lease, wired to this manager's own-lease detection. */
+  watchOthers(onEvent: (ev: LeaseEvent) => void, onState?: (s: WatcherState) => void): LeaseWatcher {
+    return new LeaseWatcher({
+      store: this.opts.store,
+      onEvent,
+      ownSubnet: () => this.lease?.subnet,
+      onOwnRemoved: (s) => this.ownLeaseRemoved(s),
+      ...(onState ? { onState } : {}),
+      log: this.log,
+    });
+  }
+
+  /** Stops renewing; with `release`, deletes the lease so the subnet is free at once. */
+  async stop(opts: { release?: boolean } = {}): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.renewing?.catch(() => {});
+    if (opts.release && this.held) {
+      try {
+        await this.opts.store.releaseSubnet(this.held);
+      } catch (err) {
+        this.log.warn('could not release the lease; it lapses with its TTL', { error: err instanceof Error ? err.message : String(err) });
+      }
+    }
+    this.statusNow = { type: 'stopped' };
+  }
+}

@@ -1,0 +1,86 @@
+// A lease's value, flannel-compatible: {"PublicIP","PublicIPv6","BackendType","BackendData"}.
+// Values come from a shared store anyone can write to, so parsing never throws: garbage is
+// reported to the caller, who skips the entry with a warning.
+import { z } from 'zod';
+import { type Cidr, type IP, formatCidr, formatIP, tryParseIP } from '../net/ip.js';
+import { backendSpec } from './backend-registry.js';
+import type { RawEntry } from './types.js';
+
+export interface LeaseAttrs {
+  readonly publicIP: IP;
+  readonly publicIPv6: IP | undefined;
+  readonly backendType: string;
+  /** Parsed with the backend's leaseData schema. */
+  readonly backendData: unknown;
+}
+
+export interface Lease {
+  readonly subnet: Cidr;
+  readonly attrs: LeaseAttrs;
+  /** Epoch ms, null for a reservation, undefined when the store did not resolve it. */
+  readonly expiresAt: number | null | undefined;
+  readonly revision: bigint;
+}
+
+const wire = z.object({
+  PublicIP: z.string(),
+  PublicIPv6: z.string().optional(),
+  BackendType: z.string(),
+  BackendData: z.unknown().optional(),
+});
+
+export type ParsedLease = { readonly ok: true; readonly lease: Lease } | { readonly ok: false; readonly reason: string };
+
+export function parseLeaseValue(value: string): { ok: true; attrs: LeaseAttrs } | { ok: false; reason: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(value);
+  } catch {
+    return { ok: false, reason: `value is not JSON: ${JSON.stringify(value.slice(0, 60))}` };
+  }
+  const w = wire.safeParse(json);
+  if (!w.success) {
+    const i = w.error.issues[0];
+    return { ok: false, reason: `${i?.path.join('.') || 'value'}: ${i?.message ?? 'invalid'}` };
+  }
+  const publicIP = tryParseIP(w.data.PublicIP);
+  if (!publicIP || publicIP.family !== 4) return { ok: false, reason: `PublicIP: expected an IPv4 address, got ${JSON.stringify(w.data.PublicIP)}` };
+  let publicIPv6: IP | undefined;
+  if (w.data.PublicIPv6 !== undefined && w.data.PublicIPv6 !== '') {
+    publicIPv6 = tryParseIP(w.data.PublicIPv6);
+    if (!publicIPv6 || publicIPv6.family !== 6) return { ok: false, reason: `PublicIPv6: expected an IPv6 address, got ${JSON.stringify(w.data.PublicIPv6)}` };
+  }
+  let backendData: unknown = w.data.BackendData ?? null;
+  const spec = backendSpec(w.data.BackendType);
+  if (spec) {
+    // A reservation carries no backend data; only check data that is there.
+    if (backendData !== null) {
+      const d = spec.leaseData.safeParse(backendData);
+      if (!d.success) {
+        const i = d.error.issues[0];
+        return { ok: false, reason: `BackendData.${i?.path.join('.') ?? ''}: ${i?.message ?? 'invalid'}` };
+      }
+      backendData = d.data;
+    }
+  }
+  return { ok: true, attrs: { publicIP, publicIPv6, backendType: w.data.BackendType, backendData } };
+}
+
+export function parseLease(entry: RawEntry): ParsedLease {
+  const r = parseLeaseValue(entry.value);
+  if (!r.ok) return { ok: false, reason: `lease ${formatCidr(entry.subnet)}: ${r.reason}` };
+  return { ok: true, lease: { subnet: entry.subnet, attrs: r.attrs, expiresAt: entry.expiresAt, revision: entry.revision } };
+}
+
+export function encodeLeaseAttrs(a: LeaseAttrs): string {
+  const out: Record<string, unknown> = { PublicIP: formatIP(a.publicIP) };
+  if (a.publicIPv6) out.PublicIPv6 = formatIP(a.publicIPv6);
+  out.BackendType = a.backendType;
+  if (a.backendData !== undefined && a.backendData !== null) out.BackendData = a.backendData;
+  return JSON.stringify(out);
+}
+
+/** Equality of what a lease publishes (not of its expiry), for deciding whether a put is news. */
+export function sameAttrs(a: LeaseAttrs, b: LeaseAttrs): boolean {
+  return encodeLeaseAttrs(a) === encodeLeaseAttrs(b);
+}

@@ -1,0 +1,106 @@
+// The SubnetStore contract both backends (etcd, file) implement. It speaks in raw entries —
+// key plus the stored text — so that parsing, and skipping garbage, happens once, in lease.ts.
+import type { Cidr } from '../net/ip.js';
+
+/** One stored subnet key as the store holds it. */
+export interface RawEntry {
+  /** The subnet, parsed from the key (entries whose key is not a subnet are never returned). */
+  readonly subnet: Cidr;
+  /** The stored value, unparsed (may be garbage). */
+  readonly value: string;
+  /** Store revision of the last write to this key; the compare token for replaceLease. */
+  readonly revision: bigint;
+  /**
+   * When the entry lapses: epoch ms, `null` for a reservation (no TTL), or `undefined` when the
+   * store did not look it up (etcd only resolves TTLs when asked; see listSubnets).
+   */
+  readonly expiresAt?: number | null;
+}
+
+/** A lease this process holds: enough to renew it and to know whether it is still ours. */
+export interface HeldEntry {
+  readonly subnet: Cidr;
+  readonly value: string;
+  readonly revision: bigint;
+  /** etcd lease id, or the file store's owner token. Empty for a reservation. */
+  readonly token: string;
+  readonly ttlSeconds: number | null;
+  readonly expiresAt: number | null;
+}
+
+export type WriteResult =
+  | { readonly type: 'written'; readonly held: HeldEntry }
+  | { readonly type: 'conflict' };
+
+export type RenewResult =
+  | { readonly type: 'renewed'; readonly held: HeldEntry }
+  /** The key is gone or now belongs to someone else. */
+  | { readonly type: 'lost'; readonly reason: string };
+
+/** Changes seen by a raw watch, in store order. */
+export type StoreEvent =
+  | { readonly type: 'put'; readonly entry: RawEntry }
+  | { readonly type: 'delete'; readonly subnet: Cidr; readonly revision: bigint }
+  /**
+   * Continuity was lost (reconnect, compaction, log rotation). This is the watch's last event:
+   * the consumer lists again and starts a new watch from the listing's revision.
+   */
+  | { readonly type: 'resync'; readonly reason: string };
+
+export type WatchState =
+  | { readonly type: 'connected' }
+  | { readonly type: 'disconnected'; readonly reason: string };
+
+export interface RawWatch {
+  close(): Promise<void>;
+}
+
+export interface ListOptions {
+  /** Resolve each entry's expiry (costs one round trip per etcd lease). */
+  readonly withExpiry?: boolean;
+}
+
+export interface SubnetStore {
+  readonly kind: 'etcd' | 'file';
+  /** A human description (endpoints or directory), for logs and errors. */
+  readonly where: string;
+
+  getConfig(): Promise<string | undefined>;
+  putConfig(text: string): Promise<void>;
+
+  /** Every subnet entry that is currently live, and the revision the listing reflects. */
+  listSubnets(opts?: ListOptions): Promise<{ readonly revision: bigint; readonly entries: RawEntry[] }>;
+  getSubnet(subnet: Cidr): Promise<RawEntry | undefined>;
+
+  /**
+   * Writes a subnet entry if the key is as expected: absent (put-if-absent), or unchanged since
+   * `revision` (taking over our own previous lease). ttlSeconds null makes a reservation.
+   */
+  writeSubnet(
+    subnet: Cidr,
+    value: string,
+    ttlSeconds: number | null,
+    expect: { readonly type: 'absent' } | { readonly type: 'revision'; readonly revision: bigint },
+  ): Promise<WriteResult>;
+
+  /** Extends a held lease's TTL, checking the key still carries it. */
+  renewSubnet(held: HeldEntry): Promise<RenewResult>;
+
+  /** Deletes the entry if it is still the one held (used on shutdown). */
+  releaseSubnet(held: HeldEntry): Promise<boolean>;
+
+  /** Deletes whatever entry is at the subnet (operator action). True if one existed. */
+  deleteSubnet(subnet: Cidr): Promise<boolean>;
+
+  /**
+   * Streams changes after `afterRevision`, in order, until closed or until it ends with a
+   * `resync` event.
+   */
+  watchSubnets(
+    afterRevision: bigint,
+    onEvent: (ev: StoreEvent) => void,
+    onState?: (s: WatchState) => void,
+  ): RawWatch;
+
+  close(): Promise<void>;
+}

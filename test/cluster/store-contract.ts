@@ -1,0 +1,266 @@
+// One contract every SubnetStore passes, run against the file store and a real etcd.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { formatCidr, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
+import { createLogger } from '../../src/log.js';
+import type { SubnetStore } from '../../src/store/types.js';
+import { parseNetworkConfig } from '../../src/store/config.js';
+import { encodeLeaseAttrs } from '../../src/store/lease.js';
+import { LeaseManager, type ManagerStatus } from '../../src/store/lease-manager.js';
+import { LeaseWatcher, type LeaseEvent } from '../../src/store/watch.js';
+
+export interface StoreFactory {
+  /** A fresh store on a prefix no other test uses. */
+  open(prefix: string): SubnetStore;
+  setup?(): Promise<void>;
+  teardown?(): Promise<void>;
+}
+
+export function uniquePrefix(): string {
+  return `/weft-test/${randomBytes(4).toString('hex')}`;
+}
+
+const attrs = (ip: string, backendType = 'host-gw') => encodeLeaseAttrs({
+  publicIP: parseIP(ip), publicIPv6: undefined, backendType, backendData: null,
+});
+
+/** Waits until `pred` holds, polling every 10 ms. */
+export async function until(what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+const quietLog = () => {
+  const lines: string[] = [];
+  return { lines, log: createLogger({}, { write: (l) => { lines.push(l); } }) };
+};
+
+export function storeContract(name: string, factory: StoreFactory): void {
+  describe(`SubnetStore contract: ${name}`, () => {
+    const opened: SubnetStore[] = [];
+    const open = (prefix = uniquePrefix()) => {
+      const s = factory.open(prefix);
+      opened.push(s);
+      return s;
+    };
+    before(async () => { await factory.setup?.(); });
+    after(async () => {
+      await Promise.all(opened.map((s) => s.close()));
+      await factory.teardown?.();
+    });
+
+    it('stores and returns the network config', async () => {
+      const s = open();
+      assert.equal(await s.getConfig(), undefined);
+      await s.putConfig('{"Network":"10.244.0.0/16"}');
+      assert.equal(await s.getConfig(), '{"Network":"10.244.0.0/16"}');
+    });
+
+    it('writes a subnet only if absent, and lists it', async () => {
+      const s = open();
+      const sub = parseCidr('10.244.3.0/24');
+      const first = await s.writeSubnet(sub, attrs('198.18.0.1'), 60, { type: 'absent' });
+      assert.equal(first.type, 'written');
+      const second = await s.writeSubnet(sub, attrs('198.18.0.2'), 60, { type: 'absent' });
+      assert.deepEqual(second, { type: 'conflict' });
+      const got = await s.getSubnet(sub);
+      assert.equal(got?.value, attrs('198.18.0.1'));
+      const { entries } = await s.listSubnets({ withExpiry: true });
+      assert.deepEqual(entries.map((e) => formatCidr(e.subnet)), ['10.244.3.0/24']);
+      const exp = entries[0]?.expiresAt;
+      assert.ok(typeof exp === 'number' && exp > Date.now() + 50_000 && exp <= Date.now() + 61_000, `expiresAt ${exp}`);
+    });
+
+    it('keeps a reservation without TTL and deletes on request', async () => {
+      const s = open();
+      const sub = parseCidr('10.244.7.0/24');
+      assert.equal((await s.writeSubnet(sub, attrs('198.18.0.7'), null, { type: 'absent' })).type, 'written');
+      const { entries } = await s.listSubnets({ withExpiry: true });
+      assert.equal(entries[0]?.expiresAt, null);
+      assert.equal(await s.deleteSubnet(sub), true);
+      assert.equal(await s.deleteSubnet(sub), false);
+      assert.equal(await s.getSubnet(sub), undefined);
+    });
+
+    it('replaces an entry only at the revision the writer saw', async () => {
+      const s = open();
+      const sub = parseCidr('10.244.4.0/24');
+      const w = await s.writeSubnet(sub, attrs('198.18.0.4'), 60, { type: 'absent' });
+      assert.equal(w.type, 'written');
+      if (w.type !== 'written') return;
+      const stale = await s.writeSubnet(sub, attrs('198.18.0.4'), 60, { type: 'revision', revision: w.held.revision - 1n });
+      assert.equal(stale.type, 'conflict');
+      const ok = await s.writeSubnet(sub, attrs('198.18.0.4'), 60, { type: 'revision', revision: w.held.revision });
+      assert.equal(ok.type, 'written');
+    });
+
+    it('renews a held lease and reports it lost once deleted or taken over', async () => {
+      const s = open();
+      const sub = parseCidr('10.244.5.0/24');
+      const w = await s.writeSubnet(sub, attrs('198.18.0.5'), 30, { type: 'absent' });
+      assert.equal(w.type, 'written');
+      if (w.type !== 'written') return;
+      const r = await s.renewSubnet(w.held);
+      assert.equal(r.type, 'renewed');
+      // Another writer takes the key over (a restart of "our" node elsewhere): we lost it.
+      const cur = await s.getSubnet(sub);
+      const over = await s.writeSubnet(sub, attrs('198.18.0.5'), 30, { type: 'revision', revision: cur!.revision });
+      assert.equal(over.type, 'written');
+      const lost = await s.renewSubnet(w.held);
+      assert.equal(lost.type, 'lost');
+      if (over.type !== 'written') return;
+      assert.equal(await s.releaseSubnet(w.held), false, 'a stale holder must not delete the new owner');
+      assert.equal(await s.deleteSubnet(sub), true);
+      const gone = await s.renewSubnet(over.held);
+      assert.equal(gone.type, 'lost');
+      assert.match(gone.type === 'lost' ? gone.reason : '', /removed/);
+    });
+
+    it('releases a held lease', async () => {
+      const s = open();
+      const sub = parseCidr('10.244.6.0/24');
+      const w = await s.writeSubnet(sub, attrs('198.18.0.6'), 30, { type: 'absent' });
+      if (w.type !== 'written') assert.fail('not written');
+      assert.equal(await s.releaseSubnet(w.held), true);
+      assert.equal(await s.getSubnet(sub), undefined);
+    });
+
+    it('watches: added, updated, removed, garbage skipped with a warning, own lease filtered', async () => {
+      const prefix = uniquePrefix();
+      const writer = open(prefix);
+      const reader = open(prefix);
+      await writer.writeSubnet(parseCidr('10.244.1.0/24'), attrs('198.18.0.1'), 60, { type: 'absent' });
+      const events: LeaseEvent[] = [];
+      const { lines, log } = quietLog();
+      const own = parseCidr('10.244.9.0/24');
+      const w = new LeaseWatcher({ store: reader, onEvent: (e) => events.push(e), ownSubnet: () => own, log });
+      try {
+        await w.start();
+        assert.deepEqual(events.map((e) => `${e.type} ${formatCidr(e.lease.subnet)}`), ['added 10.244.1.0/24']);
+        await writer.writeSubnet(own, attrs('198.18.0.9'), 60, { type: 'absent' });
+        await writer.writeSubnet(parseCidr('10.244.2.0/24'), attrs('198.18.0.2'), 60, { type: 'absent' });
+        await until('second lease', () => events.length === 2);
+        await writer.writeSubnet(parseCidr('10.244.66.0/24'), '{not json', 60, { type: 'absent' });
+        await writer.writeSubnet(parseCidr('10.244.67.0/24'), JSON.stringify({ PublicIP: 'nope', BackendType: 'vxlan' }), 60, { type: 'absent' });
+        await writer.writeSubnet(parseCidr('10.244.68.0/24'), JSON.stringify({ PublicIP: '198.18.0.68', BackendType: 'vxlan', BackendData: { VtepMAC: 'zz' } }), 60, { type: 'absent' });
+        const cur = await writer.getSubnet(parseCidr('10.244.2.0/24'));
+        await writer.writeSubnet(parseCidr('10.244.2.0/24'), attrs('198.18.0.22'), 60, { type: 'revision', revision: cur!.revision });
+        await writer.deleteSubnet(parseCidr('10.244.1.0/24'));
+        await until('update and removal', () => events.length === 4);
+        assert.deepEqual(events.map((e) => `${e.type} ${formatCidr(e.lease.subnet)}`),
+          ['added 10.244.1.0/24', 'added 10.244.2.0/24', 'added 10.244.2.0/24', 'removed 10.244.1.0/24']);
+        const updated = events[2];
+        assert.equal(updated?.type === 'added' ? updated.lease.attrs.publicIP.value : 0n, parseIP('198.18.0.22').value);
+        const warnings = lines.map((l) => JSON.parse(l) as { level: string; subnet?: string; reason?: string })
+          .filter((l) => l.level === 'warn');
+        assert.deepEqual(warnings.map((l) => l.subnet).sort(), ['10.244.66.0/24', '10.244.67.0/24', '10.244.68.0/24']);
+        assert.match(warnings.find((l) => l.subnet === '10.244.67.0/24')?.reason ?? '', /PublicIP/);
+        assert.match(warnings.find((l) => l.subnet === '10.244.68.0/24')?.reason ?? '', /VtepMAC/);
+        assert.deepEqual(w.leases().map((l) => formatCidr(l.subnet)), ['10.244.2.0/24']);
+      } finally {
+        await w.close();
+      }
+    });
+
+    it('expires a lease that is not renewed, and watchers see it removed', async () => {
+      const prefix = uniquePrefix();
+      const writer = open(prefix);
+      const reader = open(prefix);
+      const events: LeaseEvent[] = [];
+      const w = new LeaseWatcher({ store: reader, onEvent: (e) => events.push(e), log: quietLog().log });
+      try {
+        await w.start();
+        const sub = parseCidr('10.244.12.0/24');
+        const t0 = Date.now();
+        await writer.writeSubnet(sub, attrs('198.18.0.12'), 2, { type: 'absent' });
+        await until('added', () => events.length === 1);
+        await until('removed after TTL', () => events.length === 2, 8000);
+        const took = Date.now() - t0;
+        assert.equal(events[1]?.type, 'removed');
+        assert.ok(took >= 1900 && took < 4500, `removed after ${took} ms (TTL 2 s)`);
+        assert.equal(await writer.getSubnet(sub), undefined);
+        assert.deepEqual((await writer.listSubnets()).entries, []);
+      } finally {
+        await w.close();
+      }
+    });
+
+    it('100 racing acquirers on a /16 get 100 distinct /24s', async () => {
+      const prefix = uniquePrefix();
+      const store = open(prefix);
+      const config = parseNetworkConfig('{"Network":"10.100.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}');
+      const managers = Array.from({ length: 100 }, (_, i) => new LeaseManager({
+        store, config, publicIP: parseIP(`198.18.1.${i + 1}`), backendType: 'host-gw', ttlSeconds: 120, log: quietLog().log,
+      }));
+      try {
+        const leases = await Promise.all(managers.map((m) => m.start()));
+        const keys = new Set(leases.map((l) => subnetKey(l.subnet)));
+        assert.equal(keys.size, 100);
+        const listed = (await store.listSubnets()).entries.map((e) => subnetKey(e.subnet));
+        assert.deepEqual(new Set(listed), keys);
+      } finally {
+        await Promise.all(managers.map((m) => m.stop()));
+      }
+    });
+
+    it('a /28 of /30s holds 4 nodes; the 5th is out of subnets', async () => {
+      const store = open();
+      const config = parseNetworkConfig('{"Network":"10.200.0.0/28","SubnetLen":30,"SubnetMin":"10.200.0.0","Backend":{"Type":"host-gw"}}');
+      const mk = (i: number) => new LeaseManager({
+        store, config, publicIP: parseIP(`198.18.2.${i}`), backendType: 'host-gw', ttlSeconds: 120, log: quietLog().log,
+      });
+      const ms = [1, 2, 3, 4, 5].map(mk);
+      try {
+        const four = await Promise.all(ms.slice(0, 4).map((m) => m.start()));
+        assert.deepEqual(four.map((l) => formatCidr(l.subnet)).sort(),
+          ['10.200.0.0/30', '10.200.0.12/30', '10.200.0.4/30', '10.200.0.8/30']);
+        await assert.rejects(ms[4]!.start(), /out of subnets: all 4 \/30 subnets of 10\.200\.0\.0\/28/);
+      } finally {
+        await Promise.all(ms.map((m) => m.stop()));
+      }
+    });
+
+    it('a restarted node gets its own lease back; a new node prefers its previous subnet', async () => {
+      const store = open();
+      const config = parseNetworkConfig('{"Network":"10.150.0.0/16","Backend":{"Type":"host-gw"}}');
+      const opts = { store, config, publicIP: parseIP('198.18.3.1'), backendType: 'host-gw', ttlSeconds: 120, log: quietLog().log };
+      const a = new LeaseManager(opts);
+      const first = await a.start();
+      await a.stop();
+      const again = new LeaseManager(opts);
+      const second = await again.start();
+      assert.equal(formatCidr(second.subnet), formatCidr(first.subnet));
+      const prev = new LeaseManager({ ...opts, publicIP: parseIP('198.18.3.2'), previousSubnet: parseCidr('10.150.77.0/24') });
+      assert.equal(formatCidr((await prev.start()).subnet), '10.150.77.0/24');
+      await Promise.all([again.stop(), prev.stop({ release: true })]);
+      assert.equal(await store.getSubnet(parseCidr('10.150.77.0/24')), undefined, 'released on stop');
+    });
+
+    it('treats removal of its own lease as fatal, with a clear message', async () => {
+      const store = open();
+      const config = parseNetworkConfig('{"Network":"10.160.0.0/16","Backend":{"Type":"host-gw"}}');
+      const statuses: ManagerStatus[] = [];
+      const m = new LeaseManager({
+        store, config, publicIP: parseIP('198.18.4.1'), backendType: 'host-gw', ttlSeconds: 120,
+        log: quietLog().log, onStatus: (s) => statuses.push(s),
+      });
+      const lease = await m.start();
+      const w = m.watchOthers(() => {});
+      try {
+        await w.start();
+        await store.deleteSubnet(lease.subnet);
+        await until('fatal status', () => m.status.type === 'fatal');
+        const st = m.status;
+        assert.match(st.type === 'fatal' ? st.error.message : '', /own subnet lease lost: lease 10\.160\.\d+\.0\/24 was removed/);
+      } finally {
+        await w.close();
+        await m.stop();
+      }
+    });
+  });
+}
