@@ -1,0 +1,160 @@
+// A cross-process mutex on a file path. Node has no flock(2), and exec'ing flock(1) costs a
+// process start per operation, so the lock is the existence of a file created with O_EXCL that
+// names its owner ("pid starttime pidns"). A waiter that finds the owner dead (no such pid, or the
+// pid was reused: different start time) breaks the lock. Breaking is itself serialised by a
+// second O_EXCL file and re-checked under it, so a live owner's lock is never removed by two
+// breakers racing on the same stale lock. Owners in another pid namespace cannot be checked, so
+// their locks are only considered stale after `foreignStaleMs`.
+import { closeSync, openSync, readFileSync, readlinkSync, statSync, unlinkSync, writeSync, constants } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CniCode, WeftError } from '../errors.js';
+
+export interface FileLockOptions {
+  /** Give up (code 11, try again later) after this long. Default 30 s. */
+  timeoutMs?: number;
+  /** A lock whose owner cannot be verified is stale after this age. Default 60 s. */
+  foreignStaleMs?: number;
+}
+
+export interface FileLock {
+  readonly path: string;
+  release(): void;
+}
+
+interface Owner {
+  pid: number;
+  start: string;
+  pidns: string;
+}
+
+let selfIdentity: Owner | undefined;
+
+function procStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // comm (field 2) may contain spaces and parentheses: fields after the last ')' are fixed.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return rest[19]; // field 22, starttime
+  } catch {
+    return undefined;
+  }
+}
+
+function self(): Owner {
+  if (!selfIdentity) {
+    let pidns = '';
+    try {
+      pidns = readlinkSync('/proc/self/ns/pid');
+    } catch {
+      // no procfs: locks can still be taken, staleness falls back to age
+    }
+    selfIdentity = { pid: process.pid, start: procStartTime(process.pid) ?? '', pidns };
+  }
+  return selfIdentity;
+}
+
+function encode(o: Owner): string {
+  return `${o.pid} ${o.start} ${o.pidns}\n`;
+}
+
+function readLock(path: string): { text: string; ino: number; mtimeMs: number } | undefined {
+  try {
+    const st = statSync(path);
+    return { text: readFileSync(path, 'utf8'), ino: st.ino, mtimeMs: st.mtimeMs };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+function createExclusive(path: string, content: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw new WeftError(CniCode.IoFailure, `cannot create lock file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    writeSync(fd, content);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+/** Whether the owner written in a lock file is gone. Empty text = owner still writing it. */
+export function isStale(text: string, ageMs: number, foreignStaleMs: number): boolean {
+  const [pidS, start, pidns] = text.trim().split(' ');
+  const pid = Number(pidS);
+  if (!text.endsWith('\n') || !Number.isInteger(pid) || pid <= 0) return ageMs > 10_000;
+  const me = self();
+  if (pidns !== me.pidns || me.pidns === '') return ageMs > foreignStaleMs;
+  const actual = procStartTime(pid);
+  return actual === undefined || actual !== start;
+}
+
+function tryBreak(path: string, seen: { text: string; ino: number }): void {
+  const breaker = `${path}.break`;
+  if (!createExclusive(breaker, encode(self()))) {
+    // Someone else is breaking it. A breaker holds this for microseconds; one that died doing so
+    // leaves a file that only age can clear.
+    const b = readLock(breaker);
+    if (b && Date.now() - b.mtimeMs > 5_000) {
+      try { unlinkSync(breaker); } catch { /* already gone */ }
+    }
+    return;
+  }
+  try {
+    const now = readLock(path);
+    // Only the very lock judged stale is removed; a fresh owner has a new inode and content.
+    if (now && now.ino === seen.ino && now.text === seen.text) unlinkSync(path);
+  } finally {
+    try { unlinkSync(breaker); } catch { /* already gone */ }
+  }
+}
+
+export async function acquireFileLock(path: string, opts: FileLockOptions = {}): Promise<FileLock> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const foreignStaleMs = opts.foreignStaleMs ?? 60_000;
+  const mine = encode(self());
+  const deadline = Date.now() + timeoutMs;
+  let delay = 1;
+  for (;;) {
+    if (createExclusive(path, mine)) {
+      let released = false;
+      return {
+        path,
+        release(): void {
+          if (released) return;
+          released = true;
+          // Remove it only while it is still ours (it could have been broken by age).
+          const cur = readLock(path);
+          if (cur && cur.text === mine) unlinkSync(path);
+        },
+      };
+    }
+    const held = readLock(path);
+    if (held && isStale(held.text, Date.now() - held.mtimeMs, foreignStaleMs)) {
+      tryBreak(path, held);
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      const owner = held?.text.trim().split(' ')[0] ?? '?';
+      throw new WeftError(CniCode.TryAgainLater, `timed out after ${timeoutMs} ms waiting for lock ${path} (held by pid ${owner})`);
+    }
+    // Jittered, growing backoff: holders keep the lock for about a millisecond, and a hundred
+    // waiters polling in lockstep would only contend on the directory.
+    await sleep(delay * (0.5 + Math.random()));
+    delay = Math.min(delay * 1.5, 20);
+  }
+}
+
+export async function withFileLock<T>(path: string, fn: () => Promise<T> | T, opts: FileLockOptions = {}): Promise<T> {
+  const lock = await acquireFileLock(path, opts);
+  try {
+    return await fn();
+  } finally {
+    lock.release();
+  }
+}
