@@ -1,0 +1,520 @@
+// The dataplane API: one Netlink handle per network namespace, synchronous calls, typed results.
+// Writes are plain kernel requests (so they fail loudly with the kernel's reason); deletes report
+// whether the thing existed instead of failing when it is already gone, which keeps CNI DEL and
+// the agent's repair loop idempotent.
+
+import { closeSync, openSync } from 'node:fs';
+import { WeftError, CniCode } from '../errors.js';
+import { formatCidr, formatIP, type Cidr, type IP, type IPFamily } from '../net/ip.js';
+import * as C from './constants.js';
+import { isNetlinkError } from './error.js';
+import { NetlinkSocket } from './socket.js';
+import {
+  bridgePortSetRequest,
+  decodeLink,
+  linkCreateRequest,
+  linkDeleteRequest,
+  linkDumpRequest,
+  linkGetRequest,
+  linkSetRequest,
+  type Link,
+  type LinkCreateSpec,
+  type MacvlanMode,
+} from './link.js';
+import { addressAddRequest, addressDeleteRequest, addressDumpRequest, decodeAddress, type Address, type AddressOptions } from './addr.js';
+import { decodeRoute, routeDumpRequest, routeRequest, type Route, type RouteFilter, type RouteSpec } from './route.js';
+import {
+  decodeFdb,
+  decodeNeigh,
+  fdbDumpRequest,
+  fdbRequest,
+  neighDeleteRequest,
+  neighDumpRequest,
+  neighReplaceRequest,
+  type FdbEntry,
+  type FdbOp,
+  type Neigh,
+} from './neigh.js';
+
+/** A link by index, by name, or a Link already looked up. */
+export type LinkRef = number | string | Link;
+
+export interface VethOptions {
+  readonly name: string;
+  readonly peerName: string;
+  /** Create the peer directly in this namespace (/run/netns/X or /proc/PID/ns/net). */
+  readonly peerNsPath?: string;
+  readonly mtu?: number;
+  readonly mac?: string;
+  readonly peerMac?: string;
+  readonly up?: boolean;
+  readonly peerUp?: boolean;
+}
+
+export interface BridgeOptions {
+  readonly name: string;
+  readonly mtu?: number;
+  readonly mac?: string;
+  readonly vlanFiltering?: boolean;
+  readonly up?: boolean;
+}
+
+export interface VxlanOptions {
+  readonly name: string;
+  readonly vni: number;
+  readonly local?: IP;
+  readonly group?: IP;
+  /** UDP destination port; the kernel's default is 8472 (Linux) when unset. */
+  readonly port?: number;
+  readonly learning?: boolean;
+  /** Underlay device. */
+  readonly dev?: LinkRef;
+  readonly ttl?: number;
+  readonly mtu?: number;
+  readonly mac?: string;
+  readonly up?: boolean;
+}
+
+export interface MacvlanOptions {
+  readonly name: string;
+  /** The parent device, in this handle's namespace. */
+  readonly master: LinkRef;
+  readonly mode: MacvlanMode;
+  readonly mtu?: number;
+  readonly mac?: string;
+  /** Create the macvlan directly in this namespace. */
+  readonly nsPath?: string;
+  readonly up?: boolean;
+}
+
+export interface DummyOptions {
+  readonly name: string;
+  readonly mtu?: number;
+  readonly mac?: string;
+  readonly nsPath?: string;
+  readonly up?: boolean;
+}
+
+export interface LinkSettings {
+  readonly up?: boolean;
+  readonly mtu?: number;
+  readonly name?: string;
+  /** Enslave to this bridge; null releases the link from its master. */
+  readonly master?: LinkRef | null;
+  readonly promisc?: boolean;
+  readonly mac?: string;
+  /** Move the link into another namespace. */
+  readonly nsPath?: string;
+}
+
+/** RouteSpec with oif also accepted by name. A Route from listRoutes is a valid RouteInput. */
+export type RouteInput = Omit<RouteSpec, 'oif'> & { readonly oif?: LinkRef };
+
+export interface NeighInput {
+  readonly link: LinkRef;
+  readonly ip: IP;
+  readonly mac: string;
+  readonly state?: number;
+}
+
+export interface FdbInput {
+  readonly link: LinkRef;
+  readonly mac: string;
+  readonly dst?: IP;
+  readonly vni?: number;
+  readonly port?: number;
+  readonly vlan?: number;
+  /** The master bridge's table (NTF_MASTER) instead of the device's own (NTF_SELF). */
+  readonly master?: boolean;
+  readonly state?: number;
+}
+
+function withNsFd<T>(nsPath: string | undefined, fn: (fd: number | undefined) => T): T {
+  if (nsPath === undefined) return fn(undefined);
+  let fd: number;
+  try {
+    fd = openSync(nsPath, 'r');
+  } catch (err) {
+    throw new WeftError(CniCode.Namespace, `cannot open network namespace ${nsPath}: ${(err as Error).message}`, '', { cause: err });
+  }
+  try {
+    return fn(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function describeRoute(r: RouteInput): string {
+  const dst = r.dst === 'default' ? 'default' : formatCidr(r.dst);
+  const parts = [dst];
+  if (r.gateway) parts.push(`via ${formatIP(r.gateway)}`);
+  if (r.oif !== undefined) parts.push(`dev ${typeof r.oif === 'object' ? r.oif.name : r.oif}`);
+  if (r.table !== undefined) parts.push(`table ${r.table}`);
+  return parts.join(' ');
+}
+
+export class Netlink {
+  readonly nsPath: string | undefined;
+  private readonly sock: NetlinkSocket;
+
+  private constructor(sock: NetlinkSocket, nsPath: string | undefined) {
+    this.sock = sock;
+    this.nsPath = nsPath;
+  }
+
+  /** A handle on the namespace at nsPath (default: the caller's own). */
+  static open(nsPath?: string, opts: { timeoutMs?: number } = {}): Netlink {
+    return new Netlink(NetlinkSocket.open({ ...(nsPath !== undefined && { nsPath }), ...(opts.timeoutMs !== undefined && { timeoutMs: opts.timeoutMs }) }), nsPath);
+  }
+
+  /** Opens a handle, runs fn, closes the handle. */
+  static with<T>(nsPath: string | undefined, fn: (nl: Netlink) => T): T {
+    const nl = Netlink.open(nsPath);
+    try {
+      return fn(nl);
+    } finally {
+      nl.close();
+    }
+  }
+
+  close(): void {
+    this.sock.close();
+  }
+
+  private where(): string {
+    return this.nsPath ? ` in ${this.nsPath}` : '';
+  }
+
+  // ---- links ----
+
+  listLinks(): Link[] {
+    return this.sock.dump(linkDumpRequest(), `list links${this.where()}`, C.RTM_NEWLINK).map(decodeLink);
+  }
+
+  getLink(ref: LinkRef): Link | undefined {
+    const key = typeof ref === 'object' ? ref.index : ref;
+    try {
+      return decodeLink(this.sock.query(linkGetRequest(key), `get link ${key}${this.where()}`, C.RTM_NEWLINK));
+    } catch (err) {
+      if (isNetlinkError(err, 'ENODEV')) return undefined;
+      throw err;
+    }
+  }
+
+  /** Like getLink, but a missing link is an error naming it. */
+  requireLink(ref: LinkRef): Link {
+    const link = this.getLink(ref);
+    if (!link) throw new WeftError(CniCode.Netlink, `no link ${typeof ref === 'object' ? ref.name : JSON.stringify(ref)}${this.where()}`);
+    return link;
+  }
+
+  private indexOf(ref: LinkRef): number {
+    if (typeof ref === 'number') return ref;
+    if (typeof ref === 'object') return ref.index;
+    return this.requireLink(ref).index;
+  }
+
+  private create(spec: LinkCreateSpec, what: string, resultNs: string | undefined): Link {
+    this.sock.request(linkCreateRequest(spec), `create ${what}${this.where()}`);
+    if (resultNs === undefined) return this.requireLink(spec.name);
+    return Netlink.with(resultNs, (other) => other.requireLink(spec.name));
+  }
+
+  /** Creates a veth pair; the peer is born directly in peerNsPath when given. Returns this side. */
+  createVeth(o: VethOptions): Link {
+    return withNsFd(o.peerNsPath, (peerFd) =>
+      this.create(
+        {
+          kind: 'veth',
+          name: o.name,
+          ...(o.mtu !== undefined && { mtu: o.mtu }),
+          ...(o.mac !== undefined && { mac: o.mac }),
+          ...(o.up !== undefined && { up: o.up }),
+          peer: {
+            name: o.peerName,
+            ...(o.mtu !== undefined && { mtu: o.mtu }),
+            ...(o.peerMac !== undefined && { mac: o.peerMac }),
+            ...(peerFd !== undefined && { nsFd: peerFd }),
+            ...(o.peerUp !== undefined && { up: o.peerUp }),
+          },
+        },
+        `veth ${o.name} (peer ${o.peerName}${o.peerNsPath ? ` in ${o.peerNsPath}` : ''})`,
+        undefined,
+      ),
+    );
+  }
+
+  createBridge(o: BridgeOptions): Link {
+    return this.create(
+      {
+        kind: 'bridge',
+        name: o.name,
+        ...(o.mtu !== undefined && { mtu: o.mtu }),
+        ...(o.mac !== undefined && { mac: o.mac }),
+        ...(o.vlanFiltering !== undefined && { vlanFiltering: o.vlanFiltering }),
+        ...(o.up !== undefined && { up: o.up }),
+      },
+      `bridge ${o.name}`,
+      undefined,
+    );
+  }
+
+  createVxlan(o: VxlanOptions): Link {
+    const dev = o.dev !== undefined ? this.indexOf(o.dev) : undefined;
+    return this.create(
+      {
+        kind: 'vxlan',
+        name: o.name,
+        vni: o.vni,
+        ...(o.local && { local: o.local }),
+        ...(o.group && { group: o.group }),
+        ...(o.port !== undefined && { port: o.port }),
+        ...(o.learning !== undefined && { learning: o.learning }),
+        ...(dev !== undefined && { dev }),
+        ...(o.ttl !== undefined && { ttl: o.ttl }),
+        ...(o.mtu !== undefined && { mtu: o.mtu }),
+        ...(o.mac !== undefined && { mac: o.mac }),
+        ...(o.up !== undefined && { up: o.up }),
+      },
+      `vxlan ${o.name} (vni ${o.vni})`,
+      undefined,
+    );
+  }
+
+  /** Creates a macvlan on master (in this namespace), directly inside nsPath when given. */
+  createMacvlan(o: MacvlanOptions): Link {
+    const master = this.indexOf(o.master);
+    return withNsFd(o.nsPath, (fd) =>
+      this.create(
+        {
+          kind: 'macvlan',
+          name: o.name,
+          master,
+          mode: o.mode,
+          ...(o.mtu !== undefined && { mtu: o.mtu }),
+          ...(o.mac !== undefined && { mac: o.mac }),
+          ...(fd !== undefined && { nsFd: fd }),
+          ...(o.up !== undefined && { up: o.up }),
+        },
+        `macvlan ${o.name} on ${master}${o.nsPath ? ` into ${o.nsPath}` : ''}`,
+        o.nsPath,
+      ),
+    );
+  }
+
+  createDummy(o: DummyOptions): Link {
+    return withNsFd(o.nsPath, (fd) =>
+      this.create(
+        {
+          kind: 'dummy',
+          name: o.name,
+          ...(o.mtu !== undefined && { mtu: o.mtu }),
+          ...(o.mac !== undefined && { mac: o.mac }),
+          ...(fd !== undefined && { nsFd: fd }),
+          ...(o.up !== undefined && { up: o.up }),
+        },
+        `dummy ${o.name}`,
+        o.nsPath,
+      ),
+    );
+  }
+
+  setLink(ref: LinkRef, s: LinkSettings): void {
+    const index = this.indexOf(ref);
+    const master = s.master === undefined ? undefined : s.master === null ? null : this.indexOf(s.master);
+    withNsFd(s.nsPath, (fd) =>
+      this.sock.request(
+        linkSetRequest(index, {
+          ...(s.up !== undefined && { up: s.up }),
+          ...(s.mtu !== undefined && { mtu: s.mtu }),
+          ...(s.name !== undefined && { name: s.name }),
+          ...(master !== undefined && { master }),
+          ...(s.promisc !== undefined && { promisc: s.promisc }),
+          ...(s.mac !== undefined && { mac: s.mac }),
+          ...(fd !== undefined && { nsFd: fd }),
+        }),
+        `set link ${typeof ref === 'object' ? ref.name : ref} ${JSON.stringify(s)}${this.where()}`,
+      ),
+    );
+  }
+
+  /** Bridge-port options (the link must be enslaved to a bridge). */
+  setBridgePort(ref: LinkRef, opts: { hairpin?: boolean }): void {
+    this.sock.request(bridgePortSetRequest(this.indexOf(ref), opts), `set bridge port ${typeof ref === 'object' ? ref.name : ref}${this.where()}`);
+  }
+
+  /** Deletes a link; false when it did not exist. Deleting one end of a veth removes both. */
+  deleteLink(ref: LinkRef): boolean {
+    const key = typeof ref === 'object' ? ref.index : ref;
+    try {
+      this.sock.request(linkDeleteRequest(key), `delete link ${key}${this.where()}`);
+      return true;
+    } catch (err) {
+      if (isNetlinkError(err, 'ENODEV')) return false;
+      throw err;
+    }
+  }
+
+  // ---- addresses ----
+
+  addAddress(link: LinkRef, cidr: Cidr, opts: AddressOptions = {}): void {
+    this.sock.request(addressAddRequest(this.indexOf(link), cidr, opts), `add address ${formatCidr(cidr)} to ${typeof link === 'object' ? link.name : link}${this.where()}`);
+  }
+
+  /** Adds the address, or updates it (broadcast, flags) when it is already there. */
+  replaceAddress(link: LinkRef, cidr: Cidr, opts: AddressOptions = {}): void {
+    this.sock.request(addressAddRequest(this.indexOf(link), cidr, opts, true), `replace address ${formatCidr(cidr)} on ${typeof link === 'object' ? link.name : link}${this.where()}`);
+  }
+
+  deleteAddress(link: LinkRef, cidr: Cidr): boolean {
+    const index = typeof link === 'string' ? this.getLink(link)?.index : typeof link === 'object' ? link.index : link;
+    if (index === undefined) return false;
+    try {
+      this.sock.request(addressDeleteRequest(index, cidr), `delete address ${formatCidr(cidr)} from ${typeof link === 'object' ? link.name : link}${this.where()}`);
+      return true;
+    } catch (err) {
+      if (isNetlinkError(err, 'EADDRNOTAVAIL', 'ENODEV')) return false;
+      throw err;
+    }
+  }
+
+  listAddresses(filter: { link?: LinkRef; family?: IPFamily } = {}): Address[] {
+    const index = filter.link !== undefined ? this.indexOf(filter.link) : undefined;
+    return this.sock
+      .dump(addressDumpRequest(filter.family, index), `list addresses${this.where()}`, C.RTM_NEWADDR)
+      .map(decodeAddress)
+      .filter((a): a is Address => a !== undefined && (index === undefined || a.index === index) && (filter.family === undefined || a.family === filter.family));
+  }
+
+  // ---- routes ----
+
+  private routeSpec(r: RouteInput): RouteSpec {
+    const { oif, ...rest } = r;
+    return oif === undefined ? rest : { ...rest, oif: this.indexOf(oif) };
+  }
+
+  addRoute(r: RouteInput): void {
+    this.sock.request(routeRequest('add', this.routeSpec(r)), `add route ${describeRoute(r)}${this.where()}`);
+  }
+
+  replaceRoute(r: RouteInput): void {
+    this.sock.request(routeRequest('replace', this.routeSpec(r)), `replace route ${describeRoute(r)}${this.where()}`);
+  }
+
+  /** Deletes the first route matching r (unset fields match anything); false when none did. */
+  deleteRoute(r: RouteInput): boolean {
+    let spec: RouteSpec;
+    try {
+      spec = this.routeSpec(r);
+    } catch (err) {
+      if (typeof r.oif === 'string') return false; // the device is gone, and its routes with it
+      throw err;
+    }
+    try {
+      this.sock.request(routeRequest('delete', spec), `delete route ${describeRoute(r)}${this.where()}`);
+      return true;
+    } catch (err) {
+      if (isNetlinkError(err, 'ESRCH', 'ENODEV')) return false;
+      throw err;
+    }
+  }
+
+  listRoutes(filter: Omit<RouteFilter, 'oif'> & { oif?: LinkRef } = {}): Route[] {
+    const oif = filter.oif !== undefined ? this.indexOf(filter.oif) : undefined;
+    const f: RouteFilter = {
+      ...(filter.family !== undefined && { family: filter.family }),
+      ...(filter.table !== undefined && { table: filter.table }),
+      ...(filter.protocol !== undefined && { protocol: filter.protocol }),
+      ...(oif !== undefined && { oif }),
+    };
+    const table = f.table ?? C.RT_TABLE_MAIN;
+    return this.sock
+      .dump(routeDumpRequest(f), `list routes${this.where()}`, C.RTM_NEWROUTE)
+      .map(decodeRoute)
+      .filter(
+        (r): r is Route =>
+          r !== undefined &&
+          (table === 'all' || r.table === table) &&
+          (f.family === undefined || r.family === f.family) &&
+          (f.protocol === undefined || r.protocol === f.protocol) &&
+          (oif === undefined || r.oif === oif),
+      );
+  }
+
+  // ---- neighbours ----
+
+  replaceNeigh(n: NeighInput): void {
+    this.sock.request(
+      neighReplaceRequest({ index: this.indexOf(n.link), ip: n.ip, mac: n.mac, ...(n.state !== undefined && { state: n.state }) }),
+      `replace neighbour ${formatIP(n.ip)} lladdr ${n.mac}${this.where()}`,
+    );
+  }
+
+  deleteNeigh(link: LinkRef, ip: IP): boolean {
+    const index = typeof link === 'string' ? this.getLink(link)?.index : typeof link === 'object' ? link.index : link;
+    if (index === undefined) return false;
+    try {
+      this.sock.request(neighDeleteRequest(index, ip), `delete neighbour ${formatIP(ip)}${this.where()}`);
+      return true;
+    } catch (err) {
+      if (isNetlinkError(err, 'ENOENT', 'ENODEV')) return false;
+      throw err;
+    }
+  }
+
+  listNeigh(filter: { link?: LinkRef; family?: IPFamily } = {}): Neigh[] {
+    const index = filter.link !== undefined ? this.indexOf(filter.link) : undefined;
+    return this.sock
+      .dump(neighDumpRequest(filter.family, index), `list neighbours${this.where()}`, C.RTM_NEWNEIGH)
+      .map(decodeNeigh)
+      .filter((n): n is Neigh => n !== undefined && (index === undefined || n.index === index) && (filter.family === undefined || n.family === filter.family));
+  }
+
+  // ---- bridge / vxlan forwarding database ----
+
+  private fdb(op: FdbOp, e: FdbInput): void {
+    this.sock.request(
+      fdbRequest(op, {
+        index: this.indexOf(e.link),
+        mac: e.mac,
+        ...(e.dst && { dst: e.dst }),
+        ...(e.vni !== undefined && { vni: e.vni }),
+        ...(e.port !== undefined && { port: e.port }),
+        ...(e.vlan !== undefined && { vlan: e.vlan }),
+        ...(e.master !== undefined && { master: e.master }),
+        ...(e.state !== undefined && { state: e.state }),
+      }),
+      `${op} fdb ${e.mac}${e.dst ? ` dst ${formatIP(e.dst)}` : ''} on ${typeof e.link === 'object' ? e.link.name : e.link}${this.where()}`,
+    );
+  }
+
+  /** Adds an entry alongside existing ones for the same MAC (vxlan: one more remote for 00:00:..). */
+  appendFdb(e: FdbInput): void {
+    this.fdb('append', e);
+  }
+
+  replaceFdb(e: FdbInput): void {
+    this.fdb('replace', e);
+  }
+
+  deleteFdb(e: Omit<FdbInput, 'state'>): boolean {
+    try {
+      this.fdb('delete', e);
+      return true;
+    } catch (err) {
+      if (isNetlinkError(err, 'ENOENT', 'ENODEV')) return false;
+      if (err instanceof WeftError && typeof e.link === 'string' && !this.getLink(e.link)) return false;
+      throw err;
+    }
+  }
+
+  /** Entries of one port/vxlan device (link) and/or of one bridge's table. */
+  listFdb(filter: { link?: LinkRef; bridge?: LinkRef } = {}): FdbEntry[] {
+    const index = filter.link !== undefined ? this.indexOf(filter.link) : undefined;
+    const bridge = filter.bridge !== undefined ? this.indexOf(filter.bridge) : undefined;
+    return this.sock
+      .dump(fdbDumpRequest(index, bridge), `list fdb${this.where()}`, C.RTM_NEWNEIGH)
+      .map(decodeFdb)
+      .filter((e): e is FdbEntry => e !== undefined && (index === undefined || e.index === index));
+  }
+}

@@ -1,0 +1,162 @@
+// A netlink socket bound inside one network namespace, with synchronous request/ACK and dump.
+// The kernel answers rtnetlink requests in microseconds, so blocking keeps callers (CNI plugins,
+// the agent's reconcile loop) simple. Every request gets a fresh sequence number; replies with
+// another number (left over from an earlier timed-out request) are skipped.
+
+import { WeftError, CniCode } from '../errors.js';
+import { native, isNativeError } from './native.js';
+import { decodeError, decodeMessages, encodeMessage, type NlMessage, type RequestSpec } from './message.js';
+import { NetlinkError } from './error.js';
+import { NETLINK_ROUTE, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP_INTR } from './constants.js';
+
+const RECV_BUFFER_BYTES = 256 * 1024;
+const DUMP_ATTEMPTS = 5;
+
+export interface NetlinkSocketOptions {
+  /** Namespace to open the socket in (/run/netns/NAME or /proc/PID/ns/net); default: ours. */
+  readonly nsPath?: string;
+  readonly protocol?: number;
+  /** How long one recv may block before the request fails with a timeout. */
+  readonly timeoutMs?: number;
+}
+
+export class NetlinkSocket {
+  readonly nsPath: string | undefined;
+  private fd: number;
+  private seq: number;
+  private readonly rbuf = Buffer.allocUnsafe(RECV_BUFFER_BYTES);
+
+  private constructor(fd: number, nsPath: string | undefined) {
+    this.fd = fd;
+    this.nsPath = nsPath;
+    // Start somewhere arbitrary so replies meant for a previous socket with a reused fd can't match.
+    this.seq = (Date.now() & 0x3fffffff) >>> 0;
+  }
+
+  static open(opts: NetlinkSocketOptions = {}): NetlinkSocket {
+    try {
+      const fd = native().openNetlinkSocket(opts.nsPath ?? null, opts.protocol ?? NETLINK_ROUTE, opts.timeoutMs ?? 5000);
+      return new NetlinkSocket(fd, opts.nsPath);
+    } catch (err) {
+      const where = opts.nsPath ? ` in ${opts.nsPath}` : '';
+      if (isNativeError(err) && err.code === 'ENOENT') {
+        throw new WeftError(CniCode.Namespace, `cannot open netlink socket${where}: namespace does not exist`, '', { cause: err });
+      }
+      throw WeftError.wrap(err, isNativeError(err) && err.syscall.startsWith('setns') ? CniCode.Namespace : CniCode.Netlink, `cannot open netlink socket${where}`);
+    }
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    const fd = this.fd;
+    this.fd = -1;
+    native().close(fd);
+  }
+
+  get closed(): boolean {
+    return this.fd < 0;
+  }
+
+  private nextSeq(): number {
+    this.seq = (this.seq + 1) >>> 0;
+    if (this.seq === 0) this.seq = 1;
+    return this.seq;
+  }
+
+  private send(req: RequestSpec, seq: number): void {
+    if (this.fd < 0) throw new WeftError(CniCode.Netlink, 'netlink socket is closed');
+    native().send(this.fd, encodeMessage({ ...req, seq }));
+  }
+
+  private receive(operation: string): NlMessage[] {
+    let n: number;
+    try {
+      n = native().recv(this.fd, this.rbuf);
+    } catch (err) {
+      if (isNativeError(err)) throw new NetlinkError(`${operation}: waiting for the kernel's reply`, err.errno);
+      throw err;
+    }
+    if (n > this.rbuf.length) throw new WeftError(CniCode.Netlink, `${operation}: reply of ${n} bytes truncated to ${this.rbuf.length}`);
+    // Copy out: the receive buffer is reused by the next call.
+    return decodeMessages(Buffer.from(this.rbuf.subarray(0, n)));
+  }
+
+  /** Sends a request with NLM_F_ACK and waits for the kernel's verdict; throws NetlinkError on refusal. */
+  request(req: RequestSpec, operation: string): void {
+    const seq = this.nextSeq();
+    this.send({ ...req, flags: req.flags | NLM_F_ACK }, seq);
+    for (;;) {
+      for (const msg of this.receive(operation)) {
+        if (msg.seq !== seq) continue;
+        if (msg.type === NLMSG_ERROR) {
+          const e = decodeError(msg);
+          if (e.errno !== 0) throw new NetlinkError(operation, e.errno, e.extackMessage);
+          return;
+        }
+        // NLM_F_ECHO replies or others for our seq: nothing to do until the ACK arrives.
+      }
+    }
+  }
+
+  /** A request answered by exactly one message (e.g. RTM_GETLINK for one device). */
+  query(req: RequestSpec, operation: string, expectType: number): NlMessage {
+    const seq = this.nextSeq();
+    this.send(req, seq);
+    for (;;) {
+      for (const msg of this.receive(operation)) {
+        if (msg.seq !== seq) continue;
+        if (msg.type === NLMSG_ERROR) {
+          const e = decodeError(msg);
+          throw new NetlinkError(operation, e.errno === 0 ? 61 /* ENODATA */ : e.errno, e.extackMessage);
+        }
+        if (msg.type === expectType) return msg;
+      }
+    }
+  }
+
+  /**
+   * Runs a dump (NLM_F_DUMP must be in req.flags) and returns all messages of expectType. When the
+   * kernel flags the dump as interrupted (the table changed under it), the whole dump is redone.
+   */
+  dump(req: RequestSpec, operation: string, expectType: number): NlMessage[] {
+    for (let attempt = 1; ; attempt++) {
+      const { messages, interrupted } = this.dumpOnce(req, operation, expectType);
+      if (!interrupted) return messages;
+      if (attempt >= DUMP_ATTEMPTS) {
+        throw new WeftError(CniCode.TryAgainLater, `${operation}: dump interrupted by concurrent changes ${attempt} times`);
+      }
+    }
+  }
+
+  private dumpOnce(req: RequestSpec, operation: string, expectType: number): { messages: NlMessage[]; interrupted: boolean } {
+    const seq = this.nextSeq();
+    this.send(req, seq);
+    const messages: NlMessage[] = [];
+    let interrupted = false;
+    for (;;) {
+      for (const msg of this.receive(operation)) {
+        if (msg.seq !== seq) continue;
+        if (msg.flags & NLM_F_DUMP_INTR) interrupted = true;
+        switch (msg.type) {
+          case NLMSG_DONE: {
+            // NLMSG_DONE carries an int error (negative) for dumps that fail part way.
+            const err = msg.payload.length >= 4 ? -msg.payload.readInt32LE(0) : 0;
+            if (err > 0) throw new NetlinkError(operation, err);
+            return { messages, interrupted };
+          }
+          case NLMSG_ERROR: {
+            const e = decodeError(msg);
+            if (e.errno !== 0) throw new NetlinkError(operation, e.errno, e.extackMessage);
+            return { messages, interrupted };
+          }
+          case NLMSG_NOOP:
+            break;
+          case NLMSG_OVERRUN:
+            throw new WeftError(CniCode.Netlink, `${operation}: netlink overrun`);
+          default:
+            if (msg.type === expectType) messages.push(msg);
+        }
+      }
+    }
+  }
+}
