@@ -7,9 +7,11 @@ const commands: CliCommand[] = [];
 
 /** Subcommand modules are loaded lazily so `weftctl cni …` does not pay for the etcd client. */
 const loaders: Record<string, () => Promise<CliCommand>> = {
+  cni: async () => (await import('./cni.js')).cniCommand,
 };
 
 const summaries: Record<string, string> = {
+  cni: 'run CNI plugins by hand (add, check, del, status, gc, version) like a runtime',
 };
 
 function topHelp(): string {
