@@ -1,0 +1,748 @@
+// BGP-4 message codec: OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH (RFC 4271, 2918,
+// 4456, 4724, 4760, 6793). Decoding never trusts a length: every read is bounds-checked and a
+// violation becomes a BgpError naming the NOTIFICATION the RFCs prescribe for it.
+import { type Cidr, type IP, ipFromBytes, ipFromValue, ipToBytes, maskValue } from '../net/ip.js';
+import {
+  AFI_IPV4, AS_TRANS, AsPathSegmentType, AttrFlag, AttrType, BGP_VERSION, CapabilityCode, ErrorCode,
+  HEADER_LENGTH, HeaderSubcode, MAX_MESSAGE_LENGTH, MessageType, OpenSubcode, OptionalParamType, type Origin,
+  SAFI_UNICAST, UpdateSubcode,
+} from './constants.js';
+import { BgpError, type Decoded } from './errors.js';
+
+// ---------------------------------------------------------------- types
+
+export type Capability =
+  | { kind: 'multiprotocol'; afi: number; safi: number }
+  | { kind: 'route-refresh' }
+  | { kind: 'four-octet-asn'; asn: number }
+  | {
+      kind: 'graceful-restart';
+      /** R bit: the sender has just restarted and its peer must not wait for its End-of-RIB first. */
+      restarting: boolean;
+      restartTime: number;
+      families: GracefulRestartFamily[];
+    }
+  | { kind: 'unknown'; code: number; data: Buffer };
+
+export interface GracefulRestartFamily {
+  afi: number;
+  safi: number;
+  forwardingPreserved: boolean;
+}
+
+export interface OpenMessage {
+  type: 'open';
+  version: number;
+  /** The speaker's AS: the 4-octet capability's value when present, else the 2-octet field. */
+  asn: number;
+  holdTime: number;
+  bgpId: IP;
+  capabilities: Capability[];
+}
+
+export type AsPathSegment = { type: 'sequence' | 'set' | 'confed-sequence' | 'confed-set'; asns: number[] };
+
+export interface RawAttribute {
+  flags: number;
+  code: number;
+  value: Buffer;
+}
+
+export interface PathAttributes {
+  origin: Origin;
+  asPath: AsPathSegment[];
+  nextHop?: IP | undefined;
+  med?: number | undefined;
+  localPref?: number | undefined;
+  atomicAggregate?: boolean | undefined;
+  aggregator?: { asn: number; address: IP } | undefined;
+  communities?: number[] | undefined;
+  originatorId?: IP | undefined;
+  clusterList?: IP[] | undefined;
+  /** Unrecognized optional transitive attributes, passed on with the Partial bit set. */
+  unknown?: RawAttribute[] | undefined;
+}
+
+export interface UpdateMessage {
+  type: 'update';
+  withdrawn: Cidr[];
+  /** Present exactly when the UPDATE carries reachable NLRI. */
+  attributes: PathAttributes | undefined;
+  nlri: Cidr[];
+}
+
+export interface NotificationMessage {
+  type: 'notification';
+  code: number;
+  subcode: number;
+  data: Buffer;
+}
+
+export interface KeepaliveMessage {
+  type: 'keepalive';
+}
+
+export interface RouteRefreshMessage {
+  type: 'route-refresh';
+  afi: number;
+  safi: number;
+}
+
+export type BgpMessage = OpenMessage | UpdateMessage | NotificationMessage | KeepaliveMessage | RouteRefreshMessage;
+
+/** What both sides agreed on in their OPENs and changes how UPDATEs are laid out. */
+export interface CodecContext {
+  fourOctetAs: boolean;
+}
+
+export const DEFAULT_CONTEXT: CodecContext = { fourOctetAs: false };
+
+// ---------------------------------------------------------------- reading helpers
+
+/** A bounds-checked cursor; running past the end raises the error the caller chose for this region. */
+class Reader {
+  pos: number;
+  constructor(private readonly buf: Buffer, start: number, readonly end: number, private readonly overrun: () => BgpError) {
+    this.pos = start;
+  }
+  need(n: number): void {
+    if (this.pos + n > this.end) throw this.overrun();
+  }
+  u8(): number { this.need(1); return this.buf[this.pos++] as number; }
+  u16(): number { this.need(2); const v = this.buf.readUInt16BE(this.pos); this.pos += 2; return v; }
+  u32(): number { this.need(4); const v = this.buf.readUInt32BE(this.pos); this.pos += 4; return v; }
+  bytes(n: number): Buffer { this.need(n); const b = this.buf.subarray(this.pos, this.pos + n); this.pos += n; return b; }
+  get remaining(): number { return this.end - this.pos; }
+}
+
+function u16(n: number): Buffer { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; }
+function u32(n: number): Buffer { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b; }
+
+// ---------------------------------------------------------------- header + framing
+
+const MARKER = Buffer.alloc(16, 0xff);
+
+function frame(type: number, body: Buffer): Buffer {
+  const len = HEADER_LENGTH + body.length;
+  if (len > MAX_MESSAGE_LENGTH) throw new Error(`BGP message of ${len} bytes exceeds ${MAX_MESSAGE_LENGTH}`);
+  const out = Buffer.alloc(len);
+  MARKER.copy(out, 0);
+  out.writeUInt16BE(len, 16);
+  out[18] = type;
+  body.copy(out, HEADER_LENGTH);
+  return out;
+}
+
+const MIN_LENGTH: Record<number, number> = {
+  [MessageType.Open]: 29,
+  [MessageType.Update]: 23,
+  [MessageType.Notification]: 21,
+  [MessageType.Keepalive]: 19,
+  [MessageType.RouteRefresh]: 23,
+};
+
+function badLength(len: number): BgpError {
+  return new BgpError(ErrorCode.MessageHeader, HeaderSubcode.BadMessageLength, `bad message length ${len}`, u16(len));
+}
+
+/** Checks marker and length field of a header prefix (at least 18 bytes). */
+function checkMarkerAndLength(buf: Buffer, at: number): number {
+  for (let i = 0; i < 16; i++) {
+    if (buf[at + i] !== 0xff) {
+      throw new BgpError(ErrorCode.MessageHeader, HeaderSubcode.ConnectionNotSynchronized, 'message marker is not all ones');
+    }
+  }
+  const len = buf.readUInt16BE(at + 16);
+  if (len < HEADER_LENGTH || len > MAX_MESSAGE_LENGTH) throw badLength(len);
+  return len;
+}
+
+/**
+ * Splits a TCP byte stream into whole BGP messages, however the stream was cut into reads. A
+ * header error poisons the stream (nothing after it can be trusted), so it is raised once and
+ * every later push raises it again.
+ */
+export class MessageFramer {
+  private pending: Buffer = Buffer.alloc(0);
+  private failed: BgpError | undefined;
+
+  push(chunk: Buffer): Buffer[] {
+    if (this.failed) throw this.failed;
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const out: Buffer[] = [];
+    let at = 0;
+    try {
+      while (this.pending.length - at >= 18) {
+        const len = checkMarkerAndLength(this.pending, at);
+        if (this.pending.length - at < len) break;
+        out.push(Buffer.from(this.pending.subarray(at, at + len)));
+        at += len;
+      }
+    } catch (err) {
+      if (err instanceof BgpError) this.failed = err;
+      throw err;
+    }
+    this.pending = at === 0 ? this.pending : Buffer.from(this.pending.subarray(at));
+    return out;
+  }
+
+  get buffered(): number {
+    return this.pending.length;
+  }
+}
+
+/** Decodes one whole message (as cut by MessageFramer). Never throws: malformed input is an error result. */
+export function decodeMessage(buf: Buffer, ctx: CodecContext = DEFAULT_CONTEXT): Decoded<BgpMessage> {
+  try {
+    return { ok: true, value: decodeOrThrow(buf, ctx) };
+  } catch (err) {
+    if (err instanceof BgpError) return { ok: false, error: err };
+    throw err;
+  }
+}
+
+function decodeOrThrow(buf: Buffer, ctx: CodecContext): BgpMessage {
+  if (buf.length < HEADER_LENGTH) throw badLength(buf.length);
+  const len = checkMarkerAndLength(buf, 0);
+  if (len !== buf.length) throw badLength(len);
+  const type = buf[18] as number;
+  const min = MIN_LENGTH[type];
+  if (min === undefined) {
+    throw new BgpError(ErrorCode.MessageHeader, HeaderSubcode.BadMessageType, `unknown message type ${type}`, Buffer.from([type]));
+  }
+  if (len < min) throw badLength(len);
+  switch (type) {
+    case MessageType.Open: return decodeOpen(buf);
+    case MessageType.Update: return decodeUpdate(buf, ctx);
+    case MessageType.Notification:
+      return { type: 'notification', code: buf[19] as number, subcode: buf[20] as number, data: Buffer.from(buf.subarray(21)) };
+    case MessageType.Keepalive:
+      if (len !== HEADER_LENGTH) throw badLength(len);
+      return { type: 'keepalive' };
+    case MessageType.RouteRefresh:
+      if (len !== 23) throw badLength(len);
+      return { type: 'route-refresh', afi: buf.readUInt16BE(19), safi: buf[22] as number };
+    default:
+      throw new BgpError(ErrorCode.MessageHeader, HeaderSubcode.BadMessageType, `unknown message type ${type}`, Buffer.from([type]));
+  }
+}
+
+// ---------------------------------------------------------------- OPEN
+
+export interface OpenParams {
+  asn: number;
+  holdTime: number;
+  bgpId: IP;
+  capabilities: Capability[];
+}
+
+function encodeCapability(c: Capability): Buffer {
+  let code: number;
+  let value: Buffer;
+  switch (c.kind) {
+    case 'multiprotocol':
+      code = CapabilityCode.Multiprotocol;
+      value = Buffer.from([c.afi >> 8, c.afi & 0xff, 0, c.safi]);
+      break;
+    case 'route-refresh':
+      code = CapabilityCode.RouteRefresh;
+      value = Buffer.alloc(0);
+      break;
+    case 'four-octet-asn':
+      code = CapabilityCode.FourOctetAsn;
+      value = u32(c.asn);
+      break;
+    case 'graceful-restart': {
+      code = CapabilityCode.GracefulRestart;
+      const head = u16((c.restarting ? 0x8000 : 0) | (c.restartTime & 0x0fff));
+      const fams = c.families.map((f) => Buffer.from([f.afi >> 8, f.afi & 0xff, f.safi, f.forwardingPreserved ? 0x80 : 0]));
+      value = Buffer.concat([head, ...fams]);
+      break;
+    }
+    case 'unknown':
+      code = c.code;
+      value = c.data;
+      break;
+  }
+  return Buffer.concat([Buffer.from([code, value.length]), value]);
+}
+
+export function encodeOpen(p: OpenParams): Buffer {
+  const caps = Buffer.concat(p.capabilities.map(encodeCapability));
+  const params = caps.length > 0 ? Buffer.concat([Buffer.from([OptionalParamType.Capabilities, caps.length]), caps]) : Buffer.alloc(0);
+  if (params.length > 255) throw new Error('OPEN optional parameters exceed 255 bytes');
+  const body = Buffer.alloc(10);
+  body[0] = BGP_VERSION;
+  body.writeUInt16BE(p.asn > 0xffff ? AS_TRANS : p.asn, 1);
+  body.writeUInt16BE(p.holdTime, 3);
+  ipToBytes(p.bgpId).copy(body, 5);
+  body[9] = params.length;
+  return frame(MessageType.Open, Buffer.concat([body, params]));
+}
+
+function openError(subcode: number, message: string, data?: Buffer): BgpError {
+  return new BgpError(ErrorCode.Open, subcode, message, data);
+}
+
+function decodeCapability(code: number, value: Buffer): Capability {
+  const malformed = (): BgpError => openError(OpenSubcode.Unspecific, `malformed capability ${code}`);
+  switch (code) {
+    case CapabilityCode.Multiprotocol:
+      if (value.length !== 4) throw malformed();
+      return { kind: 'multiprotocol', afi: value.readUInt16BE(0), safi: value[3] as number };
+    case CapabilityCode.RouteRefresh:
+      if (value.length !== 0) throw malformed();
+      return { kind: 'route-refresh' };
+    case CapabilityCode.FourOctetAsn:
+      if (value.length !== 4) throw malformed();
+      return { kind: 'four-octet-asn', asn: value.readUInt32BE(0) };
+    case CapabilityCode.GracefulRestart: {
+      if (value.length < 2 || (value.length - 2) % 4 !== 0) throw malformed();
+      const head = value.readUInt16BE(0);
+      const families: GracefulRestartFamily[] = [];
+      for (let i = 2; i < value.length; i += 4) {
+        families.push({ afi: value.readUInt16BE(i), safi: value[i + 2] as number, forwardingPreserved: ((value[i + 3] as number) & 0x80) !== 0 });
+      }
+      return { kind: 'graceful-restart', restarting: (head & 0x8000) !== 0, restartTime: head & 0x0fff, families };
+    }
+    default:
+      return { kind: 'unknown', code, data: Buffer.from(value) };
+  }
+}
+
+function decodeOpen(buf: Buffer): OpenMessage {
+  const r = new Reader(buf, HEADER_LENGTH, buf.length, () => badLength(buf.length));
+  const version = r.u8();
+  if (version !== BGP_VERSION) {
+    throw openError(OpenSubcode.UnsupportedVersion, `unsupported BGP version ${version}`, u16(BGP_VERSION));
+  }
+  const as2 = r.u16();
+  const holdTime = r.u16();
+  const idBytes = r.bytes(4);
+  const optLen = r.u8();
+  if (optLen !== r.remaining) {
+    throw openError(OpenSubcode.Unspecific, `optional parameters length ${optLen} does not match the ${r.remaining} bytes present`);
+  }
+  const capabilities: Capability[] = [];
+  const pr = new Reader(buf, r.pos, buf.length, () => openError(OpenSubcode.Unspecific, 'optional parameter overruns the OPEN message'));
+  while (pr.remaining > 0) {
+    const ptype = pr.u8();
+    const plen = pr.u8();
+    const pval = pr.bytes(plen);
+    if (ptype !== OptionalParamType.Capabilities) {
+      throw openError(OpenSubcode.UnsupportedOptionalParameter, `unsupported optional parameter ${ptype}`, Buffer.from([ptype]));
+    }
+    const cr = new Reader(pval, 0, pval.length, () => openError(OpenSubcode.Unspecific, 'capability overruns its optional parameter'));
+    while (cr.remaining > 0) {
+      const code = cr.u8();
+      const clen = cr.u8();
+      capabilities.push(decodeCapability(code, cr.bytes(clen)));
+    }
+  }
+  const four = capabilities.find((c): c is Extract<Capability, { kind: 'four-octet-asn' }> => c.kind === 'four-octet-asn');
+  const asn = four ? four.asn : as2;
+  if (asn === 0) throw openError(OpenSubcode.BadPeerAs, 'peer AS 0 is invalid', u16(as2));
+  if (holdTime === 1 || holdTime === 2) {
+    throw openError(OpenSubcode.UnacceptableHoldTime, `hold time ${holdTime} s is neither 0 nor at least 3`, u16(holdTime));
+  }
+  const bgpId = ipFromBytes(idBytes);
+  if (bgpId.value === 0n) throw openError(OpenSubcode.BadBgpIdentifier, 'BGP identifier 0.0.0.0 is invalid', idBytes);
+  return { type: 'open', version, asn, holdTime, bgpId, capabilities };
+}
+
+// ---------------------------------------------------------------- NOTIFICATION, KEEPALIVE, ROUTE-REFRESH
+
+export function encodeNotification(code: number, subcode: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  return frame(MessageType.Notification, Buffer.concat([Buffer.from([code, subcode]), data]));
+}
+
+export function encodeKeepalive(): Buffer {
+  return frame(MessageType.Keepalive, Buffer.alloc(0));
+}
+
+export function encodeRouteRefresh(afi: number = AFI_IPV4, safi: number = SAFI_UNICAST): Buffer {
+  return frame(MessageType.RouteRefresh, Buffer.from([afi >> 8, afi & 0xff, 0, safi]));
+}
+
+export function encodeMessage(m: BgpMessage, ctx: CodecContext = DEFAULT_CONTEXT): Buffer {
+  switch (m.type) {
+    case 'open': return encodeOpen(m);
+    case 'update': return encodeUpdate(m, ctx);
+    case 'notification': return encodeNotification(m.code, m.subcode, m.data);
+    case 'keepalive': return encodeKeepalive();
+    case 'route-refresh': return encodeRouteRefresh(m.afi, m.safi);
+  }
+}
+
+// ---------------------------------------------------------------- prefixes
+
+/** Length in bytes of one encoded IPv4 prefix. */
+export function prefixWireLength(c: Cidr): number {
+  return 1 + ((c.prefix + 7) >> 3);
+}
+
+function writePrefix(c: Cidr, out: Buffer, at: number): number {
+  out[at] = c.prefix;
+  const n = (c.prefix + 7) >> 3;
+  const v = Number(c.ip.value);
+  for (let i = 0; i < n; i++) out[at + 1 + i] = (v >>> (24 - 8 * i)) & 0xff;
+  return at + 1 + n;
+}
+
+function encodePrefixes(list: readonly Cidr[]): Buffer {
+  let total = 0;
+  for (const c of list) total += prefixWireLength(c);
+  const out = Buffer.alloc(total);
+  let at = 0;
+  for (const c of list) at = writePrefix(c, out, at);
+  return out;
+}
+
+function decodePrefixes(buf: Buffer, start: number, end: number, what: string): Cidr[] {
+  const out: Cidr[] = [];
+  const invalid = (why: string): BgpError =>
+    new BgpError(ErrorCode.Update, UpdateSubcode.InvalidNetworkField, `invalid ${what}: ${why}`);
+  let at = start;
+  while (at < end) {
+    const len = buf[at] as number;
+    if (len > 32) throw invalid(`prefix length ${len} exceeds 32`);
+    const n = (len + 7) >> 3;
+    if (at + 1 + n > end) throw invalid('prefix runs past the end of its field');
+    let v = 0;
+    for (let i = 0; i < n; i++) v |= (buf[at + 1 + i] as number) << (24 - 8 * i);
+    // Bits past the prefix length carry no meaning; dropping them makes equal prefixes compare equal.
+    const value = BigInt(v >>> 0) & maskValue(4, len);
+    out.push({ ip: ipFromValue(4, value), prefix: len });
+    at += 1 + n;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- UPDATE: encoding
+
+const WELL_KNOWN = AttrFlag.Transitive;
+const OPTIONAL = AttrFlag.Optional;
+const OPTIONAL_TRANSITIVE = AttrFlag.Optional | AttrFlag.Transitive;
+
+function attr(flags: number, code: number, value: Buffer): Buffer {
+  if (value.length > 255) {
+    const head = Buffer.from([flags | AttrFlag.ExtendedLength, code, value.length >> 8, value.length & 0xff]);
+    return Buffer.concat([head, value]);
+  }
+  return Buffer.concat([Buffer.from([flags & ~AttrFlag.ExtendedLength, code, value.length]), value]);
+}
+
+const SEGMENT_CODE: Record<AsPathSegment['type'], number> = {
+  set: AsPathSegmentType.Set,
+  sequence: AsPathSegmentType.Sequence,
+  'confed-sequence': AsPathSegmentType.ConfedSequence,
+  'confed-set': AsPathSegmentType.ConfedSet,
+};
+
+function encodeAsPath(segments: readonly AsPathSegment[], fourOctet: boolean): Buffer {
+  const parts: Buffer[] = [];
+  const width = fourOctet ? 4 : 2;
+  for (const seg of segments) {
+    // A segment holds at most 255 ASNs; longer runs continue in another segment of the same type.
+    for (let i = 0; i < seg.asns.length; i += 255) {
+      const chunk = seg.asns.slice(i, i + 255);
+      const b = Buffer.alloc(2 + chunk.length * width);
+      b[0] = SEGMENT_CODE[seg.type];
+      b[1] = chunk.length;
+      chunk.forEach((asn, j) => {
+        if (fourOctet) b.writeUInt32BE(asn >>> 0, 2 + j * 4);
+        else b.writeUInt16BE(asn > 0xffff ? AS_TRANS : asn, 2 + j * 2);
+      });
+      parts.push(b);
+    }
+  }
+  return Buffer.concat(parts);
+}
+
+export function encodePathAttributes(a: PathAttributes, ctx: CodecContext): Buffer {
+  const parts: Buffer[] = [];
+  parts.push(attr(WELL_KNOWN, AttrType.Origin, Buffer.from([a.origin])));
+  parts.push(attr(WELL_KNOWN, AttrType.AsPath, encodeAsPath(a.asPath, ctx.fourOctetAs)));
+  if (a.nextHop) parts.push(attr(WELL_KNOWN, AttrType.NextHop, ipToBytes(a.nextHop)));
+  if (a.med !== undefined) parts.push(attr(OPTIONAL, AttrType.Med, u32(a.med)));
+  if (a.localPref !== undefined) parts.push(attr(WELL_KNOWN, AttrType.LocalPref, u32(a.localPref)));
+  if (a.atomicAggregate) parts.push(attr(WELL_KNOWN, AttrType.AtomicAggregate, Buffer.alloc(0)));
+  if (a.aggregator) {
+    const asn = ctx.fourOctetAs ? u32(a.aggregator.asn) : u16(a.aggregator.asn > 0xffff ? AS_TRANS : a.aggregator.asn);
+    parts.push(attr(OPTIONAL_TRANSITIVE, AttrType.Aggregator, Buffer.concat([asn, ipToBytes(a.aggregator.address)])));
+  }
+  if (a.communities && a.communities.length > 0) {
+    parts.push(attr(OPTIONAL_TRANSITIVE, AttrType.Communities, Buffer.concat(a.communities.map(u32))));
+  }
+  if (a.originatorId) parts.push(attr(OPTIONAL, AttrType.OriginatorId, ipToBytes(a.originatorId)));
+  if (a.clusterList && a.clusterList.length > 0) {
+    parts.push(attr(OPTIONAL, AttrType.ClusterList, Buffer.concat(a.clusterList.map(ipToBytes))));
+  }
+  for (const u of a.unknown ?? []) parts.push(attr(u.flags | AttrFlag.Partial, u.code, u.value));
+  return Buffer.concat(parts);
+}
+
+export interface UpdateParts {
+  withdrawn: readonly Cidr[];
+  attributes: PathAttributes | undefined;
+  nlri: readonly Cidr[];
+}
+
+export function encodeUpdate(u: UpdateParts, ctx: CodecContext = DEFAULT_CONTEXT): Buffer {
+  if (u.nlri.length > 0 && !u.attributes) throw new Error('an UPDATE with NLRI needs path attributes');
+  const withdrawn = encodePrefixes(u.withdrawn);
+  const attrs = u.nlri.length > 0 && u.attributes ? encodePathAttributes(u.attributes, ctx) : Buffer.alloc(0);
+  return frame(MessageType.Update, Buffer.concat([u16(withdrawn.length), withdrawn, u16(attrs.length), attrs, encodePrefixes(u.nlri)]));
+}
+
+/** The IPv4 unicast End-of-RIB marker (RFC 4724 §2): an UPDATE with nothing in it. */
+export function encodeEndOfRib(): Buffer {
+  return encodeUpdate({ withdrawn: [], attributes: undefined, nlri: [] });
+}
+
+export function isEndOfRib(u: UpdateMessage): boolean {
+  return u.withdrawn.length === 0 && u.nlri.length === 0 && u.attributes === undefined;
+}
+
+/** Room for prefixes in one UPDATE after the header, the two length fields and the attributes. */
+const UPDATE_FIXED = HEADER_LENGTH + 4;
+
+/**
+ * Packs withdrawals, or announcements sharing one set of attributes, into as few UPDATEs as the
+ * 4096-byte limit allows: the attributes are encoded once and every message carries them.
+ */
+export function packWithdrawals(prefixes: readonly Cidr[]): Buffer[] {
+  const out: Buffer[] = [];
+  let batch: Cidr[] = [];
+  let size = UPDATE_FIXED;
+  for (const p of prefixes) {
+    const n = prefixWireLength(p);
+    if (size + n > MAX_MESSAGE_LENGTH) {
+      out.push(encodeUpdate({ withdrawn: batch, attributes: undefined, nlri: [] }));
+      batch = [];
+      size = UPDATE_FIXED;
+    }
+    batch.push(p);
+    size += n;
+  }
+  if (batch.length > 0) out.push(encodeUpdate({ withdrawn: batch, attributes: undefined, nlri: [] }));
+  return out;
+}
+
+export function packAnnouncements(attributes: PathAttributes, prefixes: readonly Cidr[], ctx: CodecContext): Buffer[] {
+  const attrs = encodePathAttributes(attributes, ctx);
+  const room = MAX_MESSAGE_LENGTH - UPDATE_FIXED - attrs.length;
+  if (room < 5) throw new Error('path attributes leave no room for NLRI in a 4096-byte UPDATE');
+  const out: Buffer[] = [];
+  let start = 0;
+  while (start < prefixes.length) {
+    let used = 0;
+    let end = start;
+    while (end < prefixes.length && used + prefixWireLength(prefixes[end] as Cidr) <= room) {
+      used += prefixWireLength(prefixes[end] as Cidr);
+      end++;
+    }
+    const nlri = encodePrefixes(prefixes.slice(start, end));
+    out.push(frame(MessageType.Update, Buffer.concat([u16(0), u16(attrs.length), attrs, nlri])));
+    start = end;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- UPDATE: decoding
+
+function updateError(subcode: number, message: string, data?: Buffer): BgpError {
+  return new BgpError(ErrorCode.Update, subcode, message, data);
+}
+
+interface AttrDef {
+  name: string;
+  /** Expected Optional/Transitive bits for a recognized attribute. */
+  flags: number;
+  /** Fixed length, if the attribute has one. */
+  length?: number;
+}
+
+const KNOWN: Record<number, AttrDef> = {
+  [AttrType.Origin]: { name: 'ORIGIN', flags: WELL_KNOWN, length: 1 },
+  [AttrType.AsPath]: { name: 'AS_PATH', flags: WELL_KNOWN },
+  [AttrType.NextHop]: { name: 'NEXT_HOP', flags: WELL_KNOWN, length: 4 },
+  [AttrType.Med]: { name: 'MULTI_EXIT_DISC', flags: OPTIONAL, length: 4 },
+  [AttrType.LocalPref]: { name: 'LOCAL_PREF', flags: WELL_KNOWN, length: 4 },
+  [AttrType.AtomicAggregate]: { name: 'ATOMIC_AGGREGATE', flags: WELL_KNOWN, length: 0 },
+  [AttrType.Aggregator]: { name: 'AGGREGATOR', flags: OPTIONAL_TRANSITIVE },
+  [AttrType.Communities]: { name: 'COMMUNITIES', flags: OPTIONAL_TRANSITIVE },
+  [AttrType.OriginatorId]: { name: 'ORIGINATOR_ID', flags: OPTIONAL, length: 4 },
+  [AttrType.ClusterList]: { name: 'CLUSTER_LIST', flags: OPTIONAL },
+  [AttrType.MpReachNlri]: { name: 'MP_REACH_NLRI', flags: OPTIONAL },
+  [AttrType.MpUnreachNlri]: { name: 'MP_UNREACH_NLRI', flags: OPTIONAL },
+};
+
+function decodeAsPath(value: Buffer, fourOctet: boolean, whole: Buffer): AsPathSegment[] {
+  const width = fourOctet ? 4 : 2;
+  const malformed = (why: string): BgpError => updateError(UpdateSubcode.MalformedAsPath, `malformed AS_PATH: ${why}`, whole);
+  const segments: AsPathSegment[] = [];
+  let at = 0;
+  while (at < value.length) {
+    if (at + 2 > value.length) throw malformed('truncated segment header');
+    const t = value[at] as number;
+    const count = value[at + 1] as number;
+    const type = t === 1 ? 'set' : t === 2 ? 'sequence' : t === 3 ? 'confed-sequence' : t === 4 ? 'confed-set' : undefined;
+    if (!type) throw malformed(`segment type ${t}`);
+    if (count === 0) throw malformed('empty segment');
+    if (at + 2 + count * width > value.length) throw malformed('segment runs past the attribute');
+    const asns: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const p = at + 2 + i * width;
+      asns.push(fourOctet ? value.readUInt32BE(p) : value.readUInt16BE(p));
+    }
+    segments.push({ type, asns });
+    at += 2 + count * width;
+  }
+  return segments;
+}
+
+function validNextHop(ip: IP): boolean {
+  const v = Number(ip.value);
+  const first = v >>> 24;
+  // 0.0.0.0/8, multicast, class E and broadcast can never be a forwarding address.
+  return first !== 0 && first < 224;
+}
+
+function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
+  const end = buf.length;
+  const malformedList = (why: string): BgpError => updateError(UpdateSubcode.MalformedAttributeList, `malformed attribute list: ${why}`);
+  let at = HEADER_LENGTH;
+  const wlen = buf.readUInt16BE(at);
+  at += 2;
+  if (at + wlen + 2 > end) throw malformedList(`withdrawn routes length ${wlen} overruns the message`);
+  const withdrawn = decodePrefixes(buf, at, at + wlen, 'withdrawn routes');
+  at += wlen;
+  const alen = buf.readUInt16BE(at);
+  at += 2;
+  if (at + alen > end) throw malformedList(`total path attribute length ${alen} overruns the message`);
+  const attrEnd = at + alen;
+  const nlri = decodePrefixes(buf, attrEnd, end, 'NLRI');
+
+  const seen = new Set<number>();
+  let origin: Origin | undefined;
+  let asPath: AsPathSegment[] | undefined;
+  const out: Partial<PathAttributes> = {};
+  const unknown: RawAttribute[] = [];
+  let mpNextHop: IP | undefined;
+
+  while (at < attrEnd) {
+    const start = at;
+    if (at + 3 > attrEnd) throw malformedList('truncated attribute header');
+    const flags = buf[at] as number;
+    const code = buf[at + 1] as number;
+    const ext = (flags & AttrFlag.ExtendedLength) !== 0;
+    if (ext && at + 4 > attrEnd) throw malformedList('truncated attribute header');
+    const len = ext ? buf.readUInt16BE(at + 2) : (buf[at + 2] as number);
+    const vstart = at + (ext ? 4 : 3);
+    if (vstart + len > attrEnd) {
+      throw updateError(UpdateSubcode.AttributeLengthError, `attribute ${code} length ${len} overruns the attribute list`,
+        buf.subarray(start, attrEnd));
+    }
+    const value = buf.subarray(vstart, vstart + len);
+    const whole = Buffer.from(buf.subarray(start, vstart + len));
+    at = vstart + len;
+    if (seen.has(code)) throw malformedList(`attribute ${code} appears twice`);
+    seen.add(code);
+
+    const def = KNOWN[code];
+    if (!def) {
+      if ((flags & AttrFlag.Optional) === 0) {
+        throw updateError(UpdateSubcode.UnrecognizedWellKnownAttribute, `unrecognized well-known attribute ${code}`, whole);
+      }
+      if ((flags & AttrFlag.Transitive) !== 0) unknown.push({ flags: flags & ~AttrFlag.ExtendedLength, code, value: Buffer.from(value) });
+      continue;
+    }
+    const otBits = flags & (AttrFlag.Optional | AttrFlag.Transitive);
+    const partialOnWellKnown = (flags & AttrFlag.Optional) === 0 && (flags & AttrFlag.Partial) !== 0;
+    if (otBits !== def.flags || partialOnWellKnown) {
+      throw updateError(UpdateSubcode.AttributeFlagsError, `${def.name} has flags 0x${flags.toString(16)}`, whole);
+    }
+    if (def.length !== undefined && len !== def.length) {
+      throw updateError(UpdateSubcode.AttributeLengthError, `${def.name} has length ${len}, expected ${def.length}`, whole);
+    }
+    switch (code) {
+      case AttrType.Origin: {
+        const o = value[0] as number;
+        if (o > 2) throw updateError(UpdateSubcode.InvalidOrigin, `invalid ORIGIN ${o}`, whole);
+        origin = o as Origin;
+        break;
+      }
+      case AttrType.AsPath:
+        asPath = decodeAsPath(value, ctx.fourOctetAs, whole);
+        break;
+      case AttrType.NextHop: {
+        const nh = ipFromBytes(value);
+        if (!validNextHop(nh)) throw updateError(UpdateSubcode.InvalidNextHop, 'invalid NEXT_HOP', whole);
+        out.nextHop = nh;
+        break;
+      }
+      case AttrType.Med: out.med = value.readUInt32BE(0); break;
+      case AttrType.LocalPref: out.localPref = value.readUInt32BE(0); break;
+      case AttrType.AtomicAggregate: out.atomicAggregate = true; break;
+      case AttrType.Aggregator: {
+        const w = ctx.fourOctetAs ? 4 : 2;
+        if (len !== w + 4) throw updateError(UpdateSubcode.AttributeLengthError, `AGGREGATOR has length ${len}, expected ${w + 4}`, whole);
+        out.aggregator = { asn: w === 4 ? value.readUInt32BE(0) : value.readUInt16BE(0), address: ipFromBytes(value.subarray(w)) };
+        break;
+      }
+      case AttrType.Communities:
+        if (len % 4 !== 0) throw updateError(UpdateSubcode.OptionalAttributeError, `COMMUNITIES length ${len} is not a multiple of 4`, whole);
+        out.communities = [];
+        for (let i = 0; i < len; i += 4) out.communities.push(value.readUInt32BE(i));
+        break;
+      case AttrType.OriginatorId: out.originatorId = ipFromBytes(value); break;
+      case AttrType.ClusterList:
+        if (len % 4 !== 0) throw updateError(UpdateSubcode.OptionalAttributeError, `CLUSTER_LIST length ${len} is not a multiple of 4`, whole);
+        out.clusterList = [];
+        for (let i = 0; i < len; i += 4) out.clusterList.push(ipFromBytes(value.subarray(i, i + 4)));
+        break;
+      case AttrType.MpReachNlri: {
+        // RFC 4760: only IPv4 unicast is ours; other families are ignored, as is their End-of-RIB.
+        const bad = (): BgpError => updateError(UpdateSubcode.OptionalAttributeError, 'malformed MP_REACH_NLRI', whole);
+        if (len < 5) throw bad();
+        const afi = value.readUInt16BE(0);
+        const safi = value[2] as number;
+        const nhLen = value[3] as number;
+        if (4 + nhLen + 1 > len) throw bad();
+        if (afi !== AFI_IPV4 || safi !== SAFI_UNICAST) break;
+        if (nhLen !== 4) throw bad();
+        mpNextHop = ipFromBytes(value.subarray(4, 8));
+        const more = decodePrefixes(value, 4 + nhLen + 1, len, 'MP_REACH_NLRI');
+        nlri.push(...more);
+        break;
+      }
+      case AttrType.MpUnreachNlri: {
+        if (len < 3) throw updateError(UpdateSubcode.OptionalAttributeError, 'malformed MP_UNREACH_NLRI', whole);
+        if (value.readUInt16BE(0) !== AFI_IPV4 || value[2] !== SAFI_UNICAST) break;
+        withdrawn.push(...decodePrefixes(value, 3, len, 'MP_UNREACH_NLRI'));
+        break;
+      }
+    }
+  }
+
+  if (nlri.length === 0) return { type: 'update', withdrawn, attributes: undefined, nlri };
+  const missing = (code: number, name: string): BgpError =>
+    updateError(UpdateSubcode.MissingWellKnownAttribute, `missing well-known attribute ${name}`, Buffer.from([code]));
+  if (origin === undefined) throw missing(AttrType.Origin, 'ORIGIN');
+  if (asPath === undefined) throw missing(AttrType.AsPath, 'AS_PATH');
+  const hasPlainNlri = attrEnd !== end;
+  if (out.nextHop === undefined) {
+    if (hasPlainNlri || mpNextHop === undefined) throw missing(AttrType.NextHop, 'NEXT_HOP');
+    out.nextHop = mpNextHop;
+  }
+  const attributes: PathAttributes = { ...out, origin, asPath };
+  if (unknown.length > 0) attributes.unknown = unknown;
+  return { type: 'update', withdrawn, attributes, nlri };
+}
+
+// ---------------------------------------------------------------- helpers for callers
+
+export function capabilitiesOf<K extends Capability['kind']>(open: OpenMessage, kind: K): Extract<Capability, { kind: K }>[] {
+  return open.capabilities.filter((c): c is Extract<Capability, { kind: K }> => c.kind === kind);
+}

@@ -1,0 +1,303 @@
+// Codec tests against byte captures written out by hand from the RFC layouts (RFC 4271 §4,
+// RFC 5492 capabilities, RFC 6793, RFC 4724, RFC 2918), plus every NOTIFICATION a malformed
+// message must produce.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  type BgpMessage, type UpdateMessage, MessageFramer, decodeMessage, encodeEndOfRib, encodeKeepalive, encodeNotification,
+  encodeOpen, encodeRouteRefresh, encodeUpdate, isEndOfRib, packAnnouncements, packWithdrawals,
+} from '../../src/bgp/codec.js';
+import { BgpError } from '../../src/bgp/errors.js';
+import { formatCidr, formatIP, parseCidr, parseIPv4 } from '../../src/net/ip.js';
+
+const MARKER = 'ff'.repeat(16);
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+/** A whole message from its type and body, computing the length field. */
+function msg(type: number, bodyHex: string): Buffer {
+  const body = hex(bodyHex);
+  const len = 19 + body.length;
+  return Buffer.concat([hex(MARKER), Buffer.from([len >> 8, len & 0xff, type]), body]);
+}
+function update(withdrawnHex: string, attrsHex: string, nlriHex: string): Buffer {
+  const w = hex(withdrawnHex);
+  const a = hex(attrsHex);
+  const l2 = (n: number): string => n.toString(16).padStart(4, '0');
+  return msg(2, `${l2(w.length)}${withdrawnHex}${l2(a.length)}${attrsHex}${nlriHex}`);
+}
+function decodeOk(buf: Buffer, fourOctetAs = false): BgpMessage {
+  const d = decodeMessage(buf, { fourOctetAs });
+  if (!d.ok) assert.fail(`unexpected decode error: ${d.error.message}`);
+  return d.value;
+}
+function decodeErr(buf: Buffer, fourOctetAs = false): BgpError {
+  const d = decodeMessage(buf, { fourOctetAs });
+  if (d.ok) assert.fail(`expected a decode error, got ${d.value.type}`);
+  assert.ok(d.error instanceof BgpError);
+  return d.error;
+}
+function expectNotification(err: BgpError, code: number, subcode: number, dataHex?: string): void {
+  assert.equal(err.notification.code, code, err.message);
+  assert.equal(err.notification.subcode, subcode, err.message);
+  if (dataHex !== undefined) assert.equal(err.notification.data.toString('hex'), dataHex);
+}
+
+// ---------------------------------------------------------------- captures
+
+const KEEPALIVE = hex(`${MARKER} 0013 04`);
+
+// OPEN, AS 65001, hold 90, id 10.0.0.1, capabilities: MP IPv4/unicast, route refresh,
+// 4-octet AS 65001, graceful restart (R bit, 120 s, IPv4/unicast with forwarding preserved).
+const OPEN = hex(`${MARKER} 0035 01
+  04 fde9 005a 0a000001 18
+  02 16
+    01 04 0001 00 01
+    02 00
+    41 04 0000fde9
+    40 06 8078 0001 01 80`);
+
+// OPEN from AS 4200000000: the 2-octet field holds AS_TRANS (23456 = 0x5ba0).
+const OPEN_AS4 = hex(`${MARKER} 0025 01 04 5ba0 00b4 c0a80001 08 02 06 41 04 fa56ea00`);
+
+// UPDATE (4-octet AS_PATH) with every attribute weft understands and three prefixes.
+const UPDATE_FULL = hex(`${MARKER} 005e 02
+  0000
+  003b
+    40 01 01 00
+    40 02 0a 02 02 0000fde9 0000fdea
+    40 03 04 c6120001
+    80 04 04 00000064
+    40 05 04 000000c8
+    c0 08 04 fde90064
+    80 09 04 0a000002
+    80 0a 04 0a000003
+  18 0af401  10 0af5  20 0a000001`);
+
+const UPDATE_WITHDRAW = hex(`${MARKER} 001b 02 0004 18 0af401 0000`);
+const END_OF_RIB = hex(`${MARKER} 0017 02 0000 0000`);
+const NOTIFICATION_CEASE = hex(`${MARKER} 0015 03 06 02`);
+const NOTIFICATION_WITH_DATA = hex(`${MARKER} 0017 03 01 02 1001`);
+const ROUTE_REFRESH = hex(`${MARKER} 0017 05 0001 00 01`);
+
+test('KEEPALIVE: encodes to and decodes from the 19-byte capture', () => {
+  assert.deepEqual(encodeKeepalive(), KEEPALIVE);
+  assert.deepEqual(decodeOk(KEEPALIVE), { type: 'keepalive' });
+});
+
+test('OPEN: capture round-trips with every capability', () => {
+  const built = encodeOpen({
+    asn: 65001, holdTime: 90, bgpId: parseIPv4('10.0.0.1'),
+    capabilities: [
+      { kind: 'multiprotocol', afi: 1, safi: 1 },
+      { kind: 'route-refresh' },
+      { kind: 'four-octet-asn', asn: 65001 },
+      { kind: 'graceful-restart', restarting: true, restartTime: 120, families: [{ afi: 1, safi: 1, forwardingPreserved: true }] },
+    ],
+  });
+  assert.equal(built.toString('hex'), OPEN.toString('hex'));
+  const m = decodeOk(OPEN);
+  assert.equal(m.type, 'open');
+  if (m.type !== 'open') return;
+  assert.equal(m.asn, 65001);
+  assert.equal(m.holdTime, 90);
+  assert.equal(formatIP(m.bgpId), '10.0.0.1');
+  assert.deepEqual(m.capabilities, [
+    { kind: 'multiprotocol', afi: 1, safi: 1 },
+    { kind: 'route-refresh' },
+    { kind: 'four-octet-asn', asn: 65001 },
+    { kind: 'graceful-restart', restarting: true, restartTime: 120, families: [{ afi: 1, safi: 1, forwardingPreserved: true }] },
+  ]);
+});
+
+test('OPEN: a 4-octet ASN travels as AS_TRANS plus the capability (RFC 6793)', () => {
+  const built = encodeOpen({ asn: 4200000000, holdTime: 180, bgpId: parseIPv4('192.168.0.1'), capabilities: [{ kind: 'four-octet-asn', asn: 4200000000 }] });
+  assert.equal(built.toString('hex'), OPEN_AS4.toString('hex'));
+  const m = decodeOk(OPEN_AS4);
+  assert.ok(m.type === 'open' && m.asn === 4200000000);
+});
+
+test('OPEN: capabilities spread over several optional parameters and unknown ones are kept', () => {
+  const m = decodeOk(msg(1, '04 fde9 005a 0a000001 0a 02 02 0200 02 04 4602 abcd'));
+  assert.ok(m.type === 'open');
+  if (m.type !== 'open') return;
+  assert.deepEqual(m.capabilities[0], { kind: 'route-refresh' });
+  assert.equal(m.capabilities[1]?.kind, 'unknown');
+});
+
+test('UPDATE: full capture decodes to every attribute and re-encodes byte for byte', () => {
+  const m = decodeOk(UPDATE_FULL, true) as UpdateMessage;
+  assert.equal(m.type, 'update');
+  const a = m.attributes;
+  assert.ok(a);
+  assert.equal(a.origin, 0);
+  assert.deepEqual(a.asPath, [{ type: 'sequence', asns: [65001, 65002] }]);
+  assert.equal(a.nextHop && formatIP(a.nextHop), '198.18.0.1');
+  assert.equal(a.med, 100);
+  assert.equal(a.localPref, 200);
+  assert.deepEqual(a.communities, [(65001 << 16 | 100) >>> 0]);
+  assert.equal(a.originatorId && formatIP(a.originatorId), '10.0.0.2');
+  assert.deepEqual(a.clusterList?.map(formatIP), ['10.0.0.3']);
+  assert.deepEqual(m.nlri.map(formatCidr), ['10.244.1.0/24', '10.245.0.0/16', '10.0.0.1/32']);
+  assert.equal(encodeUpdate(m, { fourOctetAs: true }).toString('hex'), UPDATE_FULL.toString('hex'));
+});
+
+test('UPDATE: 2-octet AS_PATH and AS_SET, as a peer without RFC 6793 sends them', () => {
+  const buf = update('', '40 01 01 02  40 02 0a 02 01 fde9 01 02 fdea fdeb  40 03 04 c6120002', '18 0af402');
+  const m = decodeOk(buf, false) as UpdateMessage;
+  assert.deepEqual(m.attributes?.asPath, [{ type: 'sequence', asns: [65001] }, { type: 'set', asns: [65002, 65003] }]);
+  assert.equal(m.attributes?.origin, 2);
+  assert.equal(encodeUpdate(m, { fourOctetAs: false }).toString('hex'), buf.toString('hex'));
+});
+
+test('UPDATE: withdrawal and End-of-RIB captures', () => {
+  const w = decodeOk(UPDATE_WITHDRAW) as UpdateMessage;
+  assert.deepEqual(w.withdrawn.map(formatCidr), ['10.244.1.0/24']);
+  assert.equal(w.attributes, undefined);
+  assert.equal(encodeUpdate({ withdrawn: [parseCidr('10.244.1.0/24')], attributes: undefined, nlri: [] }).toString('hex'), UPDATE_WITHDRAW.toString('hex'));
+  assert.equal(encodeEndOfRib().toString('hex'), END_OF_RIB.toString('hex'));
+  const eor = decodeOk(END_OF_RIB) as UpdateMessage;
+  assert.ok(isEndOfRib(eor));
+  assert.ok(!isEndOfRib(w));
+});
+
+test('UPDATE: MP_REACH/MP_UNREACH for IPv4 unicast (RFC 4760) feed NLRI and withdrawals', () => {
+  const buf = update('', '40 01 01 00  40 02 00  90 0e 00 0d 0001 01 04 c6120009 00 18 0af409  80 0f 07 0001 01 18 0af408', '');
+  const m = decodeOk(buf) as UpdateMessage;
+  assert.deepEqual(m.nlri.map(formatCidr), ['10.244.9.0/24']);
+  assert.deepEqual(m.withdrawn.map(formatCidr), ['10.244.8.0/24']);
+  assert.equal(m.attributes?.nextHop && formatIP(m.attributes.nextHop), '198.18.0.9');
+});
+
+test('UPDATE: unknown optional transitive attributes survive with the Partial bit; non-transitive ones are dropped', () => {
+  const m = decodeOk(update('', '40 01 01 00  40 02 00  40 03 04 c6120001  c0 63 02 abcd  80 64 01 ff', '18 0af401')) as UpdateMessage;
+  assert.deepEqual(m.attributes?.unknown?.map((u) => [u.code, u.value.toString('hex')]), [[0x63, 'abcd']]);
+  const re = encodeUpdate(m);
+  assert.ok(re.includes(hex('e0 63 02 abcd')), 'flags carry Partial (0x20) when passed on');
+});
+
+test('UPDATE: long attributes use the extended-length flag', () => {
+  const communities = Array.from({ length: 100 }, (_, i) => 65000 * 65536 + i);
+  const buf = encodeUpdate({ withdrawn: [], nlri: [parseCidr('10.1.0.0/16')], attributes: { origin: 0, asPath: [], nextHop: parseIPv4('198.18.0.1'), communities } });
+  assert.ok(buf.includes(hex('d0 08 0190')), 'COMMUNITIES with 400 bytes has flags 0xd0 and a 2-byte length');
+  assert.deepEqual((decodeOk(buf) as UpdateMessage).attributes?.communities, communities);
+});
+
+test('NOTIFICATION and ROUTE-REFRESH captures', () => {
+  assert.equal(encodeNotification(6, 2).toString('hex'), NOTIFICATION_CEASE.toString('hex'));
+  assert.deepEqual(decodeOk(NOTIFICATION_CEASE), { type: 'notification', code: 6, subcode: 2, data: Buffer.alloc(0) });
+  assert.equal(encodeNotification(1, 2, hex('1001')).toString('hex'), NOTIFICATION_WITH_DATA.toString('hex'));
+  assert.deepEqual(decodeOk(NOTIFICATION_WITH_DATA), { type: 'notification', code: 1, subcode: 2, data: hex('1001') });
+  assert.equal(encodeRouteRefresh().toString('hex'), ROUTE_REFRESH.toString('hex'));
+  assert.deepEqual(decodeOk(ROUTE_REFRESH), { type: 'route-refresh', afi: 1, safi: 1 });
+});
+
+test('framer: a stream cut at every possible point yields the same messages', () => {
+  const stream = Buffer.concat([OPEN, KEEPALIVE, UPDATE_FULL, UPDATE_WITHDRAW, END_OF_RIB, ROUTE_REFRESH, NOTIFICATION_CEASE]);
+  for (let cut = 1; cut < stream.length; cut++) {
+    const f = new MessageFramer();
+    const got = [...f.push(stream.subarray(0, cut)), ...f.push(stream.subarray(cut))];
+    assert.equal(got.length, 7);
+    assert.equal(f.buffered, 0);
+    assert.deepEqual(Buffer.concat(got), stream);
+  }
+  // Byte by byte.
+  const f = new MessageFramer();
+  let n = 0;
+  for (const b of stream) n += f.push(Buffer.from([b])).length;
+  assert.equal(n, 7);
+});
+
+test('framer: bad marker and bad length poison the stream with 1/1 and 1/2', () => {
+  const f = new MessageFramer();
+  const bad = Buffer.from(KEEPALIVE);
+  bad[3] = 0xfe;
+  assert.throws(() => f.push(bad), (e: unknown) => e instanceof BgpError && e.notification.code === 1 && e.notification.subcode === 1);
+  assert.throws(() => f.push(KEEPALIVE), BgpError);
+  const g = new MessageFramer();
+  assert.throws(() => g.push(hex(`${MARKER} 1001 04`)), (e: unknown) => e instanceof BgpError && e.notification.subcode === 2 && e.notification.data.toString('hex') === '1001');
+  const h = new MessageFramer();
+  assert.throws(() => h.push(hex(`${MARKER} 0012 04`)), (e: unknown) => e instanceof BgpError && e.notification.subcode === 2);
+});
+
+// ---------------------------------------------------------------- NOTIFICATIONs for malformed messages
+
+test('header errors: 1/1 marker, 1/2 length, 1/3 type', () => {
+  const badMarker = Buffer.from(KEEPALIVE);
+  badMarker[0] = 0;
+  expectNotification(decodeErr(badMarker), 1, 1, '');
+  expectNotification(decodeErr(hex(`${MARKER} 0014 04 00`)), 1, 2, '0014'); // KEEPALIVE must be 19
+  expectNotification(decodeErr(hex(`${MARKER} 0016 05 000100`)), 1, 2, '0016'); // ROUTE-REFRESH must be 23
+  expectNotification(decodeErr(hex(`${MARKER} 0014 01 04`)), 1, 2, '0014'); // OPEN below 29
+  expectNotification(decodeErr(hex(`${MARKER} 0015 02 0000`)), 1, 2, '0015'); // UPDATE below 23
+  expectNotification(decodeErr(hex(`${MARKER} 0013 09`)), 1, 3, '09');
+  expectNotification(decodeErr(hex(`${MARKER} 0020 04`)), 1, 2, '0020'); // length field disagrees with the buffer
+});
+
+test('OPEN errors: 2/1 version, 2/2 AS 0, 2/3 identifier, 2/4 parameter, 2/6 hold time, 2/0 malformed', () => {
+  expectNotification(decodeErr(msg(1, '03 fde9 005a 0a000001 00')), 2, 1, '0004');
+  expectNotification(decodeErr(msg(1, '04 0000 005a 0a000001 00')), 2, 2);
+  expectNotification(decodeErr(msg(1, '04 fde9 005a 00000000 00')), 2, 3, '00000000');
+  expectNotification(decodeErr(msg(1, '04 fde9 005a 0a000001 03 01 01 00')), 2, 4, '01');
+  expectNotification(decodeErr(msg(1, '04 fde9 0002 0a000001 00')), 2, 6, '0002');
+  expectNotification(decodeErr(msg(1, '04 fde9 0001 0a000001 00')), 2, 6, '0001');
+  expectNotification(decodeErr(msg(1, '04 fde9 005a 0a000001 05 02 03 01 04 00')), 2, 0); // capability overruns
+  expectNotification(decodeErr(msg(1, '04 fde9 005a 0a000001 09 02 06 41 04 0000')), 2, 0); // parameter overruns
+  // Hold time 0 is legal (no keepalives).
+  assert.equal((decodeOk(msg(1, '04 fde9 0000 0a000001 00')) as { holdTime: number }).holdTime, 0);
+});
+
+const ORIGIN = '40 01 01 00';
+const ASPATH = '40 02 06 02 01 0000fde9';
+const NEXTHOP = '40 03 04 c6120001';
+const BASE = `${ORIGIN} ${ASPATH} ${NEXTHOP}`;
+const NLRI = '18 0af401';
+
+test('UPDATE errors: 3/1 malformed attribute list', () => {
+  expectNotification(decodeErr(hex(`${MARKER} 001b 02 0010 18 0af401 0000`)), 3, 1); // withdrawn length overruns
+  expectNotification(decodeErr(hex(`${MARKER} 0017 02 0000 0009`)), 3, 1); // attribute length overruns
+  expectNotification(decodeErr(update('', `${BASE} ${ORIGIN}`, NLRI), true), 3, 1); // ORIGIN twice
+  expectNotification(decodeErr(update('', `${BASE} 40`, NLRI), true), 3, 1); // truncated attribute header
+});
+
+test('UPDATE errors: 3/2 unrecognized well-known, 3/3 missing well-known', () => {
+  expectNotification(decodeErr(update('', `${BASE} 40 63 01 00`, NLRI), true), 3, 2, '40630100');
+  expectNotification(decodeErr(update('', `${ASPATH} ${NEXTHOP}`, NLRI), true), 3, 3, '01');
+  expectNotification(decodeErr(update('', `${ORIGIN} ${NEXTHOP}`, NLRI), true), 3, 3, '02');
+  expectNotification(decodeErr(update('', `${ORIGIN} ${ASPATH}`, NLRI), true), 3, 3, '03');
+  // Without NLRI nothing is mandatory.
+  assert.ok(decodeOk(update('18 0af401', '', ''), true));
+});
+
+test('UPDATE errors: 3/4 flags, 3/5 length, 3/6 origin, 3/8 next hop, 3/9 optional, 3/10 network, 3/11 AS_PATH', () => {
+  expectNotification(decodeErr(update('', `c0 01 01 00 ${ASPATH} ${NEXTHOP}`, NLRI), true), 3, 4, 'c0010100');
+  expectNotification(decodeErr(update('', `${BASE} c0 04 04 00000001`, NLRI), true), 3, 4); // MED marked transitive
+  expectNotification(decodeErr(update('', `60 01 01 00 ${ASPATH} ${NEXTHOP}`, NLRI), true), 3, 4); // Partial on well-known
+  expectNotification(decodeErr(update('', `40 01 02 0000 ${ASPATH} ${NEXTHOP}`, NLRI), true), 3, 5, '4001020000');
+  expectNotification(decodeErr(update('', `${BASE} 80 04 03 000001`, NLRI), true), 3, 5);
+  expectNotification(decodeErr(update('', `${BASE} 40 05 09 00`, NLRI), true), 3, 5); // truncated: runs past the list
+  expectNotification(decodeErr(update('', `40 01 01 03 ${ASPATH} ${NEXTHOP}`, NLRI), true), 3, 6, '40010103');
+  expectNotification(decodeErr(update('', `${ORIGIN} ${ASPATH} 40 03 04 e0000001`, NLRI), true), 3, 8, '400304e0000001');
+  expectNotification(decodeErr(update('', `${ORIGIN} ${ASPATH} 40 03 04 00000000`, NLRI), true), 3, 8);
+  expectNotification(decodeErr(update('', `${BASE} c0 08 03 000001`, NLRI), true), 3, 9);
+  expectNotification(decodeErr(update('', `${BASE} 80 0a 05 0a00000301`, NLRI), true), 3, 9);
+  expectNotification(decodeErr(update('', BASE, '21 0a000001ff'), true), 3, 10);
+  expectNotification(decodeErr(update('', BASE, '18 0af4'), true), 3, 10);
+  expectNotification(decodeErr(update('', `${ORIGIN} 40 02 06 05 01 0000fde9 ${NEXTHOP}`, NLRI), true), 3, 11);
+  expectNotification(decodeErr(update('', `${ORIGIN} 40 02 06 02 02 0000fde9 ${NEXTHOP}`, NLRI), true), 3, 11);
+  expectNotification(decodeErr(update('', `${ORIGIN} 40 02 02 02 00 ${NEXTHOP}`, NLRI), true), 3, 11);
+});
+
+// ---------------------------------------------------------------- packing
+
+test('packing: 10,000 prefixes fit in full UPDATEs under 4096 bytes and decode back', () => {
+  const prefixes = Array.from({ length: 10000 }, (_, i) => parseCidr(`10.${(i >> 8) & 255}.${i & 255}.0/24`));
+  const attrs = { origin: 0 as const, asPath: [{ type: 'sequence' as const, asns: [65001] }], nextHop: parseIPv4('198.18.0.1') };
+  const msgs = packAnnouncements(attrs, prefixes, { fourOctetAs: true });
+  assert.ok(msgs.every((m) => m.length <= 4096));
+  // 4 bytes per /24 and ~4050 bytes of room: about a thousand per message.
+  assert.ok(msgs.length <= 11, `${msgs.length} messages`);
+  const back = msgs.flatMap((m) => (decodeOk(m, true) as UpdateMessage).nlri.map(formatCidr));
+  assert.deepEqual(back, prefixes.map(formatCidr));
+  const wd = packWithdrawals(prefixes);
+  assert.ok(wd.every((m) => m.length <= 4096));
+  assert.equal(wd.flatMap((m) => (decodeOk(m) as UpdateMessage).withdrawn).length, 10000);
+});
