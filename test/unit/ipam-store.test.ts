@@ -1,0 +1,164 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { CniCode, WeftError } from '../../src/errors.js';
+import { parseIpamConfig } from '../../src/ipam/config.js';
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, ipamUsage, requestedIPs, type IpamTarget } from '../../src/ipam/ipam.js';
+import { acquireFileLock, isStale } from '../../src/ipam/lock.js';
+import { DiskStore, LOCK_FILE } from '../../src/ipam/store.js';
+import { formatCidr, formatIP, parseIP } from '../../src/net/ip.js';
+import { parseCniArgs } from '../../src/cni/env.js';
+
+let root = '';
+before(() => { root = mkdtempSync(join(tmpdir(), 'wcn-ipam-')); });
+after(() => { rmSync(root, { recursive: true, force: true }); });
+
+let n = 0;
+function target(section: Record<string, unknown>): IpamTarget {
+  n++;
+  return { config: parseIpamConfig({ type: 'weft-ipam', dataDir: join(root, `d${n}`), ...section }), network: 'net' };
+}
+const dir = (t: IpamTarget): string => join(t.config.dataDir, t.network);
+const files = (t: IpamTarget): string[] => { try { return readdirSync(dir(t)).sort(); } catch { return []; } };
+const addrs = (r: { ips: Array<{ address: Parameters<typeof formatCidr>[0] }> }): string[] => r.ips.map((i) => formatCidr(i.address));
+
+async function rejects(p: Promise<unknown>, code: number, msg: RegExp): Promise<void> {
+  await assert.rejects(p, (e: unknown) => e instanceof WeftError && e.code === code && msg.test(e.message));
+}
+
+describe('ipam operations on disk', () => {
+  it('allocates one address per range set, v4 and v6, in host-local file format', async () => {
+    const t = target({ ranges: [[{ subnet: '10.9.0.0/29' }], [{ subnet: 'fd00::/125' }]], routes: [{ dst: '0.0.0.0/0' }] });
+    const r = await ipamAdd(t, 'c1', 'eth0');
+    assert.deepEqual(addrs(r), ['10.9.0.2/29', 'fd00::2/125']);
+    assert.deepEqual(r.ips.map((i) => i.gateway && formatIP(i.gateway)), ['10.9.0.1', 'fd00::1']);
+    assert.equal(r.routes.length, 1);
+    assert.deepEqual(files(t), ['10.9.0.2', 'fd00::2', 'last_reserved_ip.0', 'last_reserved_ip.1']);
+    assert.equal(readFileSync(join(dir(t), '10.9.0.2'), 'utf8'), 'c1\r\neth0');
+    assert.equal(readFileSync(join(dir(t), 'last_reserved_ip.1'), 'utf8'), 'fd00::2');
+  });
+
+  it('round-robins: a released address is not reused until the range wraps', async () => {
+    const t = target({ ranges: [[{ subnet: '10.9.1.0/29' }]] });
+    assert.deepEqual(addrs(await ipamAdd(t, 'a', 'eth0')), ['10.9.1.2/29']);
+    assert.deepEqual(addrs(await ipamAdd(t, 'b', 'eth0')), ['10.9.1.3/29']);
+    await ipamDel(t, 'a', 'eth0');
+    assert.deepEqual(addrs(await ipamAdd(t, 'c', 'eth0')), ['10.9.1.4/29']);
+    for (const id of ['d', 'e']) await ipamAdd(t, id, 'eth0'); // .5 .6
+    assert.deepEqual(addrs(await ipamAdd(t, 'f', 'eth0')), ['10.9.1.2/29']); // wrapped
+  });
+
+  it('exhaustion is code 103 naming the range, and leaves nothing behind', async () => {
+    const t = target({ ranges: [[{ subnet: '10.9.2.0/30' }], [{ subnet: '10.9.3.0/29' }]] }); // first set: one address
+    await ipamAdd(t, 'a', 'eth0');
+    const before = files(t);
+    await rejects(ipamAdd(t, 'b', 'eth0'), CniCode.IpamExhausted, /no IP addresses available in range set 10\.9\.2\.1-10\.9\.2\.2/);
+    assert.deepEqual(files(t), before);
+    // Exhaustion in the second set releases what the first set got in the same call.
+    const t2 = target({ ranges: [[{ subnet: '10.9.4.0/29' }], [{ subnet: '10.9.5.0/30' }]] });
+    await ipamAdd(t2, 'a', 'eth0');
+    const before2 = files(t2).filter((f) => !f.startsWith('last_'));
+    await rejects(ipamAdd(t2, 'b', 'eth0'), CniCode.IpamExhausted, /10\.9\.5\.1-10\.9\.5\.2/);
+    assert.deepEqual(files(t2).filter((f) => !f.startsWith('last_')), before2);
+    await rejects(ipamStatus(t2), CniCode.PluginNotAvailable, /range set 1/);
+  });
+
+  it('hands out requested addresses from CNI_ARGS, args.cni.ips and runtimeConfig.ips', async () => {
+    const t = target({ ranges: [[{ subnet: '10.9.6.0/24' }], [{ subnet: 'fd00:6::/64' }]] });
+    const req = requestedIPs(
+      { args: { cni: { ips: ['fd00:6::77'] } }, runtimeConfig: { ips: ['10.9.6.50/24'] } },
+      { args: parseCniArgs('IgnoreUnknown=1;IP=10.9.6.50') },
+    );
+    assert.deepEqual(req.map(formatIP), ['10.9.6.50', 'fd00:6::77']);
+    assert.deepEqual(addrs(await ipamAdd(t, 'a', 'eth0', req)), ['10.9.6.50/24', 'fd00:6::77/64']);
+    await rejects(ipamAdd(t, 'b', 'eth0', [parseIP('10.9.6.50')]), CniCode.IpamExhausted, /10\.9\.6\.50 is not available/);
+    await rejects(ipamAdd(t, 'c', 'eth0', [parseIP('10.9.6.1')]), CniCode.InvalidNetworkConfig, /gateway/);
+    await rejects(ipamAdd(t, 'd', 'eth0', [parseIP('192.168.1.1')]), CniCode.InvalidNetworkConfig, /failed to allocate all requested IPs: 192\.168\.1\.1/);
+    assert.deepEqual(files(t).filter((f) => !f.startsWith('last_')), ['10.9.6.50', 'fd00:6::77']);
+  });
+
+  it('refuses a second allocation for the same container and ifname', async () => {
+    const t = target({ ranges: [[{ subnet: '10.9.7.0/24' }]] });
+    await ipamAdd(t, 'a', 'eth0');
+    await rejects(ipamAdd(t, 'a', 'eth0'), CniCode.Internal, /duplicate allocation/);
+    assert.deepEqual(addrs(await ipamAdd(t, 'a', 'net1')), ['10.9.7.3/24']);
+  });
+
+  it('DEL releases by container and ifname, succeeds when nothing is allocated', async () => {
+    const t = target({ ranges: [[{ subnet: '10.9.8.0/24' }]] });
+    await ipamDel(t, 'ghost', 'eth0'); // before the directory even exists
+    await ipamAdd(t, 'a', 'eth0');
+    await ipamAdd(t, 'a', 'eth1');
+    assert.deepEqual((await ipamDel(t, 'a', 'eth0')).map(formatIP), ['10.9.8.2']);
+    assert.deepEqual(files(t), ['10.9.8.3', 'last_reserved_ip.0']);
+    await ipamDel(t, 'a', 'eth0');
+    // A host-local file from before ifnames were recorded is released by ID alone.
+    writeFileSync(join(dir(t), '10.9.8.9'), 'old');
+    assert.deepEqual((await ipamDel(t, 'old', 'eth0')).map(formatIP), ['10.9.8.9']);
+  });
+
+  it('CHECK finds the allocation and notices a missing one', async () => {
+    const t = target({ ranges: [[{ subnet: '10.9.9.0/24' }]] });
+    const r = await ipamAdd(t, 'a', 'eth0');
+    await ipamCheck(t, 'a', 'eth0', r);
+    await rejects(ipamCheck(t, 'b', 'eth0'), CniCode.UnknownContainer, /failed to find address/);
+    const wrong = { ...r, ips: [{ address: { ip: parseIP('10.9.9.99'), prefix: 24 } }] };
+    await rejects(ipamCheck(t, 'a', 'eth0', wrong), CniCode.UnknownContainer, /10\.9\.9\.99 from prevResult/);
+  });
+
+  it('GC releases everything not in valid attachments', async () => {
+    const t = target({ ranges: [[{ subnet: '10.9.10.0/24' }]] });
+    for (const id of ['a', 'b', 'c']) await ipamAdd(t, id, 'eth0');
+    await ipamAdd(t, 'b', 'eth1');
+    const released = await ipamGc(t, [{ containerID: 'b', ifname: 'eth0' }, { containerID: 'zzz', ifname: 'eth0' }]);
+    assert.deepEqual(released.map(formatIP).sort(), ['10.9.10.2', '10.9.10.4', '10.9.10.5']);
+    assert.deepEqual(files(t), ['10.9.10.3', 'last_reserved_ip.0']);
+    const usage = ipamUsage(t);
+    assert.deepEqual(usage, { type: 'available', free: [252n] });
+  });
+});
+
+describe('file lock', () => {
+  it('excludes a second holder until release', async () => {
+    const path = join(root, 'l1');
+    const a = await acquireFileLock(path);
+    let got = false;
+    const b = acquireFileLock(path).then((l) => { got = true; return l; });
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(got, false);
+    a.release();
+    (await b).release();
+    assert.deepEqual(readdirSync(root).filter((f) => f.startsWith('l1')), []);
+  });
+
+  it('breaks a lock whose owner is dead', async () => {
+    const path = join(root, LOCK_FILE);
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    const pidns = readlinkSync('/proc/self/ns/pid');
+    writeFileSync(path, `${dead.stdout} 12345 ${pidns}\n`);
+    const l = await acquireFileLock(path, { timeoutMs: 2000 });
+    assert.match(readFileSync(path, 'utf8'), new RegExp(`^${process.pid} `));
+    l.release();
+  });
+
+  it('keeps a live owner\'s lock and times out with code 11', async () => {
+    const path = join(root, 'l3');
+    const mine = await acquireFileLock(path);
+    await assert.rejects(acquireFileLock(path, { timeoutMs: 50 }), (e: unknown) => e instanceof WeftError && e.code === CniCode.TryAgainLater);
+    mine.release();
+  });
+
+  it('judges staleness: half-written and foreign-namespace locks only by age', () => {
+    assert.equal(isStale('', 100, 60_000), false);
+    assert.equal(isStale('', 20_000, 60_000), true);
+    assert.equal(isStale('1 1 pid:[1]\n', 100, 60_000), false);
+    assert.equal(isStale('1 1 pid:[1]\n', 70_000, 60_000), true);
+  });
+
+  it('a store in a fresh directory lists nothing', () => {
+    assert.deepEqual(new DiskStore(join(root, 'none'), 'x').all(), []);
+  });
+});
