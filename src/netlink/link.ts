@@ -213,7 +213,9 @@ function infoData(spec: LinkCreateSpec): Attr[] {
         },
       ];
     case 'bridge':
-      return spec.vlanFiltering === undefined ? [] : [nla.u8(C.IFLA_BR_VLAN_FILTERING, spec.vlanFiltering ? 1 : 0)];
+      // Off is the default; sending the attribute at all fails on kernels built without
+      // CONFIG_BRIDGE_VLAN_FILTERING, so it only goes out when filtering is wanted.
+      return spec.vlanFiltering ? [nla.u8(C.IFLA_BR_VLAN_FILTERING, 1)] : [];
     case 'vxlan': {
       const d: Attr[] = [nla.u32(C.IFLA_VXLAN_ID, spec.vni)];
       if (spec.group) d.push(nla.ip(spec.group.family === 4 ? C.IFLA_VXLAN_GROUP : C.IFLA_VXLAN_GROUP6, spec.group));

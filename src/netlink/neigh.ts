@@ -136,11 +136,13 @@ export function neighDeleteRequest(index: number, ip: IP): RequestSpec {
   };
 }
 
+/** With strict checking a neighbour dump filters by NDA_IFINDEX (the header's ifindex must be 0). */
 export function neighDumpRequest(family?: IPFamily, index?: number): RequestSpec {
   return {
     type: C.RTM_GETNEIGH,
     flags: C.NLM_F_REQUEST | C.NLM_F_DUMP,
-    fixed: ndmsg({ family: family ? afOf(family) : C.AF_UNSPEC, index: index ?? 0 }),
+    fixed: ndmsg({ family: family ? afOf(family) : C.AF_UNSPEC }),
+    ...(index !== undefined && { attrs: [nla.u32(C.NDA_IFINDEX, index)] }),
   };
 }
 

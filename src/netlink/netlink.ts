@@ -44,6 +44,8 @@ export interface VethOptions {
   readonly peerName: string;
   /** Create the peer directly in this namespace (/run/netns/X or /proc/PID/ns/net). */
   readonly peerNsPath?: string;
+  /** Create the first end (name) in this namespace instead of the handle's own. */
+  readonly nsPath?: string;
   readonly mtu?: number;
   readonly mac?: string;
   readonly peerMac?: string;
@@ -220,26 +222,29 @@ export class Netlink {
     return Netlink.with(resultNs, (other) => other.requireLink(spec.name));
   }
 
-  /** Creates a veth pair; the peer is born directly in peerNsPath when given. Returns this side. */
+  /** Creates a veth pair; the peer is born directly in peerNsPath when given. Returns the first end. */
   createVeth(o: VethOptions): Link {
-    return withNsFd(o.peerNsPath, (peerFd) =>
-      this.create(
-        {
-          kind: 'veth',
-          name: o.name,
-          ...(o.mtu !== undefined && { mtu: o.mtu }),
-          ...(o.mac !== undefined && { mac: o.mac }),
-          ...(o.up !== undefined && { up: o.up }),
-          peer: {
-            name: o.peerName,
+    return withNsFd(o.nsPath, (fd) =>
+      withNsFd(o.peerNsPath, (peerFd) =>
+        this.create(
+          {
+            kind: 'veth',
+            name: o.name,
             ...(o.mtu !== undefined && { mtu: o.mtu }),
-            ...(o.peerMac !== undefined && { mac: o.peerMac }),
-            ...(peerFd !== undefined && { nsFd: peerFd }),
-            ...(o.peerUp !== undefined && { up: o.peerUp }),
+            ...(o.mac !== undefined && { mac: o.mac }),
+            ...(fd !== undefined && { nsFd: fd }),
+            ...(o.up !== undefined && { up: o.up }),
+            peer: {
+              name: o.peerName,
+              ...(o.mtu !== undefined && { mtu: o.mtu }),
+              ...(o.peerMac !== undefined && { mac: o.peerMac }),
+              ...(peerFd !== undefined && { nsFd: peerFd }),
+              ...(o.peerUp !== undefined && { up: o.peerUp }),
+            },
           },
-        },
-        `veth ${o.name} (peer ${o.peerName}${o.peerNsPath ? ` in ${o.peerNsPath}` : ''})`,
-        undefined,
+          `veth ${o.name}${o.nsPath ? ` in ${o.nsPath}` : ''} (peer ${o.peerName}${o.peerNsPath ? ` in ${o.peerNsPath}` : ''})`,
+          o.nsPath,
+        ),
       ),
     );
   }
@@ -302,6 +307,7 @@ export class Netlink {
     );
   }
 
+  /** A dummy device (needs the kernel's dummy driver). */
   createDummy(o: DummyOptions): Link {
     return withNsFd(o.nsPath, (fd) =>
       this.create(
@@ -497,6 +503,10 @@ export class Netlink {
     this.fdb('replace', e);
   }
 
+  /**
+   * Removes an entry; false when the kernel reports it absent (or the device is gone). Note the
+   * vxlan driver acknowledges deleting a remote `dst` that a still-present MAC does not have.
+   */
   deleteFdb(e: Omit<FdbInput, 'state'>): boolean {
     try {
       this.fdb('delete', e);
