@@ -185,8 +185,9 @@ export async function listAdd(run: ListRun): Promise<CniResult> {
       prev = o.result;
     }
   } catch (err) {
-    // Undo like a runtime would: DEL over the whole list, tolerating plugins that added nothing.
-    await listDel(run, prev).catch(() => undefined);
+    // Undo like a runtime would: DEL over the whole list. Every plugin gets its DEL even when
+    // one fails (often the one that broke ADD), so what the others made is still released.
+    await listDel(run, prev, { keepGoing: true }).catch(() => undefined);
     throw err;
   }
   const result = prev ?? { interfaces: [], ips: [], routes: [], dns: {} };
@@ -194,9 +195,19 @@ export async function listAdd(run: ListRun): Promise<CniResult> {
   return result;
 }
 
-export async function listDel(run: ListRun, prevOverride?: CniResult): Promise<void> {
+export async function listDel(run: ListRun, prevOverride?: CniResult, opts: { keepGoing?: boolean } = {}): Promise<void> {
   const prev = prevOverride ?? run.cache.load(run.list.name, run.env.containerId, run.env.ifname);
-  for (const p of [...run.list.plugins].reverse()) await call(run, 'DEL', p, pluginConf(run.list, p, prev));
+  let first: unknown;
+  for (const p of [...run.list.plugins].reverse()) {
+    try {
+      await call(run, 'DEL', p, pluginConf(run.list, p, prev));
+    } catch (err) {
+      // Like libcni, a plain DEL stops at the first failure (and keeps the cache for a retry).
+      if (!opts.keepGoing) throw err;
+      first ??= err;
+    }
+  }
+  if (first !== undefined) throw first;
   run.cache.drop(run.list.name, run.env.containerId, run.env.ifname);
 }
 
