@@ -1,0 +1,359 @@
+// One BGP neighbour: the TCP connections to it (ours and the peer's, each with its own FSM as in
+// RFC 4271 §8), collision resolution between them (§6.8), and what both sides negotiated.
+// The Session knows nothing of routes; it hands UPDATEs and state changes to its owner.
+import * as net from 'node:net';
+import { type IP, formatIP, ipCompare, parseIP } from '../net/ip.js';
+import type { Logger } from '../log.js';
+import type { Clock } from './clock.js';
+import {
+  type Capability, type CodecContext, type OpenMessage, type RouteRefreshMessage, type UpdateMessage, MessageFramer,
+  capabilitiesOf, decodeMessage, encodeKeepalive, encodeNotification, encodeOpen,
+} from './codec.js';
+import { AFI_IPV4, SAFI_UNICAST } from './constants.js';
+import { BgpError } from './errors.js';
+import { type DownReason, type FsmAction, type FsmConfig, type FsmEvent, FsmRunner, type FsmStateName } from './fsm.js';
+
+export interface SessionConfig {
+  localAsn: number;
+  bgpId: IP;
+  peerAddress: IP;
+  peerAsn: number;
+  peerPort: number;
+  /** Source address for our outgoing connection (optional). */
+  localAddress?: string | undefined;
+  passive: boolean;
+  holdTime: number;
+  connectRetrySeconds: number;
+  openHoldSeconds: number;
+  /** Our graceful-restart offer; undefined disables RFC 4724 for this session. */
+  gracefulRestart?: { restartTime: number; restarting: boolean } | undefined;
+}
+
+export interface Negotiated {
+  peerOpen: OpenMessage;
+  holdTime: number;
+  fourOctetAs: boolean;
+  routeRefresh: boolean;
+  /** The peer's restart time when both sides offered graceful restart for IPv4 unicast. */
+  gracefulRestart: { restartTime: number; forwardingPreserved: boolean; peerRestarting: boolean } | undefined;
+  localAddress: IP;
+}
+
+export type SessionEvent =
+  | { type: 'established'; negotiated: Negotiated }
+  | { type: 'down'; reason: DownReason; graceful: boolean; restartTime: number }
+  | { type: 'update'; update: UpdateMessage }
+  | { type: 'route-refresh'; refresh: RouteRefreshMessage }
+  | { type: 'state'; state: FsmStateName };
+
+const STATE_RANK: Record<FsmStateName, number> = { Idle: 0, Connect: 1, Active: 1, OpenSent: 2, OpenConfirm: 3, Established: 4 };
+
+function ourCapabilities(cfg: SessionConfig): Capability[] {
+  const caps: Capability[] = [
+    { kind: 'multiprotocol', afi: AFI_IPV4, safi: SAFI_UNICAST },
+    { kind: 'route-refresh' },
+    { kind: 'four-octet-asn', asn: cfg.localAsn },
+  ];
+  if (cfg.gracefulRestart) {
+    caps.push({
+      kind: 'graceful-restart',
+      restarting: cfg.gracefulRestart.restarting,
+      restartTime: cfg.gracefulRestart.restartTime,
+      families: [{ afi: AFI_IPV4, safi: SAFI_UNICAST, forwardingPreserved: true }],
+    });
+  }
+  return caps;
+}
+
+/** One TCP connection to the peer and the FSM that governs it. */
+class Connection {
+  readonly runner: FsmRunner;
+  socket: net.Socket | undefined;
+  private framer = new MessageFramer();
+  ctx: CodecContext = { fourOctetAs: false };
+  negotiated: Negotiated | undefined;
+  disposed = false;
+
+  constructor(readonly session: Session, readonly direction: 'outbound' | 'inbound', fsmCfg: FsmConfig, clock: Clock) {
+    this.runner = new FsmRunner(fsmCfg, clock, (a) => this.perform(a), (from, to, ev) => session.onTransition(this, from, to, ev));
+  }
+
+  get state(): FsmStateName {
+    return this.runner.state.name;
+  }
+
+  dispatch(e: FsmEvent): void {
+    if (!this.disposed) this.runner.dispatch(e);
+  }
+
+  adopt(socket: net.Socket): void {
+    this.socket = socket;
+    this.framer = new MessageFramer();
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => { if (this.socket === socket) this.onData(chunk); });
+    socket.on('error', (err) => this.session.log.debug('bgp socket error', { err: err.message, direction: this.direction }));
+    socket.on('close', () => { if (this.socket === socket) this.dispatch({ type: 'TcpConnectionFails' }); });
+  }
+
+  write(buf: Buffer): void {
+    const s = this.socket;
+    if (s && !s.destroyed && s.writable) s.write(buf);
+  }
+
+  private perform(a: FsmAction): void {
+    switch (a.type) {
+      case 'connect': this.connect(); break;
+      case 'disconnect': this.closeSocket(); break;
+      case 'send-open': this.write(encodeOpen({ asn: this.session.cfg.localAsn, holdTime: this.session.cfg.holdTime, bgpId: this.session.cfg.bgpId, capabilities: ourCapabilities(this.session.cfg) })); break;
+      case 'send-keepalive': this.write(encodeKeepalive()); break;
+      case 'send-notification': this.write(encodeNotification(a.code, a.subcode, a.data)); break;
+      case 'established': this.session.onEstablished(this, a.open, a.holdTime); break;
+      case 'down': this.session.onConnectionDown(this, a.reason, a.wasEstablished); break;
+      case 'deliver-update': this.session.emit({ type: 'update', update: a.update }); break;
+      case 'deliver-route-refresh': this.session.emit({ type: 'route-refresh', refresh: a.refresh }); break;
+      case 'timer': break; // the runner owns timers
+    }
+  }
+
+  private connect(): void {
+    this.closeSocket();
+    const cfg = this.session.cfg;
+    const opts: net.NetConnectOpts = { host: formatIP(cfg.peerAddress), port: cfg.peerPort };
+    if (cfg.localAddress) opts.localAddress = cfg.localAddress;
+    const socket = net.connect(opts);
+    this.adopt(socket);
+    socket.once('connect', () => { if (this.socket === socket) this.dispatch({ type: 'TcpConnected' }); });
+  }
+
+  private closeSocket(): void {
+    const s = this.socket;
+    this.socket = undefined;
+    if (!s) return;
+    // Flush what the FSM just queued (a NOTIFICATION, typically), then make sure the socket dies.
+    s.end();
+    setTimeout(() => s.destroy(), 1000).unref();
+  }
+
+  private onData(chunk: Buffer): void {
+    let raw: Buffer[];
+    try {
+      raw = this.framer.push(chunk);
+    } catch (err) {
+      if (err instanceof BgpError) { this.dispatch({ type: 'MessageError', error: err }); return; }
+      throw err;
+    }
+    for (const m of raw) {
+      if (this.disposed || !this.socket) return;
+      const d = decodeMessage(m, this.ctx);
+      if (!d.ok) {
+        this.session.log.warn('bgp malformed message', { peer: formatIP(this.session.cfg.peerAddress), error: d.error.message });
+        this.dispatch({ type: 'MessageError', error: d.error });
+        return;
+      }
+      const msg = d.value;
+      switch (msg.type) {
+        case 'open':
+          this.ctx = { fourOctetAs: capabilitiesOf(msg, 'four-octet-asn').length > 0 };
+          this.dispatch({ type: 'OpenReceived', open: msg });
+          break;
+        case 'keepalive': this.dispatch({ type: 'KeepaliveReceived' }); break;
+        case 'update': this.dispatch({ type: 'UpdateReceived', update: msg }); break;
+        case 'route-refresh': this.dispatch({ type: 'RouteRefreshReceived', refresh: msg }); break;
+        case 'notification':
+          this.session.log.info('bgp notification received', { peer: formatIP(this.session.cfg.peerAddress), code: msg.code, subcode: msg.subcode });
+          this.dispatch({ type: 'NotificationReceived', notification: msg });
+          break;
+      }
+    }
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.runner.dispose();
+    this.closeSocket();
+  }
+}
+
+export class Session {
+  private outbound: Connection | undefined;
+  private inbound: Connection | undefined;
+  private established: Connection | undefined;
+  private started = false;
+  private readonly listeners: ((e: SessionEvent) => void)[] = [];
+  private lastState: FsmStateName = 'Idle';
+  establishedAt: number | undefined;
+  lastDown: DownReason | undefined;
+
+  constructor(readonly cfg: SessionConfig, private readonly clock: Clock, readonly log: Logger) {}
+
+  get peerId(): string {
+    return formatIP(this.cfg.peerAddress);
+  }
+
+  on(listener: (e: SessionEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  emit(e: SessionEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  /** The most advanced state among this peer's connections. */
+  get state(): FsmStateName {
+    let best: FsmStateName = 'Idle';
+    for (const c of [this.outbound, this.inbound]) if (c && STATE_RANK[c.state] > STATE_RANK[best]) best = c.state;
+    return best;
+  }
+
+  get negotiated(): Negotiated | undefined {
+    return this.established?.negotiated;
+  }
+
+  private fsmConfig(passive: boolean): FsmConfig {
+    return {
+      localAsn: this.cfg.localAsn, peerAsn: this.cfg.peerAsn, bgpId: this.cfg.bgpId, holdTime: this.cfg.holdTime,
+      passive, connectRetrySeconds: this.cfg.connectRetrySeconds, openHoldSeconds: this.cfg.openHoldSeconds,
+    };
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    if (!this.cfg.passive) {
+      this.outbound ??= new Connection(this, 'outbound', this.fsmConfig(false), this.clock);
+      this.outbound.dispatch({ type: 'ManualStart' });
+    }
+  }
+
+  /** Administrative stop: Cease to the peer, no automatic restart. */
+  stop(): void {
+    this.started = false;
+    for (const c of [this.outbound, this.inbound]) c?.dispatch({ type: 'ManualStop' });
+    this.outbound?.dispose();
+    this.inbound?.dispose();
+    this.outbound = undefined;
+    this.inbound = undefined;
+    this.established = undefined;
+    this.reportState();
+  }
+
+  /** A connection from the peer's address arrived at the Speaker's listener. */
+  acceptIncoming(socket: net.Socket): void {
+    if (!this.started) { socket.destroy(); return; }
+    const est = this.established;
+    if (est?.negotiated?.gracefulRestart) {
+      // RFC 4724 §4.2: a new connection from a peer we are Established with means it restarted;
+      // the old session ends as if the TCP connection had failed, keeping its routes.
+      est.dispatch({ type: 'TcpConnectionFails' });
+    }
+    if (this.inbound && this.inbound !== this.established) this.retire(this.inbound);
+    const conn = new Connection(this, 'inbound', this.fsmConfig(true), this.clock);
+    this.inbound = conn;
+    conn.adopt(socket);
+    conn.dispatch({ type: 'ManualStart' });
+    conn.dispatch({ type: 'TcpIncoming' });
+  }
+
+  private retire(conn: Connection): void {
+    conn.dispose();
+    if (this.inbound === conn) this.inbound = undefined;
+    if (this.outbound === conn) this.outbound = undefined;
+    if (this.established === conn) this.established = undefined;
+  }
+
+  private other(conn: Connection): Connection | undefined {
+    return conn === this.outbound ? this.inbound : this.outbound;
+  }
+
+  onTransition(conn: Connection, from: FsmStateName, to: FsmStateName, _ev: FsmEvent): void {
+    if (to === 'OpenConfirm') this.resolveCollision(conn);
+    if ((to === 'Idle' || to === 'Active') && from !== 'Idle' && conn.direction === 'inbound') {
+      // An incoming connection is not retried by us; the peer will connect again.
+      queueMicrotask(() => { if (this.inbound === conn) this.retire(conn); this.reportState(); });
+    }
+    this.reportState();
+  }
+
+  private reportState(): void {
+    const s = this.state;
+    if (s !== this.lastState) {
+      this.lastState = s;
+      this.emit({ type: 'state', state: s });
+    }
+  }
+
+  /** RFC 4271 §6.8: keep the connection opened by the speaker with the higher BGP identifier. */
+  private resolveCollision(conn: Connection): void {
+    const other = this.other(conn);
+    const remoteId = conn.runner.state.peerOpen?.bgpId;
+    if (!other || !remoteId) return;
+    const os = other.state;
+    if (os === 'Established') { conn.dispatch({ type: 'CollisionDump' }); return; }
+    if (os !== 'OpenSent' && os !== 'OpenConfirm') return;
+    const keepInbound = ipCompare(this.cfg.bgpId, remoteId) < 0;
+    const loser = keepInbound ? this.outbound : this.inbound;
+    this.log.info('bgp connection collision', { peer: this.peerId, keep: keepInbound ? 'inbound' : 'outbound' });
+    loser?.dispatch({ type: 'CollisionDump' });
+  }
+
+  onEstablished(conn: Connection, open: OpenMessage, holdTime: number): void {
+    const other = this.other(conn);
+    // The outbound FSM idles while another connection carries the session.
+    if (other && other.direction === 'outbound' && other.state !== 'Established') other.dispatch({ type: 'ManualStop' });
+    const ours = this.cfg.gracefulRestart;
+    const theirs = capabilitiesOf(open, 'graceful-restart')[0];
+    const theirFamily = theirs?.families.find((f) => f.afi === AFI_IPV4 && f.safi === SAFI_UNICAST);
+    const localAddress = conn.socket?.localAddress ? parseIP(conn.socket.localAddress.replace(/^::ffff:/, '')) : this.cfg.bgpId;
+    conn.negotiated = {
+      peerOpen: open,
+      holdTime,
+      fourOctetAs: conn.ctx.fourOctetAs,
+      routeRefresh: capabilitiesOf(open, 'route-refresh').length > 0,
+      gracefulRestart: ours && theirs && theirFamily
+        ? { restartTime: theirs.restartTime, forwardingPreserved: theirFamily.forwardingPreserved, peerRestarting: theirs.restarting }
+        : undefined,
+      localAddress,
+    };
+    this.established = conn;
+    this.establishedAt = this.clock.now();
+    this.log.info('bgp session established', { peer: this.peerId, holdTime, direction: conn.direction });
+    this.emit({ type: 'established', negotiated: conn.negotiated });
+  }
+
+  onConnectionDown(conn: Connection, reason: DownReason, wasEstablished: boolean): void {
+    this.lastDown = reason;
+    if (!wasEstablished || this.established !== conn) return;
+    const gr = conn.negotiated?.gracefulRestart;
+    // RFC 4724: only a silent loss of the connection is graceful; a NOTIFICATION ends the session for good.
+    const graceful = gr !== undefined && reason.kind === 'connection-lost';
+    this.established = undefined;
+    this.establishedAt = undefined;
+    this.log.info('bgp session down', { peer: this.peerId, reason, graceful });
+    this.emit({ type: 'down', reason, graceful, restartTime: gr?.restartTime ?? 0 });
+    if (this.started && !this.cfg.passive && this.outbound && this.outbound !== conn && !this.outbound.runner.state.started) {
+      this.outbound.dispatch({ type: 'ManualStart' });
+    }
+  }
+
+  /** Writes pre-encoded UPDATEs on the established connection; false when there is none. */
+  sendUpdates(messages: readonly Buffer[]): boolean {
+    const conn = this.established;
+    if (!conn || conn.state !== 'Established') return false;
+    for (const m of messages) conn.write(m);
+    if (messages.length > 0) conn.dispatch({ type: 'UpdateSent' });
+    return true;
+  }
+
+  get codecContext(): CodecContext {
+    return this.established?.ctx ?? { fourOctetAs: false };
+  }
+
+  dispose(): void {
+    this.started = false;
+    this.outbound?.dispose();
+    this.inbound?.dispose();
+    this.outbound = undefined;
+    this.inbound = undefined;
+    this.established = undefined;
+  }
+}

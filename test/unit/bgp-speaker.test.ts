@@ -1,0 +1,278 @@
+// Two in-process Speakers over loopback TCP (127.0.0.1 ↔ 127.0.0.2, no namespace needed):
+// 10,000 prefixes, collision resolution, graceful restart, and NOTIFICATIONs for a peer that
+// sends garbage.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import { MessageFramer, decodeMessage, encodeKeepalive, encodeOpen } from '../../src/bgp/codec.js';
+import { Speaker, type SpeakerConfigInput, type SpeakerEvent } from '../../src/bgp/speaker.js';
+import { createLogger } from '../../src/log.js';
+import { formatCidr, parseIPv4 } from '../../src/net/ip.js';
+
+const quiet = createLogger({}, { level: 'error' });
+const A = '127.0.0.1';
+const B = '127.0.0.2';
+
+async function waitFor(what: string, cond: () => boolean, ms = 10000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function prefixes(n: number, second = 0): string[] {
+  return Array.from({ length: n }, (_, i) => `10.${100 + second + (i >> 8)}.${i & 255}.0/24`);
+}
+
+/** B listens on an ephemeral port and waits; A connects to it from 127.0.0.1. */
+async function pair(extraA: Partial<SpeakerConfigInput> = {}, extraB: Partial<SpeakerConfigInput> = {}, asnA = 64512, asnB = 64512) {
+  const b = new Speaker({ asn: asnB, routerId: '10.0.0.2', listen: { address: B, port: 0 }, peers: [{ address: A, asn: asnA, passive: true }], holdTime: 9, ...extraB }, { logger: quiet });
+  const bEvents: SpeakerEvent[] = [];
+  b.on((e) => bEvents.push(e));
+  await b.start();
+  const port = b.port;
+  assert.ok(port);
+  const mkA = (extra: Partial<SpeakerConfigInput> = extraA): Speaker => new Speaker({
+    asn: asnA, routerId: '10.0.0.1', listen: false, peers: [{ address: B, asn: asnB, port, localAddress: A }], holdTime: 9, connectRetrySeconds: 1, ...extra,
+  }, { logger: quiet });
+  return { b, bEvents, port, mkA };
+}
+
+test('10,000 prefixes from one speaker to another, then half withdrawn', async () => {
+  const { b, bEvents, mkA } = await pair();
+  const a = mkA();
+  const installed = new Map<string, string>();
+  b.on((e) => {
+    if (e.type === 'route-installed') installed.set(formatCidr(e.prefix), e.nextHop ? `${e.nextHop.value}` : '');
+    if (e.type === 'route-removed') installed.delete(formatCidr(e.prefix));
+  });
+  const list = prefixes(10000);
+  for (const p of list) a.announce(p);
+  try {
+    const t0 = performance.now();
+    await a.start();
+    await waitFor('10,000 routes at B', () => installed.size === 10000 && bEvents.some((e) => e.type === 'end-of-rib'));
+    const ms = performance.now() - t0;
+    assert.ok(ms < 5000, `took ${ms.toFixed(0)} ms`);
+    const [sa] = a.status();
+    const [sb] = b.status();
+    assert.equal(sa?.state, 'Established');
+    assert.equal(sa?.prefixesSent, 10000);
+    assert.equal(sb?.prefixesReceived, 10000);
+    assert.equal(sb?.gracefulRestart, false);
+    // Next hop is A's session address (no explicit next hop given).
+    assert.equal(installed.get('10.100.0.0/24'), `${parseIPv4(A).value}`);
+    for (const p of list.slice(0, 5000)) a.withdraw(p);
+    await waitFor('withdrawals at B', () => installed.size === 5000);
+    assert.ok(!installed.has(list[0] as string));
+    assert.ok(installed.has(list[9999] as string));
+    assert.equal(a.status()[0]?.prefixesSent, 5000);
+    process.stderr.write(`# 10,000 prefixes session start → installed: ${ms.toFixed(0)} ms\n`);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+test('administrative stop without graceful restart withdraws everything at the peer', async () => {
+  const { b, bEvents, mkA } = await pair();
+  const a = mkA();
+  a.announce('10.200.1.0/24', '198.18.0.1');
+  a.announce('10.200.2.0/24', '198.18.0.1');
+  try {
+    await a.start();
+    await waitFor('routes at B', () => b.learnedRoutes().length === 2);
+    assert.equal(b.learnedRoutes()[0]?.nextHop, '198.18.0.1');
+    await a.stop();
+    await waitFor('session down at B', () => bEvents.some((e) => e.type === 'session-down'));
+    await waitFor('routes gone at B', () => b.learnedRoutes().length === 0);
+    const down = bEvents.find((e) => e.type === 'session-down');
+    assert.ok(down?.type === 'session-down' && down.reason.kind === 'notification-received' && down.reason.code === 6 && !down.graceful);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+test('graceful restart: a crashed speaker keeps its routes at the peer until its End-of-RIB', async () => {
+  const gr = { gracefulRestart: { restartTime: 30 } };
+  const { b, bEvents, mkA } = await pair(gr, gr);
+  const a1 = mkA();
+  for (const p of prefixes(100)) a1.announce(p);
+  const a2 = mkA({ gracefulRestart: { restartTime: 30, restarting: true } });
+  try {
+    await a1.start();
+    await waitFor('routes at B', () => b.learnedRoutes().length === 100);
+    assert.equal(b.status()[0]?.gracefulRestart, true);
+    const removedBefore = bEvents.filter((e) => e.type === 'route-removed').length;
+    await a1.abort();
+    await waitFor('graceful down at B', () => bEvents.some((e) => e.type === 'session-down' && e.graceful));
+    assert.equal(b.learnedRoutes().length, 100, 'routes kept');
+    assert.ok(b.learnedRoutes().every((r) => r.stale));
+    assert.equal(b.status()[0]?.staleRoutes, 100);
+    // The restarted speaker announces only the first 60.
+    for (const p of prefixes(60)) a2.announce(p);
+    await a2.start();
+    await waitFor('End-of-RIB sweep at B', () => bEvents.some((e) => e.type === 'stale-swept'));
+    assert.equal(b.learnedRoutes().length, 60);
+    assert.ok(b.learnedRoutes().every((r) => !r.stale));
+    assert.equal(bEvents.filter((e) => e.type === 'route-removed').length - removedBefore, 40, 'only the routes not re-announced were removed');
+  } finally {
+    await a1.stop();
+    await a2.stop();
+    await b.stop();
+  }
+});
+
+test('graceful restart: routes are swept when the peer does not come back within its restart time', async () => {
+  const { b, bEvents, mkA } = await pair({ gracefulRestart: { restartTime: 1 } }, { gracefulRestart: { restartTime: 1 } });
+  const a = mkA();
+  a.announce('10.201.0.0/24');
+  try {
+    await a.start();
+    await waitFor('route at B', () => b.learnedRoutes().length === 1);
+    await a.abort();
+    await waitFor('graceful down', () => bEvents.some((e) => e.type === 'session-down' && e.graceful));
+    assert.equal(b.learnedRoutes().length, 1);
+    await waitFor('restart timer sweep', () => b.learnedRoutes().length === 0, 5000);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+test('collision: both sides connect at once and exactly one connection survives', async () => {
+  // Same port number on two loopback addresses, so each side can dial the other before either listens.
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const mk = (me: string, id: string, other: string): Speaker => new Speaker({
+    asn: 64512, routerId: id, listen: { address: me, port }, peers: [{ address: other, asn: 64512, port, localAddress: me }], holdTime: 9, connectRetrySeconds: 1,
+  }, { logger: quiet });
+  const a = mk(A, '10.0.0.1', B);
+  const b = mk(B, '10.0.0.2', A);
+  const downs: SpeakerEvent[] = [];
+  a.on((e) => { if (e.type === 'session-down') downs.push(e); });
+  b.on((e) => { if (e.type === 'session-down') downs.push(e); });
+  a.announce('10.210.0.0/24');
+  b.announce('10.211.0.0/24');
+  try {
+    await Promise.all([a.start(), b.start()]);
+    await waitFor('both established', () => a.status()[0]?.state === 'Established' && b.status()[0]?.state === 'Established');
+    await waitFor('routes both ways', () => a.learnedRoutes().length === 1 && b.learnedRoutes().length === 1);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(a.status()[0]?.state, 'Established');
+    assert.equal(b.status()[0]?.state, 'Established');
+    assert.equal(downs.length, 0, 'no established session was torn down');
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+/** Collects decoded messages from a raw socket so a test can play the peer by hand. */
+function rawReader(sock: net.Socket): { type: string; code?: number; subcode?: number }[] {
+  const framer = new MessageFramer();
+  const got: { type: string; code?: number; subcode?: number }[] = [];
+  sock.on('data', (c: Buffer) => {
+    for (const m of framer.push(c)) {
+      const d = decodeMessage(m);
+      if (d.ok) got.push(d.value.type === 'notification' ? { type: 'notification', code: d.value.code, subcode: d.value.subcode } : { type: d.value.type });
+    }
+  });
+  sock.on('error', () => {});
+  return got;
+}
+
+for (const [remoteId, survivor] of [['10.0.0.9', 'inbound'], ['10.0.0.1', 'outbound']] as const) {
+  test(`collision by hand: remote id ${remoteId} vs local 10.0.0.2 keeps the ${survivor} connection (RFC 4271 §6.8)`, async () => {
+    // The "peer" is this test: it listens where B will connect, and connects to B itself.
+    const server = net.createServer();
+    const accepted: net.Socket[] = [];
+    server.on('connection', (s) => accepted.push(s));
+    await new Promise<void>((r) => server.listen({ host: A, port: 0 }, () => r()));
+    const peerPort = (server.address() as net.AddressInfo).port;
+    const b = new Speaker({ asn: 64512, routerId: '10.0.0.2', listen: { address: B, port: 0 }, peers: [{ address: A, asn: 64512, port: peerPort }], holdTime: 9 }, { logger: quiet });
+    let toB: net.Socket | undefined;
+    try {
+      await b.start();
+      await waitFor('B connects out', () => accepted.length === 1);
+      const outbound = accepted[0] as net.Socket;
+      const onOutbound = rawReader(outbound);
+      toB = net.connect({ host: B, port: b.port ?? 0, localAddress: A });
+      const onInbound = rawReader(toB);
+      await new Promise<void>((r) => toB?.once('connect', () => r()));
+      await waitFor('B sends OPEN on both', () => onOutbound.some((m) => m.type === 'open') && onInbound.some((m) => m.type === 'open'));
+      const open = encodeOpen({ asn: 64512, holdTime: 9, bgpId: parseIPv4(remoteId), capabilities: [{ kind: 'four-octet-asn', asn: 64512 }] });
+      toB.write(open);
+      outbound.write(open);
+      const [keep, dump, keepSock] = survivor === 'inbound' ? [onInbound, onOutbound, toB] : [onOutbound, onInbound, outbound];
+      await waitFor('Cease/7 on the losing connection', () => dump.some((m) => m.type === 'notification'));
+      assert.deepEqual(dump.find((m) => m.type === 'notification'), { type: 'notification', code: 6, subcode: 7 });
+      assert.ok(keep.some((m) => m.type === 'keepalive'));
+      assert.ok(!keep.some((m) => m.type === 'notification'));
+      keepSock.write(encodeKeepalive());
+      await waitFor('B established on the survivor', () => b.status()[0]?.state === 'Established');
+    } finally {
+      toB?.destroy();
+      for (const s of accepted) s.destroy();
+      await b.stop();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+}
+
+test('eBGP: AS_PATH carries the sender AS, a wrong peer AS is refused with 2/2', async () => {
+  const { b, mkA } = await pair({}, {}, 65001, 64512);
+  const a = mkA();
+  a.announce('10.220.0.0/24', '127.0.0.1');
+  const paths: unknown[] = [];
+  b.on((e) => { if (e.type === 'route-installed') paths.push(e.route.attributes.asPath); });
+  try {
+    await a.start();
+    await waitFor('route at B', () => b.learnedRoutes().length === 1);
+    assert.deepEqual(paths, [[{ type: 'sequence', asns: [65001] }]]);
+    assert.equal(b.learnedRoutes()[0]?.nextHop, '127.0.0.1', 'eBGP next hop is the session address');
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+  // A claims AS 65009 but B expects 64512.
+  const p = await pair({}, {}, 64512, 64512);
+  const bad = new Speaker({ asn: 65009, routerId: '10.0.0.1', listen: false, peers: [{ address: B, asn: 64512, port: p.port, localAddress: A }], holdTime: 9, connectRetrySeconds: 60 }, { logger: quiet });
+  const downs: SpeakerEvent[] = [];
+  bad.on((e) => { if (e.type === 'session-state') downs.push(e); });
+  try {
+    await bad.start();
+    await waitFor('B refuses', () => bad.status()[0]?.lastDown?.kind === 'notification-received');
+    const last = bad.status()[0]?.lastDown;
+    assert.ok(last?.kind === 'notification-received' && last.code === 2 && last.subcode === 2);
+  } finally {
+    await bad.stop();
+    await p.b.stop();
+  }
+});
+
+test('a peer sending a malformed UPDATE gets the right NOTIFICATION and the speaker carries on', async () => {
+  const { b, port } = await pair();
+  const sock = net.connect({ host: B, port, localAddress: A });
+  const got = rawReader(sock);
+  try {
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.write(encodeOpen({ asn: 64512, holdTime: 9, bgpId: parseIPv4('10.0.0.1'), capabilities: [{ kind: 'four-octet-asn', asn: 64512 }] }));
+    sock.write(encodeKeepalive());
+    await waitFor('B established', () => b.status()[0]?.state === 'Established');
+    // ORIGIN 3 is invalid → 3/6.
+    const body = Buffer.from('0000 0013 40010103 40020602010000fc00 400304c6120001 180af401'.replace(/\s/g, ''), 'hex');
+    const hdr = Buffer.alloc(19, 0xff);
+    hdr.writeUInt16BE(19 + body.length, 16);
+    hdr[18] = 2;
+    sock.write(Buffer.concat([hdr, body]));
+    await waitFor('NOTIFICATION', () => got.some((g) => g.type === 'notification'));
+    assert.deepEqual(got.find((g) => g.type === 'notification'), { type: 'notification', code: 3, subcode: 6 });
+    await waitFor('B back to waiting', () => b.status()[0]?.state !== 'Established');
+    assert.equal(b.learnedRoutes().length, 0);
+  } finally {
+    sock.destroy();
+    await b.stop();
+  }
+});
