@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -11,6 +11,10 @@ import { acquireFileLock, isStale } from '../../src/ipam/lock.js';
 import { DiskStore, LOCK_FILE } from '../../src/ipam/store.js';
 import { formatCidr, formatIP, parseIP } from '../../src/net/ip.js';
 import { parseCniArgs } from '../../src/cni/env.js';
+import { invokePlugin, renderOutcome } from '../../src/cni/skel.js';
+import { createLogger } from '../../src/log.js';
+import { parseResolvConf } from '../../src/ipam/resolv.js';
+import { weftIpamPlugin } from '../../src/plugins/weft-ipam.js';
 
 let root = '';
 before(() => { root = mkdtempSync(join(tmpdir(), 'wcn-ipam-')); });
@@ -118,6 +122,42 @@ describe('ipam operations on disk', () => {
     assert.deepEqual(files(t), ['10.9.10.3', 'last_reserved_ip.0']);
     const usage = ipamUsage(t);
     assert.deepEqual(usage, { type: 'available', free: [252n] });
+  });
+});
+
+describe('weft-ipam plugin edges', () => {
+  const quiet = createLogger({}, { write: () => undefined });
+  const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'p1', CNI_NETNS: '/x', CNI_IFNAME: 'eth0', CNI_PATH: '/p' };
+
+  it('an invalid subnet is code 7 naming the key, and nothing is written', async () => {
+    const dataDir = join(root, 'bad-subnet');
+    const conf = { cniVersion: '1.0.0', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir, ranges: [[{ subnet: '10.0.0.0/24' }], [{ subnet: '10.1.0.0/99' }]] } };
+    const o = await invokePlugin(weftIpamPlugin, env, JSON.stringify(conf), { log: quiet });
+    assert.equal(o.kind, 'error');
+    if (o.kind !== 'error') return;
+    assert.equal(o.error.code, CniCode.InvalidNetworkConfig);
+    assert.match(o.error.message, /ipam\.ranges\.1\.0\.subnet/);
+    assert.equal(existsSync(dataDir), false);
+  });
+
+  it('fills dns from resolvConf', async () => {
+    const resolv = join(root, 'resolv.conf');
+    writeFileSync(resolv, '# comment\nnameserver 10.96.0.10\nnameserver fd00::10\nsearch a.svc b.svc\ndomain cluster.local\noptions ndots:5 edns0\n');
+    assert.deepEqual(parseResolvConf(readFileSync(resolv, 'utf8')), {
+      nameservers: ['10.96.0.10', 'fd00::10'], search: ['a.svc', 'b.svc'], domain: 'cluster.local', options: ['ndots:5', 'edns0'],
+    });
+    const conf = { cniVersion: '0.3.1', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir: join(root, 'dns'), subnet: '10.3.0.0/24', resolvConf: resolv } };
+    const o = renderOutcome(await invokePlugin(weftIpamPlugin, env, JSON.stringify(conf), { log: quiet }));
+    const json = JSON.parse(o.stdout);
+    assert.equal(json.dns.domain, 'cluster.local');
+    assert.deepEqual(json.ips, [{ version: '4', address: '10.3.0.2/24', gateway: '10.3.0.1' }]);
+  });
+
+  it('GC without cni.dev/valid-attachments refuses instead of wiping the network', async () => {
+    const conf = { cniVersion: '1.1.0', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir: join(root, 'dns'), subnet: '10.3.0.0/24' } };
+    const o = await invokePlugin(weftIpamPlugin, { CNI_COMMAND: 'GC', CNI_PATH: '/p' }, JSON.stringify(conf), { log: quiet });
+    assert.equal(o.kind, 'error');
+    assert.deepEqual(readdirSync(join(root, 'dns', 'n')).filter((f) => f.startsWith('10.')), ['10.3.0.2']);
   });
 });
 
