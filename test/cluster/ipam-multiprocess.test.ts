@@ -3,14 +3,15 @@
 // config and env in, same result and same files out.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { invokeDelegate } from '../../src/cni/exec.js';
 import { resultToJson } from '../../src/cni/result.js';
 import { weftIpamPlugin } from '../../src/plugins/weft-ipam.js';
+import { LOCK_FILE } from '../../src/ipam/store.js';
 
 const repo = resolve(fileURLToPath(import.meta.url), '../../../..');
 const WEFT_IPAM = join(repo, 'bin/cni/weft-ipam');
@@ -101,6 +102,23 @@ describe('weft-ipam under concurrency', () => {
     const left = readdirSync(join(dataDir, 'mp')).filter((f) => f.startsWith('10.'));
     const x0 = runs[0]?.code === 0 ? (JSON.parse(runs[0].stdout) as { ips: Array<{ address: string }> }).ips[0]?.address.split('/')[0] : undefined;
     assert.deepEqual(left, x0 ? [x0] : []);
+  });
+});
+
+describe('weft-ipam lock recovery', () => {
+  it('20 concurrent ADDs recover from a lock left by a dead process, then leave no lock files', async () => {
+    const dataDir = join(root, 'stale');
+    const c = conf(dataDir, [[{ subnet: '10.52.0.0/24' }]]);
+    mkdirSync(join(dataDir, 'mp'), { recursive: true });
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    writeFileSync(join(dataDir, 'mp', LOCK_FILE), `${dead.stdout} 1 ${readlinkSync('/proc/self/ns/pid')}\n`);
+    const runs = await Promise.all(Array.from({ length: 20 }, (_, i) => runPlugin(WEFT_IPAM, cniEnv('ADD', `s${i}`), c)));
+    for (const r of runs) assert.equal(r.code, 0, r.stdout + r.stderr);
+    const ips = runs.map((r) => (JSON.parse(r.stdout) as { ips: Array<{ address: string }> }).ips[0]?.address);
+    assert.equal(new Set(ips).size, 20);
+    const left = readdirSync(join(dataDir, 'mp'));
+    assert.equal(left.filter((f) => f.startsWith('10.')).length, 20);
+    assert.deepEqual(left.filter((f) => !f.startsWith('10.')), ['last_reserved_ip.0']);
   });
 });
 
