@@ -31,8 +31,22 @@ function withTimeout<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
+type Backoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
+
+/**
+ * The client's default watch backoff grows to 30 s: a watch would then lag a recovered cluster
+ * by up to that much, and its pending retry timer keeps a closed client's process alive.
+ */
+function cappedBackoff(durationMs: number, maxMs: number): Backoff {
+  return { duration: durationMs, next: () => cappedBackoff(Math.min(durationMs * 2, maxMs), maxMs) };
+}
+
 function clientOptions(o: EtcdStoreOptions): IOptions {
-  const opts: IOptions = { hosts: [...o.endpoints], dialTimeout: o.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS };
+  const opts: IOptions = {
+    hosts: [...o.endpoints],
+    dialTimeout: o.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
+    faultHandling: { watchBackoff: cappedBackoff(50, 1000) },
+  };
   if (o.caFile !== undefined) {
     const credentials: NonNullable<IOptions['credentials']> = { rootCertificate: readFileSync(o.caFile) };
     if (o.keyFile !== undefined) credentials.privateKey = readFileSync(o.keyFile);

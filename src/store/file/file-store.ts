@@ -95,10 +95,14 @@ export class FileStore implements SubnetStore {
     return s && /^\d+$/.test(s.trim()) ? BigInt(s.trim()) : 0n;
   }
 
-  /** Under the lock: takes the next revision and records the change for watchers. */
-  private commit(op: 'put' | 'del', key: string): bigint {
+  /**
+   * Under the lock: takes the next revision, applies the change to the key's file, then records
+   * it for watchers — in that order, so a watcher reading the key after the log line sees it.
+   */
+  private commit(op: 'put' | 'del', key: string, apply: (rev: bigint) => void): bigint {
     const rev = this.currentRevision() + 1n;
     atomicWrite(this.revPath, String(rev));
+    apply(rev);
     let size = 0;
     try { size = statSync(this.logPath).size; } catch { /* recreated below */ }
     if (size > (this.opts.logRotateBytes ?? LOG_ROTATE_BYTES) || size === 0) {
@@ -181,8 +185,8 @@ export class FileStore implements SubnetStore {
       if (expect.type === 'revision' && (!live || BigInt(live.revision) !== expect.revision)) return { type: 'conflict' };
       const token = ttlSeconds === null ? '' : randomBytes(8).toString('hex');
       const expiresAt = ttlSeconds === null ? null : now + ttlSeconds * 1000;
-      const revision = this.commit('put', key);
-      atomicWrite(join(this.subnetsDir, key), JSON.stringify({ value, expiresAt, revision: String(revision), token }));
+      const revision = this.commit('put', key, (rev) =>
+        atomicWrite(join(this.subnetsDir, key), JSON.stringify({ value, expiresAt, revision: String(rev), token })));
       return { type: 'written', held: { subnet, value, revision, token, ttlSeconds, expiresAt } };
     });
   }
@@ -205,8 +209,8 @@ export class FileStore implements SubnetStore {
         return { type: 'lost', reason: `lease ${formatCidr(held.subnet)} expired before it was renewed` };
       }
       const expiresAt = now + ttl * 1000;
-      const revision = this.commit('put', key);
-      atomicWrite(join(this.subnetsDir, key), JSON.stringify({ ...cur, expiresAt, revision: String(revision) }));
+      const revision = this.commit('put', key, (rev) =>
+        atomicWrite(join(this.subnetsDir, key), JSON.stringify({ ...cur, expiresAt, revision: String(rev) })));
       return { type: 'renewed', held: { ...held, revision, expiresAt } };
     });
   }
@@ -216,8 +220,7 @@ export class FileStore implements SubnetStore {
     return this.locked(() => {
       const cur = this.readEnvelope(key);
       if (cur === undefined || cur === 'garbage' || cur.token !== held.token) return false;
-      this.commit('del', key);
-      unlinkSync(join(this.subnetsDir, key));
+      this.commit('del', key, () => unlinkSync(join(this.subnetsDir, key)));
       return true;
     });
   }
@@ -230,8 +233,7 @@ export class FileStore implements SubnetStore {
   private deleteLocked(key: string): boolean {
     const path = join(this.subnetsDir, key);
     if (!existsSync(path)) return false;
-    this.commit('del', key);
-    unlinkSync(path);
+    this.commit('del', key, () => unlinkSync(path));
     return true;
   }
 

@@ -1,0 +1,117 @@
+// File-store specifics: several processes sharing one directory, and watchers that outlive a
+// rotation of the change log (the file store's compaction) without missing a removal.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { formatCidr, nthSubnet, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
+import { createLogger } from '../../src/log.js';
+import { FileStore } from '../../src/store/file/file-store.js';
+import { encodeLeaseAttrs } from '../../src/store/lease.js';
+import { LeaseWatcher, type LeaseEvent } from '../../src/store/watch.js';
+import { uniquePrefix, until } from './store-contract.js';
+
+const attrs = (ip: string) => encodeLeaseAttrs({ publicIP: parseIP(ip), publicIPv6: undefined, backendType: 'host-gw', backendData: null });
+const quiet = createLogger({}, { write: () => {} });
+
+describe('file store', () => {
+  let dir = '';
+  before(() => { dir = mkdtempSync(join(tmpdir(), 'weft-filestore-')); });
+  after(() => { rmSync(dir, { recursive: true, force: true }); });
+
+  it('watchers miss nothing across change-log rotations', async () => {
+    const prefix = uniquePrefix();
+    const writer = new FileStore({ dir, prefix, logRotateBytes: 300 });
+    const reader = new FileStore({ dir, prefix, logRotateBytes: 300 });
+    const held = new Map<string, string>();
+    const w = new LeaseWatcher({
+      store: reader, log: quiet,
+      onEvent: (e: LeaseEvent) => {
+        if (e.type === 'added') held.set(formatCidr(e.lease.subnet), e.lease.attrs.publicIP.value.toString());
+        else held.delete(formatCidr(e.lease.subnet));
+      },
+    });
+    try {
+      await w.start();
+      const net = parseCidr('10.70.0.0/16');
+      for (let i = 0; i < 60; i++) {
+        await writer.writeSubnet(nthSubnet(net, 24, i), attrs(`198.18.20.${i + 1}`), 60, { type: 'absent' });
+        if (i % 3 === 0) await writer.deleteSubnet(nthSubnet(net, 24, i));
+      }
+      const expected = (await writer.listSubnets()).entries.map((e) => formatCidr(e.subnet)).sort();
+      assert.equal(expected.length, 40);
+      await until('watcher converges', () => JSON.stringify([...held.keys()].sort()) === JSON.stringify(expected));
+      assert.ok(w.resyncs >= 1, 'the log rotated at least once under the watcher');
+    } finally {
+      await w.close();
+      await Promise.all([writer.close(), reader.close()]);
+    }
+  });
+
+  it('a garbage envelope on disk is skipped with a warning and blocks nobody else', async () => {
+    const prefix = uniquePrefix();
+    const store = new FileStore({ dir, prefix });
+    const lines: string[] = [];
+    writeFileSync(join(store.where, 'subnets', subnetKey(parseCidr('10.71.5.0/24'))), '\u0000garbage');
+    await store.writeSubnet(parseCidr('10.71.6.0/24'), attrs('198.18.21.6'), 60, { type: 'absent' });
+    const events: LeaseEvent[] = [];
+    const w = new LeaseWatcher({ store, onEvent: (e) => events.push(e), log: createLogger({}, { write: (l) => { lines.push(l); } }) });
+    try {
+      await w.start();
+      assert.deepEqual(events.map((e) => formatCidr(e.lease.subnet)), ['10.71.6.0/24']);
+      assert.ok(lines.some((l) => l.includes('"warn"') && l.includes('10.71.5.0/24')));
+      const conflict = await store.writeSubnet(parseCidr('10.71.5.0/24'), attrs('198.18.21.5'), 60, { type: 'absent' });
+      assert.equal(conflict.type, 'conflict', 'an unreadable entry still holds its key');
+    } finally {
+      await w.close();
+      await store.close();
+    }
+  });
+
+  it('processes sharing the directory race safely and see each other within 100 ms', async () => {
+    const prefix = uniquePrefix();
+    const store = new FileStore({ dir, prefix });
+    const events: { at: number; subnet: string }[] = [];
+    const w = new LeaseWatcher({ store, log: quiet, onEvent: (e) => { if (e.type === 'added') events.push({ at: Date.now(), subnet: formatCidr(e.lease.subnet) }); } });
+    await w.start();
+    // Four child processes each put-if-absent the same 20 subnets: every subnet has one winner.
+    const script = `
+      import { FileStore } from ${JSON.stringify(new URL('../../src/store/file/file-store.js', import.meta.url).href)};
+      import { nthSubnet, parseCidr } from ${JSON.stringify(new URL('../../src/net/ip.js', import.meta.url).href)};
+      const s = new FileStore({ dir: process.argv[1], prefix: process.argv[2] });
+      let won = 0;
+      for (let i = 0; i < 20; i++) {
+        const r = await s.writeSubnet(nthSubnet(parseCidr('10.72.0.0/16'), 24, i),
+          JSON.stringify({ PublicIP: '198.18.22.' + process.argv[3], BackendType: 'host-gw' }), 60, { type: 'absent' });
+        if (r.type === 'written') { won++; process.stdout.write(Date.now() + ' ' + i + '\\n'); }
+      }
+      await s.close();
+    `;
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const runChild = (n: number) => new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir, prefix, String(n)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`child ${n} exited ${code}`))));
+    });
+    try {
+      const outs = await Promise.all([1, 2, 3, 4].map(runChild));
+      const wins = outs.flatMap((o) => o.trim().split('\n').filter((l) => l !== '').map((l) => l.split(' ')));
+      assert.equal(wins.length, 20, 'each subnet won exactly once');
+      assert.equal(new Set(wins.map((x) => x[1])).size, 20);
+      await until('watcher saw all 20', () => events.length === 20, 2000);
+      for (const [at, i] of wins) {
+        const seen = events.find((e) => e.subnet === formatCidr(nthSubnet(parseCidr('10.72.0.0/16'), 24, Number(i))));
+        assert.ok(seen, `subnet #${i} seen`);
+        assert.ok(seen.at - Number(at) <= 100, `subnet #${i} seen ${seen.at - Number(at)} ms after its write`);
+      }
+    } finally {
+      await w.close();
+      await store.close();
+    }
+  });
+});
