@@ -85,7 +85,8 @@ export function decodeError(msg: NlMessage): NlErrorReply {
   if (msg.type !== NLMSG_ERROR) throw new WeftError(CniCode.Netlink, `expected NLMSG_ERROR, got message type ${msg.type}`);
   const p = msg.payload;
   if (p.length < 4 + NLMSG_HDRLEN) throw new WeftError(CniCode.Netlink, `truncated NLMSG_ERROR (${p.length} bytes)`);
-  const errno = -p.readInt32LE(0);
+  const raw = p.readInt32LE(0);
+  const errno = raw === 0 ? 0 : -raw;
   const origLen = p.readUInt32LE(4);
   const request: NlHeader = { type: p.readUInt16LE(8), flags: p.readUInt16LE(10), seq: p.readUInt32LE(12), pid: p.readUInt32LE(16) };
   let result: NlErrorReply = { errno, request };

@@ -50,6 +50,7 @@ export interface VethOptions {
   readonly mac?: string;
   readonly peerMac?: string;
   readonly up?: boolean;
+  /** Bring the peer up too (a second request, in the peer's namespace). */
   readonly peerUp?: boolean;
 }
 
@@ -224,7 +225,7 @@ export class Netlink {
 
   /** Creates a veth pair; the peer is born directly in peerNsPath when given. Returns the first end. */
   createVeth(o: VethOptions): Link {
-    return withNsFd(o.nsPath, (fd) =>
+    const link = withNsFd(o.nsPath, (fd) =>
       withNsFd(o.peerNsPath, (peerFd) =>
         this.create(
           {
@@ -239,7 +240,6 @@ export class Netlink {
               ...(o.mtu !== undefined && { mtu: o.mtu }),
               ...(o.peerMac !== undefined && { mac: o.peerMac }),
               ...(peerFd !== undefined && { nsFd: peerFd }),
-              ...(o.peerUp !== undefined && { up: o.peerUp }),
             },
           },
           `veth ${o.name}${o.nsPath ? ` in ${o.nsPath}` : ''} (peer ${o.peerName}${o.peerNsPath ? ` in ${o.peerNsPath}` : ''})`,
@@ -247,6 +247,13 @@ export class Netlink {
         ),
       ),
     );
+    if (o.peerUp) {
+      // The kernel configures the peer before the pair is linked, so IFF_UP on the peer inside
+      // the create request fails with ENOTCONN; it takes a second request.
+      if (o.peerNsPath === undefined || o.peerNsPath === this.nsPath) this.setLink(o.peerName, { up: true });
+      else Netlink.with(o.peerNsPath, (peerNl) => peerNl.setLink(o.peerName, { up: true }));
+    }
+    return link;
   }
 
   createBridge(o: BridgeOptions): Link {

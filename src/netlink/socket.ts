@@ -140,8 +140,8 @@ export class NetlinkSocket {
         switch (msg.type) {
           case NLMSG_DONE: {
             // NLMSG_DONE carries an int error (negative) for dumps that fail part way.
-            const err = msg.payload.length >= 4 ? -msg.payload.readInt32LE(0) : 0;
-            if (err > 0) throw new NetlinkError(operation, err);
+            const err = msg.payload.length >= 4 ? msg.payload.readInt32LE(0) : 0;
+            if (err < 0) throw new NetlinkError(operation, -err);
             return { messages, interrupted };
           }
           case NLMSG_ERROR: {
