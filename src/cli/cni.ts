@@ -33,6 +33,8 @@ Usage:
 --container-id ID    container ID (default derived from the netns path)
 --args K=V;K=V       CNI_ARGS passed to every plugin
 --cni-path DIRS      ':'-separated plugin directories (default ${DEFAULT_CNI_PATH.join(':')})
+--runtime-config JSON capability arguments, e.g. '{"portMappings":[…],"ips":["10.1.0.9/24"]}';
+                     each plugin gets the ones its "capabilities" declare, as runtimeConfig
 --cache-dir DIR      where results are cached per network/container/ifname (default ${DEFAULT_CACHE_DIR})
 
 add    runs the plugins in order, each getting the previous result as prevResult; prints and
@@ -81,10 +83,25 @@ export function parseNetworkList(text: string, source = 'config'): NetworkList {
   };
 }
 
-/** libcni's per-plugin config: the list's name and version injected, prevResult when given. */
-export function pluginConf(list: NetworkList, plugin: Record<string, unknown>, prev?: CniResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
+/**
+ * libcni's per-plugin config: the list's name and version injected, prevResult when given, and
+ * `runtimeConfig` holding only the capability arguments the plugin declares in `capabilities`.
+ */
+export function pluginConf(
+  list: NetworkList,
+  plugin: Record<string, unknown>,
+  prev?: CniResult,
+  extra: Record<string, unknown> = {},
+  capabilityArgs: Record<string, unknown> = {},
+): Record<string, unknown> {
   const conf: Record<string, unknown> = { ...plugin, name: list.name, cniVersion: list.cniVersion, ...extra };
   if (prev) conf.prevResult = resultToJson(prev, list.cniVersion);
+  const caps = plugin.capabilities;
+  if (typeof caps === 'object' && caps !== null) {
+    const rc: Record<string, unknown> = {};
+    for (const [cap, on] of Object.entries(caps)) if (on === true && cap in capabilityArgs) rc[cap] = capabilityArgs[cap];
+    if (Object.keys(rc).length > 0) conf.runtimeConfig = rc;
+  }
   return conf;
 }
 
@@ -165,6 +182,12 @@ export interface ListRun {
   list: NetworkList;
   env: CniEnv;
   cache: ResultCache;
+  /** Capability arguments (portMappings, ips, bandwidth…), given to plugins that declare them. */
+  capabilityArgs?: Record<string, unknown>;
+}
+
+function confFor(run: ListRun, p: Record<string, unknown>, prev?: CniResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return pluginConf(run.list, p, prev, extra, run.capabilityArgs ?? {});
 }
 
 async function call(run: ListRun, command: CniCommand, plugin: Record<string, unknown> & { type: string }, conf: Record<string, unknown>) {
@@ -180,7 +203,7 @@ export async function listAdd(run: ListRun): Promise<CniResult> {
   let prev: CniResult | undefined;
   try {
     for (const p of run.list.plugins) {
-      const o = await call(run, 'ADD', p, pluginConf(run.list, p, prev));
+      const o = await call(run, 'ADD', p, confFor(run, p, prev));
       if (o.kind !== 'result') throw new WeftError(CniCode.Internal, `plugin ${p.type} ADD printed no result`);
       prev = o.result;
     }
@@ -200,7 +223,7 @@ export async function listDel(run: ListRun, prevOverride?: CniResult, opts: { ke
   let first: unknown;
   for (const p of [...run.list.plugins].reverse()) {
     try {
-      await call(run, 'DEL', p, pluginConf(run.list, p, prev));
+      await call(run, 'DEL', p, confFor(run, p, prev));
     } catch (err) {
       // Like libcni, a plain DEL stops at the first failure (and keeps the cache for a retry).
       if (!opts.keepGoing) throw err;
@@ -218,19 +241,19 @@ export async function listCheck(run: ListRun): Promise<void> {
   if (!prev) {
     throw new WeftError(CniCode.UnknownContainer, `no cached result for ${run.list.name}/${run.env.containerId}/${run.env.ifname} in ${run.cache.dir} (was it added with weftctl cni add?)`);
   }
-  for (const p of run.list.plugins) await call(run, 'CHECK', p, pluginConf(run.list, p, prev));
+  for (const p of run.list.plugins) await call(run, 'CHECK', p, confFor(run, p, prev));
 }
 
 export async function listStatus(run: ListRun): Promise<void> {
   requireCommandAllowed(run.list.cniVersion, 'STATUS');
-  for (const p of run.list.plugins) await call(run, 'STATUS', p, pluginConf(run.list, p));
+  for (const p of run.list.plugins) await call(run, 'STATUS', p, confFor(run, p));
 }
 
 export async function listGc(run: ListRun): Promise<Array<{ containerID: string; ifname: string }>> {
   requireCommandAllowed(run.list.cniVersion, 'GC');
   const valid = run.cache.attachments(run.list.name);
   if (run.list.disableGC) return valid;
-  for (const p of run.list.plugins) await call(run, 'GC', p, pluginConf(run.list, p, undefined, { 'cni.dev/valid-attachments': valid }));
+  for (const p of run.list.plugins) await call(run, 'GC', p, confFor(run, p, undefined, { 'cni.dev/valid-attachments': valid }));
   return valid;
 }
 
@@ -271,6 +294,7 @@ export const cniCommand: CliCommand = {
           args: { type: 'string', default: '' },
           'cni-path': { type: 'string' },
           'cache-dir': { type: 'string', default: DEFAULT_CACHE_DIR },
+          'runtime-config': { type: 'string' },
         },
         allowPositionals: false,
       }));
@@ -300,6 +324,16 @@ export const cniCommand: CliCommand = {
       path: values['cni-path'] ? values['cni-path'].split(':').filter((p) => p !== '') : DEFAULT_CNI_PATH,
     };
     const run: ListRun = { list, env, cache: new ResultCache(values['cache-dir']) };
+    if (values['runtime-config'] !== undefined) {
+      let rc: unknown;
+      try {
+        rc = JSON.parse(values['runtime-config']);
+      } catch (err) {
+        throw new UsageError(`--runtime-config is not JSON: ${(err as Error).message}`);
+      }
+      if (typeof rc !== 'object' || rc === null || Array.isArray(rc)) throw new UsageError('--runtime-config must be a JSON object');
+      run.capabilityArgs = rc as Record<string, unknown>;
+    }
     try {
       switch (command) {
         case 'add': {

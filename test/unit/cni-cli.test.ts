@@ -36,6 +36,14 @@ describe('network lists', () => {
     assert.deepEqual(c.prevResult, { cniVersion: '0.4.0', ips: [{ version: '4', address: '10.0.0.2/24' }], dns: {} });
   });
 
+  it('gives each plugin only the capability arguments it declares, as runtimeConfig', () => {
+    const l = parseNetworkList('{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"}]}');
+    const caps = { portMappings: [{ hostPort: 80, containerPort: 8080, protocol: 'tcp' }], ips: ['10.0.0.9/24'] };
+    const c = pluginConf(l, { type: 'portmap', capabilities: { portMappings: true, bandwidth: true } }, undefined, {}, caps);
+    assert.deepEqual(c.runtimeConfig, { portMappings: caps.portMappings });
+    assert.equal(pluginConf(l, { type: 'weft-ipam' }, undefined, {}, caps).runtimeConfig, undefined);
+  });
+
   it('rejects lists without plugins or with an unsupported version', () => {
     assert.throws(() => parseNetworkList('{"cniVersion":"1.0.0","name":"n","plugins":[]}'), (e: unknown) => e instanceof WeftError && e.code === CniCode.InvalidNetworkConfig && /plugins/.test(e.message));
     assert.throws(() => parseNetworkList('{"cniVersion":"0.2.0","name":"n","plugins":[{"type":"x"}]}'), (e: unknown) => e instanceof WeftError && e.code === 1);
@@ -71,6 +79,11 @@ describe('weftctl cni', () => {
     const b = weftctl(['add', ...common, '--netns', '/run/netns/b', '--args', 'IP=10.70.0.99']);
     assert.equal(b.code, 0, b.stderr);
     assert.equal(JSON.parse(b.stdout).ips[0].address, '10.70.0.99/24');
+    // The plugin does not declare the "ips" capability, so --runtime-config does not reach it.
+    const c = weftctl(['add', ...common, '--netns', '/run/netns/c', '--runtime-config', '{"ips":["10.70.0.77/24"]}']);
+    assert.equal(c.code, 0, c.stderr);
+    assert.equal(JSON.parse(c.stdout).ips[0].address, '10.70.0.100/24'); // round robin after .99, not .77
+    assert.equal(weftctl(['del', ...common, '--netns', '/run/netns/c']).code, 0);
     assert.equal(weftctl(['check', ...common, '--netns', '/run/netns/a', '--container-id', 'ca']).code, 0);
     const noCache = weftctl(['check', ...common, '--netns', '/run/netns/z', '--container-id', 'zz']);
     assert.equal(noCache.code, 1);
@@ -87,6 +100,22 @@ describe('weftctl cni', () => {
     assert.equal(weftctl(['del', ...common, '--container-id', 'ca']).code, 0);
     assert.deepEqual(readdirSync(join(data, 'clinet')), ['last_reserved_ip.0']);
     assert.deepEqual(readdirSync(join(cache, 'results')), []);
+  });
+
+  it('passes declared capability arguments (runtimeConfig.ips) to the plugin', () => {
+    const data = join(root, 'data-caps');
+    const list = join(root, 'caps.conflist');
+    writeFileSync(list, JSON.stringify({
+      cniVersion: '1.0.0', name: 'caps',
+      plugins: [{ type: 'weft-ipam', capabilities: { ips: true }, ipam: { type: 'weft-ipam', dataDir: data, ranges: [[{ subnet: '10.73.0.0/24' }]] } }],
+    }));
+    const common = ['--conf', list, '--cache-dir', join(root, 'cache-caps'), '--netns', '/run/netns/k'];
+    const r = weftctl(['add', ...common, '--runtime-config', '{"ips":["10.73.0.77/24"]}']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).ips[0].address, '10.73.0.77/24');
+    assert.equal(weftctl(['del', ...common]).code, 0);
+    assert.deepEqual(readdirSync(join(data, 'caps')), ['last_reserved_ip.0']);
+    assert.equal(weftctl(['add', ...common, '--runtime-config', '[1]']).code, 2);
   });
 
   it('undoes a failed ADD with DEL over the list and reports the failing plugin and code', () => {
