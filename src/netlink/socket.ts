@@ -20,23 +20,39 @@ export interface NetlinkSocketOptions {
   readonly timeoutMs?: number;
 }
 
+/** Moves datagrams; the kernel socket in production, a scripted fake in unit tests. */
+export interface NetlinkTransport {
+  send(datagram: Buffer): void;
+  /** Fills buf with one datagram and returns its full length (more than buf.length if truncated). */
+  recv(buf: Buffer): number;
+  close(): void;
+}
+
+function nativeTransport(fd: number): NetlinkTransport {
+  return {
+    send: (d) => void native().send(fd, d),
+    recv: (b) => native().recv(fd, b),
+    close: () => native().close(fd),
+  };
+}
+
 export class NetlinkSocket {
   readonly nsPath: string | undefined;
-  private fd: number;
+  private transport: NetlinkTransport | undefined;
   private seq: number;
   private readonly rbuf = Buffer.allocUnsafe(RECV_BUFFER_BYTES);
 
-  private constructor(fd: number, nsPath: string | undefined) {
-    this.fd = fd;
+  constructor(transport: NetlinkTransport, nsPath?: string, firstSeq?: number) {
+    this.transport = transport;
     this.nsPath = nsPath;
-    // Start somewhere arbitrary so replies meant for a previous socket with a reused fd can't match.
-    this.seq = (Date.now() & 0x3fffffff) >>> 0;
+    // Start somewhere arbitrary so replies meant for an earlier socket can't match.
+    this.seq = firstSeq ?? (Date.now() & 0x3fffffff) >>> 0;
   }
 
   static open(opts: NetlinkSocketOptions = {}): NetlinkSocket {
     try {
       const fd = native().openNetlinkSocket(opts.nsPath ?? null, opts.protocol ?? NETLINK_ROUTE, opts.timeoutMs ?? 5000);
-      return new NetlinkSocket(fd, opts.nsPath);
+      return new NetlinkSocket(nativeTransport(fd), opts.nsPath);
     } catch (err) {
       const where = opts.nsPath ? ` in ${opts.nsPath}` : '';
       if (isNativeError(err) && err.code === 'ENOENT') {
@@ -47,14 +63,18 @@ export class NetlinkSocket {
   }
 
   close(): void {
-    if (this.fd < 0) return;
-    const fd = this.fd;
-    this.fd = -1;
-    native().close(fd);
+    const t = this.transport;
+    this.transport = undefined;
+    t?.close();
   }
 
   get closed(): boolean {
-    return this.fd < 0;
+    return this.transport === undefined;
+  }
+
+  private open(): NetlinkTransport {
+    if (!this.transport) throw new WeftError(CniCode.Netlink, 'netlink socket is closed');
+    return this.transport;
   }
 
   private nextSeq(): number {
@@ -63,15 +83,19 @@ export class NetlinkSocket {
     return this.seq;
   }
 
-  private send(req: RequestSpec, seq: number): void {
-    if (this.fd < 0) throw new WeftError(CniCode.Netlink, 'netlink socket is closed');
-    native().send(this.fd, encodeMessage({ ...req, seq }));
+  private send(req: RequestSpec, seq: number, operation: string): void {
+    try {
+      this.open().send(encodeMessage({ ...req, seq }));
+    } catch (err) {
+      if (isNativeError(err)) throw new NetlinkError(`${operation}: sending the request`, err.errno);
+      throw err;
+    }
   }
 
   private receive(operation: string): NlMessage[] {
     let n: number;
     try {
-      n = native().recv(this.fd, this.rbuf);
+      n = this.open().recv(this.rbuf);
     } catch (err) {
       if (isNativeError(err)) throw new NetlinkError(`${operation}: waiting for the kernel's reply`, err.errno);
       throw err;
@@ -84,7 +108,7 @@ export class NetlinkSocket {
   /** Sends a request with NLM_F_ACK and waits for the kernel's verdict; throws NetlinkError on refusal. */
   request(req: RequestSpec, operation: string): void {
     const seq = this.nextSeq();
-    this.send({ ...req, flags: req.flags | NLM_F_ACK }, seq);
+    this.send({ ...req, flags: req.flags | NLM_F_ACK }, seq, operation);
     for (;;) {
       for (const msg of this.receive(operation)) {
         if (msg.seq !== seq) continue;
@@ -101,7 +125,7 @@ export class NetlinkSocket {
   /** A request answered by exactly one message (e.g. RTM_GETLINK for one device). */
   query(req: RequestSpec, operation: string, expectType: number): NlMessage {
     const seq = this.nextSeq();
-    this.send(req, seq);
+    this.send(req, seq, operation);
     for (;;) {
       for (const msg of this.receive(operation)) {
         if (msg.seq !== seq) continue;
@@ -130,7 +154,7 @@ export class NetlinkSocket {
 
   private dumpOnce(req: RequestSpec, operation: string, expectType: number): { messages: NlMessage[]; interrupted: boolean } {
     const seq = this.nextSeq();
-    this.send(req, seq);
+    this.send(req, seq, operation);
     const messages: NlMessage[] = [];
     let interrupted = false;
     for (;;) {

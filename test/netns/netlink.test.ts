@@ -118,6 +118,12 @@ describe('netlink in throwaway namespaces', () => {
     assert.equal(nlB.getLink('eth0')?.parentIndex, host.index);
     assert.equal(ipJson<IpLink[]>(a.name, ['link', 'show']).some((l) => l.ifname === 'eth0'), false, 'peer not in the host namespace');
 
+    // Both ends up: the peer needs a second request in its own namespace.
+    nl.createVeth({ name: 'wveth9', peerName: 'eth9', peerNsPath: b.path, up: true, peerUp: true });
+    assert.ok(linkJson(b, 'eth9').flags.includes('UP'));
+    // Carrier (IFF_LOWER_UP) is set synchronously; operState follows later via linkwatch.
+    assert.equal(nl.requireLink('wveth9').lowerUp, true, 'carrier once both ends are up');
+
     assert.equal(nl.deleteLink('wveth0'), true);
     assert.equal(nl.deleteLink('wveth0'), false);
     assert.equal(nlB.getLink('eth0'), undefined, 'deleting one end removes the peer');
