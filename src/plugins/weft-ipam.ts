@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { CniCode, WeftError } from '../errors.js';
 import { runPlugin, type CniPlugin, type PluginContext } from '../cni/skel.js';
+import { delegateAdd, delegateCommand, type DelegateTarget } from '../cni/exec.js';
+import type { CniResult } from '../cni/result.js';
 import { parseIpamConfig, type IpamConfig } from '../ipam/config.js';
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, requestedIPs, type IpamTarget } from '../ipam/ipam.js';
 import { formatIP } from '../net/ip.js';
@@ -50,6 +52,33 @@ export const weftIpamPlugin: CniPlugin<WeftIpamConf> = {
     if (released.length > 0) ctx.log.info('gc released addresses', { ips: released.map(formatIP) });
   },
 };
+
+/**
+ * How a main plugin (bridge, routed, macvlan) runs its `ipam` section, like the reference
+ * plugins' ipam.ExecAdd: the whole conf goes to the plugin named by ipam.type. weft-ipam runs
+ * in-process (no second Node start); any other type (host-local, dhcp, static) is exec'd from
+ * CNI_PATH.
+ */
+export function ipamDelegateTarget(type: string): DelegateTarget {
+  return type === weftIpamPlugin.name ? { kind: 'in-process', plugin: weftIpamPlugin } : { kind: 'exec', type };
+}
+
+function ipamType(ctx: PluginContext<unknown>): string {
+  const t = ctx.conf.ipam?.type;
+  if (!t) throw new WeftError(CniCode.InvalidNetworkConfig, `${ctx.conf.type}: missing ipam section (ipam.type)`);
+  return t;
+}
+
+/** ADD on the conf's IPAM plugin; the result is in the IPAM plugin's terms (ips, routes, dns). */
+export async function ipamExecAdd(ctx: PluginContext<unknown>): Promise<CniResult> {
+  const { result } = await delegateAdd({ target: ipamDelegateTarget(ipamType(ctx)), env: ctx.env, conf: ctx.conf.raw, log: ctx.log });
+  return result;
+}
+
+/** DEL/CHECK/GC/STATUS on the conf's IPAM plugin. */
+export async function ipamExec(ctx: PluginContext<unknown>, command: 'DEL' | 'CHECK' | 'GC' | 'STATUS'): Promise<void> {
+  await delegateCommand({ target: ipamDelegateTarget(ipamType(ctx)), command, env: ctx.env, conf: ctx.conf.raw, log: ctx.log });
+}
 
 // Run as a binary only when executed directly (the weft meta plugin imports it in-process).
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -11,10 +11,11 @@ import { acquireFileLock, isStale } from '../../src/ipam/lock.js';
 import { DiskStore, LOCK_FILE } from '../../src/ipam/store.js';
 import { formatCidr, formatIP, parseIP } from '../../src/net/ip.js';
 import { parseCniArgs } from '../../src/cni/env.js';
-import { invokePlugin, renderOutcome } from '../../src/cni/skel.js';
+import { invokePlugin, renderOutcome, type CniPlugin } from '../../src/cni/skel.js';
+import { z } from 'zod';
 import { createLogger } from '../../src/log.js';
 import { parseResolvConf } from '../../src/ipam/resolv.js';
-import { weftIpamPlugin } from '../../src/plugins/weft-ipam.js';
+import { ipamDelegateTarget, ipamExec, ipamExecAdd, weftIpamPlugin } from '../../src/plugins/weft-ipam.js';
 
 let root = '';
 before(() => { root = mkdtempSync(join(tmpdir(), 'wcn-ipam-')); });
@@ -159,6 +160,30 @@ describe('weft-ipam plugin edges', () => {
     assert.equal(o.kind, 'error');
     assert.deepEqual(readdirSync(join(root, 'dns', 'n')).filter((f) => f.startsWith('10.')), ['10.3.0.2']);
   });
+});
+
+describe('IPAM delegation from a main plugin', () => {
+  const quiet = createLogger({}, { write: () => undefined });
+  // A minimal main plugin that, like bridge, hands its ipam section to the IPAM plugin.
+  const main: CniPlugin<unknown> = {
+    name: 'main',
+    confSchema: z.unknown(),
+    add: (ctx) => ipamExecAdd(ctx),
+    del: (ctx) => ipamExec(ctx, 'DEL'),
+  };
+  for (const type of ['weft-ipam', 'host-local']) {
+    it(`ADD/DEL through ipam.type ${type} (${type === 'weft-ipam' ? 'in-process' : 'exec'})`, async () => {
+      const dataDir = join(root, `deleg-${type}`);
+      assert.equal(ipamDelegateTarget(type).kind, type === 'weft-ipam' ? 'in-process' : 'exec');
+      const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'dn', type: 'main', ipam: { type, dataDir, ranges: [[{ subnet: '10.4.0.0/24' }]] } });
+      const env = { CNI_CONTAINERID: 'm1', CNI_NETNS: '/x', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni' };
+      const o = renderOutcome(await invokePlugin(main, { CNI_COMMAND: 'ADD', ...env }, conf, { log: quiet }));
+      assert.equal(o.exitCode, 0, o.stdout);
+      assert.deepEqual(JSON.parse(o.stdout).ips, [{ address: '10.4.0.2/24', gateway: '10.4.0.1' }]);
+      assert.equal((await invokePlugin(main, { CNI_COMMAND: 'DEL', ...env }, conf, { log: quiet })).kind, 'done');
+      assert.deepEqual(readdirSync(join(dataDir, 'dn')).filter((f) => f.startsWith('10.')), []);
+    });
+  }
 });
 
 describe('file lock', () => {
