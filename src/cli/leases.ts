@@ -1,0 +1,123 @@
+// weftctl leases list|reserve|release: inspect and manage subnet leases in the store.
+import { parseArgs } from 'node:util';
+import type { CliCommand } from './command.js';
+import { ExitCode, UsageError } from './command.js';
+import { CniCode, WeftError } from '../errors.js';
+import { type Cidr, formatCidr, formatIP, ipCompare, tryParseCidr, tryParseIP } from '../net/ip.js';
+import { parseNetworkConfig, planAllows } from '../store/config.js';
+import { backendTypes } from '../store/backend-registry.js';
+import { encodeLeaseAttrs, parseLease } from '../store/lease.js';
+import { openStore, storeFlagOptions, storeFlagsHelp, storeSettingsFrom } from '../store/flags.js';
+
+const help = `weftctl leases — subnet leases in the store
+
+Usage:
+  weftctl leases list [--json] [store flags]
+  weftctl leases reserve SUBNET --public-ip IP [--backend-type TYPE] [store flags]
+  weftctl leases release SUBNET [store flags]
+
+list      a table of SUBNET, PUBLIC-IP, BACKEND, EXPIRES; --json prints an array of
+          {"subnet","publicIP","backendType","expiresAt"} (expiresAt ISO 8601, null = reservation)
+reserve   records SUBNET for the node with PUBLIC-IP, without TTL: it never expires, and that
+          node's agent picks it up as its own lease
+release   deletes the lease or reservation of SUBNET (its node loses it and stops)
+
+${storeFlagsHelp}
+`;
+
+interface Row {
+  subnet: string;
+  publicIP: string;
+  backendType: string;
+  expiresAt: string | null;
+}
+
+function table(rows: Row[]): string {
+  const head = ['SUBNET', 'PUBLIC-IP', 'BACKEND', 'EXPIRES'];
+  const cells = rows.map((r) => [r.subnet, r.publicIP, r.backendType, r.expiresAt ?? 'never (reserved)']);
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)));
+  const line = (c: string[]) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ');
+  return [line(head), ...cells.map(line)].join('\n') + '\n';
+}
+
+function subnetArg(s: string | undefined): Cidr {
+  if (s === undefined) throw new UsageError('missing SUBNET (e.g. 10.244.3.0/24)');
+  const c = tryParseCidr(s);
+  if (!c) throw new UsageError(`SUBNET: expected a CIDR like 10.244.3.0/24, got ${JSON.stringify(s)}`);
+  return c;
+}
+
+export const leasesCommand: CliCommand = {
+  name: 'leases',
+  summary: 'list, reserve or release subnet leases',
+  help,
+  async run(argv) {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: argv,
+        options: { ...storeFlagOptions, json: { type: 'boolean' }, 'public-ip': { type: 'string' }, 'backend-type': { type: 'string' } },
+        allowPositionals: true,
+        strict: true,
+      });
+    } catch (err) {
+      throw new UsageError(err instanceof Error ? err.message : String(err));
+    }
+    const [action, subnetText, ...extra] = parsed.positionals;
+    if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
+    const v = parsed.values;
+    if (action !== 'list' && action !== 'reserve' && action !== 'release') throw new UsageError('expected list, reserve or release');
+    if (action === 'list' && subnetText !== undefined) throw new UsageError('list takes no SUBNET');
+    const subnet = action === 'list' ? undefined : subnetArg(subnetText);
+    let publicIP;
+    if (action === 'reserve') {
+      if (v['public-ip'] === undefined) throw new UsageError('reserve needs --public-ip');
+      publicIP = tryParseIP(v['public-ip']);
+      if (!publicIP || publicIP.family !== 4) throw new UsageError(`--public-ip: expected an IPv4 address, got ${JSON.stringify(v['public-ip'])}`);
+    }
+    const store = await openStore(storeSettingsFrom(v));
+    try {
+      if (action === 'list') {
+        const { entries } = await store.listSubnets({ withExpiry: true });
+        const rows: Row[] = [];
+        for (const e of entries) {
+          const p = parseLease(e);
+          if (!p.ok) { process.stderr.write(`warning: skipping ${p.reason}\n`); continue; }
+          const exp = p.lease.expiresAt;
+          rows.push({
+            subnet: formatCidr(e.subnet),
+            publicIP: formatIP(p.lease.attrs.publicIP),
+            backendType: p.lease.attrs.backendType,
+            expiresAt: typeof exp === 'number' ? new Date(exp).toISOString() : null,
+          });
+        }
+        rows.sort((a, b) => ipCompare(tryParseCidr(a.subnet)!.ip, tryParseCidr(b.subnet)!.ip));
+        process.stdout.write(v.json ? JSON.stringify(rows, null, 2) + '\n' : table(rows));
+        return ExitCode.Ok;
+      }
+      if (!subnet) throw new UsageError('missing SUBNET');
+      if (action === 'release') {
+        if (!(await store.deleteSubnet(subnet))) throw new WeftError(CniCode.Store, `no lease for ${formatCidr(subnet)} in ${store.where}`);
+        process.stderr.write(`released ${formatCidr(subnet)}\n`);
+        return ExitCode.Ok;
+      }
+      // reserve: the subnet must be one the network config could hand out.
+      const configText = await store.getConfig();
+      if (configText === undefined) throw new WeftError(CniCode.Store, 'no network config in the store; set one first (weftctl config set FILE)');
+      const config = parseNetworkConfig(configText);
+      if (!config.ipv4 || !planAllows(config.ipv4, subnet)) {
+        throw new WeftError(CniCode.InvalidNetworkConfig,
+          `SUBNET ${formatCidr(subnet)} is not a /${config.ipv4?.subnetLen ?? '?'} subnet between SubnetMin and SubnetMax of ${config.ipv4 ? formatCidr(config.ipv4.network) : 'the network'}`);
+      }
+      const backendType = v['backend-type'] ?? config.backend.type;
+      if (!backendTypes().includes(backendType)) throw new UsageError(`--backend-type: expected one of ${backendTypes().join(', ')}`);
+      const value = encodeLeaseAttrs({ publicIP: publicIP!, publicIPv6: undefined, backendType, backendData: null });
+      const r = await store.writeSubnet(subnet, value, null, { type: 'absent' });
+      if (r.type === 'conflict') throw new WeftError(CniCode.Store, `${formatCidr(subnet)} is already leased or reserved (weftctl leases release it first)`);
+      process.stderr.write(`reserved ${formatCidr(subnet)} for ${formatIP(publicIP!)}\n`);
+      return ExitCode.Ok;
+    } finally {
+      await store.close();
+    }
+  },
+};
