@@ -8,10 +8,14 @@ const commands: CliCommand[] = [];
 /** Subcommand modules are loaded lazily so `weftctl cni …` does not pay for the etcd client. */
 const loaders: Record<string, () => Promise<CliCommand>> = {
   cni: async () => (await import('./cni.js')).cniCommand,
+  config: async () => (await import('./config.js')).configCommand,
+  leases: async () => (await import('./leases.js')).leasesCommand,
 };
 
 const summaries: Record<string, string> = {
   cni: 'run CNI plugins by hand (add, check, del, status, gc, version) like a runtime',
+  config: 'get or set the network config (Network, SubnetLen, Backend, …) in the store',
+  leases: 'list, reserve or release subnet leases',
 };
 
 function topHelp(): string {
