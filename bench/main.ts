@@ -15,6 +15,7 @@ export interface Benchmark {
 }
 
 const registry: Record<string, () => Promise<Benchmark>> = {
+  netlink: async () => (await import('./netlink.js')).benchmark,
 };
 
 async function main(argv: string[]): Promise<number> {
