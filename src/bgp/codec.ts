@@ -463,6 +463,10 @@ export function encodePathAttributes(a: PathAttributes, ctx: CodecContext): Buff
   const parts: Buffer[] = [];
   parts.push(attr(WELL_KNOWN, AttrType.Origin, Buffer.from([a.origin])));
   parts.push(attr(WELL_KNOWN, AttrType.AsPath, encodeAsPath(a.asPath, ctx.fourOctetAs)));
+  // RFC 6793 §4.2.2: towards a 2-octet speaker, 4-octet ASNs become AS_TRANS in AS_PATH and the
+  // true path rides along in AS4_PATH (which carries no confederation segments).
+  const as4Path = a.asPath.filter((s) => s.type === 'sequence' || s.type === 'set');
+  const needsAs4 = !ctx.fourOctetAs && as4Path.some((s) => s.asns.some((n) => n > 0xffff));
   if (a.nextHop) parts.push(attr(WELL_KNOWN, AttrType.NextHop, ipToBytes(a.nextHop)));
   if (a.med !== undefined) parts.push(attr(OPTIONAL, AttrType.Med, u32(a.med)));
   if (a.localPref !== undefined) parts.push(attr(WELL_KNOWN, AttrType.LocalPref, u32(a.localPref)));
@@ -478,6 +482,7 @@ export function encodePathAttributes(a: PathAttributes, ctx: CodecContext): Buff
   if (a.clusterList && a.clusterList.length > 0) {
     parts.push(attr(OPTIONAL, AttrType.ClusterList, Buffer.concat(a.clusterList.map(ipToBytes))));
   }
+  if (needsAs4) parts.push(attr(OPTIONAL_TRANSITIVE, AttrType.As4Path, encodeAsPath(as4Path, true)));
   for (const u of a.unknown ?? []) parts.push(attr(u.flags | AttrFlag.Partial, u.code, u.value));
   return Buffer.concat(parts);
 }
@@ -630,6 +635,7 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
   const out: Partial<PathAttributes> = {};
   const unknown: RawAttribute[] = [];
   let mpNextHop: IP | undefined;
+  let as4Path: AsPathSegment[] | undefined;
 
   while (at < attrEnd) {
     const start = at;
@@ -650,6 +656,14 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
     if (seen.has(code)) throw malformedList(`attribute ${code} appears twice`);
     seen.add(code);
 
+    if (code === AttrType.As4Path || code === AttrType.As4Aggregator) {
+      // RFC 6793 §4.1: meaningless (and discarded) between 4-octet speakers; from a 2-octet
+      // speaker AS4_PATH restores the true path, and a malformed one is ignored, not fatal.
+      if (code === AttrType.As4Path && !ctx.fourOctetAs) {
+        try { as4Path = decodeAsPath(value, true, whole); } catch { as4Path = undefined; }
+      }
+      continue;
+    }
     const def = KNOWN[code];
     if (!def) {
       if ((flags & AttrFlag.Optional) === 0) {
@@ -736,9 +750,41 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
     if (hasPlainNlri || mpNextHop === undefined) throw missing(AttrType.NextHop, 'NEXT_HOP');
     out.nextHop = mpNextHop;
   }
+  if (as4Path) asPath = mergeAs4Path(asPath, as4Path);
   const attributes: PathAttributes = { ...out, origin, asPath };
   if (unknown.length > 0) attributes.unknown = unknown;
   return { type: 'update', withdrawn, attributes, nlri };
+}
+
+/** Path length as the decision process counts it: a set is one hop, confederation segments none. */
+function hops(path: readonly AsPathSegment[]): number {
+  let n = 0;
+  for (const s of path) n += s.type === 'sequence' ? s.asns.length : s.type === 'set' ? 1 : 0;
+  return n;
+}
+
+/**
+ * RFC 6793 §4.2.3: the leading hops of AS_PATH that AS4_PATH lacks (added by 2-octet speakers
+ * after the path left 4-octet country) followed by AS4_PATH. A longer AS4_PATH is ignored.
+ */
+export function mergeAs4Path(asPath: readonly AsPathSegment[], as4Path: readonly AsPathSegment[]): AsPathSegment[] {
+  let keep = hops(asPath) - hops(as4Path);
+  if (keep < 0) return [...asPath];
+  const head: AsPathSegment[] = [];
+  for (const seg of asPath) {
+    if (keep <= 0) break;
+    if (seg.type === 'sequence') {
+      const take = seg.asns.slice(0, keep);
+      head.push({ type: 'sequence', asns: take });
+      keep -= take.length;
+    } else if (seg.type === 'set') {
+      head.push(seg);
+      keep -= 1;
+    } else {
+      head.push(seg);
+    }
+  }
+  return [...head, ...as4Path];
 }
 
 // ---------------------------------------------------------------- helpers for callers

@@ -76,6 +76,9 @@ export interface SessionStatus {
   prefixesSent: number;
   staleRoutes: number;
   gracefulRestart: boolean;
+  /** UPDATE messages (End-of-RIB included) since the speaker started, across sessions. */
+  updatesReceived: number;
+  updatesSent: number;
   lastDown?: DownReason | undefined;
 }
 
@@ -97,6 +100,8 @@ interface PeerState {
   staleTimer: TimerHandle | undefined;
   /** Graceful restart in progress: stale routes wait for End-of-RIB. */
   awaitingEndOfRib: boolean;
+  updatesReceived: number;
+  updatesSent: number;
 }
 
 export interface SpeakerOptions {
@@ -141,6 +146,7 @@ export class Speaker {
     const st: PeerState = {
       info: { id, address, asn: p.asn, bgpId: address, rrClient: p.rrClient ?? false },
       session, adjOut: new Map(), pending: new Map(), owesEndOfRib: false, negotiated: undefined, staleTimer: undefined, awaitingEndOfRib: false,
+      updatesReceived: 0, updatesSent: 0,
     };
     session.on((e) => {
       switch (e.type) {
@@ -148,7 +154,7 @@ export class Speaker {
         case 'established': this.onEstablished(st, e.negotiated); break;
         case 'down': this.onDown(st, e.reason, e.graceful, e.restartTime); break;
         case 'update': this.onUpdate(st, e.update); break;
-        case 'route-refresh': this.requeueAll(st); break;
+        case 'route-refresh': this.requeueAll(st, false); break;
       }
     });
     this.peers.set(id, st);
@@ -255,7 +261,7 @@ export class Speaker {
       st.staleTimer = this.clock.schedule(Math.max(n.gracefulRestart?.restartTime ?? 0, 1) * 1000, () => this.sweep(st));
     }
     this.emit({ type: 'session-established', peer: st.info.id, asn: st.info.asn, holdTime: n.holdTime, gracefulRestart: n.gracefulRestart !== undefined });
-    this.requeueAll(st);
+    this.requeueAll(st, true);
   }
 
   private onDown(st: PeerState, reason: DownReason, graceful: boolean, restartTime: number): void {
@@ -288,6 +294,7 @@ export class Speaker {
   }
 
   private onUpdate(st: PeerState, u: UpdateMessage): void {
+    st.updatesReceived++;
     if (isEndOfRib(u)) {
       this.emit({ type: 'end-of-rib', peer: st.info.id });
       if (st.awaitingEndOfRib) this.sweep(st);
@@ -333,8 +340,11 @@ export class Speaker {
     return out ?? undefined;
   }
 
-  /** Queues the whole Loc-RIB for a peer (after Established or a ROUTE-REFRESH), then End-of-RIB. */
-  private requeueAll(st: PeerState): void {
+  /**
+   * Queues the whole Loc-RIB for a peer: after Established (followed by End-of-RIB, RFC 4724) or
+   * when the peer asked with ROUTE-REFRESH (RFC 2918 has no end marker).
+   */
+  private requeueAll(st: PeerState, endOfRib: boolean): void {
     if (!st.negotiated) return;
     st.adjOut.clear();
     st.pending.clear();
@@ -342,7 +352,7 @@ export class Speaker {
       const e = this.exportAttrs(r, st);
       if (e) st.pending.set(r.key, { prefix: r.prefix, attrs: e.attrs });
     }
-    st.owesEndOfRib = true;
+    st.owesEndOfRib = endOfRib;
     this.scheduleFlush();
   }
 
@@ -375,7 +385,7 @@ export class Speaker {
       const messages: Buffer[] = [...packWithdrawals(withdrawals)];
       for (const g of groups.values()) messages.push(...packAnnouncements(g.attrs, g.prefixes, ctx));
       if (st.owesEndOfRib) { messages.push(encodeEndOfRib()); st.owesEndOfRib = false; }
-      st.session.sendUpdates(messages);
+      if (st.session.sendUpdates(messages)) st.updatesSent += messages.length;
     }
   }
 
@@ -399,6 +409,8 @@ export class Speaker {
       prefixesSent: st.adjOut.size,
       staleRoutes: this.rib.staleCount(st.info.id),
       gracefulRestart: st.negotiated?.gracefulRestart !== undefined,
+      updatesReceived: st.updatesReceived,
+      updatesSent: st.updatesSent,
       lastDown: st.session.lastDown,
     }));
   }

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   type BgpMessage, type UpdateMessage, MessageFramer, decodeMessage, encodeEndOfRib, encodeKeepalive, encodeNotification,
-  encodeOpen, encodeRouteRefresh, encodeUpdate, isEndOfRib, packAnnouncements, packWithdrawals,
+  encodeOpen, encodeRouteRefresh, encodeUpdate, isEndOfRib, mergeAs4Path, packAnnouncements, packWithdrawals,
 } from '../../src/bgp/codec.js';
 import { BgpError } from '../../src/bgp/errors.js';
 import { formatCidr, formatIP, parseCidr, parseIPv4 } from '../../src/net/ip.js';
@@ -146,6 +146,47 @@ test('UPDATE: 2-octet AS_PATH and AS_SET, as a peer without RFC 6793 sends them'
   assert.deepEqual(m.attributes?.asPath, [{ type: 'sequence', asns: [65001] }, { type: 'set', asns: [65002, 65003] }]);
   assert.equal(m.attributes?.origin, 2);
   assert.equal(encodeUpdate(m, { fourOctetAs: false }).toString('hex'), buf.toString('hex'));
+});
+
+test('UPDATE: AS4_PATH carries 4-octet ASNs past a 2-octet session (RFC 6793)', () => {
+  const attrs = { origin: 0 as const, asPath: [{ type: 'sequence' as const, asns: [4200000000, 65001] }], nextHop: parseIPv4('198.18.0.1') };
+  const buf = encodeUpdate({ withdrawn: [], attributes: attrs, nlri: [parseCidr('10.1.0.0/16')] }, { fourOctetAs: false });
+  // AS_PATH with AS_TRANS (5ba0) then AS4_PATH (optional transitive, type 17) with the real ASNs.
+  assert.ok(buf.includes(hex('40 02 06 02 02 5ba0 fde9')));
+  assert.ok(buf.includes(hex('c0 11 0a 02 02 fa56ea00 0000fde9')));
+  const m = decodeOk(buf, false) as UpdateMessage;
+  assert.deepEqual(m.attributes?.asPath, attrs.asPath);
+  assert.equal(m.attributes?.unknown, undefined, 'AS4_PATH is consumed, not passed on');
+  // A 2-octet speaker prepended itself after the path left 4-octet country.
+  assert.deepEqual(
+    mergeAs4Path([{ type: 'sequence', asns: [100, 23456, 65001] }], [{ type: 'sequence', asns: [4200000000, 65001] }]),
+    [{ type: 'sequence', asns: [100] }, { type: 'sequence', asns: [4200000000, 65001] }],
+  );
+  // Between 4-octet speakers AS4_PATH is discarded.
+  const m4 = decodeOk(update('', '40 01 01 00  40 02 06 02 01 0000fde9  40 03 04 c6120001  c0 11 06 02 01 00000001', '18 0af401'), true) as UpdateMessage;
+  assert.deepEqual(m4.attributes?.asPath, [{ type: 'sequence', asns: [65001] }]);
+});
+
+// What BIRD 2.0.12 actually sent (captured by test/netns/bgp-bird.test.ts): AS 65000, hold 9,
+// id 198.18.77.1, capabilities MP IPv4/unicast, route refresh, graceful restart 60 s without
+// forwarding state, 4-octet AS, enhanced route refresh (70) and long-lived GR (71).
+const BIRD_OPEN = hex(`${MARKER} 0039 01 04 fde8 0009 c6124d01 1c 02 1a 01040001 0001 0200 4006 003c 0001 0100 4104 0000fde8 4600 4700`);
+
+test('OPEN captured from BIRD 2 decodes, unknown capabilities kept', () => {
+  const m = decodeOk(BIRD_OPEN);
+  assert.ok(m.type === 'open');
+  if (m.type !== 'open') return;
+  assert.equal(m.asn, 65000);
+  assert.equal(m.holdTime, 9);
+  assert.equal(formatIP(m.bgpId), '198.18.77.1');
+  assert.deepEqual(m.capabilities.slice(0, 4), [
+    { kind: 'multiprotocol', afi: 1, safi: 1 },
+    { kind: 'route-refresh' },
+    { kind: 'graceful-restart', restarting: false, restartTime: 60, families: [{ afi: 1, safi: 1, forwardingPreserved: false }] },
+    { kind: 'four-octet-asn', asn: 65000 },
+  ]);
+  assert.deepEqual(m.capabilities.slice(4).map((c) => c.kind === 'unknown' && c.code), [70, 71]);
+  assert.equal(encodeOpen(m).toString('hex'), BIRD_OPEN.toString('hex'), 're-encodes byte for byte');
 });
 
 test('UPDATE: withdrawal and End-of-RIB captures', () => {

@@ -68,6 +68,15 @@ test('10,000 prefixes from one speaker to another, then half withdrawn', async (
     assert.ok(!installed.has(list[0] as string));
     assert.ok(installed.has(list[9999] as string));
     assert.equal(a.status()[0]?.prefixesSent, 5000);
+    // Batching: 10,000 /24s need about ten full UPDATEs, not thousands.
+    const sent = a.status()[0]?.updatesSent ?? 0;
+    assert.ok(sent <= 30, `${sent} UPDATEs`);
+    // ROUTE-REFRESH (RFC 2918): B asks, A sends its table again — without an End-of-RIB.
+    const eorsBefore = bEvents.filter((e) => e.type === 'end-of-rib').length;
+    assert.ok(b.requestRefresh(A));
+    await waitFor('refreshed table at B', () => (b.status()[0]?.updatesReceived ?? 0) >= sent + 5);
+    assert.equal(installed.size, 5000);
+    assert.equal(bEvents.filter((e) => e.type === 'end-of-rib').length, eorsBefore);
     process.stderr.write(`# 10,000 prefixes session start → installed: ${ms.toFixed(0)} ms\n`);
   } finally {
     await a.stop();

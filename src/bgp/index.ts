@@ -1,0 +1,8 @@
+// The BGP-4 speaker's public surface, for the agent's bgp backend and weftctl.
+export { Speaker, parseSpeakerConfig, speakerConfigSchema } from './speaker.js';
+export type { SessionStatus, SpeakerConfig, SpeakerConfigInput, SpeakerEvent, SpeakerOptions } from './speaker.js';
+export type { DownReason, FsmStateName } from './fsm.js';
+export type { Route } from './rib.js';
+export type { AsPathSegment, PathAttributes } from './codec.js';
+export { BgpError } from './errors.js';
+export { type Clock, FakeClock, systemClock } from './clock.js';

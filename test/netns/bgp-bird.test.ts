@@ -1,0 +1,251 @@
+// Interop with a real BIRD 2 across a veth pair between two throwaway namespaces:
+//   wbg…r (BIRD, AS 65000, 198.18.77.1)  ⇄  wbg…h (weft Speaker, AS 64512, 198.18.77.2)
+// Node cannot open a socket in another namespace, so weft's side runs in a child process started
+// with `ip netns exec`: this same file, in child mode, driven by JSON lines on stdin/stdout.
+// The child also programs learned routes into its namespace's kernel table (proto 186), the way
+// the agent will, so the test can check the kernel's own view.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { type OpenMessage, type UpdateMessage, MessageFramer, decodeMessage, encodeKeepalive, encodeOpen, isEndOfRib } from '../../src/bgp/codec.js';
+import { Speaker, type SpeakerConfigInput } from '../../src/bgp/speaker.js';
+import { createLogger } from '../../src/log.js';
+import { formatCidr, formatIP, parseIPv4 } from '../../src/net/ip.js';
+
+const ROUTE_PROTO = '186';
+const BIRD_IP = '198.18.77.1';
+const HOST_IP = '198.18.77.2';
+
+// ---------------------------------------------------------------- child modes (run inside the host namespace)
+
+async function runSpeakerChild(): Promise<void> {
+  const cfg = JSON.parse(process.env.WBG_BGP_CONFIG ?? '{}') as SpeakerConfigInput & { announce: string[] };
+  const { announce, ...speakerCfg } = cfg;
+  const speaker = new Speaker(speakerCfg, { logger: createLogger({ child: 'speaker' }, { level: 'warn' }) });
+  const say = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n'); };
+  speaker.on((e) => {
+    if (e.type === 'route-installed') {
+      spawnSync('ip', ['route', 'replace', formatCidr(e.prefix), 'via', formatIP(e.nextHop), 'proto', ROUTE_PROTO]);
+      say({ event: e.type, prefix: formatCidr(e.prefix), nextHop: formatIP(e.nextHop), asPath: e.route.attributes.asPath });
+    } else if (e.type === 'route-removed') {
+      spawnSync('ip', ['route', 'del', formatCidr(e.prefix), 'proto', ROUTE_PROTO]);
+      say({ event: e.type, prefix: formatCidr(e.prefix) });
+    } else if (e.type === 'session-established' || e.type === 'session-down' || e.type === 'end-of-rib') {
+      say({ event: e.type, ...('graceful' in e ? { graceful: e.graceful } : {}), ...('gracefulRestart' in e ? { gracefulRestart: e.gracefulRestart } : {}) });
+    }
+  });
+  for (const p of announce) speaker.announce(p);
+  await speaker.start();
+  say({ event: 'started' });
+  for await (const line of createInterface({ input: process.stdin })) {
+    const cmd = JSON.parse(line) as { cmd: string };
+    if (cmd.cmd === 'status') say({ event: 'status', status: speaker.status() });
+    if (cmd.cmd === 'stop') { await speaker.stop(); say({ event: 'stopped' }); }
+    if (cmd.cmd === 'exit') process.exit(0);
+  }
+}
+
+/** Plays a minimal peer by hand and dumps everything BIRD sends, as hex, for the capture test. */
+async function runCaptureChild(): Promise<void> {
+  const sock = net.connect({ host: BIRD_IP, port: 179, localAddress: HOST_IP });
+  const framer = new MessageFramer();
+  const seen: string[] = [];
+  const done = (): void => { process.stdout.write(JSON.stringify(seen) + '\n'); sock.destroy(); process.exit(0); };
+  sock.on('connect', () => {
+    sock.write(encodeOpen({ asn: 64512, holdTime: 9, bgpId: parseIPv4(HOST_IP), capabilities: [
+      { kind: 'multiprotocol', afi: 1, safi: 1 }, { kind: 'four-octet-asn', asn: 64512 }, { kind: 'route-refresh' },
+    ] }));
+  });
+  sock.on('data', (c: Buffer) => {
+    for (const m of framer.push(c)) {
+      seen.push(m.toString('hex'));
+      if (m[18] === 1) sock.write(encodeKeepalive());
+      const d = decodeMessage(m, { fourOctetAs: true });
+      if (d.ok && d.value.type === 'update' && isEndOfRib(d.value)) done();
+    }
+  });
+  sock.on('error', (e) => { process.stderr.write(`capture: ${e.message}\n`); done(); });
+  setTimeout(done, 15000).unref();
+}
+
+const childMode = process.env.WBG_BGP_CHILD;
+if (childMode === 'speaker') await runSpeakerChild();
+else if (childMode === 'capture') await runCaptureChild();
+else registerTests();
+
+// ---------------------------------------------------------------- the tests (root process)
+
+function registerTests(): void {
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const nsR = `wbg${suffix}r`;
+  const nsH = `wbg${suffix}h`;
+  const dir = mkdtempSync(join(tmpdir(), 'wbg-bird-'));
+  const sockPath = join(dir, 'bird.ctl');
+  const self = fileURLToPath(import.meta.url);
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  let bird: ChildProcess | undefined;
+  const children = new Set<ChildProcess>();
+
+  const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
+  const birdc = (...args: string[]): string => execFileSync('birdc', ['-s', sockPath, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+  before(async () => {
+    ip('netns', 'add', nsR);
+    ip('netns', 'add', nsH);
+    ip('link', 'add', `wbg${suffix}a`, 'netns', nsR, 'type', 'veth', 'peer', 'name', `wbg${suffix}b`, 'netns', nsH);
+    ip('-n', nsR, 'addr', 'add', `${BIRD_IP}/24`, 'dev', `wbg${suffix}a`);
+    ip('-n', nsH, 'addr', 'add', `${HOST_IP}/24`, 'dev', `wbg${suffix}b`);
+    for (const [ns, dev] of [[nsR, `wbg${suffix}a`], [nsH, `wbg${suffix}b`]] as const) {
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('-n', ns, 'link', 'set', dev, 'up');
+    }
+    writeFileSync(join(dir, 'bird.conf'), `
+router id ${BIRD_IP};
+protocol device {}
+protocol static st {
+  ipv4;
+  route 10.99.1.0/24 blackhole;
+  route 10.99.2.0/24 blackhole;
+}
+protocol bgp weft {
+  local ${BIRD_IP} as 65000;
+  neighbor ${HOST_IP} as 64512;
+  hold time 9;
+  connect retry time 1;
+  connect delay time 1;
+  error wait time 1, 2;
+  graceful restart on;
+  graceful restart time 60;
+  ipv4 { import all; export where proto = "st"; next hop self; };
+}
+`);
+    bird = spawn('ip', ['netns', 'exec', nsR, 'bird', '-f', '-c', join(dir, 'bird.conf'), '-s', sockPath, '-P', join(dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let birdErr = '';
+    bird.stderr?.on('data', (c: Buffer) => { birdErr += c.toString(); });
+    await waitFor('BIRD control socket', () => { try { birdc('show', 'status'); return true; } catch { return false; } }, 10000, () => birdErr);
+  });
+
+  const running = (c: ChildProcess | undefined): c is ChildProcess & { pid: number } =>
+    c?.pid !== undefined && c.exitCode === null && c.signalCode === null;
+
+  after(async () => {
+    // Each step on its own, so one failure cannot leave the namespaces behind.
+    for (const c of children) if (running(c)) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* already gone */ } }
+    if (running(bird)) {
+      const b = bird;
+      try { process.kill(b.pid, 'SIGTERM'); } catch { /* already gone */ }
+      await new Promise<void>((r) => { b.once('exit', () => r()); setTimeout(r, 3000).unref(); });
+      if (running(b)) { try { process.kill(b.pid, 'SIGKILL'); } catch { /* already gone */ } }
+    }
+    for (const ns of [nsR, nsH]) spawnSync('ip', ['netns', 'del', ns]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  interface Child { proc: ChildProcess; lines: Record<string, unknown>[]; send(cmd: string): void; }
+  function startSpeaker(extra: Partial<SpeakerConfigInput> = {}): Child {
+    const config = {
+      asn: 64512, routerId: HOST_IP, listen: { address: HOST_IP, port: 179 },
+      peers: [{ address: BIRD_IP, asn: 65000 }], holdTime: 9, connectRetrySeconds: 1,
+      gracefulRestart: { restartTime: 60 }, announce: ['10.244.1.0/24', '10.244.2.0/24'], ...extra,
+    };
+    const proc = spawn('ip', ['netns', 'exec', nsH, process.execPath, self], {
+      env: { ...env, WBG_BGP_CHILD: 'speaker', WBG_BGP_CONFIG: JSON.stringify(config) }, stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    children.add(proc);
+    const lines: Record<string, unknown>[] = [];
+    if (proc.stdout) createInterface({ input: proc.stdout }).on('line', (l) => { try { lines.push(JSON.parse(l) as Record<string, unknown>); } catch { /* not ours */ } });
+    return { proc, lines, send: (cmd) => proc.stdin?.write(JSON.stringify({ cmd }) + '\n') };
+  }
+
+  const birdRoutes = (): string[] => {
+    const out = birdc('show', 'route', 'protocol', 'weft');
+    return [...out.matchAll(/^(10\.\d+\.\d+\.\d+\/\d+)/gm)].map((m) => m[1] as string).sort();
+  };
+  const kernelRoutes = (): { dst: string; gateway?: string }[] =>
+    JSON.parse(ip('-n', nsH, '-json', 'route', 'show', 'proto', ROUTE_PROTO)) as { dst: string; gateway?: string }[];
+  const has = (c: Child, event: string): boolean => c.lines.some((l) => l.event === event);
+
+  test('capture: what BIRD 2 sends decodes with our codec', async () => {
+    const proc = spawn('ip', ['netns', 'exec', nsH, process.execPath, self], { env: { ...env, WBG_BGP_CHILD: 'capture' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    children.add(proc);
+    let out = '';
+    proc.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
+    await new Promise<void>((r) => proc.once('exit', () => r()));
+    const msgs = (JSON.parse(out) as string[]).map((h) => Buffer.from(h, 'hex'));
+    const decoded = msgs.map((m) => decodeMessage(m, { fourOctetAs: true }));
+    assert.ok(decoded.every((d) => d.ok), 'every message BIRD sent decodes');
+    const values = decoded.flatMap((d) => (d.ok ? [d.value] : []));
+    const open = values.find((v): v is OpenMessage => v.type === 'open');
+    assert.ok(open, 'BIRD sent an OPEN');
+    assert.equal(open.asn, 65000);
+    assert.equal(formatIP(open.bgpId), BIRD_IP);
+    assert.equal(open.holdTime, 9);
+    const kinds = open.capabilities.map((c) => c.kind);
+    for (const k of ['multiprotocol', 'route-refresh', 'four-octet-asn', 'graceful-restart'] as const) assert.ok(kinds.includes(k), `BIRD offers ${k}`);
+    const updates = values.filter((v): v is UpdateMessage => v.type === 'update');
+    const nlri = updates.flatMap((u) => u.nlri.map(formatCidr)).sort();
+    assert.deepEqual(nlri, ['10.99.1.0/24', '10.99.2.0/24']);
+    const withNlri = updates.find((u) => u.nlri.length > 0);
+    assert.deepEqual(withNlri?.attributes?.asPath, [{ type: 'sequence', asns: [65000] }]);
+    assert.equal(withNlri?.attributes?.nextHop && formatIP(withNlri.attributes.nextHop), BIRD_IP);
+    assert.ok(updates.some(isEndOfRib), 'End-of-RIB marker');
+    assert.ok(values.some((v) => v.type === 'keepalive'));
+    process.stderr.write(`# BIRD OPEN capture: ${msgs.find((m) => m[18] === 1)?.toString('hex')}\n`);
+  });
+
+  test('session with BIRD: Established, routes both ways, kernel routes, graceful restart, shutdown withdraws', async () => {
+    const c1 = startSpeaker();
+    await waitFor('established with BIRD', () => has(c1, 'session-established'), 20000);
+    assert.match(birdc('show', 'protocols', 'weft'), /Established/);
+    await waitFor('BIRD holds our subnets', () => birdRoutes().join() === '10.244.1.0/24,10.244.2.0/24', 10000);
+    assert.match(birdc('show', 'route', '10.244.1.0/24', 'all'), new RegExp(`BGP.next_hop: ${HOST_IP.replace(/\./g, '\\.')}`));
+    await waitFor('BIRD routes in our kernel table', () => kernelRoutes().length === 2, 10000);
+    assert.deepEqual(kernelRoutes().map((r) => [r.dst, r.gateway]).sort(), [['10.99.1.0/24', BIRD_IP], ['10.99.2.0/24', BIRD_IP]]);
+    const est = c1.lines.find((l) => l.event === 'session-established');
+    assert.equal(est?.gracefulRestart, true, 'graceful restart negotiated with BIRD');
+
+    // Restart weft's side abruptly: BIRD must keep our routes while we are away.
+    assert.ok(c1.proc.pid);
+    process.kill(c1.proc.pid, 'SIGKILL');
+    await new Promise<void>((r) => c1.proc.once('exit', () => r()));
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual(birdRoutes(), ['10.244.1.0/24', '10.244.2.0/24'], 'BIRD kept the routes over the restart');
+    const c2 = startSpeaker({ gracefulRestart: { restartTime: 60, restarting: true } });
+    await waitFor('re-established', () => has(c2, 'session-established'), 20000);
+    await waitFor('End-of-RIB from BIRD', () => has(c2, 'end-of-rib'), 10000);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(birdRoutes(), ['10.244.1.0/24', '10.244.2.0/24']);
+    assert.doesNotMatch(birdc('show', 'route', 'protocol', 'weft'), /stale/i);
+
+    // Status as the agent will report it.
+    c2.send('status');
+    await waitFor('status', () => has(c2, 'status'));
+    const status = (c2.lines.find((l) => l.event === 'status')?.status as { state: string; prefixesReceived: number; prefixesSent: number }[])[0];
+    assert.equal(status?.state, 'Established');
+    assert.equal(status?.prefixesReceived, 2);
+    assert.equal(status?.prefixesSent, 2);
+
+    // Administrative shutdown: BIRD withdraws our routes and we drop BIRD's from the kernel.
+    c2.send('stop');
+    await waitFor('stopped', () => has(c2, 'stopped'));
+    await waitFor('BIRD withdrew our routes', () => birdRoutes().length === 0, 10000);
+    await waitFor('kernel routes removed', () => kernelRoutes().length === 0, 10000);
+    c2.send('exit');
+    await new Promise<void>((r) => (c2.proc.exitCode !== null ? r() : c2.proc.once('exit', () => r())));
+  });
+}
+
+async function waitFor(what: string, cond: () => boolean, ms = 10000, detail?: () => string): Promise<void> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${detail ? `: ${detail()}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
