@@ -1,0 +1,224 @@
+// weft-bridge: containers on a Linux bridge through veth pairs — the reference bridge plugin's
+// behaviour and config keys, on weft's netlink layer and nftables.
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { runPlugin, type CniPlugin, type PluginContext } from '../cni/skel.js';
+import type { CniInterface, CniResult, CniRoute } from '../cni/result.js';
+import { cniArg } from '../cni/env.js';
+import { CniCode, WeftError } from '../errors.js';
+import { Netlink, type Link } from '../netlink/index.js';
+import { netnsExists } from '../netns/index.js';
+import type { Cidr } from '../net/ip.js';
+import { networkOf, nthAddress } from '../net/ip.js';
+import { createContainerVeth, enableForwarding, ensureBridge, ensureGatewayAddress } from '../bridge/bridge.js';
+import { configureContainerInterface, requireResultInterface, verifyContainerInterface, verifyMac } from '../container/iface.js';
+import { addMacSpoofCheck, addMasquerade, attachmentRuleCount, removeAttachmentRules, removeStaleRules } from '../traffic/cni-rules.js';
+import { ipamExec, ipamExecAdd } from './weft-ipam.js';
+import { Undo } from '../cni/undo.js';
+
+const ifnameSchema = z.string().min(1).max(15).regex(/^[^\s/:]+$/, 'a device name of at most 15 characters without /, : or spaces');
+const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
+
+const confSchema = z
+  .object({
+    bridge: ifnameSchema.default('cni0'),
+    isGateway: z.boolean().default(false),
+    isDefaultGateway: z.boolean().default(false),
+    forceAddress: z.boolean().default(false),
+    ipMasq: z.boolean().default(false),
+    mtu: z.number().int().min(68).max(65535).optional(),
+    hairpinMode: z.boolean().default(false),
+    promiscMode: z.boolean().default(false),
+    macspoofchk: z.boolean().default(false),
+    vlan: z.number().int().optional(),
+    runtimeConfig: z.object({ mac: macSchema.optional() }).passthrough().optional(),
+  })
+  .passthrough()
+  .superRefine((c, ctx) => {
+    if (c.vlan !== undefined && c.vlan !== 0) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vlan'], message: 'VLAN tagging is not supported by weft-bridge' });
+    }
+  })
+  .transform((c) => ({ ...c, isGateway: c.isGateway || c.isDefaultGateway }));
+
+export type BridgeConf = z.infer<typeof confSchema>;
+type Ctx = PluginContext<BridgeConf>;
+
+function openContainerNetns(netns: string): Netlink {
+  if (!netnsExists(netns)) {
+    throw new WeftError(CniCode.InvalidEnvironment, `CNI_NETNS ${netns} is not a network namespace`);
+  }
+  try {
+    return Netlink.open(netns);
+  } catch (err) {
+    throw WeftError.wrap(err, CniCode.InvalidEnvironment, `cannot enter network namespace ${netns}`);
+  }
+}
+
+function containerMac(ctx: Ctx): string | undefined {
+  const fromArgs = cniArg(ctx.env, 'MAC');
+  if (fromArgs !== undefined) {
+    const parsed = macSchema.safeParse(fromArgs);
+    if (!parsed.success) throw new WeftError(CniCode.InvalidNetworkConfig, `CNI_ARGS MAC=${fromArgs} is not a MAC address`);
+    return parsed.data;
+  }
+  return ctx.config.runtimeConfig?.mac;
+}
+
+/** The gateway of each IP config: the IPAM's, or the subnet's first address when we are the gateway. */
+function withGateways(result: CniResult, isGateway: boolean): void {
+  for (const ipc of result.ips) {
+    if (isGateway && !ipc.gateway) ipc.gateway = nthAddress(networkOf(ipc.address), 1);
+  }
+}
+
+function withDefaultRoutes(result: CniResult): void {
+  for (const family of [4, 6] as const) {
+    const gw = result.ips.find((i) => i.address.ip.family === family && i.gateway)?.gateway;
+    if (!gw) continue;
+    const hasDefault = result.routes.some((r) => r.dst.ip.family === family && r.dst.prefix === 0);
+    if (hasDefault) continue;
+    const dst: Cidr = { ip: nthAddress({ ip: gw, prefix: 0 }, 0), prefix: 0 };
+    const route: CniRoute = { dst, gw };
+    result.routes.push(route);
+  }
+}
+
+function gatewayCidrs(result: CniResult): Cidr[] {
+  const out: Cidr[] = [];
+  for (const ipc of result.ips) {
+    if (ipc.gateway) out.push({ ip: ipc.gateway, prefix: ipc.address.prefix });
+  }
+  return out;
+}
+
+function attachment(ctx: Ctx) {
+  return { containerId: ctx.env.containerId, ifname: ctx.env.ifname };
+}
+
+function iface(link: Link, sandbox?: string): CniInterface {
+  return { name: link.name, ...(link.mac !== undefined && { mac: link.mac }), ...(sandbox !== undefined && { sandbox }) };
+}
+
+export const weftBridgePlugin: CniPlugin<BridgeConf> = {
+  name: 'weft-bridge',
+  confSchema,
+
+  async add(ctx) {
+    const cfg = ctx.config;
+    const undo = new Undo(ctx.log);
+    const hostNl = Netlink.open();
+    let containerNl: Netlink | undefined;
+    try {
+      containerNl = openContainerNetns(ctx.env.netns);
+      const bridge = ensureBridge(hostNl, { name: cfg.bridge, promisc: cfg.promiscMode, ...(cfg.mtu !== undefined && { mtu: cfg.mtu }) });
+
+      const ipam = await ipamExecAdd(ctx);
+      undo.push('release IPAM allocation', () => ipamExec(ctx, 'DEL'));
+      if (ipam.ips.length === 0) throw new WeftError(CniCode.InvalidNetworkConfig, 'IPAM plugin returned no IP addresses');
+
+      const mac = containerMac(ctx);
+      const veth = createContainerVeth(hostNl, containerNl, {
+        netns: ctx.env.netns,
+        ifname: ctx.env.ifname,
+        bridge,
+        hairpin: cfg.hairpinMode,
+        ...(cfg.mtu !== undefined && { mtu: cfg.mtu }),
+        ...(mac !== undefined && { mac }),
+      });
+      const hostIndex = veth.host.index;
+      undo.push('delete veth', () => { hostNl.deleteLink(hostIndex); });
+
+      const result: CniResult = {
+        interfaces: [iface(bridge), iface(veth.host), iface(veth.container, ctx.env.netns)],
+        ips: ipam.ips.map((i) => ({ ...i, interface: 2 })),
+        routes: [...ipam.routes],
+        dns: Object.keys(ipam.dns).length > 0 ? ipam.dns : ctx.conf.dns ?? {},
+      };
+      withGateways(result, cfg.isGateway);
+      if (cfg.isDefaultGateway) withDefaultRoutes(result);
+
+      configureContainerInterface(containerNl, veth.container, result, 2);
+
+      if (cfg.isGateway) {
+        for (const gw of gatewayCidrs(result)) ensureGatewayAddress(hostNl, bridge, gw, cfg.forceAddress);
+        enableForwarding(result.ips.map((i) => i.address.ip.family));
+      }
+      if (cfg.ipMasq || cfg.macspoofchk) {
+        undo.push('remove nftables rules', () => { removeAttachmentRules(ctx.conf.name, attachment(ctx)); });
+      }
+      if (cfg.ipMasq) addMasquerade(ctx.conf.name, attachment(ctx), result.ips.map((i) => i.address));
+      if (cfg.macspoofchk && veth.container.mac) {
+        addMacSpoofCheck(ctx.conf.name, attachment(ctx), veth.host.name, veth.container.mac);
+      }
+      // The bridge's MAC and state may have changed when its first port joined.
+      result.interfaces[0] = iface(hostNl.requireLink(bridge.index));
+      undo.clear();
+      return result;
+    } catch (err) {
+      await undo.run();
+      throw err;
+    } finally {
+      containerNl?.close();
+      hostNl.close();
+    }
+  },
+
+  async del(ctx) {
+    const cfg = ctx.config;
+    if (ctx.conf.ipam) await ipamExec(ctx, 'DEL');
+    // No namespace (already gone) means no container interface either: nothing to remove there.
+    if (ctx.env.netns && netnsExists(ctx.env.netns)) {
+      Netlink.with(ctx.env.netns, (nl) => { nl.deleteLink(ctx.env.ifname); });
+    }
+    if (cfg.ipMasq || cfg.macspoofchk) removeAttachmentRules(ctx.conf.name, attachment(ctx));
+  },
+
+  async check(ctx) {
+    const cfg = ctx.config;
+    const prev = ctx.conf.prevResult;
+    if (!prev) throw new WeftError(CniCode.InvalidNetworkConfig, 'CHECK needs prevResult');
+    await ipamExec(ctx, 'CHECK');
+    const idx = requireResultInterface(prev, ctx.env.ifname, ctx.env.netns);
+    const containerNl = openContainerNetns(ctx.env.netns);
+    let peerIndex: number | undefined;
+    try {
+      const link = containerNl.getLink(ctx.env.ifname);
+      if (!link) throw new WeftError(CniCode.Internal, `interface ${ctx.env.ifname} is missing from ${ctx.env.netns}`);
+      if (link.kind !== 'veth') throw new WeftError(CniCode.Internal, `${ctx.env.ifname} is a ${link.kind ?? 'plain'} device, not a veth`);
+      verifyMac(link, prev.interfaces[idx]?.mac);
+      verifyContainerInterface(containerNl, link, prev, idx);
+      peerIndex = link.parentIndex;
+    } finally {
+      containerNl.close();
+    }
+    Netlink.with(undefined, (hostNl) => {
+      const bridge = hostNl.getLink(cfg.bridge);
+      if (!bridge || bridge.kind !== 'bridge') throw new WeftError(CniCode.Internal, `bridge ${cfg.bridge} is missing`);
+      const host = peerIndex !== undefined ? hostNl.getLink(peerIndex) : undefined;
+      if (!host || host.kind !== 'veth') throw new WeftError(CniCode.Internal, `the host end of ${ctx.env.ifname}'s veth is missing`);
+      if (host.master !== bridge.index) throw new WeftError(CniCode.Internal, `${host.name} is not attached to ${cfg.bridge}`);
+    });
+    if (cfg.ipMasq && attachmentRuleCount(ctx.conf.name, attachment(ctx)) === 0) {
+      throw new WeftError(CniCode.Internal, `the masquerade rules of ${ctx.env.containerId}/${ctx.env.ifname} are missing`);
+    }
+  },
+
+  async status(ctx) {
+    if (ctx.conf.ipam) await ipamExec(ctx, 'STATUS');
+  },
+
+  async gc(ctx) {
+    if (ctx.conf.ipam) await ipamExec(ctx, 'GC');
+    const valid = ctx.conf.validAttachments;
+    if (valid) {
+      const removed = removeStaleRules(ctx.conf.name, valid.map((a) => ({ containerId: a.containerID, ifname: a.ifname })));
+      if (removed > 0) ctx.log.info('gc removed stale nftables rules', { count: removed });
+    }
+  },
+};
+
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  void runPlugin(weftBridgePlugin);
+}
