@@ -137,24 +137,24 @@ export class LeaseManager {
       + `between SubnetMin ${formatIP(this.plan.subnetMin.ip)} and SubnetMax ${formatIP(this.plan.subnetMax.ip)} are taken (${leased} leases in the store)`);
   }
 
-  /** A random subnet not in `taken`; enumerates small ranges and samples big ones. */
+  /**
+   * A uniformly random subnet not in `taken`. Random probes find one at once while the range is
+   * mostly free; a full enumeration settles the crowded (or exhausted) case.
+   */
   private pickFree(taken: ReadonlySet<string>): Cidr | undefined {
     const count = subnetCount(this.plan);
-    if (count <= 65536n) {
-      const free: Cidr[] = [];
-      for (let i = 0n; i < count; i++) {
-        const s = leasableSubnet(this.plan, i);
-        if (!taken.has(subnetKey(s))) free.push(s);
-      }
-      return free.length === 0 ? undefined : free[randomInt(free.length)];
-    }
-    for (let tries = 0; tries < 10_000; tries++) {
-      // 64 random bits index any realistic range with negligible bias.
-      const i = randomBytes(8).readBigUInt64BE() % count;
-      const s = leasableSubnet(this.plan, i);
+    const randomIndex = () => (count < 2n ** 48n ? BigInt(randomInt(Number(count))) : randomBytes(8).readBigUInt64BE() % count);
+    for (let probe = 0; probe < 64; probe++) {
+      const s = leasableSubnet(this.plan, randomIndex());
       if (!taken.has(subnetKey(s))) return s;
     }
-    return undefined;
+    if (count > 1n << 20n) return undefined;
+    const free: Cidr[] = [];
+    for (let i = 0n; i < count; i++) {
+      const s = leasableSubnet(this.plan, i);
+      if (!taken.has(subnetKey(s))) free.push(s);
+    }
+    return free.length === 0 ? undefined : free[randomInt(free.length)];
   }
 
   private renewDelayMs(): number {
