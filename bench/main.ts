@@ -15,6 +15,7 @@ export interface Benchmark {
 }
 
 const registry: Record<string, () => Promise<Benchmark>> = {
+  store: async () => (await import('./store.js')).storeBenchmark,
   netlink: async () => (await import('./netlink.js')).benchmark,
 };
 
