@@ -277,6 +277,7 @@ class EtcdWatch implements RawWatch {
     if (this.closed) return;
     this.closed = true;
     this.onClose();
-    await this.watcher.cancel().catch(() => { /* the stream is gone already */ });
+    // While disconnected the client waits for a reconnect to cancel; do not wait with it.
+    await withTimeout('watch cancel', this.watcher.cancel(), 1000).catch(() => { /* the stream is gone already */ });
   }
 }
