@@ -10,12 +10,14 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   cni: async () => (await import('./cni.js')).cniCommand,
   config: async () => (await import('./config.js')).configCommand,
   leases: async () => (await import('./leases.js')).leasesCommand,
+  demo: async () => (await import('./demo.js')).demoCommand,
 };
 
 const summaries: Record<string, string> = {
   cni: 'run CNI plugins by hand (add, check, del, status, gc, version) like a runtime',
   config: 'get or set the network config (Network, SubnetLen, Backend, …) in the store',
   leases: 'list, reserve or release subnet leases',
+  demo: 'single-host demo: two containers on a weft bridge, traffic, egress, clean-up',
 };
 
 function topHelp(): string {
