@@ -1,6 +1,6 @@
 // The BGP-4 speaker's public surface, for the agent's bgp backend and weftctl.
-export { Speaker, parseSpeakerConfig, speakerConfigSchema } from './speaker.js';
-export type { SessionStatus, SpeakerConfig, SpeakerConfigInput, SpeakerEvent, SpeakerOptions } from './speaker.js';
+export { Speaker, parseSpeakerConfig, peerSchema, speakerConfigSchema } from './speaker.js';
+export type { PeerConfigInput, SessionStatus, SpeakerConfig, SpeakerConfigInput, SpeakerEvent, SpeakerOptions } from './speaker.js';
 export type { DownReason, FsmStateName } from './fsm.js';
 export type { Route } from './rib.js';
 export type { AsPathSegment, PathAttributes } from './codec.js';

@@ -175,8 +175,10 @@ class Connection {
 }
 
 export class Session {
+  /** Our own connection attempt; it lives as long as the session is started and not passive. */
   private outbound: Connection | undefined;
-  private inbound: Connection | undefined;
+  /** Every live connection: the outbound one and any the peer opened. */
+  private readonly conns = new Set<Connection>();
   private established: Connection | undefined;
   private started = false;
   private readonly listeners: ((e: SessionEvent) => void)[] = [];
@@ -201,7 +203,7 @@ export class Session {
   /** The most advanced state among this peer's connections. */
   get state(): FsmStateName {
     let best: FsmStateName = 'Idle';
-    for (const c of [this.outbound, this.inbound]) if (c && STATE_RANK[c.state] > STATE_RANK[best]) best = c.state;
+    for (const c of this.conns) if (STATE_RANK[c.state] > STATE_RANK[best]) best = c.state;
     return best;
   }
 
@@ -220,7 +222,10 @@ export class Session {
     if (this.started) return;
     this.started = true;
     if (!this.cfg.passive) {
-      this.outbound ??= new Connection(this, 'outbound', this.fsmConfig(false), this.clock);
+      if (!this.outbound) {
+        this.outbound = new Connection(this, 'outbound', this.fsmConfig(false), this.clock);
+        this.conns.add(this.outbound);
+      }
       this.outbound.dispatch({ type: 'ManualStart' });
     }
   }
@@ -228,12 +233,8 @@ export class Session {
   /** Administrative stop: Cease to the peer, no automatic restart. */
   stop(): void {
     this.started = false;
-    for (const c of [this.outbound, this.inbound]) c?.dispatch({ type: 'ManualStop' });
-    this.outbound?.dispose();
-    this.inbound?.dispose();
-    this.outbound = undefined;
-    this.inbound = undefined;
-    this.established = undefined;
+    for (const c of [...this.conns]) c.dispatch({ type: 'ManualStop' });
+    for (const c of [...this.conns]) this.retire(c);
     this.reportState();
   }
 
@@ -246,9 +247,10 @@ export class Session {
       // the old session ends as if the TCP connection had failed, keeping its routes.
       est.dispatch({ type: 'TcpConnectionFails' });
     }
-    if (this.inbound && this.inbound !== this.established) this.retire(this.inbound);
+    // An older incoming connection that never got established is superseded by the new one.
+    for (const c of [...this.conns]) if (c.direction === 'inbound' && c !== this.established) this.retire(c);
     const conn = new Connection(this, 'inbound', this.fsmConfig(true), this.clock);
-    this.inbound = conn;
+    this.conns.add(conn);
     conn.adopt(socket);
     conn.dispatch({ type: 'ManualStart' });
     conn.dispatch({ type: 'TcpIncoming' });
@@ -256,20 +258,20 @@ export class Session {
 
   private retire(conn: Connection): void {
     conn.dispose();
-    if (this.inbound === conn) this.inbound = undefined;
+    this.conns.delete(conn);
     if (this.outbound === conn) this.outbound = undefined;
     if (this.established === conn) this.established = undefined;
   }
 
-  private other(conn: Connection): Connection | undefined {
-    return conn === this.outbound ? this.inbound : this.outbound;
+  private others(conn: Connection): Connection[] {
+    return [...this.conns].filter((c) => c !== conn);
   }
 
   onTransition(conn: Connection, from: FsmStateName, to: FsmStateName, _ev: FsmEvent): void {
     if (to === 'OpenConfirm') this.resolveCollision(conn);
     if ((to === 'Idle' || to === 'Active') && from !== 'Idle' && conn.direction === 'inbound') {
       // An incoming connection is not retried by us; the peer will connect again.
-      queueMicrotask(() => { if (this.inbound === conn) this.retire(conn); this.reportState(); });
+      queueMicrotask(() => { if (this.conns.has(conn)) this.retire(conn); this.reportState(); });
     }
     this.reportState();
   }
@@ -282,24 +284,30 @@ export class Session {
     }
   }
 
-  /** RFC 4271 §6.8: keep the connection opened by the speaker with the higher BGP identifier. */
+  /**
+   * RFC 4271 §6.8: of two connections that both reached OPEN, keep the one opened by the speaker
+   * with the higher BGP identifier. A connection that arrives while another is Established loses.
+   */
   private resolveCollision(conn: Connection): void {
-    const other = this.other(conn);
     const remoteId = conn.runner.state.peerOpen?.bgpId;
-    if (!other || !remoteId) return;
-    const os = other.state;
-    if (os === 'Established') { conn.dispatch({ type: 'CollisionDump' }); return; }
-    if (os !== 'OpenSent' && os !== 'OpenConfirm') return;
-    const keepInbound = ipCompare(this.cfg.bgpId, remoteId) < 0;
-    const loser = keepInbound ? this.outbound : this.inbound;
-    this.log.info('bgp connection collision', { peer: this.peerId, keep: keepInbound ? 'inbound' : 'outbound' });
-    loser?.dispatch({ type: 'CollisionDump' });
+    if (!remoteId) return;
+    for (const other of this.others(conn)) {
+      if (other.state === 'Established') { conn.dispatch({ type: 'CollisionDump' }); return; }
+      if (other.state !== 'OpenSent' && other.state !== 'OpenConfirm') continue;
+      const keepInbound = ipCompare(this.cfg.bgpId, remoteId) < 0;
+      const keptDirection = keepInbound ? 'inbound' : 'outbound';
+      // Two connections in the same direction cannot be told apart by identifier: the newer wins.
+      const loser = other.direction === conn.direction ? other : conn.direction === keptDirection ? other : conn;
+      this.log.info('bgp connection collision', { peer: this.peerId, keep: keptDirection });
+      loser.dispatch({ type: 'CollisionDump' });
+      if (loser === conn) return;
+    }
   }
 
   onEstablished(conn: Connection, open: OpenMessage, holdTime: number): void {
-    const other = this.other(conn);
     // The outbound FSM idles while another connection carries the session.
-    if (other && other.direction === 'outbound' && other.state !== 'Established') other.dispatch({ type: 'ManualStop' });
+    const out = this.outbound;
+    if (out && out !== conn && out.state !== 'Established') out.dispatch({ type: 'ManualStop' });
     const ours = this.cfg.gracefulRestart;
     const theirs = capabilitiesOf(open, 'graceful-restart')[0];
     const theirFamily = theirs?.families.find((f) => f.afi === AFI_IPV4 && f.safi === SAFI_UNICAST);
@@ -350,10 +358,6 @@ export class Session {
 
   dispose(): void {
     this.started = false;
-    this.outbound?.dispose();
-    this.inbound?.dispose();
-    this.outbound = undefined;
-    this.inbound = undefined;
-    this.established = undefined;
+    for (const c of [...this.conns]) this.retire(c);
   }
 }

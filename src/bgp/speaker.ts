@@ -19,18 +19,22 @@ import { type Negotiated, Session } from './session.js';
 const asnSchema = z.number().int().min(1).max(0xffffffff);
 const ipv4Schema = z.string().refine((s) => { try { parseIPv4(s); return true; } catch { return false; } }, 'must be an IPv4 address');
 
+export const peerSchema = z.object({
+  address: ipv4Schema,
+  asn: asnSchema,
+  port: z.number().int().min(1).max(65535).optional(),
+  passive: z.boolean().optional(),
+  rrClient: z.boolean().optional(),
+  localAddress: ipv4Schema.optional(),
+}).strict();
+
+export type PeerConfigInput = z.input<typeof peerSchema>;
+
 export const speakerConfigSchema = z.object({
   asn: asnSchema,
   routerId: ipv4Schema,
   listen: z.union([z.literal(false), z.object({ address: z.string().default('0.0.0.0'), port: z.number().int().min(0).max(65535).default(BGP_PORT) })]).default({ address: '0.0.0.0', port: BGP_PORT }),
-  peers: z.array(z.object({
-    address: ipv4Schema,
-    asn: asnSchema,
-    port: z.number().int().min(1).max(65535).optional(),
-    passive: z.boolean().optional(),
-    rrClient: z.boolean().optional(),
-    localAddress: ipv4Schema.optional(),
-  }).strict()).default([]),
+  peers: z.array(peerSchema).default([]),
   holdTime: z.number().int().refine((h) => h === 0 || (h >= 3 && h <= 65535), 'hold time must be 0 or 3..65535 seconds').default(90),
   connectRetrySeconds: z.number().positive().default(DEFAULT_TIMERS.connectRetrySeconds),
   gracefulRestart: z.object({
@@ -44,13 +48,17 @@ export const speakerConfigSchema = z.object({
 export type SpeakerConfigInput = z.input<typeof speakerConfigSchema>;
 export type SpeakerConfig = z.output<typeof speakerConfigSchema>;
 
-export function parseSpeakerConfig(input: unknown): SpeakerConfig {
-  const r = speakerConfigSchema.safeParse(input);
+function parseWith<T extends z.ZodTypeAny>(schema: T, input: unknown, what: string): z.output<T> {
+  const r = schema.safeParse(input);
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new WeftError(CniCode.InvalidNetworkConfig, `invalid BGP config at ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`);
+    throw new WeftError(CniCode.InvalidNetworkConfig, `invalid ${what} at ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`);
   }
-  return r.data;
+  return r.data as z.output<T>;
+}
+
+export function parseSpeakerConfig(input: unknown): SpeakerConfig {
+  return parseWith(speakerConfigSchema, input, 'BGP config');
 }
 
 // ---------------------------------------------------------------- events and status
@@ -118,6 +126,7 @@ export class Speaker {
   private readonly listeners: ((e: SpeakerEvent) => void)[] = [];
   private server: net.Server | undefined;
   private flushScheduled = false;
+  private running = false;
   private readonly clock: Clock;
   private readonly log: Logger;
   /** Export results per (route attributes, peer), so 10,000 prefixes sharing attributes cost one export. */
@@ -132,7 +141,7 @@ export class Speaker {
     for (const p of this.cfg.peers) this.addPeerState(p);
   }
 
-  private addPeerState(p: SpeakerConfig['peers'][number]): void {
+  private addPeerState(p: z.output<typeof peerSchema>): PeerState {
     const address = parseIPv4(p.address);
     const id = formatIP(address);
     if (this.peers.has(id)) throw new WeftError(CniCode.InvalidNetworkConfig, `BGP peer ${id} is configured twice`);
@@ -158,6 +167,26 @@ export class Speaker {
       }
     });
     this.peers.set(id, st);
+    return st;
+  }
+
+  /** Adds a neighbour at run time (a host joined the cluster); it connects at once if we are running. */
+  addPeer(peer: PeerConfigInput): void {
+    const st = this.addPeerState(parseWith(peerSchema, peer, 'BGP peer'));
+    if (this.running) st.session.start();
+  }
+
+  /** Removes a neighbour: Cease to it, and every route it gave us goes. */
+  removePeer(address: string): boolean {
+    const st = this.peers.get(formatIP(parseIPv4(address)));
+    if (!st) return false;
+    st.staleTimer?.cancel();
+    st.session.stop();
+    st.session.dispose();
+    this.peers.delete(st.info.id);
+    // Routes kept over a graceful restart have no session to be swept by any more.
+    this.applyChanges(this.rib.dropPeer(st.info.id));
+    return true;
   }
 
   on(listener: (e: SpeakerEvent) => void): () => void {
@@ -183,6 +212,7 @@ export class Speaker {
       });
       this.server = server;
     }
+    this.running = true;
     for (const p of this.peers.values()) p.session.start();
   }
 
@@ -193,6 +223,7 @@ export class Speaker {
   }
 
   async stop(): Promise<void> {
+    this.running = false;
     for (const p of this.peers.values()) {
       p.staleTimer?.cancel();
       p.session.stop();
@@ -207,6 +238,7 @@ export class Speaker {
    * restart keep our routes. For an agent that is about to restart.
    */
   async abort(): Promise<void> {
+    this.running = false;
     for (const p of this.peers.values()) {
       p.staleTimer?.cancel();
       p.session.dispose();

@@ -4,10 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { MessageFramer, decodeMessage, encodeKeepalive, encodeOpen } from '../../src/bgp/codec.js';
+import { type Capability, MessageFramer, decodeMessage, encodeEndOfRib, encodeKeepalive, encodeOpen, encodeUpdate } from '../../src/bgp/codec.js';
 import { Speaker, type SpeakerConfigInput, type SpeakerEvent } from '../../src/bgp/speaker.js';
 import { createLogger } from '../../src/log.js';
-import { formatCidr, parseIPv4 } from '../../src/net/ip.js';
+import { formatCidr, formatIP, parseCidr, parseIPv4 } from '../../src/net/ip.js';
 
 const quiet = createLogger({}, { level: 'error' });
 const A = '127.0.0.1';
@@ -282,6 +282,136 @@ test('a peer sending a malformed UPDATE gets the right NOTIFICATION and the spea
     assert.equal(b.learnedRoutes().length, 0);
   } finally {
     sock.destroy();
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------- a peer played by hand
+
+const C = '127.0.0.3';
+
+async function rawPeer(port: number, caps: Capability[]): Promise<{ sock: net.Socket; got: { type: string; code?: number; subcode?: number }[]; closed: () => boolean }> {
+  const sock = net.connect({ host: B, port, localAddress: A });
+  const got = rawReader(sock);
+  let isClosed = false;
+  sock.on('close', () => { isClosed = true; });
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  sock.write(encodeOpen({ asn: 64512, holdTime: 30, bgpId: parseIPv4('10.0.0.1'), capabilities: [{ kind: 'four-octet-asn', asn: 64512 }, ...caps] }));
+  sock.write(encodeKeepalive());
+  return { sock, got, closed: () => isClosed };
+}
+
+const ctx4 = { fourOctetAs: true };
+const routesUpdate = (...ps: string[]): Buffer => encodeUpdate({
+  withdrawn: [], nlri: ps.map(parseCidr), attributes: { origin: 0, asPath: [], nextHop: parseIPv4('127.0.0.1'), localPref: 100 },
+}, ctx4);
+const grCap = (restarting: boolean): Capability => ({ kind: 'graceful-restart', restarting, restartTime: 30, families: [{ afi: 1, safi: 1, forwardingPreserved: true }] });
+
+test('graceful restart detected by a new connection while the old one still looks Established (RFC 4724 §4.2)', async () => {
+  const { b, bEvents, port } = await pair({}, { gracefulRestart: { restartTime: 30 } });
+  const socks: net.Socket[] = [];
+  try {
+    const p1 = await rawPeer(port, [grCap(false)]);
+    socks.push(p1.sock);
+    await waitFor('established', () => b.status()[0]?.state === 'Established');
+    p1.sock.write(routesUpdate('10.230.1.0/24', '10.230.2.0/24'));
+    await waitFor('two routes', () => b.learnedRoutes().length === 2);
+    // The peer "restarted": a fresh connection, R bit set, the old TCP connection never closed.
+    const p2 = await rawPeer(port, [grCap(true)]);
+    socks.push(p2.sock);
+    await waitFor('graceful down of the old session', () => bEvents.some((e) => e.type === 'session-down' && e.graceful));
+    await waitFor('old connection closed by B', () => p1.closed());
+    await waitFor('re-established on the new one', () => bEvents.filter((e) => e.type === 'session-established').length === 2);
+    assert.equal(b.learnedRoutes().length, 2);
+    assert.ok(b.learnedRoutes().every((r) => r.stale));
+    p2.sock.write(routesUpdate('10.230.1.0/24'));
+    p2.sock.write(encodeEndOfRib());
+    await waitFor('sweep after End-of-RIB', () => b.learnedRoutes().length === 1);
+    assert.deepEqual(b.learnedRoutes().map((r) => [r.prefix, r.stale]), [['10.230.1.0/24', false]]);
+    assert.ok(!p2.got.some((m) => m.type === 'notification'));
+  } finally {
+    for (const s of socks) s.destroy();
+    await b.stop();
+  }
+});
+
+test('without graceful restart a second connection loses to the Established one with Cease/7', async () => {
+  const { b, port } = await pair();
+  const socks: net.Socket[] = [];
+  try {
+    const p1 = await rawPeer(port, []);
+    socks.push(p1.sock);
+    await waitFor('established', () => b.status()[0]?.state === 'Established');
+    p1.sock.write(routesUpdate('10.231.1.0/24'));
+    await waitFor('route', () => b.learnedRoutes().length === 1);
+    const p2 = await rawPeer(port, []);
+    socks.push(p2.sock);
+    await waitFor('Cease/7 on the newcomer', () => p2.got.some((m) => m.type === 'notification'));
+    assert.deepEqual(p2.got.find((m) => m.type === 'notification'), { type: 'notification', code: 6, subcode: 7 });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(b.status()[0]?.state, 'Established');
+    assert.ok(!p1.closed());
+    assert.equal(b.learnedRoutes().length, 1);
+  } finally {
+    for (const s of socks) s.destroy();
+    await b.stop();
+  }
+});
+
+test('route reflector: a client route reaches the other client with ORIGINATOR_ID and CLUSTER_LIST', async () => {
+  const rr = new Speaker({ asn: 64512, routerId: '10.0.0.3', listen: { address: C, port: 0 }, holdTime: 9,
+    peers: [{ address: A, asn: 64512, passive: true, rrClient: true }, { address: B, asn: 64512, passive: true, rrClient: true }] }, { logger: quiet });
+  await rr.start();
+  const client = (me: string, id: string): Speaker => new Speaker({ asn: 64512, routerId: id, listen: false, holdTime: 9, connectRetrySeconds: 1,
+    peers: [{ address: C, asn: 64512, port: rr.port ?? 0, localAddress: me }] }, { logger: quiet });
+  const c1 = client(A, '10.0.0.1');
+  const c2 = client(B, '10.0.0.2');
+  const atC2: SpeakerEvent[] = [];
+  c2.on((e) => atC2.push(e));
+  c1.announce('10.240.1.0/24', '127.0.0.1');
+  c2.announce('10.240.2.0/24', '127.0.0.2');
+  try {
+    await Promise.all([c1.start(), c2.start()]);
+    await waitFor('reflected routes', () => c1.learnedRoutes().length === 1 && c2.learnedRoutes().length === 1);
+    const got = atC2.find((e) => e.type === 'route-installed');
+    assert.ok(got?.type === 'route-installed');
+    assert.equal(formatCidr(got.prefix), '10.240.1.0/24');
+    assert.equal(formatIP(got.nextHop), '127.0.0.1', 'next hop unchanged by reflection');
+    assert.equal(got.route.attributes.originatorId && formatIP(got.route.attributes.originatorId), '10.0.0.1');
+    assert.deepEqual(got.route.attributes.clusterList?.map(formatIP), ['10.0.0.3']);
+    assert.deepEqual(got.route.attributes.asPath, []);
+    assert.equal(rr.status().reduce((n, s) => n + s.prefixesSent, 0), 2);
+  } finally {
+    await c1.stop();
+    await c2.stop();
+    await rr.stop();
+  }
+});
+
+test('peers added and removed at run time', async () => {
+  const { b, mkA } = await pair();
+  const a = mkA();
+  a.announce('10.250.0.0/24');
+  const c = new Speaker({ asn: 64512, routerId: '10.0.0.3', listen: false, holdTime: 9, connectRetrySeconds: 1, peers: [] }, { logger: quiet });
+  c.announce('10.251.0.0/24');
+  try {
+    await a.start();
+    await c.start();
+    await waitFor('A route at B', () => b.learnedRoutes().length === 1);
+    b.addPeer({ address: C, asn: 64512, passive: true });
+    c.addPeer({ address: B, asn: 64512, port: b.port ?? 0, localAddress: C });
+    await waitFor('C route at B', () => b.learnedRoutes().length === 2);
+    assert.equal(b.status().length, 2);
+    assert.throws(() => b.addPeer({ address: C, asn: 64512 }), /configured twice/);
+    assert.throws(() => b.addPeer({ address: 'nope', asn: 64512 }), /invalid BGP peer at address/);
+    assert.ok(b.removePeer(C));
+    assert.deepEqual(b.learnedRoutes().map((r) => r.prefix), ['10.250.0.0/24']);
+    await waitFor('C sees the session go', () => c.status()[0]?.state !== 'Established');
+    assert.equal(b.status().length, 1);
+    assert.equal(b.removePeer(C), false);
+  } finally {
+    await a.stop();
+    await c.stop();
     await b.stop();
   }
 });
