@@ -5,7 +5,7 @@
 import { type IP, ipEquals } from '../net/ip.js';
 import type { Clock, TimerHandle } from './clock.js';
 import type { NotificationMessage, OpenMessage, RouteRefreshMessage, UpdateMessage } from './codec.js';
-import { CeaseSubcode, ErrorCode, FsmSubcode, OpenSubcode } from './constants.js';
+import { AS_TRANS, CeaseSubcode, ErrorCode, FsmSubcode, OpenSubcode } from './constants.js';
 import type { BgpError } from './errors.js';
 
 export type FsmStateName = 'Idle' | 'Connect' | 'Active' | 'OpenSent' | 'OpenConfirm' | 'Established';
@@ -107,7 +107,7 @@ const stopAll: FsmAction[] = [
 export function checkOpen(cfg: FsmConfig, open: OpenMessage): { code: number; subcode: number; data: Buffer; message: string } | undefined {
   if (open.asn !== cfg.peerAsn) {
     const data = Buffer.alloc(2);
-    data.writeUInt16BE(open.asn > 0xffff ? 23456 : open.asn);
+    data.writeUInt16BE(open.asn > 0xffff ? AS_TRANS : open.asn);
     return { code: ErrorCode.Open, subcode: OpenSubcode.BadPeerAs, data, message: `peer announced AS ${open.asn}, expected ${cfg.peerAsn}` };
   }
   // RFC 6286: the identifier must differ from ours inside one AS.

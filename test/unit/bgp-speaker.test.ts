@@ -415,3 +415,50 @@ test('peers added and removed at run time', async () => {
     await b.stop();
   }
 });
+
+test('a peer that goes silent is dropped with 4/0 when the negotiated hold time runs out', async () => {
+  const { b, bEvents, port } = await pair({}, { holdTime: 3 });
+  const p = await rawPeer(port, []);
+  try {
+    await waitFor('established', () => b.status()[0]?.state === 'Established');
+    // The raw peer never sends another KEEPALIVE.
+    await waitFor('hold timer NOTIFICATION', () => p.got.some((m) => m.type === 'notification'), 6000);
+    assert.deepEqual(p.got.find((m) => m.type === 'notification'), { type: 'notification', code: 4, subcode: 0 });
+    // B kept us alive meanwhile: one KEEPALIVE a second (hold 3 → keepalive 1).
+    assert.ok(p.got.filter((m) => m.type === 'keepalive').length >= 3);
+    const down = bEvents.find((e) => e.type === 'session-down');
+    assert.ok(down?.type === 'session-down' && down.reason.kind === 'notification-sent' && down.reason.code === 4);
+  } finally {
+    p.sock.destroy();
+    await b.stop();
+  }
+});
+
+test('a live speaker survives a stream of mutated UPDATEs and still takes a clean session afterwards', async () => {
+  const { b, port } = await pair();
+  let seed = 12345;
+  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  const base = routesUpdate('10.232.1.0/24', '10.232.2.0/24');
+  let notifications = 0;
+  try {
+    for (let i = 0; i < 40; i++) {
+      const p = await rawPeer(port, []);
+      await waitFor('established', () => p.got.some((m) => m.type === 'keepalive'));
+      const m = Buffer.from(base);
+      for (let k = 0; k < 1 + rand(3); k++) m[19 + rand(m.length - 19)] = rand(256);
+      p.sock.write(m);
+      await new Promise((r) => setTimeout(r, 20));
+      if (p.got.some((g) => g.type === 'notification')) notifications++;
+      p.sock.destroy();
+      await waitFor('B idle again', () => b.status()[0]?.state !== 'Established');
+    }
+    assert.ok(notifications > 0, 'some mutations were answered with a NOTIFICATION');
+    const clean = await rawPeer(port, []);
+    await waitFor('clean session', () => b.status()[0]?.state === 'Established');
+    clean.sock.write(routesUpdate('10.233.1.0/24'));
+    await waitFor('route from the clean session', () => b.learnedRoutes().some((r) => r.prefix === '10.233.1.0/24'));
+    clean.sock.destroy();
+  } finally {
+    await b.stop();
+  }
+});
