@@ -9,6 +9,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ipJson } from '../../src/netns/testing.js';
+import { netnsPath } from '../../src/netns/index.js';
 
 export const REPO = resolve(fileURLToPath(import.meta.url), '../../../..');
 export const WEFT_CNI_DIR = join(REPO, 'bin/cni');
@@ -32,10 +33,15 @@ function childEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv 
   return env;
 }
 
-/** Runs argv inside the network namespace at nsPath, feeding stdin; never rejects on exit codes. */
-export function runInNs(nsPath: string, argv: readonly string[], env: Record<string, string | undefined>, stdin = '', timeoutMs = 30_000): Promise<ProcRun> {
+/** A namespace path as is; a bare name means /run/netns/NAME. */
+export function nsPathOf(ns: string): string {
+  return ns.startsWith('/') ? ns : netnsPath(ns);
+}
+
+/** Runs argv inside a network namespace (path or name), feeding stdin; never rejects on exit codes. */
+export function runInNs(ns: string, argv: readonly string[], env: Record<string, string | undefined>, stdin = '', timeoutMs = 30_000): Promise<ProcRun> {
   return new Promise((res, rej) => {
-    const child = spawn('nsenter', [`--net=${nsPath}`, '--', ...argv], { env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('nsenter', [`--net=${nsPathOf(ns)}`, '--', ...argv], { env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
@@ -193,7 +199,7 @@ export async function cniRules(hostNs: string): Promise<NftRuleView[]> {
   return out;
 }
 
-/** `ping -c1` from the namespace at fromNs (a path); true when a reply came back. */
+/** `ping -c1` from a namespace (path or name); true when a reply came back. */
 export async function ping(fromNs: string, target: string, timeoutS = 2): Promise<boolean> {
   const argv = ['ping', '-c', '1', '-W', String(timeoutS), ...(target.includes(':') ? ['-6'] : []), target];
   const r = await runInNs(fromNs, argv, {});
@@ -209,9 +215,9 @@ export interface Server {
  * Starts a long-running process in a namespace (nsenter execs it, so the PID is the process
  * itself) and waits until it prints `ready` on stdout. stop() kills exactly that PID.
  */
-export function startInNs(nsPath: string, argv: readonly string[], ready: string, timeoutMs = 10_000): Promise<Server> {
+export function startInNs(ns: string, argv: readonly string[], ready: string, timeoutMs = 10_000): Promise<Server> {
   return new Promise((res, rej) => {
-    const child = spawn('nsenter', [`--net=${nsPath}`, '--', ...argv], { env: childEnv({}), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('nsenter', [`--net=${nsPathOf(ns)}`, '--', ...argv], { env: childEnv({}), stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     const closed = new Promise<void>((r) => child.on('close', () => r()));
