@@ -2,6 +2,6 @@
 export * from './config.js';
 export * from './allocator.js';
 export * from './store.js';
-export * from './lock.js';
+export * from '../fs/lock.js';
 export * from './resolv.js';
 export * from './ipam.js';

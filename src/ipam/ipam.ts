@@ -10,7 +10,7 @@ import { describeRangeSet, rangeSetContains, type IpamConfig } from './config.js
 import { pickFree, rangeFor, usableCount } from './allocator.js';
 import { readResolvConf } from './resolv.js';
 import { DiskStore } from './store.js';
-import type { FileLockOptions } from './lock.js';
+import type { FileLockOptions } from '../fs/lock.js';
 
 export interface IpamTarget {
   config: IpamConfig;

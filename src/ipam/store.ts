@@ -6,7 +6,7 @@ import { mkdirSync, openSync, closeSync, readdirSync, readFileSync, unlinkSync, 
 import { join } from 'node:path';
 import { CniCode, WeftError } from '../errors.js';
 import { formatIP, tryParseIP, type IP } from '../net/ip.js';
-import { withFileLock, type FileLockOptions } from './lock.js';
+import { withFileLock, type FileLockOptions } from '../fs/lock.js';
 
 export const LOCK_FILE = 'lock.weft';
 export const LAST_RESERVED_PREFIX = 'last_reserved_ip.';

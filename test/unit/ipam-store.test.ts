@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { CniCode, WeftError } from '../../src/errors.js';
 import { parseIpamConfig } from '../../src/ipam/config.js';
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, ipamUsage, requestedIPs, type IpamTarget } from '../../src/ipam/ipam.js';
-import { acquireFileLock, isStale } from '../../src/ipam/lock.js';
+import { acquireFileLock, isStale } from '../../src/fs/lock.js';
 import { DiskStore, LOCK_FILE } from '../../src/ipam/store.js';
 import { formatCidr, formatIP, parseIP } from '../../src/net/ip.js';
 import { parseCniArgs } from '../../src/cni/env.js';

@@ -19,7 +19,7 @@ import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.j
 import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
 } from '../types.js';
-import { withFileLock } from './lock.js';
+import { withFileLock } from '../../fs/lock.js';
 
 const envelope = z.object({
   value: z.string(),
@@ -87,7 +87,7 @@ export class FileStore implements SubnetStore {
   }
 
   private locked<T>(fn: () => T): Promise<T> {
-    return withFileLock(this.lockPath, fn);
+    return withFileLock(this.lockPath, fn, { timeoutMs: 10_000 });
   }
 
   private currentRevision(): bigint {

@@ -1,4 +1,4 @@
-// A cross-process mutex on a file path. Node has no flock(2), and exec'ing flock(1) costs a
+// A cross-process mutex on a file path (IPAM data dirs, the file store). Node has no flock(2), and exec'ing flock(1) costs a
 // process start per operation, so the lock is the existence of a file created with O_EXCL that
 // names its owner ("pid starttime pidns"). A waiter that finds the owner dead (no such pid, or the
 // pid was reused: different start time) breaks the lock. Breaking is itself serialised by a
