@@ -21,6 +21,7 @@ import { formatCidr, formatIP, parseIPv4 } from '../../src/net/ip.js';
 const ROUTE_PROTO = '186';
 const BIRD_IP = '198.18.77.1';
 const HOST_IP = '198.18.77.2';
+const BIG = 10000;
 
 // ---------------------------------------------------------------- child modes (run inside the host namespace)
 
@@ -29,15 +30,27 @@ async function runSpeakerChild(): Promise<void> {
   const { announce, ...speakerCfg } = cfg;
   const speaker = new Speaker(speakerCfg, { logger: createLogger({ child: 'speaker' }, { level: 'warn' }) });
   const say = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n'); };
+  // Per-route kernel writes for the functional test; the scale test batches them at the end instead.
+  const perRouteKernel = process.env.WBG_BGP_KERNEL !== 'batch';
+  let establishedAt = 0;
+  let installed = 0;
+  let firstRouteMs = 0;
   speaker.on((e) => {
     if (e.type === 'route-installed') {
+      if (installed++ === 0) firstRouteMs = performance.now() - establishedAt;
+      if (!perRouteKernel) return;
       spawnSync('ip', ['route', 'replace', formatCidr(e.prefix), 'via', formatIP(e.nextHop), 'proto', ROUTE_PROTO]);
       say({ event: e.type, prefix: formatCidr(e.prefix), nextHop: formatIP(e.nextHop), asPath: e.route.attributes.asPath });
     } else if (e.type === 'route-removed') {
+      if (!perRouteKernel) return;
       spawnSync('ip', ['route', 'del', formatCidr(e.prefix), 'proto', ROUTE_PROTO]);
       say({ event: e.type, prefix: formatCidr(e.prefix) });
     } else if (e.type === 'session-established' || e.type === 'session-down' || e.type === 'end-of-rib') {
-      say({ event: e.type, ...('graceful' in e ? { graceful: e.graceful } : {}), ...('gracefulRestart' in e ? { gracefulRestart: e.gracefulRestart } : {}) });
+      if (e.type === 'session-established') establishedAt = performance.now();
+      const measured = e.type === 'end-of-rib'
+        ? { installed, firstRouteMs, updates: speaker.status()[0]?.updatesReceived, ms: performance.now() - establishedAt, cpuMs: (process.cpuUsage().user + process.cpuUsage().system) / 1000, rssMiB: process.memoryUsage().rss / 2 ** 20 }
+        : {};
+      say({ event: e.type, ...measured, ...('graceful' in e ? { graceful: e.graceful } : {}), ...('gracefulRestart' in e ? { gracefulRestart: e.gracefulRestart } : {}) });
     }
   });
   for (const p of announce) speaker.announce(p);
@@ -47,6 +60,12 @@ async function runSpeakerChild(): Promise<void> {
     const cmd = JSON.parse(line) as { cmd: string };
     if (cmd.cmd === 'status') say({ event: 'status', status: speaker.status() });
     if (cmd.cmd === 'stop') { await speaker.stop(); say({ event: 'stopped' }); }
+    if (cmd.cmd === 'install-kernel') {
+      const t0 = performance.now();
+      const batch = speaker.learnedRoutes().map((r) => `route replace ${r.prefix} via ${r.nextHop} proto ${ROUTE_PROTO}`).join('\n') + '\n';
+      const r = spawnSync('ip', ['-batch', '-'], { input: batch });
+      say({ event: 'kernel-installed', status: r.status, ms: performance.now() - t0 });
+    }
     if (cmd.cmd === 'exit') process.exit(0);
   }
 }
@@ -123,7 +142,12 @@ protocol bgp weft {
   error wait time 1, 2;
   graceful restart on;
   graceful restart time 60;
-  ipv4 { import all; export where proto = "st"; next hop self; };
+  ipv4 { import all; export where proto = "st" || proto = "big"; next hop self; };
+}
+protocol static big {
+  disabled;
+  ipv4;
+${Array.from({ length: BIG }, (_, i) => `  route 10.${128 + (i >> 8)}.${i & 255}.0/24 blackhole;`).join('\n')}
 }
 `);
     bird = spawn('ip', ['netns', 'exec', nsR, 'bird', '-f', '-c', join(dir, 'bird.conf'), '-s', sockPath, '-P', join(dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -149,14 +173,14 @@ protocol bgp weft {
   });
 
   interface Child { proc: ChildProcess; lines: Record<string, unknown>[]; send(cmd: string): void; }
-  function startSpeaker(extra: Partial<SpeakerConfigInput> = {}): Child {
+  function startSpeaker(extra: Partial<SpeakerConfigInput & { announce: string[] }> = {}, childEnv: Record<string, string> = {}): Child {
     const config = {
       asn: 64512, routerId: HOST_IP, listen: { address: HOST_IP, port: 179 },
       peers: [{ address: BIRD_IP, asn: 65000 }], holdTime: 9, connectRetrySeconds: 1,
       gracefulRestart: { restartTime: 60 }, announce: ['10.244.1.0/24', '10.244.2.0/24'], ...extra,
     };
     const proc = spawn('ip', ['netns', 'exec', nsH, process.execPath, self], {
-      env: { ...env, WBG_BGP_CHILD: 'speaker', WBG_BGP_CONFIG: JSON.stringify(config) }, stdio: ['pipe', 'pipe', 'inherit'],
+      env: { ...env, ...childEnv, WBG_BGP_CHILD: 'speaker', WBG_BGP_CONFIG: JSON.stringify(config) }, stdio: ['pipe', 'pipe', 'inherit'],
     });
     children.add(proc);
     const lines: Record<string, unknown>[] = [];
@@ -239,6 +263,27 @@ protocol bgp weft {
     await waitFor('kernel routes removed', () => kernelRoutes().length === 0, 10000);
     c2.send('exit');
     await new Promise<void>((r) => (c2.proc.exitCode !== null ? r() : c2.proc.once('exit', () => r())));
+  });
+
+  test(`scale: ${BIG} prefixes from BIRD received and ready to install`, async () => {
+    birdc('enable', 'big');
+    await waitFor('BIRD has the big table', () => /(\d+) of (\d+) routes/.exec(birdc('show', 'route', 'count'))?.[1] === String(BIG + 2), 20000);
+    const c = startSpeaker({ announce: [] }, { WBG_BGP_KERNEL: 'batch' });
+    await waitFor('End-of-RIB after the full table', () => has(c, 'end-of-rib'), 30000);
+    const eor = c.lines.find((l) => l.event === 'end-of-rib') as { installed: number; updates: number; firstRouteMs: number; ms: number; cpuMs: number; rssMiB: number };
+    assert.equal(eor.installed, BIG + 2);
+    c.send('install-kernel');
+    await waitFor('kernel batch', () => has(c, 'kernel-installed'), 60000);
+    const k = c.lines.find((l) => l.event === 'kernel-installed') as { status: number; ms: number };
+    assert.equal(k.status, 0);
+    assert.equal(kernelRoutes().length, BIG + 2);
+    process.stderr.write(`# BIRD → weft ${BIG + 2} prefixes in ${eor.updates} UPDATEs: Established → first route ${eor.firstRouteMs.toFixed(0)} ms → End-of-RIB ${eor.ms.toFixed(0)} ms; ` +
+      `kernel batch ${k.ms.toFixed(0)} ms; child CPU ${eor.cpuMs.toFixed(0)} ms total, RSS ${eor.rssMiB.toFixed(0)} MiB\n`);
+    // BIRD feeds its export 256 routes at a time, one UPDATE per batch; the pace is its own.
+    assert.ok(eor.ms < 15000, `${eor.ms} ms`);
+    assert.ok(eor.cpuMs < 3000, `child CPU ${eor.cpuMs} ms`);
+    c.send('exit');
+    await new Promise<void>((r) => (c.proc.exitCode !== null ? r() : c.proc.once('exit', () => r())));
   });
 }
 
