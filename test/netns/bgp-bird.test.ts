@@ -26,8 +26,8 @@ const BIG = 10000;
 // ---------------------------------------------------------------- child modes (run inside the host namespace)
 
 async function runSpeakerChild(): Promise<void> {
-  const cfg = JSON.parse(process.env.WBG_BGP_CONFIG ?? '{}') as SpeakerConfigInput & { announce: string[] };
-  const { announce, ...speakerCfg } = cfg;
+  const cfg = JSON.parse(process.env.WBG_BGP_CONFIG ?? '{}') as SpeakerConfigInput & { announce: string[]; announceCount?: number };
+  const { announce, announceCount, ...speakerCfg } = cfg;
   const speaker = new Speaker(speakerCfg, { logger: createLogger({ child: 'speaker' }, { level: 'warn' }) });
   const say = (o: unknown): void => { process.stdout.write(JSON.stringify(o) + '\n'); };
   // Per-route kernel writes for the functional test; the scale test batches them at the end instead.
@@ -54,6 +54,8 @@ async function runSpeakerChild(): Promise<void> {
     }
   });
   for (const p of announce) speaker.announce(p);
+  // Bulk announcements are generated here: 10,000 prefixes would not fit in one environment variable.
+  for (let i = 0; i < (announceCount ?? 0); i++) speaker.announce(`10.${32 + (i >> 8)}.${i & 255}.0/24`);
   await speaker.start();
   say({ event: 'started' });
   for await (const line of createInterface({ input: process.stdin })) {
@@ -173,7 +175,7 @@ ${Array.from({ length: BIG }, (_, i) => `  route 10.${128 + (i >> 8)}.${i & 255}
   });
 
   interface Child { proc: ChildProcess; lines: Record<string, unknown>[]; send(cmd: string): void; }
-  function startSpeaker(extra: Partial<SpeakerConfigInput & { announce: string[] }> = {}, childEnv: Record<string, string> = {}): Child {
+  function startSpeaker(extra: Partial<SpeakerConfigInput & { announce: string[]; announceCount: number }> = {}, childEnv: Record<string, string> = {}): Child {
     const config = {
       asn: 64512, routerId: HOST_IP, listen: { address: HOST_IP, port: 179 },
       peers: [{ address: BIRD_IP, asn: 65000 }], holdTime: 9, connectRetrySeconds: 1,
@@ -265,10 +267,12 @@ ${Array.from({ length: BIG }, (_, i) => `  route 10.${128 + (i >> 8)}.${i & 255}
     await new Promise<void>((r) => (c2.proc.exitCode !== null ? r() : c2.proc.once('exit', () => r())));
   });
 
-  test(`scale: ${BIG} prefixes from BIRD received and ready to install`, async () => {
+  test(`scale: ${BIG} prefixes each way between BIRD and weft`, async () => {
     birdc('enable', 'big');
-    await waitFor('BIRD has the big table', () => /(\d+) of (\d+) routes/.exec(birdc('show', 'route', 'count'))?.[1] === String(BIG + 2), 20000);
-    const c = startSpeaker({ announce: [] }, { WBG_BGP_KERNEL: 'batch' });
+    const birdCount = (): number => Number(/(\d+) of (\d+) routes/.exec(birdc('show', 'route', 'count'))?.[1] ?? -1);
+    await waitFor('BIRD has the big table', () => birdCount() === BIG + 2, 20000);
+    const started = performance.now();
+    const c = startSpeaker({ announce: [], announceCount: BIG }, { WBG_BGP_KERNEL: 'batch' });
     await waitFor('End-of-RIB after the full table', () => has(c, 'end-of-rib'), 30000);
     const eor = c.lines.find((l) => l.event === 'end-of-rib') as { installed: number; updates: number; firstRouteMs: number; ms: number; cpuMs: number; rssMiB: number };
     assert.equal(eor.installed, BIG + 2);
@@ -282,6 +286,9 @@ ${Array.from({ length: BIG }, (_, i) => `  route 10.${128 + (i >> 8)}.${i & 255}
     // BIRD feeds its export 256 routes at a time, one UPDATE per batch; the pace is its own.
     assert.ok(eor.ms < 15000, `${eor.ms} ms`);
     assert.ok(eor.cpuMs < 3000, `child CPU ${eor.cpuMs} ms`);
+    await waitFor('BIRD received our prefixes', () => birdCount() === 2 * BIG + 2, 30000);
+    process.stderr.write(`# weft → BIRD ${BIG} prefixes: child spawn → all in BIRD's table ${(performance.now() - started).toFixed(0)} ms (includes node start-up)\n`);
+    assert.match(birdc('show', 'route', '10.32.0.0/24', 'all'), /BGP\.as_path: 64512/);
     c.send('exit');
     await new Promise<void>((r) => (c.proc.exitCode !== null ? r() : c.proc.once('exit', () => r())));
   });
