@@ -90,6 +90,12 @@ export interface SessionStatus {
   lastDown?: DownReason | undefined;
 }
 
+/** Attributes as advertised to one peer, with their identity for batching and Adj-RIB-Out comparison. */
+interface Exported {
+  attrs: PathAttributes;
+  key: string;
+}
+
 interface LocalRoute {
   prefix: Cidr;
   nextHop: IP | undefined;
@@ -101,7 +107,7 @@ interface PeerState {
   /** What the peer currently holds from us: prefix key → attributes key. */
   adjOut: Map<string, string>;
   /** Changes waiting for the next flush: prefix → attributes, or null for a withdrawal. */
-  pending: Map<string, { prefix: Cidr; attrs: PathAttributes | null }>;
+  pending: Map<string, { prefix: Cidr; out: Exported | null }>;
   /** A full table was queued after Established; End-of-RIB follows the flush. */
   owesEndOfRib: boolean;
   negotiated: Negotiated | undefined;
@@ -130,7 +136,7 @@ export class Speaker {
   private readonly clock: Clock;
   private readonly log: Logger;
   /** Export results per (route attributes, peer), so 10,000 prefixes sharing attributes cost one export. */
-  private exportCache = new WeakMap<PathAttributes, Map<string, { attrs: PathAttributes; key: string } | null>>();
+  private exportCache = new WeakMap<PathAttributes, Map<string, Exported | null>>();
 
   constructor(config: SpeakerConfigInput, opts: SpeakerOptions = {}) {
     this.cfg = parseSpeakerConfig(config);
@@ -349,13 +355,13 @@ export class Speaker {
       }
       for (const st of this.peers.values()) {
         if (!st.negotiated) continue;
-        st.pending.set(c.key, { prefix: c.prefix, attrs: c.type === 'best-changed' ? this.exportAttrs(c.route, st)?.attrs ?? null : null });
+        st.pending.set(c.key, { prefix: c.prefix, out: c.type === 'best-changed' ? this.exportAttrs(c.route, st) ?? null : null });
       }
     }
     this.scheduleFlush();
   }
 
-  private exportAttrs(route: Route, st: PeerState): { attrs: PathAttributes; key: string } | undefined {
+  private exportAttrs(route: Route, st: PeerState): Exported | undefined {
     const n = st.negotiated;
     if (!n) return undefined;
     let perPeer = this.exportCache.get(route.attributes);
@@ -382,7 +388,7 @@ export class Speaker {
     st.pending.clear();
     for (const r of this.rib.bestRoutes()) {
       const e = this.exportAttrs(r, st);
-      if (e) st.pending.set(r.key, { prefix: r.prefix, attrs: e.attrs });
+      if (e) st.pending.set(r.key, { prefix: r.prefix, out: e });
     }
     st.owesEndOfRib = endOfRib;
     this.scheduleFlush();
@@ -402,15 +408,14 @@ export class Speaker {
       const withdrawals: Cidr[] = [];
       const groups = new Map<string, { attrs: PathAttributes; prefixes: Cidr[] }>();
       for (const [key, p] of st.pending) {
-        if (p.attrs === null) {
+        if (p.out === null) {
           if (st.adjOut.delete(key)) withdrawals.push(p.prefix);
           continue;
         }
-        const akey = attributesKey(p.attrs);
-        if (st.adjOut.get(key) === akey) continue;
-        st.adjOut.set(key, akey);
-        let g = groups.get(akey);
-        if (!g) groups.set(akey, (g = { attrs: p.attrs, prefixes: [] }));
+        if (st.adjOut.get(key) === p.out.key) continue;
+        st.adjOut.set(key, p.out.key);
+        let g = groups.get(p.out.key);
+        if (!g) groups.set(p.out.key, (g = { attrs: p.out.attrs, prefixes: [] }));
         g.prefixes.push(p.prefix);
       }
       st.pending.clear();
