@@ -1,0 +1,169 @@
+// weftd's CNI fast path: a unix socket (mode 0600) where the `weft` plugin hands over
+// {env, stdin} and gets back {stdout, exitCode}. Each request runs the standalone weft plugin
+// in this process, so a pod costs one socket round trip instead of a cold Node start with zod,
+// netlink and the bridge code. weftd lives in the host network namespace like the plugin would,
+// so the netlink handles it opens are the same. Requests run concurrently; the IPAM file lock
+// serialises what must be serialised (allocation).
+import { lstat, mkdir, chmod, rename, rm } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { dirname, join, basename } from 'node:path';
+import { z } from 'zod';
+import { fastPathEnv, type FastPathReply } from '../cni/fastpath-client.js';
+import { CniCode, WeftError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { runWeftLocally } from '../plugins/weft-standalone.js';
+
+export interface CniServerOptions {
+  socketPath: string;
+  log: Logger;
+  /** A CNI config with prevResult is a few KiB; anything near this is not a CNI request. */
+  maxRequestBytes?: number;
+  /** How long close() waits for requests in flight before cutting them off. */
+  drainTimeoutMs?: number;
+  /** Runs one request; defaults to the weft plugin in this process. */
+  handle?: (env: NodeJS.ProcessEnv, stdin: string) => Promise<FastPathReply>;
+}
+
+export interface CniServer {
+  readonly socketPath: string;
+  /** Requests answered since start, by exit code 0 / non-zero. */
+  stats(): { ok: number; failed: number; inFlight: number };
+  /** Stops accepting, lets requests in flight finish (bounded), removes the socket. */
+  close(): Promise<void>;
+}
+
+const requestSchema = z.object({ env: z.record(z.string()), stdin: z.string() });
+
+/** True when something accepts connections on path (a live weftd), false for a stale socket. */
+function socketIsLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path });
+    const done = (live: boolean): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(live);
+    };
+    const timer = setTimeout(() => done(false), 500);
+    s.on('connect', () => done(true));
+    s.on('error', () => done(false));
+  });
+}
+
+/** Refuses to displace a live server or anything that is not a socket; clears a stale socket. */
+async function claimPath(path: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new WeftError(CniCode.IoFailure, `CNI socket path ${path} exists and is not a socket`);
+  if (await socketIsLive(path)) throw new WeftError(CniCode.IoFailure, `another process already serves the CNI socket ${path}`);
+}
+
+export async function startCniServer(opts: CniServerOptions): Promise<CniServer> {
+  const { socketPath, log } = opts;
+  const maxBytes = opts.maxRequestBytes ?? 1 << 20;
+  const drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
+  const handle = opts.handle ?? ((env, stdin) => runWeftLocally(env, stdin));
+  const counts = { ok: 0, failed: 0 };
+  const inFlight = new Set<Promise<void>>();
+  const sockets = new Set<Socket>();
+
+  const serve = async (sock: Socket): Promise<void> => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const body = await new Promise<string | undefined>((resolve) => {
+      sock.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > maxBytes) {
+          log.warn('cni request too large, dropped', { bytes: size });
+          sock.destroy();
+          resolve(undefined);
+          return;
+        }
+        chunks.push(c);
+      });
+      sock.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      sock.on('error', () => resolve(undefined));
+      sock.on('close', () => resolve(undefined));
+    });
+    if (body === undefined) return;
+    let parsed: z.infer<typeof requestSchema>;
+    try {
+      parsed = requestSchema.parse(JSON.parse(body));
+    } catch (err) {
+      log.warn('malformed cni request, dropped', { error: (err as Error).message });
+      sock.destroy();
+      return;
+    }
+    const started = performance.now();
+    const env = fastPathEnv(parsed.env);
+    const reply = await handle(env, parsed.stdin).catch((err: unknown): FastPathReply => {
+      // The plugin turns its own failures into CNI errors; this is a bug in the handler itself.
+      const e = WeftError.wrap(err, CniCode.Internal, 'weftd CNI server');
+      return { stdout: JSON.stringify({ cniVersion: '1.1.0', code: e.code, msg: e.message, details: e.details }) + '\n', exitCode: 1 };
+    });
+    if (reply.exitCode === 0) counts.ok++;
+    else counts.failed++;
+    log.debug('cni request', { cmd: env.CNI_COMMAND, containerId: env.CNI_CONTAINERID, exitCode: reply.exitCode, ms: Math.round(performance.now() - started) });
+    if (!sock.destroyed) sock.end(JSON.stringify(reply));
+  };
+
+  const server: Server = createServer({ allowHalfOpen: true }, (sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    const p = serve(sock).finally(() => inFlight.delete(p));
+    inFlight.add(p);
+  });
+
+  await claimPath(socketPath);
+  await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
+  // Bound under a temporary name, restricted, then renamed into place: no moment where the
+  // socket is reachable with the default mode, and a stale socket is replaced atomically.
+  const tmpPath = join(dirname(socketPath), `.${basename(socketPath)}.${process.pid}.tmp`);
+  await rm(tmpPath, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ path: tmpPath }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  try {
+    await chmod(tmpPath, 0o600);
+    await rename(tmpPath, socketPath);
+  } catch (err) {
+    server.close();
+    await rm(tmpPath, { force: true });
+    throw new WeftError(CniCode.IoFailure, `cannot publish the CNI socket ${socketPath}: ${(err as Error).message}`);
+  }
+  const { ino } = await lstat(socketPath);
+  server.on('error', (err) => log.error('cni server error', { error: err.message }));
+  log.info('cni fast path listening', { socket: socketPath });
+
+  let closing: Promise<void> | undefined;
+  return {
+    socketPath,
+    stats: () => ({ ...counts, inFlight: inFlight.size }),
+    close() {
+      closing ??= (async () => {
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        // Only remove the path while it is still ours (a newer weftd may have taken it over).
+        const st = await lstat(socketPath).catch(() => undefined);
+        if (st?.ino === ino) await rm(socketPath, { force: true });
+        let timer: NodeJS.Timeout | undefined;
+        const drained = Promise.all([...inFlight]).then(() => 'drained' as const);
+        const timedOut = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), drainTimeoutMs); });
+        if ((await Promise.race([drained, timedOut])) === 'timeout') {
+          log.warn('cni requests still running at shutdown, cut off', { count: inFlight.size });
+          for (const s of sockets) s.destroy();
+        }
+        clearTimeout(timer);
+        await stopped;
+      })();
+      return closing;
+    },
+  };
+}
