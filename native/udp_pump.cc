@@ -1,0 +1,640 @@
+// udp_pump: the packet pump of weftd's udp backend (flannel's original "udp" mode).
+//
+// Two native threads per pump, one per direction, so no packet ever touches the JS thread:
+//   tx: TUN → look up the inner IPv4 destination in the peer table → sendmmsg to the peer's
+//       UDP endpoint (the datagram's payload is the bare IP packet, as flannel's udp does);
+//   rx: recvmmsg from the UDP socket → write each payload into the TUN device.
+// Buffers are allocated once at start; the threads block in poll() on their fd and an eventfd
+// that stop() signals. Counters are relaxed atomics, bumped once per batch.
+//
+// The peer table is built by TypeScript (one 12-byte record per peer) and swapped in whole:
+// each thread checks a version number once per batch and, only when it changed, takes a
+// shared_ptr copy under a mutex — so a lookup never races a replacement and the fast path
+// takes no lock.
+
+#include <node_api.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace weft_udp {
+
+const int kBatch = 64;
+// Large enough for any IPv4 packet, so a big TUN MTU never truncates.
+const size_t kSlotBytes = 65536;
+const int kSocketBufBytes = 8 * 1024 * 1024;
+const size_t kRouteRecordBytes = 12;
+
+// ---- errors ------------------------------------------------------------------------------
+
+void throw_errno(napi_env env, int err, const char* call, const char* subject) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s%s%s: %s", call, subject ? " " : "", subject ? subject : "", strerror(err));
+  const char* name = strerrorname_np(err);
+  napi_value code, message, error, errno_value, syscall_value;
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_create_int32(env, err, &errno_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_create_string_utf8(env, call, NAPI_AUTO_LENGTH, &syscall_value);
+  napi_set_named_property(env, error, "syscall", syscall_value);
+  napi_throw(env, error);
+}
+
+bool arg_int(napi_env env, napi_value v, int32_t* out, const char* what) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_number) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s must be a number", what);
+    napi_throw_type_error(env, nullptr, msg);
+    return false;
+  }
+  napi_get_value_int32(env, v, out);
+  return true;
+}
+
+// ---- peer table --------------------------------------------------------------------------
+
+struct Route {
+  uint32_t net;  // host order, masked
+  uint8_t prefix;
+  struct sockaddr_in peer;
+};
+
+// Routes grouped by prefix length (longest first), each group sorted by network so a lookup is
+// one binary search per distinct length — clusters normally have exactly one (SubnetLen).
+struct Table {
+  std::vector<Route> routes;
+  struct Group {
+    uint32_t mask;
+    size_t begin, end;
+  };
+  std::vector<Group> groups;
+
+  const Route* lookup(uint32_t dst) const {
+    for (const Group& g : groups) {
+      uint32_t key = dst & g.mask;
+      size_t lo = g.begin, hi = g.end;
+      while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint32_t net = routes[mid].net;
+        if (net == key) return &routes[mid];
+        if (net < key) lo = mid + 1; else hi = mid;
+      }
+    }
+    return nullptr;
+  }
+};
+
+uint32_t mask_of(uint8_t prefix) { return prefix == 0 ? 0 : 0xffffffffu << (32 - prefix); }
+
+// Record: network (4, big-endian), prefix length (1), zero (1), UDP port (2, big-endian),
+// peer IPv4 (4, big-endian). Returns nullptr with *why set on a malformed buffer.
+std::shared_ptr<Table> parse_table(const uint8_t* p, size_t len, const char** why) {
+  if (len % kRouteRecordBytes != 0) {
+    *why = "route table length must be a multiple of 12 bytes";
+    return nullptr;
+  }
+  auto t = std::make_shared<Table>();
+  size_t n = len / kRouteRecordBytes;
+  t->routes.reserve(n);
+  for (size_t i = 0; i < n; i++, p += kRouteRecordBytes) {
+    Route r;
+    memset(&r, 0, sizeof r);
+    uint32_t net;
+    memcpy(&net, p, 4);
+    r.prefix = p[4];
+    if (r.prefix > 32) {
+      *why = "route prefix length must be 0..32";
+      return nullptr;
+    }
+    r.net = ntohl(net) & mask_of(r.prefix);
+    r.peer.sin_family = AF_INET;
+    memcpy(&r.peer.sin_port, p + 6, 2);
+    memcpy(&r.peer.sin_addr.s_addr, p + 8, 4);
+    if (r.peer.sin_port == 0) {
+      *why = "route peer port must not be 0";
+      return nullptr;
+    }
+    t->routes.push_back(r);
+  }
+  std::sort(t->routes.begin(), t->routes.end(), [](const Route& a, const Route& b) {
+    return a.prefix != b.prefix ? a.prefix > b.prefix : a.net < b.net;
+  });
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j < n && t->routes[j].prefix == t->routes[i].prefix) j++;
+    t->groups.push_back({mask_of(t->routes[i].prefix), i, j});
+    i = j;
+  }
+  return t;
+}
+
+// ---- the pump ----------------------------------------------------------------------------
+
+enum Counter {
+  kTxPackets,      // TUN → UDP, sent
+  kTxBytes,
+  kRxPackets,      // UDP → TUN, written
+  kRxBytes,
+  kDropNoRoute,    // no peer for the inner destination
+  kDropMalformed,  // not an IPv4 packet (either direction), or a truncated datagram
+  kSendErrors,     // sendmmsg failed for a datagram (peer unreachable, ...)
+  kTunErrors,      // read/write on the TUN device failed
+  kRecvErrors,
+  kCounterCount
+};
+
+const char* const kCounterNames[kCounterCount] = {
+    "txPackets", "txBytes", "rxPackets", "rxBytes", "dropNoRoute",
+    "dropMalformed", "sendErrors", "tunErrors", "recvErrors"};
+
+struct Pump {
+  int tun_fd = -1;  // owned by the caller (TypeScript closes it after stop)
+  int sock_fd = -1;
+  int stop_fd = -1;
+  pthread_t tx_thread, rx_thread;
+  bool tx_started = false, rx_started = false;
+  bool stopped = false;
+
+  std::mutex table_mu;
+  std::shared_ptr<Table> table = std::make_shared<Table>();
+  std::atomic<uint64_t> table_version{0};
+
+  std::atomic<uint64_t> counters[kCounterCount];
+
+  Pump() {
+    for (auto& c : counters) c.store(0, std::memory_order_relaxed);
+  }
+  void add(Counter c, uint64_t n) {
+    if (n) counters[c].fetch_add(n, std::memory_order_relaxed);
+  }
+};
+
+// Refreshes the thread's table only when TypeScript swapped in a new one.
+void refresh_table(Pump* pump, std::shared_ptr<Table>* local, uint64_t* version) {
+  uint64_t v = pump->table_version.load(std::memory_order_acquire);
+  if (v == *version) return;
+  std::lock_guard<std::mutex> lock(pump->table_mu);
+  *local = pump->table;
+  *version = pump->table_version.load(std::memory_order_relaxed);
+}
+
+// Waits until fd is ready for events or stop is signalled. false: stop (or poll failed).
+bool wait_ready(Pump* pump, int fd, short events) {
+  struct pollfd fds[2] = {{fd, events, 0}, {pump->stop_fd, POLLIN, 0}};
+  for (;;) {
+    int r = poll(fds, 2, -1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return false;
+    if (fds[1].revents) return false;
+    if (fds[0].revents & (events | POLLERR | POLLHUP)) return true;
+  }
+}
+
+struct Slots {
+  std::vector<uint8_t> data;
+  std::vector<struct mmsghdr> msgs;
+  std::vector<struct iovec> iovs;
+  std::vector<struct sockaddr_in> addrs;
+  Slots() : data(kBatch * kSlotBytes), msgs(kBatch), iovs(kBatch), addrs(kBatch) {}
+  uint8_t* slot(int i) { return data.data() + static_cast<size_t>(i) * kSlotBytes; }
+};
+
+void* tx_main(void* arg) {
+  Pump* pump = static_cast<Pump*>(arg);
+  Slots s;
+  std::shared_ptr<Table> table;
+  uint64_t version = UINT64_MAX;
+  while (wait_ready(pump, pump->tun_fd, POLLIN)) {
+    refresh_table(pump, &table, &version);
+    int n = 0;
+    uint64_t no_route = 0, malformed = 0, tun_errors = 0;
+    const Route* last = nullptr;
+    uint32_t last_dst = 0;
+    // Drain up to a batch of packets: each read() returns exactly one packet.
+    while (n < kBatch) {
+      uint8_t* buf = s.slot(n);
+      ssize_t len = read(pump->tun_fd, buf, kSlotBytes);
+      if (len < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) tun_errors++;
+        break;
+      }
+      if (len < 20 || (buf[0] >> 4) != 4) {
+        malformed++;  // IPv6 or junk: the udp backend carries IPv4 only
+        continue;
+      }
+      uint32_t dst;
+      memcpy(&dst, buf + 16, 4);
+      dst = ntohl(dst);
+      const Route* r = (last && dst == last_dst) ? last : table->lookup(dst);
+      if (!r) {
+        no_route++;
+        continue;
+      }
+      last = r;
+      last_dst = dst;
+      s.addrs[n] = r->peer;
+      s.iovs[n] = {buf, static_cast<size_t>(len)};
+      struct msghdr& h = s.msgs[n].msg_hdr;
+      memset(&h, 0, sizeof h);
+      h.msg_name = &s.addrs[n];
+      h.msg_namelen = sizeof s.addrs[n];
+      h.msg_iov = &s.iovs[n];
+      h.msg_iovlen = 1;
+      n++;
+    }
+    pump->add(kDropNoRoute, no_route);
+    pump->add(kDropMalformed, malformed);
+    pump->add(kTunErrors, tun_errors);
+    uint64_t packets = 0, bytes = 0, send_errors = 0;
+    int done = 0;
+    while (done < n) {
+      int r = sendmmsg(pump->sock_fd, &s.msgs[done], n - done, 0);
+      if (r > 0) {
+        for (int i = done; i < done + r; i++) bytes += s.msgs[i].msg_len;
+        packets += r;
+        done += r;
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == ENOBUFS) {
+        if (!wait_ready(pump, pump->sock_fd, POLLOUT)) break;
+        continue;
+      }
+      // The first datagram failed (e.g. ECONNREFUSED/EHOSTUNREACH from an ICMP error): skip it.
+      send_errors++;
+      done++;
+    }
+    pump->add(kTxPackets, packets);
+    pump->add(kTxBytes, bytes);
+    pump->add(kSendErrors, send_errors);
+  }
+  return nullptr;
+}
+
+void* rx_main(void* arg) {
+  Pump* pump = static_cast<Pump*>(arg);
+  Slots s;
+  for (int i = 0; i < kBatch; i++) {
+    s.iovs[i] = {s.slot(i), kSlotBytes};
+    struct msghdr& h = s.msgs[i].msg_hdr;
+    memset(&h, 0, sizeof h);
+    h.msg_iov = &s.iovs[i];
+    h.msg_iovlen = 1;
+  }
+  while (wait_ready(pump, pump->sock_fd, POLLIN)) {
+    int n = recvmmsg(pump->sock_fd, s.msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EINTR) pump->add(kRecvErrors, 1);
+      continue;
+    }
+    uint64_t packets = 0, bytes = 0, malformed = 0, tun_errors = 0;
+    for (int i = 0; i < n; i++) {
+      uint8_t* buf = s.slot(i);
+      size_t len = s.msgs[i].msg_len;
+      if ((s.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) || len < 20 || (buf[0] >> 4) != 4) {
+        malformed++;
+        continue;
+      }
+      ssize_t w;
+      do {
+        w = write(pump->tun_fd, buf, len);
+      } while (w < 0 && errno == EINTR);
+      if (w < 0) {
+        tun_errors++;
+        continue;
+      }
+      packets++;
+      bytes += len;
+    }
+    pump->add(kRxPackets, packets);
+    pump->add(kRxBytes, bytes);
+    pump->add(kDropMalformed, malformed);
+    pump->add(kTunErrors, tun_errors);
+  }
+  return nullptr;
+}
+
+// Stops the threads and closes what the pump owns. Safe to call twice.
+void stop_pump(Pump* pump) {
+  if (pump->stopped) return;
+  pump->stopped = true;
+  if (pump->stop_fd >= 0) {
+    uint64_t one = 1;
+    ssize_t w = write(pump->stop_fd, &one, sizeof one);
+    (void)w;  // an eventfd write only fails on counter overflow, impossible here
+  }
+  if (pump->tx_started) pthread_join(pump->tx_thread, nullptr);
+  if (pump->rx_started) pthread_join(pump->rx_thread, nullptr);
+  if (pump->sock_fd >= 0) close(pump->sock_fd);
+  if (pump->stop_fd >= 0) close(pump->stop_fd);
+  pump->sock_fd = pump->stop_fd = -1;
+}
+
+void finalize_pump(napi_env, void* data, void*) {
+  Pump* pump = static_cast<Pump*>(data);
+  stop_pump(pump);
+  delete pump;
+}
+
+// ---- socket in a namespace ---------------------------------------------------------------
+
+struct SocketJob {
+  const char* ns_path;  // null: the calling process's namespace
+  int port;
+  int fd;
+  int err;
+  const char* failed_call;
+};
+
+int open_udp_here(int port, const char** failed_call) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    *failed_call = "socket";
+    return -errno;
+  }
+  int size = kSocketBufBytes;
+  // FORCE needs CAP_NET_ADMIN (the agent has it); fall back to the capped variant without it.
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  struct sockaddr_in addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) < 0) {
+    int err = errno;
+    close(fd);
+    *failed_call = "bind";
+    return -err;
+  }
+  return fd;
+}
+
+// A socket belongs to the namespace of the thread that created it. A short-lived thread does the
+// setns so the JS thread never changes namespace, even for a moment.
+void* socket_thread(void* arg) {
+  SocketJob* job = static_cast<SocketJob*>(arg);
+  if (job->ns_path) {
+    int ns = open(job->ns_path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0) {
+      job->err = errno;
+      job->failed_call = "open namespace";
+      return nullptr;
+    }
+    // unshare(CLONE_FS) is not needed: only the network namespace changes, and the thread ends.
+    if (setns(ns, CLONE_NEWNET) < 0) {
+      job->err = errno;
+      job->failed_call = "setns";
+      close(ns);
+      return nullptr;
+    }
+    close(ns);
+  }
+  int fd = open_udp_here(job->port, &job->failed_call);
+  if (fd < 0) {
+    job->err = -fd;
+    return nullptr;
+  }
+  job->fd = fd;
+  return nullptr;
+}
+
+// ---- exports -----------------------------------------------------------------------------
+
+bool get_pump(napi_env env, napi_value v, Pump** out) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  void* data = nullptr;
+  if (t != napi_external || napi_get_value_external(env, v, &data) != napi_ok || !data) {
+    napi_throw_type_error(env, nullptr, "pump must be a handle from udpPumpStart");
+    return false;
+  }
+  *out = static_cast<Pump*>(data);
+  return true;
+}
+
+// udpPumpStart(tunFd: number, port: number, nsPath: string | null): handle
+// The UDP socket is bound to 0.0.0.0:port inside nsPath's namespace. The TUN fd stays the
+// caller's: it must outlive the pump (close it after udpPumpStop).
+napi_value Start(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 2) {
+    napi_throw_type_error(env, nullptr, "udpPumpStart(tunFd, port, nsPath)");
+    return nullptr;
+  }
+  int32_t tun_fd, port;
+  if (!arg_int(env, argv[0], &tun_fd, "tunFd") || !arg_int(env, argv[1], &port, "port")) return nullptr;
+  if (port < 1 || port > 65535) {
+    napi_throw_range_error(env, nullptr, "port must be 1..65535");
+    return nullptr;
+  }
+  char ns_path[4096];
+  bool in_ns = false;
+  if (argc >= 3) {
+    napi_valuetype t;
+    napi_typeof(env, argv[2], &t);
+    if (t == napi_string) {
+      size_t len = 0;
+      napi_get_value_string_utf8(env, argv[2], ns_path, sizeof ns_path, &len);
+      in_ns = len > 0;
+    } else if (t != napi_null && t != napi_undefined) {
+      napi_throw_type_error(env, nullptr, "nsPath must be a string or null");
+      return nullptr;
+    }
+  }
+
+  SocketJob job = {in_ns ? ns_path : nullptr, port, -1, 0, nullptr};
+  pthread_t helper;
+  int err = pthread_create(&helper, nullptr, socket_thread, &job);
+  if (err) {
+    throw_errno(env, err, "pthread_create", nullptr);
+    return nullptr;
+  }
+  pthread_join(helper, nullptr);
+  if (job.fd < 0) {
+    char subject[4200];
+    snprintf(subject, sizeof subject, "0.0.0.0:%d%s%s", port, in_ns ? " in " : "", in_ns ? ns_path : "");
+    throw_errno(env, job.err, job.failed_call, subject);
+    return nullptr;
+  }
+
+  int flags = fcntl(tun_fd, F_GETFL);
+  if (flags < 0 || fcntl(tun_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    err = errno;
+    close(job.fd);
+    throw_errno(env, err, "fcntl O_NONBLOCK", "tun fd");
+    return nullptr;
+  }
+
+  Pump* pump = new Pump();
+  pump->tun_fd = tun_fd;
+  pump->sock_fd = job.fd;
+  pump->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (pump->stop_fd < 0) {
+    err = errno;
+    stop_pump(pump);
+    delete pump;
+    throw_errno(env, err, "eventfd", nullptr);
+    return nullptr;
+  }
+  err = pthread_create(&pump->tx_thread, nullptr, tx_main, pump);
+  if (!err) {
+    pump->tx_started = true;
+    err = pthread_create(&pump->rx_thread, nullptr, rx_main, pump);
+    if (!err) pump->rx_started = true;
+  }
+  if (err) {
+    stop_pump(pump);
+    delete pump;
+    throw_errno(env, err, "pthread_create", nullptr);
+    return nullptr;
+  }
+  napi_value handle;
+  napi_create_external(env, pump, finalize_pump, nullptr, &handle);
+  return handle;
+}
+
+// udpPumpSetRoutes(pump, table: Uint8Array): number — swaps in a whole new peer table.
+napi_value SetRoutes(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Pump* pump;
+  if (argc < 2 || !get_pump(env, argv[0], &pump)) {
+    if (argc < 2) napi_throw_type_error(env, nullptr, "udpPumpSetRoutes(pump, table)");
+    return nullptr;
+  }
+  bool is_ta = false;
+  napi_is_typedarray(env, argv[1], &is_ta);
+  napi_typedarray_type type = napi_int8_array;
+  void* data = nullptr;
+  size_t len = 0;
+  if (is_ta) {
+    napi_value ab;
+    size_t offset;
+    napi_get_typedarray_info(env, argv[1], &type, &len, &data, &ab, &offset);
+  }
+  if (!is_ta || type != napi_uint8_array) {
+    napi_throw_type_error(env, nullptr, "table must be a Uint8Array");
+    return nullptr;
+  }
+  const char* why = nullptr;
+  std::shared_ptr<Table> table = parse_table(static_cast<const uint8_t*>(data), len, &why);
+  if (!table) {
+    napi_throw_range_error(env, nullptr, why);
+    return nullptr;
+  }
+  size_t count = table->routes.size();
+  {
+    std::lock_guard<std::mutex> lock(pump->table_mu);
+    pump->table = std::move(table);
+    pump->table_version.fetch_add(1, std::memory_order_release);
+  }
+  napi_value result;
+  napi_create_uint32(env, static_cast<uint32_t>(count), &result);
+  return result;
+}
+
+// udpPumpStats(pump): { txPackets, txBytes, rxPackets, ... } as numbers (exact below 2^53).
+napi_value Stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Pump* pump;
+  if (argc < 1) {
+    napi_throw_type_error(env, nullptr, "udpPumpStats(pump)");
+    return nullptr;
+  }
+  if (!get_pump(env, argv[0], &pump)) return nullptr;
+  napi_value result;
+  napi_create_object(env, &result);
+  for (int i = 0; i < kCounterCount; i++) {
+    napi_value v;
+    napi_create_double(env, static_cast<double>(pump->counters[i].load(std::memory_order_relaxed)), &v);
+    napi_set_named_property(env, result, kCounterNames[i], v);
+  }
+  return result;
+}
+
+// udpPumpStop(pump): void — joins both threads and closes the socket; idempotent.
+napi_value Stop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Pump* pump;
+  if (argc < 1) {
+    napi_throw_type_error(env, nullptr, "udpPumpStop(pump)");
+    return nullptr;
+  }
+  if (!get_pump(env, argv[0], &pump)) return nullptr;
+  stop_pump(pump);
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// tunSetPersist(fd: number, persist: boolean): void — a persistent TUN device outlives its fds,
+// so an agent restart finds it (and its address and routes) in place.
+napi_value SetPersist(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int32_t fd;
+  if (argc < 2) {
+    napi_throw_type_error(env, nullptr, "tunSetPersist(fd, persist)");
+    return nullptr;
+  }
+  if (!arg_int(env, argv[0], &fd, "fd")) return nullptr;
+  bool persist = false;
+  if (napi_get_value_bool(env, argv[1], &persist) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "persist must be a boolean");
+    return nullptr;
+  }
+  if (ioctl(fd, TUNSETPERSIST, persist ? 1 : 0) < 0) {
+    throw_errno(env, errno, "ioctl TUNSETPERSIST", nullptr);
+    return nullptr;
+  }
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+}  // namespace weft_udp
+
+// Called from weft_native.cc's Init.
+void weft_udp_pump_register(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      {"udpPumpStart", nullptr, weft_udp::Start, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"udpPumpSetRoutes", nullptr, weft_udp::SetRoutes, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"udpPumpStats", nullptr, weft_udp::Stats, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"udpPumpStop", nullptr, weft_udp::Stop, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"tunSetPersist", nullptr, weft_udp::SetPersist, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

@@ -1,0 +1,37 @@
+// Prometheus view of the pump's counters. Values are read from the native counters at scrape
+// time, so the data path never calls into JS.
+import { Counter, type Registry } from 'prom-client';
+import { PUMP_STAT_NAMES, type PumpStats } from './pump.js';
+
+const HELP: Record<keyof PumpStats, string> = {
+  txPackets: 'Packets read from the TUN device and sent to a peer',
+  txBytes: 'Bytes of inner packets sent to peers',
+  rxPackets: 'Packets received from peers and written to the TUN device',
+  rxBytes: 'Bytes of inner packets received from peers',
+  dropNoRoute: 'Packets from the TUN device dropped because no peer owns the destination',
+  dropMalformed: 'Non-IPv4 or truncated packets dropped',
+  sendErrors: 'Datagrams the kernel refused to send',
+  tunErrors: 'Failed reads/writes on the TUN device',
+  recvErrors: 'Failed receives on the UDP socket',
+};
+
+function metricName(stat: string): string {
+  return `weft_udp_${stat.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}_total`;
+}
+
+/** Registers one counter per pump statistic; source() returning undefined reports nothing new. */
+export function registerUdpMetrics(registry: Registry, source: () => PumpStats | undefined): void {
+  for (const stat of PUMP_STAT_NAMES) {
+    new Counter({
+      name: metricName(stat),
+      help: HELP[stat],
+      registers: [registry],
+      collect() {
+        const s = source();
+        if (!s) return;
+        this.reset();
+        this.inc(s[stat]);
+      },
+    });
+  }
+}

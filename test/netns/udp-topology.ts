@@ -1,0 +1,169 @@
+// Test topology for the udp backend: an underlay namespace with a bridge (198.18.0.0/24), N host
+// namespaces wired to it (eth0 = 198.18.0.i), and per host one "container" namespace on a veth
+// (10.244.i.2/24, gateway 10.244.i.1 on the host). The backends run in the test process itself:
+// the TUN device and the UDP socket are created inside the host namespace natively (nsPath), so
+// no driver process is needed. Everything is removed by destroy(), even after a failure.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { Netlink } from '../../src/netlink/index.js';
+import { NetnsPool, type TestNetns } from '../../src/netns/testing.js';
+import { runInNetns, writeSysctl } from '../../src/netns/index.js';
+import { parseCidr, parseIP, type Cidr, type IP } from '../../src/net/ip.js';
+import { networkConfigFromObject } from '../../src/store/config.js';
+import { createLogger } from '../../src/log.js';
+import type { HostContext } from '../../src/agent/backends/types.js';
+import type { Lease } from '../../src/store/lease.js';
+
+export const NETWORK = '10.244.0.0/16';
+
+export interface TestHost {
+  readonly index: number;
+  readonly ns: TestNetns;
+  readonly container: TestNetns;
+  readonly nl: Netlink;
+  readonly publicIP: IP;
+  readonly subnet: Cidr;
+  /** The container's address (10.244.i.2). */
+  readonly podIP: string;
+  context(): HostContext;
+  lease(backendType?: string): Lease;
+  /** Sets the MTU of the container's veth (both ends), as a CNI plugin would from subnet.env. */
+  setPodMtu(mtu: number): void;
+}
+
+export class UdpTopology {
+  readonly pool = new NetnsPool('wud');
+  readonly hosts: TestHost[] = [];
+  private readonly handles: Netlink[] = [];
+  private readonly children: ChildProcess[] = [];
+
+  constructor(hostCount: number) {
+    try {
+      const underlay = this.pool.make();
+      const unl = this.open(underlay.path);
+      unl.setLink('lo', { up: true });
+      unl.createBridge({ name: 'br0', up: true });
+      const network = networkConfigFromObject({ Network: NETWORK, Backend: { Type: 'udp' } });
+      for (let i = 1; i <= hostCount; i++) {
+        const ns = this.pool.make();
+        const container = this.pool.make();
+        const nl = this.open(ns.path);
+        nl.setLink('lo', { up: true });
+        unl.createVeth({ name: `h${i}`, peerName: 'eth0', peerNsPath: ns.path, up: true, peerUp: true });
+        unl.setLink(`h${i}`, { master: 'br0' });
+        const publicIP = parseIP(`198.18.0.${i}`);
+        nl.addAddress('eth0', parseCidr(`198.18.0.${i}/24`));
+        writeSysctl('net.ipv4.ip_forward', 1, ns.path);
+        nl.createVeth({ name: `c${i}`, peerName: 'eth0', peerNsPath: container.path, up: true, peerUp: true });
+        nl.addAddress(`c${i}`, parseCidr(`10.244.${i}.1/24`));
+        const cnl = this.open(container.path);
+        cnl.setLink('lo', { up: true });
+        cnl.addAddress('eth0', parseCidr(`10.244.${i}.2/24`));
+        cnl.addRoute({ dst: 'default', gateway: parseIP(`10.244.${i}.1`) });
+        const subnet = parseCidr(`10.244.${i}.0/24`);
+        const log = createLogger({ host: i }, { level: 'warn' });
+        this.hosts.push({
+          index: i,
+          ns,
+          container,
+          nl,
+          publicIP,
+          subnet,
+          podIP: `10.244.${i}.2`,
+          context: () => ({ nl, network, publicIP, publicIface: nl.requireLink('eth0'), log }),
+          lease: (backendType = 'udp') => ({
+            subnet,
+            attrs: { publicIP, publicIPv6: undefined, backendType, backendData: null },
+            expiresAt: null,
+            revision: 1n,
+          }),
+          setPodMtu: (mtu) => {
+            nl.setLink(`c${i}`, { mtu });
+            cnl.setLink('eth0', { mtu });
+          },
+        });
+      }
+    } catch (err) {
+      this.destroy();
+      throw err;
+    }
+  }
+
+  private open(path: string): Netlink {
+    const nl = Netlink.open(path);
+    this.handles.push(nl);
+    return nl;
+  }
+
+  host(i: number): TestHost {
+    const h = this.hosts[i - 1];
+    if (!h) throw new Error(`no host ${i}`);
+    return h;
+  }
+
+  /** Leases of every host except `self`. */
+  peersOf(self: number, backendType = 'udp'): Lease[] {
+    return this.hosts.filter((h) => h.index !== self).map((h) => h.lease(backendType));
+  }
+
+  ping(from: TestHost, to: string, count = 1): boolean {
+    return runInNetns(from.container.name, ['ping', '-c', String(count), '-i', '0.2', '-W', '1', to]).status === 0;
+  }
+
+  /**
+   * iperf3 from one container to another (TCP) for `seconds`. Returns what the receiver saw.
+   */
+  async iperf(from: TestHost, to: TestHost, seconds: number): Promise<{ bitsPerSecond: number; bytes: number }> {
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const server = spawn('ip', ['netns', 'exec', to.container.name, 'iperf3', '-s', '-1', '-B', to.podIP], { stdio: 'ignore', env });
+    this.children.push(server);
+    const exited = new Promise<void>((resolve) => server.once('exit', () => resolve()));
+    try {
+      const limit = ['-t', String(seconds)];
+      for (let attempt = 0; ; attempt++) {
+        const r = spawnSync('ip', ['netns', 'exec', from.container.name, 'iperf3', '-c', to.podIP, '-J', ...limit], { encoding: 'utf8', env, timeout: 30_000 });
+        const out = r.stdout.trim();
+        const json = out ? (JSON.parse(out) as { error?: string; end?: { sum_received?: { bits_per_second: number; bytes: number } } }) : {};
+        const sum = json.end?.sum_received;
+        if (r.status === 0 && sum) return { bitsPerSecond: sum.bits_per_second, bytes: sum.bytes };
+        // The server may not be listening yet.
+        if (attempt >= 20) throw new Error(`iperf3 client failed: ${json.error ?? r.stderr}`);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    } finally {
+      if (server.exitCode === null && server.signalCode === null) server.kill();
+      await exited;
+    }
+  }
+
+  /**
+   * Sends `bytes` random bytes over TCP from one container to a server in another, which answers
+   * with the count and SHA-256 of what it received. True when both match what was sent.
+   */
+  async tcpTransfer(from: TestHost, to: TestHost, bytes: number): Promise<{ ok: boolean; detail: string }> {
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const serverJs = `const net=require('net'),c=require('crypto');const srv=net.createServer((s)=>{const h=c.createHash('sha256');let n=0;s.on('data',(d)=>{h.update(d);n+=d.length});s.on('end',()=>{s.end(n+' '+h.digest('hex'));srv.close()})});srv.listen(7000,'${to.podIP}',()=>console.log('ready'))`;
+    const server = spawn('ip', ['netns', 'exec', to.container.name, process.execPath, '-e', serverJs], { stdio: ['ignore', 'pipe', 'inherit'], env });
+    this.children.push(server);
+    const exited = new Promise<void>((resolve) => server.once('exit', () => resolve()));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.stdout?.once('data', () => resolve());
+        server.once('exit', (code) => reject(new Error(`tcp server exited early (${code})`)));
+      });
+      const clientJs = `const net=require('net'),c=require('crypto');const data=c.randomBytes(${bytes});const want=data.length+' '+c.createHash('sha256').update(data).digest('hex');const s=net.connect(7000,'${to.podIP}',()=>s.end(data));let got='';s.on('data',(d)=>got+=d);s.on('end',()=>{console.log(JSON.stringify({ok:got===want,detail:got+' vs '+want}))});s.on('error',(e)=>{console.log(JSON.stringify({ok:false,detail:e.message}))})`;
+      const r = spawnSync('ip', ['netns', 'exec', from.container.name, process.execPath, '-e', clientJs], { encoding: 'utf8', env, timeout: 20_000 });
+      return r.stdout.trim() ? (JSON.parse(r.stdout.trim()) as { ok: boolean; detail: string }) : { ok: false, detail: r.stderr };
+    } finally {
+      if (server.exitCode === null && server.signalCode === null) server.kill();
+      await exited;
+    }
+  }
+
+  destroy(): void {
+    for (const c of this.children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill();
+    for (const nl of this.handles.splice(0)) nl.close();
+    this.pool.cleanup();
+  }
+}
