@@ -28,6 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+// Defined in udp_pump.cc: adds the udp backend's packet pump functions to the exports.
+void weft_udp_pump_register(napi_env env, napi_value exports);
+
 #ifndef NETLINK_EXT_ACK
 #define NETLINK_EXT_ACK 11
 #endif
@@ -647,6 +650,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"openTun", nullptr, OpenTun, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  weft_udp_pump_register(env, exports);
   return exports;
 }
 
