@@ -19,6 +19,8 @@ type Ctx = PluginContext<WeftConf>;
 export interface SavedAttachment {
   containerID: string;
   ifname: string;
+  /** CNI_NETNS at ADD, so GC can remove the pod's interface if its namespace outlived the pod. */
+  netns?: string;
   delegate: Record<string, unknown>;
 }
 
@@ -47,11 +49,11 @@ async function saveAttachment(dataDir: string, saved: SavedAttachment): Promise<
 
 function parseSaved(file: string, text: string): SavedAttachment {
   const o = decodeJsonObject(text, `saved delegate config ${file}`);
-  const { containerID, ifname, delegate } = o;
+  const { containerID, ifname, netns, delegate } = o;
   if (typeof containerID !== 'string' || typeof ifname !== 'string' || typeof delegate !== 'object' || delegate === null || Array.isArray(delegate)) {
     throw new WeftError(CniCode.DecodeFailure, `saved delegate config ${file} lacks containerID, ifname or delegate`);
   }
-  return { containerID, ifname, delegate: delegate as Record<string, unknown> };
+  return { containerID, ifname, ...(typeof netns === 'string' && { netns }), delegate: delegate as Record<string, unknown> };
 }
 
 async function loadAttachment(dataDir: string, containerId: string, ifname: string): Promise<SavedAttachment | undefined> {
@@ -88,8 +90,8 @@ async function listAttachments(ctx: Ctx): Promise<SavedAttachment[]> {
   return out;
 }
 
-async function delegateDel(ctx: Ctx, saved: SavedAttachment): Promise<void> {
-  const env = { ...ctx.env, containerId: saved.containerID, ifname: saved.ifname };
+async function delegateDel(ctx: Ctx, saved: SavedAttachment, netns = ctx.env.netns): Promise<void> {
+  const env = { ...ctx.env, containerId: saved.containerID, ifname: saved.ifname, netns };
   await delegateCommand({ target: delegateTarget(saved.delegate.type), command: 'DEL', env, conf: saved.delegate, log: ctx.log });
   await rm(attachmentFile(ctx.config.dataDir, saved.containerID, saved.ifname), { force: true });
 }
@@ -103,7 +105,7 @@ export const weftPlugin: CniPlugin<WeftConf> = {
     const delegate = buildDelegateConf(ctx.conf, ctx.config, subnetEnv);
     // Saved before the delegate runs: if this process dies half way, the runtime's DEL still
     // knows what to undo. After a failed ADD the file stays for that DEL, which removes it.
-    await saveAttachment(ctx.config.dataDir, { containerID: ctx.env.containerId, ifname: ctx.env.ifname, delegate });
+    await saveAttachment(ctx.config.dataDir, { containerID: ctx.env.containerId, ifname: ctx.env.ifname, netns: ctx.env.netns, delegate });
     const { result } = await delegateAdd({ target: delegateTarget(delegate.type), env: ctx.env, conf: delegate, log: ctx.log });
     return result;
   },
@@ -160,7 +162,7 @@ export const weftPlugin: CniPlugin<WeftConf> = {
       for (const saved of await listAttachments(ctx)) {
         if (saved.delegate.name !== ctx.conf.name || keep.has(`${saved.containerID}\n${saved.ifname}`)) continue;
         try {
-          await delegateDel({ ...ctx, env: { ...ctx.env, netns: '' } }, saved);
+          await delegateDel(ctx, saved, saved.netns ?? '');
           ctx.log.info('gc removed a stale attachment', { containerId: saved.containerID, ifname: saved.ifname });
         } catch (err) {
           ctx.log.warn('gc could not remove a stale attachment', { containerId: saved.containerID, ifname: saved.ifname, error: (err as Error).message });
