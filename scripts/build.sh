@@ -12,3 +12,5 @@ if [ -f binding.gyp ]; then
   node "$gyp" build -j 2 --loglevel=warn
 fi
 npx tsc -p tsconfig.json
+# One file per CNI plugin for the bin/cni shims (fast start); always rebuilt from src/.
+node scripts/bundle-plugins.mjs

@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+// Bundles each CNI plugin into one CommonJS file, dist/cni/<name>.cjs, which the bin/cni shims
+// run in preference to tsc's output.
+//
+// Why: a plugin process lives for one CNI call, so Node's start-up is its latency. From tsc's
+// output a plugin resolves, reads and links 16–40 ESM modules plus zod through the async ESM
+// loader (~65 ms per VERSION call here); one CJS file needs one read and one compile (~37 ms,
+// `node -e 0` being ~25 ms). Numbers and the alternatives tried are in bench/results/cni.md.
+//
+// The plugins are the shims in bin/cni (each names its plugin on a `plugin=` line); a shim whose
+// source is not in src/plugins yet is skipped with a warning. Generated from src/ on every
+// build (scripts/build.sh, npm run build:ts); dist/ is never committed.
+//
+//   node scripts/bundle-plugins.mjs [--metafile] [--no-minify]
+
+import { build } from 'esbuild';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const shimDir = join(root, 'bin', 'cni');
+const outDir = join(root, 'dist', 'cni');
+
+/** Plugin names from the shims' `plugin=NAME` lines, so a new shim is bundled without an edit here. */
+async function pluginsFromShims() {
+  const names = [];
+  for (const file of (await readdir(shimDir)).sort()) {
+    const m = /^plugin=([a-z0-9-]+)$/m.exec(await readFile(join(shimDir, file), 'utf8'));
+    if (m) names.push(m[1]);
+    else process.stderr.write(`bundle-plugins: warning: bin/cni/${file} has no plugin= line; not bundled\n`);
+  }
+  return names;
+}
+
+// Modules use import.meta.url for two things: finding the native addon relative to themselves,
+// and the "am I the main module?" guard at the end of each plugin (argv[1] vs the module's
+// file). CJS has no import.meta, and in one bundle every module would share one URL, so
+// weft-bridge's bundle would also run weft-ipam's main. So each module gets the URL it would
+// have as tsc output (dist/src/<path>.js), computed at run time from the bundle's location —
+// the addon search behaves as from dist/ — except the plugin's own source, which gets the
+// bundle's URL: its guard matches the bundle being run and starts exactly that plugin.
+// The URL comes from a function on the bundle's first line, outside every module, because a
+// module's own `require` may be shadowed there (native.ts has `const require = createRequire(…)`).
+const URL_HELPER = '__weftModuleUrl';
+// "use strict" first: a banner line in front of esbuild's own directive would turn it off.
+const URL_HELPER_SOURCE =
+  `'use strict';\nfunction ${URL_HELPER}(rel) { return require('node:url').pathToFileURL(rel === null ? __filename : require('node:path').join(__dirname, rel)).href; }`;
+
+function importMetaUrlPerModule(entryPath) {
+  return {
+    name: 'import-meta-url-per-module',
+    setup(b) {
+      b.onLoad({ filter: /\.ts$/ }, async (args) => {
+        const source = await readFile(args.path, 'utf8');
+        if (!source.includes('import.meta.url')) return undefined;
+        const asDist = relative(outDir, join(root, 'dist', relative(root, args.path))).replace(/\.ts$/, '.js');
+        const rel = args.path === entryPath ? 'null' : JSON.stringify(asDist);
+        return { contents: source.replaceAll('import.meta.url', `${URL_HELPER}(${rel})`), loader: 'ts' };
+      });
+    },
+  };
+}
+
+async function bundle(name, { metafile, minify }) {
+  const entry = join(root, 'src', 'plugins', `${name}.ts`);
+  const outfile = join(outDir, `${name}.cjs`);
+  const result = await build({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    // Minified is a third of the size and starts no slower; its stacks name renamed identifiers,
+    // so the source map is written next to it (read only under `node --enable-source-maps`,
+    // which costs ~15 ms per start); --no-minify for debugging.
+    minify,
+    sourcemap: 'linked',
+    legalComments: 'none',
+    banner: { js: URL_HELPER_SOURCE },
+    outfile,
+    metafile,
+    logLevel: 'warning',
+    plugins: [importMetaUrlPerModule(entry)],
+  });
+  if (metafile) await writeFile(`${outfile}.meta.json`, JSON.stringify(result.metafile));
+  return outfile;
+}
+
+async function main() {
+  const metafile = process.argv.includes('--metafile');
+  const minify = !process.argv.includes('--no-minify');
+  await mkdir(outDir, { recursive: true });
+  const names = [];
+  for (const name of await pluginsFromShims()) {
+    if (existsSync(join(root, 'src', 'plugins', `${name}.ts`))) names.push(name);
+    else process.stderr.write(`bundle-plugins: warning: bin/cni/${name} has no src/plugins/${name}.ts; not bundled\n`);
+  }
+  const settled = await Promise.allSettled(names.map((n) => bundle(n, { metafile, minify })));
+  let failed = 0;
+  settled.forEach((s, i) => {
+    if (s.status === 'fulfilled') return;
+    failed++;
+    process.stderr.write(`bundle-plugins: ${names[i]}: ${s.reason instanceof Error ? s.reason.message : String(s.reason)}\n`);
+  });
+  if (failed > 0) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  process.stderr.write(`bundle-plugins: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
