@@ -17,6 +17,7 @@ export interface Benchmark {
 const registry: Record<string, () => Promise<Benchmark>> = {
   store: async () => (await import('./store.js')).storeBenchmark,
   netlink: async () => (await import('./netlink.js')).benchmark,
+  cni: async () => (await import('./cni.js')).benchmark,
 };
 
 async function main(argv: string[]): Promise<number> {
