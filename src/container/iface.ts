@@ -3,7 +3,9 @@
 // ipam.ConfigureIface and ValidateExpectedInterfaceIPs/Route.
 import type { CniResult, CniRoute } from '../cni/result.js';
 import { CniCode, WeftError } from '../errors.js';
-import type { Link, Netlink } from '../netlink/index.js';
+import { Netlink, type Link } from '../netlink/index.js';
+import { netnsExists } from '../netns/index.js';
+import { cniArg, type CniEnv } from '../cni/env.js';
 import type { IP } from '../net/ip.js';
 import { cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../net/ip.js';
 
@@ -78,4 +80,28 @@ export function verifyMac(link: Link, expected: string | undefined): void {
   if (expected && link.mac?.toLowerCase() !== expected.toLowerCase()) {
     throw new WeftError(CniCode.Internal, `${link.name}: MAC ${link.mac ?? 'none'} differs from ${expected}`);
   }
+}
+
+/** A handle on the container's namespace; a CNI_NETNS that is not one is the runtime's mistake (code 4). */
+export function openContainerNetns(netns: string): Netlink {
+  if (!netnsExists(netns)) {
+    throw new WeftError(CniCode.InvalidEnvironment, `CNI_NETNS ${netns} is not a network namespace`);
+  }
+  try {
+    return Netlink.open(netns);
+  } catch (err) {
+    throw WeftError.wrap(err, CniCode.InvalidEnvironment, `cannot enter network namespace ${netns}`);
+  }
+}
+
+const MAC_PATTERN = /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/;
+
+/** The MAC a runtime asked for: CNI_ARGS MAC=… wins over runtimeConfig.mac (as in the reference plugins). */
+export function requestedMac(env: Pick<CniEnv, 'args'>, runtimeConfigMac: string | undefined): string | undefined {
+  const fromArgs = cniArg(env, 'MAC');
+  if (fromArgs !== undefined) {
+    if (!MAC_PATTERN.test(fromArgs)) throw new WeftError(CniCode.InvalidNetworkConfig, `CNI_ARGS MAC=${fromArgs} is not a MAC address`);
+    return fromArgs;
+  }
+  return runtimeConfigMac;
 }
