@@ -1,5 +1,5 @@
 // The dataplane's public surface. Most callers need only Netlink and the types.
-export { Netlink, type LinkRef, type VethOptions, type BridgeOptions, type VxlanOptions, type MacvlanOptions, type DummyOptions, type LinkSettings, type RouteInput, type NeighInput, type FdbInput } from './netlink.js';
+export { Netlink, type NetlinkOp, type LinkRef, type VethOptions, type BridgeOptions, type VxlanOptions, type MacvlanOptions, type DummyOptions, type LinkSettings, type RouteInput, type NeighInput, type FdbInput } from './netlink.js';
 export type { Link, LinkInfo, OperState, MacvlanMode, BridgePortInfo } from './link.js';
 export type { Address, AddressOptions } from './addr.js';
 export type { Route, RouteSpec, RouteFilter, RouteType, RouteScope, Nexthop } from './route.js';

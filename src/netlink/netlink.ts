@@ -7,7 +7,7 @@ import { closeSync, openSync } from 'node:fs';
 import { WeftError, CniCode } from '../errors.js';
 import { formatCidr, formatIP, type Cidr, type IP, type IPFamily } from '../net/ip.js';
 import * as C from './constants.js';
-import { isNetlinkError } from './error.js';
+import { isNetlinkError, type NetlinkError } from './error.js';
 import { NetlinkSocket } from './socket.js';
 import {
   bridgePortSetRequest,
@@ -130,6 +130,27 @@ export interface FdbInput {
   /** The master bridge's table (NTF_MASTER) instead of the device's own (NTF_SELF). */
   readonly master?: boolean;
   readonly state?: number;
+}
+
+
+/** One write in a batch (see Netlink.applyBatch). Deletes of things already gone count as done. */
+export type NetlinkOp =
+  | { readonly op: 'replaceRoute'; readonly route: RouteInput }
+  | { readonly op: 'deleteRoute'; readonly route: RouteInput }
+  | { readonly op: 'replaceNeigh'; readonly neigh: NeighInput }
+  | { readonly op: 'deleteNeigh'; readonly link: LinkRef; readonly ip: IP }
+  | { readonly op: 'replaceFdb'; readonly fdb: FdbInput }
+  | { readonly op: 'deleteFdb'; readonly fdb: Omit<FdbInput, 'state'> };
+
+function describeOp(o: NetlinkOp): string {
+  switch (o.op) {
+    case 'replaceRoute': return `replace route ${describeRoute(o.route)}`;
+    case 'deleteRoute': return `delete route ${describeRoute(o.route)}`;
+    case 'replaceNeigh': return `replace neighbour ${formatIP(o.neigh.ip)} lladdr ${o.neigh.mac}`;
+    case 'deleteNeigh': return `delete neighbour ${formatIP(o.ip)}`;
+    case 'replaceFdb': return `replace fdb ${o.fdb.mac}${o.fdb.dst ? ` dst ${formatIP(o.fdb.dst)}` : ''}`;
+    case 'deleteFdb': return `delete fdb ${o.fdb.mac}${o.fdb.dst ? ` dst ${formatIP(o.fdb.dst)}` : ''}`;
+  }
 }
 
 function withNsFd<T>(nsPath: string | undefined, fn: (fd: number | undefined) => T): T {
@@ -533,5 +554,54 @@ export class Netlink {
       .dump(fdbDumpRequest(index, bridge), `list fdb${this.where()}`, C.RTM_NEWNEIGH)
       .map(decodeFdb)
       .filter((e): e is FdbEntry => e !== undefined && (index === undefined || e.index === index));
+  }
+
+  // ---- batches ----
+
+  /**
+   * Applies many writes with few round trips (requests are sent before their ACKs are read).
+   * Returns one entry per op: undefined when done, else the kernel's refusal. Deletes that find
+   * nothing (ESRCH/ENOENT) count as done, as in the single-call deletes.
+   */
+  applyBatch(ops: readonly NetlinkOp[]): (NetlinkError | undefined)[] {
+    const index = new Map<string | number, number>();
+    const idx = (ref: LinkRef): number => {
+      if (typeof ref === 'object') return ref.index;
+      const hit = index.get(ref);
+      if (hit !== undefined) return hit;
+      const v = this.indexOf(ref);
+      index.set(ref, v);
+      return v;
+    };
+    const fdbSpec = (e: Omit<FdbInput, 'state'> & { state?: number }) => ({
+      index: idx(e.link),
+      mac: e.mac,
+      ...(e.dst && { dst: e.dst }),
+      ...(e.vni !== undefined && { vni: e.vni }),
+      ...(e.port !== undefined && { port: e.port }),
+      ...(e.vlan !== undefined && { vlan: e.vlan }),
+      ...(e.master !== undefined && { master: e.master }),
+      ...(e.state !== undefined && { state: e.state }),
+    });
+    const routeSpec = (r: RouteInput): RouteSpec => {
+      const { oif, ...rest } = r;
+      return oif === undefined ? rest : { ...rest, oif: idx(oif) };
+    };
+    const reqs = ops.map((o) => {
+      switch (o.op) {
+        case 'replaceRoute': return routeRequest('replace', routeSpec(o.route));
+        case 'deleteRoute': return routeRequest('delete', routeSpec(o.route));
+        case 'replaceNeigh': return neighReplaceRequest({ index: idx(o.neigh.link), ip: o.neigh.ip, mac: o.neigh.mac, ...(o.neigh.state !== undefined && { state: o.neigh.state }) });
+        case 'deleteNeigh': return neighDeleteRequest(idx(o.link), o.ip);
+        case 'replaceFdb': return fdbRequest('replace', fdbSpec(o.fdb));
+        case 'deleteFdb': return fdbRequest('delete', fdbSpec(o.fdb));
+      }
+    });
+    const results = this.sock.requestBatch(reqs, (i) => `${ops[i] ? describeOp(ops[i]) : 'batch'}${this.where()}`);
+    return results.map((err, i) => {
+      const o = ops[i];
+      if (err && o && o.op.startsWith('delete') && isNetlinkError(err, 'ESRCH', 'ENOENT', 'ENODEV')) return undefined;
+      return err;
+    });
   }
 }
