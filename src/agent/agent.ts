@@ -1,0 +1,365 @@
+// weftd's core: lease this host's subnet, write subnet.env, program the backend and the traffic
+// rules, watch the other hosts' leases and keep the kernel equal to what they say — after every
+// batch of lease events and on a periodic repair pass. Restarting the agent disturbs nothing:
+// devices, routes and rules are found in place and only differences are written.
+import { CniCode, WeftError } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+import { Netlink } from '../netlink/index.js';
+import { type Cidr, formatCidr, formatIP } from '../net/ip.js';
+import { readSysctl } from '../netns/index.js';
+import { parseNetworkConfig, type NetworkConfig } from '../store/config.js';
+import { LeaseManager, type ManagerStatus } from '../store/lease-manager.js';
+import type { LeaseWatcher, WatcherState } from '../store/watch.js';
+import type { SubnetStore } from '../store/types.js';
+import { type AgentRulesSpec, agentRulesInPlace, applyAgentRules } from '../traffic/agent-rules.js';
+import { createBackend } from './backends/registry.js';
+import type { Backend, HostContext, ReconcileReport } from './backends/types.js';
+import { type HealthServer, type Readiness, startHealthServer } from './http.js';
+import { type AgentMetrics, createAgentMetrics } from './metrics.js';
+import { pickPublicInterface, type PublicInterface } from './public-iface.js';
+import { readPreviousSubnet, writeSubnetFile } from './subnet-file.js';
+
+export interface AgentOptions {
+  readonly store: SubnetStore;
+  readonly subnetFile: string;
+  readonly ipMasq: boolean;
+  readonly iface?: string;
+  readonly publicIP?: string;
+  /** host:port for /healthz, /readyz, /metrics; none when undefined. */
+  readonly healthAddr?: string;
+  readonly nodeName?: string;
+  /** Period of the repair pass (default 5 s; the contract is ≤ 10 s). */
+  readonly repairIntervalMs?: number;
+  /** How long lease events are gathered before one reconcile (default 20 ms). */
+  readonly batchDelayMs?: number;
+  readonly leaseTtlSeconds?: number;
+  /** Deadline for the first store answer before giving up (default 10 s). */
+  readonly storeTimeoutMs?: number;
+  readonly log?: Logger;
+}
+
+/** What an agent service (e.g. the CNI fast-path server) gets once the agent is ready. */
+export interface AgentContext {
+  readonly nl: Netlink;
+  readonly network: NetworkConfig;
+  readonly clusterNetwork: Cidr;
+  readonly subnet: Cidr;
+  readonly mtu: number;
+  readonly ipMasq: boolean;
+  readonly publicIP: PublicInterface;
+  readonly backendType: string;
+  readonly subnetFile: string;
+  readonly nodeName: string | undefined;
+  readonly log: Logger;
+  readonly metrics: AgentMetrics;
+  /** Adds or changes a KEY=VALUE line in subnet.env (rewritten atomically). */
+  setSubnetEnv(key: string, value: string): void;
+}
+
+export interface AgentService {
+  close(): Promise<void>;
+}
+
+/** A service started once the agent is ready, and closed on shutdown. */
+export type ServiceStarter = (ctx: AgentContext) => Promise<AgentService>;
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(t)),
+    new Promise<never>((_, reject) => { t = setTimeout(() => reject(new WeftError(CniCode.Store, `${what}: no answer within ${ms} ms`)), ms); }),
+  ]);
+}
+
+export class Agent {
+  readonly log: Logger;
+  readonly metrics = createAgentMetrics();
+  private readonly services: { name: string; start: ServiceStarter }[] = [];
+  private readonly running: { name: string; svc: AgentService }[] = [];
+  private readonly extraEnv = new Map<string, string>();
+  private nl: Netlink | undefined;
+  private backend: Backend | undefined;
+  private manager: LeaseManager | undefined;
+  private watcher: LeaseWatcher | undefined;
+  private health: HealthServer | undefined;
+  private network: NetworkConfig | undefined;
+  private rules: AgentRulesSpec | undefined;
+  private ctx: AgentContext | undefined;
+  private repairTimer: NodeJS.Timeout | undefined;
+  private batchTimer: NodeJS.Timeout | undefined;
+  private reconciling: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private fatalHandler: ((err: WeftError) => void) | undefined;
+  // Readiness pieces.
+  private phase = 'starting';
+  private leaseStatus: ManagerStatus = { type: 'idle' };
+  private watchState: WatcherState = { type: 'not-ready', reason: 'not started' };
+  private storeError: string | undefined;
+  private rulesOk = false;
+  private subnetFileOk = false;
+  private lastReport: (ReconcileReport & { at: string }) | undefined;
+  private lastReconcileError: string | undefined;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.log = opts.log ?? createLogger({ component: 'weftd' });
+  }
+
+  /** Registers a service to start once ready (call before start). */
+  addService(name: string, start: ServiceStarter): void {
+    this.services.push({ name, start });
+  }
+
+  /** Called when the agent cannot go on (own lease lost); the CLI exits non-zero. */
+  onFatal(fn: (err: WeftError) => void): void {
+    this.fatalHandler = fn;
+  }
+
+  get context(): AgentContext | undefined {
+    return this.ctx;
+  }
+
+  readiness(): Readiness {
+    const problems = this.lastReport?.problems ?? [];
+    const leaseOk = this.leaseStatus.type === 'ready';
+    const watchOk = this.watchState.type === 'ready';
+    const storeOk = this.storeError === undefined;
+    const ready = this.phase === 'running' && leaseOk && watchOk && storeOk && this.rulesOk && this.subnetFileOk
+      && this.lastReconcileError === undefined;
+    return {
+      ready,
+      details: {
+        phase: this.phase,
+        lease: this.leaseStatus.type === 'ready' || this.leaseStatus.type === 'not-ready'
+          ? { status: this.leaseStatus.type, subnet: formatCidr(this.leaseStatus.lease.subnet), ...(this.leaseStatus.type === 'not-ready' && { reason: this.leaseStatus.reason }) }
+          : { status: this.leaseStatus.type, ...(this.leaseStatus.type === 'fatal' && { reason: this.leaseStatus.error.message }) },
+        store: storeOk ? { status: 'reachable' } : { status: 'unreachable', reason: this.storeError },
+        watch: this.watchState,
+        subnetFile: this.subnetFileOk ? this.opts.subnetFile : null,
+        rules: this.rulesOk,
+        backend: this.backend?.type ?? null,
+        peers: this.watcher?.leases().length ?? 0,
+        problems,
+        ...(this.lastReconcileError !== undefined && { reconcileError: this.lastReconcileError }),
+        ...(this.lastReport && { lastReconcile: { at: this.lastReport.at, repairs: this.lastReport.repairs, removals: this.lastReport.removals } }),
+      },
+    };
+  }
+
+  private async timed<T>(op: string, p: Promise<T>): Promise<T> {
+    const end = this.metrics.storeSeconds.startTimer({ op });
+    try {
+      return await p;
+    } finally {
+      end();
+    }
+  }
+
+  async start(): Promise<AgentContext> {
+    const o = this.opts;
+    if (o.healthAddr !== undefined) {
+      this.health = await startHealthServer(o.healthAddr, () => this.readiness(), this.metrics.registry);
+      this.log.info('health endpoint listening', { address: this.health.address });
+    }
+    const storeTimeout = o.storeTimeoutMs ?? 10_000;
+
+    // 1. The network config: the store must answer now, or we stop with a clear error.
+    this.phase = 'reading network config';
+    let text: string | undefined;
+    try {
+      text = await withTimeout(this.timed('get-config', o.store.getConfig()), storeTimeout, `store ${o.store.kind} at ${o.store.where} unreachable`);
+    } catch (err) {
+      throw WeftError.wrap(err, CniCode.Store, `cannot read the network config from the ${o.store.kind} store at ${o.store.where}`);
+    }
+    if (text === undefined) {
+      throw new WeftError(CniCode.InvalidNetworkConfig, `no network config in the ${o.store.kind} store at ${o.store.where}; set one with \`weftctl config set FILE\``);
+    }
+    const network = parseNetworkConfig(text);
+    this.network = network;
+    if (!network.ipv4) throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: Network: weftd needs an IPv4 Network');
+    const backend = createBackend(network.backend.type, network.backend.settings);
+    this.backend = backend;
+
+    // 2. Where this host stands on the underlay.
+    const nl = Netlink.open();
+    this.nl = nl;
+    const pub = pickPublicInterface(nl, { ...(o.iface !== undefined && { iface: o.iface }), ...(o.publicIP !== undefined && { publicIP: o.publicIP }) });
+    this.log.info('public interface', { iface: pub.link.name, publicIP: formatIP(pub.ip), mtu: pub.link.mtu, backend: backend.type });
+    try {
+      if (readSysctl('net.ipv4.ip_forward') !== '1') this.log.warn('net.ipv4.ip_forward is 0: this host will not forward pod traffic until it is enabled');
+    } catch { /* sysctl unreadable: not ours to fix */ }
+
+    // 3. Backend devices first: the lease publishes what they are (e.g. the VtepMAC).
+    this.phase = 'preparing backend';
+    const host: HostContext = { nl, network, publicIP: pub.ip, publicIface: pub.link, log: this.log.child({ backend: backend.type }) };
+    const prep = await backend.prepare(host);
+
+    // 4. The lease.
+    this.phase = 'acquiring lease';
+    const previous = readPreviousSubnet(o.subnetFile);
+    const manager = new LeaseManager({
+      store: o.store, config: network, publicIP: pub.ip, backendType: backend.type, backendData: prep.backendData,
+      ...(o.leaseTtlSeconds !== undefined && { ttlSeconds: o.leaseTtlSeconds }),
+      ...(previous && { previousSubnet: previous }),
+      log: this.log.child({ component: 'lease-manager' }),
+      onStatus: (s) => this.onLeaseStatus(s),
+    });
+    this.manager = manager;
+    const lease = await withTimeout(this.timed('acquire', manager.start()), storeTimeout, `acquiring a lease from ${o.store.where}`);
+    this.leaseStatus = manager.status;
+    await backend.activate(lease.subnet);
+
+    // 5. subnet.env and the traffic rules.
+    this.phase = 'writing subnet file';
+    const clusterNetwork = network.ipv4.network;
+    const writeEnv = () => {
+      writeSubnetFile(o.subnetFile, { network: clusterNetwork, subnet: lease.subnet, mtu: prep.mtu, ipMasq: o.ipMasq, backend: backend.type, extra: this.extraEnv });
+      this.subnetFileOk = true;
+    };
+    writeEnv();
+    this.phase = 'applying traffic rules';
+    this.rules = { network: clusterNetwork, ipMasq: o.ipMasq };
+    this.ensureRules();
+
+    // 6. Watch the others; the first listing arrives as one batch of `added`.
+    this.phase = 'watching leases';
+    const watcher = manager.watchOthers(() => this.scheduleReconcile(), (s) => { this.watchState = s; });
+    this.watcher = watcher;
+    await withTimeout(this.timed('list', watcher.start()), storeTimeout, `listing leases in ${o.store.where}`);
+    this.watchState = watcher.state;
+    await this.reconcileNow('initial');
+
+    this.ctx = {
+      nl, network, clusterNetwork, subnet: lease.subnet, mtu: prep.mtu, ipMasq: o.ipMasq, publicIP: pub,
+      backendType: backend.type, subnetFile: o.subnetFile, nodeName: o.nodeName, log: this.log, metrics: this.metrics,
+      setSubnetEnv: (key, value) => { this.extraEnv.set(key, value); writeEnv(); },
+    };
+    for (const s of this.services) {
+      this.running.push({ name: s.name, svc: await s.start(this.ctx) });
+      this.log.info('service started', { service: s.name });
+    }
+    const period = o.repairIntervalMs ?? 5000;
+    this.repairTimer = setInterval(() => { void this.repairPass(); }, period);
+    this.phase = 'running';
+    this.metrics.ready.set(this.readiness().ready ? 1 : 0);
+    this.log.info('weftd ready', { subnet: formatCidr(lease.subnet), mtu: prep.mtu, peers: watcher.leases().length, subnetFile: o.subnetFile });
+    return this.ctx;
+  }
+
+  private onLeaseStatus(s: ManagerStatus): void {
+    this.leaseStatus = s;
+    if (s.type === 'fatal') {
+      this.metrics.errors.inc({ kind: 'lease' });
+      this.fatalHandler?.(s.error);
+    }
+  }
+
+  private ensureRules(): void {
+    const spec = this.rules;
+    if (!spec) return;
+    try {
+      if (!agentRulesInPlace(spec)) {
+        applyAgentRules(spec);
+        if (this.rulesOk) this.log.warn('traffic rules were changed by someone else; restored', { table: 'inet weft' });
+      }
+      this.rulesOk = true;
+    } catch (err) {
+      this.rulesOk = false;
+      this.metrics.errors.inc({ kind: 'rules' });
+      throw err;
+    }
+  }
+
+  private scheduleReconcile(): void {
+    if (this.stopped || this.batchTimer) return;
+    this.batchTimer = setTimeout(() => {
+      this.batchTimer = undefined;
+      void this.reconcileNow('lease events').catch(() => {});
+    }, this.opts.batchDelayMs ?? 20);
+  }
+
+  /** One reconcile at a time; a request during a pass makes one more pass afterwards. */
+  private reconcileNow(why: string): Promise<void> {
+    if (this.reconciling) {
+      this.again = true;
+      return this.reconciling;
+    }
+    this.reconciling = (async () => {
+      do {
+        this.again = false;
+        await this.reconcileOnce(why);
+      } while (this.again && !this.stopped);
+    })().finally(() => { this.reconciling = undefined; });
+    return this.reconciling;
+  }
+
+  private async reconcileOnce(why: string): Promise<void> {
+    const backend = this.backend;
+    const watcher = this.watcher;
+    if (!backend || !watcher || this.stopped) return;
+    const peers = watcher.leases();
+    const end = this.metrics.reconcileSeconds.startTimer();
+    try {
+      const report = await backend.reconcile(peers);
+      this.metrics.reconcileRuns.inc();
+      this.metrics.reconcileRepairs.inc(report.repairs);
+      this.metrics.reconcileRemovals.inc(report.removals);
+      this.metrics.leases.set(peers.length + 1);
+      this.metrics.peers.set(peers.length);
+      const before = this.lastReport?.problems.join('\n');
+      this.lastReport = { ...report, at: new Date().toISOString() };
+      this.lastReconcileError = undefined;
+      if (report.repairs + report.removals > 0) this.log.info('dataplane reconciled', { why, peers: peers.length, written: report.repairs, removed: report.removals });
+      if (report.problems.length > 0 && report.problems.join('\n') !== before) this.log.warn('dataplane problems', { problems: report.problems });
+    } catch (err) {
+      this.metrics.errors.inc({ kind: 'reconcile' });
+      this.lastReconcileError = err instanceof Error ? err.message : String(err);
+      this.log.error('reconcile failed', { why, error: this.lastReconcileError });
+    } finally {
+      end();
+      this.metrics.ready.set(this.readiness().ready ? 1 : 0);
+    }
+  }
+
+  /** The periodic pass: store still there? rules and dataplane still right? */
+  private async repairPass(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await withTimeout(this.timed('probe', this.opts.store.getConfig()), 3000, 'store probe');
+      if (this.storeError !== undefined) this.log.info('store reachable again', { store: this.opts.store.where });
+      this.storeError = undefined;
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      if (this.storeError === undefined) this.log.warn('store unreachable; keeping the dataplane as it is', { store: this.opts.store.where, reason });
+      this.storeError = reason;
+      this.metrics.errors.inc({ kind: 'store' });
+    }
+    try {
+      this.ensureRules();
+    } catch (err) {
+      this.log.error('cannot restore traffic rules', { error: err instanceof Error ? err.message : String(err) });
+    }
+    await this.reconcileNow('repair');
+  }
+
+  /**
+   * Stops the agent. The dataplane stays (so traffic flows across a restart) unless
+   * keepDataplane is false; the lease stays (a restart takes it back) unless release is set.
+   */
+  async stop(opts: { keepDataplane?: boolean; release?: boolean } = {}): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.repairTimer) clearInterval(this.repairTimer);
+    if (this.batchTimer) clearTimeout(this.batchTimer);
+    await this.reconciling?.catch(() => {});
+    for (const { name, svc } of this.running.splice(0).reverse()) {
+      await svc.close().catch((err: unknown) => this.log.warn('service did not close cleanly', { service: name, error: String(err) }));
+    }
+    await this.watcher?.close().catch(() => {});
+    await this.manager?.stop({ release: opts.release ?? false });
+    await this.backend?.close({ keepDataplane: opts.keepDataplane ?? true }).catch(() => {});
+    await this.health?.close();
+    this.nl?.close();
+    this.phase = 'stopped';
+  }
+}

@@ -1,0 +1,52 @@
+// /healthz (the process is alive and serving), /readyz (200 only once lease, subnet.env, rules
+// and backend are in place and the store is reachable; JSON details either way) and /metrics.
+import { createServer, type Server } from 'node:http';
+import { CniCode, WeftError } from '../errors.js';
+import type { Registry } from 'prom-client';
+
+export interface Readiness {
+  readonly ready: boolean;
+  readonly details: Record<string, unknown>;
+}
+
+export interface HealthServer {
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+export function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new WeftError(CniCode.InvalidEnvironment, `--health-addr: expected host:port (e.g. 127.0.0.1:9417), got ${JSON.stringify(s)}`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+export async function startHealthServer(addr: string, readiness: () => Readiness, registry: Registry): Promise<HealthServer> {
+  const { host, port } = parseHostPort(addr);
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    } else if (path === '/readyz') {
+      const r = readiness();
+      res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready: r.ready, ...r.details }) + '\n');
+    } else if (path === '/metrics') {
+      registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      );
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new WeftError(CniCode.InvalidEnvironment, `--health-addr ${addr}: cannot listen: ${err.message}`)));
+    server.listen(port, host, () => resolve());
+  });
+  const a = server.address();
+  const address = typeof a === 'object' && a ? `${a.address}:${a.port}` : addr;
+  return {
+    address,
+    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}

@@ -1,0 +1,137 @@
+// weftd: the node agent. Flags (each also as env WEFTD_<FLAG>) → an Agent; SIGTERM/SIGINT stop
+// it keeping the dataplane and the lease, so a restart (even after SIGKILL) changes nothing.
+import { parseArgs } from 'node:util';
+import { Agent } from '../agent/agent.js';
+import { WeftError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { openStore, storeFlagOptions, storeFlagsHelp, storeSettingsFrom } from '../store/flags.js';
+import { ExitCode } from './command.js';
+
+export const DEFAULT_SUBNET_FILE = '/run/weft/subnet.env';
+
+const options = {
+  ...storeFlagOptions,
+  iface: { type: 'string' },
+  'public-ip': { type: 'string' },
+  'subnet-file': { type: 'string' },
+  'ip-masq': { type: 'boolean' },
+  'health-addr': { type: 'string' },
+  'node-name': { type: 'string' },
+  'repair-interval': { type: 'string' },
+  'lease-ttl': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const HELP = `weftd — weft's node agent: leases this host's pod subnet, writes subnet.env, and programs
+routes, tunnels and traffic rules so pods on every host reach each other.
+
+Usage: weftd [FLAGS]
+
+Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true):
+  --iface NAME|IP          public interface (name, or one of its addresses); default: the
+                           interface of the default route
+  --public-ip IP           address published to other hosts (default: the interface's first)
+  --subnet-file PATH       where subnet.env is written (default ${DEFAULT_SUBNET_FILE})
+  --ip-masq                masquerade pod traffic leaving the cluster network
+  --health-addr HOST:PORT  serve /healthz, /readyz and /metrics here (default: off)
+  --node-name NAME         this node's name, for logs
+  --repair-interval SECS   period of the repair pass (default 5, at most 10)
+  --lease-ttl SECS         lease TTL (default 86400)
+${storeFlagsHelp}
+
+The network config (Network, SubnetLen, Backend …) is read from the store: weftctl config set.
+Exit: 0 after SIGTERM/SIGINT (dataplane and lease kept), 1 on a fatal error, 2 on bad flags.
+`;
+
+type Values = { [K in keyof typeof options]?: (typeof options)[K]['type'] extends 'boolean' ? boolean : string };
+
+function envOr(values: Values, flag: keyof typeof options, env: NodeJS.ProcessEnv): string | undefined {
+  const v = values[flag];
+  if (typeof v === 'string') return v;
+  const e = env[`WEFTD_${flag.toUpperCase().replace(/-/g, '_')}`];
+  return e === undefined || e === '' ? undefined : e;
+}
+
+function boolEnv(values: Values, flag: keyof typeof options, env: NodeJS.ProcessEnv): boolean {
+  if (values[flag] === true) return true;
+  const e = env[`WEFTD_${flag.toUpperCase().replace(/-/g, '_')}`];
+  if (e === undefined || e === '') return false;
+  if (/^(1|true|yes)$/i.test(e)) return true;
+  if (/^(0|false|no)$/i.test(e)) return false;
+  throw new WeftError(4, `WEFTD_${flag.toUpperCase().replace(/-/g, '_')}: expected true or false, got ${JSON.stringify(e)}`);
+}
+
+function seconds(flag: string, v: string | undefined, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0 || n > max) throw new WeftError(4, `--${flag}: expected seconds in (0, ${max}], got ${JSON.stringify(v)}`);
+  return n;
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let values: Values;
+  try {
+    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Values;
+  } catch (err) {
+    process.stderr.write(`weftd: ${(err as Error).message}\n(see weftd --help)\n`);
+    return ExitCode.Usage;
+  }
+  if (values.help) {
+    process.stdout.write(HELP);
+    return ExitCode.Ok;
+  }
+  const nodeName = envOr(values, 'node-name', env);
+  const log = createLogger({ component: 'weftd', ...(nodeName !== undefined && { node: nodeName }) });
+  let agent: Agent | undefined;
+  try {
+    const settings = storeSettingsFrom(values, env);
+    const repair = seconds('repair-interval', envOr(values, 'repair-interval', env), 10);
+    const ttl = seconds('lease-ttl', envOr(values, 'lease-ttl', env), 10 * 365 * 86400);
+    const iface = envOr(values, 'iface', env);
+    const publicIP = envOr(values, 'public-ip', env);
+    const healthAddr = envOr(values, 'health-addr', env);
+    const store = await openStore(settings);
+    agent = new Agent({
+      store,
+      subnetFile: envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE,
+      ipMasq: boolEnv(values, 'ip-masq', env),
+      ...(iface !== undefined && { iface }),
+      ...(publicIP !== undefined && { publicIP }),
+      ...(healthAddr !== undefined && { healthAddr }),
+      ...(nodeName !== undefined && { nodeName }),
+      ...(repair !== undefined && { repairIntervalMs: repair * 1000 }),
+      ...(ttl !== undefined && { leaseTtlSeconds: Math.round(ttl) }),
+      log,
+    });
+    // Agent services hook in here (started once the agent is ready, closed on shutdown), e.g.
+    // agent.addService('cni-server', startCniServer);
+    const done = new Promise<number>((resolve) => {
+      const stop = (signal: string) => {
+        log.info('stopping; dataplane and lease are kept', { signal });
+        void agent!.stop({ keepDataplane: true }).then(() => store.close()).then(() => resolve(ExitCode.Ok), () => resolve(ExitCode.Failure));
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+      agent!.onFatal((err) => {
+        log.error('fatal', { error: err.message });
+        void agent!.stop({ keepDataplane: true }).then(() => store.close()).finally(() => resolve(ExitCode.Failure));
+      });
+    });
+    await agent.start();
+    return await done;
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    log.error('weftd cannot start', { error: msg });
+    process.stderr.write(`weftd: ${msg}\n`);
+    await agent?.stop({ keepDataplane: true }).catch(() => {});
+    return ExitCode.Failure;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; process.exit(code); },
+  (err: unknown) => {
+    process.stderr.write(`weftd: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exit(ExitCode.Failure);
+  },
+);

@@ -1,0 +1,156 @@
+// A multi-host network on one machine: an underlay namespace holding a bridge (the "switch"),
+// N host namespaces each wired to it by a veth (eth0, 198.18.0.<i+1>/24, default route via the
+// outside namespace), an "outside" namespace at 198.18.0.254 with no route to any pod network,
+// and containers per host on a cni0-style bridge. Everything is named `${prefix}-…` and goes
+// away with destroy() (links die with their namespaces), even after a half-built failure.
+import { randomBytes } from 'node:crypto';
+import { CniCode, WeftError } from '../errors.js';
+import { Netlink } from '../netlink/index.js';
+import { type Cidr, type IP, formatIP, ipFromValue, networkOf, nthAddress, parseIPv4 } from '../net/ip.js';
+import { createNamedNetns, deleteNamedNetns, writeSysctl } from '../netns/index.js';
+
+export const UNDERLAY_PREFIX = 24;
+const UNDERLAY_BASE = parseIPv4('198.18.0.0');
+
+export interface TopologyHost {
+  readonly index: number;
+  /** Namespace name (for `ip netns exec`). */
+  readonly ns: string;
+  readonly nsPath: string;
+  readonly iface: 'eth0';
+  readonly ip: IP;
+}
+
+export interface TopologyContainer {
+  readonly ns: string;
+  readonly nsPath: string;
+  readonly host: TopologyHost;
+  readonly ip: IP;
+}
+
+export interface TopologyOptions {
+  readonly prefix: string;
+  readonly hosts: number;
+  readonly mtu?: number;
+}
+
+function underlayIP(n: number): IP {
+  return ipFromValue(4, UNDERLAY_BASE.value + BigInt(n));
+}
+
+export class Topology {
+  readonly id = randomBytes(3).toString('hex');
+  readonly hosts: TopologyHost[] = [];
+  readonly containers: TopologyContainer[] = [];
+  readonly underlay: string;
+  readonly outside: string;
+  readonly outsideIP = underlayIP(254);
+  private readonly made: string[] = [];
+
+  private constructor(private readonly opts: TopologyOptions) {
+    this.underlay = this.name('u');
+    this.outside = this.name('o');
+  }
+
+  private name(what: string): string {
+    return `${this.opts.prefix}-${this.id}-${what}`;
+  }
+
+  private ns(name: string): string {
+    const p = createNamedNetns(name);
+    this.made.push(name);
+    Netlink.with(p, (nl) => nl.setLink('lo', { up: true }));
+    return p;
+  }
+
+  static create(opts: TopologyOptions): Topology {
+    if (opts.hosts < 1 || opts.hosts > 200) throw new WeftError(CniCode.InvalidEnvironment, `topology: hosts must be 1..200, got ${opts.hosts}`);
+    const t = new Topology(opts);
+    try {
+      t.build();
+    } catch (err) {
+      t.destroy();
+      throw err;
+    }
+    return t;
+  }
+
+  private build(): void {
+    const mtu = this.opts.mtu ?? 1500;
+    const underlayPath = this.ns(this.underlay);
+    Netlink.with(underlayPath, (nl) => {
+      nl.createBridge({ name: 'sw', mtu, up: true });
+      const attach = (port: string, peerNs: string, ip: IP, gw: IP | undefined) => {
+        nl.createVeth({ name: port, peerName: 'eth0', peerNsPath: peerNs, mtu, up: true });
+        nl.setLink(port, { master: 'sw' });
+        Netlink.with(peerNs, (h) => {
+          h.addAddress('eth0', { ip, prefix: UNDERLAY_PREFIX });
+          h.setLink('eth0', { up: true });
+          if (gw) h.addRoute({ dst: 'default', gateway: gw });
+        });
+      };
+      const outsidePath = this.ns(this.outside);
+      attach('po', outsidePath, this.outsideIP, undefined);
+      for (let i = 0; i < this.opts.hosts; i++) {
+        const ns = this.name(`h${i}`);
+        const path = this.ns(ns);
+        writeSysctl('net.ipv4.ip_forward', 1, path);
+        attach(`p${i}`, path, underlayIP(i + 1), this.outsideIP);
+        this.hosts.push({ index: i, ns, nsPath: path, iface: 'eth0', ip: underlayIP(i + 1) });
+      }
+    });
+  }
+
+  host(i: number): TopologyHost {
+    const h = this.hosts[i];
+    if (!h) throw new WeftError(CniCode.InvalidEnvironment, `topology: no host ${i}`);
+    return h;
+  }
+
+  /**
+   * A container on `host` at the n-th address (n ≥ 2) of the host's pod subnet, behind a
+   * cni0 bridge that holds the first address (the gateway), like weft-bridge with isGateway.
+   */
+  addContainer(host: TopologyHost, subnet: Cidr, n: number, mtu: number): TopologyContainer {
+    const net = networkOf(subnet);
+    const gw = nthAddress(net, 1);
+    const ip = nthAddress(net, n);
+    const ns = this.name(`c${host.index}x${n}`);
+    const path = this.ns(ns);
+    Netlink.with(host.nsPath, (nl) => {
+      if (!nl.getLink('cni0')) {
+        nl.createBridge({ name: 'cni0', mtu, up: true });
+        nl.addAddress('cni0', { ip: gw, prefix: net.prefix });
+      }
+      const hostEnd = `v${host.index}x${n}`;
+      nl.createVeth({ name: hostEnd, peerName: 'eth0', peerNsPath: path, mtu, up: true });
+      nl.setLink(hostEnd, { master: 'cni0' });
+    });
+    Netlink.with(path, (c) => {
+      c.addAddress('eth0', { ip, prefix: net.prefix });
+      c.setLink('eth0', { up: true });
+      c.addRoute({ dst: 'default', gateway: gw });
+    });
+    const ct = { ns, nsPath: path, host, ip };
+    this.containers.push(ct);
+    return ct;
+  }
+
+  describe(): string {
+    return this.hosts.map((h) => `${h.ns} ${formatIP(h.ip)}`).join(', ');
+  }
+
+  /** Removes every namespace made (idempotent); links and addresses go with them. */
+  destroy(): void {
+    const errors: unknown[] = [];
+    for (const name of this.made.splice(0).reverse()) {
+      try {
+        deleteNamedNetns(name);
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length > 0) throw new AggregateError(errors, 'topology: could not remove every namespace');
+  }
+}
+

@@ -1,0 +1,54 @@
+// weftd's nftables rules, all in its own table `inet weft` (the CNI plugins use `weft-cni`;
+// nothing else is touched): forward accept for the cluster network, and with --ip-masq
+// masquerade for pod traffic leaving it. The table is written whole in one transaction
+// (create, flush, fill), so re-applying is idempotent and never leaves a half state.
+import { type Cidr, formatCidr } from '../net/ip.js';
+import { nftApply, nftListJson, nftListRules } from '../nft/nft.js';
+
+export const AGENT_TABLE = 'weft';
+
+export interface AgentRulesSpec {
+  /** The whole cluster network (FLANNEL_NETWORK). */
+  readonly network: Cidr;
+  readonly ipMasq: boolean;
+}
+
+export function agentRulesScript(s: AgentRulesSpec): string {
+  const net = formatCidr(s.network);
+  const t = `inet ${AGENT_TABLE}`;
+  const lines = [
+    `add table ${t}`,
+    `flush table ${t}`,
+    `add chain ${t} forward { type filter hook forward priority filter; policy accept; }`,
+    `add rule ${t} forward ip saddr ${net} accept comment "weft: from the cluster network"`,
+    `add rule ${t} forward ip daddr ${net} accept comment "weft: to the cluster network"`,
+  ];
+  if (s.ipMasq) {
+    lines.push(
+      `add chain ${t} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
+      // Pod to pod keeps its source address, on every backend.
+      `add rule ${t} postrouting ip saddr ${net} ip daddr ${net} return comment "weft: inside the cluster network"`,
+      `add rule ${t} postrouting ip saddr ${net} ip daddr != 224.0.0.0/4 masquerade fully-random comment "weft: leaving the cluster network"`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** How many rules agentRulesScript puts in the table, for the repair check. */
+export function agentRuleCount(s: AgentRulesSpec): number {
+  return s.ipMasq ? 4 : 2;
+}
+
+export function applyAgentRules(s: AgentRulesSpec): void {
+  nftApply(agentRulesScript(s));
+}
+
+/** True when the table holds exactly the expected rules (by count and comment). */
+export function agentRulesInPlace(s: AgentRulesSpec): boolean {
+  const rules = nftListRules('inet', AGENT_TABLE);
+  return rules.length === agentRuleCount(s) && rules.every((r) => r.comment?.startsWith('weft: '));
+}
+
+export function removeAgentRules(): void {
+  if (nftListJson(['table', 'inet', AGENT_TABLE]) !== undefined) nftApply(`delete table inet ${AGENT_TABLE}\n`);
+}
