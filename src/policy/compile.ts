@@ -1,0 +1,339 @@
+// Compiles the policies that concern one host's endpoints into one nftables table,
+// `inet weft-policy`, owned by weft alone.
+//
+// Shape of the table:
+//   chain forward   (hook forward) conntrack first — replies and established flows of allowed
+//                   connections pass, invalid packets drop — then the sender's egress chain and
+//                   the receiver's ingress chain, each reached through a verdict map keyed by the
+//                   endpoint's address. An address in no map belongs to no selected local pod and
+//                   is not isolated in that direction.
+//   chain ing-… / egr-…   one per distinct rule body: endpoints with the same policies share a
+//                   chain, so a new pod selected by existing policies is one map element.
+//                   Ingress accepts on a match, egress returns (so ingress is still checked when
+//                   both ends are local); both end in drop.
+//   set pods-…      the addresses of the pods one peer selector covers, cluster-wide. Pods coming
+//                   and going, or changing labels, are element updates, never rule rebuilds.
+//   set np-NAME-…   address . protocol . port of every pod declaring named port NAME (egress
+//                   named ports resolve at the destination, which is remote).
+//
+// Why the inet forward hook covers every backend: routed traffic (host-gw, vxlan, udp, bgp,
+// weft-routed) is forwarded at L3 by the host; pods on one weft bridge talk at L2, which the inet
+// hooks see only through br_netfilter (bridge-nf-call-iptables=1, per namespace, on by default
+// here). A `bridge`-family table cannot do the same job on kernels without nf_conntrack_bridge
+// (it cannot tell replies from new connections), so the enforcer checks the sysctl instead.
+// Ingress is enforced on the receiver's host and egress on the sender's: each host only has
+// chains for its own endpoints.
+import { createHash } from 'node:crypto';
+import { type IPFamily, formatCidr, formatIP } from '../net/ip.js';
+import { podPeerMatches, policySelects } from './evaluate.js';
+import type { Endpoint, LabelSelector, NetworkPolicy, Peer, PolicyPort, PolicyWorld } from './model.js';
+
+export const POLICY_TABLE = 'weft-policy';
+export const POLICY_FAMILY = 'inet';
+
+export interface CompiledSet {
+  readonly name: string;
+  /** nft type, e.g. `ipv4_addr` or `ipv4_addr : verdict` for a map. */
+  readonly type: string;
+  readonly kind: 'set' | 'map';
+  readonly comment: string;
+  /** Elements as nft writes them (`10.0.0.2`, `10.0.0.2 . tcp . 80`, `10.0.0.2 : jump ing-…`). */
+  readonly elements: readonly string[];
+}
+
+export interface CompiledChain {
+  readonly name: string;
+  /** The base chain's header line(s) (hook), empty for regular chains. */
+  readonly header: string;
+  readonly rules: readonly string[];
+}
+
+export interface CompiledPolicy {
+  readonly sets: ReadonlyMap<string, CompiledSet>;
+  readonly chains: ReadonlyMap<string, CompiledChain>;
+  /** The table without set/map elements: equal structures differ only by element updates. */
+  readonly structure: string;
+}
+
+type Direction = 'ingress' | 'egress';
+
+const hash = (s: string, n = 12): string => createHash('sha256').update(s).digest('hex').slice(0, n);
+
+const addrType = (f: IPFamily): string => (f === 4 ? 'ipv4_addr' : 'ipv6_addr');
+const addrKw = (f: IPFamily): string => (f === 4 ? 'ip' : 'ip6');
+
+function canonicalSelector(s: LabelSelector | undefined): unknown {
+  if (!s) return null;
+  return {
+    l: Object.entries(s.matchLabels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    e: s.matchExpressions.map((r) => [r.key, r.operator, [...r.values].sort()]).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1)),
+  };
+}
+
+/** Identity of a pod peer: equal peers (even in different policies) share one set. */
+function podPeerKey(peer: Extract<Peer, { type: 'pods' }>, policyNs: string): string {
+  return JSON.stringify({
+    ns: peer.namespaceSelector ? null : policyNs,
+    nsSel: canonicalSelector(peer.namespaceSelector),
+    podSel: canonicalSelector(peer.podSelector),
+  });
+}
+
+function nftString(s: string): string {
+  return `"${s.replace(/[^\x20-\x7e]/g, '').replace(/["\\]/g, '').slice(0, 120)}"`;
+}
+
+function describeSelector(s: LabelSelector | undefined): string {
+  if (!s) return '';
+  const parts = [
+    ...Object.entries(s.matchLabels).map(([k, v]) => `${k}=${v}`),
+    ...s.matchExpressions.map((r) => (r.values.length > 0 ? `${r.key} ${r.operator} (${r.values.join(',')})` : `${r.key} ${r.operator}`)),
+  ];
+  return parts.length > 0 ? parts.join(' ') : 'all';
+}
+
+/** What a pod peer set holds, for people reading `nft list`. */
+function describePodPeer(peer: Extract<Peer, { type: 'pods' }>, policyNs: string): string {
+  const ns = peer.namespaceSelector ? `namespaces ${describeSelector(peer.namespaceSelector)}` : `namespace ${policyNs}`;
+  return `pods ${describeSelector(peer.podSelector) || 'all'} in ${ns}`;
+}
+
+const protoKw = (p: PolicyPort['protocol']): string => p.toLowerCase();
+
+class Builder {
+  readonly sets = new Map<string, CompiledSet>();
+  readonly chains = new Map<string, CompiledChain>();
+  private readonly podSets = new Map<string, { peer: Extract<Peer, { type: 'pods' }>; ns: string; base: string }>();
+  private readonly namedPortSets = new Set<string>();
+
+  constructor(readonly world: PolicyWorld, readonly families: readonly IPFamily[]) {}
+
+  podSetName(peer: Extract<Peer, { type: 'pods' }>, policyNs: string, family: IPFamily): string {
+    const key = podPeerKey(peer, policyNs);
+    let s = this.podSets.get(key);
+    if (!s) {
+      s = { peer, ns: policyNs, base: `pods-${hash(key, 10)}` };
+      this.podSets.set(key, s);
+    }
+    return `${s.base}-${family}`;
+  }
+
+  namedPortSetName(name: string, family: IPFamily): string {
+    this.namedPortSets.add(name);
+    return `np-${name}-${family}`;
+  }
+
+  /** Creates the peer and named-port sets referenced by the chains, with their members. */
+  finishSets(): void {
+    for (const [key, { peer, ns, base }] of this.podSets) {
+      const members = this.world.endpoints.filter((e) => podPeerMatches(peer, ns, e, this.world.namespaces));
+      for (const f of this.families) {
+        this.addSet({
+          name: `${base}-${f}`, kind: 'set', type: addrType(f), comment: describePodPeer(peer, ns),
+          elements: members.flatMap((e) => e.ips.filter((ip) => ip.family === f).map(formatIP)),
+        });
+      }
+    }
+    for (const name of this.namedPortSets) {
+      for (const f of this.families) {
+        const elements: string[] = [];
+        for (const e of this.world.endpoints) {
+          const np = e.namedPorts?.[name];
+          if (!np) continue;
+          for (const ip of e.ips) if (ip.family === f) elements.push(`${formatIP(ip)} . ${protoKw(np.protocol)} . ${np.port}`);
+        }
+        this.addSet({ name: `np-${name}-${f}`, kind: 'set', type: `${addrType(f)} . inet_proto . inet_service`, comment: `named port ${name}`, elements });
+      }
+    }
+  }
+
+  addSet(s: CompiledSet): void {
+    this.sets.set(s.name, { ...s, elements: [...new Set(s.elements)].sort() });
+  }
+}
+
+/** Match expressions for the rule's ports as seen at the destination, per family; undefined = matches nothing. */
+function portExprs(b: Builder, ports: readonly PolicyPort[], dir: Direction, ep: Endpoint, family: IPFamily): string[] | undefined {
+  if (ports.length === 0) return [''];
+  const out: string[] = [];
+  const byProto = new Map<string, { any: boolean; ranges: string[] }>();
+  const group = (p: string) => {
+    let g = byProto.get(p);
+    if (!g) { g = { any: false, ranges: [] }; byProto.set(p, g); }
+    return g;
+  };
+  for (const p of ports) {
+    const proto = protoKw(p.protocol);
+    switch (p.port.type) {
+      case 'any': group(proto).any = true; break;
+      case 'number': group(proto).ranges.push(p.port.port === p.port.endPort ? `${p.port.port}` : `${p.port.port}-${p.port.endPort}`); break;
+      case 'named': {
+        if (dir === 'ingress') {
+          // The destination is this endpoint: resolve now. A name it does not declare (or declares
+          // for another protocol) matches nothing, as in Kubernetes.
+          const np = ep.namedPorts?.[p.port.name];
+          if (np && np.protocol === p.protocol) group(proto).ranges.push(`${np.port}`);
+        } else {
+          out.push(`meta l4proto ${proto} ${addrKw(family)} daddr . meta l4proto . th dport @${b.namedPortSetName(p.port.name, family)}`);
+        }
+        break;
+      }
+    }
+  }
+  for (const [proto, g] of [...byProto].sort(([a], [b2]) => (a < b2 ? -1 : 1))) {
+    if (g.any) out.push(`meta l4proto ${proto}`);
+    else if (g.ranges.length > 0) {
+      const uniq = [...new Set(g.ranges)];
+      out.push(`meta l4proto ${proto} th dport ${uniq.length === 1 ? uniq[0] : `{ ${uniq.join(', ')} }`}`);
+    }
+  }
+  return out.length > 0 ? out : undefined;
+}
+
+function peerExprs(b: Builder, peers: 'all' | readonly Peer[], dir: Direction, policyNs: string, family: IPFamily): string[] {
+  if (peers === 'all') return [''];
+  const side = dir === 'ingress' ? 'saddr' : 'daddr';
+  const kw = addrKw(family);
+  const out: string[] = [];
+  for (const peer of peers) {
+    if (peer.type === 'pods') {
+      out.push(`${kw} ${side} @${b.podSetName(peer, policyNs, family)}`);
+    } else if (peer.cidr.ip.family === family) {
+      const except = peer.except.length > 0 ? ` ${kw} ${side} != { ${peer.except.map(formatCidr).join(', ')} }` : '';
+      out.push(`${kw} ${side} ${formatCidr(peer.cidr)}${except}`);
+    }
+  }
+  return out;
+}
+
+/** The rules of one endpoint's chain in one direction, or undefined when nothing isolates it. */
+function chainRules(b: Builder, ep: Endpoint, dir: Direction): string[] | undefined {
+  const isolating = b.world.policies
+    .filter((p) => (dir === 'ingress' ? p.types.ingress : p.types.egress) && policySelects(p, ep))
+    .sort((x, y) => (`${x.namespace}/${x.name}` < `${y.namespace}/${y.name}` ? -1 : 1));
+  if (isolating.length === 0) return undefined;
+  const verdict = dir === 'ingress' ? 'accept' : 'return';
+  const lines: string[] = [];
+  for (const p of isolating) {
+    (dir === 'ingress' ? p.ingress : p.egress).forEach((rule, i) => {
+      const comment = `comment ${nftString(`${p.namespace}/${p.name} ${dir}[${i}]`)}`;
+      for (const f of b.families) {
+        const ports = portExprs(b, rule.ports, dir, ep, f);
+        if (!ports) continue;
+        for (const peer of peerExprs(b, rule.peers, dir, p.namespace, f)) {
+          for (const port of ports) lines.push([peer, port, verdict, comment].filter((s) => s !== '').join(' '));
+        }
+      }
+    });
+  }
+  lines.push(`drop comment ${nftString(`${dir} not allowed by ${isolating.map((p) => `${p.namespace}/${p.name}`).join(', ')}`)}`);
+  return [...new Set(lines)];
+}
+
+function familiesOf(world: PolicyWorld): IPFamily[] {
+  const fams = new Set<IPFamily>([4]);
+  for (const e of world.endpoints) for (const ip of e.ips) fams.add(ip.family);
+  return [...fams].sort();
+}
+
+export function compilePolicies(world: PolicyWorld, host: string): CompiledPolicy {
+  const families = familiesOf(world);
+  const b = new Builder(world, families);
+  const maps: Record<Direction, Map<IPFamily, string[]>> = { ingress: new Map(), egress: new Map() };
+  const local = world.endpoints.filter((e) => e.host === host);
+  for (const dir of ['ingress', 'egress'] as const) {
+    for (const f of families) maps[dir].set(f, []);
+    for (const ep of local) {
+      const rules = chainRules(b, ep, dir);
+      if (!rules) continue;
+      const name = `${dir === 'ingress' ? 'ing' : 'egr'}-${hash(rules.join('\n'))}`;
+      b.chains.set(name, { name, header: '', rules });
+      for (const ip of ep.ips) maps[dir].get(ip.family)?.push(`${formatIP(ip)} : jump ${name}`);
+    }
+    for (const f of families) {
+      b.addSet({ name: `${dir}-${f}`, kind: 'map', type: `${addrType(f)} : verdict`, comment: `${dir} chain by local endpoint address`, elements: maps[dir].get(f) ?? [] });
+    }
+  }
+  b.finishSets();
+  const forward: string[] = ['ct state established,related accept', 'ct state invalid drop'];
+  for (const f of families) forward.push(`${addrKw(f)} saddr vmap @egress-${f}`);
+  for (const f of families) forward.push(`${addrKw(f)} daddr vmap @ingress-${f}`);
+  b.chains.set('forward', { name: 'forward', header: 'type filter hook forward priority filter; policy accept;', rules: forward });
+  const sets = new Map([...b.sets].sort(([x], [y]) => (x < y ? -1 : 1)));
+  const chains = new Map([...b.chains].sort(([x], [y]) => (x === 'forward' ? -1 : y === 'forward' ? 1 : x < y ? -1 : 1)));
+  const compiled = { sets, chains, structure: '' };
+  return { ...compiled, structure: renderTable(compiled, false) };
+}
+
+function renderSet(s: CompiledSet, withElements: boolean): string {
+  const lines = [`\t${s.kind} ${s.name} {`, `\t\ttype ${s.type}`, `\t\tcomment ${nftString(s.comment)}`];
+  if (withElements && s.elements.length > 0) lines.push(`\t\telements = { ${s.elements.join(',\n\t\t\t')} }`);
+  lines.push('\t}');
+  return lines.join('\n');
+}
+
+function renderTable(c: Omit<CompiledPolicy, 'structure'>, withElements: boolean): string {
+  const parts = [`table ${POLICY_FAMILY} ${POLICY_TABLE} {`];
+  for (const s of c.sets.values()) parts.push(renderSet(s, withElements));
+  for (const ch of c.chains.values()) {
+    parts.push(`\tchain ${ch.name} {`);
+    if (ch.header) parts.push(`\t\t${ch.header}`);
+    for (const r of ch.rules) parts.push(`\t\t${r}`);
+    parts.push('\t}');
+  }
+  parts.push('}');
+  return parts.join('\n') + '\n';
+}
+
+/** One transaction that replaces weft's table (creating it first, so the delete cannot fail). */
+export function renderReplace(c: CompiledPolicy): string {
+  return `add table ${POLICY_FAMILY} ${POLICY_TABLE}\ndelete table ${POLICY_FAMILY} ${POLICY_TABLE}\n${renderTable(c, true)}`;
+}
+
+/** One transaction removing weft's table (idempotent). */
+export function renderRemove(): string {
+  return `add table ${POLICY_FAMILY} ${POLICY_TABLE}\ndelete table ${POLICY_FAMILY} ${POLICY_TABLE}\n`;
+}
+
+export interface ElementDiff {
+  readonly added: number;
+  readonly removed: number;
+  /** The nft script, empty when nothing changed. */
+  readonly script: string;
+}
+
+/** Element updates turning `prev` into `next`; only valid when their structures are equal. */
+export function diffElements(prev: CompiledPolicy, next: CompiledPolicy): ElementDiff {
+  const dels: string[] = [];
+  const adds: string[] = [];
+  let added = 0;
+  let removed = 0;
+  for (const s of next.sets.values()) {
+    const before = new Set(prev.sets.get(s.name)?.elements ?? []);
+    const after = new Set(s.elements);
+    const gone = [...before].filter((e) => !after.has(e));
+    const fresh = s.elements.filter((e) => !before.has(e));
+    // A map element is deleted by its key alone.
+    const key = (e: string) => (s.kind === 'map' ? e.slice(0, e.indexOf(' : ')) : e);
+    if (gone.length > 0) dels.push(`delete element ${POLICY_FAMILY} ${POLICY_TABLE} ${s.name} { ${gone.map(key).join(', ')} }`);
+    if (fresh.length > 0) adds.push(`add element ${POLICY_FAMILY} ${POLICY_TABLE} ${s.name} { ${fresh.join(', ')} }`);
+    added += fresh.length;
+    removed += gone.length;
+  }
+  const lines = [...dels, ...adds];
+  return { added, removed, script: lines.length > 0 ? lines.join('\n') + '\n' : '' };
+}
+
+/** What the kernel should list for the table: per set its element count, per chain its rule count. */
+export interface TableShape {
+  readonly sets: Record<string, number>;
+  readonly chains: Record<string, number>;
+}
+
+export function expectedShape(c: CompiledPolicy): TableShape {
+  const sets: Record<string, number> = {};
+  for (const s of c.sets.values()) sets[s.name] = s.elements.length;
+  const chains: Record<string, number> = {};
+  for (const ch of c.chains.values()) chains[ch.name] = ch.rules.length;
+  return { sets, chains };
+}
