@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { fastPathEnv, type FastPathReply } from '../cni/fastpath-client.js';
 import { CniCode, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { ServiceStarter } from './agent.js';
 import { runWeftLocally } from '../plugins/weft-standalone.js';
 
 export interface CniServerOptions {
@@ -165,5 +166,17 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
       })();
       return closing;
     },
+  };
+}
+
+/**
+ * weftd's hook: serve the fast path once the agent is ready, and announce the socket in
+ * subnet.env (WEFT_CNI_SOCKET) so plugins configured with a non-default path find it.
+ */
+export function cniServerService(socketPath: string): ServiceStarter {
+  return async (ctx) => {
+    const server = await startCniServer({ socketPath, log: ctx.log.child({ service: 'cni-server' }) });
+    ctx.setSubnetEnv('WEFT_CNI_SOCKET', socketPath);
+    return { close: () => server.close() };
   };
 }

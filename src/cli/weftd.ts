@@ -2,6 +2,8 @@
 // it keeping the dataplane and the lease, so a restart (even after SIGKILL) changes nothing.
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.js';
+import { cniServerService } from '../agent/cni-server.js';
+import { defaultCniSocket } from '../cni/fastpath-client.js';
 import { WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { openStore, storeFlagOptions, storeFlagsHelp, storeSettingsFrom } from '../store/flags.js';
@@ -19,6 +21,7 @@ const options = {
   'node-name': { type: 'string' },
   'repair-interval': { type: 'string' },
   'lease-ttl': { type: 'string' },
+  'cni-socket': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -37,6 +40,9 @@ Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true)
   --node-name NAME         this node's name, for logs
   --repair-interval SECS   period of the repair pass (default 5, at most 10)
   --lease-ttl SECS         lease TTL (default 86400)
+  --cni-socket PATH|off    serve the weft CNI plugin's fast path on this unix socket (default
+                           cni.sock next to the subnet file; announced in subnet.env as
+                           WEFT_CNI_SOCKET)
 ${storeFlagsHelp}
 
 The network config (Network, SubnetLen, Backend …) is read from the store: weftctl config set.
@@ -105,6 +111,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     });
     // Agent services hook in here (started once the agent is ready, closed on shutdown), e.g.
     // agent.addService('cni-server', startCniServer);
+    const cniSocket = envOr(values, 'cni-socket', env) ?? defaultCniSocket(envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE);
+    if (cniSocket !== 'off') agent.addService('cni-server', cniServerService(cniSocket));
     const done = new Promise<number>((resolve) => {
       const stop = (signal: string) => {
         log.info('stopping; dataplane and lease are kept', { signal });

@@ -7,9 +7,15 @@
 // with one JSON object {stdout, exitCode} and closes. Half-close framing keeps both sides free of
 // length prefixes and makes "the reply is complete" the same event as "the stream ended".
 import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
 import { readSubnetEnvText, DEFAULT_SUBNET_FILE } from './subnet-env.js';
 
 export const DEFAULT_CNI_SOCKET = '/run/weft/cni.sock';
+
+/** The socket lives next to subnet.env unless told otherwise (so /run/weft/cni.sock by default). */
+export function defaultCniSocket(subnetFile: string): string {
+  return join(dirname(subnetFile), 'cni.sock');
+}
 
 /** What is forwarded: the CNI variables only, never the plugin's wider environment. */
 export const FASTPATH_ENV_KEYS = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_ARGS', 'CNI_PATH'] as const;
@@ -50,7 +56,8 @@ export function fastPathEnv(env: NodeJS.ProcessEnv): Record<string, string> {
 /**
  * Which socket to try for this network config, or undefined when the fast path is off
  * (`"fastPath": false`) or the config is not even JSON (the local plugin reports that properly).
- * Order: the conf's `cniSocket`, then WEFT_CNI_SOCKET in subnet.env, then the default.
+ * Order: the conf's `cniSocket`, then WEFT_CNI_SOCKET in subnet.env, then cni.sock next to
+ * subnet.env (weftd's default).
  */
 export async function fastPathSocketFor(stdin: string): Promise<string | undefined> {
   let raw: unknown;
@@ -71,7 +78,7 @@ export async function fastPathSocketFor(stdin: string): Promise<string | undefin
   } catch {
     // An unreadable subnet file is the local plugin's error to report, with its proper code.
   }
-  return DEFAULT_CNI_SOCKET;
+  return defaultCniSocket(subnetFile);
 }
 
 function parseReply(text: string): FastPathReply | undefined {

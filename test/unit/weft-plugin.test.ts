@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseNetConf, parsePluginConfig } from '../../src/cni/conf.js';
-import { fastPathEnv, fastPathSocketFor, DEFAULT_CNI_SOCKET } from '../../src/cni/fastpath-client.js';
+import { DEFAULT_CNI_SOCKET, defaultCniSocket, fastPathEnv, fastPathSocketFor } from '../../src/cni/fastpath-client.js';
 import { loadSubnetEnv, parseSubnetEnv, parseSubnetEnvText, type SubnetEnv } from '../../src/cni/subnet-env.js';
 import { CniCode, WeftError } from '../../src/errors.js';
 import { formatCidr } from '../../src/net/ip.js';
@@ -204,14 +204,16 @@ describe('delegate config (flannel semantics)', () => {
 });
 
 describe('fast-path socket choice', () => {
-  it('conf cniSocket, then WEFT_CNI_SOCKET in subnet.env, then the default; fastPath: false turns it off', async () => {
+  it('conf cniSocket, then WEFT_CNI_SOCKET in subnet.env, then cni.sock next to subnet.env; fastPath: false turns it off', async () => {
+    assert.equal(defaultCniSocket('/run/weft/subnet.env'), DEFAULT_CNI_SOCKET);
     const dir = mkdtempSync(join(tmpdir(), 'wmp-unit-'));
     try {
       const subnetFile = join(dir, 'subnet.env');
       const base = { cniVersion: '1.0.0', name: 'n', type: 'weft', subnetFile };
-      assert.equal(await fastPathSocketFor(JSON.stringify(base)), DEFAULT_CNI_SOCKET);
-      writeFileSync(subnetFile, `${FLANNEL_TEXT}WEFT_CNI_SOCKET=${dir}/cni.sock\n`);
-      assert.equal(await fastPathSocketFor(JSON.stringify(base)), `${dir}/cni.sock`);
+      assert.equal(await fastPathSocketFor(JSON.stringify(base)), join(dir, 'cni.sock'));
+      assert.equal(await fastPathSocketFor(JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'weft' })), DEFAULT_CNI_SOCKET);
+      writeFileSync(subnetFile, `${FLANNEL_TEXT}WEFT_CNI_SOCKET=${dir}/other.sock\n`);
+      assert.equal(await fastPathSocketFor(JSON.stringify(base)), `${dir}/other.sock`);
       assert.equal(await fastPathSocketFor(JSON.stringify({ ...base, cniSocket: '/x.sock' })), '/x.sock');
       assert.equal(await fastPathSocketFor(JSON.stringify({ ...base, fastPath: false })), undefined);
       assert.equal(await fastPathSocketFor('not json'), undefined);
