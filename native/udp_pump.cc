@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <netinet/udp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,6 +29,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -174,6 +176,9 @@ struct Pump {
   int tun_fd = -1;  // owned by the caller (TypeScript closes it after stop)
   int sock_fd = -1;
   int stop_fd = -1;
+  // The TUN fd carries a virtio_net_hdr and the kernel hands us TCP super-packets (TSO): the tx
+  // thread segments them and sends with UDP GSO; rx uses UDP GRO.
+  bool offload = false;
   pthread_t tx_thread, rx_thread;
   bool tx_started = false, rx_started = false;
   bool stopped = false;
@@ -211,6 +216,175 @@ bool wait_ready(Pump* pump, int fd, short events) {
     if (fds[1].revents) return false;
     if (fds[0].revents & (events | POLLERR | POLLHUP)) return true;
   }
+}
+
+
+// ---- offload helpers ---------------------------------------------------------------------
+
+// struct virtio_net_hdr (linux/virtio_net.h does not compile as C++), in host byte order as
+// TUN uses it on a little-endian host.
+struct virtio_net_hdr {
+  uint8_t flags;
+  uint8_t gso_type;
+  uint16_t hdr_len;
+  uint16_t gso_size;
+  uint16_t csum_start;
+  uint16_t csum_offset;
+};
+const uint8_t VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+const uint8_t VIRTIO_NET_HDR_F_DATA_VALID = 2;
+const uint8_t VIRTIO_NET_HDR_GSO_NONE = 0;
+const uint8_t VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+const uint8_t VIRTIO_NET_HDR_GSO_ECN = 0x80;
+
+const size_t kVnetHdr = sizeof(struct virtio_net_hdr);
+// IPv4 total length limit for one UDP GSO send (65535 - IP - UDP headers).
+const size_t kMaxGsoPayload = 65507;
+const size_t kMaxGsoSegments = 64;
+
+// One's-complement sum in memory byte order; fold() turns it into the value to store.
+uint64_t csum_add(const uint8_t* p, size_t n, uint64_t sum) {
+  while (n >= 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    sum += w;
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    sum += w;
+    p += 2;
+    n -= 2;
+  }
+  if (n) {
+    uint8_t last[2] = {p[0], 0};
+    uint16_t w;
+    memcpy(&w, last, 2);
+    sum += w;
+  }
+  return sum;
+}
+
+uint16_t csum_fold(uint64_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum & 0xffff);
+}
+
+void ip_checksum(uint8_t* ip, size_t ihl) {
+  memset(ip + 10, 0, 2);
+  uint16_t c = csum_fold(csum_add(ip, ihl, 0));
+  memcpy(ip + 10, &c, 2);
+}
+
+uint64_t tcp_pseudo(const uint8_t* ip, size_t tcp_len) {
+  uint64_t sum = csum_add(ip + 12, 8, 0);  // source and destination
+  sum += htons(IPPROTO_TCP);
+  sum += htons(static_cast<uint16_t>(tcp_len));
+  return sum;
+}
+
+// Completes a checksum the kernel left to "hardware" (VIRTIO_NET_HDR_F_NEEDS_CSUM): the field
+// already holds the pseudo-header sum.
+bool finish_checksum(uint8_t* pkt, size_t len, const struct virtio_net_hdr& h) {
+  size_t start = h.csum_start, at = start + h.csum_offset;
+  if (start >= len || at + 2 > len) return false;
+  uint16_t c = csum_fold(csum_add(pkt + start, len - start, 0));
+  memcpy(pkt + at, &c, 2);
+  return true;
+}
+
+// Splits a TSO super-packet into MSS-sized TCP/IPv4 packets laid end to end in out; every
+// segment but the last is exactly seg_bytes long, which is what UDP GSO needs. Returns the
+// total length, or 0 when the packet is not a well-formed TCP/IPv4 GSO packet.
+size_t segment_tcp4(const uint8_t* pkt, size_t len, uint16_t mss, uint8_t* out, size_t out_cap, size_t* seg_bytes) {
+  if (len < 40 || (pkt[0] >> 4) != 4 || pkt[9] != IPPROTO_TCP || mss == 0) return 0;
+  size_t ihl = (pkt[0] & 15) * 4;
+  if (ihl < 20 || ihl + 20 > len) return 0;
+  size_t thl = (pkt[ihl + 12] >> 4) * 4;
+  size_t hdr = ihl + thl;
+  if (thl < 20 || hdr > len) return 0;
+  size_t payload = len - hdr;
+  uint16_t id0;
+  uint32_t seq0;
+  memcpy(&id0, pkt + 4, 2);
+  memcpy(&seq0, pkt + ihl + 4, 4);
+  id0 = ntohs(id0);
+  seq0 = ntohl(seq0);
+  uint8_t flags = pkt[ihl + 13];
+  *seg_bytes = hdr + mss;
+  size_t o = 0;
+  for (size_t off = 0, i = 0; off < payload || (payload == 0 && i == 0); off += mss, i++) {
+    size_t seg = payload - off < mss ? payload - off : mss;
+    if (o + hdr + seg > out_cap) return 0;
+    uint8_t* ip = out + o;
+    memcpy(ip, pkt, hdr);
+    memcpy(ip + hdr, pkt + hdr + off, seg);
+    uint16_t tot = htons(static_cast<uint16_t>(hdr + seg));
+    uint16_t id = htons(static_cast<uint16_t>(id0 + i));
+    memcpy(ip + 2, &tot, 2);
+    memcpy(ip + 4, &id, 2);
+    ip_checksum(ip, ihl);
+    uint8_t* tcp = ip + ihl;
+    uint32_t seq = htonl(seq0 + static_cast<uint32_t>(off));
+    memcpy(tcp + 4, &seq, 4);
+    uint8_t f = flags;
+    if (off + seg < payload) f &= static_cast<uint8_t>(~0x09);  // FIN and PSH only on the last
+    if (i > 0) f &= static_cast<uint8_t>(~0x80);                // CWR only on the first
+    tcp[13] = f;
+    memset(tcp + 16, 0, 2);
+    uint16_t c = csum_fold(csum_add(tcp, thl + seg, tcp_pseudo(ip, thl + seg)));
+    memcpy(tcp + 16, &c, 2);
+    o += hdr + seg;
+    if (payload == 0) break;
+  }
+  return o;
+}
+
+// Sends n bytes of equal-sized datagrams (the last may be shorter) with as few UDP GSO sends as
+// the kernel's limits allow. Returns datagrams sent; *failed counts ones the kernel refused.
+uint64_t send_gso(Pump* pump, const struct sockaddr_in* to, uint8_t* data, size_t n, size_t seg, uint64_t* failed, uint64_t* bytes) {
+  size_t per_send = kMaxGsoPayload / seg;
+  if (per_send > kMaxGsoSegments) per_send = kMaxGsoSegments;
+  if (per_send == 0) per_send = 1;
+  uint64_t sent = 0;
+  for (size_t off = 0; off < n;) {
+    size_t chunk = per_send * seg < n - off ? per_send * seg : n - off;
+    struct iovec iov = {data + off, chunk};
+    char control[CMSG_SPACE(sizeof(uint16_t))];
+    memset(control, 0, sizeof control);
+    struct msghdr h;
+    memset(&h, 0, sizeof h);
+    h.msg_name = const_cast<struct sockaddr_in*>(to);
+    h.msg_namelen = sizeof *to;
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    size_t segments = (chunk + seg - 1) / seg;
+    if (segments > 1) {
+      h.msg_control = control;
+      h.msg_controllen = sizeof control;
+      struct cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gso = static_cast<uint16_t>(seg);
+      memcpy(CMSG_DATA(c), &gso, sizeof gso);
+    }
+    ssize_t r = sendmsg(pump->sock_fd, &h, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+      if (!wait_ready(pump, pump->sock_fd, POLLOUT)) return sent;
+      continue;
+    }
+    if (r < 0) *failed += segments;
+    else {
+      sent += segments;
+      *bytes += chunk;
+    }
+    off += chunk;
+  }
+  return sent;
 }
 
 struct Slots {
@@ -338,6 +512,183 @@ void* rx_main(void* arg) {
   return nullptr;
 }
 
+
+// Sends the batched (non-GSO) datagrams s.msgs[0..n) with sendmmsg.
+void flush_batch(Pump* pump, Slots& s, int n, uint64_t* packets, uint64_t* bytes, uint64_t* errors) {
+  int done = 0;
+  while (done < n) {
+    int r = sendmmsg(pump->sock_fd, &s.msgs[done], n - done, 0);
+    if (r > 0) {
+      for (int i = done; i < done + r; i++) *bytes += s.msgs[i].msg_len;
+      *packets += r;
+      done += r;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == ENOBUFS) {
+      if (!wait_ready(pump, pump->sock_fd, POLLOUT)) return;
+      continue;
+    }
+    (*errors)++;
+    done++;
+  }
+}
+
+// tx with offloads: each read() may return a TSO super-packet (up to 64 KiB) behind a
+// virtio_net_hdr. Plain packets are batched for sendmmsg as before; a super-packet is cut into
+// MSS-sized TCP segments in a preallocated buffer and sent with UDP GSO, so the kernel still
+// moves ~64 KiB per system call.
+void* tx_offload_main(void* arg) {
+  Pump* pump = static_cast<Pump*>(arg);
+  Slots s;
+  std::vector<uint8_t> segmented(kSlotBytes + kMaxGsoSegments * 2 * 120);
+  std::shared_ptr<Table> table;
+  uint64_t version = UINT64_MAX;
+  while (wait_ready(pump, pump->tun_fd, POLLIN)) {
+    refresh_table(pump, &table, &version);
+    int n = 0;
+    uint64_t no_route = 0, malformed = 0, tun_errors = 0, packets = 0, bytes = 0, send_errors = 0;
+    for (int reads = 0; reads < kBatch && n < kBatch; reads++) {
+      uint8_t* buf = s.slot(n);
+      ssize_t got = read(pump->tun_fd, buf, kSlotBytes);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) tun_errors++;
+        break;
+      }
+      struct virtio_net_hdr vh;
+      if (static_cast<size_t>(got) < kVnetHdr + 20) {
+        malformed++;
+        continue;
+      }
+      memcpy(&vh, buf, kVnetHdr);
+      uint8_t* pkt = buf + kVnetHdr;
+      size_t len = static_cast<size_t>(got) - kVnetHdr;
+      if ((pkt[0] >> 4) != 4) {
+        malformed++;
+        continue;
+      }
+      uint32_t dst;
+      memcpy(&dst, pkt + 16, 4);
+      const Route* r = table->lookup(ntohl(dst));
+      if (!r) {
+        no_route++;
+        continue;
+      }
+      uint8_t gso_type = vh.gso_type & static_cast<uint8_t>(~VIRTIO_NET_HDR_GSO_ECN);
+      if (gso_type == VIRTIO_NET_HDR_GSO_TCPV4) {
+        // Keep packet order: what is already batched goes first.
+        flush_batch(pump, s, n, &packets, &bytes, &send_errors);
+        n = 0;
+        size_t seg = 0;
+        size_t total = segment_tcp4(pkt, len, vh.gso_size, segmented.data(), segmented.size(), &seg);
+        if (!total) {
+          malformed++;
+          continue;
+        }
+        packets += send_gso(pump, &r->peer, segmented.data(), total, seg, &send_errors, &bytes);
+        continue;
+      }
+      if (gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+        malformed++;  // only TSO4 is enabled on the device
+        continue;
+      }
+      if ((vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !finish_checksum(pkt, len, vh)) {
+        malformed++;
+        continue;
+      }
+      s.addrs[n] = r->peer;
+      s.iovs[n] = {pkt, len};
+      struct msghdr& h = s.msgs[n].msg_hdr;
+      memset(&h, 0, sizeof h);
+      h.msg_name = &s.addrs[n];
+      h.msg_namelen = sizeof s.addrs[n];
+      h.msg_iov = &s.iovs[n];
+      h.msg_iovlen = 1;
+      n++;
+    }
+    flush_batch(pump, s, n, &packets, &bytes, &send_errors);
+    pump->add(kDropNoRoute, no_route);
+    pump->add(kDropMalformed, malformed);
+    pump->add(kTunErrors, tun_errors);
+    pump->add(kTxPackets, packets);
+    pump->add(kTxBytes, bytes);
+    pump->add(kSendErrors, send_errors);
+  }
+  return nullptr;
+}
+
+// rx with offloads: UDP GRO hands over runs of same-sized datagrams in one buffer (the cmsg says
+// the size). Each inner packet is written to the TUN behind a virtio_net_hdr marking its
+// checksum as already verified — the outer UDP checksum covered it.
+void* rx_offload_main(void* arg) {
+  Pump* pump = static_cast<Pump*>(arg);
+  Slots s;
+  const size_t kControl = CMSG_SPACE(sizeof(int));
+  std::vector<uint8_t> control(kBatch * kControl);
+  struct virtio_net_hdr valid;
+  memset(&valid, 0, sizeof valid);
+  valid.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+  while (wait_ready(pump, pump->sock_fd, POLLIN)) {
+    for (int i = 0; i < kBatch; i++) {
+      s.iovs[i] = {s.slot(i), kSlotBytes};
+      struct msghdr& h = s.msgs[i].msg_hdr;
+      memset(&h, 0, sizeof h);
+      h.msg_iov = &s.iovs[i];
+      h.msg_iovlen = 1;
+      h.msg_control = control.data() + i * kControl;
+      h.msg_controllen = kControl;
+    }
+    int n = recvmmsg(pump->sock_fd, s.msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EINTR) pump->add(kRecvErrors, 1);
+      continue;
+    }
+    uint64_t packets = 0, bytes = 0, malformed = 0, tun_errors = 0;
+    for (int i = 0; i < n; i++) {
+      struct msghdr& h = s.msgs[i].msg_hdr;
+      size_t len = s.msgs[i].msg_len;
+      if (h.msg_flags & MSG_TRUNC) {
+        malformed++;
+        continue;
+      }
+      size_t seg = len;
+      for (struct cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+          int v;
+          memcpy(&v, CMSG_DATA(c), sizeof v);
+          if (v > 0) seg = static_cast<size_t>(v);
+        }
+      }
+      uint8_t* buf = s.slot(i);
+      for (size_t off = 0; off < len; off += seg) {
+        size_t plen = len - off < seg ? len - off : seg;
+        uint8_t* pkt = buf + off;
+        if (plen < 20 || (pkt[0] >> 4) != 4) {
+          malformed++;
+          continue;
+        }
+        struct iovec iov[2] = {{&valid, kVnetHdr}, {pkt, plen}};
+        ssize_t w;
+        do {
+          w = writev(pump->tun_fd, iov, 2);
+        } while (w < 0 && errno == EINTR);
+        if (w < 0) {
+          tun_errors++;
+          continue;
+        }
+        packets++;
+        bytes += plen;
+      }
+    }
+    pump->add(kRxPackets, packets);
+    pump->add(kRxBytes, bytes);
+    pump->add(kDropMalformed, malformed);
+    pump->add(kTunErrors, tun_errors);
+  }
+  return nullptr;
+}
+
 // Stops the threads and closes what the pump owns. Safe to call twice.
 void stop_pump(Pump* pump) {
   if (pump->stopped) return;
@@ -437,15 +788,17 @@ bool get_pump(napi_env env, napi_value v, Pump** out) {
   return true;
 }
 
-// udpPumpStart(tunFd: number, port: number, nsPath: string | null): handle
+// udpPumpStart(tunFd: number, port: number, nsPath: string | null, offload?: boolean): handle
+// offload: the TUN fd was opened with IFF_VNET_HDR; TSO is switched on for it and UDP GRO on the
+// socket.
 // The UDP socket is bound to 0.0.0.0:port inside nsPath's namespace. The TUN fd stays the
 // caller's: it must outlive the pump (close it after udpPumpStop).
 napi_value Start(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   if (argc < 2) {
-    napi_throw_type_error(env, nullptr, "udpPumpStart(tunFd, port, nsPath)");
+    napi_throw_type_error(env, nullptr, "udpPumpStart(tunFd, port, nsPath, offload)");
     return nullptr;
   }
   int32_t tun_fd, port;
@@ -467,6 +820,13 @@ napi_value Start(napi_env env, napi_callback_info info) {
       napi_throw_type_error(env, nullptr, "nsPath must be a string or null");
       return nullptr;
     }
+  }
+
+  bool offload = false;
+  if (argc >= 4) {
+    napi_valuetype t;
+    napi_typeof(env, argv[3], &t);
+    if (t == napi_boolean) napi_get_value_bool(env, argv[3], &offload);
   }
 
   SocketJob job = {in_ns ? ns_path : nullptr, port, -1, 0, nullptr};
@@ -492,7 +852,25 @@ napi_value Start(napi_env env, napi_callback_info info) {
     return nullptr;
   }
 
+  if (offload) {
+    unsigned int features = TUN_F_CSUM | TUN_F_TSO4;
+    int one = 1;
+    if (ioctl(tun_fd, TUNSETOFFLOAD, features) < 0) {
+      err = errno;
+      close(job.fd);
+      throw_errno(env, err, "ioctl TUNSETOFFLOAD", "tun fd");
+      return nullptr;
+    }
+    if (setsockopt(job.fd, SOL_UDP, UDP_GRO, &one, sizeof one) < 0) {
+      err = errno;
+      close(job.fd);
+      throw_errno(env, err, "setsockopt UDP_GRO", nullptr);
+      return nullptr;
+    }
+  }
+
   Pump* pump = new Pump();
+  pump->offload = offload;
   pump->tun_fd = tun_fd;
   pump->sock_fd = job.fd;
   pump->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -503,10 +881,10 @@ napi_value Start(napi_env env, napi_callback_info info) {
     throw_errno(env, err, "eventfd", nullptr);
     return nullptr;
   }
-  err = pthread_create(&pump->tx_thread, nullptr, tx_main, pump);
+  err = pthread_create(&pump->tx_thread, nullptr, offload ? tx_offload_main : tx_main, pump);
   if (!err) {
     pump->tx_started = true;
-    err = pthread_create(&pump->rx_thread, nullptr, rx_main, pump);
+    err = pthread_create(&pump->rx_thread, nullptr, offload ? rx_offload_main : rx_main, pump);
     if (!err) pump->rx_started = true;
   }
   if (err) {

@@ -25,7 +25,17 @@ export const UDP_OVERHEAD = 28;
 export interface UdpBackendOptions {
   /** TUN device name (tests only; weftd always uses UDP_DEVICE). */
   readonly deviceName?: string;
+  /**
+   * Let the kernel hand the pump 64 KiB TCP super-packets (TUN TSO + UDP GSO/GRO) instead of one
+   * MTU-sized packet per system call. Default true; false is flannel's classic per-packet path.
+   */
+  readonly offload?: boolean;
 }
+
+/** TUNSETIFF flags: a layer-3 TUN without packet info, with a virtio_net_hdr when offloading. */
+const IFF_TUN = 0x0001;
+const IFF_NO_PI = 0x1000;
+const IFF_VNET_HDR = 0x4000;
 
 interface Attached {
   readonly host: HostContext;
@@ -39,6 +49,7 @@ export class UdpBackend implements Backend {
   readonly device: string;
   private readonly port: number;
   private readonly configuredMtu: number | undefined;
+  private readonly offload: boolean;
   private attached: Attached | undefined;
   private ownSubnet: Cidr | undefined;
   private routeKeys = new Set<string>();
@@ -48,6 +59,7 @@ export class UdpBackend implements Backend {
     this.port = settings.Port;
     this.configuredMtu = settings.MTU;
     this.device = opts.deviceName ?? UDP_DEVICE;
+    this.offload = opts.offload ?? true;
   }
 
   async prepare(host: HostContext): Promise<BackendPreparation> {
@@ -113,12 +125,12 @@ export class UdpBackend implements Backend {
       throw new WeftError(CniCode.Netlink, `device ${this.device} exists but is a ${existing.kind ?? 'non-tun'} device, not the udp backend's TUN`);
     }
     const nsPath = host.nl.nsPath;
-    const tun = openTun(this.device, nsPath !== undefined ? { nsPath } : {});
+    const tun = this.openDevice(nsPath);
     try {
       setTunPersist(tun.fd, true);
       disableIPv6(this.device, nsPath, host);
       host.nl.setLink(this.device, { mtu, up: true });
-      const pump = UdpPump.start(tun.fd, this.port, nsPath);
+      const pump = UdpPump.start(tun.fd, this.port, nsPath, this.offload);
       return { fd: tun.fd, pump };
     } catch (err) {
       if (!existing) {
@@ -130,6 +142,15 @@ export class UdpBackend implements Backend {
       }
       native().close(tun.fd);
       throw err;
+    }
+  }
+
+  private openDevice(nsPath: string | undefined): { fd: number; name: string } {
+    if (!this.offload) return openTun(this.device, nsPath !== undefined ? { nsPath } : {});
+    try {
+      return native().openTun(this.device, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, nsPath ?? null);
+    } catch (err) {
+      throw WeftError.wrap(err, CniCode.Netlink, `open tun device ${this.device}${nsPath ? ` in ${nsPath}` : ''}`);
     }
   }
 

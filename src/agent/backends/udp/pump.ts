@@ -36,7 +36,7 @@ declare const pumpBrand: unique symbol;
 type NativePump = { readonly [pumpBrand]: true };
 
 interface PumpAddon {
-  udpPumpStart(tunFd: number, port: number, nsPath: string | null): NativePump;
+  udpPumpStart(tunFd: number, port: number, nsPath: string | null, offload: boolean): NativePump;
   udpPumpSetRoutes(pump: NativePump, table: Uint8Array): number;
   udpPumpStats(pump: NativePump): PumpStats;
   udpPumpStop(pump: NativePump): void;
@@ -77,11 +77,13 @@ export class UdpPump {
 
   /**
    * Binds 0.0.0.0:port inside nsPath's namespace (the caller's when undefined) and starts the
-   * threads. tunFd must stay open until stop() returned.
+   * threads. tunFd must stay open until stop() returned. offload: tunFd was opened with
+   * IFF_VNET_HDR; the pump enables TSO on it and UDP GRO on the socket, and segments TCP
+   * super-packets itself.
    */
-  static start(tunFd: number, port: number, nsPath: string | undefined): UdpPump {
+  static start(tunFd: number, port: number, nsPath: string | undefined, offload: boolean): UdpPump {
     try {
-      return new UdpPump(addon().udpPumpStart(tunFd, port, nsPath ?? null));
+      return new UdpPump(addon().udpPumpStart(tunFd, port, nsPath ?? null, offload));
     } catch (err) {
       throw WeftError.wrap(err, CniCode.IoFailure, `start udp pump on port ${port}`);
     }
