@@ -5,10 +5,13 @@ import { CniCode, WeftError } from '../../errors.js';
 import type { Backend, BackendFactory } from './types.js';
 import { vxlanBackend } from './vxlan/vxlan.js';
 import { hostGwBackend } from './host-gw/host-gw.js';
+import { createUdpBackend } from './udp/index.js';
+import { udpConfig } from '../../store/backend-registry.js';
 
 const BUILTIN: Readonly<Record<string, BackendFactory>> = {
   vxlan: vxlanBackend,
   'host-gw': hostGwBackend,
+  udp: (settings) => createUdpBackend(udpConfig.parse(settings)),
 };
 
 const extra = new Map<string, BackendFactory>();
