@@ -39,7 +39,7 @@ function startEtcdIn(ns: string, ip: string): { proc: ChildProcess; url: string;
   return {
     proc, url, dir,
     async stop() {
-      if (proc.exitCode === null && proc.pid !== undefined) {
+      if (proc.exitCode === null && proc.signalCode === null && proc.pid !== undefined) {
         const done = new Promise((r) => proc.once('exit', r));
         process.kill(proc.pid, 'SIGKILL');
         await done;
@@ -59,7 +59,8 @@ export function backendSuite(o: SuiteOptions): void {
     const subnets: Cidr[] = [];
     let mtu = 0;
     const containers: TopologyContainer[] = [];
-    const subnetFile = (i: number) => join(tmp.path, `subnet-${i}.env`);
+    // One directory per host, as on real machines (weftd puts its CNI socket next to the file).
+    const subnetFile = (i: number) => join(tmp.path, `h${i}`, 'subnet.env');
     const start = (i: number, extra: string[] = []) => {
       const w = startWeftd(topo.host(i).ns, ['--iface', 'eth0', '--ip-masq', '--node-name', `h${i}`, ...storeArgs, ...extra], subnetFile(i));
       agents[i] = w;
@@ -98,10 +99,13 @@ export function backendSuite(o: SuiteOptions): void {
     });
 
     after(async () => {
-      await stopAll();
-      await etcd?.stop();
-      topo?.destroy();
-      tmp?.remove();
+      try {
+        await stopAll();
+        await etcd?.stop();
+      } finally {
+        topo?.destroy();
+        tmp?.remove();
+      }
     });
 
     it('leases three different subnets and writes flannel-compatible subnet.env files', () => {
