@@ -1,27 +1,33 @@
 #!/usr/bin/env node
-// Bundles each CNI plugin into one CommonJS file, dist/cni/<name>.cjs, which the bin/cni shims
-// run in preference to tsc's output.
+// Builds the fast-starting form of each CNI plugin in dist/cni, which the bin/cni shims run in
+// preference to tsc's output:
+//   <plugin>.bundle.cjs  the plugin and everything it imports (zod too) in one CommonJS file
+//   <plugin>.bundle.cache  V8's code cache for it, made by running its top level once
+//   <plugin>.cjs         scripts/cni-launcher.cjs: runs the bundle with that cache
 //
 // Why: a plugin process lives for one CNI call, so Node's start-up is its latency. From tsc's
 // output a plugin resolves, reads and links 16–40 ESM modules plus zod through the async ESM
-// loader (~65 ms per VERSION call here); one CJS file needs one read and one compile (~37 ms,
-// `node -e 0` being ~25 ms). Numbers and the alternatives tried are in bench/results/cni.md.
+// loader; one CJS file needs one read and one compile, and the code cache skips most of the
+// compile. Numbers and the alternatives tried are in bench/results/cni.md.
 //
 // The plugins are the shims in bin/cni (each names its plugin on a `plugin=` line); a shim whose
 // source is not in src/plugins yet is skipped with a warning. Generated from src/ on every
 // build (scripts/build.sh, npm run build:ts); dist/ is never committed.
 //
-//   node scripts/bundle-plugins.mjs [--metafile] [--no-minify]
+//   node scripts/bundle-plugins.mjs [--metafile] [--no-minify] [--out-dir=DIR (default dist/cni)]
 
 import { build } from 'esbuild';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const shimDir = join(root, 'bin', 'cni');
-const outDir = join(root, 'dist', 'cni');
+const outDirArg = process.argv.find((a) => a.startsWith('--out-dir='))?.slice('--out-dir='.length);
+const outDir = outDirArg ? resolve(outDirArg) : join(root, 'dist', 'cni');
 
 /** Plugin names from the shims' `plugin=NAME` lines, so a new shim is bundled without an edit here. */
 async function pluginsFromShims() {
@@ -65,7 +71,7 @@ function importMetaUrlPerModule(entryPath) {
 
 async function bundle(name, { metafile, minify }) {
   const entry = join(root, 'src', 'plugins', `${name}.ts`);
-  const outfile = join(outDir, `${name}.cjs`);
+  const outfile = join(outDir, `${name}.bundle.cjs`);
   const result = await build({
     entryPoints: [entry],
     bundle: true,
@@ -85,7 +91,16 @@ async function bundle(name, { metafile, minify }) {
     plugins: [importMetaUrlPerModule(entry)],
   });
   if (metafile) await writeFile(`${outfile}.meta.json`, JSON.stringify(result.metafile));
-  return outfile;
+  const launcher = join(outDir, `${name}.cjs`);
+  await copyFile(join(root, 'scripts', 'cni-launcher.cjs'), launcher);
+  // V8 accepts a cache only under the flags it was made with: the same node, a plain environment
+  // (no NODE_OPTIONS), as the shims run it.
+  await promisify(execFile)(process.execPath, [launcher, '--make-code-cache'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  // The shims take dist/cni/<plugin>.cjs being newer than tsc's last run to mean "bundle and
+  // cache are current", so its time is set once both are written.
+  const now = new Date();
+  await utimes(launcher, now, now);
+  return launcher;
 }
 
 async function main() {
