@@ -11,6 +11,8 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   config: async () => (await import('./config.js')).configCommand,
   leases: async () => (await import('./leases.js')).leasesCommand,
   demo: async () => (await import('./demo.js')).demoCommand,
+  policy: async () => (await import('./policy.js')).policyCommand,
+  ns: async () => (await import('./ns.js')).nsCommand,
 };
 
 const summaries: Record<string, string> = {
@@ -18,6 +20,8 @@ const summaries: Record<string, string> = {
   config: 'get or set the network config (Network, SubnetLen, Backend, …) in the store',
   leases: 'list, reserve or release subnet leases',
   demo: 'single-host demo: two containers on a weft bridge, traffic, egress, clean-up',
+  policy: 'apply, list, get or delete network policies (Kubernetes NetworkPolicy)',
+  ns: 'create, label or list namespaces (for namespaceSelector)',
 };
 
 function topHelp(): string {

@@ -125,7 +125,7 @@ class Builder {
 
   /** Creates the peer and named-port sets referenced by the chains, with their members. */
   finishSets(): void {
-    for (const [key, { peer, ns, base }] of this.podSets) {
+    for (const { peer, ns, base } of this.podSets.values()) {
       const members = this.world.endpoints.filter((e) => podPeerMatches(peer, ns, e, this.world.namespaces));
       for (const f of this.families) {
         this.addSet({

@@ -1,0 +1,145 @@
+// weftctl policy apply|list|get|delete: Kubernetes NetworkPolicy objects in the store.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { stringify as toYaml } from 'yaml';
+import type { CliCommand } from './command.js';
+import { ExitCode, UsageError } from './command.js';
+import { CniCode, WeftError } from '../errors.js';
+import { openKeyValueStore } from '../store/kv.js';
+import { storeFlagOptions, storeFlagsHelp, storeSettingsFrom } from '../store/flags.js';
+import { type LabelSelector, type NetworkPolicy, parsePolicy, parsePolicyText, validNamespaceName } from '../policy/model.js';
+import { POLICIES, policyKey } from '../policy/store.js';
+
+const help = `weftctl policy — Kubernetes NetworkPolicy (networking.k8s.io/v1) in the store
+
+Usage:
+  weftctl policy apply -f FILE|-                 create or replace policies (JSON or YAML;
+                                                 several documents or a List are fine)
+  weftctl policy list [-n NS | -A] [--json]      NAMESPACE NAME POD-SELECTOR TYPES
+  weftctl policy get NAME [-n NS] [-o json|yaml] the stored object
+  weftctl policy delete NAME [-n NS]
+
+-n, --namespace NS   the policy's namespace (default "default"; apply uses metadata.namespace)
+-A, --all-namespaces list every namespace
+
+apply checks every object first; if any is invalid nothing is written and the error names the
+field (e.g. spec.ingress[0].ports[1].port: 70000 is out of range 1-65535).
+
+${storeFlagsHelp}
+`;
+
+function selectorText(s: LabelSelector): string {
+  const parts = [
+    ...Object.entries(s.matchLabels).map(([k, v]) => `${k}=${v}`),
+    ...s.matchExpressions.map((r) => `${r.key} ${r.operator}${r.values.length > 0 ? ` (${r.values.join(',')})` : ''}`),
+  ];
+  return parts.length > 0 ? parts.join(',') : '<all>';
+}
+
+function typesText(p: NetworkPolicy): string {
+  return [p.types.ingress ? 'Ingress' : '', p.types.egress ? 'Egress' : ''].filter((s) => s !== '').join(',');
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (c: string[]) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n') + '\n';
+}
+
+function readInput(file: string): string {
+  try {
+    return readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new WeftError(CniCode.IoFailure, `cannot read ${file === '-' ? 'stdin' : file}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+export const policyCommand: CliCommand = {
+  name: 'policy',
+  summary: 'apply, list, get or delete network policies',
+  help,
+  async run(argv) {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: argv,
+        options: {
+          ...storeFlagOptions,
+          filename: { type: 'string', short: 'f' },
+          namespace: { type: 'string', short: 'n' },
+          'all-namespaces': { type: 'boolean', short: 'A' },
+          output: { type: 'string', short: 'o' },
+          json: { type: 'boolean' },
+        },
+        allowPositionals: true,
+        strict: true,
+      });
+    } catch (err) {
+      throw new UsageError(err instanceof Error ? err.message : String(err));
+    }
+    const [action, name, ...extra] = parsed.positionals;
+    const v = parsed.values;
+    if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
+    if (action !== 'apply' && action !== 'list' && action !== 'get' && action !== 'delete') throw new UsageError('expected apply, list, get or delete');
+    const ns = v.namespace ?? 'default';
+    if (!validNamespaceName(ns)) throw new UsageError(`--namespace: ${JSON.stringify(ns)} is not a valid namespace name`);
+    if ((action === 'get' || action === 'delete') && name === undefined) throw new UsageError(`${action} needs a policy NAME`);
+    if ((action === 'apply' || action === 'list') && name !== undefined) throw new UsageError(`${action} takes no NAME`);
+    if (action === 'apply' && v.filename === undefined) throw new UsageError('apply needs -f FILE (or -f - for stdin)');
+    if (v.output !== undefined && v.output !== 'json' && v.output !== 'yaml') throw new UsageError('-o: expected json or yaml');
+
+    // Everything is parsed before the store is opened: an invalid file never touches it.
+    const docs = action === 'apply' ? parsePolicyText(readInput(v.filename ?? '-')) : [];
+    const kv = await openKeyValueStore(storeSettingsFrom(v));
+    try {
+      switch (action) {
+        case 'apply': {
+          for (const { policy, raw } of docs) {
+            const key = policyKey(policy.namespace, policy.name);
+            const existed = (await kv.get(key)) !== undefined;
+            const stored = {
+              apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', ...raw,
+              metadata: { ...(raw.metadata as Record<string, unknown>), namespace: policy.namespace },
+            };
+            await kv.put(key, JSON.stringify(stored));
+            process.stdout.write(`networkpolicy ${policy.namespace}/${policy.name} ${existed ? 'configured' : 'created'}\n`);
+          }
+          return ExitCode.Ok;
+        }
+        case 'list': {
+          const entries = await kv.list(v['all-namespaces'] ? POLICIES : `${POLICIES}${ns}/`);
+          const rows: { policy: NetworkPolicy; raw: unknown }[] = [];
+          for (const e of entries) {
+            const raw = JSON.parse(e.value) as unknown;
+            try {
+              rows.push({ policy: parsePolicy(raw), raw });
+            } catch (err) {
+              process.stderr.write(`weftctl policy: skipping ${e.key}: ${err instanceof Error ? err.message : String(err)}\n`);
+            }
+          }
+          if (v.json) {
+            process.stdout.write(JSON.stringify(rows.map((r) => r.raw), null, 2) + '\n');
+          } else {
+            process.stdout.write(table(['NAMESPACE', 'NAME', 'POD-SELECTOR', 'TYPES'],
+              rows.map(({ policy: p }) => [p.namespace, p.name, selectorText(p.podSelector), typesText(p)])));
+          }
+          return ExitCode.Ok;
+        }
+        case 'get': {
+          const text = await kv.get(policyKey(ns, name ?? ''));
+          if (text === undefined) throw new WeftError(CniCode.Store, `networkpolicy ${ns}/${name} not found`);
+          const obj = JSON.parse(text) as unknown;
+          process.stdout.write(v.output === 'yaml' ? toYaml(obj) : JSON.stringify(obj, null, 2) + '\n');
+          return ExitCode.Ok;
+        }
+        case 'delete': {
+          if (!(await kv.delete(policyKey(ns, name ?? '')))) throw new WeftError(CniCode.Store, `networkpolicy ${ns}/${name} not found`);
+          process.stdout.write(`networkpolicy ${ns}/${name} deleted\n`);
+          return ExitCode.Ok;
+        }
+      }
+    } finally {
+      await kv.close();
+    }
+  },
+};
