@@ -18,6 +18,7 @@ const registry: Record<string, () => Promise<Benchmark>> = {
   store: async () => (await import('./store.js')).storeBenchmark,
   netlink: async () => (await import('./netlink.js')).benchmark,
   cni: async () => (await import('./cni.js')).benchmark,
+  converge: async () => (await import('./converge.js')).benchmark,
 };
 
 async function main(argv: string[]): Promise<number> {
