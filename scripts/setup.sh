@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 
 PACKAGES=(iproute2 nftables etcd-server etcd-client iperf3 bird2 containernetworking-plugins
-          python3 make g++ procps iputils-ping iptables util-linux)
+          python3 make g++ procps iputils-ping iptables util-linux curl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
