@@ -146,6 +146,13 @@ export class Agent {
     };
   }
 
+  /** /<backend type>/status: the backend's own view (e.g. BGP sessions), once it runs. */
+  private backendStatus(path: string): unknown {
+    const b = this.backend;
+    if (!b?.status || this.phase === 'starting' || path !== `/${b.type}/status`) return undefined;
+    return b.status();
+  }
+
   private async timed<T>(op: string, p: Promise<T>): Promise<T> {
     const end = this.metrics.storeSeconds.startTimer({ op });
     try {
@@ -158,7 +165,7 @@ export class Agent {
   async start(): Promise<AgentContext> {
     const o = this.opts;
     if (o.healthAddr !== undefined) {
-      this.health = await startHealthServer(o.healthAddr, () => this.readiness(), this.metrics.registry);
+      this.health = await startHealthServer(o.healthAddr, () => this.readiness(), this.metrics.registry, (path) => this.backendStatus(path));
       this.log.info('health endpoint listening', { address: this.health.address });
     }
     const storeTimeout = o.storeTimeoutMs ?? 10_000;
@@ -191,7 +198,7 @@ export class Agent {
 
     // 3. Backend devices first: the lease publishes what they are (e.g. the VtepMAC).
     this.phase = 'preparing backend';
-    const host: HostContext = { nl, network, publicIP: pub.ip, publicIface: pub.link, log: this.log.child({ backend: backend.type }) };
+    const host: HostContext = { nl, network, publicIP: pub.ip, publicIface: pub.link, log: this.log.child({ backend: backend.type }), registry: this.metrics.registry };
     const prep = await backend.prepare(host);
 
     // 4. The lease.

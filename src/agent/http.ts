@@ -21,7 +21,18 @@ export function parseHostPort(s: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
-export async function startHealthServer(addr: string, readiness: () => Readiness, registry: Registry): Promise<HealthServer> {
+/** A JSON document for a path other than the built-in ones (undefined: not found). */
+export type ExtraRoute = (path: string) => unknown;
+
+function extraDoc(extra: ExtraRoute, path: string): unknown {
+  try {
+    return extra(path);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function startHealthServer(addr: string, readiness: () => Readiness, registry: Registry, extra?: ExtraRoute): Promise<HealthServer> {
   const { host, port } = parseHostPort(addr);
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -36,7 +47,9 @@ export async function startHealthServer(addr: string, readiness: () => Readiness
         (err: unknown) => res.writeHead(500).end(String(err)),
       );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
+      const doc = path !== undefined && extra !== undefined ? extraDoc(extra, path) : undefined;
+      if (doc !== undefined) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(doc) + '\n');
+      else res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
     }
   });
   await new Promise<void>((resolve, reject) => {

@@ -13,6 +13,7 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   demo: async () => (await import('./demo.js')).demoCommand,
   policy: async () => (await import('./policy.js')).policyCommand,
   ns: async () => (await import('./ns.js')).nsCommand,
+  bgp: async () => (await import('./bgp.js')).bgpCommand,
 };
 
 const summaries: Record<string, string> = {
@@ -22,6 +23,7 @@ const summaries: Record<string, string> = {
   demo: 'single-host demo: two containers on a weft bridge, traffic, egress, clean-up',
   policy: 'apply, list, get or delete network policies (Kubernetes NetworkPolicy)',
   ns: 'create, label or list namespaces (for namespaceSelector)',
+  bgp: 'BGP sessions of the local weftd (bgp backend): state, uptime, prefixes',
 };
 
 function topHelp(): string {

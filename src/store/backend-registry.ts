@@ -53,11 +53,21 @@ export const udpConfig = z.object({
 }).strict();
 export type UdpConfig = z.infer<typeof udpConfig>;
 
+// bgp: every node speaks iBGP (AS `ASN`) to every other node (full mesh) and to `Peers` (eBGP
+// when their ASN differs). `RouteReflector: true` replaces the mesh: nodes peer only with the
+// reflectors — the iBGP `Peers` (routers outside the cluster) and the cluster nodes whose PublicIP
+// is in `RouteReflectorNodes`; those nodes reflect (RFC 4456) for every other node, with
+// `RouteReflectorClusterID` (default: their own address) as the cluster id.
 export const bgpConfig = z.object({
   ASN: asn.default(64512),
   Peers: z.array(z.object({ Address: ipv4, ASN: asn }).strict()).default([]),
   RouteReflector: z.boolean().default(false),
   RouteReflectorClusterID: ipv4.optional(),
+  RouteReflectorNodes: z.array(ipv4).default([]),
+  /** Proposed BGP hold time, seconds (0 or 3..65535). */
+  HoldTime: z.number().int().refine((h) => h === 0 || (h >= 3 && h <= 65535), 'expected 0 or 3..65535 seconds').default(90),
+  /** How long peers keep our routes while weftd restarts (RFC 4724), and we keep theirs. */
+  GracefulRestartTime: z.number().int().min(1).max(4095).default(120),
 }).strict();
 export type BgpConfig = z.infer<typeof bgpConfig>;
 

@@ -7,11 +7,13 @@ import { vxlanBackend } from './vxlan/vxlan.js';
 import { hostGwBackend } from './host-gw/host-gw.js';
 import { createUdpBackend } from './udp/index.js';
 import { udpConfig } from '../../store/backend-registry.js';
+import { bgpBackend } from './bgp/index.js';
 
 const BUILTIN: Readonly<Record<string, BackendFactory>> = {
   vxlan: vxlanBackend,
   'host-gw': hostGwBackend,
   udp: (settings) => createUdpBackend(udpConfig.parse(settings)),
+  bgp: bgpBackend,
 };
 
 const extra = new Map<string, BackendFactory>();

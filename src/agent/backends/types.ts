@@ -6,6 +6,7 @@ import type { Cidr, IP } from '../../net/ip.js';
 import type { Lease } from '../../store/lease.js';
 import type { NetworkConfig } from '../../store/config.js';
 import type { Logger } from '../../log.js';
+import type { Registry } from 'prom-client';
 
 /** Where this host stands, as the agent worked it out before asking the backend. */
 export interface HostContext {
@@ -16,6 +17,8 @@ export interface HostContext {
   /** The interface carrying publicIP (the underlay). */
   readonly publicIface: Link;
   readonly log: Logger;
+  /** weftd's metrics registry, for backends with metrics of their own (served on /metrics). */
+  readonly registry?: Registry;
 }
 
 /** What a backend needs settled before the lease is written. */
@@ -52,6 +55,8 @@ export interface Backend {
    * place so traffic keeps flowing across an agent restart.
    */
   close(opts: { keepDataplane: boolean }): Promise<void>;
+  /** Backend-specific state as JSON, served by weftd at /<type>/status (e.g. /bgp/status). */
+  status?(): unknown;
 }
 
 export type BackendFactory = (settings: unknown) => Backend;
