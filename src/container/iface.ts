@@ -8,6 +8,8 @@ import { netnsExists } from '../netns/index.js';
 import { cniArg, type CniEnv } from '../cni/env.js';
 import type { IP } from '../net/ip.js';
 import { cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../net/ip.js';
+import { Undo } from '../cni/undo.js';
+import type { Logger } from '../log.js';
 
 /** The gateway a route without `gw` uses: the first IP config of the same family with one. */
 function defaultGatewayFor(result: CniResult, route: CniRoute): IP | undefined {
@@ -104,4 +106,40 @@ export function requestedMac(env: Pick<CniEnv, 'args'>, runtimeConfigMac: string
     return fromArgs;
   }
   return runtimeConfigMac;
+}
+
+/** The handles and undo stack one ADD works with. */
+export interface AddTransaction {
+  readonly hostNl: Netlink;
+  readonly containerNl: Netlink;
+  readonly undo: Undo;
+}
+
+/**
+ * Runs an ADD as one transaction: netlink handles on the host and the container namespace,
+ * and an undo stack that reverts every recorded step when anything fails.
+ */
+export async function runAddTransaction<T>(netns: string, log: Logger, body: (tx: AddTransaction) => Promise<T>): Promise<T> {
+  const undo = new Undo(log);
+  const hostNl = Netlink.open();
+  let containerNl: Netlink | undefined;
+  try {
+    containerNl = openContainerNetns(netns);
+    const out = await body({ hostNl, containerNl, undo });
+    undo.clear();
+    return out;
+  } catch (err) {
+    await undo.run();
+    throw err;
+  } finally {
+    containerNl?.close();
+    hostNl.close();
+  }
+}
+
+/** DEL's kernel half: the container interface goes; a namespace already gone took it along. */
+export function deleteContainerInterface(env: Pick<CniEnv, 'netns' | 'ifname'>): void {
+  if (env.netns && netnsExists(env.netns)) {
+    Netlink.with(env.netns, (nl) => { nl.deleteLink(env.ifname); });
+  }
 }

@@ -5,17 +5,17 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { runPlugin, type CniPlugin, type PluginContext } from '../cni/skel.js';
 import type { CniInterface, CniResult, CniRoute } from '../cni/result.js';
-import { cniArg } from '../cni/env.js';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink, type Link } from '../netlink/index.js';
-import { netnsExists } from '../netns/index.js';
 import type { Cidr } from '../net/ip.js';
 import { networkOf, nthAddress } from '../net/ip.js';
 import { createContainerVeth, enableForwarding, ensureBridge, ensureGatewayAddress } from '../bridge/bridge.js';
-import { configureContainerInterface, requireResultInterface, verifyContainerInterface, verifyMac } from '../container/iface.js';
+import {
+  configureContainerInterface, deleteContainerInterface, openContainerNetns, requestedMac, requireResultInterface, runAddTransaction,
+  verifyContainerInterface, verifyMac,
+} from '../container/iface.js';
 import { addMacSpoofCheck, addMasquerade, attachmentRuleCount, removeAttachmentRules, removeStaleRules } from '../traffic/cni-rules.js';
 import { ipamExec, ipamExecAdd } from './weft-ipam.js';
-import { Undo } from '../cni/undo.js';
 
 const ifnameSchema = z.string().min(1).max(15).regex(/^[^\s/:]+$/, 'a device name of at most 15 characters without /, : or spaces');
 const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
@@ -44,27 +44,6 @@ const confSchema = z
 
 export type BridgeConf = z.infer<typeof confSchema>;
 type Ctx = PluginContext<BridgeConf>;
-
-function openContainerNetns(netns: string): Netlink {
-  if (!netnsExists(netns)) {
-    throw new WeftError(CniCode.InvalidEnvironment, `CNI_NETNS ${netns} is not a network namespace`);
-  }
-  try {
-    return Netlink.open(netns);
-  } catch (err) {
-    throw WeftError.wrap(err, CniCode.InvalidEnvironment, `cannot enter network namespace ${netns}`);
-  }
-}
-
-function containerMac(ctx: Ctx): string | undefined {
-  const fromArgs = cniArg(ctx.env, 'MAC');
-  if (fromArgs !== undefined) {
-    const parsed = macSchema.safeParse(fromArgs);
-    if (!parsed.success) throw new WeftError(CniCode.InvalidNetworkConfig, `CNI_ARGS MAC=${fromArgs} is not a MAC address`);
-    return parsed.data;
-  }
-  return ctx.config.runtimeConfig?.mac;
-}
 
 /** The gateway of each IP config: the IPAM's, or the subnet's first address when we are the gateway. */
 function withGateways(result: CniResult, isGateway: boolean): void {
@@ -107,18 +86,14 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
 
   async add(ctx) {
     const cfg = ctx.config;
-    const undo = new Undo(ctx.log);
-    const hostNl = Netlink.open();
-    let containerNl: Netlink | undefined;
-    try {
-      containerNl = openContainerNetns(ctx.env.netns);
+    return runAddTransaction(ctx.env.netns, ctx.log, async ({ hostNl, containerNl, undo }) => {
       const bridge = ensureBridge(hostNl, { name: cfg.bridge, promisc: cfg.promiscMode, ...(cfg.mtu !== undefined && { mtu: cfg.mtu }) });
 
       const ipam = await ipamExecAdd(ctx);
       undo.push('release IPAM allocation', () => ipamExec(ctx, 'DEL'));
       if (ipam.ips.length === 0) throw new WeftError(CniCode.InvalidNetworkConfig, 'IPAM plugin returned no IP addresses');
 
-      const mac = containerMac(ctx);
+      const mac = requestedMac(ctx.env, ctx.config.runtimeConfig?.mac);
       const veth = createContainerVeth(hostNl, containerNl, {
         netns: ctx.env.netns,
         ifname: ctx.env.ifname,
@@ -154,24 +129,15 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
       }
       // The bridge's MAC and state may have changed when its first port joined.
       result.interfaces[0] = iface(hostNl.requireLink(bridge.index));
-      undo.clear();
       return result;
-    } catch (err) {
-      await undo.run();
-      throw err;
-    } finally {
-      containerNl?.close();
-      hostNl.close();
-    }
+    });
   },
 
   async del(ctx) {
     const cfg = ctx.config;
     if (ctx.conf.ipam) await ipamExec(ctx, 'DEL');
     // No namespace (already gone) means no container interface either: nothing to remove there.
-    if (ctx.env.netns && netnsExists(ctx.env.netns)) {
-      Netlink.with(ctx.env.netns, (nl) => { nl.deleteLink(ctx.env.ifname); });
-    }
+    deleteContainerInterface(ctx.env);
     if (cfg.ipMasq || cfg.macspoofchk) removeAttachmentRules(ctx.conf.name, attachment(ctx));
   },
 

@@ -8,18 +8,19 @@ import { runPlugin, type CniPlugin, type PluginContext } from '../cni/skel.js';
 import type { CniResult } from '../cni/result.js';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink, type Link } from '../netlink/index.js';
-import { netnsExists, writeSysctl } from '../netns/index.js';
+import { writeSysctl } from '../netns/index.js';
 import {
   configureContainerInterface,
+  deleteContainerInterface,
   openContainerNetns,
   requestedMac,
   requireResultInterface,
+  runAddTransaction,
   verifyContainerInterface,
   verifyMac,
 } from '../container/iface.js';
 import { resolveMaster } from '../macvlan/master.js';
 import { ipamExec, ipamExecAdd } from './weft-ipam.js';
-import { Undo } from '../cni/undo.js';
 
 const ifnameSchema = z.string().min(1).max(15).regex(/^[^\s/:]+$/, 'a device name of at most 15 characters without /, : or spaces');
 const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
@@ -69,11 +70,7 @@ export const weftMacvlanPlugin: CniPlugin<MacvlanConf> = {
   async add(ctx) {
     const cfg = ctx.config;
     const { netns, ifname } = ctx.env;
-    const undo = new Undo(ctx.log);
-    const hostNl = Netlink.open();
-    let containerNl: Netlink | undefined;
-    try {
-      containerNl = openContainerNetns(netns);
+    return runAddTransaction(netns, ctx.log, async ({ hostNl, containerNl, undo }) => {
       const masterNl = cfg.linkInContainer ? containerNl : hostNl;
       const master = resolveMaster(masterNl, cfg.master, masterWhere(ctx));
       checkMtu(cfg, master);
@@ -110,23 +107,14 @@ export const weftMacvlanPlugin: CniPlugin<MacvlanConf> = {
         dns: Object.keys(ipam.dns).length > 0 ? ipam.dns : ctx.conf.dns ?? {},
       };
       configureContainerInterface(containerNl, created, result, CONTAINER_IF);
-      undo.clear();
       return result;
-    } catch (err) {
-      await undo.run();
-      throw err;
-    } finally {
-      containerNl?.close();
-      hostNl.close();
-    }
+    });
   },
 
   async del(ctx) {
     if (ctx.conf.ipam) await ipamExec(ctx, 'DEL');
     // A namespace that is gone took the macvlan with it.
-    if (ctx.env.netns && netnsExists(ctx.env.netns)) {
-      Netlink.with(ctx.env.netns, (nl) => { nl.deleteLink(ctx.env.ifname); });
-    }
+    deleteContainerInterface(ctx.env);
   },
 
   async check(ctx) {

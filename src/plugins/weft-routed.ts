@@ -7,9 +7,10 @@ import { runPlugin, type CniPlugin, type PluginContext } from '../cni/skel.js';
 import type { CniResult, CniRoute } from '../cni/result.js';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
-import { netnsExists } from '../netns/index.js';
 import { cidrContains, formatCidr, parseCidr, type Cidr } from '../net/ip.js';
-import { openContainerNetns, requestedMac, requireResultInterface, verifyContainerInterface, verifyMac } from '../container/iface.js';
+import {
+  deleteContainerInterface, openContainerNetns, requestedMac, requireResultInterface, runAddTransaction, verifyContainerInterface, verifyMac,
+} from '../container/iface.js';
 import {
   configureContainerSide,
   configureHostSide,
@@ -21,7 +22,6 @@ import {
   verifyHostSide,
 } from '../routed/routed.js';
 import { ipamExec, ipamExecAdd } from './weft-ipam.js';
-import { Undo } from '../cni/undo.js';
 
 const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
@@ -64,11 +64,7 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
     const cfg = ctx.config;
     const { netns, ifname, containerId } = ctx.env;
     requireIpam(ctx);
-    const undo = new Undo(ctx.log);
-    const hostNl = Netlink.open();
-    let containerNl: Netlink | undefined;
-    try {
-      containerNl = openContainerNetns(netns);
+    return runAddTransaction(netns, ctx.log, async ({ hostNl, containerNl, undo }) => {
       const mac = requestedMac(ctx.env, cfg.runtimeConfig?.mac);
 
       const ipam = await ipamExecAdd(ctx);
@@ -100,23 +96,14 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
       };
       configureHostSide(hostNl, veth.host, ips);
       configureContainerSide(containerNl, veth.container, result.ips.map((i) => i.address), result.routes.map((r) => r.dst), veth.host.mac);
-      undo.clear();
       return result;
-    } catch (err) {
-      await undo.run();
-      throw err;
-    } finally {
-      containerNl?.close();
-      hostNl.close();
-    }
+    });
   },
 
   async del(ctx) {
     requireIpam(ctx);
     await ipamExec(ctx, 'DEL');
-    if (ctx.env.netns && netnsExists(ctx.env.netns)) {
-      Netlink.with(ctx.env.netns, (nl) => { nl.deleteLink(ctx.env.ifname); });
-    }
+    deleteContainerInterface(ctx.env);
     // Either end takes the other (and the host's /32 route) with it; the host end by name also
     // covers a namespace that is gone while its veth is still being torn down.
     Netlink.with(undefined, (nl) => { nl.deleteLink(hostVethName(ctx.env.containerId, ctx.env.ifname)); });
