@@ -13,6 +13,8 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   demo: async () => (await import('./demo.js')).demoCommand,
   policy: async () => (await import('./policy.js')).policyCommand,
   ns: async () => (await import('./ns.js')).nsCommand,
+  install: async () => (await import('./install.js')).installCommand,
+  uninstall: async () => (await import('./install.js')).uninstallCommand,
   bgp: async () => (await import('./bgp.js')).bgpCommand,
 };
 
@@ -23,6 +25,8 @@ const summaries: Record<string, string> = {
   demo: 'single-host demo: two containers on a weft bridge, traffic, egress, clean-up',
   policy: 'apply, list, get or delete network policies (Kubernetes NetworkPolicy)',
   ns: 'create, label or list namespaces (for namespaceSelector)',
+  install: 'install the CNI plugins, conflist and weftd service on this host (or under --root)',
+  uninstall: 'remove exactly what weftctl install wrote',
   bgp: 'BGP sessions of the local weftd (bgp backend): state, uptime, prefixes',
 };
 

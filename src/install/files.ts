@@ -1,0 +1,154 @@
+// The text of every small file an installation writes: launchers, conflist, weftd's environment
+// file, the systemd unit. Pure functions of the layout and options, so they are tested as text.
+import { join } from 'node:path';
+import { CniCode, WeftError } from '../errors.js';
+import type { Layout } from './layout.js';
+
+/** The CNI plugins weft ships (bin/cni in the checkout). */
+export const WEFT_PLUGINS = ['weft', 'weft-bridge', 'weft-ipam', 'weft-macvlan', 'weft-routed'] as const;
+export type WeftPlugin = (typeof WEFT_PLUGINS)[number];
+
+/** Reference plugins the conflist uses; linked into the CNI bin dir when it lacks them. */
+export const REFERENCE_PLUGINS = ['portmap'] as const;
+/** Where distributions put the reference plugins (Debian: /usr/lib/cni). */
+export const REFERENCE_PLUGIN_DIRS = ['/opt/cni/bin', '/usr/lib/cni', '/usr/libexec/cni'] as const;
+
+/** POSIX shell single-quoting. */
+export function shQuote(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** systemd parses ExecStart= words itself; a path with whitespace or quotes is refused instead of escaped. */
+function plainPath(what: string, p: string): string {
+  if (/[\s"'\\%$;]/.test(p)) throw new WeftError(CniCode.InvalidEnvironment, `${what}: path ${JSON.stringify(p)} has characters systemd would interpret; choose another`);
+  return p;
+}
+
+/**
+ * A CNI plugin as the runtime execs it: an absolute node and an absolute bundle, so the
+ * runtime's PATH, current directory and environment do not matter. NODE_EXTRA_CA_CERTS costs
+ * every start ~45 ms and a plugin never needs it.
+ */
+export function pluginLauncher(plugin: WeftPlugin, layout: Layout, nodePath: string): string {
+  return [
+    '#!/bin/sh',
+    `# weft CNI plugin ${plugin}, written by \`weftctl install\` (listed in ${layout.manifest}).`,
+    '# Runs the installed bundle with an absolute node: independent of PATH, the current',
+    '# directory and any source checkout.',
+    'unset NODE_EXTRA_CA_CERTS',
+    `exec ${shQuote(nodePath)} ${shQuote(join(layout.libDir, 'dist', 'cni', `${plugin}.cjs`))} "$@"`,
+    '',
+  ].join('\n');
+}
+
+/** bin/weftd and bin/weftctl inside the lib dir. */
+export function commandLauncher(command: 'weftd' | 'weftctl', layout: Layout, nodePath: string): string {
+  return [
+    '#!/bin/sh',
+    `# ${command}, written by \`weftctl install\`. NODE_EXTRA_CA_CERTS is never needed (etcd TLS`,
+    '# takes its CA from --etcd-cafile) and costs ~45 ms a start.',
+    'unset NODE_EXTRA_CA_CERTS',
+    `exec ${shQuote(nodePath)} --enable-source-maps ${shQuote(join(layout.libDir, 'dist', 'src', 'cli', `${command}.js`))} "$@"`,
+    '',
+  ].join('\n');
+}
+
+export interface ConflistOptions {
+  readonly network: string;
+  /** Keys for the weft plugin's `delegate` (e.g. {bridge: "cni0"}); flannel semantics. */
+  readonly delegate?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * weft first (address + interface), then the reference portmap for hostPort mappings: the
+ * runtime hands portmap `runtimeConfig.portMappings` because it declares the capability.
+ */
+export function conflist(layout: Layout, o: ConflistOptions): string {
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(o.network)) {
+    throw new WeftError(CniCode.InvalidEnvironment, `--network: ${JSON.stringify(o.network)} is not a valid CNI network name (letters, digits, _ . -)`);
+  }
+  const weft: Record<string, unknown> = {
+    type: 'weft',
+    subnetFile: layout.subnetFile,
+    dataDir: layout.cniStateDir,
+    ipam: { type: 'weft-ipam', dataDir: layout.ipamDataDir },
+  };
+  if (o.delegate && Object.keys(o.delegate).length > 0) weft.delegate = o.delegate;
+  const list = {
+    cniVersion: '1.0.0',
+    name: o.network,
+    plugins: [weft, { type: 'portmap', capabilities: { portMappings: true }, snat: true }],
+  };
+  return JSON.stringify(list, null, 2) + '\n';
+}
+
+/** systemd EnvironmentFile= quoting: plain when safe, else double quotes with escapes. */
+function envValue(key: string, v: string): string {
+  if (/[\n\r\0]/.test(v)) throw new WeftError(CniCode.InvalidEnvironment, `${key}: value must be one line`);
+  if (/^[A-Za-z0-9_.,:/@+=-]*$/.test(v)) return v;
+  return `"${v.replace(/["\\$`]/g, (c) => `\\${c}`)}"`;
+}
+
+/** weftd's flags as WEFTD_<FLAG> lines (weftd reads each flag from its env var). */
+export function weftdEnvFile(vars: ReadonlyMap<string, string>): string {
+  const lines = ['# weftd flags as environment (see weftd --help); written by `weftctl install`.'];
+  for (const [k, v] of vars) {
+    if (!/^WEFTD_[A-Z0-9_]+$/.test(k)) throw new WeftError(CniCode.InvalidEnvironment, `env file: ${JSON.stringify(k)} is not a WEFTD_<FLAG> name`);
+    lines.push(`${k}=${envValue(k, v)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Reads what weftdEnvFile wrote (and hand edits in the same syntax), like systemd does. */
+export function parseEnvFile(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const eq = line.indexOf('=');
+    if (eq <= 0) throw new WeftError(CniCode.InvalidEnvironment, `env file: ${JSON.stringify(line)} is not KEY=VALUE`);
+    const key = line.slice(0, eq).trim();
+    let v = line.slice(eq + 1).trim();
+    if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1).replace(/\\(.)/g, '$1');
+    else if (v.length >= 2 && v.startsWith("'") && v.endsWith("'")) v = v.slice(1, -1);
+    out.set(key, v);
+  }
+  return out;
+}
+
+export interface UnitOptions {
+  /** Seed the file store's network config from net-conf.json before each start. */
+  readonly seedConfig: boolean;
+}
+
+export function systemdUnit(layout: Layout, o: UnitOptions): string {
+  const lib = plainPath('--lib-dir', layout.libDir);
+  const lines = [
+    '# Written by `weftctl install`; removed by `weftctl uninstall`.',
+    '[Unit]',
+    'Description=weft node agent (pod subnet lease, routes and tunnels, CNI fast path)',
+    'Wants=network-online.target',
+    'After=network-online.target',
+    '',
+    '[Service]',
+    'Type=simple',
+    `EnvironmentFile=${plainPath('env file', layout.envFile)}`,
+  ];
+  // One host with the file store has no one else to write the config: the install's
+  // net-conf.json is the truth and is (re)applied before weftd reads it. With etcd the cluster's
+  // config is set once with `weftctl config set`, not by every node.
+  if (o.seedConfig) lines.push(`ExecStartPre=${lib}/bin/weftctl config set ${plainPath('net-conf', layout.netConfFile)}`);
+  lines.push(
+    `ExecStart=${lib}/bin/weftd`,
+    // weftd keeps the dataplane and its lease on SIGTERM, so a restart disturbs no pod.
+    'KillSignal=SIGTERM',
+    'Restart=on-failure',
+    'RestartSec=5',
+    'LimitNOFILE=65536',
+    '',
+    '[Install]',
+    'WantedBy=multi-user.target',
+    '',
+  );
+  return lines.join('\n');
+}
