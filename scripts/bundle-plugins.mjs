@@ -8,7 +8,11 @@
 // Why: a plugin process lives for one CNI call, so Node's start-up is its latency. From tsc's
 // output a plugin resolves, reads and links 16–40 ESM modules plus zod through the async ESM
 // loader; one CJS file needs one read and one compile, and the code cache skips most of the
-// compile. Numbers and the alternatives tried are in bench/results/cni.md.
+// compile. `npm run bench -- cni` measures it (bench/results/cni.md). Tried and dropped: a V8
+// start-up snapshot (node --build-snapshot) started no faster than the cached bundle here —
+// deserialising its 4 MB heap costs what compiling saved — and would freeze module-level reads
+// of process.env at build time; --v8-pool-size=0, --max-semi-space-size and --jitless gained
+// nothing or were slower.
 //
 // The plugins are the shims in bin/cni (each names its plugin on a `plugin=` line); a shim whose
 // source is not in src/plugins yet is skipped with a warning. Generated from src/ on every
