@@ -41,8 +41,8 @@
 namespace weft_udp {
 
 const int kBatch = 64;
-// Large enough for any IPv4 packet, so a big TUN MTU never truncates.
-const size_t kSlotBytes = 65536;
+// Large enough for any IPv4 packet plus a virtio_net_hdr, so nothing is ever truncated.
+const size_t kSlotBytes = 65536 + 64;
 const int kSocketBufBytes = 8 * 1024 * 1024;
 const size_t kRouteRecordBytes = 12;
 
@@ -165,12 +165,19 @@ enum Counter {
   kSendErrors,     // sendmmsg failed for a datagram (peer unreachable, ...)
   kTunErrors,      // read/write on the TUN device failed
   kRecvErrors,
+  kTxGsoPackets,   // offload: TCP super-packets (TSO) read from the TUN device
+  kTxGsoSegments,  // offload: MTU-sized segments cut from them
+  kRxGroBatches,   // offload: receives that UDP GRO had coalesced (more than one datagram)
+  kRxGroSegments,  // offload: datagrams inside those receives
+  kRxTunWrites,    // writes to the TUN device (rxPackets / rxTunWrites = packets per write)
+  kRxTunGsoWrites, // offload: writes carrying a coalesced TCP super-packet (GSO_TCPV4)
   kCounterCount
 };
 
 const char* const kCounterNames[kCounterCount] = {
     "txPackets", "txBytes", "rxPackets", "rxBytes", "dropNoRoute",
-    "dropMalformed", "sendErrors", "tunErrors", "recvErrors"};
+    "dropMalformed", "sendErrors", "tunErrors", "recvErrors", "txGsoPackets", "txGsoSegments",
+    "rxGroBatches", "rxGroSegments", "rxTunWrites", "rxTunGsoWrites"};
 
 struct Pump {
   int tun_fd = -1;  // owned by the caller (TypeScript closes it after stop)
@@ -504,6 +511,7 @@ void* rx_main(void* arg) {
       packets++;
       bytes += len;
     }
+    pump->add(kRxTunWrites, packets);
     pump->add(kRxPackets, packets);
     pump->add(kRxBytes, bytes);
     pump->add(kDropMalformed, malformed);
@@ -541,13 +549,16 @@ void flush_batch(Pump* pump, Slots& s, int n, uint64_t* packets, uint64_t* bytes
 void* tx_offload_main(void* arg) {
   Pump* pump = static_cast<Pump*>(arg);
   Slots s;
-  std::vector<uint8_t> segmented(kSlotBytes + kMaxGsoSegments * 2 * 120);
+  // Room for the payload plus one copy of the headers (at most 120 bytes) per segment at an MSS
+  // as small as 536 bytes; a smaller MSS on a super-packet is refused as malformed.
+  std::vector<uint8_t> segmented(kSlotBytes + (kSlotBytes / 536 + 1) * 120);
   std::shared_ptr<Table> table;
   uint64_t version = UINT64_MAX;
   while (wait_ready(pump, pump->tun_fd, POLLIN)) {
     refresh_table(pump, &table, &version);
     int n = 0;
     uint64_t no_route = 0, malformed = 0, tun_errors = 0, packets = 0, bytes = 0, send_errors = 0;
+    uint64_t gso_packets = 0, gso_segments = 0;
     for (int reads = 0; reads < kBatch && n < kBatch; reads++) {
       uint8_t* buf = s.slot(n);
       ssize_t got = read(pump->tun_fd, buf, kSlotBytes);
@@ -586,6 +597,8 @@ void* tx_offload_main(void* arg) {
           malformed++;
           continue;
         }
+        gso_packets++;
+        gso_segments += (total + seg - 1) / seg;
         packets += send_gso(pump, &r->peer, segmented.data(), total, seg, &send_errors, &bytes);
         continue;
       }
@@ -614,21 +627,236 @@ void* tx_offload_main(void* arg) {
     pump->add(kTxPackets, packets);
     pump->add(kTxBytes, bytes);
     pump->add(kSendErrors, send_errors);
+    pump->add(kTxGsoPackets, gso_packets);
+    pump->add(kTxGsoSegments, gso_segments);
   }
   return nullptr;
 }
 
+// ---- receive-side coalescing -------------------------------------------------------------
+//
+// What UDP GRO hands over is a run of MTU-sized inner packets. Writing each one to the TUN costs
+// a system call and a trip through the stack per 1.4 KB; instead, consecutive in-order segments
+// of one TCP flow are merged into a single super-packet written behind a virtio_net_hdr
+// (GSO_TCPV4), exactly what the kernel's own GRO would have built. The stack then forwards or
+// delivers ~64 KiB per write and re-segments only where a real MTU requires it. The rules for
+// what may merge follow tcp_gro_receive: same addresses, ports, IP TOS/TTL/DF and options, same
+// ACK number, TCP flags (but PSH), window and options; the sequence number must continue; every
+// segment but the last has the first one's payload size; PSH or a shorter segment ends a run.
+
+const uint8_t kTcpFlagPsh = 0x08;
+const uint8_t kTcpFlagAck = 0x10;
+const size_t kMaxRunSegments = 64;
+const size_t kMaxOpenRuns = 8;
+const size_t kMaxIpPacket = 65535;
+
+// A TCP/IPv4 segment as parsed from a received datagram.
+struct TcpSegment {
+  uint8_t* pkt;
+  size_t len, ihl, thl, payload;
+  uint32_t seq;
+};
+
+uint16_t load16(const uint8_t* p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return ntohs(v);
+}
+
+uint32_t load32(const uint8_t* p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return ntohl(v);
+}
+
+// True when pkt (len bytes, already known to be IPv4) is a TCP segment with data, no fragment
+// bits, a total length matching the datagram, and only ACK (and maybe PSH) set — the only kind
+// that may join a super-packet.
+bool parse_mergeable_tcp4(uint8_t* pkt, size_t len, TcpSegment* out) {
+  size_t ihl = (pkt[0] & 15) * 4;
+  if (ihl < 20 || pkt[9] != IPPROTO_TCP || len < ihl + 20) return false;
+  if (load16(pkt + 2) != len || (load16(pkt + 6) & 0x3fff) != 0) return false;
+  const uint8_t* tcp = pkt + ihl;
+  size_t thl = (tcp[12] >> 4) * 4;
+  if (thl < 20 || ihl + thl >= len) return false;
+  uint8_t flags = tcp[13];
+  if ((flags & static_cast<uint8_t>(~(kTcpFlagAck | kTcpFlagPsh))) != 0 || !(flags & kTcpFlagAck)) return false;
+  *out = {pkt, len, ihl, thl, len - ihl - thl, load32(tcp + 4)};
+  return true;
+}
+
+// One flow's merge in progress. iov[0] is the virtio_net_hdr, iov[1] the first packet whole,
+// then each later segment's payload — the write gathers them, nothing is copied.
+struct TcpRun {
+  bool open = false;
+  TcpSegment head;
+  size_t mss = 0;
+  uint32_t next_seq = 0;
+  size_t total = 0;  // IPv4 length of the merged packet
+  size_t segments = 0;
+  bool closed = false;  // took a PSH or a short segment: nothing may follow
+  bool psh = false;
+  struct virtio_net_hdr vh;
+  struct iovec iov[kMaxRunSegments + 2];
+};
+
+bool same_flow(const TcpSegment& a, const TcpSegment& b) {
+  return memcmp(a.pkt + 12, b.pkt + 12, 8) == 0 && memcmp(a.pkt + a.ihl, b.pkt + b.ihl, 4) == 0;
+}
+
+bool can_append(const TcpRun& run, const TcpSegment& s) {
+  const TcpSegment& h = run.head;
+  if (run.closed || run.segments >= kMaxRunSegments) return false;
+  if (s.seq != run.next_seq || s.payload > run.mss || run.total + s.payload > kMaxIpPacket) return false;
+  if (s.ihl != h.ihl || s.thl != h.thl) return false;
+  // IP: TOS, fragment word (DF), TTL, options.
+  if (h.pkt[1] != s.pkt[1] || memcmp(h.pkt + 6, s.pkt + 6, 3) != 0) return false;
+  if (h.ihl > 20 && memcmp(h.pkt + 20, s.pkt + 20, h.ihl - 20) != 0) return false;
+  // TCP: ACK number; data offset, flags but PSH, window; options.
+  const uint8_t* ht = h.pkt + h.ihl;
+  const uint8_t* st = s.pkt + s.ihl;
+  if (memcmp(ht + 8, st + 8, 5) != 0 || ((ht[13] ^ st[13]) & static_cast<uint8_t>(~kTcpFlagPsh)) != 0) return false;
+  if (memcmp(ht + 14, st + 14, 2) != 0) return false;
+  return memcmp(ht + 20, st + 20, h.thl - 20) == 0;
+}
+
+void start_run(TcpRun* run, const TcpSegment& s) {
+  run->open = true;
+  run->head = s;
+  run->mss = s.payload;
+  run->next_seq = s.seq + static_cast<uint32_t>(s.payload);
+  run->total = s.len;
+  run->segments = 1;
+  run->psh = (s.pkt[s.ihl + 13] & kTcpFlagPsh) != 0;
+  run->closed = run->psh;
+  run->iov[1] = {s.pkt, s.len};
+}
+
+void append_run(TcpRun* run, const TcpSegment& s) {
+  run->iov[run->segments + 1] = {s.pkt + s.ihl + s.thl, s.payload};
+  run->segments++;
+  run->total += s.payload;
+  run->next_seq += static_cast<uint32_t>(s.payload);
+  bool psh = (s.pkt[s.ihl + 13] & kTcpFlagPsh) != 0;
+  run->psh = run->psh || psh;
+  if (psh || s.payload < run->mss) run->closed = true;
+}
+
+struct RxTally {
+  uint64_t packets = 0, bytes = 0, writes = 0, gso_writes = 0, tun_errors = 0;
+};
+
+// Writes iov[0..n) to the TUN device; n_packets inner packets of payload_bytes in all.
+void tun_write(Pump* pump, struct iovec* iov, int n, uint64_t n_packets, size_t ip_bytes, RxTally* t) {
+  ssize_t w;
+  do {
+    w = writev(pump->tun_fd, iov, n);
+  } while (w < 0 && errno == EINTR);
+  if (w < 0) {
+    t->tun_errors++;
+    return;
+  }
+  t->writes++;
+  t->packets += n_packets;
+  t->bytes += ip_bytes;
+}
+
+const struct virtio_net_hdr kDataValid = {VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0};
+
+// Writes a lone packet whose checksum the outer UDP checksum already vouched for.
+void write_single(Pump* pump, uint8_t* pkt, size_t len, RxTally* t) {
+  struct iovec iov[2] = {{const_cast<struct virtio_net_hdr*>(&kDataValid), kVnetHdr}, {pkt, len}};
+  tun_write(pump, iov, 2, 1, len, t);
+}
+
+// Turns the run's first packet into the super-packet's headers and writes it with its followers.
+void flush_run(Pump* pump, TcpRun* run, RxTally* t) {
+  if (!run->open) return;
+  run->open = false;
+  TcpSegment& h = run->head;
+  if (run->segments == 1) {
+    write_single(pump, h.pkt, h.len, t);
+    return;
+  }
+  uint16_t tot = htons(static_cast<uint16_t>(run->total));
+  memcpy(h.pkt + 2, &tot, 2);
+  ip_checksum(h.pkt, h.ihl);
+  uint8_t* tcp = h.pkt + h.ihl;
+  if (run->psh) tcp[13] |= kTcpFlagPsh;
+  // CHECKSUM_PARTIAL convention: the field holds the folded pseudo-header sum, uncomplemented;
+  // segmentation (or the local stack, which trusts it) finishes the job.
+  uint16_t pseudo = static_cast<uint16_t>(~csum_fold(tcp_pseudo(h.pkt, run->total - h.ihl)));
+  memcpy(tcp + 16, &pseudo, 2);
+  struct virtio_net_hdr& vh = run->vh;
+  vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  vh.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+  vh.hdr_len = static_cast<uint16_t>(h.ihl + h.thl);
+  vh.gso_size = static_cast<uint16_t>(run->mss);
+  vh.csum_start = static_cast<uint16_t>(h.ihl);
+  vh.csum_offset = 16;
+  run->iov[0] = {&vh, kVnetHdr};
+  uint64_t before = t->writes;
+  tun_write(pump, run->iov, static_cast<int>(run->segments + 2), run->segments, run->total + (run->segments - 1) * (h.ihl + h.thl), t);
+  if (t->writes != before) t->gso_writes++;
+}
+
+// The merges open within one receive batch (the buffers they point into live that long).
+struct Coalescer {
+  TcpRun runs[kMaxOpenRuns];
+  size_t next_victim = 0;
+
+  TcpRun* find(const TcpSegment& s) {
+    for (TcpRun& r : runs)
+      if (r.open && same_flow(r.head, s)) return &r;
+    return nullptr;
+  }
+
+  TcpRun* free_run(Pump* pump, RxTally* t) {
+    for (TcpRun& r : runs)
+      if (!r.open) return &r;
+    TcpRun* victim = &runs[next_victim];
+    next_victim = (next_victim + 1) % kMaxOpenRuns;
+    flush_run(pump, victim, t);
+    return victim;
+  }
+
+  // Takes one inner packet: merges it, or writes it (after its flow's pending run, keeping order).
+  void add(Pump* pump, uint8_t* pkt, size_t len, RxTally* t) {
+    TcpSegment s;
+    if (!parse_mergeable_tcp4(pkt, len, &s)) {
+      if (len >= 40 && pkt[9] == IPPROTO_TCP && (pkt[0] & 15) >= 5 && len >= (pkt[0] & 15) * 4u + 4) {
+        // A TCP packet that cannot merge (SYN, FIN, pure ACK...) still goes after its flow's run.
+        TcpSegment probe;
+        probe.pkt = pkt;
+        probe.ihl = (pkt[0] & 15) * 4;
+        if (TcpRun* r = find(probe)) flush_run(pump, r, t);
+      }
+      write_single(pump, pkt, len, t);
+      return;
+    }
+    TcpRun* r = find(s);
+    if (r && can_append(*r, s)) {
+      append_run(r, s);
+      return;
+    }
+    if (r) flush_run(pump, r, t);
+    else r = free_run(pump, t);
+    start_run(r, s);
+  }
+
+  void flush_all(Pump* pump, RxTally* t) {
+    for (TcpRun& r : runs) flush_run(pump, &r, t);
+  }
+};
+
 // rx with offloads: UDP GRO hands over runs of same-sized datagrams in one buffer (the cmsg says
-// the size). Each inner packet is written to the TUN behind a virtio_net_hdr marking its
-// checksum as already verified — the outer UDP checksum covered it.
+// the size); the inner packets go through the coalescer above on their way into the TUN.
 void* rx_offload_main(void* arg) {
   Pump* pump = static_cast<Pump*>(arg);
   Slots s;
   const size_t kControl = CMSG_SPACE(sizeof(int));
   std::vector<uint8_t> control(kBatch * kControl);
-  struct virtio_net_hdr valid;
-  memset(&valid, 0, sizeof valid);
-  valid.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+  std::unique_ptr<Coalescer> co(new Coalescer());
   while (wait_ready(pump, pump->sock_fd, POLLIN)) {
     for (int i = 0; i < kBatch; i++) {
       s.iovs[i] = {s.slot(i), kSlotBytes};
@@ -644,7 +872,8 @@ void* rx_offload_main(void* arg) {
       if (errno != EAGAIN && errno != EINTR) pump->add(kRecvErrors, 1);
       continue;
     }
-    uint64_t packets = 0, bytes = 0, malformed = 0, tun_errors = 0;
+    RxTally t;
+    uint64_t malformed = 0, gro_batches = 0, gro_segments = 0;
     for (int i = 0; i < n; i++) {
       struct msghdr& h = s.msgs[i].msg_hdr;
       size_t len = s.msgs[i].msg_len;
@@ -660,6 +889,10 @@ void* rx_offload_main(void* arg) {
           if (v > 0) seg = static_cast<size_t>(v);
         }
       }
+      if (seg < len) {
+        gro_batches++;
+        gro_segments += (len + seg - 1) / seg;
+      }
       uint8_t* buf = s.slot(i);
       for (size_t off = 0; off < len; off += seg) {
         size_t plen = len - off < seg ? len - off : seg;
@@ -668,23 +901,18 @@ void* rx_offload_main(void* arg) {
           malformed++;
           continue;
         }
-        struct iovec iov[2] = {{&valid, kVnetHdr}, {pkt, plen}};
-        ssize_t w;
-        do {
-          w = writev(pump->tun_fd, iov, 2);
-        } while (w < 0 && errno == EINTR);
-        if (w < 0) {
-          tun_errors++;
-          continue;
-        }
-        packets++;
-        bytes += plen;
+        co->add(pump, pkt, plen, &t);
       }
     }
-    pump->add(kRxPackets, packets);
-    pump->add(kRxBytes, bytes);
+    co->flush_all(pump, &t);
+    pump->add(kRxPackets, t.packets);
+    pump->add(kRxBytes, t.bytes);
+    pump->add(kRxTunWrites, t.writes);
+    pump->add(kRxTunGsoWrites, t.gso_writes);
+    pump->add(kRxGroBatches, gro_batches);
+    pump->add(kRxGroSegments, gro_segments);
     pump->add(kDropMalformed, malformed);
-    pump->add(kTunErrors, tun_errors);
+    pump->add(kTunErrors, t.tun_errors);
   }
   return nullptr;
 }

@@ -11,11 +11,11 @@ const SECONDS = 3;
 /** Flannel-style vxlan by hand: VTEP address subnet.0/32, the peer's subnet via its .0 onlink. */
 function buildVxlan(self: TestHost, peer: TestHost): void {
   const nl = self.nl;
-  nl.createVxlan({ name: 'wud-vx', vni: 1, port: 8472, local: self.publicIP, dev: 'eth0', learning: false, mtu: 1450 });
-  nl.setLink('wud-vx', { up: true });
-  nl.addAddress('wud-vx', { ip: self.subnet.ip, prefix: 32 });
-  nl.appendFdb({ link: 'wud-vx', mac: '00:00:00:00:00:00', dst: peer.publicIP });
-  nl.addRoute({ dst: peer.subnet, gateway: peer.subnet.ip, oif: 'wud-vx', onlink: true });
+  nl.createVxlan({ name: 'wup-vx', vni: 1, port: 8472, local: self.publicIP, dev: 'eth0', learning: false, mtu: 1450 });
+  nl.setLink('wup-vx', { up: true });
+  nl.addAddress('wup-vx', { ip: self.subnet.ip, prefix: 32 });
+  nl.appendFdb({ link: 'wup-vx', mac: '00:00:00:00:00:00', dst: peer.publicIP });
+  nl.addRoute({ dst: peer.subnet, gateway: peer.subnet.ip, oif: 'wup-vx', onlink: true });
 }
 
 const mbit = (bps: number): string => `${(bps / 1e9).toFixed(2)} Gbit/s`;

@@ -31,7 +31,7 @@ export interface TestHost {
 }
 
 export class UdpTopology {
-  readonly pool = new NetnsPool('wud');
+  readonly pool = new NetnsPool('wup');
   readonly hosts: TestHost[] = [];
   private readonly handles: Netlink[] = [];
   private readonly children: ChildProcess[] = [];

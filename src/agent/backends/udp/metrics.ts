@@ -13,6 +13,12 @@ const HELP: Record<keyof PumpStats, string> = {
   sendErrors: 'Datagrams the kernel refused to send',
   tunErrors: 'Failed reads/writes on the TUN device',
   recvErrors: 'Failed receives on the UDP socket',
+  txGsoPackets: 'TCP super-packets (TSO) read from the TUN device',
+  txGsoSegments: 'Segments cut from TCP super-packets read from the TUN device',
+  rxGroBatches: 'Receives in which UDP GRO had joined several datagrams',
+  rxGroSegments: 'Datagrams inside receives joined by UDP GRO',
+  rxTunWrites: 'Writes to the TUN device',
+  rxTunGsoWrites: 'Writes to the TUN device carrying several TCP segments merged into one',
 };
 
 function metricName(stat: string): string {

@@ -26,10 +26,23 @@ export interface PumpStats {
   readonly sendErrors: number;
   readonly tunErrors: number;
   readonly recvErrors: number;
+  /** Offload: TCP super-packets (TSO) the kernel handed over through the TUN device. */
+  readonly txGsoPackets: number;
+  /** Offload: MTU-sized segments cut from those super-packets (each one datagram). */
+  readonly txGsoSegments: number;
+  /** Offload: receives in which UDP GRO had joined several datagrams. */
+  readonly rxGroBatches: number;
+  /** Offload: datagrams inside those receives. */
+  readonly rxGroSegments: number;
+  /** Writes to the TUN device; rxPackets / rxTunWrites is the packets carried per write. */
+  readonly rxTunWrites: number;
+  /** Offload: writes that carried several TCP segments merged into one super-packet. */
+  readonly rxTunGsoWrites: number;
 }
 
 export const PUMP_STAT_NAMES: readonly (keyof PumpStats)[] = [
   'txPackets', 'txBytes', 'rxPackets', 'rxBytes', 'dropNoRoute', 'dropMalformed', 'sendErrors', 'tunErrors', 'recvErrors',
+  'txGsoPackets', 'txGsoSegments', 'rxGroBatches', 'rxGroSegments', 'rxTunWrites', 'rxTunGsoWrites',
 ];
 
 declare const pumpBrand: unique symbol;
