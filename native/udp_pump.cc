@@ -204,6 +204,19 @@ struct Pump {
   }
 };
 
+// Big-endian loads from packet bytes (no alignment assumed).
+uint16_t load16(const uint8_t* p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return ntohs(v);
+}
+
+uint32_t load32(const uint8_t* p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return ntohl(v);
+}
+
 // Refreshes the thread's table only when TypeScript swapped in a new one.
 void refresh_table(Pump* pump, std::shared_ptr<Table>* local, uint64_t* version) {
   uint64_t v = pump->table_version.load(std::memory_order_acquire);
@@ -496,7 +509,9 @@ void* rx_main(void* arg) {
     for (int i = 0; i < n; i++) {
       uint8_t* buf = s.slot(i);
       size_t len = s.msgs[i].msg_len;
-      if ((s.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) || len < 20 || (buf[0] >> 4) != 4) {
+      // One datagram is exactly one IPv4 packet (flannel's wire format): anything else is junk
+      // or a peer that broke the format, and writing it would hand the stack a wrong packet.
+      if ((s.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) || len < 20 || (buf[0] >> 4) != 4 || load16(buf + 2) != len) {
         malformed++;
         continue;
       }
@@ -656,18 +671,6 @@ struct TcpSegment {
   size_t len, ihl, thl, payload;
   uint32_t seq;
 };
-
-uint16_t load16(const uint8_t* p) {
-  uint16_t v;
-  memcpy(&v, p, 2);
-  return ntohs(v);
-}
-
-uint32_t load32(const uint8_t* p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return ntohl(v);
-}
 
 // True when pkt (len bytes, already known to be IPv4) is a TCP segment with data, no fragment
 // bits, a total length matching the datagram, and only ACK (and maybe PSH) set — the only kind
@@ -897,8 +900,8 @@ void* rx_offload_main(void* arg) {
       for (size_t off = 0; off < len; off += seg) {
         size_t plen = len - off < seg ? len - off : seg;
         uint8_t* pkt = buf + off;
-        if (plen < 20 || (pkt[0] >> 4) != 4) {
-          malformed++;
+        if (plen < 20 || (pkt[0] >> 4) != 4 || load16(pkt + 2) != plen) {
+          malformed++;  // each datagram must be exactly one IPv4 packet, as in rx_main
           continue;
         }
         co->add(pump, pkt, plen, &t);
