@@ -1,0 +1,258 @@
+// weftctl lab: a whole multi-host weft cluster on one machine, out of network namespaces.
+// up/status/check/bench/down act on one named lab; demo runs up → check → bench → down for each
+// backend in turn and prints one summary table.
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { CliCommand } from './command.js';
+import { ExitCode, UsageError } from './command.js';
+import { Progress } from './ui/progress.js';
+import { labBackendNames, labBackend } from '../lab/backends.js';
+import { labBench, type BenchReport } from '../lab/bench.js';
+import { labCheck, rttSummary, type CheckReport } from '../lab/check.js';
+import { labDown, labStatus, labUp, requireUpLab } from '../lab/lab.js';
+import { LabDirs } from '../lab/state.js';
+import { labNsPrefix, DEFAULT_LAB_NAME } from '../lab/naming.js';
+import { listNamedNetns } from '../netns/index.js';
+import { type Cell, gbps, ms, renderBench, renderCheck, renderStatus, table, useColour } from '../lab/render.js';
+import { LabInputError, MAX_HOSTS, MAX_PODS, type LabSpec, parseBackend, parseLabSpec, parseName } from '../lab/spec.js';
+
+const SUBCOMMANDS = ['up', 'status', 'check', 'bench', 'down', 'demo'] as const;
+type Sub = (typeof SUBCOMMANDS)[number];
+const DEMO_NAME = 'demo';
+
+const help = () => `weftctl lab — a whole weft cluster on this machine, built from network namespaces
+
+Usage:
+  weftctl lab up     [--name NAME] [--hosts N] [--pods M] [--backend TYPE] [--store file|etcd]
+  weftctl lab status [--name NAME] [--json]
+  weftctl lab check  [--name NAME] [--json]
+  weftctl lab bench  [--name NAME] [--seconds S] [--json]
+  weftctl lab down   [--name NAME]
+  weftctl lab demo   [--name NAME] [--hosts N] [--pods M] [--backends A,B,…] [--seconds S]
+
+up      an underlay namespace holding a bridge (the switch), N host namespaces on it
+        (198.18.0.1…/24), an "outside" namespace (198.18.0.254) for egress, weftd on every host
+        (its log under the state dir), M containers per host added through bin/cni exactly as a
+        runtime would (a conflist in the lab's own net.d, CNI_PATH=bin/cni), and a TCP echo
+        server in each container. With --store etcd the lab runs its own etcd (in "outside").
+status  what the lab is made of and whether its processes still run
+check   every container → every other container (ICMP and TCP) and → outside (egress), with
+        round-trip times; exit 1 if any probe failed
+bench   iperf3 container → container across hosts, next to the raw underlay path
+down    removes everything the lab made — processes, namespaces (and every link in them), state
+        — also after a crash or kill -9 of the lab or of any weftd
+demo    for each backend in turn: up (file store), check, a short bench, down; one summary table
+
+--name NAME       lab name: 1–16 of a-z 0-9 _ (default ${DEFAULT_LAB_NAME}; demo: ${DEMO_NAME}); its namespaces
+                  are ${labNsPrefix(DEFAULT_LAB_NAME as never).replace(DEFAULT_LAB_NAME, 'NAME')}*, its state /run/weft-lab/NAME (WEFT_LAB_ROOT moves it)
+--hosts N         hosts, 1..${MAX_HOSTS} (default 3)
+--pods M          containers per host, 1..${MAX_PODS} (default 2)
+--backend TYPE    ${labBackendNames().join(' | ')} (default vxlan)
+${labBackendNames().map((n) => `                    ${n.padEnd(8)} ${labBackend(n)?.summary ?? ''}`).join('\n')}
+--store S         file (embedded file store in the state dir, default) | etcd
+--seconds S       iperf3 duration for bench (default 2) and demo (default 1)
+--json            machine-readable output (status, check, bench)
+
+Never touches the machine's own network namespace. Exit: 0 ok, 1 failure, 2 bad usage.
+`;
+
+const options = {
+  name: { type: 'string' },
+  hosts: { type: 'string' },
+  pods: { type: 'string' },
+  backend: { type: 'string' },
+  backends: { type: 'string' },
+  store: { type: 'string' },
+  seconds: { type: 'string' },
+  json: { type: 'boolean', default: false },
+} as const;
+
+/** Flags each subcommand accepts (others are a usage error, not silently ignored). */
+const ALLOWED: Record<Sub, ReadonlyArray<keyof typeof options>> = {
+  up: ['name', 'hosts', 'pods', 'backend', 'store'],
+  status: ['name', 'json'],
+  check: ['name', 'json'],
+  bench: ['name', 'seconds', 'json'],
+  down: ['name'],
+  demo: ['name', 'hosts', 'pods', 'backends', 'seconds'],
+};
+
+function seconds(raw: string | undefined, dflt: number): number {
+  if (raw === undefined) return dflt;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 60) throw new LabInputError(`--seconds: expected 1..60, got ${JSON.stringify(raw)}`);
+  return Number(raw);
+}
+
+/** Steps `up` reports for this spec (the demo's step counter counts them). */
+function upSteps(spec: LabSpec): number {
+  const agent = spec.backend.networkConfig() !== undefined;
+  return 1 + (agent && spec.store === 'etcd' ? 1 : 0) + (agent ? 3 : 0) + 2;
+}
+
+function out(s: string): void {
+  process.stdout.write(s);
+}
+
+async function up(spec: LabSpec): Promise<number> {
+  const progress = new Progress(upSteps(spec));
+  try {
+    await labUp(spec, (what) => progress.next(what));
+    progress.done();
+  } catch (err) {
+    progress.fail();
+    throw err;
+  }
+  out('\n' + renderStatus(labStatus(spec.name), useColour()));
+  out(`\nnext: weftctl lab check --name ${spec.name}   ·   weftctl lab bench --name ${spec.name}   ·   weftctl lab down --name ${spec.name}\n`);
+  return ExitCode.Ok;
+}
+
+interface DemoRow {
+  backend: string;
+  upSeconds?: number;
+  check?: CheckReport;
+  bench?: BenchReport;
+  down?: boolean;
+  error?: string;
+}
+
+async function demo(base: { name?: string | undefined; hosts?: string | undefined; pods?: string | undefined }, backendList: string | undefined, benchSeconds: number): Promise<number> {
+  const names = backendList === undefined ? labBackendNames() : backendList.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (names.length === 0) throw new LabInputError('--backends: empty list');
+  const specs = names.map((b) => {
+    parseBackend(b);
+    return parseLabSpec({ ...base, name: base.name ?? DEMO_NAME, backend: b, store: 'file' });
+  });
+  const first = specs[0];
+  if (!first) throw new LabInputError('--backends: empty list');
+  const colour = useColour();
+  const progress = new Progress(specs.reduce((n, s) => n + upSteps(s) + 3, 0) + 1);
+  const t0 = Date.now();
+  const rows: DemoRow[] = [];
+  out(`weft lab demo: ${first.hosts} hosts × ${first.pods} containers, backends ${names.join(', ')}, file store\n\n`);
+  for (const spec of specs) {
+    const row: DemoRow = { backend: spec.backend.name };
+    rows.push(row);
+    const tag = spec.backend.name;
+    const stepsBefore = upSteps(spec) + 3;
+    let taken = 0;
+    const step = (what: string) => { taken++; progress.next(`${tag}: ${what}`); };
+    let isUp = false;
+    try {
+      const tu = Date.now();
+      await labUp(spec, step);
+      isUp = true;
+      row.upSeconds = (Date.now() - tu) / 1000;
+      step('check: every container → every container and outside, ICMP + TCP');
+      const rec = requireUpLab(spec.name);
+      row.check = await labCheck(rec);
+      step(`bench: iperf3 across hosts (${benchSeconds} s) and the raw underlay`);
+      row.bench = await labBench(rec, benchSeconds);
+    } catch (err) {
+      row.error = (err as Error).message;
+    }
+    // Keep the counter honest when a step was skipped by a failure.
+    while (taken < stepsBefore - 1) step('skipped after a failure');
+    step('down: processes, namespaces, state');
+    try {
+      if (isUp || existsSync(LabDirs.of(spec.name).root)) await labDown(spec.name);
+      row.down = true;
+    } catch (err) {
+      row.down = false;
+      row.error = `${row.error ? `${row.error}; ` : ''}down: ${(err as Error).message}`;
+    }
+  }
+  progress.next('verifying nothing is left (namespaces, processes, state)');
+  const leftNs = listNamedNetns().filter((n) => n.startsWith(labNsPrefix(first.name)));
+  const leftDir = existsSync(LabDirs.of(first.name).root);
+  const clean = leftNs.length === 0 && !leftDir;
+  if (clean) progress.done(); else progress.fail();
+
+  const ok = (c: boolean, text: string): Cell => ({ text, tone: c ? 'ok' : 'bad' });
+  const tableRows = rows.map((r) => {
+    const c = r.check;
+    const cross = c?.pairs.filter((p) => p.crossHost) ?? [];
+    const count = (ps: readonly CheckReport['pairs'][number][], k: 'icmp' | 'tcp') => `${ps.filter((p) => p[k].ok).length}/${ps.length}`;
+    const s = c ? rttSummary(c) : {};
+    const all = c?.pairs ?? [];
+    return [
+      r.backend,
+      r.upSeconds !== undefined ? `${r.upSeconds.toFixed(1)} s` : ok(false, 'FAILED'),
+      c ? ok(all.every((p) => p.icmp.ok), count(all, 'icmp')) : '–',
+      c ? ok(all.every((p) => p.tcp.ok), count(all, 'tcp')) : '–',
+      c ? ok(c.egress.every((p) => p.icmp.ok && p.tcp.ok), `${c.egress.filter((p) => p.icmp.ok && p.tcp.ok).length}/${c.egress.length}`) : '–',
+      `${ms(s.crossHost)} / ${ms(s.tcpCrossHost)}`,
+      r.bench ? gbps(r.bench.pod.result.gbps) : '–',
+      r.bench ? gbps(r.bench.raw.result.gbps) : '–',
+      r.bench ? `${(r.bench.ratio * 100).toFixed(0)} %` : '–',
+      r.down === undefined ? '–' : ok(r.down, r.down ? 'clean' : 'FAILED'),
+    ];
+  });
+  out('\n' + table(['backend', 'up', 'ICMP', 'TCP', 'egress', 'RTT ms (icmp/tcp)', 'pod Gbit/s', 'raw Gbit/s', 'pod/raw', 'down'], tableRows, colour));
+  out('\nICMP/TCP: container pairs that answered (all ordered pairs, same host and across hosts); egress: containers\n'
+    + 'reaching the "outside" namespace (ICMP and TCP); RTT: median across hosts; Gbit/s: iperf3, one stream,\n'
+    + `container on h0 → container on h1, and host h0 → h1 over the bare underlay.\n`);
+  for (const r of rows) if (r.error) out(`\n${r.backend}: ${r.error}\n`);
+  const passed = clean && rows.every((r) => !r.error && r.check?.ok === true && r.down === true);
+  out(`\n${passed ? 'demo passed' : 'demo FAILED'} in ${((Date.now() - t0) / 1000).toFixed(1)} s; ${clean ? 'nothing left behind' : `LEFT BEHIND: ${[...leftNs, ...(leftDir ? [LabDirs.of(first.name).root] : [])].join(', ')}`}\n`);
+  return passed ? ExitCode.Ok : ExitCode.Failure;
+}
+
+export const labCommand: CliCommand = {
+  name: 'lab',
+  summary: 'a multi-host weft cluster on this machine (up, status, check, bench, down, demo)',
+  get help() { return help(); },
+  async run(argv) {
+    const [sub, ...rest] = argv;
+    if (!sub || !(SUBCOMMANDS as readonly string[]).includes(sub)) {
+      throw new UsageError(`expected one of ${SUBCOMMANDS.join(', ')}${sub ? `, got ${JSON.stringify(sub)}` : ''}`);
+    }
+    const command = sub as Sub;
+    let values: { [K in keyof typeof options]?: (typeof options)[K]['type'] extends 'boolean' ? boolean : string };
+    try {
+      ({ values } = parseArgs({ args: rest, options, allowPositionals: false, strict: true }));
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    for (const k of Object.keys(values) as Array<keyof typeof options>) {
+      if (k === 'json' && values.json === false) continue;
+      if (!ALLOWED[command].includes(k)) throw new UsageError(`--${k} does not apply to lab ${command}`);
+    }
+    try {
+      const colour = useColour();
+      switch (command) {
+        case 'up':
+          return await up(parseLabSpec({ name: values.name, hosts: values.hosts, pods: values.pods, backend: values.backend, store: values.store }));
+        case 'status': {
+          const s = labStatus(parseName(values.name));
+          out(values.json ? JSON.stringify({ name: s.name, stateDir: s.stateDir, healthy: s.healthy, namespaces: s.namespaces, processes: s.processes, lab: s.record ?? null }, null, 2) + '\n' : renderStatus(s, colour));
+          return s.healthy ? ExitCode.Ok : ExitCode.Failure;
+        }
+        case 'check': {
+          const r = await labCheck(requireUpLab(parseName(values.name)));
+          out(values.json ? JSON.stringify(r, null, 2) + '\n' : renderCheck(r, colour));
+          return r.ok ? ExitCode.Ok : ExitCode.Failure;
+        }
+        case 'bench': {
+          const secs = seconds(values.seconds, 2);
+          const b = await labBench(requireUpLab(parseName(values.name)), secs);
+          out(values.json ? JSON.stringify(b, null, 2) + '\n' : renderBench(b, colour));
+          return ExitCode.Ok;
+        }
+        case 'down': {
+          const name = parseName(values.name);
+          const r = await labDown(name);
+          out(`lab ${name} removed: ${r.namespaces.length} namespace(s), ${r.killed} process(es)${r.stateDir ? `, ${r.stateDir}` : ''}\n`);
+          return ExitCode.Ok;
+        }
+        case 'demo':
+          return await demo({ name: values.name, hosts: values.hosts, pods: values.pods }, values.backends, seconds(values.seconds, 1));
+      }
+    } catch (err) {
+      if (err instanceof LabInputError) throw new UsageError(err.message);
+      throw err;
+    }
+  },
+};
+
+export default labCommand;

@@ -1,0 +1,154 @@
+// What each backend needs from the lab, as a table other backends (bgp) extend with one
+// registerLabBackend call: the network config weftd reads from the store (none when the backend
+// runs no agent), the conflist a runtime would use on each host, and when a host counts as
+// converged (its routes to every other host are in place).
+import { Netlink } from '../netlink/index.js';
+import { WEFT_ROUTE_PROTOCOL } from '../agent/dataplane.js';
+import { type Cidr, cidrEquals, formatCidr, formatIP, ipAdd, networkOf, parseCidr } from '../net/ip.js';
+import type { LabDirs } from './state.js';
+
+export const LAB_NETWORK = '10.244.0.0/16';
+export const LAB_CNI_NETWORK_NAME = 'weft-lab';
+
+export interface LabHostContext {
+  readonly dirs: LabDirs;
+  readonly index: number;
+  readonly hosts: number;
+  readonly pods: number;
+  readonly outsideIP: string;
+}
+
+export interface LabBackend {
+  readonly name: string;
+  /** One line for help and tables. */
+  readonly summary: string;
+  /** The store's network config, or undefined when the backend runs no weftd. */
+  networkConfig(): Record<string, unknown> | undefined;
+  /** Extra weftd flags (beyond --iface eth0 --ip-masq and the store flags). */
+  readonly weftdArgs: readonly string[];
+  /** The conflist in host `index`'s net.d. */
+  conflist(ctx: LabHostContext): Record<string, unknown>;
+  /** Checks the backend can hold this many hosts/pods; a message when it cannot. */
+  sizeProblem?(hosts: number, pods: number): string | undefined;
+  /**
+   * True when host `index` is ready to carry traffic to every other host. Default (agent
+   * backends): one weft-protocol route per other host's leased subnet.
+   */
+  converged?(ctx: ConvergenceContext): Promise<boolean>;
+}
+
+export interface ConvergenceContext {
+  readonly index: number;
+  readonly hosts: number;
+  /** Every host's leased subnet, by host index. */
+  readonly subnets: readonly Cidr[];
+  /** The host namespace's path (for Netlink.with). */
+  readonly nsPath: string;
+  /** This host's weftd /metrics text. */
+  metrics(): Promise<string>;
+}
+
+function gauge(text: string, name: string): number | undefined {
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m?.[1] === undefined ? undefined : Number(m[1]);
+}
+
+/** weftd says it is ready and has programmed every other host (weft_ready, weft_peers). */
+export async function peersConverged(ctx: ConvergenceContext): Promise<boolean> {
+  const text = await ctx.metrics();
+  return gauge(text, 'weft_ready') === 1 && gauge(text, 'weft_peers') === ctx.hosts - 1;
+}
+
+/** Peers programmed and, in the kernel, one weft-protocol route per other host's subnet. */
+export async function routesConverged(ctx: ConvergenceContext): Promise<boolean> {
+  const routes = Netlink.with(ctx.nsPath, (nl) => nl.listRoutes({ family: 4, protocol: WEFT_ROUTE_PROTOCOL }));
+  const all = ctx.subnets.every((s, j) => j === ctx.index || routes.some((r) => cidrEquals(networkOf(r.dst), networkOf(s))));
+  return all && peersConverged(ctx);
+}
+
+/** The weft meta plugin reading this host's subnet.env, with every path inside the lab's state dir. */
+function weftConflist(ctx: LabHostContext): Record<string, unknown> {
+  return {
+    cniVersion: '1.1.0',
+    name: LAB_CNI_NETWORK_NAME,
+    plugins: [{
+      type: 'weft',
+      subnetFile: ctx.dirs.subnetFile(ctx.index),
+      dataDir: ctx.dirs.pluginState(ctx.index),
+      ipam: { type: 'weft-ipam', dataDir: ctx.dirs.ipam(ctx.index) },
+    }],
+  };
+}
+
+function agentBackend(name: string, summary: string, converged: (ctx: ConvergenceContext) => Promise<boolean>, backendKeys: Record<string, unknown> = {}): LabBackend {
+  return {
+    name,
+    summary,
+    networkConfig: () => ({ Network: LAB_NETWORK, SubnetLen: 24, Backend: { Type: name, ...backendKeys } }),
+    weftdArgs: [],
+    conflist: weftConflist,
+    converged,
+  };
+}
+
+// macvlan puts containers straight on the underlay segment (198.18.0.0/24): no agent, no pod
+// subnets; each host hands out its own slice of this pool so hosts never collide.
+const MACVLAN_POOL_START = 100;
+const MACVLAN_POOL_END = 249;
+const UNDERLAY = parseCidr('198.18.0.0/24');
+
+/** Host `index`'s slice of the macvlan pool: [first, last] as dotted quads. */
+export function macvlanRange(index: number, hosts: number): { start: string; end: string } {
+  const size = Math.floor((MACVLAN_POOL_END - MACVLAN_POOL_START + 1) / hosts);
+  const first = MACVLAN_POOL_START + index * size;
+  return { start: formatIP(ipAdd(UNDERLAY.ip, first)), end: formatIP(ipAdd(UNDERLAY.ip, first + size - 1)) };
+}
+
+const macvlan: LabBackend = {
+  name: 'macvlan',
+  summary: 'containers on the underlay segment (weft-macvlan, bridge mode); no agent',
+  networkConfig: () => undefined,
+  weftdArgs: [],
+  conflist: (ctx) => {
+    const r = macvlanRange(ctx.index, ctx.hosts);
+    return {
+      cniVersion: '1.1.0',
+      name: LAB_CNI_NETWORK_NAME,
+      plugins: [{
+        type: 'weft-macvlan',
+        master: 'eth0',
+        mode: 'bridge',
+        ipam: {
+          type: 'weft-ipam',
+          dataDir: ctx.dirs.ipam(ctx.index),
+          ranges: [[{ subnet: formatCidr(UNDERLAY), rangeStart: r.start, rangeEnd: r.end, gateway: ctx.outsideIP }]],
+          routes: [{ dst: '0.0.0.0/0' }],
+        },
+      }],
+    };
+  },
+  sizeProblem: (hosts, pods) => {
+    const size = Math.floor((MACVLAN_POOL_END - MACVLAN_POOL_START + 1) / hosts);
+    return pods > size ? `macvlan: ${hosts} hosts leave ${size} underlay addresses per host, fewer than --pods ${pods}` : undefined;
+  },
+};
+
+const registry = new Map<string, LabBackend>();
+
+export function registerLabBackend(b: LabBackend): void {
+  registry.set(b.name, b);
+}
+
+registerLabBackend(agentBackend('vxlan', 'kernel VXLAN overlay (VNI 1, port 8472) between hosts', routesConverged));
+registerLabBackend(agentBackend('host-gw', 'plain routes to each host\'s pod subnet via its underlay address', routesConverged));
+// udp routes peers inside its pump: the kernel only routes the whole Network into the TUN device.
+registerLabBackend(agentBackend('udp', 'userspace UDP tunnel through a TUN device (port 8285)', peersConverged));
+registerLabBackend(macvlan);
+
+export function labBackend(name: string): LabBackend | undefined {
+  return registry.get(name);
+}
+
+export function labBackendNames(): string[] {
+  return [...registry.keys()];
+}

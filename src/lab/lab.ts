@@ -1,0 +1,368 @@
+// The lab's lifecycle: up builds a whole cluster out of namespaces (underlay switch, hosts,
+// outside, weftd per host, containers added through the CNI plugins as a runtime would, an echo
+// server per container), down removes everything a lab NAME made, whatever state it was left
+// in. Only namespaces named weftlab-NAME-… and files under the lab's state dir are touched.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CniCode, WeftError } from '../errors.js';
+import { Netlink } from '../netlink/index.js';
+import { type Cidr, formatCidr, formatIP, networkOf, parseCidr } from '../net/ip.js';
+import { createNamedNetns, deleteNamedNetns, listNamedNetns, netnsPath } from '../netns/index.js';
+import { parseSubnetEnvText } from '../cni/subnet-env.js';
+import { Topology } from './topology.js';
+import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, mapLimit, tail } from './exec.js';
+import { LAB_NS_PREFIX, type LabName, labNsPrefix, labRoot } from './naming.js';
+import { type LabProcess, isSameProcess, killAndWait, processStartTime, processesInNamespaces, startInNamespace } from './procs.js';
+import type { LabSpec } from './spec.js';
+import { LabDirs, type LabRecord, readRecord, writeRecord } from './state.js';
+
+/** TCP echo port of every container's (and the outside namespace's) echo server. */
+export const ECHO_PORT = 7;
+const ETCD_CLIENT_PORT = 2379;
+/** weftd's /healthz, /readyz, /metrics inside each host namespace. */
+const HEALTH_PORT = 9417;
+
+/** The lab exists already (exit 1: not a usage problem, the machine's state is in the way). */
+export class LabExistsError extends WeftError {
+  constructor(name: LabName, where: string) {
+    super(CniCode.InvalidEnvironment, `lab ${JSON.stringify(name)} already exists (${where}); remove it first with: weftctl lab down --name ${name}`);
+  }
+}
+
+export class LabNotFoundError extends WeftError {
+  constructor(name: LabName) {
+    super(CniCode.InvalidEnvironment, `no lab named ${JSON.stringify(name)}: nothing under ${LabDirs.of(name).root} and no ${labNsPrefix(name)}* namespace`);
+  }
+}
+
+export type StepReporter = (what: string) => void;
+
+function labNamespaces(name: LabName): string[] {
+  const prefix = labNsPrefix(name);
+  return listNamedNetns().filter((n) => n.startsWith(prefix));
+}
+
+function storeArgs(rec: LabRecord, dirs: LabDirs): string[] {
+  return rec.store === 'etcd'
+    ? ['--store', 'etcd', '--etcd-endpoints', rec.etcdUrl ?? '']
+    : ['--store', 'file', '--store-dir', dirs.store];
+}
+
+async function waitUntil<T>(what: string, fn: () => T | undefined, timeoutMs: number, stepMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new WeftError(CniCode.Timeout, `timed out after ${timeoutMs / 1000}s waiting for ${what}`);
+    await sleep(stepMs);
+  }
+}
+
+function logTail(path: string): string {
+  try {
+    return tail(readFileSync(path, 'utf8'), 1200);
+  } catch {
+    return '(no log)';
+  }
+}
+
+function requireAlive(p: LabProcess): void {
+  if (!isSameProcess(p.pid, p.startTime)) throw new WeftError(CniCode.Internal, `${p.role} exited; its log (${p.log}):\n${logTail(p.log)}`);
+}
+
+async function startEtcd(rec: LabRecord, dirs: LabDirs, save: () => void): Promise<void> {
+  const outside = rec.outside ?? '';
+  const ip = rec.outsideIP ?? '';
+  mkdirSync(dirs.etcd, { recursive: true, mode: 0o700 });
+  mkdirSync(dirs.procs, { recursive: true, mode: 0o700 });
+  const peer = 'http://127.0.0.1:2380';
+  const p = startInNamespace('etcd', outside, [
+    '/usr/bin/etcd', '--name', 'lab', '--data-dir', dirs.etcd,
+    '--listen-client-urls', `http://${ip}:${ETCD_CLIENT_PORT},http://127.0.0.1:${ETCD_CLIENT_PORT}`,
+    '--advertise-client-urls', `http://${ip}:${ETCD_CLIENT_PORT}`,
+    '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`,
+    '--log-level', 'error', '--heartbeat-interval', '50', '--election-timeout', '400',
+  ], dirs.procLog('etcd'), { ETCD_UNSUPPORTED_ARCH: '' });
+  rec.processes.push(p);
+  rec.etcdUrl = `http://${ip}:${ETCD_CLIENT_PORT}`;
+  save();
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    requireAlive(p);
+    const r = await execIn(outside, ['curl', '-sf', '--max-time', '1', `http://127.0.0.1:${ETCD_CLIENT_PORT}/health`], { timeoutMs: 3000 });
+    if (r.code === 0 && r.stdout.includes('"true"')) return;
+    if (Date.now() > deadline) throw new WeftError(CniCode.Timeout, `etcd did not become healthy in 20s; log:\n${logTail(p.log)}`);
+    await sleep(150);
+  }
+}
+
+function readLeasedSubnet(file: string): Cidr | undefined {
+  if (!existsSync(file)) return undefined;
+  const v = parseSubnetEnvText(readFileSync(file, 'utf8')).get('FLANNEL_SUBNET');
+  return v === undefined || v === '' ? undefined : networkOf(parseCidr(v));
+}
+
+async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter): Promise<void> {
+  const config = spec.backend.networkConfig();
+  if (config === undefined) return;
+  report(`writing the network config (Backend ${spec.backend.name}) to the ${rec.store} store`);
+  const host0 = rec.hostList[0];
+  if (!host0) throw new WeftError(CniCode.Internal, 'lab has no host');
+  const set = await execIn(host0.ns, [WEFTCTL_BIN, 'config', 'set', '-', ...storeArgs(rec, dirs)], { input: JSON.stringify(config) });
+  if (set.code !== 0) throw new WeftError(CniCode.Store, `weftctl config set failed: ${set.stderr.trim()}`);
+
+  report(`starting weftd on ${rec.hosts} host${rec.hosts > 1 ? 's' : ''}`);
+  const agents: LabProcess[] = [];
+  for (const h of rec.hostList) {
+    const p = startInNamespace(`weftd h${h.index}`, h.ns, [
+      WEFTD_BIN, '--iface', 'eth0', '--ip-masq', '--node-name', `h${h.index}`,
+      '--subnet-file', dirs.subnetFile(h.index), '--health-addr', `127.0.0.1:${HEALTH_PORT}`,
+      ...storeArgs(rec, dirs), ...spec.backend.weftdArgs,
+    ], dirs.weftdLog(h.index));
+    agents.push(p);
+    rec.processes.push(p);
+  }
+  save();
+
+  report('waiting for every host to lease a subnet and route to the others');
+  const subnets = await waitUntil('every weftd to write subnet.env', () => {
+    agents.forEach(requireAlive);
+    const s = rec.hostList.map((h) => readLeasedSubnet(dirs.subnetFile(h.index)));
+    return s.every((x) => x !== undefined) ? (s as Cidr[]) : undefined;
+  }, 30_000);
+  rec.hostList.forEach((h, i) => { h.subnet = formatCidr(subnets[i] as Cidr); });
+  save();
+  const converged = spec.backend.converged;
+  if (converged) {
+    const deadline = Date.now() + 30_000;
+    const pending = new Set(rec.hostList.map((h) => h.index));
+    while (pending.size > 0) {
+      agents.forEach(requireAlive);
+      for (const h of rec.hostList.filter((x) => pending.has(x.index))) {
+        const ok = await converged({
+          index: h.index, hosts: rec.hosts, subnets, nsPath: netnsPath(h.ns),
+          metrics: async () => (await execIn(h.ns, ['curl', '-sf', '--max-time', '2', `http://127.0.0.1:${HEALTH_PORT}/metrics`], { timeoutMs: 4000 })).stdout,
+        });
+        if (ok) pending.delete(h.index);
+      }
+      if (pending.size === 0) break;
+      if (Date.now() > deadline) {
+        throw new WeftError(CniCode.Timeout, `timed out after 30s waiting for host(s) ${[...pending].map((i) => `h${i}`).join(', ')} to reach every other host; weftd log:\n${logTail(dirs.weftdLog([...pending][0] ?? 0))}`);
+      }
+      await sleep(100);
+    }
+  }
+}
+
+async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoId: string, save: () => void, report: StepReporter): Promise<void> {
+  for (const h of rec.hostList) {
+    writeFileSync(dirs.conflist(h.index), JSON.stringify(spec.backend.conflist({
+      dirs, index: h.index, hosts: rec.hosts, pods: rec.pods, outsideIP: rec.outsideIP ?? '',
+    }), null, 2) + '\n');
+    if (!h.subnet && spec.backend.networkConfig() === undefined) h.subnet = 'underlay';
+  }
+  report(`adding ${rec.hosts * rec.pods} containers through bin/cni (${spec.backend.name === 'macvlan' ? 'weft-macvlan' : 'weft'}), as a runtime would`);
+  for (const h of rec.hostList) {
+    for (let c = 0; c < rec.pods; c++) {
+      const name = `h${h.index}c${c}`;
+      const ns = `${LAB_NS_PREFIX}-${rec.name}-${topoId}-${name}`;
+      createNamedNetns(ns);
+      Netlink.with(netnsPath(ns), (nl) => nl.setLink('lo', { up: true }));
+      rec.containers.push({ name, host: h.index, ns, containerId: `lab-${rec.name}-${name}` });
+    }
+  }
+  save();
+  await mapLimit(rec.hostList, 2, async (h) => {
+    for (const c of rec.containers.filter((x) => x.host === h.index)) {
+      const r = await execIn(h.ns, [
+        WEFTCTL_BIN, 'cni', 'add', '--conf', dirs.conflist(h.index), '--netns', netnsPath(c.ns),
+        '--container-id', c.containerId, '--cache-dir', dirs.cniCache(h.index), '--cni-path', `${CNI_BIN_DIR}:/usr/lib/cni`,
+      ], { timeoutMs: 30_000 });
+      if (r.code !== 0) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} on h${h.index} failed: ${r.stderr.trim() || r.stdout.trim()}`);
+      const result = JSON.parse(r.stdout) as { ips?: Array<{ address?: string }> };
+      const addr = result.ips?.[0]?.address;
+      if (!addr) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} returned no address: ${r.stdout.trim()}`);
+      c.ip = formatIP(parseCidr(addr).ip);
+    }
+  });
+  save();
+}
+
+async function startEchoServers(rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter): Promise<void> {
+  report(`starting a TCP echo server in each container and outside`);
+  mkdirSync(dirs.procs, { recursive: true, mode: 0o700 });
+  const targets = [...rec.containers.map((c) => ({ role: `echo ${c.name}`, ns: c.ns })), { role: 'echo outside', ns: rec.outside ?? '' }];
+  const started: Array<{ p: LabProcess; ready: string }> = [];
+  for (const t of targets) {
+    const ready = `${dirs.procLog(t.role)}.ready`;
+    const p = startInNamespace(t.role, t.ns, [process.execPath, `${LAB_SCRIPT_DIR}echo-server.js`, String(ECHO_PORT), ready], dirs.procLog(t.role));
+    rec.processes.push(p);
+    started.push({ p, ready });
+  }
+  save();
+  await waitUntil('the echo servers to listen', () => {
+    for (const s of started) requireAlive(s.p);
+    return started.every((s) => existsSync(s.ready)) ? true : undefined;
+  }, 15_000, 50);
+}
+
+/**
+ * Builds lab `spec.name`. On failure everything made so far is removed again and the error
+ * (with the failing process's log tail) is thrown.
+ */
+export async function labUp(spec: LabSpec, report: StepReporter = () => {}): Promise<LabRecord> {
+  const dirs = LabDirs.of(spec.name);
+  const leftovers = labNamespaces(spec.name);
+  if (leftovers.length > 0) throw new LabExistsError(spec.name, `${leftovers.length} namespace(s) ${labNsPrefix(spec.name)}*`);
+  mkdirSync(labRoot(), { recursive: true, mode: 0o755 });
+  try {
+    mkdirSync(dirs.root, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new LabExistsError(spec.name, `state in ${dirs.root}`);
+    throw WeftError.wrap(err, CniCode.IoFailure, `create ${dirs.root}`);
+  }
+  const rec: LabRecord = {
+    version: 1, name: spec.name, backend: spec.backend.name, store: spec.store, hosts: spec.hosts, pods: spec.pods,
+    phase: 'creating', createdAt: new Date().toISOString(),
+    controller: { pid: process.pid, startTime: processStartTime(process.pid) ?? '' },
+    hostList: [], containers: [], processes: [], extraNamespaces: [],
+  };
+  const save = () => writeRecord(dirs, rec);
+  save();
+  try {
+    report(`building the underlay switch, ${spec.hosts} host namespaces and "outside"`);
+    const topo = Topology.create({ prefix: `${LAB_NS_PREFIX}-${spec.name}`, hosts: spec.hosts });
+    rec.underlay = topo.underlay;
+    rec.outside = topo.outside;
+    rec.outsideIP = formatIP(topo.outsideIP);
+    rec.hostList = topo.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip) }));
+    for (const h of rec.hostList) dirs.makeHostDirs(h.index);
+    save();
+    if (spec.store === 'etcd' && spec.backend.networkConfig() !== undefined) {
+      report('starting etcd in the outside namespace');
+      await startEtcd(rec, dirs, save);
+    }
+    await startAgents(spec, rec, dirs, save, report);
+    await addContainers(spec, rec, dirs, topo.id, save, report);
+    await startEchoServers(rec, dirs, save, report);
+    rec.phase = 'up';
+    save();
+    return rec;
+  } catch (err) {
+    const e = WeftError.wrap(err, CniCode.Internal, `lab ${spec.name} up`);
+    rec.phase = 'failed';
+    rec.error = e.message;
+    try { save(); } catch { /* the state dir goes anyway */ }
+    try {
+      await labDown(spec.name);
+    } catch (downErr) {
+      throw new WeftError(e.code, `${e.message}\n(and removing the half-built lab failed too: ${(downErr as Error).message})`);
+    }
+    throw e;
+  }
+}
+
+export interface DownReport {
+  readonly namespaces: string[];
+  readonly killed: number;
+  readonly stateDir: string | undefined;
+}
+
+/**
+ * Removes lab NAME: stops the `up` still building it (if any), kills every recorded process and
+ * every process inside one of its namespaces, deletes the namespaces (their links, routes and
+ * rules go with them) and the state dir. Works from the name alone after any crash.
+ */
+export async function labDown(name: LabName): Promise<DownReport> {
+  const dirs = LabDirs.of(name);
+  const hasDir = existsSync(dirs.root);
+  let rec: LabRecord | undefined;
+  try {
+    rec = hasDir ? readRecord(dirs) : undefined;
+  } catch {
+    rec = undefined; // a torn record: the namespace scan below still finds everything
+  }
+  if (!hasDir && labNamespaces(name).length === 0) throw new LabNotFoundError(name);
+
+  let killed = 0;
+  if (rec && rec.controller.pid !== process.pid && isSameProcess(rec.controller.pid, rec.controller.startTime)) {
+    const left = await killAndWait([rec.controller]);
+    if (left.length > 0) throw new WeftError(CniCode.Internal, `could not stop the lab's controller (pid ${rec.controller.pid})`);
+    killed++;
+  }
+  // Two rounds: a process started by a dying controller may appear after the first scan.
+  for (let round = 0; round < 3; round++) {
+    const nsPaths = labNamespaces(name).map(netnsPath);
+    const byPid = new Map<number, { pid: number; startTime: string }>();
+    for (const t of round === 0 ? rec?.processes ?? [] : []) byPid.set(t.pid, t);
+    for (const pid of processesInNamespaces(nsPaths)) if (!byPid.has(pid)) byPid.set(pid, { pid, startTime: processStartTime(pid) ?? '' });
+    const targets = [...byPid.values()].filter((t) => t.pid !== process.pid && isSameProcess(t.pid, t.startTime));
+    if (targets.length === 0) break;
+    const left = await killAndWait(targets);
+    if (left.length > 0) throw new WeftError(CniCode.Internal, `could not kill pid(s) ${left.map((t) => t.pid).join(', ')} of lab ${name}`);
+    killed += targets.length;
+  }
+  const namespaces = labNamespaces(name);
+  // Containers and hosts first, the underlay (holding the other veth ends) last.
+  const ordered = [...namespaces].sort((a, b) => Number(a.endsWith('-u')) - Number(b.endsWith('-u')));
+  const errors: string[] = [];
+  for (const ns of ordered) {
+    try {
+      deleteNamedNetns(ns);
+    } catch (err) {
+      errors.push(`${ns}: ${(err as Error).message}`);
+    }
+  }
+  if (hasDir) rmSync(dirs.root, { recursive: true, force: true });
+  const still = labNamespaces(name);
+  if (errors.length > 0 || still.length > 0) {
+    throw new WeftError(CniCode.Namespace, `lab ${name}: could not remove ${[...errors, ...still].join('; ')}`);
+  }
+  return { namespaces, killed, stateDir: hasDir ? dirs.root : undefined };
+}
+
+export interface LabStatus {
+  readonly name: LabName;
+  readonly stateDir: string;
+  readonly record: LabRecord | undefined;
+  readonly namespaces: string[];
+  readonly processes: ReadonlyArray<LabProcess & { alive: boolean }>;
+  /** Everything recorded is there and running. */
+  readonly healthy: boolean;
+}
+
+export function labStatus(name: LabName): LabStatus {
+  const dirs = LabDirs.of(name);
+  const namespaces = labNamespaces(name);
+  if (!existsSync(dirs.root) && namespaces.length === 0) throw new LabNotFoundError(name);
+  const record = readRecord(dirs);
+  const processes = (record?.processes ?? []).map((p) => ({ ...p, alive: isSameProcess(p.pid, p.startTime) }));
+  const wanted = record ? [record.underlay, record.outside, ...record.hostList.map((h) => h.ns), ...record.containers.map((c) => c.ns)] : [];
+  const healthy = record?.phase === 'up' && processes.every((p) => p.alive) && wanted.every((n) => n !== undefined && namespaces.includes(n));
+  return { name, stateDir: dirs.root, record, namespaces, processes, healthy };
+}
+
+/** The record of a lab that is up (check and bench need one). */
+export function requireUpLab(name: LabName): LabRecord {
+  const s = labStatus(name);
+  if (!s.record) throw new WeftError(CniCode.InvalidEnvironment, `lab ${name} has no record (${s.stateDir}/lab.json); remove it with weftctl lab down --name ${name}`);
+  if (s.record.phase !== 'up') throw new WeftError(CniCode.InvalidEnvironment, `lab ${name} is ${s.record.phase}, not up${s.record.error ? `: ${s.record.error}` : ''}`);
+  return s.record;
+}
+
+/**
+ * A namespace added to a lab after `up` (benchmark reference paths). Named with the lab's
+ * prefix, so down removes it like the rest.
+ */
+export function addLabNamespace(name: LabName, what: string): { ns: string; path: string } {
+  if (!/^[a-z0-9]{1,12}$/.test(what)) throw new WeftError(CniCode.Internal, `lab namespace suffix ${JSON.stringify(what)}: letters and digits only`);
+  const dirs = LabDirs.of(name);
+  const rec = readRecord(dirs);
+  if (!rec) throw new LabNotFoundError(name);
+  const ns = `${labNsPrefix(name)}x-${what}`;
+  const path = createNamedNetns(ns);
+  rec.extraNamespaces.push(ns);
+  writeRecord(dirs, rec);
+  Netlink.with(path, (nl) => nl.setLink('lo', { up: true }));
+  return { ns, path };
+}

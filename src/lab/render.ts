@@ -1,0 +1,91 @@
+// Text tables for the lab's reports, with colour for ok/failed cells when writing to a terminal.
+// Padding is computed on the visible text, so colour codes never break the columns.
+import type { BenchReport } from './bench.js';
+import { type CheckReport, OUTSIDE_TARGET, rttSummary } from './check.js';
+import type { LabStatus } from './lab.js';
+import type { ProbeOutcome } from './probe.js';
+
+export type Tone = 'ok' | 'bad' | 'dim' | 'plain';
+export interface Cell { readonly text: string; readonly tone?: Tone }
+
+const CODES: Record<Tone, string> = { ok: '\x1b[32m', bad: '\x1b[31;1m', dim: '\x1b[2m', plain: '' };
+
+export function useColour(out: NodeJS.WriteStream = process.stdout): boolean {
+  return Boolean(out.isTTY) && process.env.NO_COLOR === undefined;
+}
+
+export function table(headers: string[], rows: Array<Array<Cell | string>>, colour: boolean): string {
+  const cells = rows.map((r) => r.map((c) => (typeof c === 'string' ? { text: c } : c)));
+  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.text.length ?? 0)));
+  const paint = (c: Cell, w: number, last: boolean) => {
+    const padded = last ? c.text : c.text.padEnd(w);
+    const tone = c.tone ?? 'plain';
+    return colour && tone !== 'plain' ? `${CODES[tone]}${padded}\x1b[0m` : padded;
+  };
+  const line = (r: Cell[]) => r.map((c, i) => paint(c, widths[i] ?? 0, i === r.length - 1)).join('  ');
+  return [line(headers.map((h) => ({ text: h }))), widths.map((w) => '─'.repeat(w)).join('  '), ...cells.map(line)].join('\n') + '\n';
+}
+
+export function ms(v: number | undefined): string {
+  if (v === undefined) return '–';
+  return v < 1 ? `${v.toFixed(3)}` : v < 10 ? `${v.toFixed(2)}` : `${v.toFixed(1)}`;
+}
+
+function probeCell(icmp: ProbeOutcome, tcp: ProbeOutcome): Cell {
+  if (icmp.ok && tcp.ok) return { text: `✓ ${ms(icmp.rttMs)}/${ms(tcp.rttMs)}`, tone: 'ok' };
+  const bad = [!icmp.ok && `icmp ${icmp.error ?? ''}`.trim(), !tcp.ok && `tcp ${tcp.error ?? ''}`.trim()].filter(Boolean).join(', ');
+  return { text: `✗ ${bad}`, tone: 'bad' };
+}
+
+/** The matrix: one row per source container, one column per target (and outside). */
+export function renderCheck(r: CheckReport, colour: boolean): string {
+  const names = r.containers.map((c) => c.name);
+  const headers = ['from \\ to', ...names, OUTSIDE_TARGET];
+  const rows = r.containers.map((c) => [
+    { text: `${c.name} ${c.ip}` },
+    ...names.map((t) => {
+      if (t === c.name) return { text: '·', tone: 'dim' as const };
+      const p = r.pairs.find((x) => x.from === c.name && x.to === t);
+      return p ? probeCell(p.icmp, p.tcp) : { text: '?', tone: 'bad' as const };
+    }),
+    ((): Cell => {
+      const e = r.egress.find((x) => x.from === c.name);
+      return e ? probeCell(e.icmp, e.tcp) : { text: '?', tone: 'bad' };
+    })(),
+  ]);
+  const s = rttSummary(r);
+  const total = (r.pairs.length + r.egress.length) * 2;
+  const verdict = r.ok
+    ? `all ${total} probes passed (${r.pairs.length} container pairs + ${r.egress.length} egress, ICMP and TCP each)`
+    : `${r.failures} of ${total} probes FAILED`;
+  return `lab ${r.lab} (${r.backend}) — cells: ICMP/TCP round trip in ms (median of 3)\n\n`
+    + table(headers, rows, colour)
+    + `\nmedian ICMP RTT: same host ${ms(s.sameHost)} ms, across hosts ${ms(s.crossHost)} ms, egress ${ms(s.egress)} ms; TCP across hosts ${ms(s.tcpCrossHost)} ms\n`
+    + `${colour ? (r.ok ? CODES.ok : CODES.bad) : ''}${verdict}${colour ? '\x1b[0m' : ''} in ${(r.durationMs / 1000).toFixed(1)}s\n`;
+}
+
+export function gbps(v: number): string {
+  return v.toFixed(2);
+}
+
+export function renderBench(b: BenchReport, colour: boolean): string {
+  const row = (x: BenchReport['pod'], rel: string) => [x.path, `${x.from} → ${x.to}`, gbps(x.result.gbps), String(x.result.retransmits), rel];
+  return `lab ${b.lab}: iperf3, one TCP stream, ${b.pod.result.seconds.toFixed(0)} s each\n\n`
+    + table(['path', 'between', 'Gbit/s', 'retransmits', 'vs raw'], [row(b.pod, `${(b.ratio * 100).toFixed(0)} %`), row(b.raw, '100 %')], colour);
+}
+
+export function renderStatus(s: LabStatus, colour: boolean): string {
+  const rec = s.record;
+  const head = rec
+    ? `lab ${s.name}: ${rec.phase}${s.healthy ? '' : rec.phase === 'up' ? ' (DEGRADED)' : ''} — backend ${rec.backend}, store ${rec.store}${rec.etcdUrl ? ` (${rec.etcdUrl})` : ''}, ${rec.hosts} host(s) × ${rec.pods} container(s), since ${rec.createdAt}\nstate: ${s.stateDir}\n`
+    : `lab ${s.name}: no record (a crashed up?) — ${s.namespaces.length} namespace(s) left; remove with weftctl lab down --name ${s.name}\n`;
+  if (!rec) return head;
+  const hosts = table(['host', 'namespace', 'underlay', 'pod subnet', 'containers'], rec.hostList.map((h) => [
+    `h${h.index}`, h.ns, h.ip, h.subnet ?? '–',
+    rec.containers.filter((c) => c.host === h.index).map((c) => `${c.name} ${c.ip ?? '?'}`).join(', '),
+  ]), colour);
+  const procs = table(['process', 'pid', 'state', 'log'], s.processes.map((p) => [
+    p.role, String(p.pid), p.alive ? { text: 'running', tone: 'ok' } : { text: 'DEAD', tone: 'bad' }, p.log,
+  ]), colour);
+  return `${head}${rec.error ? `error: ${rec.error}\n` : ''}\n${hosts}\n${procs}`;
+}

@@ -1,0 +1,55 @@
+// A lab's shape from raw flag values: parse once at the edge, refuse with a message naming the
+// flag. LabInputError means "the user asked for something impossible" (weftctl exit 2).
+import { type LabBackend, labBackend, labBackendNames } from './backends.js';
+import { DEFAULT_LAB_NAME, type LabName, parseLabName } from './naming.js';
+
+export const MAX_HOSTS = 16;
+export const MAX_PODS = 32;
+export type LabStore = 'file' | 'etcd';
+
+export interface LabSpec {
+  readonly name: LabName;
+  readonly hosts: number;
+  readonly pods: number;
+  readonly backend: LabBackend;
+  readonly store: LabStore;
+}
+
+export class LabInputError extends Error {
+  override readonly name = 'LabInputError';
+}
+
+function count(flag: string, raw: string | undefined, dflt: number, max: number): number {
+  if (raw === undefined) return dflt;
+  if (!/^\d+$/.test(raw)) throw new LabInputError(`${flag}: expected a whole number 1..${max}, got ${JSON.stringify(raw)}`);
+  const n = Number(raw);
+  if (n < 1 || n > max) throw new LabInputError(`${flag}: expected 1..${max}, got ${n}`);
+  return n;
+}
+
+export function parseName(raw: string | undefined): LabName {
+  try {
+    return parseLabName(raw ?? DEFAULT_LAB_NAME);
+  } catch (err) {
+    throw new LabInputError(`--name: ${(err as Error).message}`);
+  }
+}
+
+export function parseBackend(raw: string | undefined): LabBackend {
+  const name = raw ?? 'vxlan';
+  const b = labBackend(name);
+  if (!b) throw new LabInputError(`--backend: unknown backend ${JSON.stringify(name)}; expected one of ${labBackendNames().join(', ')}`);
+  return b;
+}
+
+export function parseLabSpec(raw: { name?: string | undefined; hosts?: string | undefined; pods?: string | undefined; backend?: string | undefined; store?: string | undefined }): LabSpec {
+  const name = parseName(raw.name);
+  const hosts = count('--hosts', raw.hosts, 3, MAX_HOSTS);
+  const pods = count('--pods', raw.pods, 2, MAX_PODS);
+  const backend = parseBackend(raw.backend);
+  const store = raw.store ?? 'file';
+  if (store !== 'file' && store !== 'etcd') throw new LabInputError(`--store: expected file or etcd, got ${JSON.stringify(store)}`);
+  const problem = backend.sizeProblem?.(hosts, pods);
+  if (problem !== undefined) throw new LabInputError(problem);
+  return { name, hosts, pods, backend, store };
+}
