@@ -14,3 +14,6 @@ fi
 npx tsc -p tsconfig.json
 # One file per CNI plugin for the bin/cni shims (fast start); always rebuilt from src/.
 node scripts/bundle-plugins.mjs
+# The weft plugin's native front (bin/cni/weft runs it when present): no Node start per CNI call
+# when weftd answers. Plain C, libc only.
+cc -O2 -Wall -Wextra -o dist/cni/weft.native native/cni_client.c

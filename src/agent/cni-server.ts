@@ -8,7 +8,7 @@ import { lstat, mkdir, chmod, rename, rm } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname, join, basename } from 'node:path';
 import { z } from 'zod';
-import { fastPathEnv, type FastPathReply } from '../cni/fastpath-client.js';
+import { encodeRawReply, fastPathEnv, type FastPathReply } from '../cni/fastpath-client.js';
 import { CniCode, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ServiceStarter } from './agent.js';
@@ -33,7 +33,7 @@ export interface CniServer {
   close(): Promise<void>;
 }
 
-const requestSchema = z.object({ env: z.record(z.string()), stdin: z.string() });
+const requestSchema = z.object({ env: z.record(z.string()), stdin: z.string(), reply: z.enum(['json', 'raw']).default('json') });
 
 /** True when something accepts connections on path (a live weftd), false for a stale socket. */
 function socketIsLive(path: string): Promise<boolean> {
@@ -109,7 +109,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     if (reply.exitCode === 0) counts.ok++;
     else counts.failed++;
     log.debug('cni request', { cmd: env.CNI_COMMAND, containerId: env.CNI_CONTAINERID, exitCode: reply.exitCode, ms: Math.round(performance.now() - started) });
-    if (!sock.destroyed) sock.end(JSON.stringify(reply));
+    if (!sock.destroyed) sock.end(parsed.reply === 'raw' ? encodeRawReply(reply) : JSON.stringify(reply));
   };
 
   const server: Server = createServer({ allowHalfOpen: true }, (sock) => {

@@ -6,6 +6,13 @@
 // Wire format: the client writes one JSON object {env, stdin} and half-closes; weftd replies
 // with one JSON object {stdout, exitCode} and closes. Half-close framing keeps both sides free of
 // length prefixes and makes "the reply is complete" the same event as "the stream ended".
+// A request with "reply":"raw" (the native client, native/cni_client.c, which has no JSON
+// parser) is answered "<exitCode> <byteLength>\n<stdout bytes>" instead; the length lets the
+// client tell a complete answer from one cut off by a dying weftd.
+//
+// The native client tries the socket before Node starts; when it falls back to the Node plugin
+// it passes what happened in WEFT_CNI_FASTPATH_OUTCOME ("unavailable <reason>" or "lost
+// <reason>"), so the socket is not tried twice and the retry rule stays in src/plugins/weft.ts.
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { readSubnetEnvText, DEFAULT_SUBNET_FILE } from './subnet-env.js';
@@ -23,7 +30,12 @@ export const FASTPATH_ENV_KEYS = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS',
 export interface FastPathRequest {
   env: Record<string, string>;
   stdin: string;
+  /** How the reply is framed: JSON {stdout, exitCode} (default) or raw (see above). */
+  reply?: 'json' | 'raw';
 }
+
+/** Set by the native client for the Node plugin it falls back to. */
+export const FASTPATH_OUTCOME_ENV = 'WEFT_CNI_FASTPATH_OUTCOME';
 
 export interface FastPathReply {
   stdout: string;
@@ -127,4 +139,35 @@ export function callFastPath(socketPath: string, req: FastPathRequest, opts: Fas
     });
     sock.on('close', () => finish(connected ? { kind: 'lost', reason: 'connection closed before an answer' } : { kind: 'unavailable', reason: 'connection closed' }));
   });
+}
+
+/** The raw reply framing: "<exitCode> <byteLength>\n" then the stdout bytes. */
+export function encodeRawReply(reply: FastPathReply): Buffer {
+  const body = Buffer.from(reply.stdout, 'utf8');
+  return Buffer.concat([Buffer.from(`${reply.exitCode} ${body.length}\n`), body]);
+}
+
+/** The inverse of encodeRawReply; undefined for anything incomplete or malformed. */
+export function parseRawReply(data: Buffer): FastPathReply | undefined {
+  const nl = data.indexOf(0x0a);
+  if (nl < 0) return undefined;
+  const m = /^(\d{1,3}) (\d+)$/.exec(data.subarray(0, nl).toString('latin1'));
+  if (!m) return undefined;
+  const exitCode = Number(m[1]);
+  const length = Number(m[2]);
+  if (exitCode > 255 || data.length - nl - 1 !== length) return undefined;
+  return { stdout: data.subarray(nl + 1).toString('utf8'), exitCode };
+}
+
+/**
+ * The outcome the native client already had (WEFT_CNI_FASTPATH_OUTCOME), or undefined when it
+ * did not try (no native client, or it left the decision to Node). Anything unrecognised is
+ * treated as not tried: the socket is then tried here, which is always safe before a request.
+ */
+export function relayedOutcome(env: NodeJS.ProcessEnv): Exclude<FastPathOutcome, { kind: 'answered' }> | undefined {
+  const v = env[FASTPATH_OUTCOME_ENV];
+  if (v === undefined) return undefined;
+  const m = /^(unavailable|lost) (.*)$/s.exec(v);
+  if (!m) return undefined;
+  return { kind: m[1] as 'unavailable' | 'lost', reason: m[2]! };
 }

@@ -10,10 +10,11 @@
 //   tolerant and runs from the config saved before the delegate started), then retries ADD.
 // - DEL, CHECK, STATUS and GC are idempotent, so they are simply done locally.
 // A request that never reached weftd (no socket, refused, connect timeout) is always done
-// locally: nothing can have happened yet.
+// locally: nothing can have happened yet. The same rule holds when the native front of
+// bin/cni/weft tried the socket and relays what happened (WEFT_CNI_FASTPATH_OUTCOME).
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { callFastPath, fastPathEnv, fastPathSocketFor } from '../cni/fastpath-client.js';
+import { FASTPATH_OUTCOME_ENV, callFastPath, fastPathEnv, fastPathSocketFor, relayedOutcome } from '../cni/fastpath-client.js';
 import { CniCode } from '../errors.js';
 import { createLogger } from '../log.js';
 
@@ -59,24 +60,26 @@ export async function runWeftPlugin(): Promise<void> {
     return;
   }
   const stdin = await readStdin();
-  const socket = await fastPathSocketFor(stdin);
-  if (socket !== undefined) {
-    const env = fastPathEnv(process.env);
-    const outcome = await callFastPath(socket, { env, stdin });
+  // The native front (native/cni_client.c) may already have tried the socket: never twice.
+  const relayed = relayedOutcome(process.env);
+  delete process.env[FASTPATH_OUTCOME_ENV];
+  const socket = relayed ? undefined : await fastPathSocketFor(stdin);
+  const outcome = relayed ?? (socket !== undefined ? await callFastPath(socket, { env: fastPathEnv(process.env), stdin }) : undefined);
+  if (outcome !== undefined) {
     const log = createLogger({ plugin: 'weft', cmd: command });
     switch (outcome.kind) {
       case 'answered':
         print(outcome);
         return;
       case 'lost':
-        log.warn('weftd took the request but gave no answer', { socket, reason: outcome.reason });
+        log.warn('weftd took the request but gave no answer', { ...(socket !== undefined && { socket }), reason: outcome.reason });
         if (command === 'ADD') {
           print({ stdout: lostAddError(stdin, outcome.reason), exitCode: 1 });
           return;
         }
         break;
       case 'unavailable':
-        log.debug('fast path unavailable, working standalone', { socket, reason: outcome.reason });
+        log.debug('fast path unavailable, working standalone', { ...(socket !== undefined && { socket }), reason: outcome.reason });
         break;
     }
   }
