@@ -26,6 +26,7 @@ const installOptions = {
   'subnet-file': { type: 'string' },
   'store-dir': { type: 'string' },
   'ip-masq': { type: 'boolean' },
+  'no-ip-masq': { type: 'boolean' },
   'no-systemd': { type: 'boolean' },
   node: { type: 'string' },
   'copy-node': { type: 'boolean' },
@@ -74,7 +75,7 @@ weftd (written to weftd.env as WEFTD_<FLAG>; see weftd --help):
   --store etcd|file  --etcd-endpoints URLS  --etcd-cafile/--etcd-certfile/--etcd-keyfile FILE
   --store-dir DIR (default ${DEFAULTS.storeDir})  --prefix PATH  --iface NAME|IP  --public-ip IP
   --subnet-file PATH (default ${DEFAULTS.subnetFile}; also the conflist's subnetFile)
-  --ip-masq  --health-addr HOST:PORT  --node-name NAME
+  --ip-masq (default) | --no-ip-masq   --health-addr HOST:PORT  --node-name NAME
 
 Network config (net-conf.json; with the file store the unit applies it before weftd starts,
 with etcd set it once per cluster: weftctl config set):
@@ -132,7 +133,10 @@ function weftdEnvFrom(v: Values): Array<[string, string]> {
   }
   const storeDir = str(v, 'store-dir');
   if (storeDir !== undefined) env.push(['WEFTD_STORE_DIR', storeDir]);
-  if (v['ip-masq'] === true) env.push(['WEFTD_IP_MASQ', 'true']);
+  if (v['ip-masq'] === true && v['no-ip-masq'] === true) throw new UsageError('--ip-masq and --no-ip-masq contradict each other');
+  // On by default, as flannel's DaemonSet runs it: weftd masquerades only traffic leaving the
+  // cluster network, and the bridge (ipMasq = !FLANNEL_IPMASQ) then leaves pod-to-pod alone.
+  env.push(['WEFTD_IP_MASQ', v['no-ip-masq'] === true ? 'false' : 'true']);
   return env;
 }
 
