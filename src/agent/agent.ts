@@ -307,7 +307,7 @@ export class Agent {
     const peers = watcher.leases();
     const end = this.metrics.reconcileSeconds.startTimer();
     try {
-      const report = await backend.reconcile(peers);
+      const report = await backend.reconcile(peers, { full: why !== 'lease events' });
       this.metrics.reconcileRuns.inc();
       this.metrics.reconcileRepairs.inc(report.repairs);
       this.metrics.reconcileRemovals.inc(report.removals);

@@ -41,14 +41,15 @@ export function ipFromValue(family: IPFamily, value: bigint): IP {
 function parseV4(s: string): bigint | undefined {
   const parts = s.split('.');
   if (parts.length !== 4) return undefined;
-  let v = 0n;
+  // Accumulated as a number (32 bits fit exactly): one BigInt per address, not four shifts.
+  let v = 0;
   for (const p of parts) {
     if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
     const n = Number(p);
     if (n > 255) return undefined;
-    v = (v << 8n) | BigInt(n);
+    v = v * 256 + n;
   }
-  return v;
+  return BigInt(v);
 }
 
 function parseV6(s: string): bigint | undefined {
@@ -136,7 +137,12 @@ export function formatIP(ip: IP): string {
 }
 
 export function ipToBytes(ip: IP): Buffer {
-  const len = ip.family === 4 ? 4 : 16;
+  if (ip.family === 4) {
+    const buf = Buffer.allocUnsafe(4);
+    buf.writeUInt32BE(Number(ip.value), 0);
+    return buf;
+  }
+  const len = 16;
   const buf = Buffer.alloc(len);
   let v = ip.value;
   for (let i = len - 1; i >= 0; i--) { buf[i] = Number(v & 0xffn); v >>= 8n; }
@@ -145,9 +151,10 @@ export function ipToBytes(ip: IP): Buffer {
 
 export function ipFromBytes(bytes: Uint8Array): IP {
   if (bytes.length !== 4 && bytes.length !== 16) throw new AddressError(`an address has 4 or 16 bytes, got ${bytes.length}`);
+  if (bytes.length === 4) return make(4, BigInt(((bytes[0]! << 24) >>> 0) + (bytes[1]! << 16) + (bytes[2]! << 8) + bytes[3]!));
   let v = 0n;
   for (const b of bytes) v = (v << 8n) | BigInt(b);
-  return make(bytes.length === 4 ? 4 : 6, v);
+  return make(6, v);
 }
 
 export function ipEquals(a: IP, b: IP): boolean {

@@ -169,5 +169,5 @@ export function parseMac(s: string): Buffer {
   if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(s)) {
     throw new WeftError(CniCode.InvalidNetworkConfig, `invalid MAC address ${JSON.stringify(s)} (expected six colon-separated hex bytes, e.g. 02:42:ac:11:00:02)`);
   }
-  return Buffer.from(s.split(':').map((h) => parseInt(h, 16)));
+  return Buffer.from(s.replaceAll(':', ''), 'hex');
 }

@@ -96,15 +96,17 @@ export class NetlinkSocket {
     }
   }
 
-  private receive(operation: string): NlMessage[] {
+  /** `operation` may be a function: batches name their request only when something fails. */
+  private receive(operation: string | (() => string)): NlMessage[] {
+    const name = () => (typeof operation === 'string' ? operation : operation());
     let n: number;
     try {
       n = this.open().recv(this.rbuf);
     } catch (err) {
-      if (isNativeError(err)) throw new NetlinkError(`${operation}: waiting for the kernel's reply`, err.errno);
+      if (isNativeError(err)) throw new NetlinkError(`${name()}: waiting for the kernel's reply`, err.errno);
       throw err;
     }
-    if (n > this.rbuf.length) throw new WeftError(CniCode.Netlink, `${operation}: reply of ${n} bytes truncated to ${this.rbuf.length}`);
+    if (n > this.rbuf.length) throw new WeftError(CniCode.Netlink, `${name()}: reply of ${n} bytes truncated to ${this.rbuf.length}`);
     // Copy out: the receive buffer is reused by the next call.
     return decodeMessages(Buffer.from(this.rbuf.subarray(0, n)));
   }
@@ -163,7 +165,7 @@ export class NetlinkSocket {
       flush();
       let pending = end - start;
       while (pending > 0) {
-        for (const msg of this.receive(operation(start))) {
+        for (const msg of this.receive(() => operation(start))) {
           if (msg.type !== NLMSG_ERROR) continue;
           const i = bySeq.get(msg.seq);
           if (i === undefined) continue;

@@ -39,6 +39,15 @@ export interface ReconcileReport {
   readonly problems: readonly string[];
 }
 
+export interface ReconcileOptions {
+  /**
+   * false: only lease events happened since the last pass, so a backend may write just the
+   * difference to what it last wrote; true (start-up, repair pass): re-check the kernel itself.
+   * Default true.
+   */
+  readonly full?: boolean;
+}
+
 export interface Backend {
   readonly type: string;
   /** Creates the backend's devices (idempotent: a restarted agent finds them in place). */
@@ -49,7 +58,7 @@ export interface Backend {
    * Makes the dataplane equal to the desired state for exactly these peers (own lease
    * excluded). Called after watch events (batched) and by the periodic repair loop.
    */
-  reconcile(peers: readonly Lease[]): Promise<ReconcileReport>;
+  reconcile(peers: readonly Lease[], opts?: ReconcileOptions): Promise<ReconcileReport>;
   /**
    * Stops the backend's own work (threads, sockets). keepDataplane: leave routes and devices in
    * place so traffic keeps flowing across an agent restart.

@@ -22,6 +22,8 @@ export interface EtcdStoreOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 3000;
+/** etcd's default --max-txn-ops is 128: a transaction may hold that many compares and puts. */
+const ETCD_TXN_KEYS = 128;
 
 function withTimeout<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -165,6 +167,52 @@ export class EtcdStore implements SubnetStore {
     const revision = BigInt(res.header.revision);
     const expiresAt = ttlSeconds === null ? null : Date.now() + ttlSeconds * 1000;
     return { type: 'written', held: { subnet, value, revision, token: leaseId, ttlSeconds, expiresAt } };
+  }
+
+  /**
+   * Many put-if-absent writes: one etcd lease shared by all of them (so they lapse together) and
+   * one transaction per ETCD_TXN_KEYS keys. A transaction whose compare fails (some key taken)
+   * is retried key by key, so each entry still gets its own verdict.
+   */
+  async writeSubnetsIfAbsent(
+    items: readonly { readonly subnet: Cidr; readonly value: string }[],
+    ttlSeconds: number | null,
+  ): Promise<WriteResult[]> {
+    if (items.length === 0) return [];
+    let leaseId = '0';
+    if (ttlSeconds !== null) {
+      const g = await this.run('lease grant', this.client.leaseClient.leaseGrant({ TTL: Math.max(1, Math.ceil(ttlSeconds)), ID: 0 }));
+      leaseId = String(g.ID);
+    }
+    const put = (key: string, value: string) => {
+      const p = this.client.put(key).value(value);
+      if (leaseId !== '0') p.lease(leaseId);
+      return p;
+    };
+    const results: WriteResult[] = [];
+    let anyWritten = false;
+    for (let start = 0; start < items.length; start += ETCD_TXN_KEYS) {
+      const chunk = items.slice(start, start + ETCD_TXN_KEYS);
+      const keys = chunk.map((it) => this.key(it.subnet));
+      let txn = this.client.if(keys[0]!, 'Create', '==', 0);
+      for (const k of keys.slice(1)) txn = txn.and(k, 'Create', '==', 0);
+      const res = await this.run('bulk put-if-absent', txn.then(...chunk.map((it, i) => put(keys[i]!, it.value))).commit());
+      const expiresAt = ttlSeconds === null ? null : Date.now() + ttlSeconds * 1000;
+      if (res.succeeded) {
+        const revision = BigInt(res.header.revision);
+        for (const it of chunk) results.push({ type: 'written', held: { subnet: it.subnet, value: it.value, revision, token: leaseId, ttlSeconds, expiresAt } });
+        anyWritten = true;
+        continue;
+      }
+      for (const [i, it] of chunk.entries()) {
+        const one = await this.run('put-if-absent', this.client.if(keys[i]!, 'Create', '==', 0).then(put(keys[i]!, it.value)).commit());
+        if (!one.succeeded) { results.push({ type: 'conflict' }); continue; }
+        anyWritten = true;
+        results.push({ type: 'written', held: { subnet: it.subnet, value: it.value, revision: BigInt(one.header.revision), token: leaseId, ttlSeconds, expiresAt } });
+      }
+    }
+    if (!anyWritten && leaseId !== '0') this.revokeQuietly(leaseId);
+    return results;
   }
 
   private revokeQuietly(id: string): void {

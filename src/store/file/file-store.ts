@@ -13,7 +13,6 @@ import {
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { CniCode, WeftError } from '../../errors.js';
 import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
 import type {
@@ -21,13 +20,26 @@ import type {
 } from '../types.js';
 import { withFileLock } from '../../fs/lock.js';
 
-const envelope = z.object({
-  value: z.string(),
-  expiresAt: z.number().nullable(),
-  revision: z.string().regex(/^\d+$/),
-  token: z.string(),
-});
-type Envelope = z.infer<typeof envelope>;
+interface Envelope {
+  readonly value: string;
+  readonly expiresAt: number | null;
+  readonly revision: string;
+  readonly token: string;
+}
+
+/**
+ * The envelope from parsed JSON, or what is wrong with it. Hand-written rather than a zod schema:
+ * a watcher reads one envelope per change, thousands in a burst.
+ */
+function parseEnvelope(j: unknown): Envelope | string {
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) return 'envelope is not an object';
+  const o = j as Record<string, unknown>;
+  if (typeof o.value !== 'string') return 'value: expected a string';
+  if (o.expiresAt !== null && typeof o.expiresAt !== 'number') return 'expiresAt: expected a number or null';
+  if (typeof o.revision !== 'string' || !/^\d+$/.test(o.revision)) return 'revision: expected a decimal string';
+  if (typeof o.token !== 'string') return 'token: expected a string';
+  return { value: o.value, expiresAt: o.expiresAt, revision: o.revision, token: o.token };
+}
 
 /** Rotate the change log past this size; watchers that lag behind resync. */
 const LOG_ROTATE_BYTES = 4 * 1024 * 1024;
@@ -103,22 +115,27 @@ export class FileStore implements SubnetStore {
     const rev = this.currentRevision() + 1n;
     atomicWrite(this.revPath, String(rev));
     apply(rev);
+    this.rotateLogIfNeeded(rev - 1n);
+    appendFileSync(this.logPath, `${rev} ${op} ${key}\n`);
+    return rev;
+  }
+
+  /** Starts a fresh log (holding changes after `after`) once the current one is too large. */
+  private rotateLogIfNeeded(after: bigint): void {
     let size = 0;
     try { size = statSync(this.logPath).size; } catch { /* recreated below */ }
     if (size > (this.opts.logRotateBytes ?? LOG_ROTATE_BYTES) || size === 0) {
-      atomicWrite(this.logPath, `#${rev - 1n}\n`);
+      atomicWrite(this.logPath, `#${after}\n`);
     }
-    appendFileSync(this.logPath, `${rev} ${op} ${key}\n`);
-    return rev;
   }
 
   private readEnvelope(key: string): Envelope | undefined | 'garbage' {
     const text = readIfExists(join(this.subnetsDir, key));
     if (text === undefined) return undefined;
     try {
-      const e = envelope.safeParse(JSON.parse(text));
-      if (e.success) return e.data;
-      this.opts.onGarbage?.(key, e.error.issues[0]?.message ?? 'invalid envelope');
+      const e = parseEnvelope(JSON.parse(text));
+      if (typeof e !== 'string') return e;
+      this.opts.onGarbage?.(key, e);
     } catch {
       this.opts.onGarbage?.(key, 'envelope is not JSON');
     }
@@ -188,6 +205,45 @@ export class FileStore implements SubnetStore {
       const revision = this.commit('put', key, (rev) =>
         atomicWrite(join(this.subnetsDir, key), JSON.stringify({ value, expiresAt, revision: String(rev), token })));
       return { type: 'written', held: { subnet, value, revision, token, ttlSeconds, expiresAt } };
+    });
+  }
+
+  /**
+   * Many put-if-absent writes under one lock, with one revision-file write and one change-log
+   * append for all of them (a bulk loader, or a benchmark filling the store, pays the lock and
+   * the log once instead of per key). Each entry gets its own revision, in input order; an entry
+   * whose key is live (or holds garbage) is a conflict and takes no revision.
+   */
+  async writeSubnetsIfAbsent(
+    items: readonly { readonly subnet: Cidr; readonly value: string }[],
+    ttlSeconds: number | null,
+  ): Promise<WriteResult[]> {
+    return this.locked((): WriteResult[] => {
+      const now = Date.now();
+      const expiresAt = ttlSeconds === null ? null : now + ttlSeconds * 1000;
+      const free = items.map(({ subnet }) => {
+        const cur = this.readEnvelope(subnetKey(subnet));
+        return cur === undefined || (cur !== 'garbage' && cur.expiresAt !== null && cur.expiresAt <= now);
+      });
+      const base = this.currentRevision();
+      const count = free.filter(Boolean).length;
+      if (count === 0) return items.map(() => ({ type: 'conflict' }));
+      // The same order as commit(): revision, then the keys, then the log lines naming them.
+      atomicWrite(this.revPath, String(base + BigInt(count)));
+      let rev = base;
+      const lines: string[] = [];
+      const results = items.map(({ subnet, value }, i): WriteResult => {
+        if (!free[i]) return { type: 'conflict' };
+        rev += 1n;
+        const key = subnetKey(subnet);
+        const token = ttlSeconds === null ? '' : randomBytes(8).toString('hex');
+        atomicWrite(join(this.subnetsDir, key), JSON.stringify({ value, expiresAt, revision: String(rev), token }));
+        lines.push(`${rev} put ${key}\n`);
+        return { type: 'written', held: { subnet, value, revision: rev, token, ttlSeconds, expiresAt } };
+      });
+      this.rotateLogIfNeeded(base);
+      appendFileSync(this.logPath, lines.join(''));
+      return results;
     });
   }
 

@@ -5,23 +5,25 @@ import { CniCode, WeftError } from '../../../errors.js';
 import { type Cidr, cidrContains, formatCidr, formatIP, networkOf } from '../../../net/ip.js';
 import { hostGwConfig } from '../../../store/backend-registry.js';
 import type { Lease } from '../../../store/lease.js';
-import { type DesiredRoute, removeWeftRoutes, syncDataplane } from '../../dataplane.js';
-import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileReport } from '../types.js';
+import { type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane.js';
+import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
 
 class HostGwBackend implements Backend {
   readonly type = 'host-gw';
   private host: HostContext | undefined;
+  private dataplane: DataplaneSync | undefined;
   /** Peers already reported as unreachable, so the log says it once, not every repair pass. */
   private readonly reported = new Set<string>();
 
   async prepare(host: HostContext): Promise<BackendPreparation> {
     this.host = host;
+    this.dataplane = new DataplaneSync(host.nl);
     return { backendData: null, mtu: host.publicIface.mtu };
   }
 
   async activate(_ownSubnet: Cidr): Promise<void> {}
 
-  async reconcile(peers: readonly Lease[]): Promise<ReconcileReport> {
+  async reconcile(peers: readonly Lease[], opts: ReconcileOptions = {}): Promise<ReconcileReport> {
     const host = this.host;
     if (!host) throw new WeftError(CniCode.Internal, 'host-gw backend: reconcile before prepare');
     const onLink: Cidr[] = host.nl.listAddresses({ link: host.publicIface.index, family: 4 })
@@ -47,7 +49,7 @@ class HostGwBackend implements Backend {
     }
     this.reported.clear();
     for (const k of unreachableNow) this.reported.add(k);
-    const r = syncDataplane(host.nl, { routes, neighs: [], fdb: [] });
+    const r = this.dataplane!.sync({ routes, neighs: [], fdb: [] }, opts.full === false ? 'incremental' : 'full');
     return { repairs: r.repairs, removals: r.removals, problems: [...problems, ...r.errors] };
   }
 

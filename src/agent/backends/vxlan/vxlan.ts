@@ -9,8 +9,8 @@ import { type Cidr, cidrContains, cidrEquals, formatCidr, formatIP, ipEquals, ne
 import { vxlanConfig, vxlanLeaseData, type VxlanConfig } from '../../../store/backend-registry.js';
 import type { Lease } from '../../../store/lease.js';
 import type { Logger } from '../../../log.js';
-import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, removeWeftRoutes, syncDataplane } from '../../dataplane.js';
-import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileReport } from '../types.js';
+import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane.js';
+import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
 
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
@@ -25,6 +25,7 @@ class VxlanBackend implements Backend {
   private device: Link | undefined;
   private mtu = 0;
   private ownSubnet: Cidr | undefined;
+  private dataplane: DataplaneSync | undefined;
 
   constructor(private readonly cfg: VxlanConfig) {}
 
@@ -38,6 +39,7 @@ class VxlanBackend implements Backend {
 
   async prepare(host: HostContext): Promise<BackendPreparation> {
     this.host = host;
+    this.dataplane = new DataplaneSync(host.nl);
     this.mtu = this.cfg.MTU ?? host.publicIface.mtu - VXLAN_OVERHEAD;
     const dev = this.ensureDevice(host.nl, undefined);
     if (!dev.mac) throw new WeftError(CniCode.Netlink, `vxlan device ${this.name} has no MAC address`);
@@ -101,7 +103,7 @@ class VxlanBackend implements Backend {
     if (!present) nl.replaceAddress(dev.index, want);
   }
 
-  async reconcile(peers: readonly Lease[]): Promise<ReconcileReport> {
+  async reconcile(peers: readonly Lease[], opts: ReconcileOptions = {}): Promise<ReconcileReport> {
     const host = this.host;
     if (!host || !this.device) throw new WeftError(CniCode.Internal, 'vxlan backend: reconcile before prepare');
     const { nl } = host;
@@ -124,7 +126,7 @@ class VxlanBackend implements Backend {
         problems.push(`peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) runs backend ${p.attrs.backendType}, not vxlan; skipped`);
         continue;
       }
-      const data = vxlanLeaseData.safeParse(p.attrs.backendData);
+      const data = this.leaseData(p.attrs.backendData);
       if (!data.success) {
         problems.push(`peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) publishes no VtepMAC; skipped`);
         continue;
@@ -139,8 +141,20 @@ class VxlanBackend implements Backend {
       neighs.push({ ip: vtep, mac: data.data.VtepMAC });
       fdb.push({ mac: data.data.VtepMAC, dst: p.attrs.publicIP });
     }
-    const r = syncDataplane(nl, { routes, neighs, fdb, device: dev.index });
+    // A re-created device lost its neighbours and FDB entries: only a full pass sees that.
+    const mode = opts.full === false && repairs === 0 ? 'incremental' : 'full';
+    const r = this.dataplane!.sync({ routes, neighs, fdb, device: dev.index }, mode);
     return { repairs: r.repairs + repairs, removals: r.removals, problems: [...problems, ...r.errors] };
+  }
+
+  /** Lease values are immutable objects: each is checked once, not on every pass. */
+  private readonly checked = new WeakMap<object, ReturnType<typeof vxlanLeaseData.safeParse>>();
+
+  private leaseData(d: unknown): ReturnType<typeof vxlanLeaseData.safeParse> {
+    if (typeof d !== 'object' || d === null) return vxlanLeaseData.safeParse(d);
+    let r = this.checked.get(d);
+    if (!r) { r = vxlanLeaseData.safeParse(d); this.checked.set(d, r); }
+    return r;
   }
 
   /** The on-link prefix of the public address (for DirectRouting). */
