@@ -261,7 +261,9 @@ export class RackTopology {
   backendConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
     return this.mode === 'rr'
       ? { Type: 'bgp', ASN: this.clusterAsn, RouteReflector: true, Peers: [{ Address: ROUTER_LOOPBACK, ASN: this.clusterAsn }], ...extra }
-      : { Type: 'bgp', ASN: this.clusterAsn, Peers: [{ Address: ROUTER_LOOPBACK, ASN: this.routerAsn }], ...extra };
+      // No node mesh: with it, every host would pass the others' subnets to the router with
+      // itself as next hop, and the router could pick a host of the wrong rack (a loop).
+      : { Type: 'bgp', ASN: this.clusterAsn, NodeMesh: false, Peers: [{ Address: ROUTER_LOOPBACK, ASN: this.routerAsn }], ...extra };
   }
 
   host(i: number): RackHost {

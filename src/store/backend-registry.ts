@@ -54,7 +54,8 @@ export const udpConfig = z.object({
 export type UdpConfig = z.infer<typeof udpConfig>;
 
 // bgp: every node speaks iBGP (AS `ASN`) to every other node (full mesh) and to `Peers` (eBGP
-// when their ASN differs). `RouteReflector: true` replaces the mesh: nodes peer only with the
+// when their ASN differs). `NodeMesh: false` drops the node-to-node sessions (nodes talk only to
+// `Peers`, e.g. top-of-rack routers over eBGP). `RouteReflector: true` replaces the mesh: nodes peer only with the
 // reflectors — the iBGP `Peers` (routers outside the cluster) and the cluster nodes whose PublicIP
 // is in `RouteReflectorNodes`; those nodes reflect (RFC 4456) for every other node, with
 // `RouteReflectorClusterID` (default: their own address) as the cluster id.
@@ -64,6 +65,7 @@ export const bgpConfig = z.object({
   RouteReflector: z.boolean().default(false),
   RouteReflectorClusterID: ipv4.optional(),
   RouteReflectorNodes: z.array(ipv4).default([]),
+  NodeMesh: z.boolean().default(true),
   /** Proposed BGP hold time, seconds (0 or 3..65535). */
   HoldTime: z.number().int().refine((h) => h === 0 || (h >= 3 && h <= 65535), 'expected 0 or 3..65535 seconds').default(90),
   /** How long peers keep our routes while weftd restarts (RFC 4724), and we keep theirs. */

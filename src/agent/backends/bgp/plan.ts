@@ -2,6 +2,7 @@
 // Pure: the backend diffs this plan against the speaker's current neighbours.
 //
 //   full mesh (default)    every bgp node (iBGP, ASN) + every configured Peer
+//   NodeMesh: false        only the configured Peers (e.g. a top-of-rack router per node)
 //   RouteReflector: true   only the reflectors: configured Peers (iBGP ones are reflectors, eBGP
 //                          ones stay plain routers) and nodes listed in RouteReflectorNodes;
 //                          a node that is itself listed peers with every node, as rr-client.
@@ -39,7 +40,7 @@ export function planPeers(cfg: BgpConfig, self: IP, others: readonly Lease[]): P
       continue;
     }
     if (l.attrs.publicIP.family !== 4 || addr === me) continue;
-    if (cfg.RouteReflector && !reflector && !reflectorNodes.has(addr)) continue;
+    if (cfg.RouteReflector ? !reflector && !reflectorNodes.has(addr) : !cfg.NodeMesh) continue;
     peers.set(addr, { address: addr, asn: cfg.ASN, rrClient: reflector && !reflectorNodes.has(addr), origin: 'node' });
   }
   for (const p of cfg.Peers) {
