@@ -58,6 +58,8 @@ export interface AgentContext {
 
 export interface AgentService {
   close(): Promise<void>;
+  /** Optional part of /readyz: the agent is ready only while every service says so. */
+  readiness?(): { ready: boolean; details: unknown };
 }
 
 /** A service started once the agent is ready, and closed on shutdown. */
@@ -124,8 +126,9 @@ export class Agent {
     const leaseOk = this.leaseStatus.type === 'ready';
     const watchOk = this.watchState.type === 'ready';
     const storeOk = this.storeError === undefined;
+    const services = this.running.flatMap(({ name, svc }) => (svc.readiness ? [{ name, ...svc.readiness() }] : []));
     const ready = this.phase === 'running' && leaseOk && watchOk && storeOk && this.rulesOk && this.subnetFileOk
-      && this.lastReconcileError === undefined;
+      && this.lastReconcileError === undefined && services.every((s) => s.ready);
     return {
       ready,
       details: {
@@ -140,6 +143,7 @@ export class Agent {
         backend: this.backend?.type ?? null,
         peers: this.watcher?.leases().length ?? 0,
         problems,
+        ...(services.length > 0 && { services: Object.fromEntries(services.map((s) => [s.name, { ready: s.ready, details: s.details }])) }),
         ...(this.lastReconcileError !== undefined && { reconcileError: this.lastReconcileError }),
         ...(this.lastReport && { lastReconcile: { at: this.lastReport.at, repairs: this.lastReport.repairs, removals: this.lastReport.removals } }),
       },

@@ -3,6 +3,10 @@
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.js';
 import { cniServerService } from '../agent/cni-server.js';
+import { policyServiceStarter } from '../agent/policy-service.js';
+import { endpointRecordDir } from '../policy/endpoint-record.js';
+import { openKeyValueStore } from '../store/kv.js';
+import { hostname } from 'node:os';
 import { defaultCniSocket } from '../cni/fastpath-client.js';
 import { WeftError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -112,6 +116,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     // Agent services hook in here (started once the agent is ready, closed on shutdown), e.g.
     // agent.addService('cni-server', startCniServer);
     const cniSocket = envOr(values, 'cni-socket', env) ?? defaultCniSocket(envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE);
+    // Network policy before the CNI server, so the fast path's first ADD already has it.
+    const subnetFile = envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE;
+    agent.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined));
     if (cniSocket !== 'off') agent.addService('cni-server', cniServerService(cniSocket));
     const done = new Promise<number>((resolve) => {
       const stop = (signal: string) => {

@@ -7,9 +7,11 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { decodeJsonObject } from '../cni/conf.js';
 import { delegateAdd, delegateCommand, type DelegateTarget } from '../cni/exec.js';
+import type { CniResult } from '../cni/result.js';
 import { invokePlugin, renderOutcome, type CniPlugin, type PluginContext } from '../cni/skel.js';
 import { loadSubnetEnv } from '../cni/subnet-env.js';
 import { CniCode, WeftError } from '../errors.js';
+import { announceEndpointChange, endpointRecordDir, recordFromAdd, removeEndpointRecord, writeEndpointRecord } from '../policy/endpoint-record.js';
 import { weftBridgePlugin } from './weft-bridge.js';
 import { buildDelegateConf, buildDelegateIpam, weftConfSchema, type WeftConf } from './weft-conf.js';
 
@@ -94,6 +96,21 @@ async function delegateDel(ctx: Ctx, saved: SavedAttachment, netns = ctx.env.net
   const env = { ...ctx.env, containerId: saved.containerID, ifname: saved.ifname, netns };
   await delegateCommand({ target: delegateTarget(saved.delegate.type), command: 'DEL', env, conf: saved.delegate, log: ctx.log });
   await rm(attachmentFile(ctx.config.dataDir, saved.containerID, saved.ifname), { force: true });
+  await forgetEndpoint(ctx, saved.containerID, saved.ifname);
+}
+
+/** Network policy: the endpoint record weftd publishes (src/policy/endpoint-record.ts). */
+async function recordEndpoint(ctx: Ctx, result: CniResult): Promise<void> {
+  const dir = endpointRecordDir(ctx.config.subnetFile);
+  const record = recordFromAdd(ctx.env, ctx.conf, result);
+  await writeEndpointRecord(dir, record);
+  await announceEndpointChange({ type: 'added', dir, record });
+}
+
+async function forgetEndpoint(ctx: Ctx, containerID: string, ifname: string): Promise<void> {
+  const dir = endpointRecordDir(ctx.config.subnetFile);
+  await removeEndpointRecord(dir, containerID, ifname);
+  await announceEndpointChange({ type: 'removed', dir, containerID, ifname });
 }
 
 export const weftPlugin: CniPlugin<WeftConf> = {
@@ -107,6 +124,7 @@ export const weftPlugin: CniPlugin<WeftConf> = {
     // knows what to undo. After a failed ADD the file stays for that DEL, which removes it.
     await saveAttachment(ctx.config.dataDir, { containerID: ctx.env.containerId, ifname: ctx.env.ifname, netns: ctx.env.netns, delegate });
     const { result } = await delegateAdd({ target: delegateTarget(delegate.type), env: ctx.env, conf: delegate, log: ctx.log });
+    await recordEndpoint(ctx, result);
     return result;
   },
 
@@ -114,6 +132,7 @@ export const weftPlugin: CniPlugin<WeftConf> = {
     const saved = await loadAttachment(ctx.config.dataDir, ctx.env.containerId, ctx.env.ifname);
     if (!saved) {
       ctx.log.debug('no saved delegate config: nothing of ours to remove');
+      await forgetEndpoint(ctx, ctx.env.containerId, ctx.env.ifname);
       return;
     }
     await delegateDel(ctx, saved);

@@ -24,7 +24,7 @@
 // Ingress is enforced on the receiver's host and egress on the sender's: each host only has
 // chains for its own endpoints.
 import { createHash } from 'node:crypto';
-import { type IPFamily, formatCidr, formatIP } from '../net/ip.js';
+import { type Cidr, type IP, type IPFamily, formatCidr, formatIP, networkOf } from '../net/ip.js';
 import { podPeerMatches, policySelects } from './evaluate.js';
 import type { Endpoint, LabelSelector, NetworkPolicy, Peer, PolicyPort, PolicyWorld } from './model.js';
 
@@ -236,7 +236,20 @@ function familiesOf(world: PolicyWorld): IPFamily[] {
   return [...fams].sort();
 }
 
-export function compilePolicies(world: PolicyWorld, host: string): CompiledPolicy {
+/**
+ * The guard for pods weftd does not know yet (a standalone ADD whose record weftd has not
+ * published): while any policy exists, forwarded traffic from or to an address of this node's
+ * pod subnets that is not a known local workload address is dropped. A new pod therefore starts
+ * denied and gets its verdicts in the same element update that makes it known.
+ */
+export interface LocalGuard {
+  /** This node's pod subnets. */
+  readonly subnets: readonly Cidr[];
+  /** Local workload addresses beyond the policy endpoints (attachments without a pod name). */
+  readonly extraKnown: readonly IP[];
+}
+
+export function compilePolicies(world: PolicyWorld, host: string, guard?: LocalGuard): CompiledPolicy {
   const families = familiesOf(world);
   const b = new Builder(world, families);
   const maps: Record<Direction, Map<IPFamily, string[]>> = { ingress: new Map(), egress: new Map() };
@@ -256,6 +269,17 @@ export function compilePolicies(world: PolicyWorld, host: string): CompiledPolic
   }
   b.finishSets();
   const forward: string[] = ['ct state established,related accept', 'ct state invalid drop'];
+  if (guard && guard.subnets.length > 0 && world.policies.length > 0) {
+    for (const f of families) {
+      const known = [...local.flatMap((e) => e.ips), ...guard.extraKnown].filter((ip) => ip.family === f).map(formatIP);
+      b.addSet({ name: `local-${f}`, kind: 'set', type: addrType(f), comment: 'known local workload addresses', elements: known });
+      for (const net of guard.subnets.filter((c) => c.ip.family === f)) {
+        const cidr = formatCidr(networkOf(net));
+        forward.push(`${addrKw(f)} saddr ${cidr} ${addrKw(f)} saddr != @local-${f} drop comment "unknown local pod"`);
+        forward.push(`${addrKw(f)} daddr ${cidr} ${addrKw(f)} daddr != @local-${f} drop comment "unknown local pod"`);
+      }
+    }
+  }
   for (const f of families) forward.push(`${addrKw(f)} saddr vmap @egress-${f}`);
   for (const f of families) forward.push(`${addrKw(f)} daddr vmap @ingress-${f}`);
   b.chains.set('forward', { name: 'forward', header: 'type filter hook forward priority filter; policy accept;', rules: forward });

@@ -10,7 +10,7 @@ import { nftApply, nftListJson } from '../nft/nft.js';
 import { readSysctl } from '../netns/sysctl.js';
 import { netnsPath } from '../netns/netns.js';
 import {
-  type CompiledPolicy, type TableShape, POLICY_FAMILY, POLICY_TABLE, compilePolicies, diffElements, expectedShape,
+  type CompiledPolicy, type LocalGuard, type TableShape, POLICY_FAMILY, POLICY_TABLE, compilePolicies, diffElements, expectedShape,
   renderRemove, renderReplace,
 } from './compile.js';
 import type { PolicyWorld } from './model.js';
@@ -135,8 +135,8 @@ export class PolicyEnforcer {
   }
 
   /** Brings the kernel to `world`. Throws WeftError when nft refuses (nothing half-applied). */
-  update(world: PolicyWorld): EnforceResult {
-    const next = compilePolicies(world, this.opts.host);
+  update(world: PolicyWorld, guard?: LocalGuard): EnforceResult {
+    const next = compilePolicies(world, this.opts.host, guard);
     const prev = this.current;
     if (prev && prev.structure === next.structure) {
       const diff = diffElements(prev, next);

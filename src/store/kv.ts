@@ -2,7 +2,10 @@
 // policies, namespaces, endpoints. Keys are relative to the store prefix (`policies/prod/web`
 // is `<prefix>/policies/prod/web` in etcd and `<dir>/<prefix>/policies/prod/web` on disk), so
 // both stores keep the flannel-style layout of DESIGN.md.
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync, closeSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmdirSync, statSync,
+  unlinkSync, watch as fsWatch, writeFileSync, type FSWatcher,
+} from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
@@ -23,8 +26,29 @@ export interface KeyValueStore {
   delete(key: string): Promise<boolean>;
   /** Every key under `prefix` (a directory-like prefix ending in '/'), sorted by key. */
   list(prefix: string): Promise<KeyValue[]>;
+  /**
+   * Follows every key under `prefix`: first the current listing as one `snapshot`, then `put` /
+   * `delete` per change. Whenever continuity is lost (etcd reconnect, change log rotated) a new
+   * `snapshot` replaces everything the consumer held, so no deletion is ever missed.
+   */
+  watch(prefix: string, onEvent: (ev: KeyValueEvent) => void): KeyValueWatch;
   close(): Promise<void>;
 }
+
+export type KeyValueEvent =
+  | { readonly type: 'snapshot'; readonly entries: readonly KeyValue[] }
+  | { readonly type: 'put'; readonly key: string; readonly value: string }
+  | { readonly type: 'delete'; readonly key: string }
+  | { readonly type: 'error'; readonly reason: string };
+
+export interface KeyValueWatch {
+  close(): Promise<void>;
+}
+
+/** The file store's key/value change log: `put|del <key>` lines, appended under the lock. */
+const KV_LOG = 'kv-changes.log';
+/** Past this size the log starts over; watchers see a new inode and re-list. */
+const KV_LOG_MAX = 4 << 20;
 
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
@@ -79,7 +103,17 @@ export class FileKeyValueStore implements KeyValueStore {
       const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
       writeFileSync(tmp, value);
       renameSync(tmp, path);
+      this.logChange('put', key);
     });
+  }
+
+  /** Under the lock, after the change: a watcher reading the key after this line sees it. */
+  private logChange(op: 'put' | 'del', key: string): void {
+    const log = join(this.root, KV_LOG);
+    try {
+      if (statSync(log).size > KV_LOG_MAX) renameSync(log, `${log}.old`);
+    } catch { /* no log yet */ }
+    appendFileSync(log, `${op} ${key}\n`);
   }
 
   async delete(key: string): Promise<boolean> {
@@ -91,6 +125,7 @@ export class FileKeyValueStore implements KeyValueStore {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
         throw WeftError.wrap(err, CniCode.Store, `delete ${key} in ${this.where}`);
       }
+      this.logChange('del', key);
       // Empty parent directories (a namespace with no policies left) go too, up to the root.
       let dir = dirname(path);
       while (dir.startsWith(this.root + '/') && dir !== this.root) {
@@ -123,7 +158,99 @@ export class FileKeyValueStore implements KeyValueStore {
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
+  watch(prefix: string, onEvent: (ev: KeyValueEvent) => void): KeyValueWatch {
+    return new FileKeyValueWatch(this, join(this.root, KV_LOG), checkPrefix(prefix), onEvent);
+  }
+
   async close(): Promise<void> {}
+}
+
+/**
+ * Tails the file store's key/value change log. fs.watch on the store root wakes it at once; a
+ * poll backs it up (fs.watch can miss events). The log is read from where the listing started,
+ * so a change between listing and tailing is delivered, at worst twice (puts are idempotent).
+ */
+class FileKeyValueWatch implements KeyValueWatch {
+  private offset = 0;
+  private inode = -1;
+  private closed = false;
+  private busy = false;
+  private again = false;
+  private readonly poll: NodeJS.Timeout;
+  private fsw: FSWatcher | undefined;
+
+  constructor(private readonly kv: FileKeyValueStore, private readonly log: string, private readonly prefix: string,
+    private readonly onEvent: (ev: KeyValueEvent) => void, pollMs = 250) {
+    try {
+      this.fsw = fsWatch(dirname(log), (_t, name) => { if (name === KV_LOG) this.schedule(); });
+      this.fsw.on('error', () => { this.fsw?.close(); this.fsw = undefined; });
+    } catch { /* the poll alone still works */ }
+    this.poll = setInterval(() => this.schedule(), pollMs);
+    this.poll.unref?.();
+    this.schedule(true);
+  }
+
+  private schedule(resync = false): void {
+    if (this.closed) return;
+    if (resync) this.inode = -1;
+    if (this.busy) { this.again = true; return; }
+    this.busy = true;
+    void this.step().catch((err: unknown) => {
+      this.onEvent({ type: 'error', reason: err instanceof Error ? err.message : String(err) });
+      this.inode = -1;
+    }).finally(() => {
+      this.busy = false;
+      if (this.again) { this.again = false; this.schedule(); }
+    });
+  }
+
+  private async step(): Promise<void> {
+    let st: { ino: number; size: number };
+    try {
+      st = statSync(this.log);
+    } catch {
+      st = { ino: 0, size: 0 };
+    }
+    if (st.ino !== this.inode || st.size < this.offset) {
+      // Start (or lost continuity): remember where the log is, then list.
+      this.inode = st.ino;
+      this.offset = st.size;
+      const entries = await this.kv.list(this.prefix);
+      if (!this.closed) this.onEvent({ type: 'snapshot', entries });
+      return;
+    }
+    if (st.size === this.offset) return;
+    const fd = openSync(this.log, 'r');
+    let text: string;
+    try {
+      const buf = Buffer.alloc(st.size - this.offset);
+      const n = readSync(fd, buf, 0, buf.length, this.offset);
+      const chunk = buf.subarray(0, n).toString('utf8');
+      const end = chunk.lastIndexOf('\n');
+      if (end < 0) return;
+      text = chunk.slice(0, end);
+      this.offset += Buffer.byteLength(chunk.slice(0, end + 1));
+    } finally {
+      closeSync(fd);
+    }
+    const touched = new Set<string>();
+    for (const line of text.split('\n')) {
+      const m = /^(put|del) (\S+)$/.exec(line);
+      if (m?.[2]?.startsWith(this.prefix)) touched.add(m[2]);
+    }
+    for (const key of touched) {
+      // The log says which keys moved; the key's file says what they hold now.
+      const value = await this.kv.get(key);
+      if (this.closed) return;
+      this.onEvent(value === undefined ? { type: 'delete', key } : { type: 'put', key, value });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.poll);
+    this.fsw?.close();
+  }
 }
 
 /** The same keys in etcd, under `<prefix>/`. */
@@ -162,6 +289,44 @@ export class EtcdKeyValueStore implements KeyValueStore {
     const m = await this.run(`list ${prefix}`, this.client.getAll().prefix(full).strings());
     return Object.entries(m).map(([k, value]) => ({ key: k.slice(this.prefix.length), value }))
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  watch(prefix: string, onEvent: (ev: KeyValueEvent) => void): KeyValueWatch {
+    const full = this.prefix + checkPrefix(prefix);
+    const strip = (k: Buffer): string => k.toString('utf8').slice(this.prefix.length);
+    let closed = false;
+    let watcher: Awaited<ReturnType<ReturnType<Etcd3['watch']>['watcher']>> | undefined;
+    // List at a revision, then watch from the next one: nothing falls between the two. After a
+    // disconnect the client resumes from its last revision, but a compaction can cut that
+    // stream, so any reconnect is answered with a fresh snapshot.
+    const resync = async (): Promise<void> => {
+      const r = await this.client.getAll().prefix(full).exec();
+      const entries = r.kvs.map((kv) => ({ key: strip(kv.key), value: kv.value.toString('utf8') }))
+        .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      if (closed) return;
+      onEvent({ type: 'snapshot', entries });
+      if (watcher) return;
+      const w = await this.client.watch().prefix(full).startRevision((BigInt(r.header.revision) + 1n).toString()).create();
+      if (closed) { await w.cancel(); return; }
+      watcher = w;
+      w.on('put', (kv) => onEvent({ type: 'put', key: strip(kv.key), value: kv.value.toString('utf8') }));
+      w.on('delete', (kv) => onEvent({ type: 'delete', key: strip(kv.key) }));
+      w.on('disconnected', (err: Error) => onEvent({ type: 'error', reason: `etcd watch disconnected: ${err.message}` }));
+      w.on('connected', () => { void resync().catch(fail); });
+      w.on('error', (err: Error) => fail(err));
+    };
+    const fail = (err: unknown): void => {
+      if (closed) return;
+      onEvent({ type: 'error', reason: `etcd ${this.where}: ${err instanceof Error ? err.message : String(err)}` });
+      setTimeout(() => { if (!closed) void resync().catch(fail); }, 1000).unref?.();
+    };
+    void resync().catch(fail);
+    return {
+      async close() {
+        closed = true;
+        await watcher?.cancel().catch(() => {});
+      },
+    };
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,319 @@
+// weftd's network policy service: keeps this host's `inet weft-policy` table equal to what the
+// store's policies, namespaces and endpoints say about this host's endpoints.
+//
+// Inputs: three store watches (policies/, namespaces/, endpoints/) and this host's endpoint
+// records (files the weft plugin writes next to subnet.env; see src/policy/endpoint-record.ts).
+// The local records are the truth for this host's endpoints: the world the enforcer compiles is
+// the store's endpoints of other hosts plus the local records, and the records are published to
+// `endpoints/<host>/<ns>/<pod>/<ifname>` for the other hosts (stale keys of this host removed).
+// Every change is coalesced into one pass; the enforcer turns it into element updates when only
+// memberships moved. In weftd's fast path the plugin's ADD awaits the pass that includes its pod.
+import { mkdirSync, watch as fsWatch, type FSWatcher } from 'node:fs';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { CniCode, WeftError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { type Cidr, type IP, tryParseIP } from '../net/ip.js';
+import {
+  type EndpointChange, type EndpointRecord, endpointStoreKey, listenForEndpointChanges, readEndpointRecords, recordToEndpoint,
+} from '../policy/endpoint-record.js';
+import { type EnforceResult, type NftRunner, PolicyEnforcer } from '../policy/enforcer.js';
+import { type Endpoint, type Namespace, type NetworkPolicy, type PolicyWorld, parseEndpoint, parseNamespace, parsePolicy } from '../policy/model.js';
+import { ENDPOINTS, NAMESPACES, POLICIES, policyKey } from '../policy/store.js';
+import type { KeyValueEvent, KeyValueStore, KeyValueWatch } from '../store/kv.js';
+import type { AgentContext, AgentService, ServiceStarter } from './agent.js';
+
+export interface PolicyServiceOptions {
+  readonly kv: KeyValueStore;
+  /** The node name endpoints carry in `host`. */
+  readonly host: string;
+  /** This node's endpoint records directory. */
+  readonly recordDir: string;
+  /** This node's pod subnets, for the guard against not-yet-known local pods. */
+  readonly subnets: readonly Cidr[];
+  readonly log: Logger;
+  readonly nft?: NftRunner;
+  /** Period of the table repair check (default 5 s). */
+  readonly repairIntervalMs?: number;
+  /** How long changes are gathered into one pass (default 10 ms). */
+  readonly batchDelayMs?: number;
+  readonly metrics?: PolicyMetrics;
+}
+
+export interface PolicyMetrics {
+  readonly updates: Counter<'result'>;
+  readonly seconds: Histogram;
+  readonly endpoints: Gauge<'where'>;
+  readonly errors: Counter<'kind'>;
+}
+
+export function createPolicyMetrics(registers: AgentContext['metrics']['registry'][]): PolicyMetrics {
+  return {
+    updates: new Counter({ name: 'weft_policy_updates_total', help: 'Policy table passes by result (unchanged, elements, replaced, repaired)', labelNames: ['result'] as const, registers }),
+    seconds: new Histogram({ name: 'weft_policy_enforce_seconds', help: 'From a change being noticed to the kernel table holding it', buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2], registers }),
+    endpoints: new Gauge({ name: 'weft_policy_endpoints', help: 'Endpoints known to the policy service (local records, all in the store)', labelNames: ['where'] as const, registers }),
+    errors: new Counter({ name: 'weft_policy_errors_total', help: 'Policy errors by kind (apply, publish, record, store)', labelNames: ['kind'] as const, registers }),
+  };
+}
+
+export type PolicyState =
+  | { readonly type: 'starting' }
+  | { readonly type: 'enforcing'; readonly last: EnforceResult['type'] | 'removed'; readonly at: string; readonly skipped: number }
+  | { readonly type: 'failed'; readonly reason: string; readonly at: string };
+
+/** Parses each store value once; a value that fails is reported once per (key, value). */
+class ParsedCache<T> {
+  private readonly byKey = new Map<string, { value: string; parsed: T | undefined; reason?: string }>();
+  constructor(private readonly parse: (key: string, v: unknown) => T) {}
+
+  set(key: string, value: string): void {
+    if (this.byKey.get(key)?.value === value) return;
+    try {
+      this.byKey.set(key, { value, parsed: this.parse(key, JSON.parse(value) as unknown) });
+    } catch (err) {
+      this.byKey.set(key, { value, parsed: undefined, reason: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  delete(key: string): void { this.byKey.delete(key); }
+  replaceAll(entries: readonly { key: string; value: string }[]): void {
+    const keep = new Set(entries.map((e) => e.key));
+    for (const k of [...this.byKey.keys()]) if (!keep.has(k)) this.byKey.delete(k);
+    for (const e of entries) this.set(e.key, e.value);
+  }
+  keys(): IterableIterator<string> { return this.byKey.keys(); }
+  raw(key: string): string | undefined { return this.byKey.get(key)?.value; }
+  values(): T[] { return [...this.byKey.values()].flatMap((e) => (e.parsed === undefined ? [] : [e.parsed])); }
+  bad(): number { return [...this.byKey.values()].filter((e) => e.parsed === undefined).length; }
+}
+
+export class PolicyService implements AgentService {
+  private readonly enforcer: PolicyEnforcer;
+  private readonly policies = new ParsedCache<NetworkPolicy>((key, v) => {
+    const p = parsePolicy(v, `${key}: `);
+    if (key !== policyKey(p.namespace, p.name)) throw new WeftError(CniCode.InvalidNetworkConfig, `${key} holds ${p.namespace}/${p.name}`);
+    return p;
+  });
+  private readonly namespaces = new ParsedCache<Namespace>((key, v) => parseNamespace(v, `${key}: `));
+  private readonly endpoints = new ParsedCache<Endpoint>((key, v) => parseEndpoint(v, `${key}: `));
+  private records = new Map<string, EndpointRecord>();
+  private readonly watches: KeyValueWatch[] = [];
+  private dirWatch: FSWatcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private repairTimer: NodeJS.Timeout | undefined;
+  /** The pass in progress (passes never overlap) and whether another one is owed. */
+  private running: Promise<void> | undefined;
+  private dirty = false;
+  private dirtySince = 0;
+  private synced = { policies: false, namespaces: false, endpoints: false };
+  private closed = false;
+  private stateNow: PolicyState = { type: 'starting' };
+  private publishing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly opts: PolicyServiceOptions) {
+    this.enforcer = new PolicyEnforcer({ host: opts.host, ...(opts.nft && { nft: opts.nft }), log: opts.log });
+  }
+
+  get state(): PolicyState {
+    return this.stateNow;
+  }
+
+  /** Lists everything, applies the first table, then follows changes. */
+  async start(): Promise<void> {
+    mkdirSync(this.opts.recordDir, { recursive: true });
+    await this.rescanRecords();
+    const first = new Promise<void>((resolve) => {
+      const follow = (prefix: string, cache: ParsedCache<unknown>, which: keyof PolicyService['synced']) => {
+        this.watches.push(this.opts.kv.watch(prefix, (ev) => {
+          this.onStoreEvent(ev, cache, which);
+          if (this.synced.policies && this.synced.namespaces && this.synced.endpoints) resolve();
+        }));
+      };
+      follow(POLICIES, this.policies as ParsedCache<unknown>, 'policies');
+      follow(NAMESPACES, this.namespaces as ParsedCache<unknown>, 'namespaces');
+      follow(ENDPOINTS, this.endpoints as ParsedCache<unknown>, 'endpoints');
+    });
+    await first;
+    try {
+      this.dirWatch = fsWatch(this.opts.recordDir, () => { void this.rescanRecords().then(() => this.schedule()); });
+      this.dirWatch.on('error', () => { this.dirWatch?.close(); this.dirWatch = undefined; });
+    } catch { /* the repair pass rescans too */ }
+    listenForEndpointChanges((c) => this.onEndpointChange(c));
+    this.dirty = true;
+    this.dirtySince = performance.now();
+    await this.pass();
+    const period = this.opts.repairIntervalMs ?? 5000;
+    this.repairTimer = setInterval(() => { void this.repairPass(); }, period);
+    this.repairTimer.unref?.();
+  }
+
+  private onStoreEvent(ev: KeyValueEvent, cache: ParsedCache<unknown>, which: keyof PolicyService['synced']): void {
+    switch (ev.type) {
+      case 'snapshot': cache.replaceAll(ev.entries); this.synced[which] = true; break;
+      case 'put': cache.set(ev.key, ev.value); break;
+      case 'delete': cache.delete(ev.key); break;
+      case 'error':
+        this.opts.metrics?.errors.inc({ kind: 'store' });
+        this.opts.log.warn('policy store watch', { reason: ev.reason });
+        return;
+    }
+    this.schedule();
+  }
+
+  /** In-process ADD/DEL (weftd's fast path): resolves once the kernel holds the change. */
+  private async onEndpointChange(c: EndpointChange): Promise<void> {
+    if (c.dir !== this.opts.recordDir) return;
+    if (c.type === 'added') this.records.set(`${c.record.containerID}/${c.record.ifname}`, c.record);
+    else this.records.delete(`${c.containerID}/${c.ifname}`);
+    await this.flush();
+    if (this.stateNow.type === 'failed') throw new WeftError(CniCode.Internal, `network policy not enforced: ${this.stateNow.reason}`);
+  }
+
+  private async rescanRecords(): Promise<void> {
+    const { records, bad } = await readEndpointRecords(this.opts.recordDir);
+    for (const b of bad) this.opts.log.warn('unreadable endpoint record skipped', b);
+    if (bad.length > 0) this.opts.metrics?.errors.inc({ kind: 'record' }, bad.length);
+    this.records = new Map(records.map((r) => [`${r.containerID}/${r.ifname}`, r]));
+  }
+
+  private schedule(): void {
+    if (this.closed) return;
+    if (!this.dirty) this.dirtySince = performance.now();
+    this.dirty = true;
+    if (this.timer) return;
+    this.timer = setTimeout(() => { this.timer = undefined; void this.pass(); }, this.opts.batchDelayMs ?? 10);
+  }
+
+  /** Runs passes until nothing is owed. */
+  private async flush(): Promise<void> {
+    if (!this.dirty) this.dirtySince = performance.now();
+    this.dirty = true;
+    while ((this.dirty || this.running) && !this.closed) {
+      if (this.running) await this.running;
+      else await this.pass();
+    }
+  }
+
+  private pass(): Promise<void> {
+    if (this.running) return this.running;
+    if (!this.dirty || this.closed) return Promise.resolve();
+    this.running = (async () => {
+      const since = this.dirtySince;
+      this.dirty = false;
+      const { world, extraKnown } = this.world();
+      try {
+        // No policy anywhere: no table at all, so hosts without policies pay nothing per packet.
+        let r: EnforceResult | { type: 'removed' };
+        if (world.policies.length === 0) {
+          if (this.enforcer.applied) { this.enforcer.remove(); r = { type: 'removed' }; } else r = { type: 'unchanged' };
+        } else {
+          r = this.enforcer.update(world, { subnets: this.opts.subnets, extraKnown });
+        }
+        this.opts.metrics?.updates.inc({ result: r.type });
+        this.opts.metrics?.seconds.observe((performance.now() - since) / 1000);
+        this.stateNow = { type: 'enforcing', last: r.type, at: new Date().toISOString(), skipped: this.policies.bad() + this.namespaces.bad() + this.endpoints.bad() };
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err);
+        this.opts.metrics?.errors.inc({ kind: 'apply' });
+        this.opts.log.error('policy table not applied', { reason });
+        this.stateNow = { type: 'failed', reason, at: new Date().toISOString() };
+      }
+      this.publishing = this.publishing.then(() => this.publish()).catch((err: unknown) => {
+        this.opts.metrics?.errors.inc({ kind: 'publish' });
+        this.opts.log.warn('endpoint records not published', { reason: err instanceof Error ? err.message : String(err) });
+      });
+    })().finally(() => { this.running = undefined; });
+    return this.running;
+  }
+
+  /** The store's world with this host's endpoints taken from the local records. */
+  private world(): { world: PolicyWorld; extraKnown: IP[] } {
+    const local: Endpoint[] = [];
+    const extraKnown: IP[] = [];
+    for (const rec of this.records.values()) {
+      let ep: Endpoint | undefined;
+      try {
+        ep = recordToEndpoint(this.opts.host, rec);
+      } catch (err) {
+        this.opts.log.warn('endpoint record does not make an endpoint', { containerID: rec.containerID, reason: (err as Error).message });
+      }
+      if (ep) local.push(ep);
+      else for (const s of rec.ips) { const ip = tryParseIP(s); if (ip) extraKnown.push(ip); }
+    }
+    const remote = this.endpoints.values().filter((e) => e.host !== this.opts.host);
+    this.opts.metrics?.endpoints.set({ where: 'local' }, local.length);
+    this.opts.metrics?.endpoints.set({ where: 'store' }, remote.length + local.length);
+    return { world: { policies: this.policies.values(), namespaces: this.namespaces.values(), endpoints: [...remote, ...local] }, extraKnown };
+  }
+
+  /** Makes endpoints/<host>/… in the store equal to the local records. */
+  private async publish(): Promise<void> {
+    const want = new Map<string, string>();
+    for (const rec of this.records.values()) {
+      const key = endpointStoreKey(this.opts.host, rec);
+      if (!key || rec.ips.length === 0) continue;
+      want.set(key, JSON.stringify({
+        namespace: rec.namespace, pod: rec.pod, labels: rec.labels, ips: rec.ips, host: this.opts.host, ifname: rec.ifname,
+        ...(rec.namedPorts && { namedPorts: rec.namedPorts }),
+      }));
+    }
+    const mine = `${ENDPOINTS}${this.opts.host}/`;
+    for (const key of [...this.endpoints.keys()]) {
+      if (key.startsWith(mine) && !want.has(key)) await this.opts.kv.delete(key);
+    }
+    for (const [key, value] of want) if (this.endpoints.raw(key) !== value) await this.opts.kv.put(key, value);
+  }
+
+  private async repairPass(): Promise<void> {
+    if (this.closed || this.running) return;
+    try {
+      await this.rescanRecords();
+      this.schedule();
+      await this.flush();
+      const r = this.enforcer.repair();
+      if (r.type === 'repaired') this.opts.metrics?.updates.inc({ result: 'repaired' });
+    } catch (err) {
+      this.opts.metrics?.errors.inc({ kind: 'apply' });
+      this.opts.log.warn('policy repair failed', { reason: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** /readyz detail. */
+  readiness(): { ready: boolean; details: unknown } {
+    return { ready: this.stateNow.type === 'enforcing', details: this.stateNow };
+  }
+
+  /** Waits for the passes and publications owed so far (tests, shutdown). */
+  async settle(): Promise<void> {
+    await this.flush();
+    await this.publishing;
+  }
+
+  /** Stops following; the table stays (a restarted weftd finds it in place). */
+  async close(): Promise<void> {
+    listenForEndpointChanges(undefined);
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.repairTimer) clearInterval(this.repairTimer);
+    this.dirWatch?.close();
+    await Promise.all(this.watches.map((w) => w.close()));
+    await this.running;
+    await this.publishing;
+  }
+}
+
+/** weftd's hook: the service on the agent's store, subnet and repair period. */
+export function policyServiceStarter(open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number): ServiceStarter {
+  return async (ctx) => {
+    const kv = await open();
+    const svc = new PolicyService({
+      kv, host, recordDir, subnets: [ctx.subnet], log: ctx.log.child({ service: 'policy' }),
+      metrics: createPolicyMetrics([ctx.metrics.registry]),
+      ...(repairIntervalMs !== undefined && { repairIntervalMs }),
+    });
+    await svc.start();
+    return {
+      readiness: () => svc.readiness(),
+      close: async () => { await svc.close(); await kv.close(); },
+    } satisfies AgentService;
+  };
+}
