@@ -92,7 +92,7 @@ class Recorder {
   }
 
   /** A file we may write: absent, ours from the last install, identical, or --force. */
-  private claim(path: string, content: string | Buffer): void {
+  claim(path: string, content: string | Buffer): void {
     if (!existsSync(path) && !isSymlink(path)) return;
     if (this.ownedBefore(path) || this.force) return;
     if (lstatSync(path).isFile() && sha256(readFileSync(path)) === sha256(content)) return;
@@ -149,12 +149,15 @@ function weftVersion(source: string): string {
 }
 
 /** Builds the lib dir next to its final place, then swaps it in, so it is never half there. */
-function installLibDir(rec: Recorder, layout: Layout, source: string, nodePath: string, copyNode: boolean): string {
-  const lib = layout.libDir;
+function claimLibDir(rec: Recorder, lib: string): void {
   const ours = rec.ownedBefore(lib)?.kind === 'tree';
   if (existsSync(lib) && !ours && !isEmptyDir(lib)) {
     throw new WeftError(CniCode.InvalidEnvironment, `${lib} exists and is not a weft install (no manifest entry); remove it or choose --lib-dir`);
   }
+}
+
+function installLibDir(rec: Recorder, layout: Layout, source: string, nodePath: string, copyNode: boolean): string {
+  const lib = layout.libDir;
   rec.ensureDir(dirname(lib));
   const staging = `${lib}.weft-new-${randomBytes(4).toString('hex')}`;
   let node = nodePath;
@@ -217,8 +220,22 @@ export function install(o: InstallOptions): InstallReport {
   const nodePath = o.nodePath ?? process.execPath;
   if (!existsSync(nodePath)) throw new WeftError(CniCode.InvalidEnvironment, `--node: ${nodePath} does not exist`);
 
-  const node = installLibDir(rec, layout, source, nodePath, o.copyNode ?? false);
-  for (const plugin of WEFT_PLUGINS) rec.writeFile(join(layout.cniBinDir, plugin), pluginLauncher(plugin, layout, node), 0o755);
+  const node = o.copyNode ? join(layout.libDir, 'bin', 'node') : nodePath;
+  const env = weftdEnv(layout, o);
+  const seed = o.netConf !== undefined;
+  const files: Array<{ path: string; content: string; mode?: number }> = [
+    ...WEFT_PLUGINS.map((plugin) => ({ path: join(layout.cniBinDir, plugin), content: pluginLauncher(plugin, layout, node), mode: 0o755 })),
+    { path: layout.conflist, content: conflist(layout, { network: o.network ?? 'weft', ...(o.delegate && { delegate: o.delegate }) }) },
+    { path: layout.envFile, content: weftdEnvFile(env), mode: 0o600 },
+    ...(seed ? [{ path: layout.netConfFile, content: JSON.stringify(o.netConf, null, 2) + '\n' }] : []),
+    ...(layout.unitFile ? [{ path: layout.unitFile, content: systemdUnit(layout, { seedConfig: seed && env.get('WEFTD_STORE') === 'file' }) }] : []),
+  ];
+  // Every refusal happens before the first write, so a refused install leaves nothing behind.
+  claimLibDir(rec, layout.libDir);
+  for (const f of files) rec.claim(f.path, f.content);
+
+  installLibDir(rec, layout, source, nodePath, o.copyNode ?? false);
+  for (const f of files) rec.writeFile(f.path, f.content, f.mode);
 
   for (const ref of REFERENCE_PLUGINS) {
     const at = join(layout.cniBinDir, ref);
@@ -228,13 +245,6 @@ export function install(o: InstallOptions): InstallReport {
     if (found) rec.symlink(at, found);
     else rec.warnings.push(`reference plugin ${ref} not found in ${(o.referencePluginDirs ?? REFERENCE_PLUGIN_DIRS).join(', ')}: install containernetworking-plugins; hostPort mappings need it`);
   }
-
-  rec.writeFile(layout.conflist, conflist(layout, { network: o.network ?? 'weft', ...(o.delegate && { delegate: o.delegate }) }));
-  const env = weftdEnv(layout, o);
-  rec.writeFile(layout.envFile, weftdEnvFile(env), 0o600);
-  const seed = o.netConf !== undefined;
-  if (seed) rec.writeFile(layout.netConfFile, JSON.stringify(o.netConf, null, 2) + '\n');
-  if (layout.unitFile) rec.writeFile(layout.unitFile, systemdUnit(layout, { seedConfig: seed && env.get('WEFTD_STORE') === 'file' }));
 
   // What the last install wrote and this one did not (another --cni-bin-dir, no unit now …).
   const keep = new Set(rec.entries.map((e) => e.path));

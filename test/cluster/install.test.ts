@@ -1,0 +1,156 @@
+// weftctl install / uninstall as files: everything under a temporary --root, a second install
+// changes nothing, uninstall removes exactly the manifest's paths (and the directories it made),
+// foreign files are refused unless --force, a hand-edited file survives uninstall, a host's own
+// portmap is left alone, a moved --cni-bin-dir drops the old launchers, and the unit passes
+// systemd-analyze verify. No namespaces: nothing here touches the kernel.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REPO } from '../netns/install-harness.js';
+
+const roots: string[] = [];
+after(() => { for (const r of roots) rmSync(r, { recursive: true, force: true }); });
+
+function newRoot(): string {
+  const r = mkdtempSync(join(tmpdir(), 'win-files-'));
+  roots.push(r);
+  return r;
+}
+
+function weftctl(args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const r = spawnSync(join(REPO, 'bin/weftctl'), args, { encoding: 'utf8', env, timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+interface Report { written: string[]; unchanged: string[]; removed: string[]; warnings: string[] }
+
+function installJson(root: string, extra: string[] = []): Report {
+  const r = weftctl(['install', '--root', root, '--json', ...extra]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  return JSON.parse(r.stdout) as Report;
+}
+
+/** Every path under root, directories with a trailing slash, the lib tree collapsed. */
+function tree(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string, rel: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        out.push(`${r}/`);
+        if (r !== 'opt/weft') walk(join(dir, e.name), r);
+      } else {
+        out.push(r);
+      }
+    }
+  };
+  walk(root, '');
+  return out.sort();
+}
+
+describe('weftctl install / uninstall (files under --root)', { timeout: 120_000 }, () => {
+  it('installs the documented layout; a second install changes nothing but the lib tree; uninstall leaves the root empty; both idempotent', () => {
+    const root = newRoot();
+    const first = installJson(root, ['--backend', 'vxlan', '--pod-network', '10.240.0.0/16']);
+    assert.deepEqual(first.warnings, []);
+    assert.deepEqual(tree(root), [
+      'etc/', 'etc/cni/', 'etc/cni/net.d/', 'etc/cni/net.d/10-weft.conflist',
+      'etc/systemd/', 'etc/systemd/system/', 'etc/systemd/system/weftd.service',
+      'etc/weft/', 'etc/weft/net-conf.json', 'etc/weft/weftd.env',
+      'opt/', 'opt/cni/', 'opt/cni/bin/', 'opt/cni/bin/portmap', 'opt/cni/bin/weft', 'opt/cni/bin/weft-bridge', 'opt/cni/bin/weft-ipam', 'opt/cni/bin/weft-macvlan', 'opt/cni/bin/weft-routed',
+      'opt/weft/',
+      'var/', 'var/lib/', 'var/lib/weft/', 'var/lib/weft/install-manifest.json',
+    ]);
+    const conf = JSON.parse(readFileSync(join(root, 'etc/cni/net.d/10-weft.conflist'), 'utf8')) as { name: string; plugins: Array<{ type: string; capabilities?: unknown; subnetFile?: string }> };
+    assert.equal(conf.name, 'weft');
+    assert.deepEqual(conf.plugins.map((p) => p.type), ['weft', 'portmap']);
+    assert.deepEqual(conf.plugins[1]!.capabilities, { portMappings: true });
+    assert.equal(conf.plugins[0]!.subnetFile, join(root, 'run/weft/subnet.env'));
+    const netConf = JSON.parse(readFileSync(join(root, 'etc/weft/net-conf.json'), 'utf8')) as unknown;
+    assert.deepEqual(netConf, { Network: '10.240.0.0/16', Backend: { Type: 'vxlan' } });
+    const envText = readFileSync(join(root, 'etc/weft/weftd.env'), 'utf8');
+    assert.match(envText, /^WEFTD_STORE=file$/m);
+    assert.match(envText, new RegExp(`^WEFTD_STORE_DIR=${join(root, 'var/lib/weft/store')}$`, 'm'));
+
+    const second = installJson(root, ['--backend', 'vxlan', '--pod-network', '10.240.0.0/16']);
+    assert.deepEqual(second.written, [join(root, 'opt/weft')], 'only the lib tree is replaced (as a unit)');
+    assert.equal(second.unchanged.length, first.written.length - 1);
+    assert.deepEqual(second.removed, []);
+
+    const un = weftctl(['uninstall', '--root', root]);
+    assert.equal(un.code, 0, un.stderr);
+    assert.deepEqual(readdirSync(root), [], 'nothing left under the root');
+    const again = weftctl(['uninstall', '--root', root]);
+    assert.equal(again.code, 0);
+    assert.match(again.stdout, /nothing to do/);
+  });
+
+  it('refuses files weft did not write (unless --force), leaves a host portmap and hand-edited files alone', () => {
+    const root = newRoot();
+    mkdirSync(join(root, 'opt/cni/bin'), { recursive: true });
+    writeFileSync(join(root, 'opt/cni/bin/weft'), '#!/bin/sh\necho someone else\n', { mode: 0o755 });
+    writeFileSync(join(root, 'opt/cni/bin/portmap'), '#!/bin/sh\necho host portmap\n', { mode: 0o755 });
+    const refused = weftctl(['install', '--root', root]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /opt\/cni\/bin\/weft exists and was not written by weftctl install; move it away or pass --force/);
+    assert.ok(!existsSync(join(root, 'opt/weft')), 'a refused install writes nothing');
+    assert.ok(!existsSync(join(root, 'var/lib/weft/install-manifest.json')));
+
+    installJson(root, ['--force']);
+    assert.match(readFileSync(join(root, 'opt/cni/bin/weft'), 'utf8'), /written by `weftctl install`/);
+    assert.equal(readFileSync(join(root, 'opt/cni/bin/portmap'), 'utf8'), '#!/bin/sh\necho host portmap\n', 'the host\'s portmap is kept');
+
+    // An admin edits weftd.env: uninstall keeps it and says so.
+    const envFile = join(root, 'etc/weft/weftd.env');
+    writeFileSync(envFile, readFileSync(envFile, 'utf8') + 'WEFTD_IFACE=eth9\n');
+    const un = weftctl(['uninstall', '--root', root]);
+    assert.equal(un.code, 0);
+    assert.match(un.stderr, /weftd\.env changed since install; left in place/);
+    assert.ok(existsSync(envFile));
+    assert.equal(readFileSync(join(root, 'opt/cni/bin/portmap'), 'utf8'), '#!/bin/sh\necho host portmap\n');
+    assert.ok(!existsSync(join(root, 'opt/cni/bin/weft')), 'our launcher went');
+    assert.ok(!existsSync(join(root, 'opt/weft')));
+  });
+
+  it('moving --cni-bin-dir drops the old launchers; --no-systemd drops the unit', () => {
+    const root = newRoot();
+    installJson(root);
+    const moved = installJson(root, ['--cni-bin-dir', join(root, 'usr/libexec/cni'), '--no-systemd']);
+    assert.ok(moved.removed.includes(join(root, 'opt/cni/bin/weft')));
+    assert.ok(moved.removed.includes(join(root, 'etc/systemd/system/weftd.service')));
+    assert.ok(!existsSync(join(root, 'opt/cni')), 'directories the first install made are gone with it');
+    assert.ok(existsSync(join(root, 'usr/libexec/cni/weft-bridge')));
+    const un = weftctl(['uninstall', '--root', root]);
+    assert.equal(un.code, 0, un.stderr);
+    assert.deepEqual(readdirSync(root), []);
+  });
+
+  it('bad flags are named', () => {
+    const root = newRoot();
+    const bad = weftctl(['install', '--root', root, '--backend', 'carrier-pigeon']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /Backend/);
+    const rel = weftctl(['install', '--root', root, '--cni-bin-dir', 'relative/bin']);
+    assert.equal(rel.code, 1);
+    assert.match(rel.stderr, /--cni-bin-dir: expected an absolute path/);
+    const net = weftctl(['install', '--root', root, '--network', 'no spaces']);
+    assert.equal(net.code, 1);
+    assert.match(net.stderr, /--network/);
+    assert.equal(weftctl(['install', '--what']).code, 2);
+  });
+
+  it('the unit passes systemd-analyze verify', { skip: !existsSync('/usr/bin/systemd-analyze') && 'no systemd-analyze' }, () => {
+    const root = newRoot();
+    installJson(root, ['--backend', 'host-gw']);
+    const unit = join(root, 'etc/systemd/system/weftd.service');
+    const r = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
+    // verify complains about the host's other units too; only lines about ours count.
+    const ours = r.stderr.split('\n').filter((l) => l.includes('weftd.service'));
+    assert.deepEqual(ours, [], r.stderr);
+  });
+});
