@@ -5,8 +5,14 @@
 // is every container; the driver (bench/cni-driver.ts) is started inside the host namespace
 // once, so entering it is in neither side's numbers. Weft and reference calls alternate, so
 // both see the same machine load.
-import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+//
+// A third side is the `weft` meta plugin as a node runs it with weftd: a real weftd (file store,
+// host-gw, --ip-masq as flannel deployments run it, so the bridge adds no per-pod nftables rules)
+// in the host namespace, and bin/cni/weft, whose native front hands the call to weftd's socket.
+// Every one of those calls must have been answered by weftd (its log says so), not by the Node
+// fallback, or the benchmark fails.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,9 +26,12 @@ const DRIVER = join(REPO, 'dist/bench/cni-driver.js');
 const PREFIX = 'wcb';
 const WEFT_BRIDGE = `${PREFIX}w0`;
 const REF_BRIDGE = `${PREFIX}r0`;
+const FAST_BRIDGE = `${PREFIX}f0`;
+/** weftd's public interface in the host namespace (one end of a veth pair, with an underlay address). */
+const UPLINK = `${PREFIX}up0`;
 
 interface Side {
-  readonly key: 'weft' | 'ref' | 'esm';
+  readonly key: 'weft' | 'ref' | 'esm' | 'fast';
   /** What is exec'd for one CNI call. */
   readonly argv: readonly string[];
   readonly conf: string;
@@ -81,13 +90,14 @@ function msOf(outcomes: readonly ExecOutcome[], label: string): number[] {
   return outcomes.filter((o) => o.label === label).map((o) => o.ms);
 }
 
-/** Alternates which side goes first, so neither always runs right after the other's exit. */
-function interleave<T>(a: readonly T[], b: readonly T[]): T[] {
+/** Round-robin over the lists, rotating who goes first, so none always runs right after another's exit. */
+function interleave<T>(...lists: ReadonlyArray<readonly T[]>): T[] {
   const out: T[] = [];
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const pair = [a[i], b[i]];
-    if (i % 2 === 1) pair.reverse();
-    for (const x of pair) if (x !== undefined) out.push(x);
+  for (let i = 0; i < Math.max(...lists.map((l) => l.length)); i++) {
+    for (let j = 0; j < lists.length; j++) {
+      const x = lists[(i + j) % lists.length]![i];
+      if (x !== undefined) out.push(x);
+    }
   }
   return out;
 }
@@ -101,7 +111,7 @@ function privateBuild(tmp: string): string {
   const tree = join(tmp, 'tree');
   mkdirSync(join(tree, 'bin/cni'), { recursive: true });
   mkdirSync(join(tree, 'dist'), { recursive: true });
-  for (const p of ['weft-bridge', 'weft-ipam']) copyFileSync(join(REPO, 'bin/cni', p), join(tree, 'bin/cni', p));
+  for (const p of ['weft', 'weft-bridge', 'weft-ipam']) copyFileSync(join(REPO, 'bin/cni', p), join(tree, 'bin/cni', p));
   const info = join(tree, 'dist/.tsbuildinfo');
   writeFileSync(info, '');
   const before = new Date(Date.now() - 60_000);
@@ -111,6 +121,9 @@ function privateBuild(tmp: string): string {
   if (r.status !== 0) throw new Error(`bundle-plugins failed: ${r.stderr}`);
   // The shims' own rule: the bundle only when newer than tsc's last run.
   if (!(statSync(join(tree, 'dist/cni/weft-bridge.cjs')).mtimeMs > statSync(info).mtimeMs)) throw new Error('private build: bundle not newer than .tsbuildinfo');
+  // bin/cni/weft's native front, as scripts/build.sh builds it.
+  const cc = spawnSync('cc', ['-O2', '-o', join(tree, 'dist/cni/weft.native'), join(REPO, 'native/cni_client.c')], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`cc native/cni_client.c failed: ${cc.stderr}`);
   return tree;
 }
 
@@ -124,9 +137,74 @@ function argValue(args: string[], name: string, dflt: number): number {
   return n;
 }
 
+interface RunningWeftd {
+  readonly proc: ChildProcess;
+  readonly stderr: string[];
+  /** The per-request lines weftd's CNI server logs at debug level. */
+  served(): Array<{ cmd: string; exitCode: number; ms: number }>;
+  stop(): Promise<void>;
+}
+
+function inHost(host: TestNetns, argv: readonly string[], input?: string): void {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const r = spawnSync('nsenter', [`--net=${host.path}`, '--', ...argv], { encoding: 'utf8', env, ...(input !== undefined && { input }) });
+  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
+}
+
+/**
+ * weftd in the host namespace, the way a node runs it: file store, host-gw over a veth uplink,
+ * --ip-masq; ready once it announced its CNI socket in subnet.env and the socket is there.
+ */
+async function startWeftd(host: TestNetns, dir: string): Promise<{ weftd: RunningWeftd; subnetFile: string }> {
+  // No dummy driver on every kernel: a veth pair, both ends in the host namespace.
+  inHost(host, ['ip', 'link', 'add', UPLINK, 'type', 'veth', 'peer', 'name', `${UPLINK}p`]);
+  inHost(host, ['ip', 'link', 'set', `${UPLINK}p`, 'up']);
+  inHost(host, ['ip', 'addr', 'add', '198.18.71.1/24', 'dev', UPLINK]);
+  inHost(host, ['ip', 'link', 'set', UPLINK, 'up']);
+  const store = ['--store', 'file', '--store-dir', join(dir, 'store')];
+  // A /16 lease, like the other sides' subnets.
+  inHost(host, [join(REPO, 'bin/weftctl'), 'config', 'set', '-', ...store], JSON.stringify({ Network: '10.80.0.0/12', SubnetLen: 16, Backend: { Type: 'host-gw' } }));
+  const subnetFile = join(dir, 'subnet.env');
+  const env: NodeJS.ProcessEnv = { ...process.env, WEFT_LOG_LEVEL: 'debug' };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const proc = spawn('nsenter', [`--net=${host.path}`, '--', join(REPO, 'bin/weftd'), ...store, '--iface', UPLINK, '--ip-masq', '--subnet-file', subnetFile, '--node-name', PREFIX], {
+    env, stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const stderr: string[] = [];
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', (c: string) => stderr.push(c));
+  const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
+  const weftd: RunningWeftd = {
+    proc,
+    stderr,
+    served: () => stderr.join('').split('\n').filter((l) => l.includes('"msg":"cni request"'))
+      .map((l) => JSON.parse(l) as { cmd: string; exitCode: number; ms: number }),
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`weftd exited ${proc.exitCode}: ${stderr.join('').slice(-2000)}`);
+    const announced = existsSync(subnetFile) ? /^WEFT_CNI_SOCKET=(.+)$/m.exec(readFileSync(subnetFile, 'utf8'))?.[1] : undefined;
+    if (announced !== undefined && existsSync(announced) && statSync(announced).isSocket()) break;
+    if (Date.now() > deadline) {
+      await weftd.stop();
+      throw new Error(`weftd did not announce its CNI socket within 30 s: ${stderr.join('').slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { weftd, subnetFile };
+}
+
 export const benchmark: Benchmark = {
   name: 'cni',
-  summary: 'weft-bridge + weft-ipam vs reference bridge + host-local: ADD/DEL latency, 20 parallel ADDs, start-up',
+  summary: 'weft (via weftd\'s fast path) and weft-bridge + weft-ipam vs reference bridge + host-local: ADD/DEL latency, 20 parallel, start-up',
   async run(args: string[]): Promise<BenchResult> {
     const n = argValue(args, 'n', 50);
     const par = argValue(args, 'parallel', 20);
@@ -134,6 +212,7 @@ export const benchmark: Benchmark = {
     const tmp = mkdtempSync(join(tmpdir(), `${PREFIX}-`));
     const dataDir = join(tmp, 'ipam');
     const made: TestNetns[] = [];
+    let weftd: RunningWeftd | undefined;
     const ns = (): TestNetns => { const x = makeTestNetns(PREFIX); made.push(x); return x; };
     try {
       const weftCni = join(privateBuild(tmp), 'bin/cni');
@@ -144,21 +223,30 @@ export const benchmark: Benchmark = {
       const ref: Side = { key: 'ref', argv: [join(REF_CNI, 'bridge')], conf: refConf, cniPath: `${weftCni}:${REF_CNI}` };
       // Context for the bundle's gain: the same plugin from tsc's module tree (the shim's fallback).
       const esm: Side = { key: 'esm', argv: [process.execPath, join(REPO, 'dist/src/plugins/weft-bridge.js')], conf: weftConf, cniPath: weft.cniPath };
-      const sides = [weft, ref, esm];
+      const started = await startWeftd(host, tmp);
+      weftd = started.weftd;
+      const fastConf = JSON.stringify({
+        cniVersion: '1.0.0', name: `${PREFIX}-fast`, type: 'weft', subnetFile: started.subnetFile, dataDir: join(tmp, 'state'),
+        ipam: { type: 'weft-ipam', dataDir: join(dataDir, 'fast') },
+        // The reference side's bridge config: gateway on the bridge, no default route.
+        delegate: { bridge: FAST_BRIDGE, isDefaultGateway: false },
+      });
+      const fast: Side = { key: 'fast', argv: [join(weftCni, 'weft')], conf: fastConf, cniPath: weft.cniPath };
+      const sides = [weft, ref, esm, fast];
       const containers = new Map(sides.map((s) => [s.key, Array.from({ length: n }, ns)]));
-      const parallel = new Map([weft, ref].map((s) => [s.key, Array.from({ length: rounds }, () => Array.from({ length: par }, ns))]));
+      const parallel = new Map([weft, ref, fast].map((s) => [s.key, Array.from({ length: rounds }, () => Array.from({ length: par }, ns))]));
       const list = (s: Side): TestNetns[] => containers.get(s.key)!;
 
       // Warm-up (not counted): each side's first ADD creates its bridge; page cache for both.
       const warm = ns();
       const plan: PlannedStep[] = [
         { mode: 'sequential', execs: sides.flatMap((s) => [call(s, 'ADD', warm), call(s, 'DEL', warm)]) },
-        { mode: 'sequential', execs: [...interleave(list(weft).map((c) => call(weft, 'ADD', c)), list(ref).map((c) => call(ref, 'ADD', c))), ...list(esm).map((c) => call(esm, 'ADD', c))] },
+        { mode: 'sequential', execs: [...interleave(...[weft, ref, fast].map((s) => list(s).map((c) => call(s, 'ADD', c)))), ...list(esm).map((c) => call(esm, 'ADD', c))] },
       ];
       const [, adds] = await drive(host, plan);
 
       // Both did the real work: every container has its veth on the side's bridge, in the kernel's view.
-      for (const [side, bridge] of [[weft, WEFT_BRIDGE], [ref, REF_BRIDGE]] as const) {
+      for (const [side, bridge] of [[weft, WEFT_BRIDGE], [ref, REF_BRIDGE], [fast, FAST_BRIDGE]] as const) {
         const ports = ipJson<unknown[]>(host.name, ['link', 'show', 'master', bridge]);
         const expected = n * (side === weft ? 2 : 1);
         if (ports.length !== expected) throw new Error(`${bridge} has ${ports.length} ports after ${expected} ADDs`);
@@ -166,11 +254,11 @@ export const benchmark: Benchmark = {
 
       const dels: PlannedStep = {
         mode: 'sequential',
-        execs: [...interleave(list(weft).map((c) => call(weft, 'DEL', c)), list(ref).map((c) => call(ref, 'DEL', c))), ...list(esm).map((c) => call(esm, 'DEL', c))],
+        execs: [...interleave(...[weft, ref, fast].map((s) => list(s).map((c) => call(s, 'DEL', c)))), ...list(esm).map((c) => call(esm, 'DEL', c))],
       };
       const parallelSteps: PlannedStep[] = [];
       for (let r = 0; r < rounds; r++) {
-        for (const s of r % 2 === 0 ? [weft, ref] : [ref, weft]) {
+        for (const s of [[weft, ref, fast], [ref, fast, weft], [fast, weft, ref]][r % 3]!) {
           const cs = parallel.get(s.key)![r]!;
           parallelSteps.push({ mode: 'parallel', execs: cs.map((c) => call(s, 'ADD', c)) });
           parallelSteps.push({ mode: 'parallel', execs: cs.map((c) => call(s, 'DEL', c)) });
@@ -192,8 +280,20 @@ export const benchmark: Benchmark = {
       const parOut = rest;
 
       // DEL leaves nothing behind on either side (the bridges stay, as with the reference).
-      const left = ipJson<Array<{ ifname: string }>>(host.name, ['link', 'show', 'type', 'veth']);
+      const left = ipJson<Array<{ ifname: string }>>(host.name, ['link', 'show', 'type', 'veth']).filter((l) => !l.ifname.startsWith(UPLINK));
       if (left.length !== 0) throw new Error(`veths left after DEL: ${left.map((l) => l.ifname).join(', ')}`);
+
+      // Every fast-path call was answered by weftd itself, none by the Node fallback.
+      const served = weftd.served();
+      const calls = 1 + n + par * rounds;
+      for (const cmd of ['ADD', 'DEL']) {
+        const got = served.filter((r) => r.cmd === cmd);
+        if (got.length !== calls || got.some((r) => r.exitCode !== 0)) {
+          throw new Error(`weftd answered ${got.length} ${cmd}s (${got.filter((r) => r.exitCode !== 0).length} failed), expected ${calls}`);
+        }
+      }
+      // weftd's own time per request (from accepting the connection to writing the answer), for the sequential calls.
+      const serverMs = (cmd: string): number[] => served.filter((r) => r.cmd === cmd).slice(1, 1 + n).map((r) => r.ms);
 
       const addMs = (k: string): number[] => msOf(adds!.execs, `${k} ADD`);
       const delMs = (k: string): number[] => msOf(delOut!.execs, `${k} DEL`);
@@ -207,18 +307,36 @@ export const benchmark: Benchmark = {
       const markdown = [
         '# CNI plugin latency: weft vs the reference plugins',
         '',
-        `weft-bridge + weft-ipam (in-process) against /usr/lib/cni/bridge + host-local, same config`,
-        `(own bridge, \`isGateway\`, a /16 each, own dataDir), cniVersion 1.0.0, exec'd with env + stdin`,
-        `from inside a throwaway host namespace; weft through the committed bin/cni shims over a private`,
-        `build of today's source. Times in ms; ratio = weft median / reference median.`,
+        `Against /usr/lib/cni/bridge + host-local (own bridge, \`isGateway\`, a /16, own dataDir),`,
+        `cniVersion 1.0.0, every plugin exec'd with env + stdin from inside a throwaway host namespace,`,
+        `weft through the committed bin/cni shims over a private build of today's source:`,
+        `- **weft via weftd**: the \`weft\` meta plugin with a real weftd (file store, host-gw,`,
+        `  \`--ip-masq\`) in the host namespace; bin/cni/weft's native front (native/cni_client.c) hands`,
+        `  the call to weftd's socket, weftd runs weft-bridge + weft-ipam in-process (delegate config:`,
+        `  the reference's — gateway on the bridge, no default route, no per-pod masquerade). Every`,
+        `  call was answered by weftd, none by the Node fallback (checked from weftd's log).`,
+        `- **weft-bridge standalone**: weft-bridge + weft-ipam in one Node process per call.`,
+        '',
+        'Times in ms; ratio = weft median / reference median.',
         '',
         '| measurement | weft median | weft p95 | reference median | reference p95 | ratio |',
         '|---|---|---|---|---|---|',
-        row(`ADD (n=${n})`, addMs('weft'), addMs('ref')),
-        row(`DEL (n=${n})`, delMs('weft'), delMs('ref')),
-        row(`${par} parallel ADDs, total (${rounds} rounds)`, parTotals('weft', 'ADD'), parTotals('ref', 'ADD')),
-        row(`${par} parallel DELs, total (${rounds} rounds)`, parTotals('weft', 'DEL'), parTotals('ref', 'DEL')),
-        row(`VERSION (start-up only, n=${n})`, startMs('weft shim'), startMs('ref')),
+        row(`ADD (n=${n}), weft via weftd`, addMs('fast'), addMs('ref')),
+        row(`DEL (n=${n}), weft via weftd`, delMs('fast'), delMs('ref')),
+        row(`${par} parallel ADDs, total (${rounds} rounds), weft via weftd`, parTotals('fast', 'ADD'), parTotals('ref', 'ADD')),
+        row(`${par} parallel DELs, total (${rounds} rounds), weft via weftd`, parTotals('fast', 'DEL'), parTotals('ref', 'DEL')),
+        row(`ADD (n=${n}), weft-bridge standalone`, addMs('weft'), addMs('ref')),
+        row(`DEL (n=${n}), weft-bridge standalone`, delMs('weft'), delMs('ref')),
+        row(`${par} parallel ADDs, total (${rounds} rounds), weft-bridge standalone`, parTotals('weft', 'ADD'), parTotals('ref', 'ADD')),
+        row(`${par} parallel DELs, total (${rounds} rounds), weft-bridge standalone`, parTotals('weft', 'DEL'), parTotals('ref', 'DEL')),
+        row(`VERSION (start-up only, n=${n}), weft-bridge`, startMs('weft shim'), startMs('ref')),
+        '',
+        'Inside weftd (its log: accepting the request to writing the answer, sequential calls):',
+        '',
+        '| what | median | p95 |',
+        '|---|---|---|',
+        one(`weftd ADD (n=${n})`, serverMs('ADD')),
+        one(`weftd DEL (n=${n})`, serverMs('DEL')),
         '',
         'Where weft\'s time goes (same run):',
         '',
@@ -239,6 +357,7 @@ export const benchmark: Benchmark = {
       return { markdown };
     } finally {
       const errors: unknown[] = [];
+      await weftd?.stop();
       for (const x of made) {
         try { x.remove(); } catch (err) { errors.push(err); }
       }
