@@ -36,6 +36,9 @@ export function isNativeError(err: unknown): err is NativeError {
 }
 
 function findAddon(): string {
+  // An installation may keep the addon elsewhere than next to the modules.
+  const override = process.env.WEFT_NATIVE_ADDON;
+  if (override) return override;
   // src/netlink → ../../build, dist/src/netlink → ../../../build
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
