@@ -29,16 +29,20 @@ function plainPath(what: string, p: string): string {
  * runtime's PATH, current directory and environment do not matter. NODE_EXTRA_CA_CERTS costs
  * every start ~45 ms and a plugin never needs it.
  */
-export function pluginLauncher(plugin: WeftPlugin, layout: Layout, nodePath: string): string {
-  return [
+export function pluginLauncher(plugin: WeftPlugin, layout: Layout, nodePath: string, nativeFront = false): string {
+  const bundle = shQuote(join(layout.libDir, 'dist', 'cni', `${plugin}.cjs`));
+  const lines = [
     '#!/bin/sh',
     `# weft CNI plugin ${plugin}, written by \`weftctl install\` (listed in ${layout.manifest}).`,
     '# Runs the installed bundle with an absolute node: independent of PATH, the current',
     '# directory and any source checkout.',
     'unset NODE_EXTRA_CA_CERTS',
-    `exec ${shQuote(nodePath)} ${shQuote(join(layout.libDir, 'dist', 'cni', `${plugin}.cjs`))} "$@"`,
-    '',
-  ].join('\n');
+  ];
+  // The native front (native/cni_client.c) answers through weftd's socket without starting
+  // node, and execs the node + bundle given to it when it cannot; arguments go to node.
+  if (nativeFront) lines.push(`[ $# -eq 0 ] && exec ${shQuote(join(layout.libDir, 'dist', 'cni', `${plugin}.native`))} ${shQuote(nodePath)} ${bundle}`);
+  lines.push(`exec ${shQuote(nodePath)} ${bundle} "$@"`, '');
+  return lines.join('\n');
 }
 
 /** bin/weftd and bin/weftctl inside the lib dir. */

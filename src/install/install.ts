@@ -224,7 +224,7 @@ export function install(o: InstallOptions): InstallReport {
   const env = weftdEnv(layout, o);
   const seed = o.netConf !== undefined;
   const files: Array<{ path: string; content: string; mode?: number }> = [
-    ...WEFT_PLUGINS.map((plugin) => ({ path: join(layout.cniBinDir, plugin), content: pluginLauncher(plugin, layout, node), mode: 0o755 })),
+    ...WEFT_PLUGINS.map((plugin) => ({ path: join(layout.cniBinDir, plugin), content: pluginLauncher(plugin, layout, node, existsSync(join(source, 'dist', 'cni', `${plugin}.native`))), mode: 0o755 })),
     { path: layout.conflist, content: conflist(layout, { network: o.network ?? 'weft', ...(o.delegate && { delegate: o.delegate }) }) },
     { path: layout.envFile, content: weftdEnvFile(env), mode: 0o600 },
     ...(seed ? [{ path: layout.netConfFile, content: JSON.stringify(o.netConf, null, 2) + '\n' }] : []),
