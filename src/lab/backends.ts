@@ -6,6 +6,7 @@ import { Netlink } from '../netlink/index.js';
 import { WEFT_ROUTE_PROTOCOL } from '../agent/dataplane.js';
 import { type Cidr, cidrEquals, formatCidr, formatIP, ipAdd, networkOf, parseCidr } from '../net/ip.js';
 import type { LabDirs } from './state.js';
+import { WEFT_BGP_ROUTE_PROTOCOL } from '../agent/backends/bgp/kernel.js';
 
 export const LAB_NETWORK = '10.244.0.0/16';
 export const LAB_CNI_NETWORK_NAME = 'weft-lab';
@@ -144,6 +145,14 @@ registerLabBackend(agentBackend('host-gw', 'plain routes to each host\'s pod sub
 // udp routes peers inside its pump: the kernel only routes the whole Network into the TUN device.
 registerLabBackend(agentBackend('udp', 'userspace UDP tunnel through a TUN device (port 8285)', peersConverged));
 registerLabBackend(macvlan);
+
+/** bgp: weftd ready with every other host's subnet learned over BGP and in the kernel (proto 88). */
+async function bgpRoutesConverged(ctx: ConvergenceContext): Promise<boolean> {
+  const routes = Netlink.with(ctx.nsPath, (nl) => nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL }));
+  const all = ctx.subnets.every((s, j) => j === ctx.index || routes.some((r) => cidrEquals(networkOf(r.dst), networkOf(s))));
+  return all && peersConverged(ctx);
+}
+registerLabBackend(agentBackend('bgp', 'no overlay: routed pods (weft-routed), subnets spread by full-mesh iBGP between hosts', bgpRoutesConverged));
 
 export function labBackend(name: string): LabBackend | undefined {
   return registry.get(name);
