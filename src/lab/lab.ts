@@ -2,7 +2,7 @@
 // outside, weftd per host, containers added through the CNI plugins as a runtime would, an echo
 // server per container), down removes everything a lab NAME made, whatever state it was left
 // in. Only namespaces named weftlab-NAME-… and files under the lab's state dir are touched.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
@@ -214,12 +214,17 @@ export async function labUp(spec: LabSpec, report: StepReporter = () => {}): Pro
   const dirs = LabDirs.of(spec.name);
   const leftovers = labNamespaces(spec.name);
   if (leftovers.length > 0) throw new LabExistsError(spec.name, `${leftovers.length} namespace(s) ${labNsPrefix(spec.name)}*`);
-  mkdirSync(labRoot(), { recursive: true, mode: 0o755 });
-  try {
-    mkdirSync(dirs.root, { mode: 0o700 });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new LabExistsError(spec.name, `state in ${dirs.root}`);
-    throw WeftError.wrap(err, CniCode.IoFailure, `create ${dirs.root}`);
+  // The root goes away with the last lab's down, possibly between these two mkdirs: retry then.
+  for (let attempt = 0; ; attempt++) {
+    mkdirSync(labRoot(), { recursive: true, mode: 0o755 });
+    try {
+      mkdirSync(dirs.root, { mode: 0o700 });
+      break;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw new LabExistsError(spec.name, `state in ${dirs.root}`);
+      if (code !== 'ENOENT' || attempt >= 3) throw WeftError.wrap(err, CniCode.IoFailure, `create ${dirs.root}`);
+    }
   }
   const rec: LabRecord = {
     version: 1, name: spec.name, backend: spec.backend.name, store: spec.store, hosts: spec.hosts, pods: spec.pods,
@@ -314,6 +319,11 @@ export async function labDown(name: LabName): Promise<DownReport> {
     }
   }
   if (hasDir) rmSync(dirs.root, { recursive: true, force: true });
+  try {
+    rmdirSync(labRoot()); // only when no other lab is left in it
+  } catch {
+    // ENOTEMPTY (other labs) or already gone
+  }
   const still = labNamespaces(name);
   if (errors.length > 0 || still.length > 0) {
     throw new WeftError(CniCode.Namespace, `lab ${name}: could not remove ${[...errors, ...still].join('; ')}`);

@@ -70,9 +70,11 @@ const cases: Array<{ backend: string; store: 'file' | 'etcd'; hosts: number; pod
   { backend: 'host-gw', store: 'file', hosts: 3, pods: 2 },
   { backend: 'udp', store: 'file', hosts: 3, pods: 2 },
   { backend: 'macvlan', store: 'file', hosts: 3, pods: 2 },
+  { backend: 'bgp', store: 'file', hosts: 3, pods: 2 },
   { backend: 'vxlan', store: 'etcd', hosts: 2, pods: 2 },
   { backend: 'host-gw', store: 'etcd', hosts: 2, pods: 1 },
   { backend: 'udp', store: 'etcd', hosts: 2, pods: 1 },
+  { backend: 'bgp', store: 'etcd', hosts: 2, pods: 1 },
 ];
 
 describe('weftctl lab up/check/down per backend and store', { timeout: 200_000 }, () => {
