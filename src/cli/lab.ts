@@ -171,7 +171,6 @@ async function demo(base: { name?: string | undefined; hosts?: string | undefine
   const ok = (c: boolean, text: string): Cell => ({ text, tone: c ? 'ok' : 'bad' });
   const tableRows = rows.map((r) => {
     const c = r.check;
-    const cross = c?.pairs.filter((p) => p.crossHost) ?? [];
     const count = (ps: readonly CheckReport['pairs'][number][], k: 'icmp' | 'tcp') => `${ps.filter((p) => p[k].ok).length}/${ps.length}`;
     const s = c ? rttSummary(c) : {};
     const all = c?.pairs ?? [];
