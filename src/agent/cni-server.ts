@@ -13,6 +13,9 @@ import { CniCode, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ServiceStarter } from './agent.js';
 import { runWeftLocally } from '../plugins/weft-standalone.js';
+import { setContainerInterfaceDeleter, type ContainerInterfaceDeleter } from '../plugins/weft-bridge.js';
+import { Worker } from 'node:worker_threads';
+import type { DeleteInterfaceReply, DeleteInterfaceRequest } from './cni-worker.js';
 
 export interface CniServerOptions {
   socketPath: string;
@@ -23,6 +26,8 @@ export interface CniServerOptions {
   drainTimeoutMs?: number;
   /** Runs one request; defaults to the weft plugin in this process. */
   handle?: (env: NodeJS.ProcessEnv, stdin: string) => Promise<FastPathReply>;
+  /** Worker threads that delete container interfaces for the default handler (0: inline). */
+  deleteWorkers?: number;
 }
 
 export interface CniServer {
@@ -31,6 +36,55 @@ export interface CniServer {
   stats(): { ok: number; failed: number; inFlight: number };
   /** Stops accepting, lets requests in flight finish (bounded), removes the socket. */
   close(): Promise<void>;
+}
+
+/**
+ * Container-interface deletion on worker threads (see cni-worker.ts for why), least busy first.
+ * A worker that dies fails its requests with a CNI error and is replaced on the next call.
+ */
+function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInterfaceDeleter; close(): Promise<void> } {
+  interface Slot { worker: Worker; pending: Map<number, { resolve(): void; reject(e: Error): void }> }
+  const slots: Array<Slot | undefined> = Array.from({ length: size }, () => undefined);
+  let nextId = 1;
+  let closed = false;
+  const spawnSlot = (i: number): Slot => {
+    const worker = new Worker(new URL('./cni-worker.js', import.meta.url));
+    const slot: Slot = { worker, pending: new Map() };
+    worker.unref();
+    worker.on('message', (r: DeleteInterfaceReply) => {
+      const p = slot.pending.get(r.id);
+      slot.pending.delete(r.id);
+      if (r.ok) p?.resolve();
+      else p?.reject(new WeftError(r.code, r.message, r.details));
+    });
+    const fail = (why: string): void => {
+      if (slots[i] === slot) slots[i] = undefined;
+      if (slot.pending.size > 0 && !closed) log.warn('cni delete worker stopped with requests pending', { reason: why, pending: slot.pending.size });
+      for (const p of slot.pending.values()) p.reject(new WeftError(CniCode.Internal, `weftd's interface deletion worker stopped: ${why}`));
+      slot.pending.clear();
+    };
+    worker.on('error', (err) => fail(err.message));
+    worker.on('exit', (code) => fail(`exit code ${code}`));
+    slots[i] = slot;
+    return slot;
+  };
+  for (let i = 0; i < size; i++) spawnSlot(i);
+  return {
+    deleter: ({ netns, ifname }) => {
+      let best = 0;
+      for (let i = 1; i < size; i++) if ((slots[i]?.pending.size ?? 0) < (slots[best]?.pending.size ?? 0)) best = i;
+      const slot = slots[best] ?? spawnSlot(best);
+      const id = nextId++;
+      return new Promise<void>((resolve, reject) => {
+        slot.pending.set(id, { resolve, reject });
+        slot.worker.postMessage({ id, netns, ifname } satisfies DeleteInterfaceRequest);
+      });
+    },
+    async close() {
+      closed = true;
+      await Promise.all(slots.map((s) => s?.worker.terminate()));
+    },
+  };
 }
 
 const requestSchema = z.object({ env: z.record(z.string()), stdin: z.string(), reply: z.enum(['json', 'raw']).default('json') });
@@ -68,6 +122,14 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
   const maxBytes = opts.maxRequestBytes ?? 1 << 20;
   const drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
   const handle = opts.handle ?? ((env, stdin) => runWeftLocally(env, stdin));
+  // Only for the in-process plugin: a scripted handler never deletes interfaces.
+  const pool = opts.handle === undefined && (opts.deleteWorkers ?? 4) > 0 ? interfaceDeletePool(opts.deleteWorkers ?? 4, log) : undefined;
+  const previousDeleter = pool ? setContainerInterfaceDeleter(pool.deleter) : undefined;
+  const releasePool = async (): Promise<void> => {
+    if (!pool) return;
+    if (previousDeleter) setContainerInterfaceDeleter(previousDeleter);
+    await pool.close();
+  };
   const counts = { ok: 0, failed: 0 };
   const inFlight = new Set<Promise<void>>();
   const sockets = new Set<Socket>();
@@ -119,7 +181,12 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     inFlight.add(p);
   });
 
-  await claimPath(socketPath);
+  try {
+    await claimPath(socketPath);
+  } catch (err) {
+    await releasePool();
+    throw err;
+  }
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
   // Bound under a temporary name, restricted, then renamed into place: no moment where the
   // socket is reachable with the default mode, and a stale socket is replaced atomically.
@@ -131,6 +198,9 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
       server.off('error', reject);
       resolve();
     });
+  }).catch(async (err: unknown) => {
+    await releasePool();
+    throw err;
   });
   try {
     await chmod(tmpPath, 0o600);
@@ -138,6 +208,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
   } catch (err) {
     server.close();
     await rm(tmpPath, { force: true });
+    await releasePool();
     throw new WeftError(CniCode.IoFailure, `cannot publish the CNI socket ${socketPath}: ${(err as Error).message}`);
   }
   const { ino } = await lstat(socketPath);
@@ -163,6 +234,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
         }
         clearTimeout(timer);
         await stopped;
+        await releasePool();
       })();
       return closing;
     },

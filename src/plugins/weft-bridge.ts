@@ -45,6 +45,21 @@ const confSchema = z
 export type BridgeConf = z.infer<typeof confSchema>;
 type Ctx = PluginContext<BridgeConf>;
 
+/** How DEL removes the container's veth end. */
+export type ContainerInterfaceDeleter = (env: { netns: string; ifname: string }) => void | Promise<void>;
+let deleteInterface: ContainerInterfaceDeleter = deleteContainerInterface;
+
+/**
+ * weftd's CNI server runs this plugin in its own process and swaps in a deleter that works off
+ * its event loop (src/agent/cni-worker.ts); a plugin process keeps the direct call. Returns the
+ * previous one, for restoring.
+ */
+export function setContainerInterfaceDeleter(fn: ContainerInterfaceDeleter): ContainerInterfaceDeleter {
+  const prev = deleteInterface;
+  deleteInterface = fn;
+  return prev;
+}
+
 /** The gateway of each IP config: the IPAM's, or the subnet's first address when we are the gateway. */
 function withGateways(result: CniResult, isGateway: boolean): void {
   for (const ipc of result.ips) {
@@ -137,7 +152,7 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
     const cfg = ctx.config;
     if (ctx.conf.ipam) await ipamExec(ctx, 'DEL');
     // No namespace (already gone) means no container interface either: nothing to remove there.
-    deleteContainerInterface(ctx.env);
+    await deleteInterface(ctx.env);
     if (cfg.ipMasq || cfg.macspoofchk) removeAttachmentRules(ctx.conf.name, attachment(ctx));
   },
 
