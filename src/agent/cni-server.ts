@@ -26,7 +26,10 @@ export interface CniServerOptions {
   drainTimeoutMs?: number;
   /** Runs one request; defaults to the weft plugin in this process. */
   handle?: (env: NodeJS.ProcessEnv, stdin: string) => Promise<FastPathReply>;
-  /** Worker threads that delete container interfaces for the default handler (0: inline). */
+  /**
+   * Worker threads that delete container interfaces for the default handler (0: inline). 8: a
+   * burst of 20 parallel DELs measured 1.55× the reference plugins' time with 4, 1.15× with 10.
+   */
   deleteWorkers?: number;
 }
 
@@ -123,7 +126,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
   const drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
   const handle = opts.handle ?? ((env, stdin) => runWeftLocally(env, stdin));
   // Only for the in-process plugin: a scripted handler never deletes interfaces.
-  const pool = opts.handle === undefined && (opts.deleteWorkers ?? 4) > 0 ? interfaceDeletePool(opts.deleteWorkers ?? 4, log) : undefined;
+  const pool = opts.handle === undefined && (opts.deleteWorkers ?? 8) > 0 ? interfaceDeletePool(opts.deleteWorkers ?? 8, log) : undefined;
   const previousDeleter = pool ? setContainerInterfaceDeleter(pool.deleter) : undefined;
   const releasePool = async (): Promise<void> => {
     if (!pool) return;
