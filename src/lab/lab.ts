@@ -2,12 +2,13 @@
 // outside, weftd per host, containers added through the CNI plugins as a runtime would, an echo
 // server per container), down removes everything a lab NAME made, whatever state it was left
 // in. Only namespaces named weftlab-NAME-… and files under the lab's state dir are touched.
-import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
 import { type Cidr, formatCidr, formatIP, networkOf, parseCidr } from '../net/ip.js';
-import { createNamedNetns, deleteNamedNetns, listNamedNetns, netnsPath } from '../netns/index.js';
+import { NETNS_RUN_DIR, createNamedNetns, deleteNamedNetns, listNamedNetns, netnsExists, netnsPath } from '../netns/index.js';
 import { parseSubnetEnvText } from '../cni/subnet-env.js';
 import { Topology } from './topology.js';
 import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, mapLimit, tail } from './exec.js';
@@ -40,6 +41,19 @@ export type StepReporter = (what: string) => void;
 function labNamespaces(name: LabName): string[] {
   const prefix = labNsPrefix(name);
   return listNamedNetns().filter((n) => n.startsWith(prefix));
+}
+
+/**
+ * Every /run/netns entry of the lab, mounted or not: a lab killed inside createNamedNetns can
+ * leave the empty mount-point file without a namespace bound to it.
+ */
+function labNetnsEntries(name: LabName): string[] {
+  const prefix = labNsPrefix(name);
+  try {
+    return readdirSync(NETNS_RUN_DIR).filter((n) => n.startsWith(prefix)).sort();
+  } catch {
+    return [];
+  }
 }
 
 function storeArgs(rec: LabRecord, dirs: LabDirs): string[] {
@@ -212,7 +226,7 @@ async function startEchoServers(rec: LabRecord, dirs: LabDirs, save: () => void,
  */
 export async function labUp(spec: LabSpec, report: StepReporter = () => {}): Promise<LabRecord> {
   const dirs = LabDirs.of(spec.name);
-  const leftovers = labNamespaces(spec.name);
+  const leftovers = labNetnsEntries(spec.name);
   if (leftovers.length > 0) throw new LabExistsError(spec.name, `${leftovers.length} namespace(s) ${labNsPrefix(spec.name)}*`);
   // The root goes away with the last lab's down, possibly between these two mkdirs: retry then.
   for (let attempt = 0; ; attempt++) {
@@ -287,7 +301,7 @@ export async function labDown(name: LabName): Promise<DownReport> {
   } catch {
     rec = undefined; // a torn record: the namespace scan below still finds everything
   }
-  if (!hasDir && labNamespaces(name).length === 0) throw new LabNotFoundError(name);
+  if (!hasDir && labNetnsEntries(name).length === 0) throw new LabNotFoundError(name);
 
   let killed = 0;
   if (rec && rec.controller.pid !== process.pid && isSameProcess(rec.controller.pid, rec.controller.startTime)) {
@@ -318,13 +332,17 @@ export async function labDown(name: LabName): Promise<DownReport> {
       errors.push(`${ns}: ${(err as Error).message}`);
     }
   }
+  for (const entry of labNetnsEntries(name)) {
+    const path = join(NETNS_RUN_DIR, entry);
+    if (!netnsExists(path)) rmSync(path, { force: true });
+  }
   if (hasDir) rmSync(dirs.root, { recursive: true, force: true });
   try {
     rmdirSync(labRoot()); // only when no other lab is left in it
   } catch {
     // ENOTEMPTY (other labs) or already gone
   }
-  const still = labNamespaces(name);
+  const still = labNetnsEntries(name);
   if (errors.length > 0 || still.length > 0) {
     throw new WeftError(CniCode.Namespace, `lab ${name}: could not remove ${[...errors, ...still].join('; ')}`);
   }
@@ -344,7 +362,7 @@ export interface LabStatus {
 export function labStatus(name: LabName): LabStatus {
   const dirs = LabDirs.of(name);
   const namespaces = labNamespaces(name);
-  if (!existsSync(dirs.root) && namespaces.length === 0) throw new LabNotFoundError(name);
+  if (!existsSync(dirs.root) && labNetnsEntries(name).length === 0) throw new LabNotFoundError(name);
   const record = readRecord(dirs);
   const processes = (record?.processes ?? []).map((p) => ({ ...p, alive: isSameProcess(p.pid, p.startTime) }));
   const wanted = record ? [record.underlay, record.outside, ...record.hostList.map((h) => h.ns), ...record.containers.map((c) => c.ns)] : [];

@@ -5,6 +5,7 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { alive, assertGone, downQuietly, lab, labName, labUpAsync, namespacesOf, processesMentioning, record, upOk } from './lab-harness.js';
 
 async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 20_000): Promise<T> {
@@ -36,6 +37,18 @@ describe('weftctl lab down after crashes', { timeout: 120_000 }, () => {
     assert.ok(namespacesOf(name).length > 0, 'the killed up left namespaces behind');
     const down = lab(['down', '--name', name]);
     assert.equal(down.code, 0, down.stderr);
+    assertGone(name);
+  });
+
+  it('removes the bare mount-point file a kill inside namespace creation leaves in /run/netns', () => {
+    const name = labName();
+    used.push(name);
+    // What createNamedNetns leaves when killed between creating the file and binding the namespace.
+    const placeholder = `/run/netns/weftlab-${name}-abc123-o`;
+    writeFileSync(placeholder, '', { mode: 0 });
+    const down = lab(['down', '--name', name]);
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal(existsSync(placeholder), false);
     assertGone(name);
   });
 

@@ -2,11 +2,10 @@
 // and assert that nothing of a lab is left (namespace, process, mount, state dir).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { listNamedNetns } from '../../src/netns/index.js';
 import { DEFAULT_LAB_ROOT } from '../../src/lab/naming.js';
 import type { LabRecord } from '../../src/lab/state.js';
 
@@ -49,8 +48,13 @@ export function record(name: string): LabRecord | undefined {
   }
 }
 
+/** The lab's /run/netns entries, mounted namespaces and bare mount-point files alike. */
 export function namespacesOf(name: string): string[] {
-  return listNamedNetns().filter((n) => n.startsWith(`weftlab-${name}-`));
+  try {
+    return readdirSync('/run/netns').filter((n) => n.startsWith(`weftlab-${name}-`));
+  } catch {
+    return [];
+  }
 }
 
 export function alive(pid: number): boolean {
