@@ -261,8 +261,16 @@ const size_t kVnetHdr = sizeof(struct virtio_net_hdr);
 // IPv4 total length limit for one UDP GSO send (65535 - IP - UDP headers).
 const size_t kMaxGsoPayload = 65507;
 const size_t kMaxGsoSegments = 64;
+// An IPv4 header with options (60) and a TCP header with options (60).
+const size_t kMaxHeaderBytes = 120;
+// Segments of one TSO super-packet at an MSS as small as 536 bytes; a super-packet needing more is
+// refused as malformed (TCP never builds one: its MSS follows the TUN's MTU).
+const size_t kMaxTsoSegments = kSlotBytes / 536 + 1;
 
-// One's-complement sum in memory byte order; fold() turns it into the value to store.
+// One's-complement sum in memory byte order: 32-bit words into a 64-bit accumulator, which
+// cannot overflow for any packet and which the compiler vectorises (an end-around-carry loop on
+// 64-bit words measured ~10% slower end to end, as it does not); fold() turns it into the value
+// to store.
 uint64_t csum_add(const uint8_t* p, size_t n, uint64_t sum) {
   while (n >= 4) {
     uint32_t w;
@@ -315,10 +323,12 @@ bool finish_checksum(uint8_t* pkt, size_t len, const struct virtio_net_hdr& h) {
   return true;
 }
 
-// Splits a TSO super-packet into MSS-sized TCP/IPv4 packets laid end to end in out; every
-// segment but the last is exactly seg_bytes long, which is what UDP GSO needs. Returns the
-// total length, or 0 when the packet is not a well-formed TCP/IPv4 GSO packet.
-size_t segment_tcp4(const uint8_t* pkt, size_t len, uint16_t mss, uint8_t* out, size_t out_cap, size_t* seg_bytes) {
+// Splits a TSO super-packet into MSS-sized TCP/IPv4 segments without copying the payload: each
+// segment's rewritten headers go to hdrs, and iov gets (headers, payload-in-pkt) pairs. Every
+// segment but the last is exactly *seg_bytes long, which is what UDP GSO needs. Returns the number
+// of segments, or 0 when the packet is not a well-formed TCP/IPv4 GSO packet or needs more than
+// max_segments segments.
+size_t segment_tcp4(uint8_t* pkt, size_t len, uint16_t mss, uint8_t* hdrs, struct iovec* iov, size_t max_segments, size_t* seg_bytes) {
   if (len < 40 || (pkt[0] >> 4) != 4 || pkt[9] != IPPROTO_TCP || mss == 0) return 0;
   size_t ihl = (pkt[0] & 15) * 4;
   if (ihl < 20 || ihl + 20 > len) return 0;
@@ -326,21 +336,17 @@ size_t segment_tcp4(const uint8_t* pkt, size_t len, uint16_t mss, uint8_t* out, 
   size_t hdr = ihl + thl;
   if (thl < 20 || hdr > len) return 0;
   size_t payload = len - hdr;
-  uint16_t id0;
-  uint32_t seq0;
-  memcpy(&id0, pkt + 4, 2);
-  memcpy(&seq0, pkt + ihl + 4, 4);
-  id0 = ntohs(id0);
-  seq0 = ntohl(seq0);
+  size_t count = payload == 0 ? 1 : (payload + mss - 1) / mss;
+  if (count > max_segments) return 0;
+  uint16_t id0 = load16(pkt + 4);
+  uint32_t seq0 = load32(pkt + ihl + 4);
   uint8_t flags = pkt[ihl + 13];
   *seg_bytes = hdr + mss;
-  size_t o = 0;
-  for (size_t off = 0, i = 0; off < payload || (payload == 0 && i == 0); off += mss, i++) {
+  for (size_t i = 0; i < count; i++) {
+    size_t off = i * mss;
     size_t seg = payload - off < mss ? payload - off : mss;
-    if (o + hdr + seg > out_cap) return 0;
-    uint8_t* ip = out + o;
+    uint8_t* ip = hdrs + i * kMaxHeaderBytes;
     memcpy(ip, pkt, hdr);
-    memcpy(ip + hdr, pkt + hdr + off, seg);
     uint16_t tot = htons(static_cast<uint16_t>(hdr + seg));
     uint16_t id = htons(static_cast<uint16_t>(id0 + i));
     memcpy(ip + 2, &tot, 2);
@@ -350,37 +356,40 @@ size_t segment_tcp4(const uint8_t* pkt, size_t len, uint16_t mss, uint8_t* out, 
     uint32_t seq = htonl(seq0 + static_cast<uint32_t>(off));
     memcpy(tcp + 4, &seq, 4);
     uint8_t f = flags;
-    if (off + seg < payload) f &= static_cast<uint8_t>(~0x09);  // FIN and PSH only on the last
-    if (i > 0) f &= static_cast<uint8_t>(~0x80);                // CWR only on the first
+    if (i + 1 < count) f &= static_cast<uint8_t>(~0x09);  // FIN and PSH only on the last
+    if (i > 0) f &= static_cast<uint8_t>(~0x80);          // CWR only on the first
     tcp[13] = f;
     memset(tcp + 16, 0, 2);
-    uint16_t c = csum_fold(csum_add(tcp, thl + seg, tcp_pseudo(ip, thl + seg)));
+    const uint8_t* data = pkt + hdr + off;
+    uint64_t sum = csum_add(data, seg, csum_add(tcp, thl, tcp_pseudo(ip, thl + seg)));
+    uint16_t c = csum_fold(sum);
     memcpy(tcp + 16, &c, 2);
-    o += hdr + seg;
-    if (payload == 0) break;
+    iov[2 * i] = {ip, hdr};
+    iov[2 * i + 1] = {const_cast<uint8_t*>(data), seg};
   }
-  return o;
+  return count;
 }
 
-// Sends n bytes of equal-sized datagrams (the last may be shorter) with as few UDP GSO sends as
-// the kernel's limits allow. Returns datagrams sent; *failed counts ones the kernel refused.
-uint64_t send_gso(Pump* pump, const struct sockaddr_in* to, uint8_t* data, size_t n, size_t seg, uint64_t* failed, uint64_t* bytes) {
+// Sends `count` segments described by iov pairs (all seg bytes long but the last) with as few
+// UDP GSO sends as the kernel's limits allow. Returns datagrams sent; *failed counts ones the
+// kernel refused.
+uint64_t send_gso(Pump* pump, const struct sockaddr_in* to, struct iovec* iov, size_t count, size_t seg, uint64_t* failed, uint64_t* bytes) {
   size_t per_send = kMaxGsoPayload / seg;
   if (per_send > kMaxGsoSegments) per_send = kMaxGsoSegments;
   if (per_send == 0) per_send = 1;
   uint64_t sent = 0;
-  for (size_t off = 0; off < n;) {
-    size_t chunk = per_send * seg < n - off ? per_send * seg : n - off;
-    struct iovec iov = {data + off, chunk};
+  for (size_t first = 0; first < count;) {
+    size_t segments = count - first < per_send ? count - first : per_send;
+    size_t chunk = 0;
+    for (size_t i = first; i < first + segments; i++) chunk += iov[2 * i].iov_len + iov[2 * i + 1].iov_len;
     char control[CMSG_SPACE(sizeof(uint16_t))];
     memset(control, 0, sizeof control);
     struct msghdr h;
     memset(&h, 0, sizeof h);
     h.msg_name = const_cast<struct sockaddr_in*>(to);
     h.msg_namelen = sizeof *to;
-    h.msg_iov = &iov;
-    h.msg_iovlen = 1;
-    size_t segments = (chunk + seg - 1) / seg;
+    h.msg_iov = iov + 2 * first;
+    h.msg_iovlen = 2 * segments;
     if (segments > 1) {
       h.msg_control = control;
       h.msg_controllen = sizeof control;
@@ -402,7 +411,7 @@ uint64_t send_gso(Pump* pump, const struct sockaddr_in* to, uint8_t* data, size_
       sent += segments;
       *bytes += chunk;
     }
-    off += chunk;
+    first += segments;
   }
   return sent;
 }
@@ -559,14 +568,14 @@ void flush_batch(Pump* pump, Slots& s, int n, uint64_t* packets, uint64_t* bytes
 
 // tx with offloads: each read() may return a TSO super-packet (up to 64 KiB) behind a
 // virtio_net_hdr. Plain packets are batched for sendmmsg as before; a super-packet is cut into
-// MSS-sized TCP segments in a preallocated buffer and sent with UDP GSO, so the kernel still
-// moves ~64 KiB per system call.
+// MSS-sized TCP segments — fresh headers in a small buffer, the payload gathered in place from the
+// read buffer — and sent with UDP GSO, so the kernel still moves ~64 KiB per system call.
 void* tx_offload_main(void* arg) {
   Pump* pump = static_cast<Pump*>(arg);
   Slots s;
-  // Room for the payload plus one copy of the headers (at most 120 bytes) per segment at an MSS
-  // as small as 536 bytes; a smaller MSS on a super-packet is refused as malformed.
-  std::vector<uint8_t> segmented(kSlotBytes + (kSlotBytes / 536 + 1) * 120);
+  // Rewritten headers per segment, and the (headers, payload) pairs the GSO sends gather.
+  std::vector<uint8_t> seg_headers(kMaxTsoSegments * kMaxHeaderBytes);
+  std::vector<struct iovec> seg_iov(2 * kMaxTsoSegments);
   std::shared_ptr<Table> table;
   uint64_t version = UINT64_MAX;
   while (wait_ready(pump, pump->tun_fd, POLLIN)) {
@@ -607,14 +616,14 @@ void* tx_offload_main(void* arg) {
         flush_batch(pump, s, n, &packets, &bytes, &send_errors);
         n = 0;
         size_t seg = 0;
-        size_t total = segment_tcp4(pkt, len, vh.gso_size, segmented.data(), segmented.size(), &seg);
-        if (!total) {
+        size_t count = segment_tcp4(pkt, len, vh.gso_size, seg_headers.data(), seg_iov.data(), kMaxTsoSegments, &seg);
+        if (!count) {
           malformed++;
           continue;
         }
         gso_packets++;
-        gso_segments += (total + seg - 1) / seg;
-        packets += send_gso(pump, &r->peer, segmented.data(), total, seg, &send_errors, &bytes);
+        gso_segments += count;
+        packets += send_gso(pump, &r->peer, seg_iov.data(), count, seg, &send_errors, &bytes);
         continue;
       }
       if (gso_type != VIRTIO_NET_HDR_GSO_NONE) {
@@ -1114,9 +1123,14 @@ napi_value Start(napi_env env, napi_callback_info info) {
   }
   err = pthread_create(&pump->tx_thread, nullptr, offload ? tx_offload_main : tx_main, pump);
   if (!err) {
+    // Names show up in top -H and perf, so the pump's CPU is visible apart from Node's threads.
+    pthread_setname_np(pump->tx_thread, "weft-udp-tx");
     pump->tx_started = true;
     err = pthread_create(&pump->rx_thread, nullptr, offload ? rx_offload_main : rx_main, pump);
-    if (!err) pump->rx_started = true;
+    if (!err) {
+      pthread_setname_np(pump->rx_thread, "weft-udp-rx");
+      pump->rx_started = true;
+    }
   }
   if (err) {
     stop_pump(pump);
