@@ -331,7 +331,7 @@ export const benchmark: Benchmark = {
         row(`${par} parallel DELs, total (${rounds} rounds), weft-bridge standalone`, parTotals('weft', 'DEL'), parTotals('ref', 'DEL')),
         row(`VERSION (start-up only, n=${n}), weft-bridge`, startMs('weft shim'), startMs('ref')),
         '',
-        'Inside weftd (its log: accepting the request to writing the answer, sequential calls):',
+        'Inside weftd (its log: from the request read to the answer written, sequential calls):',
         '',
         '| what | median | p95 |',
         '|---|---|---|',
