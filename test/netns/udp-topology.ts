@@ -14,6 +14,7 @@ import type { HostContext } from '../../src/agent/backends/types.js';
 import type { Lease } from '../../src/store/lease.js';
 
 export const NETWORK = '10.244.0.0/16';
+const VXLAN_DEVICE = 'wup-vx';
 
 export interface TestHost {
   readonly index: number;
@@ -98,6 +99,25 @@ export class UdpTopology {
     const h = this.hosts[i - 1];
     if (!h) throw new Error(`no host ${i}`);
     return h;
+  }
+
+  /**
+   * Flannel-style kernel vxlan between two hosts, by hand, as the yardstick for the udp backend:
+   * VTEP address subnet.0/32, the peer's subnet via its .0 onlink, pods at MTU 1450.
+   * removeKernelVxlan() takes it away again (the address and route go with the device).
+   */
+  buildKernelVxlan(self: TestHost, peer: TestHost): void {
+    const nl = self.nl;
+    nl.createVxlan({ name: VXLAN_DEVICE, vni: 1, port: 8472, local: self.publicIP, dev: 'eth0', learning: false, mtu: 1450 });
+    nl.setLink(VXLAN_DEVICE, { up: true });
+    nl.addAddress(VXLAN_DEVICE, { ip: self.subnet.ip, prefix: 32 });
+    nl.appendFdb({ link: VXLAN_DEVICE, mac: '00:00:00:00:00:00', dst: peer.publicIP });
+    nl.addRoute({ dst: peer.subnet, gateway: peer.subnet.ip, oif: VXLAN_DEVICE, onlink: true });
+    self.setPodMtu(1450);
+  }
+
+  removeKernelVxlan(self: TestHost): void {
+    self.nl.deleteLink(VXLAN_DEVICE);
   }
 
   /** Leases of every host except `self`. */
