@@ -19,6 +19,7 @@ const registry: Record<string, () => Promise<Benchmark>> = {
   netlink: async () => (await import('./netlink.js')).benchmark,
   cni: async () => (await import('./cni.js')).benchmark,
   converge: async () => (await import('./converge.js')).benchmark,
+  udp: async () => (await import('./udp.js')).benchmark,
   dataplane: async () => (await import('./dataplane.js')).benchmark,
   policy: async () => (await import('./policy.js')).benchmark,
   bgp: async () => (await import('./bgp.js')).benchmark,
