@@ -24,6 +24,7 @@ const help = () => `weftctl lab — a whole weft cluster on this machine, built 
 
 Usage:
   weftctl lab up     [--name NAME] [--hosts N] [--pods M] [--backend TYPE] [--store file|etcd]
+                     [--racks R] [--macvlan-shim]
   weftctl lab status [--name NAME] [--json]
   weftctl lab check  [--name NAME] [--json]
   weftctl lab bench  [--name NAME] [--seconds S] [--json]
@@ -35,7 +36,7 @@ up      an underlay namespace holding a bridge (the switch), N host namespaces o
         (its log under the state dir), M containers per host added through bin/cni exactly as a
         runtime would (a conflist in the lab's own net.d, CNI_PATH=bin/cni), and a TCP echo
         server in each container. With --store etcd the lab runs its own etcd (in "outside").
-status  what the lab is made of and whether its processes still run
+status  what the lab is made of and whether its processes still run (multi-rack: BIRD's sessions)
 check   every container → every other container (ICMP and TCP) and → outside (egress), with
         round-trip times; exit 1 if any probe failed
 bench   iperf3 container → container across hosts, next to the raw underlay path
@@ -50,6 +51,13 @@ demo    for each backend in turn: up (file store), check, a short bench, down; o
 --backend TYPE    ${labBackendNames().join(' | ')} (default vxlan)
 ${labBackendNames().map((n) => `                    ${n.padEnd(8)} ${labBackend(n)?.summary ?? ''}`).join('\n')}
 --store S         file (embedded file store in the state dir, default) | etcd
+--racks R         spread the hosts over R L2 segments (198.18.<rack>.0/24, a switch each), joined
+                  by a router namespace running BIRD 2 as route reflector for every host, with
+                  "outside" (198.19.0.254) behind it; 1..${MAX_HOSTS}, at most --hosts (default 1: one
+                  segment). Only bgp can span racks; host-gw needs one segment and is refused
+--macvlan-shim    macvlan only: a macvlan shim (weft-shim) on every host, with an address kept out
+                  of IPAM and a route to its containers, so a host reaches its own containers
+                  (a macvlan master never can); check then expects host → own container to pass
 --seconds S       iperf3 duration for bench (default 2) and demo (default 1)
 --json            machine-readable output (status, check, bench)
 
@@ -65,11 +73,13 @@ const options = {
   store: { type: 'string' },
   seconds: { type: 'string' },
   json: { type: 'boolean', default: false },
+  racks: { type: 'string' },
+  'macvlan-shim': { type: 'boolean', default: false },
 } as const;
 
 /** Flags each subcommand accepts (others are a usage error, not silently ignored). */
 const ALLOWED: Record<Sub, ReadonlyArray<keyof typeof options>> = {
-  up: ['name', 'hosts', 'pods', 'backend', 'store'],
+  up: ['name', 'hosts', 'pods', 'backend', 'store', 'racks', 'macvlan-shim'],
   status: ['name', 'json'],
   check: ['name', 'json'],
   bench: ['name', 'seconds', 'json'],
@@ -86,7 +96,7 @@ function seconds(raw: string | undefined, dflt: number): number {
 /** Steps `up` reports for this spec (the demo's step counter counts them). */
 function upSteps(spec: LabSpec): number {
   const agent = spec.backend.networkConfig() !== undefined;
-  return 1 + (agent && spec.store === 'etcd' ? 1 : 0) + (agent ? 3 : 0) + 2;
+  return 1 + (spec.racks > 1 ? 1 : 0) + (spec.macvlanShim ? 1 : 0) + (agent && spec.store === 'etcd' ? 1 : 0) + (agent ? 3 : 0) + 2;
 }
 
 function out(s: string): void {
@@ -214,17 +224,20 @@ export const labCommand: CliCommand = {
       throw new UsageError((err as Error).message);
     }
     for (const k of Object.keys(values) as Array<keyof typeof options>) {
-      if (k === 'json' && values.json === false) continue;
+      if ((k === 'json' || k === 'macvlan-shim') && values[k] === false) continue;
       if (!ALLOWED[command].includes(k)) throw new UsageError(`--${k} does not apply to lab ${command}`);
     }
     try {
       const colour = useColour();
       switch (command) {
         case 'up':
-          return await up(parseLabSpec({ name: values.name, hosts: values.hosts, pods: values.pods, backend: values.backend, store: values.store }));
+          return await up(parseLabSpec({
+            name: values.name, hosts: values.hosts, pods: values.pods, backend: values.backend, store: values.store,
+            racks: values.racks, macvlanShim: values['macvlan-shim'],
+          }));
         case 'status': {
           const s = labStatus(parseName(values.name));
-          out(values.json ? JSON.stringify({ name: s.name, stateDir: s.stateDir, healthy: s.healthy, namespaces: s.namespaces, processes: s.processes, lab: s.record ?? null }, null, 2) + '\n' : renderStatus(s, colour));
+          out(values.json ? JSON.stringify({ name: s.name, stateDir: s.stateDir, healthy: s.healthy, namespaces: s.namespaces, processes: s.processes, ...(s.bird && { bird: s.bird }), lab: s.record ?? null }, null, 2) + '\n' : renderStatus(s, colour));
           return s.healthy ? ExitCode.Ok : ExitCode.Failure;
         }
         case 'check': {

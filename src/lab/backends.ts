@@ -4,7 +4,7 @@
 // converged (its routes to every other host are in place).
 import { Netlink } from '../netlink/index.js';
 import { WEFT_ROUTE_PROTOCOL } from '../agent/dataplane.js';
-import { type Cidr, cidrEquals, formatCidr, formatIP, ipAdd, networkOf, parseCidr } from '../net/ip.js';
+import { type Cidr, cidrEquals, formatCidr, formatIP, ipAdd, networkOf, parseCidr, parseIPv4, rangeToCidrs } from '../net/ip.js';
 import type { LabDirs } from './state.js';
 import { WEFT_BGP_ROUTE_PROTOCOL } from '../agent/backends/bgp/kernel.js';
 
@@ -17,6 +17,8 @@ export interface LabHostContext {
   readonly hosts: number;
   readonly pods: number;
   readonly outsideIP: string;
+  /** macvlan: the host keeps one address of its slice for a shim (see macvlanShimPlan). */
+  readonly macvlanShim: boolean;
 }
 
 export interface LabBackend {
@@ -30,7 +32,15 @@ export interface LabBackend {
   /** The conflist in host `index`'s net.d. */
   conflist(ctx: LabHostContext): Record<string, unknown>;
   /** Checks the backend can hold this many hosts/pods; a message when it cannot. */
-  sizeProblem?(hosts: number, pods: number): string | undefined;
+  sizeProblem?(hosts: number, pods: number, opts: { macvlanShim: boolean }): string | undefined;
+  /**
+   * Backends that work with hosts on several L2 segments joined by the lab's rack router: the
+   * network config, given the Backend section that peers with that router. Absent = one
+   * segment only (--racks > 1 is refused).
+   */
+  racksNetworkConfig?(routerBackend: Record<string, unknown>): Record<string, unknown>;
+  /** Why the backend needs a single L2 segment (in the refusal of --racks > 1). */
+  readonly oneSegmentWhy?: string;
   /**
    * True when host `index` is ready to carry traffic to every other host. Default (agent
    * backends): one weft-protocol route per other host's leased subnet.
@@ -81,14 +91,15 @@ function weftConflist(ctx: LabHostContext): Record<string, unknown> {
   };
 }
 
-function agentBackend(name: string, summary: string, converged: (ctx: ConvergenceContext) => Promise<boolean>, backendKeys: Record<string, unknown> = {}): LabBackend {
+function agentBackend(name: string, summary: string, converged: (ctx: ConvergenceContext) => Promise<boolean>, extra: Pick<LabBackend, 'racksNetworkConfig' | 'oneSegmentWhy'> = {}): LabBackend {
   return {
     name,
     summary,
-    networkConfig: () => ({ Network: LAB_NETWORK, SubnetLen: 24, Backend: { Type: name, ...backendKeys } }),
+    networkConfig: () => ({ Network: LAB_NETWORK, SubnetLen: 24, Backend: { Type: name } }),
     weftdArgs: [],
     conflist: weftConflist,
     converged,
+    ...extra,
   };
 }
 
@@ -97,6 +108,26 @@ function agentBackend(name: string, summary: string, converged: (ctx: Convergenc
 const MACVLAN_POOL_START = 100;
 const MACVLAN_POOL_END = 249;
 const UNDERLAY = parseCidr('198.18.0.0/24');
+
+export interface MacvlanShimPlan {
+  /** The host's address on its shim: the last of its slice, kept out of IPAM. */
+  readonly address: Cidr;
+  /** The host's containers' range (its slice without the shim address), as routes via the shim. */
+  readonly routes: readonly Cidr[];
+  /** IPAM's last address for this host's containers. */
+  readonly rangeEnd: string;
+}
+
+/** The shim's name on every macvlan lab host. */
+export const MACVLAN_SHIM_NAME = 'weft-shim';
+
+/** Where host `index`'s macvlan shim sits in its slice of the pool. */
+export function macvlanShimPlan(index: number, hosts: number): MacvlanShimPlan {
+  const r = macvlanRange(index, hosts);
+  const last = parseIPv4(r.end);
+  const end = ipAdd(last, -1);
+  return { address: { ip: last, prefix: 32 }, routes: rangeToCidrs(parseIPv4(r.start), end), rangeEnd: formatIP(end) };
+}
 
 /** Host `index`'s slice of the macvlan pool: [first, last] as dotted quads. */
 export function macvlanRange(index: number, hosts: number): { start: string; end: string } {
@@ -112,6 +143,7 @@ const macvlan: LabBackend = {
   weftdArgs: [],
   conflist: (ctx) => {
     const r = macvlanRange(ctx.index, ctx.hosts);
+    const rangeEnd = ctx.macvlanShim ? macvlanShimPlan(ctx.index, ctx.hosts).rangeEnd : r.end;
     return {
       cniVersion: '1.1.0',
       name: LAB_CNI_NETWORK_NAME,
@@ -122,16 +154,17 @@ const macvlan: LabBackend = {
         ipam: {
           type: 'weft-ipam',
           dataDir: ctx.dirs.ipam(ctx.index),
-          ranges: [[{ subnet: formatCidr(UNDERLAY), rangeStart: r.start, rangeEnd: r.end, gateway: ctx.outsideIP }]],
+          ranges: [[{ subnet: formatCidr(UNDERLAY), rangeStart: r.start, rangeEnd, gateway: ctx.outsideIP }]],
           routes: [{ dst: '0.0.0.0/0' }],
         },
       }],
     };
   },
-  sizeProblem: (hosts, pods) => {
-    const size = Math.floor((MACVLAN_POOL_END - MACVLAN_POOL_START + 1) / hosts);
-    return pods > size ? `macvlan: ${hosts} hosts leave ${size} underlay addresses per host, fewer than --pods ${pods}` : undefined;
+  sizeProblem: (hosts, pods, opts) => {
+    const size = Math.floor((MACVLAN_POOL_END - MACVLAN_POOL_START + 1) / hosts) - (opts.macvlanShim ? 1 : 0);
+    return pods > size ? `macvlan: ${hosts} hosts leave ${size} underlay addresses per host${opts.macvlanShim ? ' (one kept for the shim)' : ''}, fewer than --pods ${pods}` : undefined;
   },
+  oneSegmentWhy: 'its containers sit on the underlay segment itself, with addresses from that one segment',
 };
 
 const registry = new Map<string, LabBackend>();
@@ -141,7 +174,9 @@ export function registerLabBackend(b: LabBackend): void {
 }
 
 registerLabBackend(agentBackend('vxlan', 'kernel VXLAN overlay (VNI 1, port 8472) between hosts', routesConverged));
-registerLabBackend(agentBackend('host-gw', 'plain routes to each host\'s pod subnet via its underlay address', routesConverged));
+registerLabBackend(agentBackend('host-gw', 'plain routes to each host\'s pod subnet via its underlay address', routesConverged, {
+  oneSegmentWhy: 'it routes each pod subnet straight to the owning host\'s underlay address as next hop, so every host must share one L2 segment; hosts behind a router need a backend that tells the router about the subnets (bgp)',
+}));
 // udp routes peers inside its pump: the kernel only routes the whole Network into the TUN device.
 registerLabBackend(agentBackend('udp', 'userspace UDP tunnel through a TUN device (port 8285)', peersConverged));
 registerLabBackend(macvlan);
@@ -152,7 +187,9 @@ async function bgpRoutesConverged(ctx: ConvergenceContext): Promise<boolean> {
   const all = ctx.subnets.every((s, j) => j === ctx.index || routes.some((r) => cidrEquals(networkOf(r.dst), networkOf(s))));
   return all && peersConverged(ctx);
 }
-registerLabBackend(agentBackend('bgp', 'no overlay: routed pods (weft-routed), subnets spread by full-mesh iBGP between hosts', bgpRoutesConverged));
+registerLabBackend(agentBackend('bgp', 'no overlay: routed pods (weft-routed), subnets spread by full-mesh iBGP between hosts (with --racks: via the rack router, BIRD 2)', bgpRoutesConverged, {
+  racksNetworkConfig: (routerBackend) => ({ Network: LAB_NETWORK, SubnetLen: 24, Backend: routerBackend }),
+}));
 
 export function labBackend(name: string): LabBackend | undefined {
   return registry.get(name);

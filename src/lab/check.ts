@@ -1,5 +1,7 @@
 // `lab check`: every container probes every other container (ICMP and TCP through its echo
 // server) and the outside namespace (egress), from inside its own namespace, as a pod would.
+// In macvlan labs each host also probes its own containers: that fails by design without a shim
+// (a macvlan master never sees its own macvlans' frames) and must pass with --macvlan-shim.
 import { CniCode, WeftError } from '../errors.js';
 import { ECHO_PORT } from './lab.js';
 import { LAB_SCRIPT_DIR, execIn, mapLimit } from './exec.js';
@@ -18,6 +20,13 @@ export interface CheckPair {
   readonly crossHost: boolean;
 }
 
+export interface HostProbe extends CheckPair {
+  /** 'pass' with a macvlan shim, 'fail' without one (the known macvlan limitation). */
+  readonly expected: 'pass' | 'fail';
+  /** The outcome (ICMP and TCP alike) is the expected one. */
+  readonly asExpected: boolean;
+}
+
 export interface CheckReport {
   readonly lab: string;
   readonly backend: string;
@@ -26,6 +35,8 @@ export interface CheckReport {
   readonly pairs: readonly CheckPair[];
   /** Container → outside namespace. */
   readonly egress: readonly CheckPair[];
+  /** macvlan labs: host → each of its own containers, with the outcome the lab's shape implies. */
+  readonly hostToOwn: readonly HostProbe[];
   readonly ok: boolean;
   readonly failures: number;
   readonly durationMs: number;
@@ -55,12 +66,35 @@ export async function labCheck(rec: LabRecord, opts: { count?: number } = {}): P
       (l.target === OUTSIDE_TARGET ? egress : pairs).push(p);
     }
   }
-  const failures = [...pairs, ...egress].reduce((n, p) => n + (p.icmp.ok ? 0 : 1) + (p.tcp.ok ? 0 : 1), 0);
+  const hostToOwn = rec.backend === 'macvlan' ? await probeOwnContainers(rec, containers, count) : [];
+  const failures = [...pairs, ...egress].reduce((n, p) => n + (p.icmp.ok ? 0 : 1) + (p.tcp.ok ? 0 : 1), 0)
+    + hostToOwn.reduce((n, p) => n + (p.asExpected ? 0 : 1), 0);
   return {
     lab: rec.name, backend: rec.backend,
     containers: containers.map(({ name, ip, host }) => ({ name, ip, host })),
-    pairs, egress, ok: failures === 0, failures, durationMs: Date.now() - t0,
+    pairs, egress, hostToOwn, ok: failures === 0, failures, durationMs: Date.now() - t0,
   };
+}
+
+/** Each host → its own containers, from the host namespace (where a node's kubelet probes run). */
+async function probeOwnContainers(rec: LabRecord, containers: ReadonlyArray<{ name: string; ip: string; host: number }>, count: number): Promise<HostProbe[]> {
+  const expected = rec.macvlanShim === true ? 'pass' : 'fail';
+  // Expected failures wait out their timeouts: one round trip is enough to show them.
+  const n = expected === 'fail' ? 1 : count;
+  const perHost = await mapLimit(rec.hostList, 2, async (h) => {
+    const targets = containers.filter((c) => c.host === h.index).map((c) => ({ name: c.name, ip: c.ip }));
+    const r = await execIn(h.ns, [process.execPath, `${LAB_SCRIPT_DIR}probe.js`, JSON.stringify({ targets, port: ECHO_PORT, count: n })], { timeoutMs: 30_000 });
+    if (r.code !== 0) throw new WeftError(CniCode.Internal, `probe from h${h.index} failed: ${r.stderr.trim()}`);
+    return (JSON.parse(r.stdout) as ProbeLine[]).map((l): HostProbe => {
+      const passed = l.icmp.ok && l.tcp.ok;
+      const failed = !l.icmp.ok && !l.tcp.ok;
+      return {
+        from: `h${h.index}`, to: l.target, toIP: l.ip, icmp: l.icmp, tcp: l.tcp, crossHost: false,
+        expected, asExpected: expected === 'pass' ? passed : failed,
+      };
+    });
+  });
+  return perHost.flat();
 }
 
 function median(xs: number[]): number | undefined {

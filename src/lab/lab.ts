@@ -2,6 +2,7 @@
 // outside, weftd per host, containers added through the CNI plugins as a runtime would, an echo
 // server per container), down removes everything a lab NAME made, whatever state it was left
 // in. Only namespaces named weftlab-NAME-… and files under the lab's state dir are touched.
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,6 +12,9 @@ import { type Cidr, formatCidr, formatIP, networkOf, parseCidr } from '../net/ip
 import { NETNS_RUN_DIR, createNamedNetns, deleteNamedNetns, listNamedNetns, netnsExists, netnsPath } from '../netns/index.js';
 import { parseSubnetEnvText } from '../cni/subnet-env.js';
 import { Topology } from './topology.js';
+import { RackTopology, parseBirdProtocols, splitHosts, type BirdSession } from './racks.js';
+import { MACVLAN_SHIM_NAME, macvlanShimPlan } from './backends.js';
+import { ensureMacvlanShim } from '../macvlan/shim.js';
 import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, mapLimit, tail } from './exec.js';
 import { LAB_NS_PREFIX, type LabName, labNsPrefix, labRoot } from './naming.js';
 import { type LabProcess, isSameProcess, killAndWait, processStartTime, processesInNamespaces, startInNamespace } from './procs.js';
@@ -116,8 +120,52 @@ function readLeasedSubnet(file: string): Cidr | undefined {
   return v === undefined || v === '' ? undefined : networkOf(parseCidr(v));
 }
 
-async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter): Promise<void> {
-  const config = spec.backend.networkConfig();
+/** The network config weftd reads: the backend's own, or its rack form peering with the router. */
+function networkConfigFor(spec: LabSpec, racks: RackTopology | undefined): Record<string, unknown> | undefined {
+  if (racks === undefined) return spec.backend.networkConfig();
+  const routed = spec.backend.racksNetworkConfig;
+  if (!routed) throw new WeftError(CniCode.InvalidNetworkConfig, `the ${spec.backend.name} backend cannot span racks`);
+  // Hold time as BIRD's (9 s): a dead host's routes leave the router within seconds.
+  return routed(racks.backendConfig({ HoldTime: 9 }));
+}
+
+function birdctl(socket: string, ...args: string[]): string {
+  return execFileSync('birdc', ['-s', socket, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 3000 });
+}
+
+/** BIRD on the rack router, detached and recorded like weftd, so it outlives `up` and `down` finds it. */
+async function startRouterBird(racks: RackTopology, rec: LabRecord, dirs: LabDirs, save: () => void): Promise<void> {
+  mkdirSync(dirs.bird, { recursive: true, mode: 0o700 });
+  mkdirSync(dirs.procs, { recursive: true, mode: 0o700 });
+  const conf = join(dirs.bird, 'bird.conf');
+  const socket = join(dirs.bird, 'bird.ctl');
+  writeFileSync(conf, racks.birdConfig());
+  const p = startInNamespace('bird', racks.router, ['bird', '-f', '-c', conf, '-s', socket, '-P', join(dirs.bird, 'bird.pid')], dirs.procLog('bird'));
+  rec.processes.push(p);
+  rec.birdSocket = socket;
+  save();
+  await waitUntil('BIRD\'s control socket', () => {
+    requireAlive(p);
+    try {
+      birdctl(socket, 'show', 'status');
+      return true;
+    } catch {
+      return undefined;
+    }
+  }, 10_000);
+}
+
+/** macvlan --macvlan-shim: each host gets a sibling macvlan of its containers, routed to their range. */
+function addMacvlanShims(rec: LabRecord, save: () => void): void {
+  for (const h of rec.hostList) {
+    const plan = macvlanShimPlan(h.index, rec.hosts);
+    Netlink.with(netnsPath(h.ns), (nl) => ensureMacvlanShim(nl, { name: MACVLAN_SHIM_NAME, master: 'eth0', address: plan.address, routes: plan.routes }));
+    h.shimAddress = formatIP(plan.address.ip);
+  }
+  save();
+}
+
+async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter, config: Record<string, unknown> | undefined): Promise<void> {
   if (config === undefined) return;
   report(`writing the network config (Backend ${spec.backend.name}) to the ${rec.store} store`);
   const host0 = rec.hostList[0];
@@ -171,7 +219,7 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
 async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoId: string, save: () => void, report: StepReporter): Promise<void> {
   for (const h of rec.hostList) {
     writeFileSync(dirs.conflist(h.index), JSON.stringify(spec.backend.conflist({
-      dirs, index: h.index, hosts: rec.hosts, pods: rec.pods, outsideIP: rec.outsideIP ?? '',
+      dirs, index: h.index, hosts: rec.hosts, pods: rec.pods, outsideIP: rec.outsideIP ?? '', macvlanShim: spec.macvlanShim,
     }), null, 2) + '\n');
     if (!h.subnet && spec.backend.networkConfig() === undefined) h.subnet = 'underlay';
   }
@@ -245,24 +293,50 @@ export async function labUp(spec: LabSpec, report: StepReporter = () => {}): Pro
     phase: 'creating', createdAt: new Date().toISOString(),
     controller: { pid: process.pid, startTime: processStartTime(process.pid) ?? '' },
     hostList: [], containers: [], processes: [], extraNamespaces: [],
+    ...(spec.racks > 1 && { racks: spec.racks }),
+    ...(spec.macvlanShim && { macvlanShim: true }),
   };
   const save = () => writeRecord(dirs, rec);
   save();
   try {
-    report(`building the underlay switch, ${spec.hosts} host namespaces and "outside"`);
-    const topo = Topology.create({ prefix: `${LAB_NS_PREFIX}-${spec.name}`, hosts: spec.hosts });
-    rec.underlay = topo.underlay;
-    rec.outside = topo.outside;
-    rec.outsideIP = formatIP(topo.outsideIP);
-    rec.hostList = topo.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip) }));
+    const prefix = `${LAB_NS_PREFIX}-${spec.name}`;
+    let topoId: string;
+    let racks: RackTopology | undefined;
+    if (spec.racks > 1) {
+      report(`building ${spec.racks} racks (a switch each) with ${spec.hosts} hosts, a router between them and "outside" behind it`);
+      racks = await RackTopology.create({ prefix, racks: spec.racks, hostsPerRack: splitHosts(spec.hosts, spec.racks), outside: true, startBird: false, stateDir: dirs.bird });
+      topoId = racks.id;
+      rec.switches = racks.switches;
+      rec.router = racks.router;
+      rec.outside = racks.outside;
+      rec.outsideIP = formatIP(racks.outsideIP);
+      rec.hostList = racks.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip), rack: h.rack }));
+    } else {
+      report(`building the underlay switch, ${spec.hosts} host namespaces and "outside"`);
+      const topo = Topology.create({ prefix, hosts: spec.hosts });
+      topoId = topo.id;
+      rec.underlay = topo.underlay;
+      rec.outside = topo.outside;
+      rec.outsideIP = formatIP(topo.outsideIP);
+      rec.hostList = topo.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip) }));
+    }
     for (const h of rec.hostList) dirs.makeHostDirs(h.index);
     save();
-    if (spec.store === 'etcd' && spec.backend.networkConfig() !== undefined) {
+    if (racks) {
+      report(`starting BIRD 2 on the router (route reflector for ${spec.hosts} hosts)`);
+      await startRouterBird(racks, rec, dirs, save);
+    }
+    if (spec.macvlanShim) {
+      report(`adding a macvlan shim (${MACVLAN_SHIM_NAME}) on every host, routed to its own containers`);
+      addMacvlanShims(rec, save);
+    }
+    const config = networkConfigFor(spec, racks);
+    if (spec.store === 'etcd' && config !== undefined) {
       report('starting etcd in the outside namespace');
       await startEtcd(rec, dirs, save);
     }
-    await startAgents(spec, rec, dirs, save, report);
-    await addContainers(spec, rec, dirs, topo.id, save, report);
+    await startAgents(spec, rec, dirs, save, report, config);
+    await addContainers(spec, rec, dirs, topoId, save, report);
     await startEchoServers(rec, dirs, save, report);
     rec.phase = 'up';
     save();
@@ -322,8 +396,9 @@ export async function labDown(name: LabName): Promise<DownReport> {
     killed += targets.length;
   }
   const namespaces = labNamespaces(name);
-  // Containers and hosts first, the underlay (holding the other veth ends) last.
-  const ordered = [...namespaces].sort((a, b) => Number(a.endsWith('-u')) - Number(b.endsWith('-u')));
+  // Containers and hosts first, the switches (holding the other veth ends) last.
+  const isSwitch = (ns: string) => Number(/-(u|s\d+)$/.test(ns));
+  const ordered = [...namespaces].sort((a, b) => isSwitch(a) - isSwitch(b));
   const errors: string[] = [];
   for (const ns of ordered) {
     try {
@@ -355,8 +430,19 @@ export interface LabStatus {
   readonly record: LabRecord | undefined;
   readonly namespaces: string[];
   readonly processes: ReadonlyArray<LabProcess & { alive: boolean }>;
+  /** Multi-rack labs: the router's BGP sessions as BIRD reports them (birdc show protocols). */
+  readonly bird?: { readonly sessions: readonly BirdSession[] } | { readonly error: string };
   /** Everything recorded is there and running. */
   readonly healthy: boolean;
+}
+
+function birdSessions(socket: string): { sessions: BirdSession[] } | { error: string } {
+  try {
+    return { sessions: parseBirdProtocols(birdctl(socket, 'show', 'protocols')) };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    return { error: (e.stdout || e.stderr || e.message).trim().split('\n').slice(-1)[0] ?? 'birdc failed' };
+  }
 }
 
 export function labStatus(name: LabName): LabStatus {
@@ -365,9 +451,11 @@ export function labStatus(name: LabName): LabStatus {
   if (!existsSync(dirs.root) && labNetnsEntries(name).length === 0) throw new LabNotFoundError(name);
   const record = readRecord(dirs);
   const processes = (record?.processes ?? []).map((p) => ({ ...p, alive: isSameProcess(p.pid, p.startTime) }));
-  const wanted = record ? [record.underlay, record.outside, ...record.hostList.map((h) => h.ns), ...record.containers.map((c) => c.ns)] : [];
+  const fabric = record?.racks !== undefined ? [...(record.switches ?? []), record.router] : [record?.underlay];
+  const wanted = record ? [...fabric, record.outside, ...record.hostList.map((h) => h.ns), ...record.containers.map((c) => c.ns)] : [];
   const healthy = record?.phase === 'up' && processes.every((p) => p.alive) && wanted.every((n) => n !== undefined && namespaces.includes(n));
-  return { name, stateDir: dirs.root, record, namespaces, processes, healthy };
+  const bird = record?.birdSocket !== undefined ? birdSessions(record.birdSocket) : undefined;
+  return { name, stateDir: dirs.root, record, namespaces, processes, healthy, ...(bird && { bird }) };
 }
 
 /** The record of a lab that is up (check and bench need one). */

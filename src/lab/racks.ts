@@ -10,6 +10,9 @@
 //                  mode 'ebgp' — its own AS; strips the cluster's AS from paths it sends back, so
 //                               hosts (all in one AS) do not reject each other's routes as loops
 //           and BIRD's kernel protocol installs the learned subnets in the router's kernel.
+//   outside (optional): router up0 198.19.0.1/24 ── outside eth0 198.19.0.254/24; the router's
+//           default route points there and the outside routes 198.18.0.0/15 back via the router,
+//           so hosts reach it (egress, a store) through their rack router like any destination.
 //
 // Everything is named `${prefix}-${id}-…` and removed by destroy(), even after a half-built failure.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -19,12 +22,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
-import { type IP, formatIP, parseIPv4 } from '../net/ip.js';
+import { type IP, formatIP, parseCidr, parseIPv4 } from '../net/ip.js';
 import { createNamedNetns, deleteNamedNetns, writeSysctl } from '../netns/index.js';
 
 export const ROUTER_LOOPBACK = '198.18.255.254';
 export const DEFAULT_CLUSTER_ASN = 64512;
 export const DEFAULT_ROUTER_ASN = 65000;
+/** The router's end of the uplink to the outside namespace, and the outside's address. */
+export const ROUTER_UPLINK_IP = '198.19.0.1';
+export const RACKS_OUTSIDE_IP = '198.19.0.254';
+const UPLINK_PREFIX = 24;
+const UNDERLAY_SUPERNET = '198.18.0.0/15';
 
 export type RackMode = 'rr' | 'ebgp';
 
@@ -42,13 +50,49 @@ export interface RackHost {
 export interface RacksOptions {
   readonly prefix: string;
   readonly racks: number;
-  readonly hostsPerRack: number;
+  /** One count for every rack, or a count per rack. */
+  readonly hostsPerRack: number | readonly number[];
   readonly mode?: RackMode;
   readonly clusterAsn?: number;
   readonly routerAsn?: number;
   readonly mtu?: number;
   /** Where BIRD's config, control socket and pid file go (default: a fresh temp directory). */
   readonly stateDir?: string;
+  /** Also build an outside namespace behind the router (default false). */
+  readonly outside?: boolean;
+  /**
+   * Start BIRD as a child of this process (default true). False when the caller runs it itself
+   * (the lab starts it detached and records its PID) from birdConfig().
+   */
+  readonly startBird?: boolean;
+}
+
+/** How many hosts go into each rack: `hosts` spread as evenly as possible, earlier racks fuller. */
+export function splitHosts(hosts: number, racks: number): number[] {
+  return Array.from({ length: racks }, (_, k) => Math.floor(hosts / racks) + (k < hosts % racks ? 1 : 0));
+}
+
+export interface BirdSession {
+  readonly name: string;
+  /** BIRD's protocol state (up, start, down …). */
+  readonly state: string;
+  /** The BGP detail, e.g. "Established" or "Active  Socket: Connection refused". */
+  readonly info: string;
+}
+
+/** The BGP rows of `birdc show protocols`. */
+export function parseBirdProtocols(text: string): BirdSession[] {
+  const out: BirdSession[] = [];
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] !== 'BGP' || !f[0]) continue;
+    // Since is one field (a time) or two (a date and a time), before Info.
+    const rest = f.slice(4);
+    if (rest[0] !== undefined && /^\d{4}-\d{2}-\d{2}$/.test(rest[0])) rest.shift();
+    rest.shift();
+    out.push({ name: f[0], state: f[3] ?? '', info: rest.join(' ') });
+  }
+  return out;
 }
 
 export function rackSegment(rack: number): { host(j: number): IP; router: IP } {
@@ -148,12 +192,7 @@ export class Bird {
 
   /** protocol name → state text (e.g. "Established"), for the BGP protocols. */
   sessions(): Map<string, string> {
-    const m = new Map<string, string>();
-    for (const line of this.birdc('show', 'protocols').split('\n')) {
-      const f = line.trim().split(/\s+/);
-      if (f[1] === 'BGP' && f[0]) m.set(f[0], f.slice(5).join(' ') || (f[3] ?? ''));
-    }
-    return m;
+    return new Map(parseBirdProtocols(this.birdc('show', 'protocols')).map((s) => [s.name, s.info || s.state]));
   }
 
   async stop(): Promise<void> {
@@ -171,6 +210,11 @@ export class RackTopology {
   readonly id = randomBytes(3).toString('hex');
   readonly hosts: RackHost[] = [];
   readonly router: string;
+  /** One switch namespace per rack. */
+  readonly switches: string[] = [];
+  /** The outside namespace (when asked for). */
+  readonly outside: string | undefined;
+  readonly outsideIP = parseIPv4(RACKS_OUTSIDE_IP);
   readonly routerLoopback = parseIPv4(ROUTER_LOOPBACK);
   readonly mode: RackMode;
   readonly clusterAsn: number;
@@ -182,6 +226,7 @@ export class RackTopology {
 
   private constructor(private readonly opts: RacksOptions) {
     this.router = this.name('r');
+    this.outside = opts.outside ? this.name('o') : undefined;
     this.mode = opts.mode ?? 'rr';
     this.clusterAsn = opts.clusterAsn ?? DEFAULT_CLUSTER_ASN;
     this.routerAsn = this.mode === 'rr' ? this.clusterAsn : opts.routerAsn ?? DEFAULT_ROUTER_ASN;
@@ -202,14 +247,13 @@ export class RackTopology {
 
   static async create(opts: RacksOptions): Promise<RackTopology> {
     if (opts.racks < 1 || opts.racks > 250) throw new WeftError(CniCode.InvalidEnvironment, `racks: racks must be 1..250, got ${opts.racks}`);
-    if (opts.hostsPerRack < 1 || opts.hostsPerRack > 200) throw new WeftError(CniCode.InvalidEnvironment, `racks: hosts per rack must be 1..200, got ${opts.hostsPerRack}`);
+    const sizes = typeof opts.hostsPerRack === 'number' ? Array<number>(opts.racks).fill(opts.hostsPerRack) : opts.hostsPerRack;
+    if (sizes.length !== opts.racks) throw new WeftError(CniCode.InvalidEnvironment, `racks: ${sizes.length} rack sizes for ${opts.racks} racks`);
+    for (const n of sizes) if (n < 1 || n > 200) throw new WeftError(CniCode.InvalidEnvironment, `racks: hosts per rack must be 1..200, got ${n}`);
     const t = new RackTopology(opts);
     try {
-      t.build();
-      t.bird_ = await Bird.start(t.router, t.stateDir, renderRackBirdConfig({
-        mode: t.mode, clusterAsn: t.clusterAsn, routerAsn: t.routerAsn,
-        hosts: t.hosts.map((h) => ({ name: `h${h.index}`, ip: formatIP(h.ip) })),
-      }));
+      t.build(sizes);
+      if (opts.startBird ?? true) t.bird_ = await Bird.start(t.router, t.stateDir, t.birdConfig());
     } catch (err) {
       await t.destroy().catch(() => {});
       throw err;
@@ -217,20 +261,31 @@ export class RackTopology {
     return t;
   }
 
+  /** BIRD's config for this router: one session per host. */
+  birdConfig(): string {
+    return renderRackBirdConfig({
+      mode: this.mode, clusterAsn: this.clusterAsn, routerAsn: this.routerAsn,
+      hosts: this.hosts.map((h) => ({ name: `h${h.index}`, ip: formatIP(h.ip) })),
+    });
+  }
+
   get bird(): Bird {
     if (!this.bird_) throw new WeftError(CniCode.Internal, 'racks: BIRD is not running');
     return this.bird_;
   }
 
-  private build(): void {
+  private build(sizes: readonly number[]): void {
     const mtu = this.opts.mtu ?? 1500;
     const routerPath = this.ns(this.router);
     writeSysctl('net.ipv4.ip_forward', 1, routerPath);
     Netlink.with(routerPath, (nl) => nl.addAddress('lo', { ip: this.routerLoopback, prefix: 32 }));
+    if (this.outside !== undefined) this.buildUplink(routerPath, this.outside, mtu);
     let index = 0;
     for (let k = 0; k < this.opts.racks; k++) {
       const seg = rackSegment(k);
-      const swPath = this.ns(this.name(`s${k}`));
+      const sw = this.name(`s${k}`);
+      const swPath = this.ns(sw);
+      this.switches.push(sw);
       Netlink.with(swPath, (nl) => {
         nl.createBridge({ name: 'sw', mtu, up: true });
         nl.createVeth({ name: 'pr', peerName: `r${k}`, peerNsPath: routerPath, mtu, up: true });
@@ -239,7 +294,7 @@ export class RackTopology {
           r.addAddress(`r${k}`, { ip: seg.router, prefix: 24 });
           r.setLink(`r${k}`, { up: true });
         });
-        for (let j = 0; j < this.opts.hostsPerRack; j++, index++) {
+        for (let j = 0; j < (sizes[k] ?? 0); j++, index++) {
           const ns = this.name(`h${index}`);
           const path = this.ns(ns);
           writeSysctl('net.ipv4.ip_forward', 1, path);
@@ -255,6 +310,23 @@ export class RackTopology {
         }
       });
     }
+  }
+
+  /** A point-to-point segment router ↔ outside; not named r* so BIRD's direct protocol skips it. */
+  private buildUplink(routerPath: string, outside: string, mtu: number): void {
+    const outsidePath = this.ns(outside);
+    const uplink = parseIPv4(ROUTER_UPLINK_IP);
+    Netlink.with(routerPath, (r) => r.createVeth({ name: 'up0', peerName: 'eth0', peerNsPath: outsidePath, mtu, up: true }));
+    Netlink.with(outsidePath, (o) => {
+      o.addAddress('eth0', { ip: this.outsideIP, prefix: UPLINK_PREFIX });
+      o.setLink('eth0', { up: true });
+    });
+    Netlink.with(routerPath, (r) => {
+      r.addAddress('up0', { ip: uplink, prefix: UPLINK_PREFIX });
+      r.addRoute({ dst: 'default', gateway: this.outsideIP });
+    });
+    // Back to the hosts only: pod networks stay unknown outside (egress is masqueraded).
+    Netlink.with(outsidePath, (o) => o.addRoute({ dst: parseCidr(UNDERLAY_SUPERNET), gateway: uplink }));
   }
 
   /** The network config's Backend section that makes the hosts peer with this router. */

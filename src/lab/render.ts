@@ -54,14 +54,33 @@ export function renderCheck(r: CheckReport, colour: boolean): string {
     })(),
   ]);
   const s = rttSummary(r);
-  const total = (r.pairs.length + r.egress.length) * 2;
+  const total = (r.pairs.length + r.egress.length) * 2 + r.hostToOwn.length;
+  const own = r.hostToOwn.length > 0 ? ` + ${r.hostToOwn.length} host → own container` : '';
   const verdict = r.ok
-    ? `all ${total} probes passed (${r.pairs.length} container pairs + ${r.egress.length} egress, ICMP and TCP each)`
+    ? `all ${total} probes as expected (${r.pairs.length} container pairs + ${r.egress.length} egress, ICMP and TCP each${own})`
     : `${r.failures} of ${total} probes FAILED`;
   return `lab ${r.lab} (${r.backend}) — cells: ICMP/TCP round trip in ms (median of 3)\n\n`
     + table(headers, rows, colour)
+    + renderHostToOwn(r, colour)
     + `\nmedian ICMP RTT: same host ${ms(s.sameHost)} ms, across hosts ${ms(s.crossHost)} ms, egress ${ms(s.egress)} ms; TCP across hosts ${ms(s.tcpCrossHost)} ms\n`
     + `${colour ? (r.ok ? CODES.ok : CODES.bad) : ''}${verdict}${colour ? '\x1b[0m' : ''} in ${(r.durationMs / 1000).toFixed(1)}s\n`;
+}
+
+/** macvlan labs: host → own container, failing as expected without a shim. */
+function renderHostToOwn(r: CheckReport, colour: boolean): string {
+  if (r.hostToOwn.length === 0) return '';
+  const shim = r.hostToOwn[0]?.expected === 'pass';
+  const rows = r.hostToOwn.map((p) => {
+    const seen = probeCell(p.icmp, p.tcp);
+    const verdict: Cell = p.asExpected
+      ? { text: p.expected === 'pass' ? 'ok' : 'fails, as expected', tone: p.expected === 'pass' ? 'ok' : 'dim' }
+      : { text: p.expected === 'pass' ? 'FAILED' : 'UNEXPECTEDLY reachable', tone: 'bad' };
+    return [p.from, `${p.to} ${p.toIP}`, p.asExpected && p.expected === 'fail' ? { text: seen.text, tone: 'dim' as const } : seen, verdict];
+  });
+  const why = shim
+    ? 'each host reaches its own containers through its macvlan shim (weft-shim)'
+    : 'a macvlan master cannot reach its own macvlans, so these fail by design; lab up --macvlan-shim adds the remedy';
+  return `\nhost → own container (${why}):\n` + table(['host', 'container', 'ICMP/TCP', 'verdict'], rows, colour);
 }
 
 export function gbps(v: number): string {
@@ -80,12 +99,23 @@ export function renderStatus(s: LabStatus, colour: boolean): string {
     ? `lab ${s.name}: ${rec.phase}${s.healthy ? '' : rec.phase === 'up' ? ' (DEGRADED)' : ''} — backend ${rec.backend}, store ${rec.store}${rec.etcdUrl ? ` (${rec.etcdUrl})` : ''}, ${rec.hosts} host(s) × ${rec.pods} container(s), since ${rec.createdAt}\nstate: ${s.stateDir}\n`
     : `lab ${s.name}: no record (a crashed up?) — ${s.namespaces.length} namespace(s) left; remove with weftctl lab down --name ${s.name}\n`;
   if (!rec) return head;
-  const hosts = table(['host', 'namespace', 'underlay', 'pod subnet', 'containers'], rec.hostList.map((h) => [
-    `h${h.index}`, h.ns, h.ip, h.subnet ?? '–',
+  const racks = rec.racks !== undefined;
+  const shims = rec.macvlanShim === true;
+  const hosts = table(['host', ...(racks ? ['rack'] : []), 'namespace', 'underlay', ...(shims ? ['shim'] : []), 'pod subnet', 'containers'], rec.hostList.map((h) => [
+    `h${h.index}`, ...(racks ? [String(h.rack ?? '?')] : []), h.ns, h.ip, ...(shims ? [h.shimAddress ?? '–'] : []), h.subnet ?? '–',
     rec.containers.filter((c) => c.host === h.index).map((c) => `${c.name} ${c.ip ?? '?'}`).join(', '),
   ]), colour);
   const procs = table(['process', 'pid', 'state', 'log'], s.processes.map((p) => [
     p.role, String(p.pid), p.alive ? { text: 'running', tone: 'ok' } : { text: 'DEAD', tone: 'bad' }, p.log,
   ]), colour);
-  return `${head}${rec.error ? `error: ${rec.error}\n` : ''}\n${hosts}\n${procs}`;
+  return `${head}${rec.error ? `error: ${rec.error}\n` : ''}${racks ? `racks: ${rec.racks}, switches ${(rec.switches ?? []).join(', ')}; router ${rec.router ?? '?'} (BIRD 2, route reflector); outside ${rec.outsideIP ?? '?'} behind the router\n` : ''}\n${hosts}\n${procs}${renderBird(s, colour)}`;
+}
+
+function renderBird(s: LabStatus, colour: boolean): string {
+  if (s.bird === undefined) return '';
+  if ('error' in s.bird) return `\nBIRD sessions: ${colour ? CODES.bad : ''}unavailable (${s.bird.error})${colour ? '\x1b[0m' : ''}\n`;
+  const hostIP = new Map((s.record?.hostList ?? []).map((h) => [`h${h.index}`, h.ip]));
+  return '\nBIRD sessions on the router (birdc show protocols):\n' + table(['peer', 'address', 'state', 'info'], s.bird.sessions.map((b) => [
+    b.name, hostIP.get(b.name) ?? '?', b.state, { text: b.info || '–', tone: /Established/.test(b.info) ? 'ok' : 'bad' },
+  ]), colour);
 }

@@ -13,6 +13,10 @@ export interface LabSpec {
   readonly pods: number;
   readonly backend: LabBackend;
   readonly store: LabStore;
+  /** L2 segments the hosts are spread over; more than 1 puts a BIRD router between them. */
+  readonly racks: number;
+  /** macvlan: a shim on each host so it can reach its own containers. */
+  readonly macvlanShim: boolean;
 }
 
 export class LabInputError extends Error {
@@ -42,14 +46,38 @@ export function parseBackend(raw: string | undefined): LabBackend {
   return b;
 }
 
-export function parseLabSpec(raw: { name?: string | undefined; hosts?: string | undefined; pods?: string | undefined; backend?: string | undefined; store?: string | undefined }): LabSpec {
+export interface RawLabFlags {
+  name?: string | undefined;
+  hosts?: string | undefined;
+  pods?: string | undefined;
+  backend?: string | undefined;
+  store?: string | undefined;
+  racks?: string | undefined;
+  macvlanShim?: boolean | undefined;
+}
+
+function racksProblem(backend: LabBackend, racks: number, hosts: number): string | undefined {
+  if (racks === 1) return undefined;
+  if (!backend.racksNetworkConfig) {
+    const why = backend.oneSegmentWhy ? `: ${backend.oneSegmentWhy}` : '; in the lab only bgp spreads the pod subnets through the rack router';
+    const can = labBackendNames().filter((n) => labBackend(n)?.racksNetworkConfig !== undefined);
+    return `--racks ${racks}: the ${backend.name} backend cannot span racks${why} (backends that can: ${can.join(', ')})`;
+  }
+  if (hosts < racks) return `--racks ${racks}: needs at least one host per rack, got --hosts ${hosts}`;
+  return undefined;
+}
+
+export function parseLabSpec(raw: RawLabFlags): LabSpec {
   const name = parseName(raw.name);
   const hosts = count('--hosts', raw.hosts, 3, MAX_HOSTS);
   const pods = count('--pods', raw.pods, 2, MAX_PODS);
   const backend = parseBackend(raw.backend);
   const store = raw.store ?? 'file';
   if (store !== 'file' && store !== 'etcd') throw new LabInputError(`--store: expected file or etcd, got ${JSON.stringify(store)}`);
-  const problem = backend.sizeProblem?.(hosts, pods);
+  const racks = count('--racks', raw.racks, 1, MAX_HOSTS);
+  const macvlanShim = raw.macvlanShim ?? false;
+  if (macvlanShim && backend.name !== 'macvlan') throw new LabInputError(`--macvlan-shim: only for --backend macvlan (the ${backend.name} backend's hosts reach their containers already)`);
+  const problem = racksProblem(backend, racks, hosts) ?? backend.sizeProblem?.(hosts, pods, { macvlanShim });
   if (problem !== undefined) throw new LabInputError(problem);
-  return { name, hosts, pods, backend, store };
+  return { name, hosts, pods, backend, store, racks, macvlanShim };
 }

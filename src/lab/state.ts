@@ -27,6 +27,10 @@ const hostSchema = z.object({
   ip: z.string(),
   /** The pod subnet weftd leased (network form), or the host's macvlan range. */
   subnet: z.string().optional(),
+  /** The rack (L2 segment) of a multi-rack lab. */
+  rack: z.number().int().nonnegative().optional(),
+  /** macvlan --macvlan-shim: the host's address on its shim. */
+  shimAddress: z.string().optional(),
 });
 
 const containerSchema = z.object({
@@ -58,6 +62,13 @@ export const labRecordSchema = z.object({
   /** Namespaces added later (benchmark reference paths); all carry the lab prefix too. */
   extraNamespaces: z.array(z.string()),
   etcdUrl: z.string().optional(),
+  /** --racks R > 1: one switch namespace per rack, the router namespace between them and BIRD's control socket. */
+  racks: z.number().int().positive().optional(),
+  switches: z.array(z.string()).optional(),
+  router: z.string().optional(),
+  birdSocket: z.string().optional(),
+  /** --macvlan-shim: every host has a shim to its own containers. */
+  macvlanShim: z.boolean().optional(),
   error: z.string().optional(),
 });
 
@@ -74,6 +85,8 @@ export class LabDirs {
   get store(): string { return join(this.root, 'store'); }
   get etcd(): string { return join(this.root, 'etcd'); }
   get procs(): string { return join(this.root, 'procs'); }
+  /** BIRD's config, control socket and pid file (multi-rack labs). */
+  get bird(): string { return join(this.root, 'bird'); }
   host(i: number): string { return join(this.root, 'hosts', `h${i}`); }
   subnetFile(i: number): string { return join(this.host(i), 'subnet.env'); }
   weftdLog(i: number): string { return join(this.host(i), 'weftd.log'); }

@@ -275,3 +275,23 @@ export function parseSubnetKey(key: string): Cidr | undefined {
   const c = tryParseCidr(`${key.slice(0, dash)}/${key.slice(dash + 1)}`);
   return c && isNetworkAddress(c) ? c : undefined;
 }
+
+/**
+ * The fewest CIDRs covering exactly first..last (inclusive), in order — e.g. a host's slice of
+ * an address pool as routes: 198.18.0.100–149 → .100/30, .104/29, .112/28, .128/28, .144/30, .148/31.
+ */
+export function rangeToCidrs(first: IP, last: IP): Cidr[] {
+  if (first.family !== last.family) throw new AddressError('range ends are of different families');
+  if (first.value > last.value) throw new AddressError(`range ${formatIP(first)}–${formatIP(last)} is empty`);
+  const bits = BITS[first.family];
+  const out: Cidr[] = [];
+  let v = first.value;
+  while (v <= last.value) {
+    // The largest block aligned at v that does not run past last.
+    let size = 0;
+    while (size < bits && (v & ((1n << BigInt(size + 1)) - 1n)) === 0n && v + (1n << BigInt(size + 1)) - 1n <= last.value) size++;
+    out.push({ ip: make(first.family, v), prefix: bits - size });
+    v += 1n << BigInt(size);
+  }
+  return out;
+}
