@@ -6,11 +6,15 @@
 // classic per-packet one, which drops anything else as malformed.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { Registry } from 'prom-client';
 import { createUdpBackend, type PumpStats, type UdpBackend } from '../../src/agent/backends/udp/index.js';
 import { UdpTopology } from './udp-topology.js';
 
 const MTU = 1500 - 28;
 const BYTES = 16_000_000;
+
+/** One metrics registry per host, as each weftd has its own. */
+const registries = [new Registry(), new Registry()];
 
 async function bringUp(topo: UdpTopology, offload: readonly boolean[]): Promise<UdpBackend[]> {
   const backends: UdpBackend[] = [];
@@ -18,7 +22,9 @@ async function bringUp(topo: UdpTopology, offload: readonly boolean[]): Promise<
     for (const h of topo.hosts) {
       const b = createUdpBackend({ Port: 8285 }, { offload: offload[h.index - 1] ?? true });
       backends.push(b);
-      const prep = await b.prepare(h.context());
+      const registry = registries[h.index - 1];
+      assert.ok(registry);
+      const prep = await b.prepare({ ...h.context(), registry });
       h.setPodMtu(prep.mtu);
       await b.activate(h.subnet);
     }
@@ -70,6 +76,9 @@ describe('udp backend offloads (TSO from the TUN, GSO/GRO on the socket, merged 
     assert.ok(s2.rxTunGsoWrites > 0, `host 2 merged nothing: ${JSON.stringify(s2)}`);
     assert.ok(s2.rxPackets / s2.rxTunWrites > 4, `packets per TUN write: ${s2.rxPackets / s2.rxTunWrites}`);
     assert.ok(s2.rxBytes >= BYTES, `bytes written to the TUN ${s2.rxBytes}`);
+    // The same counters on weftd's /metrics registry.
+    const exposed = await registries[1]?.getSingleMetricAsString('weft_udp_rx_tun_gso_writes_total');
+    assert.match(exposed ?? '', new RegExp(`^weft_udp_rx_tun_gso_writes_total ${statsOf(backends[1]).rxTunGsoWrites}$`, 'm'));
   });
 
   it('an offloading pump talks to a classic one: every datagram is a single packet no larger than the MTU', async () => {

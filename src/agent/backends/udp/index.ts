@@ -15,6 +15,7 @@ import { writeSysctl } from '../../../netns/index.js';
 import type { Lease } from '../../../store/lease.js';
 import type { UdpConfig } from '../../../store/backend-registry.js';
 import type { Backend, BackendPreparation, HostContext, ReconcileReport } from '../types.js';
+import { registerUdpMetrics } from './metrics.js';
 import { peerTable, routeKey } from './peers.js';
 import { setTunPersist, UdpPump, type PumpStats } from './pump.js';
 
@@ -71,6 +72,7 @@ export class UdpBackend implements Backend {
     const reused = host.nl.getLink(this.device) !== undefined;
     const { fd, pump } = this.attach(host, mtu);
     this.attached = { host, mtu, tunFd: fd, pump };
+    if (host.registry) registerUdpMetrics(host.registry, () => this.stats());
     host.log.info('udp backend: tunnel ready', { device: this.device, reused, mtu, port: this.port });
     return { backendData: null, mtu };
   }

@@ -25,9 +25,14 @@ function metricName(stat: string): string {
   return `weft_udp_${stat.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}_total`;
 }
 
-/** Registers one counter per pump statistic; source() returning undefined reports nothing new. */
+/**
+ * Registers one counter per pump statistic; source() returning undefined reports nothing new.
+ * Registering again on the same registry (a backend re-created in the same process) replaces the
+ * previous source.
+ */
 export function registerUdpMetrics(registry: Registry, source: () => PumpStats | undefined): void {
   for (const stat of PUMP_STAT_NAMES) {
+    registry.removeSingleMetric(metricName(stat));
     new Counter({
       name: metricName(stat),
       help: HELP[stat],

@@ -91,8 +91,9 @@ export class UdpPump {
   /**
    * Binds 0.0.0.0:port inside nsPath's namespace (the caller's when undefined) and starts the
    * threads. tunFd must stay open until stop() returned. offload: tunFd was opened with
-   * IFF_VNET_HDR; the pump enables TSO on it and UDP GRO on the socket, and segments TCP
-   * super-packets itself.
+   * IFF_VNET_HDR; the pump enables TSO on it and UDP GRO on the socket, segments TCP
+   * super-packets itself (sent with UDP GSO) and merges the received segments of each TCP flow
+   * back into super-packets for the TUN. Either way each datagram carries one IP packet.
    */
   static start(tunFd: number, port: number, nsPath: string | undefined, offload: boolean): UdpPump {
     try {
