@@ -19,9 +19,9 @@ export function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-/** A fresh lab name with the test prefix. */
-export function labName(): string {
-  return `wlb${randomBytes(3).toString('hex')}`;
+/** A fresh lab name with the test prefix (each suite's own, so parallel suites never collide). */
+export function labName(prefix = 'wlb'): string {
+  return `${prefix}${randomBytes(3).toString('hex')}`;
 }
 
 export interface Run { code: number | null; stdout: string; stderr: string }

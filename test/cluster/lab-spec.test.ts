@@ -5,8 +5,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cidrContains, ipCompare, parseCidr, parseIP } from '../../src/net/ip.js';
-import { labBackendNames, macvlanRange } from '../../src/lab/backends.js';
+import { cidrContains, formatCidr, ipCompare, parseCidr, parseIP, rangeToCidrs } from '../../src/net/ip.js';
+import { labBackend, labBackendNames, macvlanRange, macvlanShimPlan } from '../../src/lab/backends.js';
+import { parseBirdProtocols, splitHosts } from '../../src/lab/racks.js';
 import { labNsPrefix, labRoot, labStateDir, parseLabName } from '../../src/lab/naming.js';
 import { isSameProcess, processStartTime, processesInNamespaces } from '../../src/lab/procs.js';
 import { LabInputError, parseLabSpec } from '../../src/lab/spec.js';
@@ -114,5 +115,81 @@ describe('lab tables', () => {
     assert.equal(coloured.replace(/\x1b\[[0-9;]*m/g, ''), plain);
     assert.match(coloured, /\x1b\[32mok {4}\x1b\[0m/);
     assert.deepEqual(plain.split('\n').slice(0, 3), ['a       b', '──────  ────', 'ok      x']);
+  });
+});
+
+describe('lab racks and macvlan shim flags', () => {
+  it('--racks defaults to 1; bgp spans racks with at least one host per rack', () => {
+    assert.equal(parseLabSpec({}).racks, 1);
+    const s = parseLabSpec({ backend: 'bgp', racks: '2', hosts: '3' });
+    assert.equal(s.racks, 2);
+    assert.equal(s.macvlanShim, false);
+    assert.deepEqual(splitHosts(3, 2), [2, 1]);
+    assert.deepEqual(splitHosts(16, 3), [6, 5, 5]);
+    assert.deepEqual(splitHosts(2, 2), [1, 1]);
+  });
+  for (const [raw, msg] of [
+    [{ backend: 'bgp', racks: '0' }, /--racks: expected 1\.\.16, got 0/],
+    [{ backend: 'bgp', racks: 'two' }, /--racks: expected a whole number/],
+    [{ backend: 'bgp', racks: '3', hosts: '2' }, /--racks 3: needs at least one host per rack, got --hosts 2/],
+    [{ backend: 'host-gw', racks: '2' }, /--racks 2: the host-gw backend cannot span racks: .*share one L2 segment.*\(backends that can: bgp\)/],
+    [{ backend: 'macvlan', racks: '2' }, /--racks 2: the macvlan backend cannot span racks: its containers sit on the underlay segment/],
+    [{ backend: 'vxlan', racks: '2' }, /--racks 2: the vxlan backend cannot span racks; in the lab only bgp/],
+    [{ backend: 'vxlan', macvlanShim: true }, /--macvlan-shim: only for --backend macvlan/],
+    [{ backend: 'macvlan', macvlanShim: true, hosts: '15', pods: '10' }, /macvlan: 15 hosts leave 9 underlay addresses per host \(one kept for the shim\), fewer than --pods 10/],
+  ] as const) {
+    it(`refuses ${JSON.stringify(raw)}`, () => {
+      assert.throws(() => parseLabSpec(raw), (e: unknown) => e instanceof LabInputError && msg.test(e.message));
+    });
+  }
+  it('a full macvlan slice still fits without the shim (the shim costs exactly one address)', () => {
+    assert.equal(parseLabSpec({ backend: 'macvlan', hosts: '15', pods: '10' }).pods, 10);
+  });
+});
+
+describe('macvlan shim plan', () => {
+  it('rangeToCidrs covers exactly the range with aligned blocks', () => {
+    const got = rangeToCidrs(parseIP('198.18.0.100'), parseIP('198.18.0.149')).map(formatCidr);
+    assert.deepEqual(got, ['198.18.0.100/30', '198.18.0.104/29', '198.18.0.112/28', '198.18.0.128/28', '198.18.0.144/30', '198.18.0.148/31']);
+    assert.deepEqual(rangeToCidrs(parseIP('10.0.0.0'), parseIP('10.0.0.255')).map(formatCidr), ['10.0.0.0/24']);
+    assert.deepEqual(rangeToCidrs(parseIP('10.0.0.7'), parseIP('10.0.0.7')).map(formatCidr), ['10.0.0.7/32']);
+    assert.throws(() => rangeToCidrs(parseIP('10.0.0.8'), parseIP('10.0.0.7')), /empty/);
+  });
+  for (const hosts of [1, 2, 3, 16]) {
+    it(`${hosts} host(s): the shim takes the slice's last address, IPAM and the routes the rest`, () => {
+      for (let i = 0; i < hosts; i++) {
+        const r = macvlanRange(i, hosts);
+        const plan = macvlanShimPlan(i, hosts);
+        assert.equal(formatCidr(plan.address), `${r.end}/32`);
+        assert.equal(ipCompare(parseIP(plan.rangeEnd), parseIP(r.end)), -1);
+        // Every container address is routed via the shim; the shim's own address and the
+        // neighbours' slices are not.
+        const routed = (ip: string) => plan.routes.some((c) => cidrContains(c, parseIP(ip)));
+        assert.ok(routed(r.start) && routed(plan.rangeEnd));
+        assert.equal(routed(r.end), false);
+        const total = plan.routes.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
+        const size = Number(parseIP(r.end).value - parseIP(r.start).value);
+        assert.equal(total, size, 'routes cover the containers\' range and nothing else');
+        const conf = labBackend('macvlan')?.conflist({ dirs: LabDirs.of(parseLabName('x')), index: i, hosts, pods: 1, outsideIP: '198.18.0.254', macvlanShim: true }) as { plugins: Array<{ ipam: { ranges: Array<Array<{ rangeEnd: string }>> } }> };
+        assert.equal(conf.plugins[0]?.ipam.ranges[0]?.[0]?.rangeEnd, plan.rangeEnd, 'IPAM never hands out the shim address');
+      }
+    });
+  }
+});
+
+describe('BIRD protocol table', () => {
+  it('reads the BGP rows of birdc show protocols, with one- or two-field Since', () => {
+    const text = [
+      'BIRD 2.0.12 ready.',
+      'Name       Proto      Table      State  Since         Info',
+      'device1    Device     ---        up     00:50:43.021  ',
+      'h0         BGP        ---        up     00:50:44.301  Established   ',
+      'h1         BGP        ---        start  2026-11-21 23:50:43  Active        Socket: Connection refused',
+      'kernel1    Kernel     master4    up     00:50:43.021  ',
+    ].join('\n');
+    assert.deepEqual(parseBirdProtocols(text), [
+      { name: 'h0', state: 'up', info: 'Established' },
+      { name: 'h1', state: 'start', info: 'Active Socket: Connection refused' },
+    ]);
   });
 });
