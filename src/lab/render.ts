@@ -57,7 +57,7 @@ export function renderCheck(r: CheckReport, colour: boolean): string {
   const total = (r.pairs.length + r.egress.length) * 2 + r.hostToOwn.length;
   const own = r.hostToOwn.length > 0 ? ` + ${r.hostToOwn.length} host → own container` : '';
   const verdict = r.ok
-    ? `all ${total} probes as expected (${r.pairs.length} container pairs + ${r.egress.length} egress, ICMP and TCP each${own})`
+    ? `all ${total} probes ${r.hostToOwn.some((p) => p.expected === 'fail') ? 'as expected' : 'passed'} (${r.pairs.length} container pairs + ${r.egress.length} egress, ICMP and TCP each${own})`
     : `${r.failures} of ${total} probes FAILED`;
   return `lab ${r.lab} (${r.backend}) — cells: ICMP/TCP round trip in ms (median of 3)\n\n`
     + table(headers, rows, colour)
