@@ -4,7 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { runPlugin, type CniPlugin, type PluginContext } from '../cni/skel.js';
-import type { CniInterface, CniResult, CniRoute } from '../cni/result.js';
+import { cidrSchema, type CniInterface, type CniResult, type CniRoute } from '../cni/result.js';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink, type Link } from '../netlink/index.js';
 import type { Cidr } from '../net/ip.js';
@@ -27,6 +27,8 @@ const confSchema = z
     isDefaultGateway: z.boolean().default(false),
     forceAddress: z.boolean().default(false),
     ipMasq: z.boolean().default(false),
+    // weft's own: destinations ipMasq leaves alone besides the container's subnet (the cluster network).
+    ipMasqExclude: z.array(cidrSchema).default([]),
     mtu: z.number().int().min(68).max(65535).optional(),
     hairpinMode: z.boolean().default(false),
     promiscMode: z.boolean().default(false),
@@ -138,7 +140,7 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
       if (cfg.ipMasq || cfg.macspoofchk) {
         undo.push('remove nftables rules', () => { removeAttachmentRules(ctx.conf.name, attachment(ctx)); });
       }
-      if (cfg.ipMasq) addMasquerade(ctx.conf.name, attachment(ctx), result.ips.map((i) => i.address));
+      if (cfg.ipMasq) addMasquerade(ctx.conf.name, attachment(ctx), result.ips.map((i) => i.address), cfg.ipMasqExclude);
       if (cfg.macspoofchk && veth.container.mac) {
         addMacSpoofCheck(ctx.conf.name, attachment(ctx), veth.host.name, veth.container.mac);
       }

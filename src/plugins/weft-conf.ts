@@ -60,6 +60,10 @@ export function buildDelegateConf(conf: Pick<NetConf, 'cniVersion' | 'name' | 'r
   if (!has(d, 'type')) d.type = defaultDelegateType(env);
   // When weftd masquerades pod egress itself, the bridge must not do it a second time.
   if (!has(d, 'ipMasq')) d.ipMasq = !env.ipMasq;
+  // Pod-to-pod traffic across hosts keeps its source address (policy and logs see the pod).
+  if (d.ipMasq === true && !has(d, 'ipMasqExclude')) {
+    d.ipMasqExclude = [env.network, env.ipv6Network].filter((c) => c !== undefined).map((c) => formatCidr(networkOf(c)));
+  }
   if (!has(d, 'mtu')) d.mtu = env.mtu;
   if (typeof d.type === 'string' && BRIDGE_TYPES.has(d.type)) {
     if (!has(d, 'isGateway')) d.isGateway = true;

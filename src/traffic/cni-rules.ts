@@ -32,19 +32,21 @@ add chain inet ${CNI_TABLE} postrouting { type nat hook postrouting priority src
 `;
 
 /**
- * Masquerades traffic from the container's addresses to anything outside its own subnet and
- * outside multicast, like the reference bridge plugin's ipMasq.
+ * Masquerades traffic from the container's addresses to anything outside its own subnet, outside
+ * multicast and outside `exclude` (the whole cluster network when the weft plugin delegates: pods
+ * on other hosts must see the pod's own address, or source-based policy could not work), like the
+ * reference bridge plugin's ipMasq.
  */
-export function addMasquerade(network: string, a: Attachment, addresses: Cidr[]): void {
+export function addMasquerade(network: string, a: Attachment, addresses: Cidr[], exclude: readonly Cidr[] = []): void {
   const tag = nftQuote(ruleTag(network, a));
   const lines = [MASQ_CHAINS.trim()];
   for (const addr of addresses) {
-    const net = formatCidr(networkOf(addr));
-    if (addr.ip.family === 4) {
-      lines.push(`add rule inet ${CNI_TABLE} postrouting ip saddr ${formatIP(addr.ip)} ip daddr != ${net} ip daddr != 224.0.0.0/4 masquerade comment ${tag}`);
-    } else {
-      lines.push(`add rule inet ${CNI_TABLE} postrouting ip6 saddr ${formatIP(addr.ip)} ip6 daddr != ${net} ip6 daddr != ff00::/8 masquerade comment ${tag}`);
-    }
+    const v4 = addr.ip.family === 4;
+    const keep = [networkOf(addr), ...exclude.filter((c) => c.ip.family === addr.ip.family).map(networkOf)];
+    const sel = v4 ? 'ip' : 'ip6';
+    const daddr = keep.map((c) => ` ${sel} daddr != ${formatCidr(c)}`).join('');
+    const multicast = v4 ? '224.0.0.0/4' : 'ff00::/8';
+    lines.push(`add rule inet ${CNI_TABLE} postrouting ${sel} saddr ${formatIP(addr.ip)}${daddr} ${sel} daddr != ${multicast} masquerade comment ${tag}`);
   }
   nftApply(lines.join('\n') + '\n');
 }

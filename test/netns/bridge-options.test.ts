@@ -93,6 +93,16 @@ describe('weft-bridge options', () => {
       await add(host, plain, 'plain', conf({ name: 'wbtplain', bridge: 'wbr1', ranges: [[{ subnet: '10.78.4.0/24' }]], extra: { isDefaultGateway: true } }));
       assert.equal(await ping(plain.path, '198.18.7.2', 1), false, 'no masquerade, no answer');
 
+      // ipMasqExclude (weft's own key; the weft plugin passes the cluster network): those
+      // destinations keep the pod's address, everything else is still masqueraded.
+      ipIn(outside.name, ['route', 'add', '10.78.6.0/24', 'via', '198.18.7.1']);
+      const excl = pool.make();
+      const exclConf = conf({ name: 'wbtexcl', bridge: 'wbr2', ranges: [[{ subnet: '10.78.6.0/24' }]], extra: { isDefaultGateway: true, ipMasq: true, ipMasqExclude: ['198.18.7.0/24'] } });
+      const re = await add(host, excl, 'excl', exclConf);
+      assert.equal(await tcpFetch(excl.path, '198.18.7.2', 7070), ipOf(re), 'an excluded destination sees the pod address');
+      const delExcl = await runBridge(host.path, { command: 'DEL', containerId: 'excl', netns: excl.path }, exclConf);
+      assert.equal(delExcl.code, 0, delExcl.stdout + delExcl.stderr);
+
       const del = await runBridge(host.path, { command: 'DEL', containerId: 'masq', netns: masq.path }, masqConf);
       assert.equal(del.code, 0, del.stdout + del.stderr);
       assert.deepEqual(await cniRules(host.name), [], 'DEL removed the masquerade rule');

@@ -127,7 +127,10 @@ describe('delegate config (flannel semantics)', () => {
 
   it('the bridge masquerades when weftd does not', () => {
     const { conf, config } = weftConf();
-    assert.equal(buildDelegateConf(conf, config, env(FLANNEL_TEXT.replace('IPMASQ=true', 'IPMASQ=false'))).ipMasq, true);
+    const d = buildDelegateConf(conf, config, env(FLANNEL_TEXT.replace('IPMASQ=true', 'IPMASQ=false')));
+    assert.equal(d.ipMasq, true);
+    // …but never towards other pods: they must see the pod's own address.
+    assert.deepEqual(d.ipMasqExclude, [String(/FLANNEL_NETWORK=(\S+)/.exec(FLANNEL_TEXT)?.[1])]);
   });
 
   it('keys given in delegate win; name, cniVersion and ipam are always weft\'s', () => {
