@@ -150,11 +150,43 @@ export async function acquireFileLock(path: string, opts: FileLockOptions = {}):
   }
 }
 
+/**
+ * Per lock path, the promise that settles when this process's last queued caller is done. A
+ * process with many callers at once (weftd's fast path: a burst of 20 DELs all releasing IPAM
+ * addresses) would otherwise have them all poll the file with growing sleeps, and each release
+ * would wait out a waiter's sleep — up to 20 ms per holder, so the burst ran one holder per
+ * sleep. Queued here they take the file lock one after another the moment it is free. The file
+ * stays the mutex: this only orders one process's callers (another process still polls).
+ */
+const localQueues = new Map<string, Promise<void>>();
+
+function waitUntilDeadline(p: Promise<void>, deadline: number, path: string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new WeftError(CniCode.TryAgainLater, `timed out after ${timeoutMs} ms waiting for lock ${path} (held in this process, pid ${process.pid})`)), Math.max(0, deadline - Date.now()));
+    void p.then(() => { clearTimeout(timer); resolve(); });
+  });
+}
+
 export async function withFileLock<T>(path: string, fn: () => Promise<T> | T, opts: FileLockOptions = {}): Promise<T> {
-  const lock = await acquireFileLock(path, opts);
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const deadline = Date.now() + timeoutMs;
+  const ahead = localQueues.get(path);
+  let done!: () => void;
+  const mine = new Promise<void>((resolve) => { done = resolve; });
+  // The queue's tail settles only after every caller before it: a caller that gave up early
+  // must not let the ones behind it overtake the one still holding the lock.
+  const tail = ahead ? Promise.all([ahead, mine]).then(() => undefined) : mine;
+  localQueues.set(path, tail);
   try {
-    return await fn();
+    if (ahead) await waitUntilDeadline(ahead, deadline, path, timeoutMs);
+    const lock = await acquireFileLock(path, { ...opts, timeoutMs: Math.max(0, deadline - Date.now()) });
+    try {
+      return await fn();
+    } finally {
+      lock.release();
+    }
   } finally {
-    lock.release();
+    done();
+    if (localQueues.get(path) === tail) localQueues.delete(path);
   }
 }
