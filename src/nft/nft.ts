@@ -1,7 +1,10 @@
 // A thin runner for the nft(8) tool. Weft's rules live only in weft's own tables, so a batch
 // that creates a table or chain first ("add" is idempotent in nft) never disturbs anyone else's.
-import { spawnSync } from 'node:child_process';
+// nft acts on the network namespace it runs in: the caller's, or the named one in NftOptions
+// (tests use that, so they never depend on which namespace the test process is in).
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { CniCode, WeftError } from '../errors.js';
+import { netnsPath } from '../netns/netns.js';
 
 export type NftFamily = 'ip' | 'ip6' | 'inet' | 'bridge' | 'arp' | 'netdev';
 
@@ -13,11 +16,23 @@ export interface NftRule {
   comment?: string;
 }
 
+export interface NftOptions {
+  /** A named network namespace (/run/netns/NAME) to run nft in; default: the caller's. */
+  readonly netns?: string;
+}
+
 const NFT = process.env.WEFT_NFT ?? 'nft';
 
+function runNft(args: readonly string[], opts: NftOptions, input?: string): SpawnSyncReturns<string> {
+  const [cmd, argv] = opts.netns === undefined
+    ? [NFT, args]
+    : ['nsenter', [`--net=${netnsPath(opts.netns)}`, '--', NFT, ...args]];
+  return spawnSync(cmd, argv, { encoding: 'utf8', ...(input !== undefined && { input }) });
+}
+
 /** Applies an nft script atomically (nft -f runs a whole file as one transaction). */
-export function nftApply(script: string): void {
-  const r = spawnSync(NFT, ['-f', '-'], { input: script, encoding: 'utf8' });
+export function nftApply(script: string, opts: NftOptions = {}): void {
+  const r = runNft(['-f', '-'], opts, script);
   if (r.error) throw new WeftError(CniCode.IoFailure, `cannot run nft: ${r.error.message}`);
   if (r.status !== 0) {
     throw new WeftError(CniCode.IoFailure, `nft rejected the rules: ${r.stderr.trim()}`, script);
@@ -25,8 +40,8 @@ export function nftApply(script: string): void {
 }
 
 /** `nft -j list …`; returns undefined when the object does not exist. */
-export function nftListJson(args: string[]): unknown[] | undefined {
-  const r = spawnSync(NFT, ['-j', 'list', ...args], { encoding: 'utf8' });
+export function nftListJson(args: string[], opts: NftOptions = {}): unknown[] | undefined {
+  const r = runNft(['-j', 'list', ...args], opts);
   if (r.error) throw new WeftError(CniCode.IoFailure, `cannot run nft: ${r.error.message}`);
   if (r.status !== 0) {
     if (/No such file or directory|does not exist/i.test(r.stderr)) return undefined;
@@ -41,8 +56,8 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /** The rules of one table (all chains), with their handles and comments. */
-export function nftListRules(family: NftFamily, table: string): NftRule[] {
-  const items = nftListJson(['table', family, table]);
+export function nftListRules(family: NftFamily, table: string, opts: NftOptions = {}): NftRule[] {
+  const items = nftListJson(['table', family, table], opts);
   if (!items) return [];
   const rules: NftRule[] = [];
   for (const item of items) {
@@ -56,8 +71,8 @@ export function nftListRules(family: NftFamily, table: string): NftRule[] {
   return rules;
 }
 
-export function nftTableExists(family: NftFamily, table: string): boolean {
-  return nftListJson(['table', family, table]) !== undefined;
+export function nftTableExists(family: NftFamily, table: string, opts: NftOptions = {}): boolean {
+  return nftListJson(['table', family, table], opts) !== undefined;
 }
 
 /** nft string literal for comments: printable ASCII only, quotes removed. */
@@ -65,10 +80,29 @@ export function nftQuote(s: string): string {
   return `"${s.replace(/[^\x20-\x7e]/g, '').replace(/["\\]/g, '')}"`;
 }
 
-/** Deletes every rule of the table whose comment satisfies the predicate, in one transaction. */
-export function nftDeleteRulesWhere(family: NftFamily, table: string, pred: (comment: string) => boolean): number {
-  const doomed = nftListRules(family, table).filter((r) => r.comment !== undefined && pred(r.comment));
-  if (doomed.length === 0) return 0;
-  nftApply(doomed.map((r) => `delete rule ${family} ${table} ${r.chain} handle ${r.handle}`).join('\n') + '\n');
-  return doomed.length;
+/** How often a delete batch is re-planned after someone else removed part of it. */
+const DELETE_ATTEMPTS = 5;
+
+/** nft's answer when a handle, chain or table named in a batch is no longer there. */
+function isGoneError(err: unknown): boolean {
+  return err instanceof WeftError && /No such file or directory|does not exist/i.test(err.message);
+}
+
+/**
+ * Deletes every rule of the table whose comment satisfies the predicate, in one transaction, and
+ * returns how many this call removed. Another process (a concurrent DEL or GC) may remove some of
+ * the listed handles before the batch runs; nft then rejects the whole batch, so the rules are
+ * listed again and only those still present are deleted (a bounded number of times).
+ */
+export function nftDeleteRulesWhere(family: NftFamily, table: string, pred: (comment: string) => boolean, opts: NftOptions = {}): number {
+  for (let attempt = 1; ; attempt++) {
+    const doomed = nftListRules(family, table, opts).filter((r) => r.comment !== undefined && pred(r.comment));
+    if (doomed.length === 0) return 0;
+    try {
+      nftApply(doomed.map((r) => `delete rule ${family} ${table} ${r.chain} handle ${r.handle}`).join('\n') + '\n', opts);
+      return doomed.length;
+    } catch (err) {
+      if (!isGoneError(err) || attempt >= DELETE_ATTEMPTS) throw err;
+    }
+  }
 }
