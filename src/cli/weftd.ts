@@ -9,11 +9,12 @@ import { openKeyValueStore } from '../store/kv.js';
 import { hostname } from 'node:os';
 import { defaultCniSocket } from '../cni/fastpath-client.js';
 import { WeftError } from '../errors.js';
+import { DEFAULT_SUBNET_FILE } from '../cni/subnet-env.js';
+import { parseHostPort } from '../agent/http.js';
+import { checkStoredConfigSupported } from './weftd-config-check.js';
 import { createLogger } from '../log.js';
-import { openStore, storeFlagOptions, storeFlagsHelp, storeSettingsFrom } from '../store/flags.js';
-import { ExitCode } from './command.js';
-
-export const DEFAULT_SUBNET_FILE = '/run/weft/subnet.env';
+import { openStore, storeFlagOptions, storeFlagsHelp, storeSettingsFrom, type StoreSettings } from '../store/flags.js';
+import { ExitCode, UsageError } from './command.js';
 
 const options = {
   ...storeFlagOptions,
@@ -40,7 +41,9 @@ Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true)
   --public-ip IP           address published to other hosts (default: the interface's first)
   --subnet-file PATH       where subnet.env is written (default ${DEFAULT_SUBNET_FILE})
   --ip-masq                masquerade pod traffic leaving the cluster network
-  --health-addr HOST:PORT  serve /healthz, /readyz and /metrics here (default: off)
+  --health-addr HOST:PORT  serve /healthz, /readyz and /metrics here (default: off); :PORT
+                           without a host listens on all addresses (0.0.0.0), so a
+                           Prometheus elsewhere can scrape it; 127.0.0.1:PORT keeps it local
   --node-name NAME         this node's name, for logs
   --repair-interval SECS   period of the repair pass (default 5, at most 10)
   --lease-ttl SECS         lease TTL (default 86400)
@@ -50,7 +53,8 @@ Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true)
 ${storeFlagsHelp}
 
 The network config (Network, SubnetLen, Backend …) is read from the store: weftctl config set.
-Exit: 0 after SIGTERM/SIGINT (dataplane and lease kept), 1 on a fatal error, 2 on bad flags.
+Exit: 0 after SIGTERM/SIGINT (dataplane and lease kept), 1 on a fatal error (including a
+network config weftd cannot serve yet, e.g. EnableIPv6), 2 on bad flags or flag env values.
 `;
 
 type Values = { [K in keyof typeof options]?: (typeof options)[K]['type'] extends 'boolean' ? boolean : string };
@@ -68,14 +72,63 @@ function boolEnv(values: Values, flag: keyof typeof options, env: NodeJS.Process
   if (e === undefined || e === '') return false;
   if (/^(1|true|yes)$/i.test(e)) return true;
   if (/^(0|false|no)$/i.test(e)) return false;
-  throw new WeftError(4, `WEFTD_${flag.toUpperCase().replace(/-/g, '_')}: expected true or false, got ${JSON.stringify(e)}`);
+  throw new UsageError(`WEFTD_${flag.toUpperCase().replace(/-/g, '_')}: expected true or false, got ${JSON.stringify(e)}`);
 }
 
 function seconds(flag: string, v: string | undefined, max: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0 || n > max) throw new WeftError(4, `--${flag}: expected seconds in (0, ${max}], got ${JSON.stringify(v)}`);
+  if (!Number.isFinite(n) || n <= 0 || n > max) throw new UsageError(`--${flag}: expected seconds in (0, ${max}], got ${JSON.stringify(v)}`);
   return n;
+}
+
+/** How long the store may take to answer the first config read before weftd gives up. */
+const STORE_TIMEOUT_MS = 10_000;
+
+interface WeftdFlags {
+  readonly settings: StoreSettings;
+  readonly subnetFile: string;
+  readonly cniSocket: string;
+  readonly ipMasq: boolean;
+  readonly nodeName: string | undefined;
+  readonly repair: number | undefined;
+  readonly ttl: number | undefined;
+  readonly iface: string | undefined;
+  readonly publicIP: string | undefined;
+  readonly healthAddr: string | undefined;
+}
+
+/** Flags and their WEFTD_* env values, checked; any bad value is a UsageError (exit 2). */
+function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
+  let settings: StoreSettings;
+  try {
+    settings = storeSettingsFrom(values, env);
+  } catch (err) {
+    // Every complaint storeSettingsFrom has is about a flag or its env value.
+    if (err instanceof WeftError) throw new UsageError(err.message);
+    throw err;
+  }
+  const healthAddr = envOr(values, 'health-addr', env);
+  if (healthAddr !== undefined) {
+    try {
+      parseHostPort(healthAddr);
+    } catch (err) {
+      throw new UsageError(err instanceof Error ? err.message : String(err));
+    }
+  }
+  const subnetFile = envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE;
+  return {
+    settings,
+    subnetFile,
+    cniSocket: envOr(values, 'cni-socket', env) ?? defaultCniSocket(subnetFile),
+    ipMasq: boolEnv(values, 'ip-masq', env),
+    nodeName: envOr(values, 'node-name', env),
+    repair: seconds('repair-interval', envOr(values, 'repair-interval', env), 10),
+    ttl: seconds('lease-ttl', envOr(values, 'lease-ttl', env), 10 * 365 * 86400),
+    iface: envOr(values, 'iface', env),
+    publicIP: envOr(values, 'public-ip', env),
+    healthAddr,
+  };
 }
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -90,36 +143,39 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.stdout.write(HELP);
     return ExitCode.Ok;
   }
-  const nodeName = envOr(values, 'node-name', env);
+  let flags: WeftdFlags;
+  try {
+    flags = weftdFlags(values, env);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`weftd: ${err.message}\n(see weftd --help)\n`);
+    return ExitCode.Usage;
+  }
+  const { nodeName, repair, ttl, iface, publicIP, healthAddr, subnetFile, settings } = flags;
   const log = createLogger({ component: 'weftd', ...(nodeName !== undefined && { node: nodeName }) });
   let agent: Agent | undefined;
   try {
-    const settings = storeSettingsFrom(values, env);
-    const repair = seconds('repair-interval', envOr(values, 'repair-interval', env), 10);
-    const ttl = seconds('lease-ttl', envOr(values, 'lease-ttl', env), 10 * 365 * 86400);
-    const iface = envOr(values, 'iface', env);
-    const publicIP = envOr(values, 'public-ip', env);
-    const healthAddr = envOr(values, 'health-addr', env);
     const store = await openStore(settings);
+    await checkStoredConfigSupported(store, STORE_TIMEOUT_MS).catch(async (err: unknown) => {
+      await store.close().catch(() => {});
+      throw err;
+    });
     agent = new Agent({
       store,
-      subnetFile: envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE,
-      ipMasq: boolEnv(values, 'ip-masq', env),
+      subnetFile,
+      ipMasq: flags.ipMasq,
       ...(iface !== undefined && { iface }),
       ...(publicIP !== undefined && { publicIP }),
       ...(healthAddr !== undefined && { healthAddr }),
       ...(nodeName !== undefined && { nodeName }),
       ...(repair !== undefined && { repairIntervalMs: repair * 1000 }),
       ...(ttl !== undefined && { leaseTtlSeconds: Math.round(ttl) }),
+      storeTimeoutMs: STORE_TIMEOUT_MS,
       log,
     });
-    // Agent services hook in here (started once the agent is ready, closed on shutdown), e.g.
-    // agent.addService('cni-server', startCniServer);
-    const cniSocket = envOr(values, 'cni-socket', env) ?? defaultCniSocket(envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE);
     // Network policy before the CNI server, so the fast path's first ADD already has it.
-    const subnetFile = envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE;
     agent.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined));
-    if (cniSocket !== 'off') agent.addService('cni-server', cniServerService(cniSocket));
+    if (flags.cniSocket !== 'off') agent.addService('cni-server', cniServerService(flags.cniSocket));
     const done = new Promise<number>((resolve) => {
       const stop = (signal: string) => {
         log.info('stopping; dataplane and lease are kept', { signal });

@@ -3,9 +3,9 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Topology } from '../../src/lab/topology.js';
-import { runWeftd, setConfig, tempDir, WEFTD } from './agent-harness.js';
+import { cleanEnv, runWeftd, setConfig, tempDir, WEFTD } from './agent-harness.js';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 
 describe('weftd bad input', { timeout: 60_000 }, () => {
   let topo: Topology;
@@ -32,6 +32,29 @@ describe('weftd bad input', { timeout: 60_000 }, () => {
     assert.match(r.stderr, /no-such-flag/);
   });
 
+  it('a bad flag value, or a bad WEFTD_* env value, is a usage error (exit 2) naming the flag', () => {
+    const bad: Array<[string[], RegExp]> = [
+      [['--repair-interval', '0'], /--repair-interval/],
+      [['--repair-interval', 'soon'], /--repair-interval/],
+      [['--lease-ttl', '-5'], /--lease-ttl/],
+      [['--store', 'carrier-pigeon'], /--store/],
+      [['--prefix', 'weft/network'], /--prefix/],
+      [['--health-addr', 'localhost'], /--health-addr/],
+      [['--health-addr', '127.0.0.1:99999'], /--health-addr/],
+    ];
+    for (const [args, msg] of bad) {
+      const r = run(['--iface', 'eth0', ...args]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+    }
+    for (const [name, value] of [['WEFTD_IP_MASQ', 'ture'], ['WEFTD_REPAIR_INTERVAL', '11'], ['WEFTD_STORE', 'etc']] as const) {
+      const r = spawnSync('ip', ['netns', 'exec', topo.host(0).ns, WEFTD, '--subnet-file', join(tmp.path, 'subnet.env'), '--store-dir', join(tmp.path, 'store')],
+        { encoding: 'utf8', env: cleanEnv({ [name]: value }), timeout: 20_000 });
+      assert.equal(r.status, 2, `${name}=${value}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(name === 'WEFTD_IP_MASQ' ? name : name.slice('WEFTD_'.length).toLowerCase().replace(/_/g, '-')));
+    }
+  });
+
   it('no network config in the store', () => {
     const r = run(['--iface', 'eth0']);
     assert.equal(r.code, 1);
@@ -54,6 +77,16 @@ describe('weftd bad input', { timeout: 60_000 }, () => {
     const r = run(['--iface', 'eth0']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /Backend\.Type.*carrier-pigeon/);
+  });
+
+  it('EnableIPv6 is refused until weftd leases IPv6 subnets (exit 1, nothing leased)', () => {
+    setConfig(topo.host(0).ns, store, { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:244::/56', Backend: { Type: 'vxlan' } });
+    const r = run(['--iface', 'eth0']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /network config: EnableIPv6: not supported by weftd yet/);
+    assert.equal(existsSync(join(tmp.path, 'subnet.env')), false, 'no subnet.env written');
+    const subnets = join(tmp.path, 'store', 'weft', 'network', 'subnets');
+    assert.deepEqual(existsSync(subnets) ? readdirSync(subnets) : [], [], 'no lease taken');
   });
 
   it('an interface that does not exist', () => {
