@@ -114,4 +114,46 @@ describe('file store', () => {
       await store.close();
     }
   });
+
+  it('a watcher that starts while another process writes misses nothing (listing/watch hand-over)', async () => {
+    const prefix = uniquePrefix();
+    const n = 150;
+    const script = `
+      import { FileStore } from ${JSON.stringify(new URL('../../src/store/file/file-store.js', import.meta.url).href)};
+      import { nthSubnet, parseCidr } from ${JSON.stringify(new URL('../../src/net/ip.js', import.meta.url).href)};
+      const s = new FileStore({ dir: process.argv[1], prefix: process.argv[2] });
+      for (let i = 0; i < Number(process.argv[3]); i++) {
+        await s.writeSubnet(nthSubnet(parseCidr('10.73.0.0/16'), 24, i),
+          JSON.stringify({ PublicIP: '198.18.23.1', BackendType: 'host-gw' }), 60, { type: 'absent' });
+      }
+      await s.close();
+    `;
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir, prefix, String(n)], { env, stdio: 'ignore' });
+    const done = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    // Watchers start one after another while the writer runs: each hand-over from its listing to
+    // its watch is a chance to lose a write that lands in between.
+    const watchers: Array<{ w: LeaseWatcher; store: FileStore; held: Set<string> }> = [];
+    try {
+      let exited = false;
+      void done.then(() => { exited = true; });
+      while (!exited && watchers.length < 40) {
+        const store = new FileStore({ dir, prefix });
+        const held = new Set<string>();
+        const w = new LeaseWatcher({ store, log: quiet, onEvent: (e) => { if (e.type === 'added') held.add(formatCidr(e.lease.subnet)); else held.delete(formatCidr(e.lease.subnet)); } });
+        await w.start();
+        watchers.push({ w, store, held });
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.equal(await done, 0, 'writer finished');
+      assert.ok(watchers.length >= 2, 'watchers started while the writer ran');
+      for (const [i, { held }] of watchers.entries()) {
+        await until(`watcher #${i} holds all ${n} leases`, () => held.size === n, 5000);
+      }
+    } finally {
+      if (child.exitCode === null && child.pid !== undefined) child.kill('SIGKILL');
+      for (const { w, store } of watchers) { await w.close(); await store.close(); }
+    }
+  });
 });

@@ -108,13 +108,17 @@ export class FileStore implements SubnetStore {
   }
 
   /**
-   * Under the lock: takes the next revision, applies the change to the key's file, then records
-   * it for watchers — in that order, so a watcher reading the key after the log line sees it.
+   * Under the lock: applies the change to the key's file, then publishes the new revision, then
+   * records it for watchers. Key before revision: a lister reads the revision first, so it either
+   * sees the old revision (and the watch from there delivers this change, perhaps twice) or the
+   * new one with the key already in place — never the new revision without the key, which would
+   * hide the change from both the listing and the watch. Log last, so a watcher reading the key
+   * after the log line sees it.
    */
   private commit(op: 'put' | 'del', key: string, apply: (rev: bigint) => void): bigint {
     const rev = this.currentRevision() + 1n;
-    atomicWrite(this.revPath, String(rev));
     apply(rev);
+    atomicWrite(this.revPath, String(rev));
     this.rotateLogIfNeeded(rev - 1n);
     appendFileSync(this.logPath, `${rev} ${op} ${key}\n`);
     return rev;
@@ -228,8 +232,7 @@ export class FileStore implements SubnetStore {
       const base = this.currentRevision();
       const count = free.filter(Boolean).length;
       if (count === 0) return items.map(() => ({ type: 'conflict' }));
-      // The same order as commit(): revision, then the keys, then the log lines naming them.
-      atomicWrite(this.revPath, String(base + BigInt(count)));
+      // The same order as commit(): the keys, then the revision, then the log lines naming them.
       let rev = base;
       const lines: string[] = [];
       const results = items.map(({ subnet, value }, i): WriteResult => {
@@ -241,6 +244,7 @@ export class FileStore implements SubnetStore {
         lines.push(`${rev} put ${key}\n`);
         return { type: 'written', held: { subnet, value, revision: rev, token, ttlSeconds, expiresAt } };
       });
+      atomicWrite(this.revPath, String(rev));
       this.rotateLogIfNeeded(base);
       appendFileSync(this.logPath, lines.join(''));
       return results;
