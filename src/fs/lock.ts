@@ -94,7 +94,8 @@ export function isStale(text: string, ageMs: number, foreignStaleMs: number): bo
   return actual === undefined || actual !== start;
 }
 
-function tryBreak(path: string, seen: { text: string; ino: number }): void {
+/** Removes the lock judged stale, unless someone else is breaking it; true when it was removed. */
+function tryBreak(path: string, seen: { text: string; ino: number }): boolean {
   const breaker = `${path}.break`;
   if (!createExclusive(breaker, encode(self()))) {
     // Someone else is breaking it. A breaker holds this for microseconds; one that died doing so
@@ -103,12 +104,16 @@ function tryBreak(path: string, seen: { text: string; ino: number }): void {
     if (b && Date.now() - b.mtimeMs > 5_000) {
       try { unlinkSync(breaker); } catch { /* already gone */ }
     }
-    return;
+    return false;
   }
   try {
     const now = readLock(path);
     // Only the very lock judged stale is removed; a fresh owner has a new inode and content.
-    if (now && now.ino === seen.ino && now.text === seen.text) unlinkSync(path);
+    if (now && now.ino === seen.ino && now.text === seen.text) {
+      unlinkSync(path);
+      return true;
+    }
+    return false;
   } finally {
     try { unlinkSync(breaker); } catch { /* already gone */ }
   }
@@ -135,10 +140,10 @@ export async function acquireFileLock(path: string, opts: FileLockOptions = {}):
       };
     }
     const held = readLock(path);
-    if (held && isStale(held.text, Date.now() - held.mtimeMs, foreignStaleMs)) {
-      tryBreak(path, held);
-      continue;
-    }
+    // Retry at once only when this waiter removed the stale lock: while another breaker holds
+    // `.break` (or a new owner already replaced the lock) it waits like any other waiter, rather
+    // than spinning on synchronous fs calls until that breaker is done.
+    if (held && isStale(held.text, Date.now() - held.mtimeMs, foreignStaleMs) && tryBreak(path, held)) continue;
     if (Date.now() >= deadline) {
       const owner = held?.text.trim().split(' ')[0] ?? '?';
       throw new WeftError(CniCode.TryAgainLater, `timed out after ${timeoutMs} ms waiting for lock ${path} (held by pid ${owner})`);
