@@ -173,7 +173,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     });
     if (reply.exitCode === 0) counts.ok++;
     else counts.failed++;
-    log.debug('cni request', { cmd: env.CNI_COMMAND, containerId: env.CNI_CONTAINERID, exitCode: reply.exitCode, ms: Math.round((performance.now() - started) * 10) / 10 });
+    log.debug('cni request', { cmd: env.CNI_COMMAND, containerId: env.CNI_CONTAINERID, exitCode: reply.exitCode, reply: parsed.reply, ms: Math.round((performance.now() - started) * 10) / 10 });
     if (!sock.destroyed) sock.end(parsed.reply === 'raw' ? encodeRawReply(reply) : JSON.stringify(reply));
   };
 

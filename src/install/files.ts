@@ -40,7 +40,12 @@ export function pluginLauncher(plugin: WeftPlugin, layout: Layout, nodePath: str
   ];
   // The native front (native/cni_client.c) answers through weftd's socket without starting
   // node, and execs the node + bundle given to it when it cannot; arguments go to node.
-  if (nativeFront) lines.push(`[ $# -eq 0 ] && exec ${shQuote(join(layout.libDir, 'dist', 'cni', `${plugin}.native`))} ${shQuote(nodePath)} ${bundle}`);
+  // The -x test keeps the Node launcher working should the tree lose the binary: sh exits when
+  // exec cannot run its file.
+  if (nativeFront) {
+    const native = shQuote(join(layout.libDir, 'dist', 'cni', `${plugin}.native`));
+    lines.push(`[ $# -eq 0 ] && [ -x ${native} ] && exec ${native} ${shQuote(nodePath)} ${bundle}`);
+  }
   lines.push(`exec ${shQuote(nodePath)} ${bundle} "$@"`, '');
   return lines.join('\n');
 }

@@ -96,7 +96,8 @@ describe('runtime cycle against installed weft on two hosts', { timeout: 180_000
     // systemd's part: ExecStartPre, then ExecStart, with the EnvironmentFile as the environment.
     for (const n of nodes) {
       const unit = unitService(join(n.inst.root, 'etc/systemd/system/weftd.service'));
-      const env: Record<string, string> = { ...unit.env, PATH: MINIMAL_PATH };
+      // Debug level: weftd then logs each CNI request it answered, and through which client.
+      const env: Record<string, string> = { ...unit.env, PATH: MINIMAL_PATH, WEFT_LOG_LEVEL: 'debug' };
       assert.equal(env.WEFTD_SUBNET_FILE, n.inst.subnetFile);
       assert.equal(env.WEFTD_IP_MASQ, 'true', 'weftd masquerades egress by default, so the bridge does not masquerade pod-to-pod traffic');
       for (const argv of unit.pre) {
@@ -142,6 +143,13 @@ describe('runtime cycle against installed weft on two hosts', { timeout: 180_000
       containers.push({ node: n, netns, id, ip });
     }
     const [a, b] = containers as [typeof containers[0], typeof containers[0]];
+    // The installed weft launcher ran the installed native front, which had weftd do the ADD:
+    // only that client asks for the raw reply form (the Node plugin asks for JSON).
+    for (const c of containers) {
+      const answered = c.node.weftdLog.join('').split('\n').filter((l) => l.includes('"msg":"cni request"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.ok(answered.some((l) => l.cmd === 'ADD' && l.containerId === c.id && l.exitCode === 0 && l.reply === 'raw'),
+        `host${c.node.index}'s weftd answered the ADD from the native front: ${JSON.stringify(answered)}`);
+    }
 
     // Across hosts, both ways, and the container sees the other container's own address.
     for (const [from, to] of [[a, b], [b, a]] as const) {

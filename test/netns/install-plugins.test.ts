@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -140,6 +140,25 @@ describe('installed plugins driven like a runtime (outside the checkout, minimal
     assert.deepEqual(readdirSync(inst.cniBinDir).sort(), ['portmap', 'weft', 'weft-bridge', 'weft-ipam', 'weft-macvlan', 'weft-routed']);
     const naming = filesNaming(REPO.replace(/\/$/, ''), [inst.cniBinDir, inst.libDir, join(root, 'etc')]);
     assert.equal(naming, '', `installed files naming the checkout:\n${naming}`);
+  });
+
+  it('the installed weft starts the installed native front; with no weftd it hands the call to the installed Node plugin', async () => {
+    const native = join(inst.libDir, 'dist/cni/weft.native');
+    const launcher = readFileSync(join(inst.cniBinDir, 'weft'), 'utf8');
+    assert.ok(launcher.includes(`exec '${native}' '${process.execPath}' '${join(inst.libDir, 'dist/cni/weft.cjs')}'`), launcher);
+    assert.equal(spawnSync('test', ['-x', native]).status, 0, 'weft.native installed and executable');
+    // No weftd here, so no socket: the native front relays "unavailable" to Node, which then
+    // logs the reason without trying the socket itself (a `socket` field means Node tried it).
+    const conf = JSON.stringify({ ...weft.list.plugins[0], cniVersion: weft.list.cniVersion, name: weft.list.name });
+    const del = await execIn(host.path, [join(inst.cniBinDir, 'weft')], {
+      CNI_COMMAND: 'DEL', CNI_CONTAINERID: 'wfx-nofastpath', CNI_NETNS: '', CNI_IFNAME: 'eth0', CNI_PATH: inst.cniBinDir, WEFT_LOG_LEVEL: 'debug',
+    }, cwd, conf);
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    const lines = del.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const fallback = lines.find((l) => l.msg === 'fast path unavailable, working standalone');
+    assert.ok(fallback, del.stderr);
+    assert.equal(fallback.reason, `${join(root, 'run/weft/cni.sock')}: ENOENT`);
+    assert.equal(fallback.socket, undefined, 'the outcome came from the native front');
   });
 
   it('/run/netns/cni-<uuid>, K8S_POD_* args, hostPort through portmap: ADD, CHECK, DEL with the cached result', async () => {
