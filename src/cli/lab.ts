@@ -9,7 +9,7 @@ import { Progress } from './ui/progress.js';
 import { labBackendNames, labBackend } from '../lab/backends.js';
 import { labBench, type BenchReport } from '../lab/bench.js';
 import { labCheck, rttSummary, type CheckReport } from '../lab/check.js';
-import { labDown, labStatus, labUp, requireUpLab } from '../lab/lab.js';
+import { LabInterruptedError, labDown, labStatus, labUp, requireUpLab } from '../lab/lab.js';
 import { LabDirs } from '../lab/state.js';
 import { labNsPrefix, DEFAULT_LAB_NAME } from '../lab/naming.js';
 import { listNamedNetns } from '../netns/index.js';
@@ -40,6 +40,8 @@ status  what the lab is made of and whether its processes still run (multi-rack:
 check   every container → every other container (ICMP and TCP) and → outside (egress), with
         round-trip times; exit 1 if any probe failed
 bench   iperf3 container → container across hosts, next to the raw underlay path
+        Ctrl-C (SIGINT) or SIGTERM during up removes what it has built so far, the same way a
+        failed up does, and exits 130 (SIGINT) or 143 (SIGTERM)
 down    removes everything the lab made — processes, namespaces (and every link in them), state
         — also after a crash or kill -9 of the lab or of any weftd
 demo    for each backend in turn: up (file store), check, a short bench, down; one summary table
@@ -103,14 +105,37 @@ function out(s: string): void {
   process.stdout.write(s);
 }
 
+/** The shell's convention for "killed by signal N": what an interrupted `up` exits with. */
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
+type UpSignal = keyof typeof SIGNAL_EXIT;
+
 async function up(spec: LabSpec): Promise<number> {
   const progress = new Progress(upSteps(spec));
+  // Ctrl-C or SIGTERM mid-build: stop at the next step boundary and take the failed-up path, so
+  // no half-built lab is left for `down`. A second signal does not cut that removal short.
+  const interrupt = new AbortController();
+  const onSignal = (sig: UpSignal): void => {
+    if (interrupt.signal.aborted) {
+      process.stderr.write(`\nweftctl lab up: still removing lab ${spec.name}; kill -9 leaves it for: weftctl lab down --name ${spec.name}\n`);
+      return;
+    }
+    process.stderr.write(`\nweftctl lab up: ${sig}: removing what lab ${spec.name} has built so far…\n`);
+    interrupt.abort(sig);
+  };
+  const handlers = (Object.keys(SIGNAL_EXIT) as UpSignal[]).map((sig) => [sig, () => onSignal(sig)] as const);
+  for (const [sig, h] of handlers) process.on(sig, h);
   try {
-    await labUp(spec, (what) => progress.next(what));
+    await labUp(spec, (what) => progress.next(what), interrupt.signal);
     progress.done();
   } catch (err) {
     progress.fail();
+    if (err instanceof LabInterruptedError) {
+      process.stderr.write(`weftctl lab up: ${err.message}\n`);
+      return SIGNAL_EXIT[err.reason as UpSignal] ?? ExitCode.Failure;
+    }
     throw err;
+  } finally {
+    for (const [sig, h] of handlers) process.off(sig, h);
   }
   out('\n' + renderStatus(labStatus(spec.name), useColour()));
   out(`\nnext: weftctl lab check --name ${spec.name}   ·   weftctl lab bench --name ${spec.name}   ·   weftctl lab down --name ${spec.name}\n`);

@@ -42,6 +42,19 @@ export class LabNotFoundError extends WeftError {
 
 export type StepReporter = (what: string) => void;
 
+/**
+ * `up` was interrupted (its signal aborted, e.g. by Ctrl-C) and removed what it had built.
+ * The signal's reason names the cause (the CLI passes the signal's name).
+ */
+export class LabInterruptedError extends WeftError {
+  constructor(name: LabName, readonly reason: string) {
+    super(CniCode.Internal, `lab ${name} up interrupted by ${reason}; removed what it had built`);
+  }
+}
+
+/** Throws at a step boundary once `up` is interrupted, so the failed-up path removes the lab. */
+type Checkpoint = () => void;
+
 function labNamespaces(name: LabName): string[] {
   const prefix = labNsPrefix(name);
   return listNamedNetns().filter((n) => n.startsWith(prefix));
@@ -66,9 +79,10 @@ function storeArgs(rec: LabRecord, dirs: LabDirs): string[] {
     : ['--store', 'file', '--store-dir', dirs.store];
 }
 
-async function waitUntil<T>(what: string, fn: () => T | undefined, timeoutMs: number, stepMs = 100): Promise<T> {
+async function waitUntil<T>(what: string, fn: () => T | undefined, timeoutMs: number, stepMs = 100, checkpoint: Checkpoint = () => {}): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    checkpoint();
     const v = fn();
     if (v !== undefined) return v;
     if (Date.now() > deadline) throw new WeftError(CniCode.Timeout, `timed out after ${timeoutMs / 1000}s waiting for ${what}`);
@@ -134,7 +148,7 @@ function birdctl(socket: string, ...args: string[]): string {
 }
 
 /** BIRD on the rack router, detached and recorded like weftd, so it outlives `up` and `down` finds it. */
-async function startRouterBird(racks: RackTopology, rec: LabRecord, dirs: LabDirs, save: () => void): Promise<void> {
+async function startRouterBird(racks: RackTopology, rec: LabRecord, dirs: LabDirs, save: () => void, checkpoint: Checkpoint): Promise<void> {
   mkdirSync(dirs.bird, { recursive: true, mode: 0o700 });
   mkdirSync(dirs.procs, { recursive: true, mode: 0o700 });
   const conf = join(dirs.bird, 'bird.conf');
@@ -152,7 +166,7 @@ async function startRouterBird(racks: RackTopology, rec: LabRecord, dirs: LabDir
     } catch {
       return undefined;
     }
-  }, 10_000);
+  }, 10_000, 100, checkpoint);
 }
 
 /** macvlan --macvlan-shim: each host gets a sibling macvlan of its containers, routed to their range. */
@@ -165,7 +179,7 @@ function addMacvlanShims(rec: LabRecord, save: () => void): void {
   save();
 }
 
-async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter, config: Record<string, unknown> | undefined): Promise<void> {
+async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter, config: Record<string, unknown> | undefined, checkpoint: Checkpoint): Promise<void> {
   if (config === undefined) return;
   report(`writing the network config (Backend ${spec.backend.name}) to the ${rec.store} store`);
   const host0 = rec.hostList[0];
@@ -191,7 +205,7 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
     agents.forEach(requireAlive);
     const s = rec.hostList.map((h) => readLeasedSubnet(dirs.subnetFile(h.index)));
     return s.every((x) => x !== undefined) ? (s as Cidr[]) : undefined;
-  }, 30_000);
+  }, 30_000, 100, checkpoint);
   rec.hostList.forEach((h, i) => { h.subnet = formatCidr(subnets[i] as Cidr); });
   save();
   const converged = spec.backend.converged;
@@ -199,6 +213,7 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
     const deadline = Date.now() + 30_000;
     const pending = new Set(rec.hostList.map((h) => h.index));
     while (pending.size > 0) {
+      checkpoint();
       agents.forEach(requireAlive);
       for (const h of rec.hostList.filter((x) => pending.has(x.index))) {
         const ok = await converged({
@@ -216,7 +231,7 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
   }
 }
 
-async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoId: string, save: () => void, report: StepReporter): Promise<void> {
+async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoId: string, save: () => void, report: StepReporter, checkpoint: Checkpoint): Promise<void> {
   for (const h of rec.hostList) {
     writeFileSync(dirs.conflist(h.index), JSON.stringify(spec.backend.conflist({
       dirs, index: h.index, hosts: rec.hosts, pods: rec.pods, outsideIP: rec.outsideIP ?? '', macvlanShim: spec.macvlanShim,
@@ -236,6 +251,7 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
   save();
   await mapLimit(rec.hostList, 2, async (h) => {
     for (const c of rec.containers.filter((x) => x.host === h.index)) {
+      checkpoint();
       const r = await execIn(h.ns, [
         WEFTCTL_BIN, 'cni', 'add', '--conf', dirs.conflist(h.index), '--netns', netnsPath(c.ns),
         '--container-id', c.containerId, '--cache-dir', dirs.cniCache(h.index), '--cni-path', `${CNI_BIN_DIR}:/usr/lib/cni`,
@@ -250,7 +266,7 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
   save();
 }
 
-async function startEchoServers(rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter): Promise<void> {
+async function startEchoServers(rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter, checkpoint: Checkpoint): Promise<void> {
   report(`starting a TCP echo server in each container and outside`);
   mkdirSync(dirs.procs, { recursive: true, mode: 0o700 });
   const targets = [...rec.containers.map((c) => ({ role: `echo ${c.name}`, ns: c.ns })), { role: 'echo outside', ns: rec.outside ?? '' }];
@@ -265,14 +281,16 @@ async function startEchoServers(rec: LabRecord, dirs: LabDirs, save: () => void,
   await waitUntil('the echo servers to listen', () => {
     for (const s of started) requireAlive(s.p);
     return started.every((s) => existsSync(s.ready)) ? true : undefined;
-  }, 15_000, 50);
+  }, 15_000, 50, checkpoint);
 }
 
 /**
  * Builds lab `spec.name`. On failure everything made so far is removed again and the error
- * (with the failing process's log tail) is thrown.
+ * (with the failing process's log tail) is thrown. Aborting `signal` interrupts the build at the
+ * next step boundary or poll (≤ 100 ms, or when the current command returns) and takes the same
+ * removal path, then throws LabInterruptedError.
  */
-export async function labUp(spec: LabSpec, report: StepReporter = () => {}): Promise<LabRecord> {
+export async function labUp(spec: LabSpec, report: StepReporter = () => {}, signal?: AbortSignal): Promise<LabRecord> {
   const dirs = LabDirs.of(spec.name);
   const leftovers = labNetnsEntries(spec.name);
   if (leftovers.length > 0) throw new LabExistsError(spec.name, `${leftovers.length} namespace(s) ${labNsPrefix(spec.name)}*`);
@@ -296,14 +314,20 @@ export async function labUp(spec: LabSpec, report: StepReporter = () => {}): Pro
     ...(spec.racks > 1 && { racks: spec.racks }),
     ...(spec.macvlanShim && { macvlanShim: true }),
   };
-  const save = () => writeRecord(dirs, rec);
-  save();
+  const checkpoint: Checkpoint = () => {
+    if (signal?.aborted) throw new LabInterruptedError(spec.name, String(signal.reason ?? 'abort'));
+  };
+  // Recorded before the check: whatever this step made is in the record `down` reads.
+  const save = () => { writeRecord(dirs, rec); checkpoint(); };
+  const step: StepReporter = (what) => { checkpoint(); report(what); };
+  writeRecord(dirs, rec);
   try {
+    checkpoint();
     const prefix = `${LAB_NS_PREFIX}-${spec.name}`;
     let topoId: string;
     let racks: RackTopology | undefined;
     if (spec.racks > 1) {
-      report(`building ${spec.racks} racks (a switch each) with ${spec.hosts} hosts, a router between them and "outside" behind it`);
+      step(`building ${spec.racks} racks (a switch each) with ${spec.hosts} hosts, a router between them and "outside" behind it`);
       racks = await RackTopology.create({ prefix, racks: spec.racks, hostsPerRack: splitHosts(spec.hosts, spec.racks), outside: true, startBird: false, stateDir: dirs.bird });
       topoId = racks.id;
       rec.switches = racks.switches;
@@ -312,7 +336,7 @@ export async function labUp(spec: LabSpec, report: StepReporter = () => {}): Pro
       rec.outsideIP = formatIP(racks.outsideIP);
       rec.hostList = racks.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip), rack: h.rack }));
     } else {
-      report(`building the underlay switch, ${spec.hosts} host namespaces and "outside"`);
+      step(`building the underlay switch, ${spec.hosts} host namespaces and "outside"`);
       const topo = Topology.create({ prefix, hosts: spec.hosts });
       topoId = topo.id;
       rec.underlay = topo.underlay;
@@ -323,29 +347,31 @@ export async function labUp(spec: LabSpec, report: StepReporter = () => {}): Pro
     for (const h of rec.hostList) dirs.makeHostDirs(h.index);
     save();
     if (racks) {
-      report(`starting BIRD 2 on the router (route reflector for ${spec.hosts} hosts)`);
-      await startRouterBird(racks, rec, dirs, save);
+      step(`starting BIRD 2 on the router (route reflector for ${spec.hosts} hosts)`);
+      await startRouterBird(racks, rec, dirs, save, checkpoint);
     }
     if (spec.macvlanShim) {
-      report(`adding a macvlan shim (${MACVLAN_SHIM_NAME}) on every host, routed to its own containers`);
+      step(`adding a macvlan shim (${MACVLAN_SHIM_NAME}) on every host, routed to its own containers`);
       addMacvlanShims(rec, save);
     }
     const config = networkConfigFor(spec, racks);
     if (spec.store === 'etcd' && config !== undefined) {
-      report('starting etcd in the outside namespace');
+      step('starting etcd in the outside namespace');
       await startEtcd(rec, dirs, save);
     }
-    await startAgents(spec, rec, dirs, save, report, config);
-    await addContainers(spec, rec, dirs, topoId, save, report);
-    await startEchoServers(rec, dirs, save, report);
+    await startAgents(spec, rec, dirs, save, step, config, checkpoint);
+    await addContainers(spec, rec, dirs, topoId, save, step, checkpoint);
+    await startEchoServers(rec, dirs, save, step, checkpoint);
     rec.phase = 'up';
-    save();
+    writeRecord(dirs, rec);
     return rec;
   } catch (err) {
-    const e = WeftError.wrap(err, CniCode.Internal, `lab ${spec.name} up`);
+    // A step that failed because of the interruption (Ctrl-C reaches the whole foreground
+    // process group, so a child may die first) is reported as the interruption.
+    const e = signal?.aborted ? new LabInterruptedError(spec.name, String(signal.reason ?? 'abort')) : WeftError.wrap(err, CniCode.Internal, `lab ${spec.name} up`);
     rec.phase = 'failed';
     rec.error = e.message;
-    try { save(); } catch { /* the state dir goes anyway */ }
+    try { writeRecord(dirs, rec); } catch { /* the state dir goes anyway */ }
     try {
       await labDown(spec.name);
     } catch (downErr) {
