@@ -101,12 +101,16 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
   },
 
   async del(ctx) {
-    requireIpam(ctx);
-    await ipamExec(ctx, 'DEL');
-    deleteContainerInterface(ctx.env);
-    // Either end takes the other (and the host's /32 route) with it; the host end by name also
-    // covers a namespace that is gone while its veth is still being torn down.
-    Netlink.with(undefined, (nl) => { nl.deleteLink(hostVethName(ctx.env.containerId, ctx.env.ifname)); });
+    // Tolerant: a config without ipam (a runtime cleaning up after a failed ADD, or a config
+    // edited since) still gets its veth and /32 route removed; there is just nothing to release.
+    try {
+      if (ctx.conf.ipam) await ipamExec(ctx, 'DEL');
+    } finally {
+      deleteContainerInterface(ctx.env);
+      // Either end takes the other (and the host's /32 route) with it; the host end by name also
+      // covers a namespace that is gone while its veth is still being torn down.
+      Netlink.with(undefined, (nl) => { nl.deleteLink(hostVethName(ctx.env.containerId, ctx.env.ifname)); });
+    }
   },
 
   async check(ctx) {

@@ -140,6 +140,26 @@ describe('weft-routed', () => {
     });
   }
 
+  it('DEL with a config that has no ipam section still removes both veth ends and the /32', async () => {
+    const h = makeHost();
+    const c = pool.make();
+    const dataDir = join(dataRoot, 'del-no-ipam');
+    const cf = conf('1.1.0', dataDir);
+    const r = await addOk(h, 'noipam', c, cf);
+    assert.deepEqual(hostRoutes(h).map((x) => x.dst), [ipOf(r)]);
+    const { ipam: _ipam, ...withoutIpam } = cf;
+    const del = await routed(h, { command: 'DEL', containerId: 'noipam', netns: c.path }, withoutIpam);
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    assert.deepEqual(hostVeths(h.name), [], 'host end gone');
+    assert.deepEqual(links(c.name).map((l) => l.ifname), ['lo'], 'container end gone');
+    assert.deepEqual(hostRoutes(h), [], 'host /32 gone');
+    // Without ipam there was nothing to release with; a DEL with it releases the address.
+    assert.deepEqual(allocations(dataDir, NET), [ipOf(r)]);
+    const full = await routed(h, { command: 'DEL', containerId: 'noipam', netns: c.path }, cf);
+    assert.equal(full.code, 0, full.stdout + full.stderr);
+    assert.deepEqual(allocations(dataDir, NET), []);
+  });
+
   it('bad input: spec error JSON, nothing left behind; STATUS and GC', async () => {
     const h = makeHost();
     const c = pool.make();
