@@ -89,6 +89,8 @@ export class Agent {
   private ctx: AgentContext | undefined;
   private repairTimer: NodeJS.Timeout | undefined;
   private batchTimer: NodeJS.Timeout | undefined;
+  /** performance.now() when the last pass for lease events ended (-Infinity: none yet). */
+  private lastEventPassEnd = -Infinity;
   private reconciling: Promise<void> | undefined;
   private again = false;
   private stopped = false;
@@ -281,12 +283,19 @@ export class Agent {
     }
   }
 
+  /**
+   * Events after a quiet spell are applied on the next turn of the event loop (a store delivers a
+   * burst's first part as one read, so that turn already has it all); while events keep coming,
+   * passes start at least batchDelayMs after the previous one ended, so a long burst costs a
+   * handful of passes rather than one per store message.
+   */
   private scheduleReconcile(): void {
     if (this.stopped || this.batchTimer) return;
+    const delay = Math.max(0, this.lastEventPassEnd + (this.opts.batchDelayMs ?? 20) - performance.now());
     this.batchTimer = setTimeout(() => {
       this.batchTimer = undefined;
       void this.reconcileNow('lease events').catch(() => {});
-    }, this.opts.batchDelayMs ?? 20);
+    }, delay);
   }
 
   /** One reconcile at a time; a request during a pass makes one more pass afterwards. */
@@ -299,6 +308,7 @@ export class Agent {
       do {
         this.again = false;
         await this.reconcileOnce(why);
+        if (why === 'lease events') this.lastEventPassEnd = performance.now();
       } while (this.again && !this.stopped);
     })().finally(() => { this.reconciling = undefined; });
     return this.reconciling;

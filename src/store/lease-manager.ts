@@ -7,7 +7,7 @@ import { type Cidr, type IP, cidrEquals, formatCidr, formatIP, ipEquals, subnetK
 import { createLogger, type Logger } from '../log.js';
 import { type AddressPlan, type NetworkConfig, leasableSubnet, planAllows, subnetCount } from './config.js';
 import { type Lease, type LeaseAttrs, encodeLeaseAttrs, parseLease } from './lease.js';
-import type { HeldEntry, SubnetStore } from './types.js';
+import type { HeldEntry, RawEntry, SubnetStore } from './types.js';
 import { LeaseWatcher, type LeaseEvent, type WatcherState } from './watch.js';
 
 export const DEFAULT_LEASE_TTL_SECONDS = 24 * 3600;
@@ -50,6 +50,8 @@ export class LeaseManager {
   private readonly ttl: number;
   private readonly attrs: LeaseAttrs;
   private readonly plan: AddressPlan;
+  /** The listing the lease was chosen from, handed to the first watchOthers (saves a re-list). */
+  private listing: { readonly revision: bigint; readonly entries: readonly RawEntry[] } | undefined;
 
   constructor(private readonly opts: LeaseManagerOptions) {
     this.log = opts.log ?? createLogger({ component: 'lease-manager' });
@@ -96,7 +98,8 @@ export class LeaseManager {
     const value = encodeLeaseAttrs(this.attrs);
     const tried = new Set<string>();
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const { entries } = await this.opts.store.listSubnets();
+      const listing = await this.opts.store.listSubnets();
+      const { entries } = listing;
       const taken = new Set(entries.map((e) => subnetKey(e.subnet)));
       for (const k of tried) taken.add(k);
 
@@ -118,6 +121,7 @@ export class LeaseManager {
       }
       const res = await this.opts.store.writeSubnet(choice.subnet, value, this.ttl, choice.expect);
       if (res.type === 'written') {
+        this.listing = listing;
         this.held = res.held;
         const parsed = parseLease({ subnet: res.held.subnet, value, revision: res.held.revision, expiresAt: res.held.expiresAt });
         if (!parsed.ok) throw new WeftError(CniCode.Internal, parsed.reason);
@@ -211,7 +215,10 @@ export class LeaseManager {
 
   /** A watch of every other node's lease, wired to this manager's own-lease detection. */
   watchOthers(onEvent: (ev: LeaseEvent) => void, onState?: (s: WatcherState) => void): LeaseWatcher {
+    const initialListing = this.listing;
+    this.listing = undefined;
     return new LeaseWatcher({
+      ...(initialListing && { initialListing }),
       store: this.opts.store,
       onEvent,
       ownSubnet: () => this.lease?.subnet,
@@ -224,6 +231,7 @@ export class LeaseManager {
   /** Stops renewing; with `release`, deletes the lease so the subnet is free at once. */
   async stop(opts: { release?: boolean } = {}): Promise<void> {
     this.stopped = true;
+    this.listing = undefined;
     if (this.timer) clearTimeout(this.timer);
     await this.renewing?.catch(() => {});
     if (opts.release && this.held) {

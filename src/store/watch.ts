@@ -26,6 +26,12 @@ export interface LeaseWatcherOptions {
   readonly log?: Logger;
   /** How often lapsed TTLs are checked (file store); default 50 ms. */
   readonly expiryCheckMs?: number;
+  /**
+   * A listing the caller just made (the lease manager lists every lease to pick its subnet):
+   * start() takes it instead of listing again — a second listing of thousands of leases is most
+   * of a restart's store time. Any change after its revision still arrives through the watch.
+   */
+  readonly initialListing?: { readonly revision: bigint; readonly entries: readonly RawEntry[] };
 }
 
 export class LeaseWatcher {
@@ -49,8 +55,11 @@ export class LeaseWatcher {
 
   /** Lists once (delivering every lease as `added`) and starts following changes. */
   async start(): Promise<void> {
-    const listing = await this.opts.store.listSubnets();
-    this.applyListing(listing.entries);
+    const seed = this.opts.initialListing;
+    const listing = seed ?? await this.opts.store.listSubnets();
+    // A seed may predate the node's own lease write, so its lacking the own key proves nothing;
+    // the watch from its revision delivers that write (and a later removal) in order.
+    this.applyListing(listing.entries, seed === undefined);
     this.follow(listing.revision);
     this.expiryTimer = setInterval(() => this.checkExpiries(), this.opts.expiryCheckMs ?? 50);
     this.expiryTimer.unref?.();
@@ -128,13 +137,14 @@ export class LeaseWatcher {
   }
 
   /** Brings `held` in line with a full listing, emitting the difference. */
-  private applyListing(entries: readonly RawEntry[]): void {
+  private applyListing(entries: readonly RawEntry[], checkOwn = true): void {
     const seen = new Set<string>();
     for (const e of entries) {
       seen.add(subnetKey(e.subnet));
       this.upsert(e);
     }
     for (const key of [...this.held.keys()]) if (!seen.has(key)) this.remove(key);
+    if (!checkOwn) return;
     const own = this.opts.ownSubnet?.();
     if (own && !seen.has(subnetKey(own))) this.opts.onOwnRemoved?.(own);
   }
