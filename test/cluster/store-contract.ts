@@ -179,10 +179,12 @@ export function storeContract(name: string, factory: StoreFactory): void {
         const t0 = Date.now();
         await writer.writeSubnet(sub, attrs('198.18.0.12'), 2, { type: 'absent' });
         await until('added', () => events.length === 1);
-        await until('removed after TTL', () => events.length === 2, 8000);
+        // Never before the TTL; how soon after depends on the store's expiry sweep and the load,
+        // so only a generous eventual deadline here (bench/store.ts is where speed is measured).
+        await until('removed after TTL', () => events.length === 2, 30_000);
         const took = Date.now() - t0;
         assert.equal(events[1]?.type, 'removed');
-        assert.ok(took >= 1900 && took < 4500, `removed after ${took} ms (TTL 2 s)`);
+        assert.ok(took >= 1900, `removed after ${took} ms, before its 2 s TTL`);
         assert.equal(await writer.getSubnet(sub), undefined);
         assert.deepEqual((await writer.listSubnets()).entries, []);
       } finally {

@@ -160,16 +160,15 @@ test('local routes win over learned ones and hand the prefix back when withdrawn
   assert.equal(bestPeer(r), '198.18.0.2');
 });
 
-test('10,000 prefixes: insert, reselect and drop stay fast', () => {
+// Speed is bench/bgp.ts's business; here only that the whole table goes through correctly.
+test('10,000 prefixes: insert, reselect and drop', () => {
   const r = rib();
   const prefixes = Array.from({ length: 10000 }, (_, i) => parseCidr(`10.${(i >> 8) & 255}.${i & 255}.0/24`));
-  const t0 = performance.now();
   const a = attrs();
   r.applyUpdate(peer('198.18.0.2'), [], a, prefixes);
   r.applyUpdate(peer('198.18.0.3'), [], attrs({ localPref: 200 }), prefixes);
   assert.equal(r.size, 10000);
   assert.equal(r.dropPeer('198.18.0.3').length, 10000);
   assert.equal(r.dropPeer('198.18.0.2').length, 10000);
-  const ms = performance.now() - t0;
-  assert.ok(ms < 2000, `${ms.toFixed(0)} ms`);
+  assert.equal(r.size, 0);
 });
