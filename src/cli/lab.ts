@@ -29,7 +29,8 @@ Usage:
   weftctl lab check  [--name NAME] [--json]
   weftctl lab bench  [--name NAME] [--seconds S] [--json]
   weftctl lab down   [--name NAME]
-  weftctl lab demo   [--name NAME] [--hosts N] [--pods M] [--backends A,B,…] [--seconds S]
+  weftctl lab demo   [--name NAME] [--hosts N] [--pods M] [--backend TYPE]… [--store file|etcd]
+                     [--seconds S]
 
 up      an underlay namespace holding a bridge (the switch), N host namespaces on it
         (198.18.0.1…/24), an "outside" namespace (198.18.0.254) for egress, weftd on every host
@@ -44,10 +45,12 @@ bench   iperf3 container → container across hosts, next to the raw underlay pa
         failed up does, and exits 130 (SIGINT) or 143 (SIGTERM)
 down    removes everything the lab made — processes, namespaces (and every link in them), state
         — also after a crash or kill -9 of the lab or of any weftd
-demo    for each backend in turn: up (file store), check, a short bench, down; one summary table
+demo    for each backend in turn: up, check, a short bench, down; one summary table. --backend
+        picks the backends (repeat it or give a comma list; --backends is the same; default: all),
+        --store the store every up uses (default file)
 
 --name NAME       lab name: 1–16 of a-z 0-9 _ (default ${DEFAULT_LAB_NAME}; demo: ${DEMO_NAME}); its namespaces
-                  are ${labNsPrefix(DEFAULT_LAB_NAME as never).replace(DEFAULT_LAB_NAME, 'NAME')}*, its state /run/weft-lab/NAME (WEFT_LAB_ROOT moves it)
+                  are ${labNsPrefix(parseName(DEFAULT_LAB_NAME)).replace(DEFAULT_LAB_NAME, 'NAME')}*, its state /run/weft-lab/NAME (WEFT_LAB_ROOT moves it)
 --hosts N         hosts, 1..${MAX_HOSTS} (default 3)
 --pods M          containers per host, 1..${MAX_PODS} (default 2)
 --backend TYPE    ${labBackendNames().join(' | ')} (default vxlan)
@@ -70,8 +73,9 @@ const options = {
   name: { type: 'string' },
   hosts: { type: 'string' },
   pods: { type: 'string' },
-  backend: { type: 'string' },
-  backends: { type: 'string' },
+  backend: { type: 'string', multiple: true },
+  /** demo: an alias of --backend (a comma list), kept for existing scripts. */
+  backends: { type: 'string', multiple: true },
   store: { type: 'string' },
   seconds: { type: 'string' },
   json: { type: 'boolean', default: false },
@@ -86,7 +90,7 @@ const ALLOWED: Record<Sub, ReadonlyArray<keyof typeof options>> = {
   check: ['name', 'json'],
   bench: ['name', 'seconds', 'json'],
   down: ['name'],
-  demo: ['name', 'hosts', 'pods', 'backends', 'seconds'],
+  demo: ['name', 'hosts', 'pods', 'backend', 'backends', 'store', 'seconds'],
 };
 
 function seconds(raw: string | undefined, dflt: number): number {
@@ -151,20 +155,34 @@ interface DemoRow {
   error?: string;
 }
 
-async function demo(base: { name?: string | undefined; hosts?: string | undefined; pods?: string | undefined }, backendList: string | undefined, benchSeconds: number): Promise<number> {
-  const names = backendList === undefined ? labBackendNames() : backendList.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (names.length === 0) throw new LabInputError('--backends: empty list');
+/** --backend values (each may be a comma list); undefined when none was given. */
+function backendList(given: readonly string[] | undefined): string[] | undefined {
+  if (given === undefined) return undefined;
+  const names = given.flatMap((v) => v.split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  if (names.length === 0) throw new LabInputError('--backend: empty list');
+  return names;
+}
+
+interface DemoBase {
+  readonly name?: string | undefined;
+  readonly hosts?: string | undefined;
+  readonly pods?: string | undefined;
+  readonly store?: string | undefined;
+}
+
+async function demo(base: DemoBase, backends: readonly string[] | undefined, benchSeconds: number): Promise<number> {
+  const names = backends ?? labBackendNames();
   const specs = names.map((b) => {
     parseBackend(b);
-    return parseLabSpec({ ...base, name: base.name ?? DEMO_NAME, backend: b, store: 'file' });
+    return parseLabSpec({ ...base, name: base.name ?? DEMO_NAME, backend: b, store: base.store ?? 'file' });
   });
   const first = specs[0];
-  if (!first) throw new LabInputError('--backends: empty list');
+  if (!first) throw new LabInputError('--backend: empty list');
   const colour = useColour();
   const progress = new Progress(specs.reduce((n, s) => n + upSteps(s) + 3, 0) + 1);
   const t0 = Date.now();
   const rows: DemoRow[] = [];
-  out(`weft lab demo: ${first.hosts} hosts × ${first.pods} containers, backends ${names.join(', ')}, file store\n\n`);
+  out(`weft lab demo: ${first.hosts} hosts × ${first.pods} containers, backends ${names.join(', ')}, ${first.store} store\n\n`);
   for (const spec of specs) {
     const row: DemoRow = { backend: spec.backend.name };
     rows.push(row);
@@ -242,7 +260,9 @@ export const labCommand: CliCommand = {
       throw new UsageError(`expected one of ${SUBCOMMANDS.join(', ')}${sub ? `, got ${JSON.stringify(sub)}` : ''}`);
     }
     const command = sub as Sub;
-    let values: { [K in keyof typeof options]?: (typeof options)[K]['type'] extends 'boolean' ? boolean : string };
+    let values: {
+      [K in keyof typeof options]?: (typeof options)[K] extends { type: 'boolean' } ? boolean : (typeof options)[K] extends { multiple: true } ? string[] : string;
+    };
     try {
       ({ values } = parseArgs({ args: rest, options, allowPositionals: false, strict: true }));
     } catch (err) {
@@ -256,8 +276,9 @@ export const labCommand: CliCommand = {
       const colour = useColour();
       switch (command) {
         case 'up':
+          if ((values.backend?.length ?? 0) > 1) throw new UsageError('--backend: lab up takes one backend (lab demo takes several)');
           return await up(parseLabSpec({
-            name: values.name, hosts: values.hosts, pods: values.pods, backend: values.backend, store: values.store,
+            name: values.name, hosts: values.hosts, pods: values.pods, backend: values.backend?.[0], store: values.store,
             racks: values.racks, macvlanShim: values['macvlan-shim'],
           }));
         case 'status': {
@@ -283,7 +304,11 @@ export const labCommand: CliCommand = {
           return ExitCode.Ok;
         }
         case 'demo':
-          return await demo({ name: values.name, hosts: values.hosts, pods: values.pods }, values.backends, seconds(values.seconds, 1));
+          return await demo(
+            { name: values.name, hosts: values.hosts, pods: values.pods, store: values.store },
+            backendList(values.backend === undefined && values.backends === undefined ? undefined : [...values.backend ?? [], ...values.backends ?? []]),
+            seconds(values.seconds, 1),
+          );
       }
     } catch (err) {
       if (err instanceof LabInputError) throw new UsageError(err.message);

@@ -17,6 +17,12 @@ describe('weftctl lab: bad input', () => {
     { args: ['up', '--name', 'wlbbad', '--frobnicate'], code: 2, msg: /Unknown option '--frobnicate'/ },
     { args: ['down', '--name', 'wlbbad', '--hosts', '2'], code: 2, msg: /--hosts does not apply to lab down/ },
     { args: ['launch'], code: 2, msg: /expected one of up, status, check, bench, down, demo, got "launch"/ },
+    { args: ['up', '--name', 'wlbbad', '--backend', 'vxlan', '--backend', 'udp'], code: 2, msg: /--backend: lab up takes one backend/ },
+    { args: ['demo', '--name', 'wlbbad', '--backend', 'vxlan,ipsec'], code: 2, msg: /--backend: unknown backend "ipsec"/ },
+    { args: ['demo', '--name', 'wlbbad', '--backends', 'ipsec'], code: 2, msg: /--backend: unknown backend "ipsec"/ },
+    { args: ['demo', '--name', 'wlbbad', '--backend', ','], code: 2, msg: /--backend: empty list/ },
+    { args: ['demo', '--name', 'wlbbad', '--store', 'consul'], code: 2, msg: /--store: expected file or etcd, got "consul"/ },
+    { args: ['demo', '--name', 'wlbbad', '--racks', '2'], code: 2, msg: /--racks does not apply to lab demo/ },
     { args: ['down', '--name', 'wlbnothere'], code: 1, msg: /no lab named "wlbnothere"/ },
     { args: ['status', '--name', 'wlbnothere'], code: 1, msg: /no lab named "wlbnothere"/ },
     { args: ['check', '--name', 'wlbnothere'], code: 1, msg: /no lab named "wlbnothere"/ },
@@ -57,5 +63,20 @@ describe('two labs side by side', { timeout: 90_000 }, () => {
     assert.match(checkB.stdout, /all 8 probes passed/);
     assert.equal(lab(['down', '--name', b]).code, 0);
     assertGone(b, recB.processes.map((p) => p.pid));
+  });
+});
+
+describe('weftctl lab demo with --backend and --store', { timeout: 180_000 }, () => {
+  const name = labName('wrv');
+  after(() => downQuietly(name));
+
+  it('runs only the backends named (repeated --backend and the --backends alias) on the store asked for', () => {
+    const r = lab(['demo', '--name', name, '--backend', 'host-gw', '--backends', 'vxlan', '--store', 'etcd', '--hosts', '2', '--pods', '1', '--seconds', '1'], 170_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /backends host-gw, vxlan, etcd store/);
+    for (const ran of ['host-gw', 'vxlan']) assert.match(r.stdout, new RegExp(`^\\W*${ran}\\s`, 'm'), `a ${ran} row`);
+    assert.doesNotMatch(r.stdout, /^\W*(udp|macvlan|bgp)\s/m, 'no other backend ran');
+    assert.match(r.stdout, /demo passed .*nothing left behind/);
+    assert.deepEqual(namespacesOf(name), []);
   });
 });
