@@ -12,7 +12,8 @@ if [ -f binding.gyp ]; then
   node "$gyp" build -j 2 --loglevel=warn
 fi
 npx tsc -p tsconfig.json
-# One file per CNI plugin for the bin/cni shims (fast start); always rebuilt from src/.
+# One file per CNI plugin for the bin/cni shims (fast start), and weftd's for bin/weftd (a
+# restart programs its peers sooner); always rebuilt from src/.
 node scripts/bundle-plugins.mjs
 # The weft plugin's native front (bin/cni/weft runs it when present): no Node start per CNI call
 # when weftd answers. Plain C, libc only.
