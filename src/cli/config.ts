@@ -1,7 +1,7 @@
 // weftctl config get|set: read or write the network config at <prefix>/config.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import type { CliCommand } from './command.js';
+import { parseCommandArgs } from './args.js';
 import { ExitCode, UsageError } from './command.js';
 import { CniCode, WeftError } from '../errors.js';
 import { formatCidr } from '../net/ip.js';
@@ -33,14 +33,8 @@ export const configCommand: CliCommand = {
   summary: 'get or set the network config (Network, SubnetLen, Backend, …) in the store',
   help,
   async run(argv) {
-    let parsed;
-    try {
-      parsed = parseArgs({ args: argv, options: storeFlagOptions, allowPositionals: true, strict: true });
-    } catch (err) {
-      throw new UsageError(err instanceof Error ? err.message : String(err));
-    }
-    const [action, source, ...extra] = parsed.positionals;
-    if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
+    const parsed = parseCommandArgs(argv, storeFlagOptions, 2);
+    const [action, source] = parsed.positionals;
     if (action !== 'get' && action !== 'set') throw new UsageError('expected "get" or "set"');
     if (action === 'get' && source !== undefined) throw new UsageError('get takes no argument');
     if (action === 'set' && source === undefined) throw new UsageError('set needs a FILE (or - for stdin)');

@@ -1,6 +1,6 @@
 // weftctl leases list|reserve|release: inspect and manage subnet leases in the store.
-import { parseArgs } from 'node:util';
 import type { CliCommand } from './command.js';
+import { parseCommandArgs } from './args.js';
 import { ExitCode, UsageError } from './command.js';
 import { CniCode, WeftError } from '../errors.js';
 import { type Cidr, formatCidr, formatIP, ipCompare, tryParseCidr, tryParseIP } from '../net/ip.js';
@@ -52,19 +52,8 @@ export const leasesCommand: CliCommand = {
   summary: 'list, reserve or release subnet leases',
   help,
   async run(argv) {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        options: { ...storeFlagOptions, json: { type: 'boolean' }, 'public-ip': { type: 'string' }, 'backend-type': { type: 'string' } },
-        allowPositionals: true,
-        strict: true,
-      });
-    } catch (err) {
-      throw new UsageError(err instanceof Error ? err.message : String(err));
-    }
-    const [action, subnetText, ...extra] = parsed.positionals;
-    if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
+    const parsed = parseCommandArgs(argv, { ...storeFlagOptions, json: { type: 'boolean' }, 'public-ip': { type: 'string' }, 'backend-type': { type: 'string' } } as const, 2);
+    const [action, subnetText] = parsed.positionals;
     const v = parsed.values;
     if (action !== 'list' && action !== 'reserve' && action !== 'release') throw new UsageError('expected list, reserve or release');
     if (action === 'list' && subnetText !== undefined) throw new UsageError('list takes no SUBNET');

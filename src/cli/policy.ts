@@ -1,8 +1,8 @@
 // weftctl policy apply|list|get|delete: Kubernetes NetworkPolicy objects in the store.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { stringify as toYaml } from 'yaml';
 import type { CliCommand } from './command.js';
+import { parseCommandArgs } from './args.js';
 import { ExitCode, UsageError } from './command.js';
 import { CniCode, WeftError } from '../errors.js';
 import { openKeyValueStore } from '../store/kv.js';
@@ -59,27 +59,16 @@ export const policyCommand: CliCommand = {
   summary: 'apply, list, get or delete network policies',
   help,
   async run(argv) {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        options: {
-          ...storeFlagOptions,
-          filename: { type: 'string', short: 'f' },
-          namespace: { type: 'string', short: 'n' },
-          'all-namespaces': { type: 'boolean', short: 'A' },
-          output: { type: 'string', short: 'o' },
-          json: { type: 'boolean' },
-        },
-        allowPositionals: true,
-        strict: true,
-      });
-    } catch (err) {
-      throw new UsageError(err instanceof Error ? err.message : String(err));
-    }
-    const [action, name, ...extra] = parsed.positionals;
+    const parsed = parseCommandArgs(argv, {
+      ...storeFlagOptions,
+      filename: { type: 'string', short: 'f' },
+      namespace: { type: 'string', short: 'n' },
+      'all-namespaces': { type: 'boolean', short: 'A' },
+      output: { type: 'string', short: 'o' },
+      json: { type: 'boolean' },
+    } as const, 2);
+    const [action, name] = parsed.positionals;
     const v = parsed.values;
-    if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
     if (action !== 'apply' && action !== 'list' && action !== 'get' && action !== 'delete') throw new UsageError('expected apply, list, get or delete');
     const ns = v.namespace ?? 'default';
     if (!validNamespaceName(ns)) throw new UsageError(`--namespace: ${JSON.stringify(ns)} is not a valid namespace name`);

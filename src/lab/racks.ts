@@ -16,14 +16,14 @@
 //
 // Everything is named `${prefix}-${id}-…` and removed by destroy(), even after a half-built failure.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
 import { type IP, formatIP, parseCidr, parseIPv4 } from '../net/ip.js';
-import { createNamedNetns, deleteNamedNetns, writeSysctl } from '../netns/index.js';
+import { writeSysctl } from '../netns/index.js';
+import { NamespaceSet } from './namespace-set.js';
 
 export const ROUTER_LOOPBACK = '198.18.255.254';
 export const DEFAULT_CLUSTER_ASN = 64512;
@@ -207,7 +207,8 @@ export class Bird {
 }
 
 export class RackTopology {
-  readonly id = randomBytes(3).toString('hex');
+  private readonly namespaces: NamespaceSet;
+  readonly id: string;
   readonly hosts: RackHost[] = [];
   readonly router: string;
   /** One switch namespace per rack. */
@@ -220,11 +221,12 @@ export class RackTopology {
   readonly clusterAsn: number;
   readonly routerAsn: number;
   private bird_: Bird | undefined;
-  private readonly made: string[] = [];
   private readonly stateDir: string;
   private readonly ownStateDir: boolean;
 
   private constructor(private readonly opts: RacksOptions) {
+    this.namespaces = new NamespaceSet(opts.prefix);
+    this.id = this.namespaces.id;
     this.router = this.name('r');
     this.outside = opts.outside ? this.name('o') : undefined;
     this.mode = opts.mode ?? 'rr';
@@ -235,14 +237,11 @@ export class RackTopology {
   }
 
   private name(what: string): string {
-    return `${this.opts.prefix}-${this.id}-${what}`;
+    return this.namespaces.name(what);
   }
 
   private ns(name: string): string {
-    const p = createNamedNetns(name);
-    this.made.push(name);
-    Netlink.with(p, (nl) => nl.setLink('lo', { up: true }));
-    return p;
+    return this.namespaces.create(name);
   }
 
   static async create(opts: RacksOptions): Promise<RackTopology> {
@@ -353,9 +352,7 @@ export class RackTopology {
     const errors: unknown[] = [];
     await this.bird_?.stop().catch((e: unknown) => errors.push(e));
     this.bird_ = undefined;
-    for (const name of this.made.splice(0).reverse()) {
-      try { deleteNamedNetns(name); } catch (err) { errors.push(err); }
-    }
+    errors.push(...this.namespaces.removeAll());
     if (this.ownStateDir) rmSync(this.stateDir, { recursive: true, force: true });
     if (errors.length > 0) throw new AggregateError(errors, 'racks: could not remove everything');
   }

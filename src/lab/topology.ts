@@ -3,11 +3,11 @@
 // outside namespace), an "outside" namespace at 198.18.0.254 with no route to any pod network,
 // and containers per host on a cni0-style bridge. Everything is named `${prefix}-…` and goes
 // away with destroy() (links die with their namespaces), even after a half-built failure.
-import { randomBytes } from 'node:crypto';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
 import { type Cidr, type IP, formatIP, ipFromValue, networkOf, nthAddress, parseIPv4 } from '../net/ip.js';
-import { createNamedNetns, deleteNamedNetns, writeSysctl } from '../netns/index.js';
+import { writeSysctl } from '../netns/index.js';
+import { NamespaceSet } from './namespace-set.js';
 
 export const UNDERLAY_PREFIX = 24;
 const UNDERLAY_BASE = parseIPv4('198.18.0.0');
@@ -39,28 +39,26 @@ function underlayIP(n: number): IP {
 }
 
 export class Topology {
-  readonly id = randomBytes(3).toString('hex');
+  private readonly namespaces: NamespaceSet;
+  readonly id: string;
   readonly hosts: TopologyHost[] = [];
   readonly containers: TopologyContainer[] = [];
   readonly underlay: string;
   readonly outside: string;
   readonly outsideIP = underlayIP(254);
-  private readonly made: string[] = [];
-
   private constructor(private readonly opts: TopologyOptions) {
+    this.namespaces = new NamespaceSet(opts.prefix);
+    this.id = this.namespaces.id;
     this.underlay = this.name('u');
     this.outside = this.name('o');
   }
 
   private name(what: string): string {
-    return `${this.opts.prefix}-${this.id}-${what}`;
+    return this.namespaces.name(what);
   }
 
   private ns(name: string): string {
-    const p = createNamedNetns(name);
-    this.made.push(name);
-    Netlink.with(p, (nl) => nl.setLink('lo', { up: true }));
-    return p;
+    return this.namespaces.create(name);
   }
 
   static create(opts: TopologyOptions): Topology {
@@ -142,14 +140,7 @@ export class Topology {
 
   /** Removes every namespace made (idempotent); links and addresses go with them. */
   destroy(): void {
-    const errors: unknown[] = [];
-    for (const name of this.made.splice(0).reverse()) {
-      try {
-        deleteNamedNetns(name);
-      } catch (err) {
-        errors.push(err);
-      }
-    }
+    const errors = this.namespaces.removeAll();
     if (errors.length > 0) throw new AggregateError(errors, 'topology: could not remove every namespace');
   }
 }
