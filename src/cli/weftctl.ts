@@ -3,8 +3,6 @@ import type { CliCommand } from './command.js';
 import { ExitCode, UsageError } from './command.js';
 import { WeftError } from '../errors.js';
 
-const commands: CliCommand[] = [];
-
 /** Subcommand modules are loaded lazily so `weftctl cni …` does not pay for the etcd client. */
 const loaders: Record<string, () => Promise<CliCommand>> = {
   cni: async () => (await import('./cni.js')).cniCommand,
@@ -51,7 +49,7 @@ export async function main(argv: string[]): Promise<number> {
     return name ? ExitCode.Ok : ExitCode.Usage;
   }
   const load = loaders[name];
-  const cmd = load ? await load() : commands.find((c) => c.name === name);
+  const cmd = load ? await load() : undefined;
   if (!cmd) {
     process.stderr.write(`weftctl: unknown command ${JSON.stringify(name)}\n\n${topHelp()}`);
     return ExitCode.Usage;

@@ -90,15 +90,27 @@ export function parseDelegateOutput(name: string, command: CniCommand, exitCode:
   return { kind: 'result', version, result };
 }
 
+/** SIGKILL to the process group led by pid (a detached child leads its own). */
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // the group is already gone
+  }
+}
+
 function runBinary(binary: string, env: NodeJS.ProcessEnv, stdin: string, timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    // Its own process group: a plugin that is a shell shim (bin/cni/*) runs node below it, and on
+    // timeout the whole group must go, not just the shim (its children would hold our pipes open).
+    const child = spawn(binary, [], { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      killGroup(child.pid);
     }, timeoutMs);
     child.stdout.on('data', (c: Buffer) => out.push(c));
     child.stderr.on('data', (c: Buffer) => err.push(c));

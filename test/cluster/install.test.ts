@@ -141,7 +141,7 @@ describe('weftctl install / uninstall (files under --root)', { timeout: 120_000 
     const net = weftctl(['install', '--root', root, '--network', 'no spaces']);
     assert.equal(net.code, 1);
     assert.match(net.stderr, /--network/);
-    assert.equal(weftctl(['install', '--what']).code, 2);
+    assert.equal(weftctl(['install', '--root', root, '--what']).code, 2);
   });
 
   it('the unit passes systemd-analyze verify', { skip: !existsSync('/usr/bin/systemd-analyze') && 'no systemd-analyze' }, () => {

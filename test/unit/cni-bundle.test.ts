@@ -56,7 +56,7 @@ describe('CNI plugin bundles and shims', () => {
     writeFileSync(join(dist, '.tsbuildinfo'), '');
     const aMinuteAgo = new Date(Date.now() - 60_000);
     utimesSync(join(dist, '.tsbuildinfo'), aMinuteAgo, aMinuteAgo);
-    const b = run([process.execPath, join(REPO, 'scripts/bundle-plugins.mjs'), `--out-dir=${join(dist, 'cni')}`], {});
+    const b = run([process.execPath, join(REPO, 'scripts/bundle-plugins.mjs'), '--metafile', `--out-dir=${join(dist, 'cni')}`], {});
     assert.equal(b.code, 0, `bundle-plugins: ${b.stderr}`);
     for (const name of ['weft-ipam', 'weft-bridge']) copyFileSync(join(SHIMS, name), join(bin, name));
   });
@@ -81,6 +81,16 @@ describe('CNI plugin bundles and shims', () => {
     const files = readdirSync(join(dist, 'cni'));
     for (const name of ['weft-ipam', 'weft-bridge']) {
       for (const f of [`${name}.cjs`, `${name}.bundle.cjs`, `${name}.bundle.cache`]) assert.ok(files.includes(f), `${f} in ${files.join(' ')}`);
+    }
+  });
+
+  it('no bundle carries test support (src/netns/testing.ts) or anything from test/', () => {
+    const metas = readdirSync(join(dist, 'cni')).filter((f) => f.endsWith('.meta.json'));
+    assert.ok(metas.length >= 2, metas.join(' '));
+    for (const m of metas) {
+      const inputs = Object.keys((JSON.parse(readFileSync(join(dist, 'cni', m), 'utf8')) as { inputs: Record<string, unknown> }).inputs);
+      assert.ok(inputs.some((i) => i.includes('src/plugins/')), `${m} lists its inputs`);
+      assert.deepEqual(inputs.filter((i) => /(^|\/)(src\/netns\/testing|test\/)/.test(i)), [], m);
     }
   });
 
