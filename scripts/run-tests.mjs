@@ -4,7 +4,7 @@
 // to be about weft, not about load. The exit code is the worse of the two runs.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
 const groups = process.argv.slice(2);
@@ -38,14 +38,36 @@ const env = { ...process.env };
 delete env.NODE_EXTRA_CA_CERTS;
 let worst = 0;
 const summaries = [];
-for (const run of runs) {
-  const result = spawnSync(process.execPath, [
-    '--test', `--test-concurrency=${run.concurrency}`, `--test-timeout=${TEST_TIMEOUT_MS}`, '--test-reporter=spec', ...run.files,
-  ], { stdio: 'inherit', env });
-  const status = result.status ?? 1;
-  summaries.push(`${run.label}: ${run.files.length} file(s), ${status === 0 ? 'passed' : `FAILED (exit ${status})`}`);
-  worst = Math.max(worst, status);
+const totals = { pass: 0, fail: 0, skipped: 0 };
+
+/** Runs one node --test, passing its output through and reading its closing counts. */
+function runGroup(run) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [
+      '--test', `--test-concurrency=${run.concurrency}`, `--test-timeout=${TEST_TIMEOUT_MS}`, '--test-reporter=spec', ...run.files,
+    ], { stdio: ['ignore', 'pipe', 'inherit'], env });
+    // The whole output: on failure the spec reporter lists the failures after its totals.
+    let tail = '';
+    child.stdout.on('data', (chunk) => {
+      process.stdout.write(chunk);
+      tail += chunk.toString('utf8');
+    });
+    child.on('close', (code, signal) => {
+      const count = (name) => Number([...tail.matchAll(new RegExp(`^\\S* ?${name} (\\d+)$`, 'gm'))].pop()?.[1] ?? 0);
+      resolve({ status: code ?? (signal ? 1 : 0), pass: count('pass'), fail: count('fail'), skipped: count('skipped') });
+    });
+  });
 }
-// Each node --test run prints its own totals above; this says which group they belong to.
+
+for (const run of runs) {
+  const r = await runGroup(run);
+  totals.pass += r.pass;
+  totals.fail += r.fail;
+  totals.skipped += r.skipped;
+  summaries.push(`${run.label}: ${run.files.length} file(s), ${r.status === 0 ? 'passed' : `FAILED (exit ${r.status})`}`);
+  worst = Math.max(worst, r.status);
+}
+// Each node --test run prints its own totals above; the last line adds them up for all groups.
 console.log(`\nrun-tests: ${summaries.join('; ')}`);
+console.log(`${totals.pass} passed, ${totals.fail} failed, ${totals.skipped} skipped`);
 process.exit(worst);
