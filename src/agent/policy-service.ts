@@ -96,6 +96,23 @@ export class PolicyService implements AgentService {
   private readonly namespaces = new ParsedCache<Namespace>((key, v) => parseNamespace(v, `${key}: `));
   private readonly endpoints = new ParsedCache<Endpoint>((key, v) => parseEndpoint(v, `${key}: `));
   private records = new Map<string, EndpointRecord>();
+  /** Local records as endpoints, parsed once per record content (a pass must not re-parse hundreds). */
+  private readonly localParsed = new Map<string, { json: string; ep: Endpoint | undefined }>();
+  /**
+   * What this service has written to (value) or deleted from (null) its own endpoint keys and the
+   * store has not echoed back yet: without it, passes that run before the watch delivers our
+   * own puts would put the same keys again (hundreds of times over during a burst of new pods).
+   */
+  private readonly published = new Map<string, string | null>();
+  /** A rescan of the records directory in progress, and whether another is owed. */
+  private rescanning: Promise<void> | undefined;
+  private rescanOwed = false;
+  /**
+   * In-process announcements made while a rescan reads the directory. The listing may predate
+   * them (a fast-path ADD's file renamed into place just after readdir): they are laid over it,
+   * or the rescan would briefly drop a pod the kernel and the store already have.
+   */
+  private announcedDuringRescan: Map<string, EndpointRecord | null> | undefined;
   private readonly watches: KeyValueWatch[] = [];
   private dirWatch: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -134,7 +151,7 @@ export class PolicyService implements AgentService {
     });
     await first;
     try {
-      this.dirWatch = fsWatch(this.opts.recordDir, () => { void this.rescanRecords().then(() => this.schedule()); });
+      this.dirWatch = fsWatch(this.opts.recordDir, () => { void this.requestRescan(); });
       this.dirWatch.on('error', () => { this.dirWatch?.close(); this.dirWatch = undefined; });
     } catch { /* the repair pass rescans too */ }
     listenForEndpointChanges((c) => this.onEndpointChange(c));
@@ -148,9 +165,10 @@ export class PolicyService implements AgentService {
 
   private onStoreEvent(ev: KeyValueEvent, cache: ParsedCache<unknown>, which: keyof PolicyService['synced']): void {
     switch (ev.type) {
-      case 'snapshot': cache.replaceAll(ev.entries); this.synced[which] = true; break;
-      case 'put': cache.set(ev.key, ev.value); break;
-      case 'delete': cache.delete(ev.key); break;
+      case 'snapshot': cache.replaceAll(ev.entries); this.synced[which] = true; if (which === 'endpoints') this.published.clear(); break;
+      // From here on the cache shows what the store holds for the key.
+      case 'put': cache.set(ev.key, ev.value); this.published.delete(ev.key); break;
+      case 'delete': cache.delete(ev.key); this.published.delete(ev.key); break;
       case 'error':
         this.opts.metrics?.errors.inc({ kind: 'store' });
         this.opts.log.warn('policy store watch', { reason: ev.reason });
@@ -162,17 +180,56 @@ export class PolicyService implements AgentService {
   /** In-process ADD/DEL (weftd's fast path): resolves once the kernel holds the change. */
   private async onEndpointChange(c: EndpointChange): Promise<void> {
     if (c.dir !== this.opts.recordDir) return;
-    if (c.type === 'added') this.records.set(`${c.record.containerID}/${c.record.ifname}`, c.record);
-    else this.records.delete(`${c.containerID}/${c.ifname}`);
+    if (c.type === 'added') {
+      const id = `${c.record.containerID}/${c.record.ifname}`;
+      this.records.set(id, c.record);
+      this.announcedDuringRescan?.set(id, c.record);
+    } else {
+      const id = `${c.containerID}/${c.ifname}`;
+      this.records.delete(id);
+      this.announcedDuringRescan?.set(id, null);
+    }
     await this.flush();
     if (this.stateNow.type === 'failed') throw new WeftError(CniCode.Internal, `network policy not enforced: ${this.stateNow.reason}`);
   }
 
+  /**
+   * Rescans the records directory and schedules a pass. A burst of files (many ADDs at once) fires
+   * the directory watch once per file: they share one rescan in flight and at most one after it,
+   * instead of one full read of the directory each.
+   */
+  private requestRescan(): Promise<void> {
+    if (this.rescanning) { this.rescanOwed = true; return this.rescanning; }
+    this.rescanning = (async () => {
+      do {
+        this.rescanOwed = false;
+        try {
+          await this.rescanRecords();
+        } catch (err) {
+          this.opts.metrics?.errors.inc({ kind: 'record' });
+          this.opts.log.warn('endpoint records not rescanned', { reason: err instanceof Error ? err.message : String(err) });
+        }
+        this.schedule();
+      } while (this.rescanOwed && !this.closed);
+    })().finally(() => { this.rescanning = undefined; });
+    return this.rescanning;
+  }
+
   private async rescanRecords(): Promise<void> {
-    const { records, bad } = await readEndpointRecords(this.opts.recordDir);
+    const announced = new Map<string, EndpointRecord | null>();
+    this.announcedDuringRescan = announced;
+    let listing: Awaited<ReturnType<typeof readEndpointRecords>>;
+    try {
+      listing = await readEndpointRecords(this.opts.recordDir);
+    } finally {
+      if (this.announcedDuringRescan === announced) this.announcedDuringRescan = undefined;
+    }
+    const { records, bad } = listing;
     for (const b of bad) this.opts.log.warn('unreadable endpoint record skipped', b);
     if (bad.length > 0) this.opts.metrics?.errors.inc({ kind: 'record' }, bad.length);
-    this.records = new Map(records.map((r) => [`${r.containerID}/${r.ifname}`, r]));
+    const next = new Map(records.map((r) => [`${r.containerID}/${r.ifname}`, r]));
+    for (const [id, rec] of announced) if (rec) next.set(id, rec); else next.delete(id);
+    this.records = next;
   }
 
   private schedule(): void {
@@ -229,16 +286,24 @@ export class PolicyService implements AgentService {
   private world(): { world: PolicyWorld; extraKnown: IP[] } {
     const local: Endpoint[] = [];
     const extraKnown: IP[] = [];
-    for (const rec of this.records.values()) {
-      let ep: Endpoint | undefined;
-      try {
-        ep = recordToEndpoint(this.opts.host, rec);
-      } catch (err) {
-        this.opts.log.warn('endpoint record does not make an endpoint', { containerID: rec.containerID, reason: (err as Error).message });
+    for (const [id, rec] of this.records) {
+      const json = JSON.stringify(rec);
+      let cached = this.localParsed.get(id);
+      if (cached?.json !== json) {
+        let ep: Endpoint | undefined;
+        try {
+          ep = recordToEndpoint(this.opts.host, rec);
+        } catch (err) {
+          this.opts.log.warn('endpoint record does not make an endpoint', { containerID: rec.containerID, reason: (err as Error).message });
+        }
+        cached = { json, ep };
+        this.localParsed.set(id, cached);
       }
+      const ep = cached.ep;
       if (ep) local.push(ep);
       else for (const s of rec.ips) { const ip = tryParseIP(s); if (ip) extraKnown.push(ip); }
     }
+    for (const id of [...this.localParsed.keys()]) if (!this.records.has(id)) this.localParsed.delete(id);
     const remote = this.endpoints.values().filter((e) => e.host !== this.opts.host);
     this.opts.metrics?.endpoints.set({ where: 'local' }, local.length);
     this.opts.metrics?.endpoints.set({ where: 'store' }, remote.length + local.length);
@@ -257,17 +322,27 @@ export class PolicyService implements AgentService {
       }));
     }
     const mine = `${ENDPOINTS}${this.opts.host}/`;
+    // What the store holds as far as we know: its echo, or our own write not echoed yet.
+    const held = (key: string): string | undefined => {
+      const p = this.published.get(key);
+      return p === undefined ? this.endpoints.raw(key) : p ?? undefined;
+    };
     for (const key of [...this.endpoints.keys()]) {
-      if (key.startsWith(mine) && !want.has(key)) await this.opts.kv.delete(key);
+      if (!key.startsWith(mine) || want.has(key) || held(key) === undefined) continue;
+      this.published.set(key, null);
+      try { await this.opts.kv.delete(key); } catch (err) { this.published.delete(key); throw err; }
     }
-    for (const [key, value] of want) if (this.endpoints.raw(key) !== value) await this.opts.kv.put(key, value);
+    for (const [key, value] of want) {
+      if (held(key) === value) continue;
+      this.published.set(key, value);
+      try { await this.opts.kv.put(key, value); } catch (err) { this.published.delete(key); throw err; }
+    }
   }
 
   private async repairPass(): Promise<void> {
     if (this.closed || this.running) return;
     try {
-      await this.rescanRecords();
-      this.schedule();
+      await this.requestRescan();
       await this.flush();
       const r = this.enforcer.repair();
       if (r.type === 'repaired') this.opts.metrics?.updates.inc({ result: 'repaired' });
@@ -296,6 +371,7 @@ export class PolicyService implements AgentService {
     if (this.repairTimer) clearInterval(this.repairTimer);
     this.dirWatch?.close();
     await Promise.all(this.watches.map((w) => w.close()));
+    await this.rescanning;
     await this.running;
     await this.publishing;
   }

@@ -25,7 +25,7 @@
 // chains for its own endpoints.
 import { createHash } from 'node:crypto';
 import { type Cidr, type IP, type IPFamily, formatCidr, formatIP, networkOf } from '../net/ip.js';
-import { podPeerMatches, policySelects } from './evaluate.js';
+import { namespaceLabels, selectorMatches } from './evaluate.js';
 import type { Endpoint, LabelSelector, NetworkPolicy, Peer, PolicyPort, PolicyWorld } from './model.js';
 
 export const POLICY_TABLE = 'weft-policy';
@@ -105,11 +105,59 @@ class Builder {
   readonly chains = new Map<string, CompiledChain>();
   private readonly podSets = new Map<string, { peer: Extract<Peer, { type: 'pods' }>; ns: string; base: string }>();
   private readonly namedPortSets = new Set<string>();
+  /** Peer objects are shared by every chain their policy reaches: their keys are worked out once. */
+  private readonly peerKeys = new Map<Extract<Peer, { type: 'pods' }>, Map<string, string>>();
+  /** Endpoints by namespace and namespaces' labels: a peer set looks only at namespaces it selects. */
+  private readonly endpointsByNs = new Map<string, Endpoint[]>();
+  private readonly nsLabels = new Map<string, Readonly<Record<string, string>>>();
+  private readonly addresses = new Map<Endpoint, Map<IPFamily, string[]>>();
+  /** Policies by namespace, each list sorted by name: chains list their rules in this order. */
+  readonly policiesByNs = new Map<string, NetworkPolicy[]>();
 
-  constructor(readonly world: PolicyWorld, readonly families: readonly IPFamily[]) {}
+  constructor(readonly world: PolicyWorld, readonly families: readonly IPFamily[]) {
+    for (const e of world.endpoints) {
+      const list = this.endpointsByNs.get(e.namespace);
+      if (list) list.push(e); else this.endpointsByNs.set(e.namespace, [e]);
+    }
+    for (const p of [...world.policies].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))) {
+      const list = this.policiesByNs.get(p.namespace);
+      if (list) list.push(p); else this.policiesByNs.set(p.namespace, [p]);
+    }
+  }
+
+  /** The endpoint's addresses of one family, as nft writes them. */
+  addressesOf(e: Endpoint, f: IPFamily): readonly string[] {
+    let byFamily = this.addresses.get(e);
+    if (!byFamily) {
+      byFamily = new Map();
+      for (const ip of e.ips) {
+        const list = byFamily.get(ip.family);
+        if (list) list.push(formatIP(ip)); else byFamily.set(ip.family, [formatIP(ip)]);
+      }
+      this.addresses.set(e, byFamily);
+    }
+    return byFamily.get(f) ?? [];
+  }
+
+  /** The endpoints a pod peer covers (the same answer as evaluate's podPeerMatches). */
+  podPeerMembers(peer: Extract<Peer, { type: 'pods' }>, policyNs: string): Endpoint[] {
+    const nsSel = peer.namespaceSelector;
+    const namespaces = nsSel
+      ? [...this.endpointsByNs.keys()].filter((n) => {
+        let labels = this.nsLabels.get(n);
+        if (!labels) { labels = namespaceLabels(n, this.world.namespaces); this.nsLabels.set(n, labels); }
+        return selectorMatches(nsSel, labels);
+      })
+      : [policyNs];
+    const podSel = peer.podSelector;
+    return namespaces.flatMap((n) => (this.endpointsByNs.get(n) ?? []).filter((e) => !podSel || selectorMatches(podSel, e.labels)));
+  }
 
   podSetName(peer: Extract<Peer, { type: 'pods' }>, policyNs: string, family: IPFamily): string {
-    const key = podPeerKey(peer, policyNs);
+    let keys = this.peerKeys.get(peer);
+    if (!keys) { keys = new Map(); this.peerKeys.set(peer, keys); }
+    let key = keys.get(policyNs);
+    if (key === undefined) { key = podPeerKey(peer, policyNs); keys.set(policyNs, key); }
     let s = this.podSets.get(key);
     if (!s) {
       s = { peer, ns: policyNs, base: `pods-${hash(key, 10)}` };
@@ -126,11 +174,11 @@ class Builder {
   /** Creates the peer and named-port sets referenced by the chains, with their members. */
   finishSets(): void {
     for (const { peer, ns, base } of this.podSets.values()) {
-      const members = this.world.endpoints.filter((e) => podPeerMatches(peer, ns, e, this.world.namespaces));
+      const members = this.podPeerMembers(peer, ns);
       for (const f of this.families) {
         this.addSet({
           name: `${base}-${f}`, kind: 'set', type: addrType(f), comment: describePodPeer(peer, ns),
-          elements: members.flatMap((e) => e.ips.filter((ip) => ip.family === f).map(formatIP)),
+          elements: members.flatMap((e) => this.addressesOf(e, f)),
         });
       }
     }
@@ -206,12 +254,15 @@ function peerExprs(b: Builder, peers: 'all' | readonly Peer[], dir: Direction, p
   return out;
 }
 
-/** The rules of one endpoint's chain in one direction, or undefined when nothing isolates it. */
-function chainRules(b: Builder, ep: Endpoint, dir: Direction): string[] | undefined {
-  const isolating = b.world.policies
-    .filter((p) => (dir === 'ingress' ? p.types.ingress : p.types.egress) && policySelects(p, ep))
-    .sort((x, y) => (`${x.namespace}/${x.name}` < `${y.namespace}/${y.name}` ? -1 : 1));
-  if (isolating.length === 0) return undefined;
+/** The policies isolating an endpoint in one direction, in namespace/name order. */
+function isolatingPolicies(b: Builder, ep: Endpoint, dir: Direction): NetworkPolicy[] {
+  // A policy selects only pods of its own namespace.
+  return (b.policiesByNs.get(ep.namespace) ?? [])
+    .filter((p) => (dir === 'ingress' ? p.types.ingress : p.types.egress) && selectorMatches(p.podSelector, ep.labels));
+}
+
+/** The rules of one endpoint's chain in one direction, given the policies isolating it (not none). */
+function chainRules(b: Builder, ep: Endpoint, dir: Direction, isolating: readonly NetworkPolicy[]): string[] {
   const verdict = dir === 'ingress' ? 'accept' : 'return';
   const lines: string[] = [];
   for (const p of isolating) {
@@ -254,14 +305,24 @@ export function compilePolicies(world: PolicyWorld, host: string, guard?: LocalG
   const b = new Builder(world, families);
   const maps: Record<Direction, Map<IPFamily, string[]>> = { ingress: new Map(), egress: new Map() };
   const local = world.endpoints.filter((e) => e.host === host);
+  // Endpoints isolated by the same policies (and, for ingress, declaring the same named ports,
+  // which ingress rules resolve per endpoint) get the same chain: its rules are built once.
+  const policyIds = new Map(world.policies.map((p, i) => [p, i]));
   for (const dir of ['ingress', 'egress'] as const) {
     for (const f of families) maps[dir].set(f, []);
+    const chainFor = new Map<string, string>();
     for (const ep of local) {
-      const rules = chainRules(b, ep, dir);
-      if (!rules) continue;
-      const name = `${dir === 'ingress' ? 'ing' : 'egr'}-${hash(rules.join('\n'))}`;
-      b.chains.set(name, { name, header: '', rules });
-      for (const ip of ep.ips) maps[dir].get(ip.family)?.push(`${formatIP(ip)} : jump ${name}`);
+      const isolating = isolatingPolicies(b, ep, dir);
+      if (isolating.length === 0) continue;
+      const key = `${isolating.map((p) => policyIds.get(p)).join(',')}|${dir === 'ingress' ? JSON.stringify(ep.namedPorts ?? null) : ''}`;
+      let name = chainFor.get(key);
+      if (name === undefined) {
+        const rules = chainRules(b, ep, dir, isolating);
+        name = `${dir === 'ingress' ? 'ing' : 'egr'}-${hash(rules.join('\n'))}`;
+        b.chains.set(name, { name, header: '', rules });
+        chainFor.set(key, name);
+      }
+      for (const f of families) for (const a of b.addressesOf(ep, f)) maps[dir].get(f)?.push(`${a} : jump ${name}`);
     }
     for (const f of families) {
       b.addSet({ name: `${dir}-${f}`, kind: 'map', type: `${addrType(f)} : verdict`, comment: `${dir} chain by local endpoint address`, elements: maps[dir].get(f) ?? [] });
