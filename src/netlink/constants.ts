@@ -81,6 +81,7 @@ export const IFLA_TXQLEN = 13;
 export const IFLA_OPERSTATE = 16;
 export const IFLA_LINKINFO = 18;
 export const IFLA_NET_NS_PID = 19;
+export const IFLA_GROUP = 27;
 export const IFLA_NET_NS_FD = 28;
 export const IFLA_EXT_MASK = 29;
 export const IFLA_PROMISCUITY = 30;
@@ -183,3 +184,12 @@ export const NUD_PROBE = 0x10;
 export const NUD_FAILED = 0x20;
 export const NUD_NOARP = 0x40;
 export const NUD_PERMANENT = 0x80;
+
+// Namespace ids (RTM_*NSID): struct rtgenmsg {family u8} + NETNSA_* attributes.
+export const RTM_NEWNSID = 88;
+export const RTM_GETNSID = 90;
+export const NETNSA_NSID = 1;
+export const NETNSA_PID = 2;
+export const NETNSA_FD = 3;
+/** NETNSA_NSID when the namespace has no id in the asking one. */
+export const NETNSA_NSID_NOT_ASSIGNED = -1;

@@ -89,6 +89,8 @@ export interface Link {
   readonly info?: LinkInfo;
   /** Set when the link is a bridge port. */
   readonly bridgePort?: BridgePortInfo;
+  /** Device group (IFLA_GROUP); absent for the default group 0. */
+  readonly group?: number;
 }
 
 export function decodeLink(msg: NlMessage): Link {
@@ -102,6 +104,7 @@ export function decodeLink(msg: NlMessage): Link {
   const parent = a.u32(C.IFLA_LINK);
   const netnsId = a.i32(C.IFLA_LINK_NETNSID);
   const txqlen = a.u32(C.IFLA_TXQLEN);
+  const group = a.u32(C.IFLA_GROUP);
   const linkinfo = a.nested(C.IFLA_LINKINFO);
   const kind = linkinfo?.str(C.IFLA_INFO_KIND);
   const info = linkinfo && kind ? decodeLinkInfo(kind, linkinfo.nested(C.IFLA_INFO_DATA)) : undefined;
@@ -126,6 +129,7 @@ export function decodeLink(msg: NlMessage): Link {
     ...(kind !== undefined && { kind }),
     ...(info && { info }),
     ...(slaveKind === 'bridge' && { bridgePort: { hairpin: (slaveData?.u8(C.IFLA_BRPORT_MODE) ?? 0) !== 0 } }),
+    ...(group !== undefined && group !== 0 && { group }),
   };
 }
 
@@ -258,6 +262,8 @@ export interface LinkChanges {
   readonly mac?: string;
   /** Move the link into the namespace behind this fd. */
   readonly nsFd?: number;
+  /** Device group (IFLA_GROUP, 0 = default). */
+  readonly group?: number;
 }
 
 export function linkSetRequest(index: number, ch: LinkChanges): RequestSpec {
@@ -277,6 +283,7 @@ export function linkSetRequest(index: number, ch: LinkChanges): RequestSpec {
   if (ch.mac !== undefined) attrs.push(nla.bytes(C.IFLA_ADDRESS, parseMac(ch.mac)));
   if (ch.master !== undefined) attrs.push(nla.u32(C.IFLA_MASTER, ch.master ?? 0));
   if (ch.nsFd !== undefined) attrs.push(nla.u32(C.IFLA_NET_NS_FD, ch.nsFd));
+  if (ch.group !== undefined) attrs.push(nla.u32(C.IFLA_GROUP, checkGroup(ch.group)));
   return { type: C.RTM_NEWLINK, flags: C.NLM_F_REQUEST | C.NLM_F_ACK, fixed: ifinfomsg({ index, flags, change }), attrs };
 }
 
@@ -318,4 +325,22 @@ export function linkDumpRequest(): RequestSpec {
 export function linkDeleteRequest(ref: LinkRef): RequestSpec {
   const { fixed, attrs } = refAttrs(ref);
   return { type: C.RTM_DELLINK, flags: C.NLM_F_REQUEST | C.NLM_F_ACK, fixed, attrs };
+}
+
+function checkGroup(group: number): number {
+  if (!Number.isInteger(group) || group < 0 || group > 0xffffffff) {
+    throw new WeftError(CniCode.Netlink, `device group ${group} is not a 32-bit unsigned integer`);
+  }
+  return group;
+}
+
+/**
+ * Deletes every link of a device group in one request (what `ip link delete group N` sends):
+ * index 0 plus IFLA_GROUP. The kernel unregisters them together (unregister_netdevice_many), so
+ * the grace periods a device removal waits for are paid once for the whole group. Group 0 holds
+ * every ordinary device, so it is refused here.
+ */
+export function linkGroupDeleteRequest(group: number): RequestSpec {
+  if (checkGroup(group) === 0) throw new WeftError(CniCode.Netlink, 'refusing to delete device group 0 (every ungrouped device is in it)');
+  return { type: C.RTM_DELLINK, flags: C.NLM_F_REQUEST | C.NLM_F_ACK, fixed: ifinfomsg(), attrs: [nla.u32(C.IFLA_GROUP, group)] };
 }

@@ -15,6 +15,7 @@ import {
   linkCreateRequest,
   linkDeleteRequest,
   linkDumpRequest,
+  linkGroupDeleteRequest,
   linkGetRequest,
   linkSetRequest,
   type Link,
@@ -22,6 +23,7 @@ import {
   type MacvlanMode,
 } from './link.js';
 import { addressAddRequest, addressDeleteRequest, addressDumpRequest, decodeAddress, type Address, type AddressOptions } from './addr.js';
+import { decodeNsid, nsidGetRequest } from './nsid.js';
 import { decodeRoute, routeDumpRequest, routeRequest, type Route, type RouteFilter, type RouteSpec } from './route.js';
 import {
   decodeFdb,
@@ -108,6 +110,8 @@ export interface LinkSettings {
   readonly mac?: string;
   /** Move the link into another namespace. */
   readonly nsPath?: string;
+  /** Device group (0 = default). */
+  readonly group?: number;
 }
 
 /** RouteSpec with oif also accepted by name. A Route from listRoutes is a valid RouteInput. */
@@ -366,6 +370,7 @@ export class Netlink {
           ...(s.promisc !== undefined && { promisc: s.promisc }),
           ...(s.mac !== undefined && { mac: s.mac }),
           ...(fd !== undefined && { nsFd: fd }),
+          ...(s.group !== undefined && { group: s.group }),
         }),
         `set link ${typeof ref === 'object' ? ref.name : ref} ${JSON.stringify(s)}${this.where()}`,
       ),
@@ -387,6 +392,28 @@ export class Netlink {
       if (isNetlinkError(err, 'ENODEV')) return false;
       throw err;
     }
+  }
+
+  /**
+   * Deletes every link in device group `group` with one request, so the kernel unregisters them
+   * as one batch. True when the kernel deleted something, false when the group was empty.
+   */
+  deleteLinkGroup(group: number): boolean {
+    try {
+      this.sock.request(linkGroupDeleteRequest(group), `delete link group ${group}${this.where()}`);
+      return true;
+    } catch (err) {
+      if (isNetlinkError(err, 'ENODEV')) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * The id this handle's namespace uses for the namespace at nsPath (what IFLA_LINK_NETNSID of a
+   * link here says when its peer lives there); undefined when none is assigned.
+   */
+  netnsIdOf(nsPath: string): number | undefined {
+    return withNsFd(nsPath, (fd) => decodeNsid(this.sock.query(nsidGetRequest(fd ?? -1), `get the id of namespace ${nsPath}${this.where()}`, C.RTM_NEWNSID)));
   }
 
   // ---- addresses ----

@@ -478,6 +478,41 @@ describe('netlink in throwaway namespaces', () => {
     }
   });
 
+  it('puts links into a device group (ip -d shows it) and deletes the whole group in one request', () => {
+    const { ns, nl } = freshNs();
+    const { ns: pods, nl: nlPods } = freshNs();
+    for (let i = 0; i < 4; i++) nl.createVeth({ name: `wgrp${i}`, peerName: `wgrpc${i}`, peerNsPath: pods.path });
+    const group = 0x57ef1234;
+    for (const i of [0, 1, 2]) nl.setLink(`wgrp${i}`, { group });
+    const shown = ipJson<Array<IpLink & { group?: string }>>(ns.name, ['-d', 'link', 'show']);
+    assert.deepEqual(shown.filter((l) => l.group === String(group)).map((l) => l.ifname).sort(), ['wgrp0', 'wgrp1', 'wgrp2']);
+    assert.equal(shown.find((l) => l.ifname === 'wgrp3')?.group, 'default');
+    assert.equal(nl.requireLink('wgrp1').group, group);
+    assert.equal('group' in nl.requireLink('wgrp3'), false, 'the default group is not reported');
+
+    assert.equal(nl.deleteLinkGroup(group), true);
+    assert.deepEqual(ipJson<IpLink[]>(ns.name, ['link', 'show']).map((l) => l.ifname).sort(), ['lo', 'wgrp3'], 'only the group went');
+    assert.deepEqual(ipJson<IpLink[]>(pods.name, ['link', 'show']).map((l) => l.ifname).sort(), ['lo', 'wgrpc3'], 'their peers went with them');
+    assert.equal(nl.deleteLinkGroup(group), false, 'an empty group: nothing to delete');
+    assert.equal(nlPods.getLink('wgrpc0'), undefined);
+  });
+
+  it('tells which id this namespace gives another one (the id veth peers are named by)', () => {
+    const { ns: a, nl } = freshNs();
+    const { ns: b, nl: nlB } = freshNs();
+    const { ns: c } = freshNs();
+    assert.equal(nl.netnsIdOf(c.path), undefined, 'no id before anything links the two');
+    const host = nl.createVeth({ name: 'wnsid0', peerName: 'eth0', peerNsPath: b.path });
+    const id = nl.netnsIdOf(b.path);
+    assert.equal(id, host.linkNetnsId);
+    const listed = ipJson<Array<{ nsid: number; name?: string }>>(a.name, ['netns', 'list-id']);
+    assert.ok(listed.some((e) => e.nsid === id), `ip netns list-id in ${a.name} shows nsid ${String(id)}`);
+    // Reading IFLA_LINK_NETNSID makes the kernel assign the id if it had none: read it first.
+    const peerSide = nlB.requireLink('eth0').linkNetnsId;
+    assert.equal(nlB.netnsIdOf(a.path), peerSide, 'and the other way round');
+    assert.throws(() => nl.netnsIdOf('/run/netns/wdp-missing-ns'), (e: unknown) => e instanceof WeftError && e.code === CniCode.Namespace);
+  });
+
   it('refuses a socket in a missing namespace and in a file that is not one, staying home', () => {
     const before = ownNetns();
     assert.throws(() => Netlink.open('/run/netns/wdp-missing-ns'), (e: unknown) => e instanceof WeftError && e.code === CniCode.Namespace && /does not exist/.test(e.message));
