@@ -6,7 +6,6 @@
 // last sync wrote, so a burst of events costs its own writes, not a dump of every table.
 import type { FdbInput, Netlink, NetlinkOp, NeighInput, Route } from '../netlink/index.js';
 import { type Cidr, type IP, ipEquals } from '../net/ip.js';
-import type { BatchApplier } from './netlink-writer.js';
 
 /** rtm_protocol of every route weftd writes (`ip route show proto 87`); iproute2 leaves 5–98 free. */
 export const WEFT_ROUTE_PROTOCOL = 87;
@@ -140,37 +139,7 @@ export class DataplaneSync {
     this.device = want.device;
   }
 
-  /**
-   * Like sync(), with incremental writes handed to `applier` (a writer thread): the event loop
-   * is free while the kernel works. Full syncs dump and write on this thread as before; none can
-   * overlap a batch in flight, because the caller awaits each sync before starting the next.
-   */
-  async syncVia(applier: BatchApplier, want: DesiredState, mode: 'full' | 'incremental'): Promise<SyncResult> {
-    if (mode === 'full' || this.routes === undefined || this.device !== want.device) return this.full(want);
-    const { ops, repairs, removals } = this.diffIncremental(want, this.routes);
-    if (ops.length === 0) return { repairs, removals, errors: [] };
-    orderOps(ops);
-    const outcome = await applier.apply(ops);
-    const errors: string[] = [];
-    const failed = new Set<NetlinkOp>();
-    for (const [i, message] of outcome.entries()) {
-      if (message === undefined) continue;
-      errors.push(message);
-      failed.add(ops[i]!);
-    }
-    this.remember(want, failed);
-    return { repairs, removals, errors };
-  }
-
   private incremental(want: DesiredState, had: Map<string, DesiredRoute>): SyncResult {
-    const { ops, repairs, removals } = this.diffIncremental(want, had);
-    const { errors, failed } = apply(this.nl, ops);
-    this.remember(want, failed);
-    return { repairs, removals, errors };
-  }
-
-  /** The writes that take the last sync's result to `want`. */
-  private diffIncremental(want: DesiredState, had: Map<string, DesiredRoute>): { ops: NetlinkOp[]; repairs: number; removals: number } {
     const ops: NetlinkOp[] = [];
     let repairs = 0;
     let removals = 0;
@@ -218,7 +187,9 @@ export class DataplaneSync {
         removals++;
       }
     }
-    return { ops, repairs, removals };
+    const { errors, failed } = apply(this.nl, ops);
+    this.remember(want, failed);
+    return { repairs, removals, errors };
   }
 
   private full(want: DesiredState): SyncResult {

@@ -45,8 +45,6 @@ function parseEnvelope(j: unknown): Envelope | string {
 const LOG_ROTATE_BYTES = 4 * 1024 * 1024;
 /** Poll interval backing up fs.watch (which can miss events on some filesystems). */
 const POLL_MS = 40;
-/** Keys a watch emits per event-loop turn (reading one costs ~40 µs). */
-const EMIT_SLICE = 256;
 
 export interface FileStoreOptions {
   readonly dir: string;
@@ -342,10 +340,6 @@ class FileWatch implements RawWatch {
   private readonly fsw: FSWatcher | undefined;
   private closed = false;
   private scheduled = false;
-  /** Changed keys read from the log and not yet emitted, in log order (see drain). */
-  private queue: [string, bigint][] = [];
-  private queueHead = 0;
-  private draining = false;
 
   constructor(
     private readonly store: FileStore,
@@ -433,31 +427,10 @@ class FileWatch implements RawWatch {
       changed.set(key, rev);
     }
     // Several lines for one key collapse into its current state.
-    for (const entry of changed) this.queue.push(entry);
-    this.drain();
-  }
-
-  /**
-   * Emits queued keys a slice per event-loop turn: a bulk write lands thousands of lines at once,
-   * and reading every key's file before the consumer sees the first would hold up the consumer's
-   * work (weftd programs the first slice's peers, on its writer thread, while this reads on).
-   * A resync ends the watch with keys still queued; the consumer's re-listing covers them.
-   */
-  private drain(): void {
-    if (this.draining) return;
-    const end = Math.min(this.queue.length, this.queueHead + EMIT_SLICE);
-    for (; this.queueHead < end; this.queueHead++) {
+    for (const [key, rev] of changed) {
       if (this.closed) return;
-      const [key, rev] = this.queue[this.queueHead]!;
       this.emitCurrent(key, rev);
     }
-    if (this.queueHead >= this.queue.length) {
-      this.queue = [];
-      this.queueHead = 0;
-      return;
-    }
-    this.draining = true;
-    setImmediate(() => { this.draining = false; this.drain(); });
   }
 
   private emitCurrent(key: string, rev: bigint): void {

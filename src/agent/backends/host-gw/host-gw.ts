@@ -6,22 +6,18 @@ import { type Cidr, cidrContains, formatCidr, formatIP, networkOf } from '../../
 import { hostGwConfig } from '../../../store/backend-registry.js';
 import type { Lease } from '../../../store/lease.js';
 import { type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane.js';
-import { NetlinkWriter } from '../../netlink-writer.js';
 import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
 
 class HostGwBackend implements Backend {
   readonly type = 'host-gw';
   private host: HostContext | undefined;
   private dataplane: DataplaneSync | undefined;
-  /** Incremental writes go through a writer thread (see netlink-writer.ts). */
-  private writer: NetlinkWriter | undefined;
   /** Peers already reported as unreachable, so the log says it once, not every repair pass. */
   private readonly reported = new Set<string>();
 
   async prepare(host: HostContext): Promise<BackendPreparation> {
     this.host = host;
     this.dataplane = new DataplaneSync(host.nl);
-    this.writer ??= new NetlinkWriter(host.nl, host.log);
     return { backendData: null, mtu: host.publicIface.mtu };
   }
 
@@ -53,13 +49,11 @@ class HostGwBackend implements Backend {
     }
     this.reported.clear();
     for (const k of unreachableNow) this.reported.add(k);
-    const r = await this.dataplane!.syncVia(this.writer!, { routes, neighs: [], fdb: [] }, opts.full === false ? 'incremental' : 'full');
+    const r = this.dataplane!.sync({ routes, neighs: [], fdb: [] }, opts.full === false ? 'incremental' : 'full');
     return { repairs: r.repairs, removals: r.removals, problems: [...problems, ...r.errors] };
   }
 
   async close(opts: { keepDataplane: boolean }): Promise<void> {
-    await this.writer?.close();
-    this.writer = undefined;
     if (!opts.keepDataplane && this.host) removeWeftRoutes(this.host.nl);
   }
 }

@@ -10,7 +10,6 @@ import { vxlanConfig, vxlanLeaseData, type VxlanConfig } from '../../../store/ba
 import type { Lease } from '../../../store/lease.js';
 import type { Logger } from '../../../log.js';
 import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane.js';
-import { NetlinkWriter } from '../../netlink-writer.js';
 import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
 
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
@@ -27,8 +26,6 @@ class VxlanBackend implements Backend {
   private mtu = 0;
   private ownSubnet: Cidr | undefined;
   private dataplane: DataplaneSync | undefined;
-  /** Incremental writes go through a writer thread (see netlink-writer.ts). */
-  private writer: NetlinkWriter | undefined;
 
   constructor(private readonly cfg: VxlanConfig) {}
 
@@ -43,7 +40,6 @@ class VxlanBackend implements Backend {
   async prepare(host: HostContext): Promise<BackendPreparation> {
     this.host = host;
     this.dataplane = new DataplaneSync(host.nl);
-    this.writer ??= new NetlinkWriter(host.nl, host.log);
     this.mtu = this.cfg.MTU ?? host.publicIface.mtu - VXLAN_OVERHEAD;
     const dev = this.ensureDevice(host.nl, undefined);
     if (!dev.mac) throw new WeftError(CniCode.Netlink, `vxlan device ${this.name} has no MAC address`);
@@ -147,7 +143,7 @@ class VxlanBackend implements Backend {
     }
     // A re-created device lost its neighbours and FDB entries: only a full pass sees that.
     const mode = opts.full === false && repairs === 0 ? 'incremental' : 'full';
-    const r = await this.dataplane!.syncVia(this.writer!, { routes, neighs, fdb, device: dev.index }, mode);
+    const r = this.dataplane!.sync({ routes, neighs, fdb, device: dev.index }, mode);
     return { repairs: r.repairs + repairs, removals: r.removals, problems: [...problems, ...r.errors] };
   }
 
@@ -169,8 +165,6 @@ class VxlanBackend implements Backend {
   }
 
   async close(opts: { keepDataplane: boolean }): Promise<void> {
-    await this.writer?.close();
-    this.writer = undefined;
     if (opts.keepDataplane || !this.host) return;
     removeWeftRoutes(this.host.nl);
     this.host.nl.deleteLink(this.name);
