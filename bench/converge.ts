@@ -9,9 +9,11 @@
 // the bench still checks neighbours and FDB entries once at the end. RSS is read from /proc
 // after programming settled. Options: --peers=a,b,c (default 1000,5000), --stores=file,etcd,
 // --modes=burst,restart, --profile=DIR (weftd writes a CPU profile there on exit),
-// --file-store-base=DIR (where the file store lives; default /dev/shm).
+// --file-store-base=DIR (where the file store lives; default /dev/shm). Under --profile V8 rejects
+// weftd's code cache (made without --cpu-prof), so profiled start-ups are slower than real ones.
+// bin/weftd runs its bundle only while it is newer than tsc's last run; each row says which ran.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,6 +28,17 @@ import type { WriterJob } from './converge-writer.js';
 import type { Benchmark, BenchResult } from './main.js';
 
 const WEFTD = fileURLToPath(new URL('../../bin/weftd', import.meta.url));
+const WEFTD_BUNDLE_LAUNCHER = fileURLToPath(new URL('../weftd/weftd.cjs', import.meta.url));
+const TSC_BUILD_INFO = fileURLToPath(new URL('../.tsbuildinfo', import.meta.url));
+
+/** What bin/weftd will run: the same test as its `-nt` (see bin/weftd). */
+function weftdForm(): 'bundle' | 'tsc' {
+  try {
+    return statSync(WEFTD_BUNDLE_LAUNCHER).mtimeMs > statSync(TSC_BUILD_INFO).mtimeMs ? 'bundle' : 'tsc';
+  } catch {
+    return 'tsc';
+  }
+}
 const WRITER = fileURLToPath(new URL('./converge-writer.js', import.meta.url));
 const CONFIG = JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 24, Backend: { Type: 'vxlan' } });
 
@@ -43,6 +56,8 @@ interface Row {
   /** burst: last write → all routes; restart: process start → weftd ready (subnet.env written). */
   readonly partMs: number;
   readonly rss: number;
+  /** What bin/weftd ran: the code-cached bundle or tsc's module tree. */
+  readonly form: 'bundle' | 'tsc';
 }
 
 function epochMs(): number {
@@ -112,11 +127,11 @@ function startEtcd(ns: string, ip: string, dataDir: string): ChildProcess {
 }
 
 async function measure(store: StoreKind, mode: Mode, n: number, profileDir: string | undefined, storeBaseDir: string): Promise<Row> {
-  const topo = Topology.create({ prefix: 'wcv', hosts: 1 });
-  const dir = mkdtempSync(join(tmpdir(), 'wcv-conv-'));
+  const topo = Topology.create({ prefix: 'wc2', hosts: 1 });
+  const dir = mkdtempSync(join(tmpdir(), 'wc2-conv-'));
   // The file store's directory: tmpfs by default (see the note in the results: creating a file
   // on this VM's ext4 costs ~0.7 ms, which would measure the disk, not weftd).
-  const storeBase = mkdtempSync(join(storeBaseDir, 'wcv-store-'));
+  const storeBase = mkdtempSync(join(storeBaseDir, 'wc2-store-'));
   const storeDir = join(storeBase, 'store');
   const host = topo.host(0);
   let etcd: ChildProcess | undefined;
@@ -155,6 +170,7 @@ async function measure(store: StoreKind, mode: Mode, n: number, profileDir: stri
       profEnv.WEFTD_NODE_FLAGS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
     }
     let log = '';
+    const form = weftdForm();
     const started = epochMs();
     weftd = spawn('ip', ['netns', 'exec', host.ns, WEFTD, '--iface', 'eth0', ...storeArgs, '--subnet-file', subnetFile],
       { stdio: ['ignore', 'ignore', 'pipe'], env: cleanEnv({ WEFT_LOG_LEVEL: 'warn', ...profEnv }) });
@@ -189,14 +205,14 @@ async function measure(store: StoreKind, mode: Mode, n: number, profileDir: stri
     let row: Row;
     if (mode === 'restart') {
       const [done] = await Promise.all([waitRoutes(), waitReady()]);
-      row = { store, mode, n, writeMs, totalMs: done - started, partMs: readyAt - started, rss: 0 };
+      row = { store, mode, n, writeMs, totalMs: done - started, partMs: readyAt - started, rss: 0, form };
     } else {
       await waitReady();
       await sleep(300); // let start-up work (first reconcile, JIT) settle before the burst
       const own = /FLANNEL_SUBNET=10\.(\d+)\.(\d+)\./.exec(readFileSafe(subnetFile) ?? '');
       const ownIndex = own ? Number(own[1]) * 256 + Number(own[2]) : -1;
       const [w, done] = await Promise.all([runWriter({ store: writerStore, peers: n, skip: ownIndex }, writerNs), waitRoutes()]);
-      row = { store, mode, n, writeMs: w.t1 - w.t0, totalMs: done - w.t0, partMs: done - w.t1, rss: 0 };
+      row = { store, mode, n, writeMs: w.t1 - w.t0, totalMs: done - w.t0, partMs: done - w.t1, rss: 0, form };
     }
 
     await sleep(300);
@@ -252,9 +268,9 @@ export const benchmark: Benchmark = {
       '- **restart**: N leases are already in the store; weftd starts on a fresh host. Time from the process',
       '  start (includes Node start-up, reading the config, the lease, the listing, the first reconcile).',
       '',
-      '| store | mode | peers | store writes (ms) | programmed (ms) | after last write / until ready (ms) | target (ms) | weftd RSS (MB) |',
-      '|---|---|---:|---:|---:|---:|---:|---:|',
-      ...rows.map((r) => `| ${r.store} | ${r.mode} | ${r.n} | ${r.mode === 'restart' ? `(${f(r.writeMs)})` : f(r.writeMs)} | **${f(r.totalMs)}** | ${f(r.partMs)} | ${f(target(r.n))} | ${r.rss.toFixed(1)} |`),
+      '| store | mode | peers | store writes (ms) | programmed (ms) | after last write / until ready (ms) | target (ms) | weftd RSS (MB) | weftd ran |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---|',
+      ...rows.map((r) => `| ${r.store} | ${r.mode} | ${r.n} | ${r.mode === 'restart' ? `(${f(r.writeMs)})` : f(r.writeMs)} | **${f(r.totalMs)}** | ${f(r.partMs)} | ${f(target(r.n))} | ${r.rss.toFixed(1)} | ${r.form} |`),
       '',
       'Targets (issue 4): 1000 peers ≤ 200 ms, 5000 ≤ 1 s, RSS ≤ 100 MB at 5000. Flannel v0.17 (shared/ANCHORS.md):',
       '1000 routes 0.88 s after the first write; restart with 1000 leases 0.17 s.',
