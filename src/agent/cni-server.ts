@@ -47,7 +47,7 @@ export interface CniServer {
  * the next worker to finish takes the whole queue as one batch (one kernel request for all their
  * veths). A worker that dies fails its requests with a CNI error and is replaced on the next call.
  */
-function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInterfaceDeleter; close(): Promise<void> } {
+function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInterfaceDeleter; warm(): void; close(): Promise<void> } {
   interface Waiter { resolve(): void; reject(e: Error): void }
   interface Slot { worker: Worker; pending: Map<number, Waiter> }
   const slots: Array<Slot | undefined> = Array.from({ length: size }, () => undefined);
@@ -88,8 +88,12 @@ function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInt
     slots[i] = slot;
     return slot;
   };
-  for (let i = 0; i < size; i++) spawnSlot(i);
+  // Threads start on demand (each costs weftd ~8-10 MB): a host that never runs pods, or a
+  // benchmark of 5000 peers, pays nothing; the first ADD warms one so its DEL finds it ready.
   return {
+    warm() {
+      if (!closed && slots.every((s) => s === undefined)) spawnSlot(0);
+    },
     deleter: ({ netns, ifname }) => {
       if (closed) return Promise.reject(new WeftError(CniCode.TryAgainLater, 'weftd is shutting down its CNI server'));
       return new Promise<void>((resolve, reject) => {
@@ -189,6 +193,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     }
     const started = performance.now();
     const env = fastPathEnv(parsed.env);
+    if (env.CNI_COMMAND === 'ADD') pool?.warm();
     const reply = await handle(env, parsed.stdin).catch((err: unknown): FastPathReply => {
       // The plugin turns its own failures into CNI errors; this is a bug in the handler itself.
       const e = WeftError.wrap(err, CniCode.Internal, 'weftd CNI server');
