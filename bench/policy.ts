@@ -11,9 +11,9 @@
 //                      policies vs with all of them plus one selecting the server pod, in
 //                      alternating rounds; ratio of the medians, target ≥ 0.95.
 // Options: --endpoints=N (1000), --policies=N (100), --seconds=S (iperf3 run length, 3),
-//          --rounds=R (5).
+//          --rounds=R (5), --logs=DIR (keep the weftd logs there; WEFT_LOG_LEVEL=debug for passes).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -60,16 +60,25 @@ function inNs(ns: string, argv: string[], extraEnv: NodeJS.ProcessEnv = {}, inpu
   });
 }
 
-/** Commit times of the nft transactions in one namespace (`nft monitor`'s "# new generation" lines). */
+/**
+ * Commit times of the nft transactions in one namespace, from `nft monitor`: the kernel sends a
+ * transaction's notifications once its new generation is live, and ends them with a "# new
+ * generation" line. The time kept is that of the transaction's first line: the monitor takes a
+ * while to print thousands of element lines, and the last one would add that delay to the result.
+ */
 class CommitWatch {
   readonly commits: number[] = [];
   private waiters: (() => void)[] = [];
+  private batchStart: number | undefined;
 
   constructor(readonly proc: ChildProcess) {
     if (!proc.stdout) throw new Error('nft monitor without a stdout pipe');
     createInterface({ input: proc.stdout }).on('line', (line) => {
+      const now = performance.now();
+      this.batchStart ??= now;
       if (!line.startsWith('# new generation')) return;
-      this.commits.push(performance.now());
+      this.commits.push(this.batchStart);
+      this.batchStart = undefined;
       for (const w of this.waiters.splice(0)) w();
     });
   }
@@ -149,6 +158,8 @@ export const benchmark: Benchmark = {
       if (cleaned) return;
       cleaned = true;
       for (const p of procs) if (p.pid !== undefined && p.exitCode === null && p.signalCode === null) { try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ } }
+      const keep = args.find((a) => a.startsWith('--logs='))?.slice('--logs='.length);
+      if (keep) for (let h = 0; h < HOSTS; h++) { try { mkdirSync(keep, { recursive: true }); copyFileSync(join(dir, `h${h}`, 'weftd.log'), join(keep, `weftd-h${h}.log`)); } catch { /* no log */ } }
       try { pool.cleanup(); } catch (err) { process.stderr.write(`policy bench cleanup: ${String(err)}\n`); }
       try { topo?.destroy(); } catch (err) { process.stderr.write(`policy bench cleanup: ${String(err)}\n`); }
       rmSync(dir, { recursive: true, force: true });
@@ -372,7 +383,8 @@ directories, all published by the three weftds ${publishMs.toFixed(0)} ms after 
 range; every fourth an egress policy). "Enforced" is read from each host's kernel: \`nft monitor\` timestamps every
 committed transaction, and after each commit the \`inet weft-policy\` table is listed (\`nft -j list\`); the time is that
 of the commit after which the listing first showed exactly the set element and chain rule counts the compiled policy
-predicts (expected shapes computed before the clock starts). Compiling one host's table for ${nPolicies} policies and
+predicts (expected shapes computed before the clock starts); a commit's time is when its first notification arrived.
+The monitors are not free: each whole-table replace makes the kernel send and \`nft monitor\` print some 7000 lines. Compiling one host's table for ${nPolicies} policies and
 ${nEndpoints} endpoints takes ${compileMs.toFixed(0)} ms in this process.
 
 | change | ms until enforced on all ${HOSTS} hosts | h0 / h1 / h2 | |

@@ -255,8 +255,10 @@ export class PolicyService implements AgentService {
     if (!this.dirty || this.closed) return Promise.resolve();
     this.running = (async () => {
       const since = this.dirtySince;
+      const began = performance.now();
       this.dirty = false;
       const { world, extraKnown } = this.world();
+      this.opts.log.debug('policy pass', { waitedMs: Math.round(began - since), worldMs: Math.round(performance.now() - began), policies: world.policies.length, endpoints: world.endpoints.length });
       try {
         // No policy anywhere: no table at all, so hosts without policies pay nothing per packet.
         let r: EnforceResult | { type: 'removed' };

@@ -77,6 +77,8 @@ export type RepairResult =
   | { readonly type: 'ok' }
   | { readonly type: 'repaired'; readonly reason: string };
 
+const round = (ms: number): number => Math.round(ms * 10) / 10;
+
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The kernel's table reduced to what expectedShape predicts. */
@@ -136,28 +138,34 @@ export class PolicyEnforcer {
 
   /** Brings the kernel to `world`. Throws WeftError when nft refuses (nothing half-applied). */
   update(world: PolicyWorld, guard?: LocalGuard): EnforceResult {
+    const t0 = performance.now();
     const next = compilePolicies(world, this.opts.host, guard);
+    const compileMs = performance.now() - t0;
     const prev = this.current;
     if (prev && prev.structure === next.structure) {
       const diff = diffElements(prev, next);
       if (diff.script === '') return { type: 'unchanged' };
       try {
+        const t1 = performance.now();
         this.nft.apply(diff.script);
         this.current = next;
-        this.opts.log?.debug('policy elements updated', { added: diff.added, removed: diff.removed });
+        this.opts.log?.debug('policy elements updated', { added: diff.added, removed: diff.removed, compileMs: round(compileMs), nftMs: round(performance.now() - t1) });
         return { type: 'elements', added: diff.added, removed: diff.removed };
       } catch (err) {
         // The kernel no longer holds what we applied (someone edited the table): rebuild it.
         return this.replace(next, `element update failed: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
-    return this.replace(next, prev ? 'rules changed' : 'first apply');
+    return this.replace(next, prev ? 'rules changed' : 'first apply', compileMs);
   }
 
-  private replace(next: CompiledPolicy, reason: string): EnforceResult {
+  private replace(next: CompiledPolicy, reason: string, compileMs?: number): EnforceResult {
+    const t1 = performance.now();
     this.nft.apply(renderReplace(next));
     this.current = next;
-    this.opts.log?.info('policy table replaced', { reason, chains: next.chains.size, sets: next.sets.size });
+    this.opts.log?.info('policy table replaced', {
+      reason, chains: next.chains.size, sets: next.sets.size, ...(compileMs !== undefined && { compileMs: round(compileMs) }), nftMs: round(performance.now() - t1),
+    });
     return { type: 'replaced', reason };
   }
 
