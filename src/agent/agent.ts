@@ -93,6 +93,8 @@ export class Agent {
   private lastEventPassEnd = -Infinity;
   private reconciling: Promise<void> | undefined;
   private again = false;
+  /** The reason of a full pass requested while another pass ran. */
+  private pendingFull: string | undefined;
   private stopped = false;
   private fatalHandler: ((err: WeftError) => void) | undefined;
   // Readiness pieces.
@@ -298,17 +300,28 @@ export class Agent {
     }, delay);
   }
 
-  /** One reconcile at a time; a request during a pass makes one more pass afterwards. */
+  /**
+   * One reconcile at a time; a request during a pass makes one more pass afterwards. A full pass
+   * (repair, start-up) requested meanwhile is never folded into an incremental one: under steady
+   * lease churn the kernel would otherwise never be re-checked.
+   */
   private reconcileNow(why: string): Promise<void> {
+    if (why !== 'lease events') this.pendingFull = why;
     if (this.reconciling) {
       this.again = true;
       return this.reconciling;
     }
     this.reconciling = (async () => {
+      let next = why;
       do {
         this.again = false;
-        await this.reconcileOnce(why);
-        if (why === 'lease events') this.lastEventPassEnd = performance.now();
+        if (this.pendingFull !== undefined) {
+          next = this.pendingFull;
+          this.pendingFull = undefined;
+        }
+        await this.reconcileOnce(next);
+        if (next === 'lease events') this.lastEventPassEnd = performance.now();
+        next = 'lease events';
       } while (this.again && !this.stopped);
     })().finally(() => { this.reconciling = undefined; });
     return this.reconciling;
