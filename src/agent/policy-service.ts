@@ -16,7 +16,7 @@ import { type Cidr, type IP, tryParseIP } from '../net/ip.js';
 import {
   type EndpointChange, type EndpointRecord, endpointStoreKey, listenForEndpointChanges, readEndpointRecords, recordToEndpoint,
 } from '../policy/endpoint-record.js';
-import { type EnforceResult, type NftRunner, PolicyEnforcer } from '../policy/enforcer.js';
+import { type EnforceResult, localNft, type NftRunner, PolicyEnforcer } from '../policy/enforcer.js';
 import { type Endpoint, type Namespace, type NetworkPolicy, type PolicyWorld, parseEndpoint, parseNamespace, parsePolicy } from '../policy/model.js';
 import { ENDPOINTS, NAMESPACES, POLICIES, policyKey } from '../policy/store.js';
 import type { KeyValueEvent, KeyValueStore, KeyValueWatch } from '../store/kv.js';
@@ -31,7 +31,8 @@ export interface PolicyServiceOptions {
   /** This node's pod subnets, for the guard against not-yet-known local pods. */
   readonly subnets: readonly Cidr[];
   readonly log: Logger;
-  readonly nft?: NftRunner;
+  /** Where the policy table goes (weftd: localNft(), its own host namespace). */
+  readonly nft: NftRunner;
   /** Period of the table repair check (default 5 s). */
   readonly repairIntervalMs?: number;
   /** How long changes are gathered into one pass (default 10 ms). */
@@ -127,7 +128,7 @@ export class PolicyService implements AgentService {
   private publishing: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: PolicyServiceOptions) {
-    this.enforcer = new PolicyEnforcer({ host: opts.host, ...(opts.nft && { nft: opts.nft }), log: opts.log });
+    this.enforcer = new PolicyEnforcer({ host: opts.host, nft: opts.nft, log: opts.log });
   }
 
   get state(): PolicyState {
@@ -384,7 +385,7 @@ export function policyServiceStarter(open: () => Promise<KeyValueStore>, host: s
   return async (ctx) => {
     const kv = await open();
     const svc = new PolicyService({
-      kv, host, recordDir, subnets: [ctx.subnet], log: ctx.log.child({ service: 'policy' }),
+      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }),
       metrics: createPolicyMetrics([ctx.metrics.registry]),
       ...(repairIntervalMs !== undefined && { repairIntervalMs }),
     });

@@ -3,8 +3,6 @@
 // labels; a new pod selected by policies some local pod already has), an atomic whole-table
 // replace otherwise. Conntrack state lives outside the table, so established flows that the new
 // rules still allow survive a replace.
-import { spawnSync } from 'node:child_process';
-import { CniCode, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { nftApply, nftListJson } from '../nft/nft.js';
 import { readSysctl } from '../netns/sysctl.js';
@@ -27,7 +25,7 @@ export interface NftRunner {
 
 export function localNft(): NftRunner {
   return {
-    apply: nftApply,
+    apply: (script) => nftApply(script),
     listTable: () => nftListJson(['table', POLICY_FAMILY, POLICY_TABLE]),
     bridgeNetfilter: () => readBridgeNf(undefined),
   };
@@ -41,28 +39,11 @@ function readBridgeNf(nsPath: string | undefined): boolean | undefined {
   }
 }
 
-/** nft run through `ip netns exec` in a named namespace. */
+/** nft in a named namespace (tests, the lab), through src/nft's netns option. */
 export function netnsNft(netns: string): NftRunner {
-  const run = (args: string[], input?: string) => {
-    const env = { ...process.env };
-    delete env.NODE_EXTRA_CA_CERTS;
-    const r = spawnSync('ip', ['netns', 'exec', netns, 'nft', ...args], { encoding: 'utf8', env, ...(input !== undefined ? { input } : {}) });
-    if (r.error) throw new WeftError(CniCode.IoFailure, `cannot run nft in ${netns}: ${r.error.message}`);
-    return r;
-  };
   return {
-    apply(script) {
-      const r = run(['-f', '-'], script);
-      if (r.status !== 0) throw new WeftError(CniCode.IoFailure, `nft in ${netns} rejected the rules: ${r.stderr.trim()}`, script);
-    },
-    listTable() {
-      const r = run(['-j', 'list', 'table', POLICY_FAMILY, POLICY_TABLE]);
-      if (r.status !== 0) {
-        if (/No such file or directory|does not exist/i.test(r.stderr)) return undefined;
-        throw new WeftError(CniCode.IoFailure, `nft list in ${netns} failed: ${r.stderr.trim()}`);
-      }
-      return (JSON.parse(r.stdout) as { nftables?: unknown[] }).nftables ?? [];
-    },
+    apply: (script) => nftApply(script, { netns }),
+    listTable: () => nftListJson(['table', POLICY_FAMILY, POLICY_TABLE], { netns }),
     bridgeNetfilter: () => readBridgeNf(netnsPath(netns)),
   };
 }
@@ -111,7 +92,11 @@ function shapeDifference(want: TableShape, got: TableShape): string | undefined 
 export interface PolicyEnforcerOptions {
   /** The node name endpoints carry in `host`; only those endpoints get chains here. */
   readonly host: string;
-  readonly nft?: NftRunner;
+  /**
+   * Where nft runs: `localNft()` for the caller's own namespace (weftd on its host), `netnsNft(ns)`
+   * for another. Required so that nothing ever lands in the caller's ruleset by default.
+   */
+  readonly nft: NftRunner;
   readonly log?: Logger;
 }
 
@@ -120,7 +105,7 @@ export class PolicyEnforcer {
   private current: CompiledPolicy | undefined;
 
   constructor(private readonly opts: PolicyEnforcerOptions) {
-    this.nft = opts.nft ?? localNft();
+    this.nft = opts.nft;
   }
 
   /** What was last applied (undefined before the first update or after remove()). */
