@@ -137,6 +137,20 @@ export class ReferencePath {
     return { ns: c, ip: `198.18.0.${100 + i}` };
   }
 
+  /**
+   * Puts `script` (an nft script: weft's own agent rules) on both hosts, or with undefined removes
+   * the table `inet <table>` again — to tell how much of a gap the rules alone account for.
+   */
+  setRules(table: string, script: string | undefined): void {
+    for (const h of [this.host(0), this.host(1)]) {
+      const listed = spawnSync('ip', ['netns', 'exec', h, 'nft', 'list', 'table', 'inet', table], { encoding: 'utf8' });
+      if (listed.status === 0) run(['ip', 'netns', 'exec', h, 'nft', 'delete', 'table', 'inet', table]);
+      if (script === undefined) continue;
+      const r = spawnSync('ip', ['netns', 'exec', h, 'nft', '-f', '-'], { input: script, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`nft -f - in ${h}: ${r.stderr.trim()}`);
+    }
+  }
+
   /** Host namespace i (for reading its devices back). */
   host(i: 0 | 1): string {
     return this.name(`h${i}`);

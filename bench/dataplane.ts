@@ -14,6 +14,9 @@ import { type IperfResult, iperf } from '../src/lab/bench.js';
 import { LabDirs, type LabRecord } from '../src/lab/state.js';
 import { labNsPrefix, parseLabName } from '../src/lab/naming.js';
 import { listNamedNetns } from '../src/netns/index.js';
+import { agentRulesScript, AGENT_TABLE } from '../src/traffic/agent-rules.js';
+import { parseCidr } from '../src/net/ip.js';
+import { LAB_NETWORK } from '../src/lab/backends.js';
 import { ReferencePath, type ReferenceShape, firstLinkOfKind, kernelLink, removeLeftovers, vxlanDifferences } from './dataplane-reference.js';
 
 const LAB = parseLabName('benchdp');
@@ -34,6 +37,8 @@ interface Row {
   readonly refLabel: string;
   readonly weft: IperfResult[];
   readonly ref: IperfResult[];
+  /** The reference again with weftd's own rules (as the lab runs it: --ip-masq) on both hosts. */
+  readonly refRules: IperfResult[];
   readonly raw: IperfResult;
   /** Where weft's path and the reference differ in settings the kernel reports. */
   readonly differences: string[];
@@ -83,16 +88,20 @@ async function measure(backend: string, rounds: number, seconds: number): Promis
     const { client, server, h0, h1 } = pair(rec);
     const differences = compareSettings(backend, rec, r);
     const runWeft = () => iperf(server.ns, client.ns, server.ip, seconds);
-    const runRef = () => iperf(r.server.ns, r.client.ns, r.server.ip, seconds);
+    const rules = agentRulesScript({ network: parseCidr(LAB_NETWORK), ipMasq: true });
+    const runRef = () => { r.setRules(AGENT_TABLE, undefined); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds); };
+    const runRefRules = () => { r.setRules(AGENT_TABLE, rules); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds); };
     const weft: IperfResult[] = [];
     const refs: IperfResult[] = [];
+    const refRules: IperfResult[] = [];
     for (let i = 0; i < rounds; i++) {
-      if (i % 2 === 0) { weft.push(await runWeft()); refs.push(await runRef()); }
-      else { refs.push(await runRef()); weft.push(await runWeft()); }
-      process.stderr.write(`#   round ${i + 1}: weft ${weft.at(-1)!.gbps.toFixed(2)}, reference ${refs.at(-1)!.gbps.toFixed(2)} Gbit/s\n`);
+      if (i % 2 === 0) { weft.push(await runWeft()); refs.push(await runRef()); refRules.push(await runRefRules()); }
+      else { refRules.push(await runRefRules()); refs.push(await runRef()); weft.push(await runWeft()); }
+      process.stderr.write(`#   round ${i + 1}: weft ${weft.at(-1)!.gbps.toFixed(2)}, reference ${refs.at(-1)!.gbps.toFixed(2)}, reference + weft's rules ${refRules.at(-1)!.gbps.toFixed(2)} Gbit/s\n`);
     }
+    r.setRules(AGENT_TABLE, undefined);
     const raw = await iperf(h1.ns, h0, h1.ip, seconds);
-    return { backend, refLabel: label, weft, ref: refs, raw, differences };
+    return { backend, refLabel: label, weft, ref: refs, refRules, raw, differences };
   } finally {
     try { ref?.destroy(); } finally { await labDown(LAB); }
   }
@@ -147,7 +156,9 @@ export const benchmark: Benchmark = {
       const target = TARGETS[r.backend];
       const verdict = target === undefined ? '' : ratio >= target ? ` (≥ ${target} ✓)` : ` (< ${target} ✗)`;
       const retr = `${median(r.weft.map((x) => x.retransmits))} / ${median(r.ref.map((x) => x.retransmits))}`;
-      return `| ${r.backend} | **${f(w)}** (${spread(r.weft)}) | ${r.refLabel} | ${f(ref)} (${spread(r.ref)}) | **${ratio.toFixed(2)}×**${verdict} | ${f(r.raw.gbps)} | ${retr} |`;
+      const withRules = median(r.refRules.map((x) => x.gbps));
+      const rulesRatio = ref > 0 ? withRules / ref : 0;
+      return `| ${r.backend} | **${f(w)}** (${spread(r.weft)}) | ${r.refLabel} | ${f(ref)} (${spread(r.ref)}) | **${ratio.toFixed(2)}×**${verdict} | ${f(withRules)} (${spread(r.refRules)}) | ${rulesRatio.toFixed(2)}× | ${f(r.raw.gbps)} | ${retr} |`;
     });
     const diffs = rows.flatMap((r) => r.differences.map((d) => `- ${r.backend}: ${d}`));
     return {
@@ -167,13 +178,15 @@ bridge, two host namespaces on veths, MTU 1500), with the same shape as weft's p
 
 The reference has no nftables rules; weft's hosts carry weftd's \`inet weft\` table (forward accepts and,
 with \`--ip-masq\` as the lab runs it, a NAT postrouting chain — which brings conntrack into the forward path).
+To tell how much of the gap those rules account for, every round also measures the reference with weftd's
+own rules (\`agentRulesScript\`, --ip-masq, network ${LAB_NETWORK}) loaded on both of its hosts.
 
-${rounds} rounds × ${seconds} s per side, weft and reference alternating (order flipped every round);
+${rounds} rounds × ${seconds} s per side, weft, reference and reference + rules in turn (order reversed every round);
 medians with the min–max over the rounds in brackets; the ratio is of the medians. Raw underlay: one run,
 host eth0 → switch → host eth0, for context. Whole benchmark: ${took.toFixed(0)} s.
 
-| backend | weft Gbit/s | hand-built reference | reference Gbit/s | weft / reference | raw underlay Gbit/s | retransmits weft / ref (median) |
-|---|---:|---|---:|---:|---:|---:|
+| backend | weft Gbit/s | hand-built reference | reference Gbit/s | weft / reference | reference + weft's rules Gbit/s | (ref + rules) / ref | raw underlay Gbit/s | retransmits weft / ref (median) |
+|---|---:|---|---:|---:|---:|---:|---:|---:|
 ${lines.join('\n')}
 
 Settings compared in the kernel's view (\`ip -d -json link\`: container eth0 MTU; for vxlan every VXLAN
