@@ -208,6 +208,7 @@ export class Agent {
     this.phase = 'preparing backend';
     const host: HostContext = { nl, network, publicIP: pub.ip, publicIface: pub.link, log: this.log.child({ backend: backend.type }), registry: this.metrics.registry };
     const prep = await backend.prepare(host);
+    this.abortIfStopped();
 
     // 4. The lease.
     this.phase = 'acquiring lease';
@@ -221,6 +222,7 @@ export class Agent {
     });
     this.manager = manager;
     const lease = await withTimeout(this.timed('acquire', manager.start()), storeTimeout, `acquiring a lease from ${o.store.where}`);
+    this.abortIfStopped();
     this.leaseStatus = manager.status;
     await backend.activate(lease.subnet);
 
@@ -241,6 +243,7 @@ export class Agent {
     const watcher = manager.watchOthers(() => this.scheduleReconcile(), (s) => { this.watchState = s; });
     this.watcher = watcher;
     await withTimeout(this.timed('list', watcher.start()), storeTimeout, `listing leases in ${o.store.where}`);
+    this.abortIfStopped();
     this.watchState = watcher.state;
     await this.reconcileNow('initial');
 
@@ -250,7 +253,11 @@ export class Agent {
       setSubnetEnv: (key, value) => { this.extraEnv.set(key, value); writeEnv(); },
     };
     for (const s of this.services) {
-      this.running.push({ name: s.name, svc: await s.start(this.ctx) });
+      const svc = await s.start(this.ctx);
+      this.running.push({ name: s.name, svc });
+      // A stop() during the service's start has already closed the others: close this one too.
+      if (this.stopped) await svc.close().catch(() => {});
+      this.abortIfStopped();
       this.log.info('service started', { service: s.name });
     }
     const period = o.repairIntervalMs ?? 5000;
@@ -374,6 +381,14 @@ export class Agent {
       this.log.error('cannot restore traffic rules', { error: err instanceof Error ? err.message : String(err) });
     }
     await this.reconcileNow('repair');
+  }
+
+  /**
+   * start() awaits the store and the kernel; a stop() meanwhile has torn down what existed, so
+   * start must not go on to arm timers or create watchers nobody would close.
+   */
+  private abortIfStopped(): void {
+    if (this.stopped) throw new WeftError(CniCode.Internal, 'weftd was stopped while starting');
   }
 
   /**
