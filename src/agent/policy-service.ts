@@ -33,6 +33,11 @@ export interface PolicyServiceOptions {
   readonly log: Logger;
   /** Where the policy table goes (weftd: localNft(), its own host namespace). */
   readonly nft: NftRunner;
+  /**
+   * The cluster network(s) whose pod-to-pod traffic skips conntrack while no policy exists
+   * (weftd: its cluster network). Absent: conntrack always runs.
+   */
+  readonly conntrackBypass?: readonly Cidr[];
   /** Period of the table repair check (default 5 s). */
   readonly repairIntervalMs?: number;
   /** How long changes are gathered into one pass (default 10 ms). */
@@ -128,7 +133,9 @@ export class PolicyService implements AgentService {
   private publishing: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: PolicyServiceOptions) {
-    this.enforcer = new PolicyEnforcer({ host: opts.host, nft: opts.nft, log: opts.log });
+    this.enforcer = new PolicyEnforcer({
+      host: opts.host, nft: opts.nft, log: opts.log, ...(opts.conntrackBypass && { conntrackBypass: opts.conntrackBypass }),
+    });
   }
 
   get state(): PolicyState {
@@ -261,10 +268,12 @@ export class PolicyService implements AgentService {
       const { world, extraKnown } = this.world();
       this.opts.log.debug('policy pass', { waitedMs: Math.round(began - since), worldMs: Math.round(performance.now() - began), policies: world.policies.length, endpoints: world.endpoints.length });
       try {
-        // No policy anywhere: no table at all, so hosts without policies pay nothing per packet.
+        // No policy anywhere: no table at all, so hosts without policies pay nothing per packet
+        // (and pod-to-pod traffic skips conntrack when the bypass is configured). The first pass
+        // clears too: a table left by an earlier run must not outlive the policies it came from.
         let r: EnforceResult | { type: 'removed' };
         if (world.policies.length === 0) {
-          if (this.enforcer.applied) { this.enforcer.remove(); r = { type: 'removed' }; } else r = { type: 'unchanged' };
+          if (!this.enforcer.idle) { this.enforcer.remove(); r = { type: 'removed' }; } else r = { type: 'unchanged' };
         } else {
           r = this.enforcer.update(world, { subnets: this.opts.subnets, extraKnown });
         }
@@ -385,7 +394,7 @@ export function policyServiceStarter(open: () => Promise<KeyValueStore>, host: s
   return async (ctx) => {
     const kv = await open();
     const svc = new PolicyService({
-      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }),
+      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }), conntrackBypass: [ctx.clusterNetwork],
       metrics: createPolicyMetrics([ctx.metrics.registry]),
       ...(repairIntervalMs !== undefined && { repairIntervalMs }),
     });

@@ -109,6 +109,11 @@ function table(host: number): string {
   return r.code === 0 ? r.stdout : '';
 }
 
+/** Whether the host has weftd's conntrack bypass table (only while no policy exists). */
+function hasBypass(host: number): boolean {
+  return inNs(topo!.host(host).ns, ['nft', 'list', 'table', 'inet', 'weft-notrack']).code === 0;
+}
+
 /** Until every host's table names exactly the policies that select one of its endpoints. */
 async function waitEnforced(world: PolicyWorld): Promise<void> {
   await waitFor('every host to enforce the policies', () => [0, 1, 2].every((h) => {
@@ -201,11 +206,13 @@ describe('network policy across 3 hosts (weftd, vxlan, file store)', { timeout: 
     const got = world.endpoints.map((e) => `${e.host} ${e.namespace}/${e.pod} ${JSON.stringify(e.labels)} ${e.ips.length}`).sort();
     const want = pods.map((p) => `h${p.host} ${p.ns}/${p.name} ${JSON.stringify(p.labels)} 1`).sort();
     assert.deepEqual(got, want);
+    for (let h = 0; h < 3; h++) assert.ok(hasBypass(h), `h${h} keeps pod-to-pod traffic out of conntrack while no policy exists`);
     await matrix('no policies: everything open', world);
   });
 
   it('default-deny ingress; allow same namespace; namespace selector', async () => {
     await scenario('default-deny ingress in prod', [np('prod', 'deny', { podSelector: {}, policyTypes: ['Ingress'] })]);
+    for (let h = 0; h < 3; h++) assert.ok(!hasBypass(h), `h${h}: no conntrack bypass once a policy exists (replies are accepted by conntrack state)`);
     await scenario('prod: allow from the same namespace', [np('prod', 'same-ns', { podSelector: {}, ingress: [{ from: [{ podSelector: {} }] }] })]);
     await scenario('prod/web: allow from namespaces env=dev', [np('prod', 'from-dev', { podSelector: { matchLabels: { app: 'web' } }, ingress: [{ from: [{ namespaceSelector: { matchLabels: { env: 'dev' } } }] }] })]);
   });
@@ -251,5 +258,6 @@ describe('network policy across 3 hosts (weftd, vxlan, file store)', { timeout: 
   it('policy deleted → traffic restored, table gone', async () => {
     await scenario('all policies deleted', []);
     for (let h = 0; h < 3; h++) assert.equal(table(h), '', `h${h} has no policy table`);
+    for (let h = 0; h < 3; h++) assert.ok(hasBypass(h), `h${h} has its conntrack bypass back`);
   });
 });

@@ -1,0 +1,192 @@
+// The conntrack bypass the policy enforcer keeps while no policy table exists, on the real kernel.
+// One host namespace with a bridge and two pods (bridged traffic reaches the IP hooks through
+// br_netfilter), a host port DNAT'd to pod b and masqueraded behind the bridge address (what the
+// reference portmap does for hairpin), and an observer table in the host namespace that counts
+// forwarded packets by conntrack state: the kernel's own view of whether pod-to-pod traffic was
+// tracked. The enforcer's nft runner is wrapped to record each transaction it sends.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { NetnsPool, ipIn } from '../../src/netns/testing.js';
+import { runInNetns } from '../../src/netns/netns.js';
+import { parseCidr, parseIP } from '../../src/net/ip.js';
+import { nftApply, nftListJson } from '../../src/nft/nft.js';
+import { type NetworkPolicy, type PolicyWorld, parsePolicy } from '../../src/policy/model.js';
+import { BYPASS_TABLE, type NftRunner, PolicyEnforcer, netnsNft, shapeOfListing } from '../../src/policy/enforcer.js';
+import { POLICY_TABLE } from '../../src/policy/compile.js';
+
+const PROBE = fileURLToPath(new URL('./policy-probe.js', import.meta.url));
+const pool = new NetnsPool('wnt');
+const children: ChildProcess[] = [];
+const childEnv = (): NodeJS.ProcessEnv => {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  return env;
+};
+
+const CLUSTER = '10.78.0.0/16';
+const HOST_PORT_IP = '198.18.9.1';
+let host = '';
+const pods: { name: string; ip: string; netns: string }[] = [];
+
+function startServer(netns: string): Promise<void> {
+  const p = spawn('ip', ['netns', 'exec', netns, process.execPath, PROBE, 'serve', '8080,9090', ''], { env: childEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(p);
+  return new Promise((resolve, reject) => {
+    createInterface({ input: p.stdout! }).once('line', (l) => (l === 'ready' ? resolve() : reject(new Error(`server in ${netns}: ${l}`))));
+    p.once('exit', (code) => reject(new Error(`server in ${netns} exited ${code}`)));
+  });
+}
+
+function probeFrom(netns: string, targets: { ip: string; proto: 'tcp'; port: number }[]): Promise<boolean[]> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('ip', ['netns', 'exec', netns, process.execPath, PROBE, 'probe', JSON.stringify(targets)], { env: childEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    p.once('exit', () => {
+      try { resolve((JSON.parse(out) as { ok: boolean }[]).map((r) => r.ok)); } catch (err) { reject(err); }
+    });
+  });
+}
+
+/** Forwarded packets the observer counted as untracked and as tracked so far. */
+function counted(): { untracked: number; tracked: number } {
+  const items = nftListJson(['table', 'inet', 'wnt-observe'], { netns: host }) ?? [];
+  const out = { untracked: 0, tracked: 0 };
+  for (const item of items as { rule?: { comment?: string; expr?: { counter?: { packets: number } }[] } }[]) {
+    const c = item.rule?.expr?.find((e) => e.counter)?.counter?.packets ?? 0;
+    if (item.rule?.comment === 'untracked') out.untracked += c;
+    if (item.rule?.comment === 'tracked') out.tracked += c;
+  }
+  return out;
+}
+
+const tables = (): string[] => {
+  const r = runInNetns(host, ['nft', '-j', 'list', 'tables']);
+  assert.equal(r.status, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { nftables: { table?: { name: string } }[] }).nftables.flatMap((i) => (i.table ? [i.table.name] : []));
+};
+
+const policy = (spec: Record<string, unknown>): NetworkPolicy =>
+  parsePolicy({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'b-8080-from-a', namespace: 'prod' }, spec });
+
+const world = (policies: NetworkPolicy[]): PolicyWorld => ({
+  namespaces: [{ name: 'prod', labels: {} }],
+  policies,
+  endpoints: pods.map((p) => ({ namespace: 'prod', pod: p.name, labels: { app: p.name }, ips: [parseIP(p.ip)], host: 'node-a', ifname: 'eth0' })),
+});
+
+describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => {
+  let enforcer: PolicyEnforcer;
+  const scripts: string[] = [];
+
+  before(async () => {
+    host = pool.make().name;
+    ipIn(host, ['link', 'add', 'br0', 'type', 'bridge']);
+    ipIn(host, ['addr', 'add', '10.78.0.1/24', 'dev', 'br0']);
+    ipIn(host, ['link', 'set', 'br0', 'up']);
+    ipIn(host, ['link', 'set', 'lo', 'up']);
+    ipIn(host, ['addr', 'add', `${HOST_PORT_IP}/32`, 'dev', 'lo']);
+    runInNetns(host, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    for (const [i, name] of ['a', 'b'].entries()) {
+      const n = pool.make();
+      const ip = `10.78.0.${10 + i}`;
+      ipIn(host, ['link', 'add', `vp${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', n.name]);
+      ipIn(host, ['link', 'set', `vp${i}`, 'master', 'br0', 'up']);
+      ipIn(n.name, ['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+      ipIn(n.name, ['link', 'set', 'eth0', 'up']);
+      ipIn(n.name, ['link', 'set', 'lo', 'up']);
+      ipIn(n.name, ['route', 'add', 'default', 'via', '10.78.0.1']);
+      pods.push({ name, ip, netns: n.name });
+    }
+    const b = pods[1]!;
+    // The shape of portmap's rules: host port DNAT'd to pod b, masqueraded behind the bridge
+    // address so that b's replies come back through this host. Plus the observer.
+    nftApply([
+      'add table ip wnt-hostport',
+      'add chain ip wnt-hostport pre { type nat hook prerouting priority dstnat; policy accept; }',
+      `add rule ip wnt-hostport pre ip daddr ${HOST_PORT_IP} tcp dport 8081 dnat to ${b.ip}:8080`,
+      'add chain ip wnt-hostport post { type nat hook postrouting priority srcnat; policy accept; }',
+      'add rule ip wnt-hostport post ct status dnat masquerade',
+      'add table inet wnt-observe',
+      'add chain inet wnt-observe watch { type filter hook forward priority -10; policy accept; }',
+      'add rule inet wnt-observe watch meta nfproto ipv4 ct state untracked counter comment "untracked"',
+      'add rule inet wnt-observe watch meta nfproto ipv4 ct state != untracked counter comment "tracked"',
+    ].join('\n') + '\n', { netns: host });
+    await Promise.all(pods.map((p) => startServer(p.netns)));
+    const inner = netnsNft(host);
+    const recording: NftRunner = { ...inner, apply: (s) => { scripts.push(s); inner.apply(s); } };
+    enforcer = new PolicyEnforcer({ host: 'node-a', nft: recording, conntrackBypass: [parseCidr(CLUSTER)] });
+  });
+
+  after(() => {
+    for (const c of children) if (c.pid !== undefined && c.exitCode === null) c.kill('SIGKILL');
+    pool.cleanup();
+  });
+
+  it('no policy: the bypass table is in place and pod-to-pod traffic is forwarded untracked', async () => {
+    enforcer.remove();
+    assert.equal(scripts.length, 1);
+    assert.ok(tables().includes(BYPASS_TABLE), 'bypass table exists');
+    assert.ok(!tables().includes(POLICY_TABLE), 'no policy table');
+    const shape = shapeOfListing(nftListJson(['table', 'inet', BYPASS_TABLE], { netns: host }) ?? []);
+    assert.deepEqual(shape.chains, { prerouting: 1 });
+    const [a, b] = [pods[0]!, pods[1]!];
+    const before = counted();
+    assert.deepEqual(await probeFrom(a.netns, [{ ip: b.ip, proto: 'tcp', port: 8080 }, { ip: b.ip, proto: 'tcp', port: 9090 }]), [true, true]);
+    assert.deepEqual(await probeFrom(b.netns, [{ ip: a.ip, proto: 'tcp', port: 8080 }]), [true]);
+    const after = counted();
+    assert.ok(after.untracked - before.untracked >= 12, `pod-to-pod packets untracked: ${JSON.stringify({ before, after })}`);
+    assert.equal(after.tracked, before.tracked, 'no pod-to-pod packet was tracked');
+  });
+
+  it('no policy: a host port DNAT\'d to a pod and masqueraded behind the bridge still answers (replies to the host stay tracked)', async () => {
+    const before = counted();
+    assert.deepEqual(await probeFrom(pods[0]!.netns, [{ ip: HOST_PORT_IP, proto: 'tcp', port: 8081 }]), [true]);
+    assert.ok(counted().tracked > before.tracked, 'the DNAT\'d flow went through conntrack');
+  });
+
+  it('a policy appears: one transaction creates the policy table and deletes the bypass; allowed connections get their replies', async () => {
+    const [a, b] = [pods[0]!, pods[1]!];
+    const n = scripts.length;
+    const r = enforcer.update(world([policy({ podSelector: { matchLabels: { app: 'b' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'a' } } }], ports: [{ port: 8080 }] }] })]));
+    assert.equal(r.type, 'replaced');
+    assert.equal(scripts.length, n + 1, 'a single nft transaction');
+    assert.ok(tables().includes(POLICY_TABLE));
+    assert.ok(!tables().includes(BYPASS_TABLE), 'bypass gone');
+    const before = counted();
+    assert.deepEqual(await probeFrom(a.netns, [{ ip: b.ip, proto: 'tcp', port: 8080 }, { ip: b.ip, proto: 'tcp', port: 9090 }]), [true, false]);
+    assert.deepEqual(await probeFrom(b.netns, [{ ip: a.ip, proto: 'tcp', port: 8080 }]), [true]);
+    const after = counted();
+    assert.equal(after.untracked, before.untracked, 'nothing untracked while a policy applies');
+    assert.ok(after.tracked > before.tracked);
+  });
+
+  it('repair() while enforcing: a bypass table that reappeared is removed, a deleted policy table restored', () => {
+    nftApply(`add table inet ${BYPASS_TABLE}\n`, { netns: host });
+    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} exists next to the policy table` });
+    assert.ok(!tables().includes(BYPASS_TABLE));
+    assert.deepEqual(enforcer.repair(), { type: 'ok' });
+  });
+
+  it('the policy goes: the bypass returns in the same transaction, traffic untracked again; repair() restores it', async () => {
+    const [a, b] = [pods[0]!, pods[1]!];
+    const n = scripts.length;
+    enforcer.remove();
+    assert.equal(scripts.length, n + 1);
+    assert.ok(tables().includes(BYPASS_TABLE));
+    assert.ok(!tables().includes(POLICY_TABLE));
+    const before = counted();
+    assert.deepEqual(await probeFrom(a.netns, [{ ip: b.ip, proto: 'tcp', port: 9090 }]), [true]);
+    assert.ok(counted().untracked > before.untracked);
+    assert.deepEqual(enforcer.repair(), { type: 'ok' });
+    nftApply(`delete table inet ${BYPASS_TABLE}\n`, { netns: host });
+    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} is missing` });
+    assert.ok(tables().includes(BYPASS_TABLE));
+    nftApply(`flush chain inet ${BYPASS_TABLE} prerouting\n`, { netns: host });
+    assert.equal(enforcer.repair().type, 'repaired');
+    assert.deepEqual(enforcer.repair(), { type: 'ok' });
+  });
+});
