@@ -390,11 +390,14 @@ export class PolicyService implements AgentService {
 }
 
 /** weftd's hook: the service on the agent's store, subnet and repair period. */
-export function policyServiceStarter(open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number): ServiceStarter {
+export function policyServiceStarter(
+  open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number, conntrackBypass = false,
+): ServiceStarter {
   return async (ctx) => {
     const kv = await open();
     const svc = new PolicyService({
-      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }), conntrackBypass: [ctx.clusterNetwork],
+      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }),
+      ...(conntrackBypass && { conntrackBypass: [ctx.clusterNetwork] }),
       metrics: createPolicyMetrics([ctx.metrics.registry]),
       ...(repairIntervalMs !== undefined && { repairIntervalMs }),
     });

@@ -22,6 +22,7 @@ const options = {
   'public-ip': { type: 'string' },
   'subnet-file': { type: 'string' },
   'ip-masq': { type: 'boolean' },
+  'conntrack-bypass': { type: 'boolean' },
   'health-addr': { type: 'string' },
   'node-name': { type: 'string' },
   'repair-interval': { type: 'string' },
@@ -50,6 +51,10 @@ Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true)
   --cni-socket PATH|off    serve the weft CNI plugin's fast path on this unix socket (default
                            cni.sock next to the subnet file; announced in subnet.env as
                            WEFT_CNI_SOCKET)
+  --conntrack-bypass       while no NetworkPolicy exists, exempt pod-to-pod traffic from
+                           connection tracking (table inet weft-notrack; faster forwarding).
+                           Off by default: a pod reaching another pod through its own host's
+                           hostPort (portmap) needs conntrack for the reply
 ${storeFlagsHelp}
 
 The network config (Network, SubnetLen, Backend …) is read from the store: weftctl config set.
@@ -90,6 +95,7 @@ interface WeftdFlags {
   readonly subnetFile: string;
   readonly cniSocket: string;
   readonly ipMasq: boolean;
+  readonly conntrackBypass: boolean;
   readonly nodeName: string | undefined;
   readonly repair: number | undefined;
   readonly ttl: number | undefined;
@@ -122,6 +128,7 @@ function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
     subnetFile,
     cniSocket: envOr(values, 'cni-socket', env) ?? defaultCniSocket(subnetFile),
     ipMasq: boolEnv(values, 'ip-masq', env),
+    conntrackBypass: boolEnv(values, 'conntrack-bypass', env),
     nodeName: envOr(values, 'node-name', env),
     repair: seconds('repair-interval', envOr(values, 'repair-interval', env), 10),
     ttl: seconds('lease-ttl', envOr(values, 'lease-ttl', env), 10 * 365 * 86400),
@@ -174,7 +181,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       log,
     });
     // Network policy before the CNI server, so the fast path's first ADD already has it.
-    agent.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined));
+    agent.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass));
     if (flags.cniSocket !== 'off') agent.addService('cni-server', cniServerService(flags.cniSocket));
     const done = new Promise<number>((resolve) => {
       const stop = (signal: string) => {
