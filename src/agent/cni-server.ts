@@ -47,7 +47,7 @@ export interface CniServer {
  * the next worker to finish takes the whole queue as one batch (one kernel request for all their
  * veths). A worker that dies fails its requests with a CNI error and is replaced on the next call.
  */
-function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInterfaceDeleter; warm(): void; close(): Promise<void> } {
+function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInterfaceDeleter; warm(count: number): void; close(): Promise<void> } {
   interface Waiter { resolve(): void; reject(e: Error): void }
   interface Slot { worker: Worker; pending: Map<number, Waiter> }
   const slots: Array<Slot | undefined> = Array.from({ length: size }, () => undefined);
@@ -89,10 +89,12 @@ function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInt
     return slot;
   };
   // Threads start on demand (each costs weftd ~8-10 MB): a host that never runs pods, or a
-  // benchmark of 5000 peers, pays nothing; the first ADD warms one so its DEL finds it ready.
+  // benchmark of 5000 peers, pays nothing; the first ADD warms one so its DEL finds it ready,
+  // and a burst of ADDs warms as many as ran at once (up to the pool's size) so the burst of
+  // DELs that follows does not start threads (tens of ms of CPU each) while it runs.
   return {
-    warm() {
-      if (!closed && slots.every((s) => s === undefined)) spawnSlot(0);
+    warm(count) {
+      for (let i = 0; i < Math.min(count, size) && !closed; i++) if (slots[i] === undefined) spawnSlot(i);
     },
     deleter: ({ netns, ifname }) => {
       if (closed) return Promise.reject(new WeftError(CniCode.TryAgainLater, 'weftd is shutting down its CNI server'));
@@ -111,10 +113,12 @@ function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInt
 }
 
 /**
- * Enough that lone DELs overlap their kernel waits; beyond a few, bursts are better served by
- * fewer, larger batches than by more threads.
+ * Two: a lone DEL arriving while a batch is in the kernel still starts at once, and a burst goes
+ * as few, large batches. Measured with bench cni (20 parallel DELs): the kernel's deletions are
+ * the floor, 1, 2 or 3 workers end a burst equally soon once running, 4 did not help, and each
+ * thread started during the first burst cost it ~50 ms.
  */
-const DEFAULT_DELETE_WORKERS = 4;
+const DEFAULT_DELETE_WORKERS = 2;
 
 const requestSchema = z.object({ env: z.record(z.string()), stdin: z.string(), reply: z.enum(['json', 'raw']).default('json') });
 
@@ -161,6 +165,9 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     await pool.close();
   };
   const counts = { ok: 0, failed: 0 };
+  // ADDs running now, and the most that ran together since the last time none ran.
+  let addsInFlight = 0;
+  let addBurst = 0;
   const inFlight = new Set<Promise<void>>();
   const sockets = new Set<Socket>();
 
@@ -193,12 +200,23 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     }
     const started = performance.now();
     const env = fastPathEnv(parsed.env);
-    if (env.CNI_COMMAND === 'ADD') pool?.warm();
+    const isAdd = env.CNI_COMMAND === 'ADD';
+    if (isAdd) {
+      addsInFlight++;
+      addBurst = Math.max(addBurst, addsInFlight);
+      // One worker at once; the rest of a burst's share only once it is over (a thread's start
+      // would take CPU from the ADDs themselves).
+      pool?.warm(1);
+    }
     const reply = await handle(env, parsed.stdin).catch((err: unknown): FastPathReply => {
       // The plugin turns its own failures into CNI errors; this is a bug in the handler itself.
       const e = WeftError.wrap(err, CniCode.Internal, 'weftd CNI server');
       return { stdout: JSON.stringify({ cniVersion: '1.1.0', code: e.code, msg: e.message, details: e.details }) + '\n', exitCode: 1 };
     });
+    if (isAdd && --addsInFlight === 0) {
+      pool?.warm(addBurst);
+      addBurst = 0;
+    }
     if (reply.exitCode === 0) counts.ok++;
     else counts.failed++;
     log.debug('cni request', { cmd: env.CNI_COMMAND, containerId: env.CNI_CONTAINERID, exitCode: reply.exitCode, reply: parsed.reply, ms: Math.round((performance.now() - started) * 10) / 10 });

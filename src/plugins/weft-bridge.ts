@@ -152,9 +152,18 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
 
   async del(ctx) {
     const cfg = ctx.config;
-    if (ctx.conf.ipam) await ipamExec(ctx, 'DEL');
+    // The interface deletion starts first and the IPAM release runs alongside it: a DEL costs
+    // the longer of the two rather than their sum, and in a burst no deletion waits for its
+    // release's turn on the IPAM file lock before it reaches weftd's delete workers. Either
+    // order is safe: like the reference plugin's (release, then delete), the address may be free
+    // while the interface still exists for as long as the delete takes, and an address is only
+    // ever reused inside another container's namespace. Both steps run to the end even if the
+    // other fails; a failed DEL is retried and both are idempotent.
     // No namespace (already gone) means no container interface either: nothing to remove there.
-    await deleteInterface(ctx.env);
+    const ifaceDeleted = (async () => deleteInterface(ctx.env))();
+    const [released, deleted] = await Promise.allSettled([ctx.conf.ipam ? ipamExec(ctx, 'DEL') : undefined, ifaceDeleted]);
+    if (released.status === 'rejected') throw released.reason;
+    if (deleted.status === 'rejected') throw deleted.reason;
     if (cfg.ipMasq || cfg.macspoofchk) removeAttachmentRules(ctx.conf.name, attachment(ctx));
   },
 
