@@ -8,7 +8,7 @@ import { cidrSchema, type CniInterface, type CniResult, type CniRoute } from '..
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink, type Link } from '../netlink/index.js';
 import type { Cidr } from '../net/ip.js';
-import { networkOf, nthAddress } from '../net/ip.js';
+import { cidrEquals, formatCidr, networkOf, nthAddress } from '../net/ip.js';
 import { createContainerVeth, enableForwarding, ensureBridge, ensureGatewayAddress } from '../bridge/bridge.js';
 import {
   configureContainerInterface, deleteContainerInterface, openContainerNetns, requestedMac, requireResultInterface, runAddTransaction,
@@ -191,9 +191,20 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
       const host = peerIndex !== undefined ? hostNl.getLink(peerIndex) : undefined;
       if (!host || host.kind !== 'veth') throw new WeftError(CniCode.Internal, `the host end of ${ctx.env.ifname}'s veth is missing`);
       if (host.master !== bridge.index) throw new WeftError(CniCode.Internal, `${host.name} is not attached to ${cfg.bridge}`);
+      if (cfg.isGateway) {
+        const have = hostNl.listAddresses({ link: bridge });
+        for (const gw of gatewayCidrs(prev)) {
+          if (!have.some((a) => cidrEquals(a.cidr, gw))) {
+            throw new WeftError(CniCode.Internal, `bridge ${cfg.bridge} lacks its gateway address ${formatCidr(gw)}`);
+          }
+        }
+      }
     });
-    if (cfg.ipMasq && attachmentRuleCount(ctx.conf.name, attachment(ctx)) === 0) {
+    if (cfg.ipMasq && attachmentRuleCount(ctx.conf.name, attachment(ctx), {}, ['inet']) === 0) {
       throw new WeftError(CniCode.Internal, `the masquerade rules of ${ctx.env.containerId}/${ctx.env.ifname} are missing`);
+    }
+    if (cfg.macspoofchk && attachmentRuleCount(ctx.conf.name, attachment(ctx), {}, ['bridge']) === 0) {
+      throw new WeftError(CniCode.Internal, `the MAC spoof check rule of ${ctx.env.containerId}/${ctx.env.ifname} is missing`);
     }
   },
 

@@ -87,10 +87,12 @@ export function removeStaleRules(network: string, valid: Attachment[], opts: Nft
 }
 
 /** The attachment tags present for a network (CHECK uses it to confirm rules exist). */
-export function attachmentRuleCount(network: string, a: Attachment, opts: NftOptions = {}): number {
+export function attachmentRuleCount(
+  network: string, a: Attachment, opts: NftOptions = {}, families: ReadonlyArray<'inet' | 'bridge'> = ['inet', 'bridge'],
+): number {
   const tag = ruleTag(network, a);
   let n = 0;
-  for (const family of ['inet', 'bridge'] as const) {
+  for (const family of families) {
     n += nftListRules(family, CNI_TABLE, opts).filter((r) => r.comment === tag).length;
   }
   return n;

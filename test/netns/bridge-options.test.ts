@@ -2,6 +2,7 @@
 // nftables, and traffic between namespaces.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,6 +151,17 @@ describe('weft-bridge options', () => {
     ipIn(a.name, ['link', 'set', 'eth0', 'address', ra.interfaces[2]!.mac!]);
     ipIn(b.name, ['neigh', 'flush', 'dev', 'eth0']);
     assert.ok(await ping(a.path, ipOf(rb)), 'restored MAC: a reaches b again');
+
+    // CHECK holds the rule and the bridge's gateway address to what ADD promised.
+    const check = () => runBridge(host.path, { command: 'CHECK', containerId: 'spoofa', netns: a.path }, { ...c, prevResult: ra });
+    assert.equal((await check()).code, 0, 'CHECK passes as added');
+    const nft = spawnSync('ip', ['netns', 'exec', host.name, 'nft', 'flush', 'chain', 'bridge', 'weft-cni', 'prerouting']);
+    assert.equal(nft.status, 0, nft.stderr?.toString());
+    const noRule = asCniError(await check());
+    assert.match(noRule?.msg ?? '', /MAC spoof check rule .* is missing/);
+    ipIn(host.name, ['addr', 'del', '10.78.8.1/24', 'dev', 'wbr0']);
+    const noGw = asCniError(await runBridge(host.path, { command: 'CHECK', containerId: 'spoofa', netns: a.path }, { ...c, macspoofchk: false, prevResult: ra }));
+    assert.match(noGw?.msg ?? '', /lacks its gateway address 10\.78\.8\.1\/24/);
   });
 
   it('forceAddress: a different address on the bridge fails the ADD (code 7, nothing left) unless forced, which replaces it', async () => {
