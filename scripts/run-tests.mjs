@@ -4,7 +4,7 @@
 // to be about weft, not about load. The exit code is the worse of the two runs.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
 const groups = process.argv.slice(2);
@@ -36,8 +36,27 @@ if (runs.length === 0) {
 const env = { ...process.env };
 // Every Node start pays ~45 ms for this on these machines; the plugins under test start often.
 delete env.NODE_EXTRA_CA_CERTS;
+/**
+ * What the runner's own network namespace holds: links, nftables tables, named namespaces. Tests
+ * must never change it (everything lives in namespaces they make), so anything new afterwards is
+ * a leak and fails the run, naming what was left.
+ */
+function rootState() {
+  const out = (cmd, args) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    return r.status === 0 ? r.stdout : '';
+  };
+  const links = (JSON.parse(out('ip', ['-j', 'link', 'show']) || '[]')).map((l) => `link ${l.ifname}`);
+  const tables = ((JSON.parse(out('nft', ['-j', 'list', 'tables']) || '{}').nftables) ?? [])
+    .filter((x) => x.table).map((x) => `nftables table ${x.table.family} ${x.table.name}`);
+  let netns = [];
+  try { netns = readdirSync('/run/netns').map((n) => `netns ${n}`); } catch { /* none yet */ }
+  return new Set([...links, ...tables, ...netns]);
+}
+
 let worst = 0;
 const summaries = [];
+const before = rootState();
 const totals = { pass: 0, fail: 0, skipped: 0 };
 
 /** Runs one node --test, passing its output through and reading its closing counts. */
@@ -66,6 +85,15 @@ for (const run of runs) {
   totals.skipped += r.skipped;
   summaries.push(`${run.label}: ${run.files.length} file(s), ${r.status === 0 ? 'passed' : `FAILED (exit ${r.status})`}`);
   worst = Math.max(worst, r.status);
+}
+const leaked = [...rootState()].filter((x) => !before.has(x));
+if (leaked.length > 0) {
+  console.log(`\nrun-tests: the tests left this behind in the runner's namespace: ${leaked.join(', ')}`);
+  summaries.push(`leak check: FAILED (${leaked.length})`);
+  totals.fail += 1;
+  worst = Math.max(worst, 1);
+} else {
+  summaries.push('leak check: nothing left behind');
 }
 // Each node --test run prints its own totals above; the last line adds them up for all groups.
 console.log(`\nrun-tests: ${summaries.join('; ')}`);
