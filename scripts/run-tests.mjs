@@ -46,7 +46,10 @@ function rootState() {
     const r = spawnSync(cmd, args, { encoding: 'utf8' });
     return r.status === 0 ? r.stdout : '';
   };
-  const links = (JSON.parse(out('ip', ['-j', 'link', 'show']) || '[]')).map((l) => `link ${l.ifname}`);
+  // ifbN appear when the kernel loads the ifb module (the reference bandwidth plugin needs it):
+  // the module's own default devices, not something a test made or could remove.
+  const links = (JSON.parse(out('ip', ['-j', 'link', 'show']) || '[]'))
+    .filter((l) => !/^ifb\d+$/.test(l.ifname)).map((l) => `link ${l.ifname}`);
   const tables = ((JSON.parse(out('nft', ['-j', 'list', 'tables']) || '{}').nftables) ?? [])
     .filter((x) => x.table).map((x) => `nftables table ${x.table.family} ${x.table.name}`);
   let netns = [];
