@@ -9,6 +9,7 @@ import { formatCidr, formatIP, type Cidr, type IP, type IPFamily } from '../net/
 import * as C from './constants.js';
 import { isNetlinkError, type NetlinkError } from './error.js';
 import { NetlinkSocket } from './socket.js';
+import type { RequestSpec } from './message.js';
 import {
   bridgePortSetRequest,
   decodeLink,
@@ -382,16 +383,29 @@ export class Netlink {
     this.sock.request(bridgePortSetRequest(this.indexOf(ref), opts), `set bridge port ${typeof ref === 'object' ? ref.name : ref}${this.where()}`);
   }
 
+  /**
+   * A delete-like request where "already gone" is an answer, not an error: true when the kernel
+   * did it, false when it answered with one of the `gone` errnos.
+   */
+  private requestUnlessGone(req: RequestSpec, what: string, ...gone: string[]): boolean {
+    try {
+      this.sock.request(req, what);
+      return true;
+    } catch (err) {
+      if (isNetlinkError(err, ...gone)) return false;
+      throw err;
+    }
+  }
+
+  /** The link's index, or undefined when a link named this way no longer exists. */
+  private indexIfPresent(link: LinkRef): number | undefined {
+    return typeof link === 'string' ? this.getLink(link)?.index : typeof link === 'object' ? link.index : link;
+  }
+
   /** Deletes a link; false when it did not exist. Deleting one end of a veth removes both. */
   deleteLink(ref: LinkRef): boolean {
     const key = typeof ref === 'object' ? ref.index : ref;
-    try {
-      this.sock.request(linkDeleteRequest(key), `delete link ${key}${this.where()}`);
-      return true;
-    } catch (err) {
-      if (isNetlinkError(err, 'ENODEV')) return false;
-      throw err;
-    }
+    return this.requestUnlessGone(linkDeleteRequest(key), `delete link ${key}${this.where()}`, 'ENODEV');
   }
 
   /**
@@ -399,13 +413,7 @@ export class Netlink {
    * as one batch. True when the kernel deleted something, false when the group was empty.
    */
   deleteLinkGroup(group: number): boolean {
-    try {
-      this.sock.request(linkGroupDeleteRequest(group), `delete link group ${group}${this.where()}`);
-      return true;
-    } catch (err) {
-      if (isNetlinkError(err, 'ENODEV')) return false;
-      throw err;
-    }
+    return this.requestUnlessGone(linkGroupDeleteRequest(group), `delete link group ${group}${this.where()}`, 'ENODEV');
   }
 
   /**
@@ -428,15 +436,13 @@ export class Netlink {
   }
 
   deleteAddress(link: LinkRef, cidr: Cidr): boolean {
-    const index = typeof link === 'string' ? this.getLink(link)?.index : typeof link === 'object' ? link.index : link;
+    const index = this.indexIfPresent(link);
     if (index === undefined) return false;
-    try {
-      this.sock.request(addressDeleteRequest(index, cidr), `delete address ${formatCidr(cidr)} from ${typeof link === 'object' ? link.name : link}${this.where()}`);
-      return true;
-    } catch (err) {
-      if (isNetlinkError(err, 'EADDRNOTAVAIL', 'ENODEV')) return false;
-      throw err;
-    }
+    return this.requestUnlessGone(
+      addressDeleteRequest(index, cidr),
+      `delete address ${formatCidr(cidr)} from ${typeof link === 'object' ? link.name : link}${this.where()}`,
+      'EADDRNOTAVAIL', 'ENODEV',
+    );
   }
 
   listAddresses(filter: { link?: LinkRef; family?: IPFamily } = {}): Address[] {
@@ -471,13 +477,7 @@ export class Netlink {
       if (typeof r.oif === 'string') return false; // the device is gone, and its routes with it
       throw err;
     }
-    try {
-      this.sock.request(routeRequest('delete', spec), `delete route ${describeRoute(r)}${this.where()}`);
-      return true;
-    } catch (err) {
-      if (isNetlinkError(err, 'ESRCH', 'ENODEV')) return false;
-      throw err;
-    }
+    return this.requestUnlessGone(routeRequest('delete', spec), `delete route ${describeRoute(r)}${this.where()}`, 'ESRCH', 'ENODEV');
   }
 
   listRoutes(filter: Omit<RouteFilter, 'oif'> & { oif?: LinkRef } = {}): Route[] {
@@ -512,15 +512,9 @@ export class Netlink {
   }
 
   deleteNeigh(link: LinkRef, ip: IP): boolean {
-    const index = typeof link === 'string' ? this.getLink(link)?.index : typeof link === 'object' ? link.index : link;
+    const index = this.indexIfPresent(link);
     if (index === undefined) return false;
-    try {
-      this.sock.request(neighDeleteRequest(index, ip), `delete neighbour ${formatIP(ip)}${this.where()}`);
-      return true;
-    } catch (err) {
-      if (isNetlinkError(err, 'ENOENT', 'ENODEV')) return false;
-      throw err;
-    }
+    return this.requestUnlessGone(neighDeleteRequest(index, ip), `delete neighbour ${formatIP(ip)}${this.where()}`, 'ENOENT', 'ENODEV');
   }
 
   listNeigh(filter: { link?: LinkRef; family?: IPFamily } = {}): Neigh[] {
