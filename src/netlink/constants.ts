@@ -51,6 +51,9 @@ export const RTM_GETROUTE = 26;
 export const RTM_NEWNEIGH = 28;
 export const RTM_DELNEIGH = 29;
 export const RTM_GETNEIGH = 30;
+export const RTM_NEWNEXTHOP = 104;
+export const RTM_DELNEXTHOP = 105;
+export const RTM_GETNEXTHOP = 106;
 
 // net_device flags (ifi_flags)
 export const IFF_UP = 0x1;
@@ -134,6 +137,14 @@ export const RTA_PREFSRC = 7;
 export const RTA_METRICS = 8;
 export const RTA_MULTIPATH = 9;
 export const RTA_TABLE = 15;
+export const RTA_NH_ID = 30;
+
+// nexthop object attributes (linux/nexthop.h)
+export const NHA_ID = 1;
+export const NHA_GROUP = 2;
+export const NHA_BLACKHOLE = 4;
+export const NHA_OIF = 5;
+export const NHA_GATEWAY = 6;
 export const RTAX_MTU = 2;
 export const RTNH_F_ONLINK = 4;
 export const RTM_F_CLONED = 0x200;

@@ -25,6 +25,7 @@ import {
 } from './link.js';
 import { addressAddRequest, addressDeleteRequest, addressDumpRequest, decodeAddress, type Address, type AddressOptions } from './addr.js';
 import { decodeNsid, nsidGetRequest } from './nsid.js';
+import { decodeNexthop, nexthopDeleteRequest, nexthopDumpRequest, nexthopReplaceRequest, type NexthopObject, type NexthopSpec } from './nexthop.js';
 import { decodeRoute, routeDumpRequest, routeRequest, type Route, type RouteFilter, type RouteSpec } from './route.js';
 import {
   decodeFdb,
@@ -125,6 +126,9 @@ export interface NeighInput {
   readonly state?: number;
 }
 
+/** NexthopSpec with oif also accepted by name. */
+export type NexthopInput = Omit<NexthopSpec, 'oif'> & { readonly oif: LinkRef };
+
 export interface FdbInput {
   readonly link: LinkRef;
   readonly mac: string;
@@ -145,7 +149,9 @@ export type NetlinkOp =
   | { readonly op: 'replaceNeigh'; readonly neigh: NeighInput }
   | { readonly op: 'deleteNeigh'; readonly link: LinkRef; readonly ip: IP }
   | { readonly op: 'replaceFdb'; readonly fdb: FdbInput }
-  | { readonly op: 'deleteFdb'; readonly fdb: Omit<FdbInput, 'state'> };
+  | { readonly op: 'deleteFdb'; readonly fdb: Omit<FdbInput, 'state'> }
+  | { readonly op: 'replaceNexthop'; readonly nexthop: NexthopInput }
+  | { readonly op: 'deleteNexthop'; readonly id: number };
 
 function describeOp(o: NetlinkOp): string {
   switch (o.op) {
@@ -155,6 +161,8 @@ function describeOp(o: NetlinkOp): string {
     case 'deleteNeigh': return `delete neighbour ${formatIP(o.ip)}`;
     case 'replaceFdb': return `replace fdb ${o.fdb.mac}${o.fdb.dst ? ` dst ${formatIP(o.fdb.dst)}` : ''}`;
     case 'deleteFdb': return `delete fdb ${o.fdb.mac}${o.fdb.dst ? ` dst ${formatIP(o.fdb.dst)}` : ''}`;
+    case 'replaceNexthop': return `replace nexthop id ${o.nexthop.id} via ${formatIP(o.nexthop.gateway)}`;
+    case 'deleteNexthop': return `delete nexthop id ${o.id}`;
   }
 }
 
@@ -176,6 +184,7 @@ function withNsFd<T>(nsPath: string | undefined, fn: (fd: number | undefined) =>
 function describeRoute(r: RouteInput): string {
   const dst = r.dst === 'default' ? 'default' : formatCidr(r.dst);
   const parts = [dst];
+  if (r.nhid !== undefined) parts.push(`nhid ${r.nhid}`);
   if (r.gateway) parts.push(`via ${formatIP(r.gateway)}`);
   if (r.oif !== undefined) parts.push(`dev ${typeof r.oif === 'object' ? r.oif.name : r.oif}`);
   if (r.table !== undefined) parts.push(`table ${r.table}`);
@@ -577,6 +586,24 @@ export class Netlink {
       .filter((e): e is FdbEntry => e !== undefined && (index === undefined || e.index === index));
   }
 
+  // ---- nexthop objects ----
+
+  /** Every nexthop object in the namespace (the kernel's dump has no protocol filter). */
+  listNexthops(): NexthopObject[] {
+    return this.sock.dump(nexthopDumpRequest(), `list nexthops${this.where()}`, C.RTM_NEWNEXTHOP)
+      .map(decodeNexthop)
+      .filter((n): n is NexthopObject => n !== undefined);
+  }
+
+  replaceNexthop(n: NexthopInput): void {
+    this.sock.request(nexthopReplaceRequest({ ...n, oif: this.indexOf(n.oif) }), `replace nexthop id ${n.id} via ${formatIP(n.gateway)}${this.where()}`);
+  }
+
+  /** Deletes nexthop `id` and, in the kernel, every route using it; false when it did not exist. */
+  deleteNexthop(id: number): boolean {
+    return this.requestUnlessGone(nexthopDeleteRequest(id), `delete nexthop id ${id}${this.where()}`, 'ENOENT', 'ESRCH');
+  }
+
   // ---- batches ----
 
   /**
@@ -616,6 +643,8 @@ export class Netlink {
         case 'deleteNeigh': return neighDeleteRequest(idx(o.link), o.ip);
         case 'replaceFdb': return fdbRequest('replace', fdbSpec(o.fdb));
         case 'deleteFdb': return fdbRequest('delete', fdbSpec(o.fdb));
+        case 'replaceNexthop': return nexthopReplaceRequest({ ...o.nexthop, oif: idx(o.nexthop.oif) });
+        case 'deleteNexthop': return nexthopDeleteRequest(o.id);
       }
     });
     const results = this.sock.requestBatch(reqs, (i) => `${ops[i] ? describeOp(ops[i]) : 'batch'}${this.where()}`);

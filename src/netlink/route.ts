@@ -58,6 +58,8 @@ export interface Route {
   /** Preferred source address (RTA_PREFSRC, `ip route ... src X`). */
   readonly src?: IP;
   readonly nexthops?: readonly Nexthop[];
+  /** The nexthop object the route uses (RTA_NH_ID); gateway and oif then describe that object. */
+  readonly nhid?: number;
 }
 
 /** A route to add, replace or delete. Unset fields take iproute2's defaults (or match anything, for delete). */
@@ -75,6 +77,8 @@ export interface RouteSpec {
   readonly priority?: number;
   readonly mtu?: number;
   readonly src?: IP;
+  /** Use nexthop object `nhid` (see nexthop.ts) instead of gateway/oif. */
+  readonly nhid?: number;
 }
 
 export function rtmsg(h: { family: number; dstLen?: number; table?: number; protocol?: number; scope?: number; type?: number; flags?: number }): Buffer {
@@ -117,7 +121,7 @@ export function routeRequest(op: RouteOp, r: RouteSpec): RequestSpec {
   if (r.scope !== undefined) scope = scopeValue(r.scope);
   else if (del) scope = C.RT_SCOPE_NOWHERE;
   else if (type === C.RTN_LOCAL) scope = C.RT_SCOPE_HOST;
-  else if (type === C.RTN_UNICAST && !r.gateway && family === 4) scope = C.RT_SCOPE_LINK;
+  else if (type === C.RTN_UNICAST && !r.gateway && r.nhid === undefined && family === 4) scope = C.RT_SCOPE_LINK;
   else scope = C.RT_SCOPE_UNIVERSE;
 
   const attrs: Attr[] = [nla.u32(C.RTA_TABLE, table)];
@@ -126,6 +130,7 @@ export function routeRequest(op: RouteOp, r: RouteSpec): RequestSpec {
   if (r.src) attrs.push(nla.ip(C.RTA_PREFSRC, r.src));
   if (r.gateway) attrs.push(nla.ip(C.RTA_GATEWAY, r.gateway));
   if (r.oif !== undefined) attrs.push(nla.u32(C.RTA_OIF, r.oif));
+  if (r.nhid !== undefined) attrs.push(nla.u32(C.RTA_NH_ID, r.nhid));
   if (r.mtu !== undefined) attrs.push(nla.nest(C.RTA_METRICS, [nla.u32(C.RTAX_MTU, r.mtu)]));
 
   const flags =
@@ -182,6 +187,7 @@ export function decodeRoute(msg: NlMessage): Route | undefined {
   const mtu = a.nested(C.RTA_METRICS)?.u32(C.RTAX_MTU);
   const src = a.ip(C.RTA_PREFSRC);
   const mp = a.bytes(C.RTA_MULTIPATH);
+  const nhid = a.u32(C.RTA_NH_ID);
   return {
     family,
     dst: { ip: a.ip(C.RTA_DST) ?? ipFromValue(family, 0n), prefix: dstLen },
@@ -196,6 +202,7 @@ export function decodeRoute(msg: NlMessage): Route | undefined {
     ...(mtu !== undefined && { mtu }),
     ...(src && { src }),
     ...(mp && { nexthops: decodeMultipath(mp) }),
+    ...(nhid !== undefined && { nhid }),
   };
 }
 

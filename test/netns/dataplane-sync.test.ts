@@ -1,0 +1,152 @@
+// DataplaneSync against the real kernel: routes through nexthop objects (protocol 87, id = the
+// gateway), the classic form, the switch between them without a gap, repairs of objects and
+// routes deleted by hand, an id already taken by someone else, and removal. The kernel's view is
+// read back with iproute2 (`ip -json nexthop`, `ip -json route`).
+
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Netlink } from '../../src/netlink/index.js';
+import { NetnsPool, ipJson, ipIn, type TestNetns } from '../../src/netns/testing.js';
+import { parseCidr, parseIP } from '../../src/net/ip.js';
+import { DataplaneSync, nexthopIdFor, removeWeftRoutes, WEFT_ROUTE_PROTOCOL, type DesiredState } from '../../src/agent/dataplane.js';
+
+interface IpNexthop { id: number; gateway?: string; dev?: string; flags: string[]; protocol?: string }
+interface IpRoute { dst: string; nhid?: number; gateway?: string; dev?: string; protocol?: string; flags: string[] }
+
+const pool = new NetnsPool('wds');
+const handles: Netlink[] = [];
+after(() => {
+  for (const h of handles.splice(0)) h.close();
+  pool.cleanup();
+});
+
+/** A namespace with a vxlan device `weft.1` (10.9.0.0/32) as weft's vxlan backend makes it. */
+function host(): { ns: TestNetns; nl: Netlink; dev: number } {
+  const ns = pool.make();
+  const nl = Netlink.open(ns.path);
+  handles.push(nl);
+  const link = nl.createVxlan({ name: 'weft.1', vni: 1, port: 8472, learning: false, up: true });
+  nl.addAddress(link.index, parseCidr('10.9.0.0/32'));
+  return { ns, nl, dev: link.index };
+}
+
+function peers(dev: number, n: number, from = 0): DesiredState {
+  const routes = [];
+  const neighs = [];
+  const fdb = [];
+  for (let i = from; i < from + n; i++) {
+    const net = `10.${10 + (i >> 8)}.${i & 255}`;
+    const vtep = parseIP(`${net}.0`);
+    const mac = `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+    routes.push({ dst: parseCidr(`${net}.0/24`), gateway: vtep, oif: dev, onlink: true });
+    neighs.push({ ip: vtep, mac });
+    fdb.push({ mac, dst: parseIP(`198.18.${1 + (i >> 8)}.${i & 255}`) });
+  }
+  return { routes, neighs, fdb, device: dev };
+}
+
+const weftNexthops = (ns: string) => ipJson<IpNexthop[]>(ns, ['nexthop', 'show']).filter((n) => n.protocol === String(WEFT_ROUTE_PROTOCOL));
+const weftRoutes = (ns: string) => ipJson<IpRoute[]>(ns, ['route', 'show', 'proto', String(WEFT_ROUTE_PROTOCOL)]);
+
+describe('DataplaneSync with nexthop objects', () => {
+  it('writes one object per gateway (id = the gateway) and routes pointing at it; a second pass writes nothing', () => {
+    const { ns, nl, dev } = host();
+    const sync = new DataplaneSync(nl);
+    const r1 = sync.sync(peers(dev, 3), 'full');
+    assert.deepEqual(r1.errors, []);
+    assert.equal(sync.usesNexthopObjects, true);
+    const objs = weftNexthops(ns.name);
+    assert.equal(objs.length, 3);
+    for (const o of objs) {
+      assert.equal(o.id, nexthopIdFor(parseIP(o.gateway ?? ''))!);
+      assert.equal(o.dev, 'weft.1');
+      assert.ok(o.flags.includes('onlink'), JSON.stringify(o));
+    }
+    const routes = weftRoutes(ns.name);
+    assert.equal(routes.length, 3);
+    for (const r of routes) {
+      const want = nexthopIdFor(parseIP(r.dst.replace('/24', '')));
+      assert.equal(r.nhid, want, JSON.stringify(r));
+    }
+    assert.deepEqual(sync.sync(peers(dev, 3), 'full'), { repairs: 0, removals: 0, errors: [] });
+    assert.deepEqual(sync.sync(peers(dev, 3), 'incremental'), { repairs: 0, removals: 0, errors: [] });
+  });
+
+  it('incremental: a peer gone takes its route and object along; a new one gets both', () => {
+    const { ns, nl, dev } = host();
+    const sync = new DataplaneSync(nl);
+    sync.sync(peers(dev, 3), 'full');
+    const r = sync.sync(peers(dev, 3, 1), 'incremental'); // peer 0 gone, peer 3 new
+    assert.deepEqual(r.errors, []);
+    assert.deepEqual(weftRoutes(ns.name).map((x) => x.dst).sort(), ['10.10.1.0/24', '10.10.2.0/24', '10.10.3.0/24']);
+    assert.deepEqual(weftNexthops(ns.name).map((x) => x.gateway).sort(), ['10.10.1.0', '10.10.2.0', '10.10.3.0']);
+    assert.deepEqual(sync.sync(peers(dev, 3, 1), 'full'), { repairs: 0, removals: 0, errors: [] });
+  });
+
+  it('a full pass repairs an object deleted by hand (the kernel took its route with it) and a route deleted by hand', () => {
+    const { ns, nl, dev } = host();
+    const sync = new DataplaneSync(nl);
+    sync.sync(peers(dev, 2), 'full');
+    ipIn(ns.name, ['nexthop', 'del', 'id', String(nexthopIdFor(parseIP('10.10.0.0')))]);
+    ipIn(ns.name, ['route', 'del', '10.10.1.0/24']);
+    assert.equal(weftRoutes(ns.name).length, 0);
+    const r = sync.sync(peers(dev, 2), 'full');
+    assert.deepEqual(r.errors, []);
+    assert.equal(r.repairs, 3); // one object, two routes
+    assert.equal(weftRoutes(ns.name).length, 2);
+    assert.equal(weftNexthops(ns.name).length, 2);
+  });
+
+  it('turns classic routes into nexthop-object routes in place, and back with nexthopObjects: false', () => {
+    const { ns, nl, dev } = host();
+    const classic = new DataplaneSync(nl, { nexthopObjects: false });
+    classic.sync(peers(dev, 2), 'full');
+    assert.deepEqual(weftNexthops(ns.name), []);
+    assert.ok(weftRoutes(ns.name).every((r) => r.nhid === undefined && r.gateway !== undefined && r.flags.includes('onlink')));
+    const modern = new DataplaneSync(nl);
+    const r = modern.sync(peers(dev, 2), 'full');
+    assert.deepEqual(r.errors, []);
+    assert.equal(r.removals, 0, 'the classic routes are replaced, not deleted first');
+    assert.ok(weftRoutes(ns.name).every((x) => x.nhid !== undefined));
+    const back = new DataplaneSync(nl, { nexthopObjects: false }).sync(peers(dev, 2), 'full');
+    assert.deepEqual(back.errors, []);
+    assert.ok(weftRoutes(ns.name).every((x) => x.nhid === undefined && x.gateway !== undefined));
+  });
+
+  it('leaves an object of another owner alone: its route takes the classic form', () => {
+    const { ns, nl, dev } = host();
+    const id = nexthopIdFor(parseIP('10.10.0.0'))!;
+    ipIn(ns.name, ['nexthop', 'add', 'id', String(id), 'via', '10.10.0.99', 'dev', 'weft.1', 'onlink']);
+    const sync = new DataplaneSync(nl);
+    const r = sync.sync(peers(dev, 2), 'full');
+    assert.deepEqual(r.errors, []);
+    const foreign = ipJson<IpNexthop[]>(ns.name, ['nexthop', 'show', 'id', String(id)]);
+    assert.equal(foreign[0]?.gateway, '10.10.0.99', 'not taken over');
+    const routes = new Map(weftRoutes(ns.name).map((x) => [x.dst, x]));
+    assert.equal(routes.get('10.10.0.0/24')?.nhid, undefined);
+    assert.equal(routes.get('10.10.0.0/24')?.gateway, '10.10.0.0');
+    assert.equal(routes.get('10.10.1.0/24')?.nhid, nexthopIdFor(parseIP('10.10.1.0')));
+    assert.deepEqual(sync.sync(peers(dev, 2), 'full'), { repairs: 0, removals: 0, errors: [] });
+  });
+
+  it('removeWeftRoutes removes weft routes and objects, nothing else', () => {
+    const { ns, nl, dev } = host();
+    ipIn(ns.name, ['nexthop', 'add', 'id', '7', 'via', '10.11.0.1', 'dev', 'weft.1', 'onlink']);
+    new DataplaneSync(nl).sync(peers(dev, 3), 'full');
+    assert.equal(removeWeftRoutes(nl), 3);
+    assert.deepEqual(weftRoutes(ns.name), []);
+    assert.deepEqual(weftNexthops(ns.name), []);
+    assert.equal(ipJson<IpNexthop[]>(ns.name, ['nexthop', 'show']).length, 1, 'the foreign object stays');
+  });
+
+  it('1000 peers in one full pass, then removed incrementally', () => {
+    const { ns, nl, dev } = host();
+    const sync = new DataplaneSync(nl);
+    assert.deepEqual(sync.sync(peers(dev, 1000), 'full').errors, []);
+    assert.equal(weftRoutes(ns.name).length, 1000);
+    const r = sync.sync({ routes: [], neighs: [], fdb: [], device: dev }, 'incremental');
+    assert.deepEqual(r.errors, []);
+    assert.equal(weftRoutes(ns.name).length, 0);
+    assert.equal(weftNexthops(ns.name).length, 0);
+  });
+});
