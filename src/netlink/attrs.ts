@@ -18,7 +18,7 @@ export interface Attr {
   readonly nestedFlag?: boolean;
 }
 
-function encodedLength(attrs: readonly Attr[]): number {
+export function encodedLength(attrs: readonly Attr[]): number {
   let n = 0;
   for (const a of attrs) n += align4(NLA_HDRLEN + valueLength(a));
   return n;
@@ -28,7 +28,8 @@ function valueLength(a: Attr): number {
   return a.value instanceof Uint8Array ? a.value.length : encodedLength(a.value as readonly Attr[]);
 }
 
-function writeAttrs(attrs: readonly Attr[], buf: Buffer, offset: number): number {
+/** Writes attrs at offset (whose padding bytes must already be zero); returns the end offset. */
+export function writeAttrs(attrs: readonly Attr[], buf: Buffer, offset: number): number {
   for (const a of attrs) {
     const len = NLA_HDRLEN + valueLength(a);
     if (len > 0xffff) throw new WeftError(CniCode.Netlink, `netlink attribute ${a.type} is too long (${len} bytes)`);

@@ -2,7 +2,7 @@
 // the kernel's NLMSG_ERROR reply, including extended ACK attributes.
 
 import { WeftError, CniCode } from '../errors.js';
-import { AttrSet, encodeAttrs, align4, type Attr } from './attrs.js';
+import { AttrSet, encodedLength, writeAttrs, align4, type Attr } from './attrs.js';
 import { NLMSG_ERROR, NLM_F_CAPPED, NLM_F_ACK_TLVS, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS } from './constants.js';
 
 export const NLMSG_HDRLEN = 16;
@@ -28,18 +28,31 @@ export interface RequestSpec {
   readonly attrs?: readonly Attr[];
 }
 
+/** Bytes encodeMessage/encodeMessageInto write for req. */
+export function encodedMessageLength(req: RequestSpec): number {
+  return NLMSG_HDRLEN + align4(req.fixed.length) + (req.attrs && req.attrs.length > 0 ? encodedLength(req.attrs) : 0);
+}
+
+/**
+ * Writes req at `offset` of `buf` (which must hold encodedMessageLength(req) more bytes, zeroed:
+ * padding is not written) and returns the offset after it. Batches pack thousands of messages
+ * into one datagram this way without a buffer per message.
+ */
+export function encodeMessageInto(req: RequestSpec, buf: Buffer, offset: number): number {
+  const len = encodedMessageLength(req);
+  buf.writeUInt32LE(len, offset);
+  buf.writeUInt16LE(req.type, offset + 4);
+  buf.writeUInt16LE(req.flags, offset + 6);
+  buf.writeUInt32LE((req.seq ?? 0) >>> 0, offset + 8);
+  buf.writeUInt32LE(0, offset + 12); // pid 0: let the kernel match us by socket
+  buf.set(req.fixed, offset + NLMSG_HDRLEN);
+  if (req.attrs && req.attrs.length > 0) writeAttrs(req.attrs, buf, offset + NLMSG_HDRLEN + align4(req.fixed.length));
+  return offset + len;
+}
+
 export function encodeMessage(req: RequestSpec): Buffer {
-  const attrs = req.attrs && req.attrs.length > 0 ? encodeAttrs(req.attrs) : Buffer.alloc(0);
-  const fixedLen = align4(req.fixed.length);
-  const len = NLMSG_HDRLEN + fixedLen + attrs.length;
-  const buf = Buffer.alloc(len);
-  buf.writeUInt32LE(len, 0);
-  buf.writeUInt16LE(req.type, 4);
-  buf.writeUInt16LE(req.flags, 6);
-  buf.writeUInt32LE((req.seq ?? 0) >>> 0, 8);
-  buf.writeUInt32LE(0, 12); // pid 0: let the kernel match us by socket
-  buf.set(req.fixed, NLMSG_HDRLEN);
-  attrs.copy(buf, NLMSG_HDRLEN + fixedLen);
+  const buf = Buffer.alloc(encodedMessageLength(req));
+  encodeMessageInto(req, buf, 0);
   return buf;
 }
 

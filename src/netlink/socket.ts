@@ -5,14 +5,14 @@
 
 import { WeftError, CniCode } from '../errors.js';
 import { native, isNativeError } from './native.js';
-import { decodeError, decodeMessages, encodeMessage, type NlMessage, type RequestSpec } from './message.js';
+import { decodeError, decodeMessages, encodeMessage, encodeMessageInto, encodedMessageLength, type NlMessage, type RequestSpec } from './message.js';
 import { NetlinkError } from './error.js';
 import { NETLINK_ROUTE, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP_INTR } from './constants.js';
 
 const RECV_BUFFER_BYTES = 256 * 1024;
 const DUMP_ATTEMPTS = 5;
-/** Requests in flight per batch round: their ACKs (with skb overhead) must fit the receive queue. */
-const BATCH_CHUNK = 256;
+/** Requests in flight per batch round: their error replies (with skb overhead) must fit the receive queue. */
+const BATCH_CHUNK = 1024;
 /** Netlink messages packed into one sendmsg; the kernel walks them in order. */
 const BATCH_DATAGRAM_BYTES = 32 * 1024;
 
@@ -45,6 +45,8 @@ export class NetlinkSocket {
   private transport: NetlinkTransport | undefined;
   private seq: number;
   private readonly rbuf = Buffer.allocUnsafe(RECV_BUFFER_BYTES);
+  /** requestBatch's datagram, made on first use. */
+  private batchBuffer: Buffer | undefined;
 
   constructor(transport: NetlinkTransport, nsPath?: string, firstSeq?: number) {
     this.transport = transport;
@@ -129,50 +131,57 @@ export class NetlinkSocket {
   }
 
   /**
-   * Sends many requests before reading any ACK (several messages per datagram, in chunks small
-   * enough that the ACKs fit the receive buffer), then collects every verdict. One round trip per
-   * chunk instead of per request: how the agent programs thousands of routes quickly. Returns
-   * one entry per request: undefined for success, the NetlinkError for a refusal.
+   * Sends many requests with few round trips and returns one verdict per request (undefined =
+   * done). Requests are packed into datagrams of up to BATCH_DATAGRAM_BYTES, written straight
+   * into one buffer. Only the last request of each chunk asks for an ACK: the kernel handles a
+   * socket's messages in order and always answers a failure, so once that ACK arrives every
+   * failure before it has too — and thousands of ACKs the caller would only count are neither
+   * allocated by the kernel nor read here.
    */
   requestBatch(reqs: readonly RequestSpec[], operation: (i: number) => string, chunk = BATCH_CHUNK): (NetlinkError | undefined)[] {
     const results: (NetlinkError | undefined)[] = new Array<NetlinkError | undefined>(reqs.length).fill(undefined);
+    const datagram = (this.batchBuffer ??= Buffer.alloc(BATCH_DATAGRAM_BYTES));
     for (let start = 0; start < reqs.length; start += chunk) {
       const end = Math.min(reqs.length, start + chunk);
       const bySeq = new Map<number, number>();
-      let parts: Buffer[] = [];
       let bytes = 0;
       const flush = (): void => {
-        if (parts.length === 0) return;
-        const datagram = parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes);
+        if (bytes === 0) return;
         try {
-          this.open().send(datagram);
+          this.open().send(datagram.subarray(0, bytes));
         } catch (err) {
           if (isNativeError(err)) throw new NetlinkError(`${operation(start)}: sending a batch`, err.errno);
           throw err;
         }
-        parts = [];
         bytes = 0;
       };
+      let lastSeq = 0;
       for (let i = start; i < end; i++) {
         const seq = this.nextSeq();
         bySeq.set(seq, i);
+        lastSeq = seq;
         const req = reqs[i]!;
-        const msg = encodeMessage({ ...req, flags: req.flags | NLM_F_ACK, seq });
-        if (bytes + msg.length > BATCH_DATAGRAM_BYTES) flush();
-        parts.push(msg);
-        bytes += msg.length;
+        const msg: RequestSpec = { ...req, flags: i === end - 1 ? req.flags | NLM_F_ACK : req.flags & ~NLM_F_ACK, seq };
+        const len = encodedMessageLength(msg);
+        if (bytes > 0 && bytes + len > datagram.length) flush();
+        if (len > datagram.length) {
+          this.open().send(encodeMessage(msg));
+          continue;
+        }
+        datagram.fill(0, bytes, bytes + len);
+        bytes = encodeMessageInto(msg, datagram, bytes);
       }
       flush();
-      let pending = end - start;
-      while (pending > 0) {
+      let acked = false;
+      while (!acked) {
         for (const msg of this.receive(() => operation(start))) {
           if (msg.type !== NLMSG_ERROR) continue;
           const i = bySeq.get(msg.seq);
           if (i === undefined) continue;
           bySeq.delete(msg.seq);
-          pending--;
           const e = decodeError(msg);
           if (e.errno !== 0) results[i] = new NetlinkError(operation(i), e.errno, e.extackMessage);
+          if (msg.seq === lastSeq) acked = true;
         }
       }
     }

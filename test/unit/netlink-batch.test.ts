@@ -1,6 +1,7 @@
-// NetlinkSocket.requestBatch (under Netlink.applyBatch): requests go out in chunks whose ACKs
-// must fit the receive queue, several messages per datagram, and every verdict lands at its own
-// request's index — whatever order the ACKs come back in, and past stale replies.
+// NetlinkSocket.requestBatch (under Netlink.applyBatch): requests go out in chunks whose replies
+// must fit the receive queue, several messages per datagram, only the chunk's last request asks
+// for an ACK (the kernel answers every failure anyway, in order), and every verdict lands at its
+// own request's index — past stale replies and replies split over datagrams.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { NetlinkSocket, type NetlinkTransport } from '../../src/netlink/socket.js';
@@ -17,7 +18,10 @@ function ack(seq: number, errno: number): Buffer {
   return encodeMessage({ type: C.NLMSG_ERROR, flags: C.NLM_F_CAPPED, seq, fixed: body });
 }
 
-/** A kernel stand-in: ACKs every message it is sent, with the errno `verdict` picks by request number. */
+/**
+ * A kernel stand-in, as rtnetlink behaves: handles messages in order and answers one when it
+ * fails (errno picked by `verdict` from the request number) or when it asks for an ACK.
+ */
 class AckingTransport implements NetlinkTransport {
   readonly datagrams: Buffer[] = [];
   /** Request numbers (0-based, in send order) → seq. */
@@ -28,21 +32,24 @@ class AckingTransport implements NetlinkTransport {
   maxInFlight = 0;
   sendError: (NodeJS.ErrnoException & { syscall: string }) | undefined;
 
-  constructor(private readonly verdict: (n: number) => number, private readonly reverse = false, private readonly ackPerDatagram = 3) {}
+  /** Requests that asked for an ACK, by request number. */
+  readonly acked: number[] = [];
+
+  constructor(private readonly verdict: (n: number) => number, private readonly ackPerDatagram = 3) {}
 
   send(d: Buffer): void {
     if (this.sendError) throw this.sendError;
     this.datagrams.push(Buffer.from(d));
     const acks: Buffer[] = [];
     for (const m of decodeMessages(Buffer.from(d))) {
-      assert.ok(m.flags & C.NLM_F_ACK, 'every batched request asks for an ACK');
       const n = this.seqs.length;
       this.seqs.push(m.seq);
-      acks.push(ack(m.seq, this.verdict(n)));
+      const errno = this.verdict(n);
+      if (m.flags & C.NLM_F_ACK) this.acked.push(n);
+      if (errno !== 0 || m.flags & C.NLM_F_ACK) acks.push(ack(m.seq, errno));
     }
-    this.inFlight += acks.length;
+    this.inFlight += decodeMessages(Buffer.from(d)).length;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
-    if (this.reverse) acks.reverse();
     // A reply to some earlier, abandoned request: must be skipped, not counted.
     this.inbox.push(ack(12345, 0));
     // The kernel packs several ACKs into one datagram.
@@ -53,7 +60,9 @@ class AckingTransport implements NetlinkTransport {
     const d = this.inbox.shift();
     if (!d) throw Object.assign(new Error('recv: timed out'), { code: 'EAGAIN', errno: 11, syscall: 'recv' });
     d.copy(buf);
-    this.inFlight -= decodeMessages(d).filter((m) => m.seq !== 12345).length;
+    // Everything sent before an ACK has been handled once the ACK is read.
+    const last = decodeMessages(d).filter((m) => m.seq !== 12345).at(-1);
+    if (last) this.inFlight = this.seqs.length - 1 - this.seqs.indexOf(last.seq);
     return d.length;
   }
 
@@ -80,11 +89,12 @@ describe('NetlinkSocket.requestBatch', () => {
     assert.equal(new Set(t.seqs).size, 10, 'each with its own sequence number');
     assert.equal(t.maxInFlight, 4);
     assert.equal(t.datagrams.length, 3, 'chunks of 4, 4, 2: one datagram each');
+    assert.deepEqual(t.acked, [3, 7, 9], 'only the last request of each chunk asks for an ACK');
   });
 
-  it('puts each refusal at its own index, whatever order the ACKs arrive in', () => {
-    const failing = new Map([[1, 17], [6, 2], [9, 19]]); // EEXIST, ENOENT, ENODEV
-    const t = new AckingTransport((n) => failing.get(n) ?? 0, true);
+  it('puts each refusal at its own index, including the ACKed last one of a chunk', () => {
+    const failing = new Map([[1, 17], [6, 2], [7, 22], [9, 19]]); // EEXIST, ENOENT, EINVAL (last of chunk 2), ENODEV
+    const t = new AckingTransport((n) => failing.get(n) ?? 0, 1);
     const sock = new NetlinkSocket(t, undefined, 5);
     const results = sock.requestBatch(requests(10), (i) => `replace route #${i}`, 4);
     for (let i = 0; i < 10; i++) {
@@ -100,12 +110,22 @@ describe('NetlinkSocket.requestBatch', () => {
     const t = new AckingTransport(() => 0);
     const sock = new NetlinkSocket(t, undefined, 1);
     // ~228-byte messages: 256 per chunk is ~58 KiB, so each chunk needs two datagrams.
-    const results = sock.requestBatch(requests(600, 200), () => 'batch');
+    const results = sock.requestBatch(requests(600, 200), () => 'batch', 256);
     assert.equal(results.filter((r) => r === undefined).length, 600);
     assert.equal(t.seqs.length, 600);
     for (const d of t.datagrams) assert.ok(d.length <= 32 * 1024, `datagram of ${d.length} bytes`);
     assert.ok(t.datagrams.length >= 5 && t.datagrams.length <= 8, `${t.datagrams.length} datagrams for 600 requests`);
     assert.ok(t.maxInFlight <= 256);
+  });
+
+  it('sends a request bigger than a datagram on its own, in order with the rest', () => {
+    const failing = new Map([[1, 90]]); // EMSGSIZE on the big one
+    const t = new AckingTransport((n) => failing.get(n) ?? 0);
+    const sock = new NetlinkSocket(t, undefined, 1);
+    const reqs = [...requests(1), ...requests(1, 40_000), ...requests(2)];
+    const results = sock.requestBatch(reqs, (i) => `op ${i}`);
+    assert.deepEqual(results.map((r) => r?.errno), [undefined, 90, undefined, undefined]);
+    assert.deepEqual(t.datagrams.map((d) => decodeMessages(d).length), [1, 1, 2]);
   });
 
   it('wraps a failed send in a NetlinkError naming the chunk', () => {
