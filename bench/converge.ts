@@ -9,7 +9,8 @@
 // the bench still checks neighbours and FDB entries once at the end. RSS is read from /proc
 // after programming settled. Options: --peers=a,b,c (default 1000,5000), --stores=file,etcd,
 // --modes=burst,restart, --profile=DIR (weftd writes a CPU profile there on exit),
-// --file-store-base=DIR (where the file store lives; default /dev/shm). Under --profile V8 rejects
+// --file-store-base=DIR (where the file store lives; default /dev/shm), --log-level=debug (weftd's log
+// of each measurement, with its reconcile passes, on stderr). Under --profile V8 rejects
 // weftd's code cache (made without --cpu-prof), so profiled start-ups are slower than real ones.
 // bin/weftd runs its bundle only while it is newer than tsc's last run; each row says which ran.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -126,7 +127,7 @@ function startEtcd(ns: string, ip: string, dataDir: string): ChildProcess {
   { stdio: 'ignore', env: cleanEnv({ ETCD_UNSUPPORTED_ARCH: '' }) });
 }
 
-async function measure(store: StoreKind, mode: Mode, n: number, profileDir: string | undefined, storeBaseDir: string): Promise<Row> {
+async function measure(store: StoreKind, mode: Mode, n: number, profileDir: string | undefined, storeBaseDir: string, logLevel: string): Promise<Row> {
   const topo = Topology.create({ prefix: 'wc2', hosts: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'wc2-conv-'));
   // The file store's directory: tmpfs by default (see the note in the results: creating a file
@@ -173,7 +174,7 @@ async function measure(store: StoreKind, mode: Mode, n: number, profileDir: stri
     const form = weftdForm();
     const started = epochMs();
     weftd = spawn('ip', ['netns', 'exec', host.ns, WEFTD, '--iface', 'eth0', ...storeArgs, '--subnet-file', subnetFile],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: cleanEnv({ WEFT_LOG_LEVEL: 'warn', ...profEnv }) });
+      { stdio: ['ignore', 'ignore', 'pipe'], env: cleanEnv({ WEFT_LOG_LEVEL: logLevel, ...profEnv }) });
     weftd.stderr?.setEncoding('utf8').on('data', (c: string) => { log += c; });
     const proc = weftd;
     const failIfDead = (what: string) => {
@@ -203,6 +204,7 @@ async function measure(store: StoreKind, mode: Mode, n: number, profileDir: stri
     };
 
     let row: Row;
+    let writes: { t0: number; t1: number; done: number } | undefined;
     if (mode === 'restart') {
       const [done] = await Promise.all([waitRoutes(), waitReady()]);
       row = { store, mode, n, writeMs, totalMs: done - started, partMs: readyAt - started, rss: 0, form };
@@ -213,9 +215,11 @@ async function measure(store: StoreKind, mode: Mode, n: number, profileDir: stri
       const ownIndex = own ? Number(own[1]) * 256 + Number(own[2]) : -1;
       const [w, done] = await Promise.all([runWriter({ store: writerStore, peers: n, skip: ownIndex }, writerNs), waitRoutes()]);
       row = { store, mode, n, writeMs: w.t1 - w.t0, totalMs: done - w.t0, partMs: done - w.t1, rss: 0, form };
+      writes = { ...w, done };
     }
 
     await sleep(300);
+    if (logLevel !== 'warn') process.stderr.write(`    writes ${JSON.stringify({ started: Math.round(started), ...writes, ...row })}\n${log.replace(/^/gm, '    ')}\n`);
     // `ip netns exec` and bin/weftd both exec in place: the child's pid is weftd's node process.
     const rss = rssMB(proc.pid!);
     const dev = nl.getLink('weft.1');
@@ -249,7 +253,7 @@ export const benchmark: Benchmark = {
       for (const mode of modes) {
         for (const n of sizes) {
           process.stderr.write(`  converge: ${store} ${mode} ${n} peers…\n`);
-          rows.push(await measure(store, mode, n, profileDir, storeBaseDir));
+          rows.push(await measure(store, mode, n, profileDir, storeBaseDir, opt('log-level') ?? 'warn'));
         }
       }
     }

@@ -240,7 +240,7 @@ export class Agent {
 
     // 6. Watch the others; the first listing arrives as one batch of `added`.
     this.phase = 'watching leases';
-    const watcher = manager.watchOthers(() => this.scheduleReconcile(), (s) => { this.watchState = s; });
+    const watcher = manager.watchOthers(() => { if (!this.batchTimer && !this.reconciling) this.log.debug('lease event after a quiet spell', { at: Math.round(performance.timeOrigin + performance.now()) }); this.scheduleReconcile(); }, (s) => { this.watchState = s; });
     this.watcher = watcher;
     await withTimeout(this.timed('list', watcher.start()), storeTimeout, `listing leases in ${o.store.where}`);
     this.abortIfStopped();
@@ -340,8 +340,10 @@ export class Agent {
     if (!backend || !watcher || this.stopped) return;
     const peers = watcher.leases();
     const end = this.metrics.reconcileSeconds.startTimer();
+    const t0 = performance.now();
     try {
       const report = await backend.reconcile(peers, { full: why !== 'lease events' });
+      this.log.debug('reconcile pass', { why, peers: peers.length, written: report.repairs, removed: report.removals, startedAt: Math.round(performance.timeOrigin + t0), ms: Math.round(performance.now() - t0) });
       this.metrics.reconcileRuns.inc();
       this.metrics.reconcileRepairs.inc(report.repairs);
       this.metrics.reconcileRemovals.inc(report.removals);
