@@ -3,10 +3,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatCidr, nthSubnet, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
+import { formatCidr, formatIP, nthSubnet, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
 import { createLogger } from '../../src/log.js';
 import { FileStore } from '../../src/store/file/file-store.js';
 import { encodeLeaseAttrs } from '../../src/store/lease.js';
@@ -47,6 +47,42 @@ describe('file store', () => {
     } finally {
       await w.close();
       await Promise.all([writer.close(), reader.close()]);
+    }
+  });
+
+  it('a put line carries its envelope to watchers; a line without one (an older writer) sends them to the key file', async () => {
+    const prefix = uniquePrefix();
+    const store = new FileStore({ dir, prefix });
+    const held = new Map<string, string>();
+    const w = new LeaseWatcher({
+      store, log: quiet,
+      onEvent: (e) => { if (e.type === 'added') held.set(formatCidr(e.lease.subnet), formatIP(e.lease.attrs.publicIP)); else held.delete(formatCidr(e.lease.subnet)); },
+    });
+    try {
+      await w.start();
+      await store.writeSubnetsIfAbsent([{ subnet: parseCidr('10.72.1.0/24'), value: attrs('198.18.22.1') }], 60);
+      await store.writeSubnet(parseCidr('10.72.2.0/24'), attrs('198.18.22.2'), 60, { type: 'absent' });
+      const log = readFileSync(join(store.where, 'changes.log'), 'utf8').trim().split('\n').filter((l) => !l.startsWith('#'));
+      assert.equal(log.length, 2);
+      for (const line of log) {
+        const [, op, key, ...rest] = line.split(' ');
+        assert.equal(op, 'put');
+        assert.deepEqual(JSON.parse(rest.join(' ')), JSON.parse(readFileSync(join(store.where, 'subnets', key!), 'utf8')), 'the line holds the envelope written');
+      }
+      await until('both leases seen', () => held.size === 2);
+      // An older writer: the key's file, the revision, then a line naming only the key.
+      const key = subnetKey(parseCidr('10.72.3.0/24'));
+      const rev = BigInt(readFileSync(join(store.where, 'rev'), 'utf8').trim()) + 1n;
+      writeFileSync(join(store.where, 'subnets', key), JSON.stringify({ value: attrs('198.18.22.3'), expiresAt: Date.now() + 60_000, revision: String(rev), token: 'old' }));
+      writeFileSync(join(store.where, 'rev'), String(rev));
+      appendFileSync(join(store.where, 'changes.log'), `${rev} put ${key}\n`);
+      await until('the old-format line is seen', () => held.get('10.72.3.0/24') === '198.18.22.3');
+      assert.equal(held.get('10.72.1.0/24'), '198.18.22.1');
+      await store.deleteSubnet(parseCidr('10.72.1.0/24'));
+      await until('the delete is seen', () => !held.has('10.72.1.0/24'));
+    } finally {
+      await w.close();
+      await store.close();
     }
   });
 

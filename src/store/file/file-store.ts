@@ -3,7 +3,10 @@
 //   config              the network config text
 //   subnets/<key>       one JSON envelope per lease {value, expiresAt, revision, token}
 //   rev                 the store revision (bumped by every subnet write)
-//   changes.log         "<rev> put|del <key>" lines; watchers tail it. It is rotated when large,
+//   changes.log         "<rev> put <key> <envelope>" and "<rev> del <key>" lines; watchers tail
+//                       it (a put line carries the envelope it wrote, so a watcher need not open
+//                       the key's file; lines without one, from older writers, send it there).
+//                       It is rotated when large,
 //                       which watchers notice (new inode) and answer with a resync, like an etcd
 //                       compaction.
 // Every write happens under the directory lock and lands by temp file + rename.
@@ -39,6 +42,11 @@ function parseEnvelope(j: unknown): Envelope | string {
   if (typeof o.revision !== 'string' || !/^\d+$/.test(o.revision)) return 'revision: expected a decimal string';
   if (typeof o.token !== 'string') return 'token: expected a string';
   return { value: o.value, expiresAt: o.expiresAt, revision: o.revision, token: o.token };
+}
+
+/** One change-log line; a put carries the envelope it wrote (JSON text has no newline). */
+function logLine(rev: bigint, op: 'put' | 'del', key: string, envelope: string | undefined): string {
+  return envelope === undefined ? `${rev} ${op} ${key}\n` : `${rev} ${op} ${key} ${envelope}\n`;
 }
 
 /** Rotate the change log past this size; watchers that lag behind resync. */
@@ -115,13 +123,22 @@ export class FileStore implements SubnetStore {
    * hide the change from both the listing and the watch. Log last, so a watcher reading the key
    * after the log line sees it.
    */
-  private commit(op: 'put' | 'del', key: string, apply: (rev: bigint) => void): bigint {
+  private commit(op: 'put', key: string, apply: (rev: bigint) => string): bigint;
+  private commit(op: 'del', key: string, apply: (rev: bigint) => void): bigint;
+  private commit(op: 'put' | 'del', key: string, apply: (rev: bigint) => string | void): bigint {
     const rev = this.currentRevision() + 1n;
-    apply(rev);
+    const envelope = apply(rev);
     atomicWrite(this.revPath, String(rev));
     this.rotateLogIfNeeded(rev - 1n);
-    appendFileSync(this.logPath, `${rev} ${op} ${key}\n`);
+    appendFileSync(this.logPath, logLine(rev, op, key, envelope ?? undefined));
     return rev;
+  }
+
+  /** Writes a put's envelope to the key's file and returns its text (for the log line). */
+  private writeEnvelope(key: string, e: Envelope): string {
+    const text = JSON.stringify(e);
+    atomicWrite(`${this.subnetsDir}/${key}`, text);
+    return text;
   }
 
   /** Starts a fresh log (holding changes after `after`) once the current one is too large. */
@@ -134,7 +151,9 @@ export class FileStore implements SubnetStore {
   }
 
   private readEnvelope(key: string): Envelope | undefined | 'garbage' {
-    const text = readIfExists(join(this.subnetsDir, key));
+    // Plain concatenation, not path.join: a watcher reads thousands of keys in a burst, and keys
+    // are subnet names without separators (parseSubnetKey) in an already normalised directory.
+    const text = readIfExists(`${this.subnetsDir}/${key}`);
     if (text === undefined) return undefined;
     try {
       const e = parseEnvelope(JSON.parse(text));
@@ -159,6 +178,11 @@ export class FileStore implements SubnetStore {
     // An unreadable envelope still holds the key; it is surfaced as a garbage value so the
     // watcher's parser skips it with a warning rather than pretending the key is free.
     if (e === 'garbage') return { subnet, value: '', revision: 0n, expiresAt: null };
+    return this.liveEntry(key, subnet, e, now);
+  }
+
+  /** An envelope as readers see it: lapsed ones are absent (and reaped soon). */
+  liveEntry(key: string, subnet: Cidr, e: Envelope, now = Date.now()): RawEntry | undefined {
     if (e.expiresAt !== null && e.expiresAt <= now) {
       this.scheduleReap(key);
       return undefined;
@@ -206,8 +230,7 @@ export class FileStore implements SubnetStore {
       if (expect.type === 'revision' && (!live || BigInt(live.revision) !== expect.revision)) return { type: 'conflict' };
       const token = ttlSeconds === null ? '' : randomBytes(8).toString('hex');
       const expiresAt = ttlSeconds === null ? null : now + ttlSeconds * 1000;
-      const revision = this.commit('put', key, (rev) =>
-        atomicWrite(join(this.subnetsDir, key), JSON.stringify({ value, expiresAt, revision: String(rev), token })));
+      const revision = this.commit('put', key, (rev) => this.writeEnvelope(key, { value, expiresAt, revision: String(rev), token }));
       return { type: 'written', held: { subnet, value, revision, token, ttlSeconds, expiresAt } };
     });
   }
@@ -225,8 +248,13 @@ export class FileStore implements SubnetStore {
     return this.locked((): WriteResult[] => {
       const now = Date.now();
       const expiresAt = ttlSeconds === null ? null : now + ttlSeconds * 1000;
+      // One directory listing instead of opening every key: most keys of a bulk load are new,
+      // and under the lock nobody else creates one meanwhile.
+      const present = new Set(readdirSync(this.subnetsDir));
       const free = items.map(({ subnet }) => {
-        const cur = this.readEnvelope(subnetKey(subnet));
+        const key = subnetKey(subnet);
+        if (!present.has(key)) return true;
+        const cur = this.readEnvelope(key);
         return cur === undefined || (cur !== 'garbage' && cur.expiresAt !== null && cur.expiresAt <= now);
       });
       const base = this.currentRevision();
@@ -240,8 +268,7 @@ export class FileStore implements SubnetStore {
         rev += 1n;
         const key = subnetKey(subnet);
         const token = ttlSeconds === null ? '' : randomBytes(8).toString('hex');
-        atomicWrite(join(this.subnetsDir, key), JSON.stringify({ value, expiresAt, revision: String(rev), token }));
-        lines.push(`${rev} put ${key}\n`);
+        lines.push(logLine(rev, 'put', key, this.writeEnvelope(key, { value, expiresAt, revision: String(rev), token })));
         return { type: 'written', held: { subnet, value, revision: rev, token, ttlSeconds, expiresAt } };
       });
       atomicWrite(this.revPath, String(rev));
@@ -269,8 +296,7 @@ export class FileStore implements SubnetStore {
         return { type: 'lost', reason: `lease ${formatCidr(held.subnet)} expired before it was renewed` };
       }
       const expiresAt = now + ttl * 1000;
-      const revision = this.commit('put', key, (rev) =>
-        atomicWrite(join(this.subnetsDir, key), JSON.stringify({ ...cur, expiresAt, revision: String(rev) })));
+      const revision = this.commit('put', key, (rev) => this.writeEnvelope(key, { ...cur, expiresAt, revision: String(rev) }));
       return { type: 'renewed', held: { ...held, revision, expiresAt } };
     });
   }
@@ -407,7 +433,7 @@ class FileWatch implements RawWatch {
     const text = this.partial + buf.subarray(0, n).toString('utf8');
     const lines = text.split('\n');
     this.partial = lines.pop() ?? '';
-    const changed = new Map<string, bigint>();
+    const changed = new Map<string, { rev: bigint; envelope: string | undefined }>();
     for (const line of lines) {
       if (this.closed) return;
       if (line.startsWith('#')) {
@@ -419,24 +445,39 @@ class FileWatch implements RawWatch {
         }
         continue;
       }
-      const [revS, op, key] = line.split(' ');
-      if (!revS || !op || !key || !/^\d+$/.test(revS)) continue;
+      // "<rev> <op> <key>[ <envelope>]": the envelope may hold spaces, so split by position.
+      const s1 = line.indexOf(' ');
+      const s2 = s1 < 0 ? -1 : line.indexOf(' ', s1 + 1);
+      if (s2 < 0) continue;
+      const revS = line.slice(0, s1);
+      const s3 = line.indexOf(' ', s2 + 1);
+      const key = s3 < 0 ? line.slice(s2 + 1) : line.slice(s2 + 1, s3);
+      if (!key || !/^\d+$/.test(revS)) continue;
       const rev = BigInt(revS);
       if (rev <= this.lastRev) continue;
       this.lastRev = rev;
-      changed.set(key, rev);
+      changed.delete(key); // keep the map in log order of each key's last change
+      changed.set(key, { rev, envelope: s3 < 0 || line.slice(s1 + 1, s2) !== 'put' ? undefined : line.slice(s3 + 1) });
     }
-    // Several lines for one key collapse into its current state.
-    for (const [key, rev] of changed) {
+    // Several lines for one key collapse into its last state.
+    for (const [key, { rev, envelope }] of changed) {
       if (this.closed) return;
-      this.emitCurrent(key, rev);
+      this.emitCurrent(key, rev, envelope);
     }
   }
 
-  private emitCurrent(key: string, rev: bigint): void {
+  /** The key's state as of its last line: the line's envelope, or else the key's file. */
+  private emitCurrent(key: string, rev: bigint, envelopeText: string | undefined): void {
     const subnet = parseSubnetKey(key);
     if (!subnet) return;
-    const entry = this.store.readLive(key);
+    let envelope: Envelope | undefined;
+    if (envelopeText !== undefined) {
+      try {
+        const e = parseEnvelope(JSON.parse(envelopeText));
+        if (typeof e !== 'string') envelope = e;
+      } catch { /* not one we wrote: read the file instead */ }
+    }
+    const entry = envelope !== undefined ? this.store.liveEntry(key, subnet, envelope) : this.store.readLive(key);
     if (entry) {
       this.onEvent({ type: 'put', entry });
     } else {
