@@ -143,7 +143,7 @@ export function ipToBytes(ip: IP): Buffer {
     return buf;
   }
   const len = 16;
-  const buf = Buffer.alloc(len);
+  const buf = Buffer.allocUnsafe(len); // pooled: every byte is written below
   let v = ip.value;
   for (let i = len - 1; i >= 0; i--) { buf[i] = Number(v & 0xffn); v >>= 8n; }
   return buf;

@@ -2,7 +2,7 @@
 
 import { WeftError, CniCode } from '../errors.js';
 import { lastAddress, type Cidr, type IP, type IPFamily } from '../net/ip.js';
-import { AttrSet, nla, type Attr } from './attrs.js';
+import { AttrSet, nla, type Attr, smallBuffer } from './attrs.js';
 import * as C from './constants.js';
 import { afOf, familyOfAf } from './family.js';
 import type { NlMessage, RequestSpec } from './message.js';
@@ -10,7 +10,7 @@ import type { NlMessage, RequestSpec } from './message.js';
 export const IFADDRMSG_LEN = 8;
 
 export function ifaddrmsg(h: { family: number; prefixlen?: number; flags?: number; scope?: number; index?: number }): Buffer {
-  const b = Buffer.alloc(IFADDRMSG_LEN);
+  const b = smallBuffer(IFADDRMSG_LEN);
   b.writeUInt8(h.family, 0);
   b.writeUInt8(h.prefixlen ?? 0, 1);
   b.writeUInt8((h.flags ?? 0) & 0xff, 2);

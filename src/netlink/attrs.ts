@@ -8,6 +8,23 @@ import { ipToBytes, ipFromBytes, type IP } from '../net/ip.js';
 import { NLA_F_NESTED, NLA_TYPE_MASK } from './constants.js';
 
 export const NLA_HDRLEN = 4;
+
+/**
+ * A zero-filled buffer for the small structs and attribute values every request is made of.
+ * Buffer.alloc gives each its own ArrayBuffer; allocUnsafe slices Node's shared pool, which is
+ * what keeps a batch of thousands of requests from spending most of its time allocating and
+ * collecting them.
+ */
+export function smallBuffer(n: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  zeroFill(b, 0, n);
+  return b;
+}
+
+/** Zeroes buf[start, end) with the typed array's own fill (Buffer#fill adds argument checks that cost more than the work at this size). */
+export function zeroFill(buf: Uint8Array, start: number, end: number): void {
+  Uint8Array.prototype.fill.call(buf, 0, start, end);
+}
 export const align4 = (n: number): number => (n + 3) & ~3;
 
 /** An attribute to encode: raw bytes, or children (a nest). */
@@ -54,18 +71,18 @@ export const nla = {
   bytes: (type: number, value: Uint8Array): Attr => ({ type, value }),
   u8: (type: number, n: number): Attr => ({ type, value: Uint8Array.of(n & 0xff) }),
   u16: (type: number, n: number): Attr => {
-    const b = Buffer.alloc(2);
+    const b = Buffer.allocUnsafe(2);
     b.writeUInt16LE(n);
     return { type, value: b };
   },
   /** A 16-bit value in network byte order (UDP ports). */
   be16: (type: number, n: number): Attr => {
-    const b = Buffer.alloc(2);
+    const b = Buffer.allocUnsafe(2);
     b.writeUInt16BE(n);
     return { type, value: b };
   },
   u32: (type: number, n: number): Attr => {
-    const b = Buffer.alloc(4);
+    const b = Buffer.allocUnsafe(4); // every byte is written below
     b.writeUInt32LE(n >>> 0);
     return { type, value: b };
   },

@@ -4,7 +4,7 @@
 
 import { WeftError, CniCode } from '../errors.js';
 import type { IP } from '../net/ip.js';
-import { AttrSet, encodeAttrs, formatMac, nla, parseMac, type Attr } from './attrs.js';
+import { AttrSet, encodeAttrs, formatMac, nla, parseMac, type Attr, smallBuffer } from './attrs.js';
 import * as C from './constants.js';
 import type { NlMessage, RequestSpec } from './message.js';
 
@@ -19,7 +19,7 @@ export interface IfInfo {
 }
 
 export function ifinfomsg(h: IfInfo = {}): Buffer {
-  const b = Buffer.alloc(IFINFOMSG_LEN);
+  const b = smallBuffer(IFINFOMSG_LEN);
   b.writeUInt8(h.family ?? 0, 0);
   b.writeUInt16LE(h.type ?? 0, 2);
   b.writeInt32LE(h.index ?? 0, 4);

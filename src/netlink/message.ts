@@ -34,16 +34,15 @@ export function encodedMessageLength(req: RequestSpec): number {
 }
 
 /**
- * Writes req at `offset` of `buf` (which must hold encodedMessageLength(req) more bytes, zeroed:
- * padding is not written) and returns the offset after it. Batches pack thousands of messages
- * into one datagram this way without a buffer per message.
+ * Writes req at `offset` of `buf` (which must hold `len` more bytes, zeroed: padding is not
+ * written) and returns the offset after it; flags and seq override the request's own. Batches
+ * pack thousands of messages into one datagram this way, without a buffer or object per message.
  */
-export function encodeMessageInto(req: RequestSpec, buf: Buffer, offset: number): number {
-  const len = encodedMessageLength(req);
+export function encodeMessageInto(req: RequestSpec, buf: Buffer, offset: number, flags = req.flags, seq = req.seq ?? 0, len = encodedMessageLength(req)): number {
   buf.writeUInt32LE(len, offset);
   buf.writeUInt16LE(req.type, offset + 4);
-  buf.writeUInt16LE(req.flags, offset + 6);
-  buf.writeUInt32LE((req.seq ?? 0) >>> 0, offset + 8);
+  buf.writeUInt16LE(flags, offset + 6);
+  buf.writeUInt32LE(seq >>> 0, offset + 8);
   buf.writeUInt32LE(0, offset + 12); // pid 0: let the kernel match us by socket
   buf.set(req.fixed, offset + NLMSG_HDRLEN);
   if (req.attrs && req.attrs.length > 0) writeAttrs(req.attrs, buf, offset + NLMSG_HDRLEN + align4(req.fixed.length));

@@ -4,7 +4,7 @@
 
 import { WeftError, CniCode } from '../errors.js';
 import type { IP, IPFamily } from '../net/ip.js';
-import { AttrSet, formatMac, nla, parseMac, type Attr } from './attrs.js';
+import { AttrSet, formatMac, nla, parseMac, type Attr, smallBuffer } from './attrs.js';
 import * as C from './constants.js';
 import { afOf, familyOfAf } from './family.js';
 import type { NlMessage, RequestSpec } from './message.js';
@@ -12,7 +12,7 @@ import type { NlMessage, RequestSpec } from './message.js';
 export const NDMSG_LEN = 12;
 
 export function ndmsg(h: { family: number; index?: number; state?: number; flags?: number; type?: number }): Buffer {
-  const b = Buffer.alloc(NDMSG_LEN);
+  const b = smallBuffer(NDMSG_LEN);
   b.writeUInt8(h.family, 0);
   b.writeInt32LE(h.index ?? 0, 4);
   b.writeUInt16LE(h.state ?? 0, 8);

@@ -7,7 +7,7 @@
 
 import { WeftError, CniCode } from '../errors.js';
 import type { IP, IPFamily } from '../net/ip.js';
-import { AttrSet, nla, type Attr } from './attrs.js';
+import { AttrSet, nla, type Attr, smallBuffer } from './attrs.js';
 import * as C from './constants.js';
 import { afOf, familyOfAf } from './family.js';
 import type { NlMessage, RequestSpec } from './message.js';
@@ -36,7 +36,7 @@ export interface NexthopSpec {
 }
 
 function nhmsg(h: { family: number; protocol?: number; flags?: number }): Buffer {
-  const b = Buffer.alloc(NHMSG_LEN);
+  const b = smallBuffer(NHMSG_LEN);
   b.writeUInt8(h.family, 0);
   b.writeUInt8(h.protocol ?? 0, 2);
   b.writeUInt32LE((h.flags ?? 0) >>> 0, 4);

@@ -3,7 +3,7 @@
 
 import { WeftError, CniCode } from '../errors.js';
 import { ipFromValue, type Cidr, type IP, type IPFamily } from '../net/ip.js';
-import { AttrSet, nla, type Attr } from './attrs.js';
+import { AttrSet, nla, type Attr, smallBuffer } from './attrs.js';
 import * as C from './constants.js';
 import { afOf, familyOfAf } from './family.js';
 import type { NlMessage, RequestSpec } from './message.js';
@@ -82,7 +82,7 @@ export interface RouteSpec {
 }
 
 export function rtmsg(h: { family: number; dstLen?: number; table?: number; protocol?: number; scope?: number; type?: number; flags?: number }): Buffer {
-  const b = Buffer.alloc(RTMSG_LEN);
+  const b = smallBuffer(RTMSG_LEN);
   b.writeUInt8(h.family, 0);
   b.writeUInt8(h.dstLen ?? 0, 1);
   b.writeUInt8(h.table ?? 0, 4);

@@ -7,6 +7,7 @@ import { WeftError, CniCode } from '../errors.js';
 import { native, isNativeError } from './native.js';
 import { decodeError, decodeMessages, encodeMessage, encodeMessageInto, encodedMessageLength, type NlMessage, type RequestSpec } from './message.js';
 import { NetlinkError } from './error.js';
+import { zeroFill } from './attrs.js';
 import { NETLINK_ROUTE, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP_INTR } from './constants.js';
 
 const RECV_BUFFER_BYTES = 256 * 1024;
@@ -161,15 +162,15 @@ export class NetlinkSocket {
         bySeq.set(seq, i);
         lastSeq = seq;
         const req = reqs[i]!;
-        const msg: RequestSpec = { ...req, flags: i === end - 1 ? req.flags | NLM_F_ACK : req.flags & ~NLM_F_ACK, seq };
-        const len = encodedMessageLength(msg);
+        const flags = i === end - 1 ? req.flags | NLM_F_ACK : req.flags & ~NLM_F_ACK;
+        const len = encodedMessageLength(req);
         if (bytes > 0 && bytes + len > datagram.length) flush();
         if (len > datagram.length) {
-          this.open().send(encodeMessage(msg));
+          this.open().send(encodeMessage({ ...req, flags, seq }));
           continue;
         }
-        datagram.fill(0, bytes, bytes + len);
-        bytes = encodeMessageInto(msg, datagram, bytes);
+        zeroFill(datagram, bytes, bytes + len);
+        bytes = encodeMessageInto(req, datagram, bytes, flags, seq, len);
       }
       flush();
       let acked = false;
