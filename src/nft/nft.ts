@@ -19,6 +19,8 @@ export interface NftRule {
 export interface NftOptions {
   /** A named network namespace (/run/netns/NAME) to run nft in; default: the caller's. */
   readonly netns?: string;
+  /** Listings only: leave out set elements (`nft -t`), for tables with big dynamic sets. */
+  readonly terse?: boolean;
 }
 
 const NFT = process.env.WEFT_NFT ?? 'nft';
@@ -41,7 +43,7 @@ export function nftApply(script: string, opts: NftOptions = {}): void {
 
 /** `nft -j list …`; returns undefined when the object does not exist. */
 export function nftListJson(args: string[], opts: NftOptions = {}): unknown[] | undefined {
-  const r = runNft(['-j', 'list', ...args], opts);
+  const r = runNft(['-j', ...(opts.terse ? ['-t'] : []), 'list', ...args], opts);
   if (r.error) throw new WeftError(CniCode.IoFailure, `cannot run nft: ${r.error.message}`);
   if (r.status !== 0) {
     if (/No such file or directory|does not exist/i.test(r.stderr)) return undefined;
