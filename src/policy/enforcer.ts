@@ -8,12 +8,19 @@
 // prerouting rule that marks pod-to-pod packets `notrack`, so forwarding between pods skips
 // conntrack (and with it the NAT hooks weftd's --ip-masq chain brings in). The policy rules accept
 // replies by conntrack state, so the bypass must never coexist with them: the same transaction
-// that creates the policy table deletes the bypass, and the one that deletes it restores the bypass.
+// that creates the policy table deletes the notrack rules, and the one that deletes it restores
+// them. Connections NATed on this host between pods (above all DNATed to a pod: kube-proxy's
+// ClusterIPs, portmap's hostPorts) stay tracked through a set their packets fill: see bypass.ts.
+// The learning half of the bypass table stays while a policy table exists.
+import { readFileSync } from 'node:fs';
 import type { Logger } from '../log.js';
-import { type Cidr, formatCidr } from '../net/ip.js';
+import type { Cidr } from '../net/ip.js';
 import { nftApply, nftListJson } from '../nft/nft.js';
 import { readSysctl } from '../netns/sysctl.js';
-import { netnsPath } from '../netns/netns.js';
+import { netnsPath, runInNetns } from '../netns/netns.js';
+import {
+  BYPASS_TABLE, type NatSeed, bypassDifference, parseConntrackNat, planBypass, renderBypass, renderBypassRemove,
+} from './bypass.js';
 import {
   type CompiledPolicy, type LocalGuard, type TableShape, POLICY_FAMILY, POLICY_TABLE, compilePolicies, diffElements, expectedShape,
   renderRemove, renderReplace,
@@ -24,17 +31,29 @@ import type { PolicyWorld } from './model.js';
 export interface NftRunner {
   /** Runs a script as one transaction. */
   apply(script: string): void;
-  /** `nft -j list table inet <table>` (default weft-policy), undefined when the table is absent. */
-  listTable(table?: string): unknown[] | undefined;
+  /**
+   * `nft -j list table inet <table>` (default weft-policy), undefined when the table is absent;
+   * `terse` leaves set elements out.
+   */
+  listTable(table?: string, terse?: boolean): unknown[] | undefined;
   /** bridge-nf-call-iptables in that namespace: undefined when br_netfilter is not there. */
   bridgeNetfilter(): boolean | undefined;
+  /** /proc/net/nf_conntrack of that namespace, undefined when the kernel has none (seeds the bypass's sets). */
+  readConntrack?(): string | undefined;
 }
 
 export function localNft(): NftRunner {
   return {
     apply: (script) => nftApply(script),
-    listTable: (table = POLICY_TABLE) => nftListJson(['table', POLICY_FAMILY, table]),
+    listTable: (table = POLICY_TABLE, terse = false) => nftListJson(['table', POLICY_FAMILY, table], { terse }),
     bridgeNetfilter: () => readBridgeNf(undefined),
+    readConntrack: () => {
+      try {
+        return readFileSync('/proc/net/nf_conntrack', 'utf8');
+      } catch {
+        return undefined;
+      }
+    },
   };
 }
 
@@ -50,44 +69,16 @@ function readBridgeNf(nsPath: string | undefined): boolean | undefined {
 export function netnsNft(netns: string): NftRunner {
   return {
     apply: (script) => nftApply(script, { netns }),
-    listTable: (table = POLICY_TABLE) => nftListJson(['table', POLICY_FAMILY, table], { netns }),
+    listTable: (table = POLICY_TABLE, terse = false) => nftListJson(['table', POLICY_FAMILY, table], { netns, terse }),
     bridgeNetfilter: () => readBridgeNf(netnsPath(netns)),
+    readConntrack: () => {
+      const r = runInNetns(netns, ['cat', '/proc/net/nf_conntrack']);
+      return r.status === 0 ? r.stdout : undefined;
+    },
   };
 }
 
-/** The table that holds the conntrack bypass while no policy table exists. */
-export const BYPASS_TABLE = 'weft-notrack';
-
-/**
- * Creates (or rewrites) the bypass table: pod-to-pod packets of `networks` are not tracked.
- * Packets addressed to the host itself stay tracked: portmap's hairpin masquerades a pod's
- * connection to its own host port behind the bridge address, and the pod's replies to that
- * address must meet their conntrack entry to be un-NATed.
- */
-export function renderBypass(networks: readonly Cidr[]): string {
-  const t = `${POLICY_FAMILY} ${BYPASS_TABLE}`;
-  const lines = [
-    `add table ${t}`, `delete table ${t}`, `add table ${t}`,
-    `add chain ${t} prerouting { type filter hook prerouting priority raw; policy accept; }`,
-  ];
-  for (const [family, match] of [[4, 'ip'], [6, 'ip6']] as const) {
-    const nets = networks.filter((n) => n.ip.family === family).map(formatCidr);
-    if (nets.length === 0) continue;
-    const set = `{ ${nets.join(', ')} }`;
-    lines.push(`add rule ${t} prerouting ${match} saddr ${set} ${match} daddr ${set} fib daddr type != local notrack comment "weft: pod to pod, no network policy on this host"`);
-  }
-  return lines.join('\n') + '\n';
-}
-
-/** Deletes the bypass table whether or not it exists. */
-export function renderBypassRemove(): string {
-  return `add table ${POLICY_FAMILY} ${BYPASS_TABLE}\ndelete table ${POLICY_FAMILY} ${BYPASS_TABLE}\n`;
-}
-
-/** Rules renderBypass writes for `networks` (one per address family present). */
-export function bypassRuleCount(networks: readonly Cidr[]): number {
-  return new Set(networks.map((n) => n.ip.family)).size;
-}
+export { BYPASS_TABLE } from './bypass.js';
 
 export type EnforceResult =
   | { readonly type: 'unchanged' }
@@ -140,7 +131,8 @@ export interface PolicyEnforcerOptions {
   readonly nft: NftRunner;
   /**
    * The cluster network(s): when given, pod-to-pod traffic among them skips conntrack whenever
-   * this host has no policy table (see renderBypass). Empty or absent: no bypass.
+   * this host has no policy table (see src/policy/bypass.ts). Empty or absent: no bypass, and a
+   * bypass table an earlier run left is deleted with the first transaction.
    */
   readonly conntrackBypass?: readonly Cidr[];
   readonly log?: Logger;
@@ -152,6 +144,11 @@ export class PolicyEnforcer {
   /** remove() has run since the last update: no policy table, the bypass (if any) in place. */
   private cleared = false;
   private readonly bypass: readonly Cidr[];
+  /**
+   * This process has looked at the bypass table (or made it) and its sets hold every live NATed
+   * connection: later transactions rewrite it in place and seed nothing.
+   */
+  private bypassChecked = false;
 
   constructor(private readonly opts: PolicyEnforcerOptions) {
     this.nft = opts.nft;
@@ -168,14 +165,63 @@ export class PolicyEnforcer {
     return this.cleared;
   }
 
-  /** The policy table plus, in the same transaction, the bypass's removal. */
-  private replaceScript(c: CompiledPolicy): string {
-    return renderReplace(c) + (this.bypass.length > 0 ? renderBypassRemove() : '');
+  /**
+   * Applies `main` (the policy table's replacement or removal) and, in the same transaction, the
+   * bypass table in the state that goes with it: notrack only when no policy table is left, the
+   * learning half either way. Without a configured bypass, the same transaction deletes a bypass
+   * table an earlier run (with the bypass on) left. A bypass rewrite the kernel refuses (a table
+   * someone changed in a way `add` cannot fix, e.g. a set of another type) is retried once with
+   * the bypass table recreated.
+   */
+  private applyWith(main: string, notrack: boolean): void {
+    if (this.bypass.length === 0) {
+      this.nft.apply(main + renderBypassRemove());
+      return;
+    }
+    try {
+      this.nft.apply(main + this.bypassScript(notrack, false));
+    } catch (err) {
+      this.opts.log?.warn('conntrack bypass: transaction refused, retrying with its table recreated', { error: err instanceof Error ? err.message : String(err) });
+      this.bypassChecked = false;
+      this.nft.apply(main + this.bypassScript(notrack, true));
+    }
+    this.bypassChecked = true;
   }
 
-  /** No policy table and, in the same transaction, the bypass (when configured). */
-  private removeScript(): string {
-    return renderRemove() + (this.bypass.length > 0 ? renderBypass(this.bypass) : '');
+  /**
+   * The bypass part of a transaction. The first time in this process (and after a repair), the
+   * kernel's table is looked at: when its sets are new (no table yet, an upgrade, a layout this
+   * version does not know and recreates), the learning half goes in first in a transaction of its
+   * own, then the sets are seeded with the NATed connections conntrack already holds. In that
+   * order, a connection made in between is learnt by the learn chains and one made before is in
+   * conntrack's listing, so none meets the first notrack unknown.
+   */
+  private bypassScript(notrack: boolean, forceRecreate: boolean): string {
+    let seed: NatSeed[] | undefined;
+    if (!this.bypassChecked || forceRecreate) {
+      const plan = forceRecreate ? { recreate: true, fresh: true } : planBypass(this.bypassListing(), this.bypass);
+      if (plan.fresh) {
+        this.nft.apply(renderBypass(this.bypass, { notrack: false, recreate: plan.recreate }));
+        seed = this.conntrackSeed();
+      }
+    }
+    return renderBypass(this.bypass, { notrack, ...(seed && { seed }) });
+  }
+
+  private bypassListing(): TableShape | undefined {
+    const items = this.nft.listTable(BYPASS_TABLE, true);
+    return items === undefined ? undefined : shapeOfListing(items);
+  }
+
+  private conntrackSeed(): NatSeed[] {
+    const text = this.nft.readConntrack?.();
+    if (text === undefined) {
+      this.opts.log?.warn('conntrack bypass: cannot read /proc/net/nf_conntrack, NATed connections made before now are not in its sets');
+      return [];
+    }
+    const seed = parseConntrackNat(text, this.bypass);
+    this.opts.log?.info('conntrack bypass: sets seeded from conntrack', { connections: seed.length });
+    return seed;
   }
 
   /**
@@ -211,7 +257,7 @@ export class PolicyEnforcer {
 
   private replace(next: CompiledPolicy, reason: string, compileMs?: number): EnforceResult {
     const t1 = performance.now();
-    this.nft.apply(this.replaceScript(next));
+    this.applyWith(renderReplace(next), false);
     this.current = next;
     this.cleared = false;
     this.opts.log?.info('policy table replaced', {
@@ -222,29 +268,28 @@ export class PolicyEnforcer {
 
   /**
    * Compares the kernel with what was applied and reapplies it when they differ: the policy table
-   * (and no bypass) while enforcing, the bypass after remove().
+   * (and the bypass's learning half, without notrack) while enforcing, the whole bypass after
+   * remove(). The bypass's set elements are the kernel's and not compared.
    */
   repair(): RepairResult {
     const want = this.current;
     if (!want) return this.cleared && this.bypass.length > 0 ? this.repairBypass() : { type: 'idle' };
     const items = this.nft.listTable();
     let diff = items === undefined ? 'table is missing' : shapeDifference(expectedShape(want), shapeOfListing(items));
-    if (diff === undefined && this.bypass.length > 0 && this.nft.listTable(BYPASS_TABLE) !== undefined) diff = `${BYPASS_TABLE} exists next to the policy table`;
+    if (diff === undefined && this.bypass.length > 0) diff = bypassDifference(this.bypassListing(), this.bypass, false);
     if (diff === undefined) return { type: 'ok' };
-    this.nft.apply(this.replaceScript(want));
+    this.bypassChecked = false;
+    this.applyWith(renderReplace(want), false);
     this.opts.log?.warn('policy table repaired', { reason: diff });
     return { type: 'repaired', reason: diff };
   }
 
   private repairBypass(): RepairResult {
-    const items = this.nft.listTable(BYPASS_TABLE);
-    const rules = items === undefined ? undefined : shapeOfListing(items).chains.prerouting;
-    const want = bypassRuleCount(this.bypass);
-    const diff = items === undefined ? `${BYPASS_TABLE} is missing`
-      : rules !== want ? `${BYPASS_TABLE} prerouting has ${rules ?? 'no chain and 0'} rules, expected ${want}`
-      : this.nft.listTable() !== undefined ? `${POLICY_TABLE} exists while no policy applies` : undefined;
+    const diff = bypassDifference(this.bypassListing(), this.bypass, true)
+      ?? (this.nft.listTable() !== undefined ? `${POLICY_TABLE} exists while no policy applies` : undefined);
     if (diff === undefined) return { type: 'ok' };
-    this.nft.apply(this.removeScript());
+    this.bypassChecked = false;
+    this.applyWith(renderRemove(), true);
     this.opts.log?.warn('conntrack bypass repaired', { reason: diff });
     return { type: 'repaired', reason: diff };
   }
@@ -254,7 +299,7 @@ export class PolicyEnforcer {
    * puts the conntrack bypass in place when configured.
    */
   remove(): void {
-    this.nft.apply(this.removeScript());
+    this.applyWith(renderRemove(), true);
     this.current = undefined;
     this.cleared = true;
   }

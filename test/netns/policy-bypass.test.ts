@@ -3,7 +3,8 @@
 // br_netfilter), a host port DNAT'd to pod b and masqueraded behind the bridge address (what the
 // reference portmap does for hairpin), and an observer table in the host namespace that counts
 // forwarded packets by conntrack state: the kernel's own view of whether pod-to-pod traffic was
-// tracked. The enforcer's nft runner is wrapped to record each transaction it sends.
+// tracked. The enforcer's nft runner is wrapped to record each transaction it sends. DNAT towards
+// pods (ClusterIPs, hostPorts without masquerade) is in policy-bypass-dnat.test.ts.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -15,6 +16,7 @@ import { parseCidr, parseIP } from '../../src/net/ip.js';
 import { nftApply, nftListJson } from '../../src/nft/nft.js';
 import { type NetworkPolicy, type PolicyWorld, parsePolicy } from '../../src/policy/model.js';
 import { BYPASS_TABLE, type NftRunner, PolicyEnforcer, netnsNft, shapeOfListing } from '../../src/policy/enforcer.js';
+import { bypassShape } from '../../src/policy/bypass.js';
 import { POLICY_TABLE } from '../../src/policy/compile.js';
 
 const PROBE = fileURLToPath(new URL('./policy-probe.js', import.meta.url));
@@ -62,6 +64,12 @@ function counted(): { untracked: number; tracked: number } {
   }
   return out;
 }
+
+/** The bypass table's chains and rule counts (undefined: no table). */
+const bypassChains = (): Record<string, number> | undefined => {
+  const items = nftListJson(['table', 'inet', BYPASS_TABLE], { netns: host, terse: true });
+  return items === undefined ? undefined : shapeOfListing(items).chains;
+};
 
 const tables = (): string[] => {
   const r = runInNetns(host, ['nft', '-j', 'list', 'tables']);
@@ -128,11 +136,14 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
 
   it('no policy: the bypass table is in place and pod-to-pod traffic is forwarded untracked', async () => {
     enforcer.remove();
-    assert.equal(scripts.length, 1);
+    // A new table: its learning half first, then (after reading conntrack for the seed) the
+    // transaction that removes the policy table and turns notrack on.
+    assert.equal(scripts.length, 2);
+    assert.doesNotMatch(scripts[0]!, /notrack comment|prerouting ip saddr/, 'the first transaction only learns');
     assert.ok(tables().includes(BYPASS_TABLE), 'bypass table exists');
     assert.ok(!tables().includes(POLICY_TABLE), 'no policy table');
-    const shape = shapeOfListing(nftListJson(['table', 'inet', BYPASS_TABLE], { netns: host }) ?? []);
-    assert.deepEqual(shape.chains, { prerouting: 1 });
+    assert.deepEqual(bypassChains(), bypassShape([parseCidr(CLUSTER)], true).chains);
+    assert.deepEqual(bypassChains(), { 'learn-requests': 1, 'learn-replies': 1, prerouting: 1, 'learn-ip': 4, 'notrack-ip': 2 });
     const [a, b] = [pods[0]!, pods[1]!];
     const before = counted();
     assert.deepEqual(await probeFrom(a.netns, [{ ip: b.ip, proto: 'tcp', port: 8080 }, { ip: b.ip, proto: 'tcp', port: 9090 }]), [true, true]);
@@ -148,14 +159,15 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
     assert.ok(counted().tracked > before.tracked, 'the DNAT\'d flow went through conntrack');
   });
 
-  it('a policy appears: one transaction creates the policy table and deletes the bypass; allowed connections get their replies', async () => {
+  it('a policy appears: one transaction creates the policy table and ends notrack (the learning stays); allowed connections get their replies', async () => {
     const [a, b] = [pods[0]!, pods[1]!];
     const n = scripts.length;
     const r = enforcer.update(world([policy({ podSelector: { matchLabels: { app: 'b' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'a' } } }], ports: [{ port: 8080 }] }] })]));
     assert.equal(r.type, 'replaced');
     assert.equal(scripts.length, n + 1, 'a single nft transaction');
     assert.ok(tables().includes(POLICY_TABLE));
-    assert.ok(!tables().includes(BYPASS_TABLE), 'bypass gone');
+    assert.deepEqual(bypassChains(), bypassShape([parseCidr(CLUSTER)], false).chains, 'notrack gone, the learning stays');
+    assert.equal(bypassChains()?.prerouting, undefined);
     const before = counted();
     assert.deepEqual(await probeFrom(a.netns, [{ ip: b.ip, proto: 'tcp', port: 8080 }, { ip: b.ip, proto: 'tcp', port: 9090 }]), [true, false]);
     assert.deepEqual(await probeFrom(b.netns, [{ ip: a.ip, proto: 'tcp', port: 8080 }]), [true]);
@@ -164,10 +176,14 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
     assert.ok(after.tracked > before.tracked);
   });
 
-  it('repair() while enforcing: a bypass table that reappeared is removed, a deleted policy table restored', () => {
-    nftApply(`add table inet ${BYPASS_TABLE}\n`, { netns: host });
-    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} exists next to the policy table` });
-    assert.ok(!tables().includes(BYPASS_TABLE));
+  it('repair() while enforcing: notrack that reappeared is removed, emptied learning refilled', () => {
+    nftApply(`add chain inet ${BYPASS_TABLE} prerouting { type filter hook prerouting priority raw; policy accept; }\n`, { netns: host });
+    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} notrack (chain prerouting) exists next to the policy table` });
+    assert.equal(bypassChains()?.prerouting, undefined);
+    assert.deepEqual(enforcer.repair(), { type: 'ok' });
+    nftApply(`flush chain inet ${BYPASS_TABLE} learn-ip\n`, { netns: host });
+    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} chain learn-ip has 0 rules, expected 4` });
+    assert.deepEqual(bypassChains(), bypassShape([parseCidr(CLUSTER)], false).chains);
     assert.deepEqual(enforcer.repair(), { type: 'ok' });
   });
 
@@ -184,9 +200,14 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
     assert.deepEqual(enforcer.repair(), { type: 'ok' });
     nftApply(`delete table inet ${BYPASS_TABLE}\n`, { netns: host });
     assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} is missing` });
-    assert.ok(tables().includes(BYPASS_TABLE));
+    assert.deepEqual(bypassChains(), bypassShape([parseCidr(CLUSTER)], true).chains);
     nftApply(`flush chain inet ${BYPASS_TABLE} prerouting\n`, { netns: host });
     assert.equal(enforcer.repair().type, 'repaired');
+    assert.deepEqual(enforcer.repair(), { type: 'ok' });
+    // A chain this version does not make: the table is recreated rather than rewritten in place.
+    nftApply(`add chain inet ${BYPASS_TABLE} stale { type filter hook forward priority 0; policy accept; }\n`, { netns: host });
+    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} has an unexpected chain stale` });
+    assert.deepEqual(bypassChains(), bypassShape([parseCidr(CLUSTER)], true).chains);
     assert.deepEqual(enforcer.repair(), { type: 'ok' });
   });
 });

@@ -109,9 +109,12 @@ function table(host: number): string {
   return r.code === 0 ? r.stdout : '';
 }
 
-/** Whether the host has weftd's conntrack bypass table (only while no policy exists). */
+/**
+ * Whether the host marks pod-to-pod traffic notrack: weftd's bypass table has its prerouting
+ * chain only while no policy exists (its DNAT learning stays either way).
+ */
 function hasBypass(host: number): boolean {
-  return inNs(topo!.host(host).ns, ['nft', 'list', 'table', 'inet', 'weft-notrack']).code === 0;
+  return inNs(topo!.host(host).ns, ['nft', 'list', 'chain', 'inet', 'weft-notrack', 'prerouting']).code === 0;
 }
 
 /** Until every host's table names exactly the policies that select one of its endpoints. */
