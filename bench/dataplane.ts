@@ -177,7 +177,9 @@ bridge, two host namespaces on veths, MTU 1500), with the same shape as weft's p
 - **macvlan**: a bridge-mode macvlan on each host's eth0, moved into a container namespace.
 
 The reference has no nftables rules; weft's hosts carry weftd's \`inet weft\` table (forward accepts and,
-with \`--ip-masq\` as the lab runs it, a NAT postrouting chain — which brings conntrack into the forward path).
+with \`--ip-masq\` as the lab runs it, a NAT postrouting chain — which brings conntrack into the forward path)
+and, no NetworkPolicy existing, weftd's conntrack bypass (\`inet weft-notrack\`, on by default: pod-to-pod
+packets are marked notrack, replies of DNATed connections excepted).
 To tell how much of the gap those rules account for, every round also measures the reference with weftd's
 own rules (\`agentRulesScript\`, --ip-masq, network ${LAB_NETWORK}) loaded on both of its hosts.
 

@@ -35,7 +35,8 @@ export interface PolicyServiceOptions {
   readonly nft: NftRunner;
   /**
    * The cluster network(s) whose pod-to-pod traffic skips conntrack while no policy exists
-   * (weftd: its cluster network). Absent: conntrack always runs.
+   * (weftd: its cluster network, unless --no-conntrack-bypass). Absent: conntrack always runs
+   * (and a bypass table an earlier run left is deleted).
    */
   readonly conntrackBypass?: readonly Cidr[];
   /** Period of the table repair check (default 5 s). */
@@ -391,7 +392,7 @@ export class PolicyService implements AgentService {
 
 /** weftd's hook: the service on the agent's store, subnet and repair period. */
 export function policyServiceStarter(
-  open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number, conntrackBypass = false,
+  open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number, conntrackBypass = true,
 ): ServiceStarter {
   return async (ctx) => {
     const kv = await open();

@@ -22,7 +22,9 @@ const options = {
   'public-ip': { type: 'string' },
   'subnet-file': { type: 'string' },
   'ip-masq': { type: 'boolean' },
+  'no-ip-masq': { type: 'boolean' },
   'conntrack-bypass': { type: 'boolean' },
+  'no-conntrack-bypass': { type: 'boolean' },
   'health-addr': { type: 'string' },
   'node-name': { type: 'string' },
   'repair-interval': { type: 'string' },
@@ -36,12 +38,13 @@ routes, tunnels and traffic rules so pods on every host reach each other.
 
 Usage: weftd [FLAGS]
 
-Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true):
+Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true; a flag beats
+its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1/0, yes/no):
   --iface NAME|IP          public interface (name, or one of its addresses); default: the
                            interface of the default route
   --public-ip IP           address published to other hosts (default: the interface's first)
   --subnet-file PATH       where subnet.env is written (default ${DEFAULT_SUBNET_FILE})
-  --ip-masq                masquerade pod traffic leaving the cluster network
+  --ip-masq                masquerade pod traffic leaving the cluster network (default off)
   --health-addr HOST:PORT  serve /healthz, /readyz and /metrics here (default: off); :PORT
                            without a host listens on all addresses (0.0.0.0), so a
                            Prometheus elsewhere can scrape it; 127.0.0.1:PORT keeps it local
@@ -51,10 +54,11 @@ Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true)
   --cni-socket PATH|off    serve the weft CNI plugin's fast path on this unix socket (default
                            cni.sock next to the subnet file; announced in subnet.env as
                            WEFT_CNI_SOCKET)
-  --conntrack-bypass       while no NetworkPolicy exists, exempt pod-to-pod traffic from
-                           connection tracking (table inet weft-notrack; faster forwarding).
-                           Off by default: a pod reaching another pod through its own host's
-                           hostPort (portmap) needs conntrack for the reply
+  --conntrack-bypass       while no NetworkPolicy exists, pod-to-pod traffic skips connection
+                           tracking (table inet weft-notrack; faster forwarding). Replies of
+                           connections DNATed to a pod (ClusterIPs, hostPorts) stay tracked,
+                           learnt as they pass. Default on; --no-conntrack-bypass (or
+                           WEFTD_CONNTRACK_BYPASS=false) turns it off
 ${storeFlagsHelp}
 
 The network config (Network, SubnetLen, Backend …) is read from the store: weftctl config set.
@@ -71,13 +75,48 @@ function envOr(values: Values, flag: keyof typeof options, env: NodeJS.ProcessEn
   return e === undefined || e === '' ? undefined : e;
 }
 
-function boolEnv(values: Values, flag: keyof typeof options, env: NodeJS.ProcessEnv): boolean {
-  if (values[flag] === true) return true;
-  const e = env[`WEFTD_${flag.toUpperCase().replace(/-/g, '_')}`];
-  if (e === undefined || e === '') return false;
-  if (/^(1|true|yes)$/i.test(e)) return true;
-  if (/^(0|false|no)$/i.test(e)) return false;
-  throw new UsageError(`WEFTD_${flag.toUpperCase().replace(/-/g, '_')}: expected true or false, got ${JSON.stringify(e)}`);
+/** The on/off flags and their defaults; each also takes --no-FLAG and --FLAG=VALUE. */
+const BOOLEAN_FLAGS = { 'ip-masq': false, 'conntrack-bypass': true } as const;
+type BooleanFlag = keyof typeof BOOLEAN_FLAGS;
+
+function parseBool(v: string): boolean | undefined {
+  if (/^(1|true|yes)$/i.test(v)) return true;
+  if (/^(0|false|no)$/i.test(v)) return false;
+  return undefined;
+}
+
+/**
+ * parseArgs takes no value on a boolean option: `--FLAG=VALUE` of an on/off flag becomes
+ * `--FLAG` or `--no-FLAG` before it parses (a bad VALUE is a UsageError naming the flag).
+ */
+function normalizeBooleanArgs(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const [i, arg] of argv.entries()) {
+    if (arg === '--') return [...out, ...argv.slice(i)];
+    const m = /^--([a-z-]+)=(.*)$/s.exec(arg);
+    if (!m || !(m[1]! in BOOLEAN_FLAGS)) {
+      out.push(arg);
+      continue;
+    }
+    const v = parseBool(m[2]!);
+    if (v === undefined) throw new UsageError(`--${m[1]}: expected true or false, got ${JSON.stringify(m[2])}`);
+    out.push(v ? `--${m[1]}` : `--no-${m[1]}`);
+  }
+  return out;
+}
+
+/** An on/off flag: --FLAG / --no-FLAG, else WEFTD_<FLAG> (true|false, 1|0, yes|no), else its default. */
+function boolEnv(values: Values, flag: BooleanFlag, env: NodeJS.ProcessEnv): boolean {
+  const on = values[flag] === true;
+  const off = values[`no-${flag}`] === true;
+  if (on && off) throw new UsageError(`--${flag} and --no-${flag} contradict each other`);
+  if (on || off) return on;
+  const name = `WEFTD_${flag.toUpperCase().replace(/-/g, '_')}`;
+  const e = env[name];
+  if (e === undefined || e === '') return BOOLEAN_FLAGS[flag];
+  const v = parseBool(e);
+  if (v === undefined) throw new UsageError(`${name}: expected true or false, got ${JSON.stringify(e)}`);
+  return v;
 }
 
 function seconds(flag: string, v: string | undefined, max: number): number | undefined {
@@ -141,7 +180,7 @@ function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let values: Values;
   try {
-    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Values;
+    values = parseArgs({ args: normalizeBooleanArgs(argv), options, strict: true, allowPositionals: false }).values as Values;
   } catch (err) {
     process.stderr.write(`weftd: ${(err as Error).message}\n(see weftd --help)\n`);
     return ExitCode.Usage;

@@ -23,7 +23,7 @@ describe('weftd bad input', { timeout: 60_000 }, () => {
   it('--help prints the flags and exits 0', () => {
     const r = spawnSync(WEFTD, ['--help'], { encoding: 'utf8' });
     assert.equal(r.status, 0);
-    for (const f of ['--iface', '--public-ip', '--subnet-file', '--ip-masq', '--health-addr', '--node-name', '--store', '--etcd-endpoints', '--prefix', 'WEFTD_']) assert.ok(r.stdout.includes(f), f);
+    for (const f of ['--iface', '--public-ip', '--subnet-file', '--ip-masq', '--conntrack-bypass', '--no-conntrack-bypass', '--no-FLAG', '--health-addr', '--node-name', '--store', '--etcd-endpoints', '--prefix', 'WEFTD_']) assert.ok(r.stdout.includes(f), f);
   });
 
   it('an unknown flag is a usage error (exit 2)', () => {
@@ -41,17 +41,21 @@ describe('weftd bad input', { timeout: 60_000 }, () => {
       [['--prefix', 'weft/network'], /--prefix/],
       [['--health-addr', 'localhost'], /--health-addr/],
       [['--health-addr', '127.0.0.1:99999'], /--health-addr/],
+      [['--conntrack-bypass=maybe'], /--conntrack-bypass: expected true or false/],
+      [['--ip-masq=2'], /--ip-masq: expected true or false/],
+      [['--conntrack-bypass', '--no-conntrack-bypass'], /--conntrack-bypass and --no-conntrack-bypass contradict/],
+      [['--ip-masq=true', '--no-ip-masq'], /--ip-masq and --no-ip-masq contradict/],
     ];
     for (const [args, msg] of bad) {
       const r = run(['--iface', 'eth0', ...args]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, msg);
     }
-    for (const [name, value] of [['WEFTD_IP_MASQ', 'ture'], ['WEFTD_REPAIR_INTERVAL', '11'], ['WEFTD_STORE', 'etc']] as const) {
+    for (const [name, value] of [['WEFTD_IP_MASQ', 'ture'], ['WEFTD_CONNTRACK_BYPASS', 'perhaps'], ['WEFTD_REPAIR_INTERVAL', '11'], ['WEFTD_STORE', 'etc']] as const) {
       const r = spawnSync('ip', ['netns', 'exec', topo.host(0).ns, WEFTD, '--subnet-file', join(tmp.path, 'subnet.env'), '--store-dir', join(tmp.path, 'store')],
         { encoding: 'utf8', env: cleanEnv({ [name]: value }), timeout: 20_000 });
       assert.equal(r.status, 2, `${name}=${value}: ${r.stderr}`);
-      assert.match(r.stderr, new RegExp(name === 'WEFTD_IP_MASQ' ? name : name.slice('WEFTD_'.length).toLowerCase().replace(/_/g, '-')));
+      assert.match(r.stderr, new RegExp(name === 'WEFTD_IP_MASQ' || name === 'WEFTD_CONNTRACK_BYPASS' ? name : name.slice('WEFTD_'.length).toLowerCase().replace(/_/g, '-')));
     }
   });
 
