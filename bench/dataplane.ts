@@ -10,11 +10,13 @@ import { existsSync } from 'node:fs';
 import type { Benchmark } from './main.js';
 import { parseBackend, parseLabSpec } from '../src/lab/spec.js';
 import { labDown, labUp } from '../src/lab/lab.js';
-import { type IperfResult, iperf } from '../src/lab/bench.js';
+import { availableParallelism } from 'node:os';
+import { type IperfOptions, type IperfResult, iperf } from '../src/lab/bench.js';
 import { LabDirs, type LabRecord } from '../src/lab/state.js';
 import { labNsPrefix, parseLabName } from '../src/lab/naming.js';
 import { listNamedNetns } from '../src/netns/index.js';
 import { agentRulesScript, AGENT_TABLE } from '../src/traffic/agent-rules.js';
+import { BYPASS_TABLE, renderBypass } from '../src/policy/bypass.js';
 import { parseCidr } from '../src/net/ip.js';
 import { LAB_NETWORK } from '../src/lab/backends.js';
 import { ReferencePath, type ReferenceShape, firstLinkOfKind, kernelLink, removeLeftovers, vxlanDifferences } from './dataplane-reference.js';
@@ -42,6 +44,11 @@ interface Row {
   readonly raw: IperfResult;
   /** Where weft's path and the reference differ in settings the kernel reports. */
   readonly differences: string[];
+}
+
+/** weft / reference per round (each round's runs are back to back), then their median. */
+export function pairedRatio(weft: readonly IperfResult[], ref: readonly IperfResult[]): number {
+  return median(weft.map((w, i) => { const r = ref[i]?.gbps ?? 0; return r > 0 ? w.gbps / r : 0; }));
 }
 
 export function median(xs: readonly number[]): number {
@@ -76,6 +83,13 @@ function compareSettings(backend: string, rec: LabRecord, ref: ReferencePath): s
   return out;
 }
 
+/**
+ * Every run pins iperf3's client and server to their own CPU and leaves TCP's slow start (the
+ * first second) out, the same for weft and the reference: on 2 shared cores where the scheduler
+ * puts the processes moves single runs by ±20 %.
+ */
+const IPERF: IperfOptions = availableParallelism() >= 2 ? { affinity: { client: 0, server: 1 }, omitSeconds: 1 } : { omitSeconds: 1 };
+
 async function measure(backend: string, rounds: number, seconds: number): Promise<Row> {
   const spec = parseLabSpec({ name: LAB, backend, hosts: '2', pods: '1', store: 'file' });
   const { shape, label } = SHAPES[backend] ?? { shape: 'vxlan' as const, label: '' };
@@ -87,10 +101,14 @@ async function measure(backend: string, rounds: number, seconds: number): Promis
     const r = ref;
     const { client, server, h0, h1 } = pair(rec);
     const differences = compareSettings(backend, rec, r);
-    const runWeft = () => iperf(server.ns, client.ns, server.ip, seconds);
+    const runWeft = () => iperf(server.ns, client.ns, server.ip, seconds, IPERF);
+    // Everything weftd puts on a host with no NetworkPolicy: its own table (--ip-masq, as the lab
+    // runs it) and the conntrack bypass.
     const rules = agentRulesScript({ network: parseCidr(LAB_NETWORK), ipMasq: true });
-    const runRef = () => { r.setRules(AGENT_TABLE, undefined); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds); };
-    const runRefRules = () => { r.setRules(AGENT_TABLE, rules); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds); };
+    const bypass = renderBypass([parseCidr(LAB_NETWORK)], { notrack: true });
+    const setRules = (on: boolean) => { r.setRules(AGENT_TABLE, on ? rules : undefined); r.setRules(BYPASS_TABLE, on ? bypass : undefined); };
+    const runRef = () => { setRules(false); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds, IPERF); };
+    const runRefRules = () => { setRules(true); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds, IPERF); };
     const weft: IperfResult[] = [];
     const refs: IperfResult[] = [];
     const refRules: IperfResult[] = [];
@@ -99,8 +117,8 @@ async function measure(backend: string, rounds: number, seconds: number): Promis
       else { refRules.push(await runRefRules()); refs.push(await runRef()); weft.push(await runWeft()); }
       process.stderr.write(`#   round ${i + 1}: weft ${weft.at(-1)!.gbps.toFixed(2)}, reference ${refs.at(-1)!.gbps.toFixed(2)}, reference + weft's rules ${refRules.at(-1)!.gbps.toFixed(2)} Gbit/s\n`);
     }
-    r.setRules(AGENT_TABLE, undefined);
-    const raw = await iperf(h1.ns, h0, h1.ip, seconds);
+    setRules(false);
+    const raw = await iperf(h1.ns, h0, h1.ip, seconds, IPERF);
     return { backend, refLabel: label, weft, ref: refs, refRules, raw, differences };
   } finally {
     try { ref?.destroy(); } finally { await labDown(LAB); }
@@ -125,7 +143,7 @@ export const benchmark: Benchmark = {
     const only = args.find((a) => a.startsWith('--backends='))?.slice('--backends='.length).split(',');
     const backends = only ?? ['vxlan', 'host-gw', 'udp', 'macvlan'];
     for (const b of backends) { parseBackend(b); if (!SHAPES[b]) throw new Error(`no hand-built reference for backend ${b}`); }
-    const rounds = numberFlag(args, 'rounds', 5);
+    const rounds = numberFlag(args, 'rounds', 7);
     const seconds = numberFlag(args, 'seconds', 3);
     // A benchmark lab or reference path left by a killed run is ours to remove.
     if (existsSync(LabDirs.of(LAB).root) || listNamedNetns().some((n) => n.startsWith(labNsPrefix(LAB)))) await labDown(LAB);
@@ -152,13 +170,15 @@ export const benchmark: Benchmark = {
     const lines = rows.map((r) => {
       const w = median(r.weft.map((x) => x.gbps));
       const ref = median(r.ref.map((x) => x.gbps));
-      const ratio = ref > 0 ? w / ref : 0;
+      const ratio = pairedRatio(r.weft, r.ref);
+      const ofMedians = ref > 0 ? w / ref : 0;
       const target = TARGETS[r.backend];
       const verdict = target === undefined ? '' : ratio >= target ? ` (≥ ${target} ✓)` : ` (< ${target} ✗)`;
       const retr = `${median(r.weft.map((x) => x.retransmits))} / ${median(r.ref.map((x) => x.retransmits))}`;
       const withRules = median(r.refRules.map((x) => x.gbps));
-      const rulesRatio = ref > 0 ? withRules / ref : 0;
-      return `| ${r.backend} | **${f(w)}** (${spread(r.weft)}) | ${r.refLabel} | ${f(ref)} (${spread(r.ref)}) | **${ratio.toFixed(2)}×**${verdict} | ${f(withRules)} (${spread(r.refRules)}) | ${rulesRatio.toFixed(2)}× | ${f(r.raw.gbps)} | ${retr} |`;
+      const rulesRatio = pairedRatio(r.refRules, r.ref);
+      const weftVsRules = pairedRatio(r.weft, r.refRules);
+      return `| ${r.backend} | **${f(w)}** (${spread(r.weft)}) | ${r.refLabel} | ${f(ref)} (${spread(r.ref)}) | **${ratio.toFixed(2)}×**${verdict} (${ofMedians.toFixed(2)}×) | ${f(withRules)} (${spread(r.refRules)}) | ${rulesRatio.toFixed(2)}× | ${weftVsRules.toFixed(2)}× | ${f(r.raw.gbps)} | ${retr} |`;
     });
     const diffs = rows.flatMap((r) => r.differences.map((d) => `- ${r.backend}: ${d}`));
     return {
@@ -180,15 +200,19 @@ The reference has no nftables rules; weft's hosts carry weftd's \`inet weft\` ta
 with \`--ip-masq\` as the lab runs it, a NAT postrouting chain — which brings conntrack into the forward path)
 and, no NetworkPolicy existing, weftd's conntrack bypass (\`inet weft-notrack\`, on by default: pod-to-pod
 packets are marked notrack, replies of DNATed connections excepted).
-To tell how much of the gap those rules account for, every round also measures the reference with weftd's
-own rules (\`agentRulesScript\`, --ip-masq, network ${LAB_NETWORK}) loaded on both of its hosts.
+To tell how much of the gap those rules account for, every round also measures the reference with all of
+weftd's rules loaded on both of its hosts (\`agentRulesScript\` with --ip-masq and the bypass table, network
+${LAB_NETWORK}).
 
-${rounds} rounds × ${seconds} s per side, weft, reference and reference + rules in turn (order reversed every round);
-medians with the min–max over the rounds in brackets; the ratio is of the medians. Raw underlay: one run,
-host eth0 → switch → host eth0, for context. Whole benchmark: ${took.toFixed(0)} s.
+${rounds} rounds × ${seconds} s per side (after 1 s of slow start left out; iperf3's client and server pinned
+to CPUs 0 and 1 in every run), weft, reference and reference + rules back to back (order reversed every
+round); medians with the min–max over the rounds in brackets. **Ratios are paired**: each round's weft run
+over that round's reference run, median over the rounds (a drift in machine load hits both runs of a pair
+alike); the ratio of the medians is in brackets. Raw underlay: one run, host eth0 → switch → host eth0,
+for context. Whole benchmark: ${took.toFixed(0)} s.
 
-| backend | weft Gbit/s | hand-built reference | reference Gbit/s | weft / reference | reference + weft's rules Gbit/s | (ref + rules) / ref | raw underlay Gbit/s | retransmits weft / ref (median) |
-|---|---:|---|---:|---:|---:|---:|---:|---:|
+| backend | weft Gbit/s | hand-built reference | reference Gbit/s | weft / reference | reference + weft's rules Gbit/s | (ref + rules) / ref | weft / (ref + rules) | raw underlay Gbit/s | retransmits weft / ref (median) |
+|---|---:|---|---:|---:|---:|---:|---:|---:|---:|
 ${lines.join('\n')}
 
 Settings compared in the kernel's view (\`ip -d -json link\`: container eth0 MTU; for vxlan every VXLAN

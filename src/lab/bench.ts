@@ -14,9 +14,23 @@ export interface IperfResult {
 
 const IPERF_PORT = 5201;
 
+export interface IperfOptions {
+  /**
+   * CPUs for the client and the server (iperf3 -A). Comparisons pin both sides of every run the
+   * same way: on a small machine where the scheduler puts the two processes (and with veths the
+   * sender's softirq work) decides more of the result than the path does.
+   */
+  readonly affinity?: { readonly client: number; readonly server: number };
+  /** Seconds at the start left out of the result (iperf3 -O): TCP's slow start. */
+  readonly omitSeconds?: number;
+}
+
 /** One single-stream TCP iperf3 run from clientNs to `target` (a server started in serverNs). */
-export async function iperf(serverNs: string, clientNs: string, target: string, seconds: number): Promise<IperfResult> {
-  const server = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '--forceflush', '--idle-timeout', '30', '-p', String(IPERF_PORT)], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
+export async function iperf(serverNs: string, clientNs: string, target: string, seconds: number, opts: IperfOptions = {}): Promise<IperfResult> {
+  const serverPin = opts.affinity ? ['-A', String(opts.affinity.server)] : [];
+  const clientPin = opts.affinity ? ['-A', String(opts.affinity.client)] : [];
+  const omit = opts.omitSeconds ? ['-O', String(opts.omitSeconds)] : [];
+  const server = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '--forceflush', '--idle-timeout', '30', '-p', String(IPERF_PORT), ...serverPin], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
   try {
     await new Promise<void>((resolve, reject) => {
       let out = '';
@@ -28,7 +42,7 @@ export async function iperf(serverNs: string, clientNs: string, target: string, 
       server.stderr.setEncoding('utf8').on('data', (c: string) => { out += c; });
       server.once('exit', (code) => { clearTimeout(timer); reject(new WeftError(CniCode.Internal, `iperf3 server in ${serverNs} exited ${code}: ${out}`)); });
     });
-    const r = await execIn(clientNs, ['iperf3', '-c', target, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], { timeoutMs: (seconds + 15) * 1000 });
+    const r = await execIn(clientNs, ['iperf3', '-c', target, '-p', String(IPERF_PORT), '-t', String(seconds), ...omit, ...clientPin, '-J'], { timeoutMs: (seconds + (opts.omitSeconds ?? 0) + 15) * 1000 });
     let j: { error?: string; end?: { sum_received?: { bits_per_second?: number; seconds?: number }; sum_sent?: { retransmits?: number } } };
     try {
       j = JSON.parse(r.stdout) as typeof j;
