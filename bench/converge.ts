@@ -9,7 +9,7 @@
 // the bench still checks neighbours and FDB entries once at the end. RSS is read from /proc
 // after programming settled. Options: --peers=a,b,c (default 1000,5000), --stores=file,etcd,
 // --modes=burst,restart, --profile=DIR (weftd writes a CPU profile there on exit),
-// --file-store-base=DIR (where the file store lives; default /dev/shm), --log-level=debug (weftd's log
+// --file-store-base=DIR (where the file store and etcd's data live; default /dev/shm), --log-level=debug (weftd's log
 // of each measurement, with its reconcile passes, on stderr). Under --profile V8 rejects
 // weftd's code cache (made without --cpu-prof), so profiled start-ups are slower than real ones.
 // bin/weftd runs its bundle only while it is newer than tsc's last run; each row says which ran.
@@ -150,7 +150,10 @@ async function measure(store: StoreKind, mode: Mode, n: number, profileDir: stri
       storeArgs = ['--store', 'file', '--store-dir', storeDir];
       writerStore = { type: 'file', dir: storeDir };
     } else {
-      etcd = startEtcd(topo.outside, formatIP(topo.outsideIP), join(dir, 'etcd'));
+      // etcd's data on the same tmpfs as the file store: on this VM's disk every transaction
+      // waits for an fsync whose cost swings several-fold from run to run, which measured the
+      // disk (etcd's writes alone took 340–850 ms for 5000 leases), not weftd.
+      etcd = startEtcd(topo.outside, formatIP(topo.outsideIP), join(storeBase, 'etcd'));
       const endpoint = `http://${formatIP(topo.outsideIP)}:2379`;
       storeArgs = ['--store', 'etcd', '--etcd-endpoints', endpoint];
       writerStore = { type: 'etcd', endpoint };
@@ -271,6 +274,9 @@ export const benchmark: Benchmark = {
       '  under one lock, 1024 keys per call; etcd: transactions of 128 keys). Time from the first write.',
       '- **restart**: N leases are already in the store; weftd starts on a fresh host. Time from the process',
       '  start (includes Node start-up, reading the config, the lease, the listing, the first reconcile).',
+      '',
+      'The file store and etcd\'s data directory are on tmpfs (/dev/shm): on this VM\'s disk a file creation or',
+      'an fsync costs a varying fraction of a millisecond, which would measure the disk rather than weftd.',
       '',
       '| store | mode | peers | store writes (ms) | programmed (ms) | after last write / until ready (ms) | target (ms) | weftd RSS (MB) | weftd ran |',
       '|---|---|---:|---:|---:|---:|---:|---:|---|',
