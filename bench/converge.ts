@@ -9,7 +9,7 @@
 // the bench still checks neighbours and FDB entries once at the end. RSS is read from /proc
 // after programming settled. Options: --peers=a,b,c (default 1000,5000), --stores=file,etcd,
 // --modes=burst,restart, --profile=DIR (weftd writes a CPU profile there on exit),
-// --file-store-base=DIR (where the file store and etcd's data live; default /dev/shm), --log-level=debug (weftd's log
+// --file-store-base=DIR (where the file store and etcd's data live; default /dev/shm), --settle=S (seconds of RSS watching after programming 5000 peers; default 30, 0 = off), --log-level=debug (weftd's log
 // of each measurement, with its reconcile passes, on stderr). Under --profile V8 rejects
 // weftd's code cache (made without --cpu-prof), so profiled start-ups are slower than real ones.
 // bin/weftd runs its bundle only while it is newer than tsc's last run; each row says which ran.
@@ -57,6 +57,8 @@ interface Row {
   /** burst: last write → all routes; restart: process start → weftd ready (subnet.env written). */
   readonly partMs: number;
   readonly rss: number;
+  /** Highest RSS over the settle period after programming (undefined: not measured). */
+  readonly settledRss: number | undefined;
   /** What bin/weftd ran: the code-cached bundle or tsc's module tree. */
   readonly form: 'bundle' | 'tsc';
 }
@@ -127,7 +129,7 @@ function startEtcd(ns: string, ip: string, dataDir: string): ChildProcess {
   { stdio: 'ignore', env: cleanEnv({ ETCD_UNSUPPORTED_ARCH: '' }) });
 }
 
-async function measure(store: StoreKind, mode: Mode, n: number, profileDir: string | undefined, storeBaseDir: string, logLevel: string): Promise<Row> {
+async function measure(store: StoreKind, mode: Mode, n: number, profileDir: string | undefined, storeBaseDir: string, logLevel: string, settleMs: number): Promise<Row> {
   const topo = Topology.create({ prefix: 'wc2', hosts: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'wc2-conv-'));
   // The file store's directory: tmpfs by default (see the note in the results: creating a file
@@ -210,14 +212,14 @@ async function measure(store: StoreKind, mode: Mode, n: number, profileDir: stri
     let writes: { t0: number; t1: number; done: number } | undefined;
     if (mode === 'restart') {
       const [done] = await Promise.all([waitRoutes(), waitReady()]);
-      row = { store, mode, n, writeMs, totalMs: done - started, partMs: readyAt - started, rss: 0, form };
+      row = { store, mode, n, writeMs, totalMs: done - started, partMs: readyAt - started, rss: 0, settledRss: undefined, form };
     } else {
       await waitReady();
       await sleep(300); // let start-up work (first reconcile, JIT) settle before the burst
       const own = /FLANNEL_SUBNET=10\.(\d+)\.(\d+)\./.exec(readFileSafe(subnetFile) ?? '');
       const ownIndex = own ? Number(own[1]) * 256 + Number(own[2]) : -1;
       const [w, done] = await Promise.all([runWriter({ store: writerStore, peers: n, skip: ownIndex }, writerNs), waitRoutes()]);
-      row = { store, mode, n, writeMs: w.t1 - w.t0, totalMs: done - w.t0, partMs: done - w.t1, rss: 0, form };
+      row = { store, mode, n, writeMs: w.t1 - w.t0, totalMs: done - w.t0, partMs: done - w.t1, rss: 0, settledRss: undefined, form };
       writes = { ...w, done };
     }
 
@@ -225,11 +227,22 @@ async function measure(store: StoreKind, mode: Mode, n: number, profileDir: stri
     if (logLevel !== 'warn') process.stderr.write(`    writes ${JSON.stringify({ started: Math.round(started), ...writes, ...row })}\n${log.replace(/^/gm, '    ')}\n`);
     // `ip netns exec` and bin/weftd both exec in place: the child's pid is weftd's node process.
     const rss = rssMB(proc.pid!);
+    // A daemon's memory is what it settles at, not a moment after a burst: the highest RSS over
+    // the next settleMs, during which weftd runs its full repair pass (every 5 s by default) several times.
+    let settledRss: number | undefined;
+    if (settleMs > 0) {
+      settledRss = rss;
+      for (let t = 0; t < settleMs; t += 1000) {
+        await sleep(1000);
+        failIfDead('while settling');
+        settledRss = Math.max(settledRss, rssMB(proc.pid!));
+      }
+    }
     const dev = nl.getLink('weft.1');
     const neighs = dev ? nl.listNeigh({ link: dev.index, family: 4 }).filter((x) => x.permanent).length : 0;
     const fdb = dev ? nl.listFdb({ link: dev.index }).filter((e) => e.dst !== undefined).length : 0;
     if (neighs < n || fdb < n) throw new Error(`routes are in but only ${neighs} neighbours and ${fdb} fdb entries of ${n}`);
-    return { ...row, rss };
+    return { ...row, rss, settledRss };
   } finally {
     await stopProcess(weftd);
     await stopProcess(etcd, 2000);
@@ -251,12 +264,14 @@ export const benchmark: Benchmark = {
     const modes = (opt('modes') ?? 'burst,restart').split(',') as Mode[];
     const profileDir = opt('profile');
     const storeBaseDir = opt('file-store-base') ?? '/dev/shm';
+    const settleMs = Number(opt('settle') ?? '30') * 1000;
+    const settleFrom = 5000;
     const rows: Row[] = [];
     for (const store of stores) {
       for (const mode of modes) {
         for (const n of sizes) {
           process.stderr.write(`  converge: ${store} ${mode} ${n} peers…\n`);
-          rows.push(await measure(store, mode, n, profileDir, storeBaseDir, opt('log-level') ?? 'warn'));
+          rows.push(await measure(store, mode, n, profileDir, storeBaseDir, opt('log-level') ?? 'warn', n >= settleFrom ? settleMs : 0));
         }
       }
     }
@@ -275,12 +290,15 @@ export const benchmark: Benchmark = {
       '- **restart**: N leases are already in the store; weftd starts on a fresh host. Time from the process',
       '  start (includes Node start-up, reading the config, the lease, the listing, the first reconcile).',
       '',
+      `- **RSS**: 300 ms after programming; for ${settleFrom} peers also the highest value over the next ${settleMs / 1000} s`,
+      '  (weftd\'s full repair pass runs every 5 s meanwhile, so each row includes several of them).',
+      '',
       'The file store and etcd\'s data directory are on tmpfs (/dev/shm): on this VM\'s disk a file creation or',
       'an fsync costs a varying fraction of a millisecond, which would measure the disk rather than weftd.',
       '',
-      '| store | mode | peers | store writes (ms) | programmed (ms) | after last write / until ready (ms) | target (ms) | weftd RSS (MB) | weftd ran |',
-      '|---|---|---:|---:|---:|---:|---:|---:|---|',
-      ...rows.map((r) => `| ${r.store} | ${r.mode} | ${r.n} | ${r.mode === 'restart' ? `(${f(r.writeMs)})` : f(r.writeMs)} | **${f(r.totalMs)}** | ${f(r.partMs)} | ${f(target(r.n))} | ${r.rss.toFixed(1)} | ${r.form} |`),
+      `| store | mode | peers | store writes (ms) | programmed (ms) | after last write / until ready (ms) | target (ms) | weftd RSS (MB) | settled RSS, highest over ${settleMs / 1000} s (MB) | weftd ran |`,
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---|',
+      ...rows.map((r) => `| ${r.store} | ${r.mode} | ${r.n} | ${r.mode === 'restart' ? `(${f(r.writeMs)})` : f(r.writeMs)} | **${f(r.totalMs)}** | ${f(r.partMs)} | ${f(target(r.n))} | ${r.rss.toFixed(1)} | ${r.settledRss === undefined ? '' : r.settledRss.toFixed(1)} | ${r.form} |`),
       '',
       'Targets (issue 4): 1000 peers ≤ 200 ms, 5000 ≤ 1 s, RSS ≤ 100 MB at 5000. Flannel v0.17 (shared/ANCHORS.md):',
       '1000 routes 0.88 s after the first write; restart with 1000 leases 0.17 s.',
