@@ -19,11 +19,11 @@ import { isDeepStrictEqual } from 'node:util';
 import { Topology } from '../../src/lab/topology.js';
 import { NetnsPool } from '../../src/netns/testing.js';
 import { formatIP, parseCidr } from '../../src/net/ip.js';
-import { nftApply, nftListJson } from '../../src/nft/nft.js';
+import { nftApply } from '../../src/nft/nft.js';
 import { BYPASS_TABLE, bypassShape } from '../../src/policy/bypass.js';
-import { shapeOfListing } from '../../src/policy/enforcer.js';
 import { WEFTCTL, cleanEnv, inNs, setConfig, startWeftd, stopAll, stopWeftd, tempDir, waitFor, waitReady, type Weftd } from './agent-harness.js';
 import { REF_CNI_DIR, WEFT_CNI_DIR, runPlugin } from './cni-harness.js';
+import { bypassChains as bypassChainsIn, observedCounts, observerScript } from './conntrack-observer.js';
 
 const PROBE = fileURLToPath(new URL('./bypass-probe.js', import.meta.url));
 const PREFIX = 'wqd';
@@ -122,22 +122,10 @@ function hold(netns: string, ip: string, port: number, localPort?: number): Held
 }
 
 /** Forwarded pod-to-pod packets the observer on host `h` counted as untracked and tracked. */
-function counted(h: number): { untracked: number; tracked: number } {
-  const items = nftListJson(['table', 'inet', `${PREFIX}-observe`], { netns: hostNs(h) }) ?? [];
-  const out = { untracked: 0, tracked: 0 };
-  for (const item of items as { rule?: { comment?: string; expr?: { counter?: { packets: number } }[] } }[]) {
-    const c = item.rule?.expr?.find((e) => e.counter)?.counter?.packets ?? 0;
-    if (item.rule?.comment === 'untracked') out.untracked += c;
-    if (item.rule?.comment === 'tracked') out.tracked += c;
-  }
-  return out;
-}
+const counted = (h: number) => observedCounts(hostNs(h), `${PREFIX}-observe`);
 
 /** The bypass table's chains with their rule counts, undefined when the table is absent. */
-function bypassChains(h: number): Record<string, number> | undefined {
-  const items = nftListJson(['table', 'inet', BYPASS_TABLE], { netns: hostNs(h), terse: true });
-  return items === undefined ? undefined : shapeOfListing(items).chains;
-}
+const bypassChains = (h: number) => bypassChainsIn(hostNs(h));
 
 const notracking = (h: number) => bypassChains(h)?.prerouting !== undefined;
 
@@ -188,10 +176,7 @@ describe('conntrack bypass with DNAT to pods (weftd defaults, vxlan, 2 hosts)', 
     ].join('\n') + '\n', { netns: hostNs(0) });
     for (let h = 0; h < 2; h++) {
       nftApply([
-        `add table inet ${PREFIX}-observe`,
-        `add chain inet ${PREFIX}-observe watch { type filter hook forward priority -5; policy accept; }`,
-        `add rule inet ${PREFIX}-observe watch ip saddr ${NETWORK} ip daddr ${NETWORK} ct state untracked counter comment "untracked"`,
-        `add rule inet ${PREFIX}-observe watch ip saddr ${NETWORK} ip daddr ${NETWORK} ct state != untracked counter comment "tracked"`,
+        ...observerScript(`${PREFIX}-observe`, -5, `ip saddr ${NETWORK} ip daddr ${NETWORK}`),
       ].join('\n') + '\n', { netns: hostNs(h) });
     }
     // The reference portmap (Debian's containernetworking-plugins) maps host 0's ports to pod c,

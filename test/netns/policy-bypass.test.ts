@@ -13,11 +13,12 @@ import { fileURLToPath } from 'node:url';
 import { NetnsPool, ipIn } from '../../src/netns/testing.js';
 import { runInNetns } from '../../src/netns/netns.js';
 import { parseCidr, parseIP } from '../../src/net/ip.js';
-import { nftApply, nftListJson } from '../../src/nft/nft.js';
+import { nftApply } from '../../src/nft/nft.js';
 import { type NetworkPolicy, type PolicyWorld, parsePolicy } from '../../src/policy/model.js';
-import { BYPASS_TABLE, type NftRunner, PolicyEnforcer, netnsNft, shapeOfListing } from '../../src/policy/enforcer.js';
+import { BYPASS_TABLE, type NftRunner, PolicyEnforcer, netnsNft } from '../../src/policy/enforcer.js';
 import { bypassShape } from '../../src/policy/bypass.js';
 import { POLICY_TABLE } from '../../src/policy/compile.js';
+import { bypassChains as bypassChainsIn, observedCounts, observerScript } from './conntrack-observer.js';
 
 const PROBE = fileURLToPath(new URL('./policy-probe.js', import.meta.url));
 const pool = new NetnsPool('wnt');
@@ -54,22 +55,9 @@ function probeFrom(netns: string, targets: { ip: string; proto: 'tcp'; port: num
 }
 
 /** Forwarded packets the observer counted as untracked and as tracked so far. */
-function counted(): { untracked: number; tracked: number } {
-  const items = nftListJson(['table', 'inet', 'wnt-observe'], { netns: host }) ?? [];
-  const out = { untracked: 0, tracked: 0 };
-  for (const item of items as { rule?: { comment?: string; expr?: { counter?: { packets: number } }[] } }[]) {
-    const c = item.rule?.expr?.find((e) => e.counter)?.counter?.packets ?? 0;
-    if (item.rule?.comment === 'untracked') out.untracked += c;
-    if (item.rule?.comment === 'tracked') out.tracked += c;
-  }
-  return out;
-}
+const counted = () => observedCounts(host, 'wnt-observe');
 
-/** The bypass table's chains and rule counts (undefined: no table). */
-const bypassChains = (): Record<string, number> | undefined => {
-  const items = nftListJson(['table', 'inet', BYPASS_TABLE], { netns: host, terse: true });
-  return items === undefined ? undefined : shapeOfListing(items).chains;
-};
+const bypassChains = () => bypassChainsIn(host);
 
 const tables = (): string[] => {
   const r = runInNetns(host, ['nft', '-j', 'list', 'tables']);
@@ -118,10 +106,7 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
       `add rule ip wnt-hostport pre ip daddr ${HOST_PORT_IP} tcp dport 8081 dnat to ${b.ip}:8080`,
       'add chain ip wnt-hostport post { type nat hook postrouting priority srcnat; policy accept; }',
       'add rule ip wnt-hostport post ct status dnat masquerade',
-      'add table inet wnt-observe',
-      'add chain inet wnt-observe watch { type filter hook forward priority -10; policy accept; }',
-      'add rule inet wnt-observe watch meta nfproto ipv4 ct state untracked counter comment "untracked"',
-      'add rule inet wnt-observe watch meta nfproto ipv4 ct state != untracked counter comment "tracked"',
+      ...observerScript('wnt-observe', -10, 'meta nfproto ipv4'),
     ].join('\n') + '\n', { netns: host });
     await Promise.all(pods.map((p) => startServer(p.netns)));
     const inner = netnsNft(host);
