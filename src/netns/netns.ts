@@ -74,7 +74,7 @@ export interface RunResult {
  * Runs a command inside a named namespace via `ip netns exec` (a process, because Node cannot
  * move a single JS thread between namespaces). For tests and diagnostics, not the fast path.
  */
-export function runInNetns(name: string, argv: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): RunResult {
+export function runInNetns(name: string, argv: readonly string[], opts: { input?: string; timeoutMs?: number; maxBufferBytes?: number } = {}): RunResult {
   checkName(name);
   if (argv.length === 0) throw new WeftError(CniCode.Internal, 'runInNetns needs a command');
   const env = { ...process.env };
@@ -84,6 +84,7 @@ export function runInNetns(name: string, argv: readonly string[], opts: { input?
     env,
     timeout: opts.timeoutMs ?? 30_000,
     ...(opts.input !== undefined && { input: opts.input }),
+    ...(opts.maxBufferBytes !== undefined && { maxBuffer: opts.maxBufferBytes }),
   });
   if (r.error) throw WeftError.wrap(r.error, CniCode.Internal, `ip netns exec ${name} ${argv.join(' ')}`);
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };

@@ -72,7 +72,8 @@ export function netnsNft(netns: string): NftRunner {
     listTable: (table = POLICY_TABLE, terse = false) => nftListJson(['table', POLICY_FAMILY, table], { netns, terse }),
     bridgeNetfilter: () => readBridgeNf(netnsPath(netns)),
     readConntrack: () => {
-      const r = runInNetns(netns, ['cat', '/proc/net/nf_conntrack']);
+      // A busy host's table runs to many megabytes; spawnSync's default 1 MiB would drop the seed.
+      const r = runInNetns(netns, ['cat', '/proc/net/nf_conntrack'], { maxBufferBytes: 512 * 1024 * 1024 });
       return r.status === 0 ? r.stdout : undefined;
     },
   };
