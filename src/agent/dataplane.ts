@@ -62,6 +62,11 @@ export function nexthopIdFor(gateway: IP): number | undefined {
   return Number(gateway.value);
 }
 
+/** A nexthop dump's refusal by a kernel without nexthop objects (before 5.3: an unknown message type). */
+function nexthopsUnsupported(err: unknown): boolean {
+  return isNetlinkError(err, 'EOPNOTSUPP', 'EINVAL', 'EPROTONOSUPPORT');
+}
+
 /** The next hop a route needs, as a nexthop object would hold it. */
 interface WantedNexthop {
   readonly gateway: IP;
@@ -71,10 +76,6 @@ interface WantedNexthop {
 
 function sameNexthop(a: WantedNexthop, b: WantedNexthop): boolean {
   return ipEquals(a.gateway, b.gateway) && a.oif === b.oif && a.onlink === b.onlink;
-}
-
-function sameDesiredRoute(a: DesiredRoute, b: DesiredRoute): boolean {
-  return sameNexthop(a, b);
 }
 
 /** A route as written: its desired next hop and the nexthop object it points at (if any). */
@@ -248,7 +249,7 @@ export class DataplaneSync {
       seenRoutes.add(k);
       const h = had.get(k);
       const nhid = this.nhidFor(w);
-      if (h && h.nhid === nhid && sameDesiredRoute(h.want, w)) continue;
+      if (h && h.nhid === nhid && sameNexthop(h.want, w)) continue;
       ops.push(routeOp(w, nhid));
       repairs++;
     }
@@ -303,8 +304,7 @@ export class DataplaneSync {
       this.nexthopObjects = true;
       return list;
     } catch (err) {
-      // Kernels before 5.3 answer the unknown message type with EOPNOTSUPP/EINVAL.
-      if (this.nexthopObjects === undefined && isNetlinkError(err, 'EOPNOTSUPP', 'EINVAL', 'EPROTONOSUPPORT')) {
+      if (this.nexthopObjects === undefined && nexthopsUnsupported(err)) {
         this.nexthopObjects = false;
         return [];
       }
@@ -428,7 +428,7 @@ export function removeWeftRoutes(nl: Netlink): number {
   try {
     objects = nl.listNexthops();
   } catch (err) {
-    if (!isNetlinkError(err, 'EOPNOTSUPP', 'EINVAL', 'EPROTONOSUPPORT')) throw err;
+    if (!nexthopsUnsupported(err)) throw err;
   }
   for (const n of objects) if (n.protocol === WEFT_ROUTE_PROTOCOL) ops.push({ op: 'deleteNexthop', id: n.id });
   if (ops.length > 0) nl.applyBatch(ops);
