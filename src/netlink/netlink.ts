@@ -181,6 +181,16 @@ function withNsFd<T>(nsPath: string | undefined, fn: (fd: number | undefined) =>
   }
 }
 
+/** The optional settings every created link takes, spread into its create spec only when set. */
+function commonLinkSpec(o: { readonly mtu?: number; readonly mac?: string; readonly up?: boolean }, nsFd: number | undefined) {
+  return {
+    ...(o.mtu !== undefined && { mtu: o.mtu }),
+    ...(o.mac !== undefined && { mac: o.mac }),
+    ...(nsFd !== undefined && { nsFd }),
+    ...(o.up !== undefined && { up: o.up }),
+  };
+}
+
 function describeRoute(r: RouteInput): string {
   const dst = r.dst === 'default' ? 'default' : formatCidr(r.dst);
   const parts = [dst];
@@ -266,10 +276,7 @@ export class Netlink {
           {
             kind: 'veth',
             name: o.name,
-            ...(o.mtu !== undefined && { mtu: o.mtu }),
-            ...(o.mac !== undefined && { mac: o.mac }),
-            ...(fd !== undefined && { nsFd: fd }),
-            ...(o.up !== undefined && { up: o.up }),
+            ...commonLinkSpec(o, fd),
             peer: {
               name: o.peerName,
               ...(o.mtu !== undefined && { mtu: o.mtu }),
@@ -296,10 +303,8 @@ export class Netlink {
       {
         kind: 'bridge',
         name: o.name,
-        ...(o.mtu !== undefined && { mtu: o.mtu }),
-        ...(o.mac !== undefined && { mac: o.mac }),
+        ...commonLinkSpec(o, undefined),
         ...(o.vlanFiltering !== undefined && { vlanFiltering: o.vlanFiltering }),
-        ...(o.up !== undefined && { up: o.up }),
       },
       `bridge ${o.name}`,
       undefined,
@@ -319,9 +324,7 @@ export class Netlink {
         ...(o.learning !== undefined && { learning: o.learning }),
         ...(dev !== undefined && { dev }),
         ...(o.ttl !== undefined && { ttl: o.ttl }),
-        ...(o.mtu !== undefined && { mtu: o.mtu }),
-        ...(o.mac !== undefined && { mac: o.mac }),
-        ...(o.up !== undefined && { up: o.up }),
+        ...commonLinkSpec(o, undefined),
       },
       `vxlan ${o.name} (vni ${o.vni})`,
       undefined,
@@ -338,10 +341,7 @@ export class Netlink {
           name: o.name,
           master,
           mode: o.mode,
-          ...(o.mtu !== undefined && { mtu: o.mtu }),
-          ...(o.mac !== undefined && { mac: o.mac }),
-          ...(fd !== undefined && { nsFd: fd }),
-          ...(o.up !== undefined && { up: o.up }),
+          ...commonLinkSpec(o, fd),
         },
         `macvlan ${o.name} on ${master}${o.nsPath ? ` into ${o.nsPath}` : ''}`,
         o.nsPath,
@@ -356,10 +356,7 @@ export class Netlink {
         {
           kind: 'dummy',
           name: o.name,
-          ...(o.mtu !== undefined && { mtu: o.mtu }),
-          ...(o.mac !== undefined && { mac: o.mac }),
-          ...(fd !== undefined && { nsFd: fd }),
-          ...(o.up !== undefined && { up: o.up }),
+          ...commonLinkSpec(o, fd),
         },
         `dummy ${o.name}`,
         o.nsPath,
