@@ -1028,6 +1028,18 @@ bool get_pump(napi_env env, napi_value v, Pump** out) {
   return true;
 }
 
+// The one argument of a call that takes only the pump; throws `usage` when it is missing.
+bool get_only_pump(napi_env env, napi_callback_info info, const char* usage, Pump** out) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 1) {
+    napi_throw_type_error(env, nullptr, usage);
+    return false;
+  }
+  return get_pump(env, argv[0], out);
+}
+
 // udpPumpStart(tunFd: number, port: number, nsPath: string | null, offload?: boolean): handle
 // offload: the TUN fd was opened with IFF_VNET_HDR; TSO is switched on for it and UDP GRO on the
 // socket.
@@ -1186,15 +1198,8 @@ napi_value SetRoutes(napi_env env, napi_callback_info info) {
 
 // udpPumpStats(pump): { txPackets, txBytes, rxPackets, ... } as numbers (exact below 2^53).
 napi_value Stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   Pump* pump;
-  if (argc < 1) {
-    napi_throw_type_error(env, nullptr, "udpPumpStats(pump)");
-    return nullptr;
-  }
-  if (!get_pump(env, argv[0], &pump)) return nullptr;
+  if (!get_only_pump(env, info, "udpPumpStats(pump)", &pump)) return nullptr;
   napi_value result;
   napi_create_object(env, &result);
   for (int i = 0; i < kCounterCount; i++) {
@@ -1207,15 +1212,8 @@ napi_value Stats(napi_env env, napi_callback_info info) {
 
 // udpPumpStop(pump): void — joins both threads and closes the socket; idempotent.
 napi_value Stop(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   Pump* pump;
-  if (argc < 1) {
-    napi_throw_type_error(env, nullptr, "udpPumpStop(pump)");
-    return nullptr;
-  }
-  if (!get_pump(env, argv[0], &pump)) return nullptr;
+  if (!get_only_pump(env, info, "udpPumpStop(pump)", &pump)) return nullptr;
   stop_pump(pump);
   napi_value u;
   napi_get_undefined(env, &u);

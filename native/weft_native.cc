@@ -215,6 +215,18 @@ int enter_netns(const char* path, NsSwitch* sw) {
   return 0;
 }
 
+// The binding side of enter_netns: switches when in_ns, and on failure throws the errno naming
+// the call and the path. Returns false when it threw (the thread has not moved).
+bool enter_netns_or_throw(napi_env env, bool in_ns, const char* path, NsSwitch* sw) {
+  if (!in_ns) return true;
+  int err = enter_netns(path, sw);
+  if (err) {
+    throw_errno(env, err, sw->failed_call, path);
+    return false;
+  }
+  return true;
+}
+
 void leave_netns(NsSwitch* sw) {
   if (sw->original < 0) return;
   if (setns(sw->original, CLONE_NEWNET) < 0) {
@@ -286,13 +298,7 @@ napi_value OpenNetlinkSocket(napi_env env, napi_callback_info info) {
   }
 
   NsSwitch sw;
-  if (in_ns) {
-    int err = enter_netns(path, &sw);
-    if (err) {
-      throw_errno(env, err, sw.failed_call, path);
-      return nullptr;
-    }
-  }
+  if (!enter_netns_or_throw(env, in_ns, path, &sw)) return nullptr;
   const char* failed_call = nullptr;
   int fd = open_netlink_here(protocol, timeout_ms, &failed_call);
   leave_netns(&sw);
@@ -498,13 +504,7 @@ napi_value ReadSysctl(napi_env env, napi_callback_info info) {
   if (!get_ns_path(env, argv[0], ns, &in_ns) || !sysctl_path(env, argv[1], path)) return nullptr;
 
   NsSwitch sw;
-  if (in_ns) {
-    int err = enter_netns(ns, &sw);
-    if (err) {
-      throw_errno(env, err, sw.failed_call, ns);
-      return nullptr;
-    }
-  }
+  if (!enter_netns_or_throw(env, in_ns, ns, &sw)) return nullptr;
   // /proc/sys/net resolves to the opening thread's namespace, so open while switched.
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   int err = fd < 0 ? errno : 0;
@@ -547,13 +547,7 @@ napi_value WriteSysctl(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   NsSwitch sw;
-  if (in_ns) {
-    int err = enter_netns(ns, &sw);
-    if (err) {
-      throw_errno(env, err, sw.failed_call, ns);
-      return nullptr;
-    }
-  }
+  if (!enter_netns_or_throw(env, in_ns, ns, &sw)) return nullptr;
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   int err = fd < 0 ? errno : 0;
   leave_netns(&sw);
@@ -600,13 +594,7 @@ napi_value OpenTun(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   NsSwitch sw;
-  if (in_ns) {
-    int err = enter_netns(ns, &sw);
-    if (err) {
-      throw_errno(env, err, sw.failed_call, ns);
-      return nullptr;
-    }
-  }
+  if (!enter_netns_or_throw(env, in_ns, ns, &sw)) return nullptr;
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
   int err = fd < 0 ? errno : 0;
   const char* failed_call = "open /dev/net/tun";
