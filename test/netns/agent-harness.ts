@@ -54,6 +54,14 @@ export async function stopWeftd(w: Weftd, signal: NodeJS.Signals = 'SIGTERM'): P
   return w.exited;
 }
 
+/** SIGKILLs every child the test started that still runs (by PID; one already gone is fine). */
+export function killChildren(children: Iterable<ChildProcess | undefined>): void {
+  for (const c of children) {
+    if (c?.pid === undefined || c.exitCode !== null || c.signalCode !== null) continue;
+    try { process.kill(c.pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
+}
+
 export async function stopAll(): Promise<void> {
   for (const p of [...started]) {
     if (p.pid !== undefined && p.exitCode === null) {

@@ -21,7 +21,7 @@ import { NetnsPool } from '../../src/netns/testing.js';
 import { formatIP, parseCidr } from '../../src/net/ip.js';
 import { nftApply } from '../../src/nft/nft.js';
 import { BYPASS_TABLE, bypassShape } from '../../src/policy/bypass.js';
-import { WEFTCTL, cleanEnv, inNs, setConfig, startWeftd, stopAll, stopWeftd, tempDir, waitFor, waitReady, type Weftd } from './agent-harness.js';
+import { WEFTCTL, cleanEnv, inNs, setConfig, startWeftd, killChildren, stopAll, stopWeftd, tempDir, waitFor, waitReady, type Weftd } from './agent-harness.js';
 import { REF_CNI_DIR, WEFT_CNI_DIR, runPlugin } from './cni-harness.js';
 import { bypassChains as bypassChainsIn, observedCounts, observerScript } from './conntrack-observer.js';
 
@@ -192,7 +192,7 @@ describe('conntrack bypass with DNAT to pods (weftd defaults, vxlan, 2 hosts)', 
   });
 
   after(async () => {
-    for (const c of children) if (c.pid !== undefined && c.exitCode === null) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
+    killChildren(children);
     await stopAll();
     pool.cleanup();
     topo?.destroy();

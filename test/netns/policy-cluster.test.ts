@@ -16,7 +16,7 @@ import { allowed, policySelects } from '../../src/policy/evaluate.js';
 import { type NetworkPolicy, type PolicyWorld, parsePolicy } from '../../src/policy/model.js';
 import { loadPolicyWorld } from '../../src/policy/store.js';
 import { FileKeyValueStore } from '../../src/store/kv.js';
-import { WEFTCTL, cleanEnv, inNs, setConfig, startWeftd, stopAll, tempDir, waitFor, waitReady, type Weftd } from './agent-harness.js';
+import { WEFTCTL, cleanEnv, inNs, setConfig, startWeftd, killChildren, stopAll, tempDir, waitFor, waitReady, type Weftd } from './agent-harness.js';
 import { WEFT_CNI_DIR, runPlugin } from './cni-harness.js';
 
 const PROBE = fileURLToPath(new URL('./policy-probe.js', import.meta.url));
@@ -197,7 +197,7 @@ describe('network policy across 3 hosts (weftd, vxlan, file store)', { timeout: 
   });
 
   after(async () => {
-    for (const c of children) if (c.pid !== undefined && c.exitCode === null) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
+    killChildren(children);
     await stopAll();
     pool.cleanup();
     topo?.destroy();
