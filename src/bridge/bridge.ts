@@ -14,11 +14,23 @@ export interface BridgeSettings {
   promisc: boolean;
 }
 
+/**
+ * A random unicast, locally administered MAC. A bridge created without one takes the lowest MAC
+ * of its ports and changes it as containers come and go; every container's neighbour entry for
+ * the gateway then points at a MAC the bridge no longer answers to, and its new connections
+ * through the gateway fail until the entry is re-resolved (seconds). Set explicitly, it stays.
+ */
+function randomLocalMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfc) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
 export function ensureBridge(nl: Netlink, s: BridgeSettings): Link {
   let link = nl.getLink(s.name);
   if (!link) {
     try {
-      link = nl.createBridge({ name: s.name, ...(s.mtu !== undefined && { mtu: s.mtu }), up: true });
+      link = nl.createBridge({ name: s.name, mac: randomLocalMac(), ...(s.mtu !== undefined && { mtu: s.mtu }), up: true });
     } catch (err) {
       if (!isNetlinkError(err, 'EEXIST')) throw err;
       link = nl.requireLink(s.name);

@@ -60,6 +60,27 @@ describe('weft-bridge options', () => {
     assert.deepEqual(addrs(host.name, 'wbr0').filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`), ['10.78.1.1/24']);
   });
 
+  it('the bridge keeps its own MAC while containers come and go (their gateway neighbour stays valid)', async () => {
+    const host = pool.make();
+    const c = conf({ ranges: [[{ subnet: '10.78.9.0/24' }]], extra: { isDefaultGateway: true } });
+    const macOf = () => ipJson<Array<{ address: string; addr_assign_type?: number }>>(host.name, ['-d', 'link', 'show', 'wbr0'])[0]!;
+    const ctrs = [pool.make(), pool.make(), pool.make(), pool.make()];
+    await add(host, ctrs[0]!, 'mac0', c);
+    const first = macOf().address;
+    for (const [i, ctr] of ctrs.slice(1).entries()) {
+      // A container whose host end has the lowest MAC possible: a bridge following its ports would take it.
+      const before = new Set(hostVeths(host.name).map((l) => l.ifname));
+      await add(host, ctr, `mac${i + 1}`, c);
+      const veth = hostVeths(host.name).find((l) => !before.has(l.ifname))!.ifname;
+      ipIn(host.name, ['link', 'set', veth, 'address', `02:00:00:00:00:0${i + 1}`]);
+      assert.equal(macOf().address, first, `after container ${i + 1}`);
+    }
+    const r = await runBridge(host.path, { command: 'DEL', containerId: 'mac1', netns: ctrs[1]!.path }, c);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(macOf().address, first, 'after a DEL');
+    assert.equal(parseInt(first.slice(0, 2), 16) & 0x03, 0x02, 'unicast, locally administered');
+  });
+
   it('isGateway false: no address on the bridge, no default route', async () => {
     const host = pool.make();
     const ctr = pool.make();
