@@ -35,7 +35,7 @@ export interface PolicyServiceOptions {
   readonly nft: NftRunner;
   /**
    * The cluster network(s) whose pod-to-pod traffic skips conntrack while no policy exists
-   * (weftd: its cluster network, unless --no-conntrack-bypass). Absent: conntrack always runs
+   * (weftd: its cluster network with --conntrack-bypass). Absent: conntrack always runs
    * (and a bypass table an earlier run left is deleted).
    */
   readonly conntrackBypass?: readonly Cidr[];
@@ -392,7 +392,7 @@ export class PolicyService implements AgentService {
 
 /** weftd's hook: the service on the agent's store, subnet and repair period. */
 export function policyServiceStarter(
-  open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number, conntrackBypass = true,
+  open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number, conntrackBypass = false,
 ): ServiceStarter {
   return async (ctx) => {
     const kv = await open();

@@ -57,8 +57,9 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
   --conntrack-bypass       while no NetworkPolicy exists, pod-to-pod traffic skips connection
                            tracking (table inet weft-notrack; faster forwarding). Replies of
                            connections DNATed to a pod (ClusterIPs, hostPorts) stay tracked,
-                           learnt as they pass. Default on; --no-conntrack-bypass (or
-                           WEFTD_CONNTRACK_BYPASS=false) turns it off
+                           learnt as they pass. Default off: on this kind of machine its
+                           rules cost more per packet than conntrack does (bench dataplane);
+                           --no-conntrack-bypass (or WEFTD_CONNTRACK_BYPASS=false) keeps it off
 ${storeFlagsHelp}
 
 The network config (Network, SubnetLen, Backend …) is read from the store: weftctl config set.
@@ -76,7 +77,7 @@ function envOr(values: Values, flag: keyof typeof options, env: NodeJS.ProcessEn
 }
 
 /** The on/off flags and their defaults; each also takes --no-FLAG and --FLAG=VALUE. */
-const BOOLEAN_FLAGS = { 'ip-masq': false, 'conntrack-bypass': true } as const;
+const BOOLEAN_FLAGS = { 'ip-masq': false, 'conntrack-bypass': false } as const;
 type BooleanFlag = keyof typeof BOOLEAN_FLAGS;
 
 function parseBool(v: string): boolean | undefined {

@@ -1,6 +1,9 @@
-// The conntrack bypass (table `inet weft-notrack`) the policy enforcer keeps while no policy table
-// exists on a host: pod-to-pod packets are marked `notrack` in raw prerouting, so forwarding
-// between pods skips conntrack (worth a few per cent of single-stream throughput).
+// The conntrack bypass (table `inet weft-notrack`, weftd --conntrack-bypass, off by default) the
+// policy enforcer keeps while no policy table exists on a host: pod-to-pod packets are marked
+// `notrack` in raw prerouting, so forwarding between pods skips conntrack. Measured on a VM with
+// br_netfilter (bench/results/dataplane.md), the per-packet cost of these rules (the fib lookup,
+// the tuple lookup, the learning hooks) exceeds that of the conntrack lookup they save; it is kept
+// for hosts where conntrack is the expensive part.
 //
 // What must stay tracked. A pod-to-pod packet needs conntrack when NAT has to be undone on it:
 //   - packets to the host's own addresses (portmap's hairpin masquerades a pod's connection to its

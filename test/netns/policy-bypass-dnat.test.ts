@@ -48,8 +48,9 @@ const storeArgs = () => ['--store', 'file', '--store-dir', storeDir];
 const hostNs = (h: number) => topo!.host(h).ns;
 const hostIP = (h: number) => formatIP(topo!.host(h).ip);
 
-function startAgent(h: number, extra: string[] = []): Weftd {
-  const w = startWeftd(hostNs(h), ['--iface', 'eth0', '--ip-masq', '--node-name', `h${h}`, ...extra, ...storeArgs()], join(tmp!.path, `h${h}`, 'subnet.env'), 9417);
+/** weftd with the bypass turned on (it is off by default) unless `bypassFlags` says otherwise. */
+function startAgent(h: number, bypassFlags: string[] = ['--conntrack-bypass']): Weftd {
+  const w = startWeftd(hostNs(h), ['--iface', 'eth0', '--ip-masq', ...bypassFlags, '--node-name', `h${h}`, ...storeArgs()], join(tmp!.path, `h${h}`, 'subnet.env'), 9417);
   weftds[h] = w;
   return w;
 }
@@ -319,17 +320,18 @@ describe('conntrack bypass with DNAT to pods (weftd defaults, vxlan, 2 hosts)', 
     }
   });
 
-  it('--no-conntrack-bypass and --conntrack-bypass=false: no bypass table, pod-to-pod traffic tracked', async () => {
-    for (const flag of ['--no-conntrack-bypass', '--conntrack-bypass=false']) {
+  it('no flag (the default), --no-conntrack-bypass and --conntrack-bypass=false: no bypass table, pod-to-pod traffic tracked', async () => {
+    for (const flags of [[], ['--no-conntrack-bypass'], ['--conntrack-bypass=false']]) {
+      const flag = flags.join(' ') || 'no flag';
       await stopWeftd(weftds[1]!);
-      startAgent(1, [flag]);
+      startAgent(1, flags);
       await waitReady(weftds[1]!);
       await waitFor(`h1 without the bypass table (${flag})`, () => bypassChains(1) === undefined, 15_000);
       const before = counted(1);
       assert.deepEqual((await probe(pods.a.netns, [{ ip: pods.b.ip, proto: 'tcp', port: 8080 }])).map((r) => r.ok), [true]);
       const got = counted(1);
       assert.ok(got.tracked > before.tracked && got.untracked === before.untracked, `${flag}: h1 tracks pod-to-pod traffic: ${JSON.stringify({ before, got })}`);
-      // Back to the default: the table returns.
+      // Back to --conntrack-bypass: the table returns.
       await stopWeftd(weftds[1]!);
       startAgent(1);
       await waitReady(weftds[1]!);

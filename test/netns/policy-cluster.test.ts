@@ -185,7 +185,7 @@ describe('network policy across 3 hosts (weftd, vxlan, file store)', { timeout: 
     storeDir = join(tmp.path, 'store');
     setConfig(topo.host(0).ns, storeArgs(), { Network: '10.83.0.0/16', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 83 } });
     for (let h = 0; h < 3; h++) {
-      const w = startWeftd(topo.host(h).ns, ['--iface', 'eth0', '--ip-masq', '--node-name', `h${h}`, ...storeArgs()], join(tmp.path, `h${h}`, 'subnet.env'), 9417);
+      const w = startWeftd(topo.host(h).ns, ['--iface', 'eth0', '--ip-masq', '--conntrack-bypass', '--node-name', `h${h}`, ...storeArgs()], join(tmp.path, `h${h}`, 'subnet.env'), 9417);
       weftds.push(w);
     }
     for (const w of weftds) await waitReady(w);
