@@ -16,7 +16,6 @@ import { LabDirs, type LabRecord } from '../src/lab/state.js';
 import { labNsPrefix, parseLabName } from '../src/lab/naming.js';
 import { listNamedNetns } from '../src/netns/index.js';
 import { agentRulesScript, AGENT_TABLE } from '../src/traffic/agent-rules.js';
-import { BYPASS_TABLE, renderBypass } from '../src/policy/bypass.js';
 import { parseCidr } from '../src/net/ip.js';
 import { LAB_NETWORK } from '../src/lab/backends.js';
 import { ReferencePath, type ReferenceShape, firstLinkOfKind, kernelLink, removeLeftovers, vxlanDifferences } from './dataplane-reference.js';
@@ -37,9 +36,11 @@ const TARGETS: Record<string, number> = { vxlan: 0.95, 'host-gw': 0.95, udp: 0.5
 interface Row {
   readonly backend: string;
   readonly refLabel: string;
+  /** weftd without --ip-masq against the rule-free reference: neither side has NAT (so no conntrack). */
   readonly weft: IperfResult[];
   readonly ref: IperfResult[];
-  /** The reference again with weftd's own rules (as the lab runs it: --ip-masq) on both hosts. */
+  /** weftd with --ip-masq (as deployed) against the reference carrying the same rules (weftd's table). */
+  readonly weftMasq: IperfResult[];
   readonly refRules: IperfResult[];
   readonly raw: IperfResult;
   /** Where weft's path and the reference differ in settings the kernel reports. */
@@ -99,39 +100,47 @@ function iperfOptions(pin: boolean): IperfOptions {
   return pin && availableParallelism() >= 2 ? { affinity: { client: 0, server: 1 }, omitSeconds: 1 } : { omitSeconds: 1 };
 }
 
+/**
+ * One backend: the reference is built once; weft's lab comes up twice, without and with --ip-masq,
+ * and each lab's rounds alternate weft with the reference of the same kind (without rules; with
+ * weftd's own table on both hosts, which brings conntrack in as --ip-masq does on weft's side).
+ */
 async function measure(backend: string, rounds: number, seconds: number, pin: boolean): Promise<Row> {
   const IPERF = iperfOptions(pin);
-  const spec = parseLabSpec({ name: LAB, backend, hosts: '2', pods: '1', store: 'file' });
   const { shape, label } = SHAPES[backend] ?? { shape: 'vxlan' as const, label: '' };
   if (label === '') throw new Error(`no hand-built reference for ${backend}`);
-  const rec = await labUp(spec);
-  let ref: ReferencePath | undefined;
+  const ref = ReferencePath.build(REF_PREFIX, shape);
   try {
-    ref = ReferencePath.build(REF_PREFIX, shape);
     const r = ref;
-    const { client, server, h0, h1 } = pair(rec);
-    const differences = compareSettings(backend, rec, r);
-    const runWeft = () => iperf(server.ns, client.ns, server.ip, seconds, IPERF);
-    // Everything weftd puts on a host with no NetworkPolicy: its own table (--ip-masq, as the lab
-    // runs it) and the conntrack bypass.
+    // Everything weftd puts on a policy-free host with --ip-masq: its own table (the conntrack
+    // bypass is off by default).
     const rules = agentRulesScript({ network: parseCidr(LAB_NETWORK), ipMasq: true });
-    const bypass = renderBypass([parseCidr(LAB_NETWORK)], { notrack: true });
-    const setRules = (on: boolean) => { r.setRules(AGENT_TABLE, on ? rules : undefined); r.setRules(BYPASS_TABLE, on ? bypass : undefined); };
-    const runRef = () => { setRules(false); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds, IPERF); };
-    const runRefRules = () => { setRules(true); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds, IPERF); };
-    const weft: IperfResult[] = [];
-    const refs: IperfResult[] = [];
-    const refRules: IperfResult[] = [];
-    for (let i = 0; i < rounds; i++) {
-      if (i % 2 === 0) { weft.push(await runWeft()); refs.push(await runRef()); refRules.push(await runRefRules()); }
-      else { refRules.push(await runRefRules()); refs.push(await runRef()); weft.push(await runWeft()); }
-      process.stderr.write(`#   round ${i + 1}: weft ${weft.at(-1)!.gbps.toFixed(2)}, reference ${refs.at(-1)!.gbps.toFixed(2)}, reference + weft's rules ${refRules.at(-1)!.gbps.toFixed(2)} Gbit/s\n`);
-    }
-    setRules(false);
-    const raw = await iperf(h1.ns, h0, h1.ip, seconds, IPERF);
-    return { backend, refLabel: label, weft, ref: refs, refRules, raw, differences };
+    const runRef = (withRules: boolean) => { r.setRules(AGENT_TABLE, withRules ? rules : undefined); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds, IPERF); };
+    const phase = async (ipMasq: boolean): Promise<{ weft: IperfResult[]; refs: IperfResult[]; differences: string[]; raw?: IperfResult }> => {
+      const spec = { ...parseLabSpec({ name: LAB, backend, hosts: '2', pods: '1', store: 'file' }), ipMasq };
+      const rec = await labUp(spec);
+      try {
+        const { client, server, h0, h1 } = pair(rec);
+        const runWeft = () => iperf(server.ns, client.ns, server.ip, seconds, IPERF);
+        const weft: IperfResult[] = [];
+        const refs: IperfResult[] = [];
+        for (let i = 0; i < rounds; i++) {
+          if (i % 2 === 0) { weft.push(await runWeft()); refs.push(await runRef(ipMasq)); }
+          else { refs.push(await runRef(ipMasq)); weft.push(await runWeft()); }
+          process.stderr.write(`#   ${ipMasq ? '--ip-masq' : 'no NAT'} round ${i + 1}: weft ${weft.at(-1)!.gbps.toFixed(2)}, reference${ipMasq ? ' + weftd\'s rules' : ''} ${refs.at(-1)!.gbps.toFixed(2)} Gbit/s\n`);
+        }
+        const differences = compareSettings(backend, rec, r);
+        return ipMasq ? { weft, refs, differences } : { weft, refs, differences, raw: await iperf(h1.ns, h0, h1.ip, seconds, IPERF) };
+      } finally {
+        await labDown(LAB);
+      }
+    };
+    const plain = await phase(false);
+    const masq = await phase(true);
+    r.setRules(AGENT_TABLE, undefined);
+    return { backend, refLabel: label, weft: plain.weft, ref: plain.refs, weftMasq: masq.weft, refRules: masq.refs, raw: plain.raw!, differences: plain.differences };
   } finally {
-    try { ref?.destroy(); } finally { await labDown(LAB); }
+    ref.destroy();
   }
 }
 
@@ -183,18 +192,18 @@ export const benchmark: Benchmark = {
     const pinnedRows = backends.filter(pinned);
     const pinText = pinnedRows.length === 0 ? 'iperf3 not pinned'
       : `iperf3's client and server pinned to CPUs 0 and 1 in every run${pinnedRows.length < backends.length ? ` of ${pinnedRows.join(', ')}` : ''}`;
+    const verdict = (backend: string, ratio: number) => {
+      const target = TARGETS[backend];
+      return target === undefined ? '' : ratio >= target ? ` (≥ ${target} ✓)` : ` (< ${target} ✗)`;
+    };
     const lines = rows.map((r) => {
-      const w = median(r.weft.map((x) => x.gbps));
-      const ref = median(r.ref.map((x) => x.gbps));
       const ratio = pairedRatio(r.weft, r.ref);
-      const ofMedians = ref > 0 ? w / ref : 0;
-      const target = TARGETS[r.backend];
-      const verdict = target === undefined ? '' : ratio >= target ? ` (≥ ${target} ✓)` : ` (< ${target} ✗)`;
-      const retr = `${median(r.weft.map((x) => x.retransmits))} / ${median(r.ref.map((x) => x.retransmits))}`;
-      const withRules = median(r.refRules.map((x) => x.gbps));
-      const rulesRatio = pairedRatio(r.refRules, r.ref);
-      const weftVsRules = pairedRatio(r.weft, r.refRules);
-      return `| ${r.backend} | **${f(w)}** (${spread(r.weft)}) | ${r.refLabel} | ${f(ref)} (${spread(r.ref)}) | **${ratio.toFixed(2)}×**${verdict} (${ofMedians.toFixed(2)}×) | ${f(withRules)} (${spread(r.refRules)}) | ${rulesRatio.toFixed(2)}× | ${weftVsRules.toFixed(2)}× | ${f(r.raw.gbps)} | ${retr} |`;
+      const masqRatio = pairedRatio(r.weftMasq, r.refRules);
+      const ofMedians = (a: readonly IperfResult[], b: readonly IperfResult[]) => { const d = median(b.map((x) => x.gbps)); return d > 0 ? median(a.map((x) => x.gbps)) / d : 0; };
+      const g = (rs: readonly IperfResult[]) => `${f(median(rs.map((x) => x.gbps)))} (${spread(rs)})`;
+      const retr = (rs: readonly IperfResult[]) => median(rs.map((x) => x.retransmits));
+      const masqCost = median(r.refRules.map((x) => x.gbps)) / median(r.ref.map((x) => x.gbps));
+      return `| ${r.backend} | ${r.refLabel} | **${g(r.weft)}** | ${g(r.ref)} | **${ratio.toFixed(2)}×**${verdict(r.backend, ratio)} (${ofMedians(r.weft, r.ref).toFixed(2)}×) | **${g(r.weftMasq)}** | ${g(r.refRules)} | **${masqRatio.toFixed(2)}×**${verdict(r.backend, masqRatio)} (${ofMedians(r.weftMasq, r.refRules).toFixed(2)}×) | ${masqCost.toFixed(2)}× | ${f(r.raw.gbps)} | ${retr(r.weft)} / ${retr(r.ref)} |`;
     });
     const diffs = rows.flatMap((r) => r.differences.map((d) => `- ${r.backend}: ${d}`));
     return {
@@ -212,22 +221,24 @@ bridge, two host namespaces on veths, MTU 1500), with the same shape as weft's p
 - **host-gw**: the same containers at MTU 1500 and a plain route to the peer's pod subnet via its underlay address.
 - **macvlan**: a bridge-mode macvlan on each host's eth0, moved into a container namespace.
 
-The reference has no nftables rules; weft's hosts carry weftd's \`inet weft\` table (forward accepts and,
-with \`--ip-masq\` as the lab runs it, a NAT postrouting chain — which brings conntrack into the forward path)
-and, no NetworkPolicy existing, weftd's conntrack bypass (\`inet weft-notrack\`, on by default: pod-to-pod
-packets are marked notrack, replies of DNATed connections excepted).
-To tell how much of the gap those rules account for, every round also measures the reference with all of
-weftd's rules loaded on both of its hosts (\`agentRulesScript\` with --ip-masq and the bypass table, network
-${LAB_NETWORK}).
+Each backend is measured twice, each time against the reference of the same kind:
+- **no NAT**: weftd without \`--ip-masq\` (its \`inet weft\` table holds the forward accepts only, so
+  conntrack never runs) against the reference without any rules;
+- **--ip-masq** (as the lab and Flannel's usual manifest run it): weftd's table adds a NAT postrouting
+  chain with a masquerade rule, which brings conntrack into every packet's path; the reference then
+  carries the same table on both of its hosts (\`agentRulesScript\` with --ip-masq, network ${LAB_NETWORK}).
+  The masquerade's own cost on the reference, (ref + rules) / ref, is in its own column (a ratio of
+  medians: the two ran in different phases).
+No NetworkPolicy exists, and the conntrack bypass is off (its default; see the README).
 
-${rounds} rounds × ${seconds} s per side (after 1 s of slow start left out; ${pinText}), weft, reference and reference + rules back to back (order reversed every
-round); medians with the min–max over the rounds in brackets. **Ratios are paired**: each round's weft run
-over that round's reference run, median over the rounds (a drift in machine load hits both runs of a pair
-alike); the ratio of the medians is in brackets. Raw underlay: one run, host eth0 → switch → host eth0,
-for context. Whole benchmark: ${took.toFixed(0)} s.
+${rounds} rounds × ${seconds} s per side for each (after 1 s of slow start left out; ${pinText}), weft
+and its reference back to back (order reversed every round); medians with the min–max over the rounds
+in brackets. **Ratios are paired**: each round's weft run over that round's reference run, median over
+the rounds (a drift in machine load hits both runs of a pair alike); the ratio of the medians is in
+brackets. Raw underlay: one run, host eth0 → switch → host eth0, for context. Whole benchmark: ${took.toFixed(0)} s.
 
-| backend | weft Gbit/s | hand-built reference | reference Gbit/s | weft / reference | reference + weft's rules Gbit/s | (ref + rules) / ref | weft / (ref + rules) | raw underlay Gbit/s | retransmits weft / ref (median) |
-|---|---:|---|---:|---:|---:|---:|---:|---:|---:|
+| backend | hand-built reference | weft, no NAT, Gbit/s | reference Gbit/s | weft / reference | weft --ip-masq Gbit/s | reference + weftd's rules Gbit/s | weft --ip-masq / (ref + rules) | masquerade's cost: (ref + rules) / ref | raw underlay Gbit/s | retransmits weft / ref (median, no NAT) |
+|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 ${lines.join('\n')}
 
 Settings compared in the kernel's view (\`ip -d -json link\`: container eth0 MTU; for vxlan every VXLAN

@@ -15,7 +15,8 @@ import { Topology } from './topology.js';
 import { RackTopology, parseBirdProtocols, splitHosts, type BirdSession } from './racks.js';
 import { MACVLAN_SHIM_NAME, macvlanShimPlan } from './backends.js';
 import { ensureMacvlanShim } from '../macvlan/shim.js';
-import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, mapLimit, tail } from './exec.js';
+import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, tail } from './exec.js';
+import { mapLimit } from '../map-limit.js';
 import { LAB_NS_PREFIX, type LabName, labNsPrefix, labRoot } from './naming.js';
 import { type LabProcess, isSameProcess, killAndWait, processStartTime, processesInNamespaces, startInNamespace } from './procs.js';
 import type { LabSpec } from './spec.js';
@@ -191,7 +192,7 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
   const agents: LabProcess[] = [];
   for (const h of rec.hostList) {
     const p = startInNamespace(`weftd h${h.index}`, h.ns, [
-      WEFTD_BIN, '--iface', 'eth0', '--ip-masq', '--node-name', `h${h.index}`,
+      WEFTD_BIN, '--iface', 'eth0', ...(spec.ipMasq ? ['--ip-masq'] : []), '--node-name', `h${h.index}`,
       '--subnet-file', dirs.subnetFile(h.index), '--health-addr', `127.0.0.1:${HEALTH_PORT}`,
       ...storeArgs(rec, dirs), ...spec.backend.weftdArgs,
     ], dirs.weftdLog(h.index));

@@ -17,6 +17,11 @@ export interface LabSpec {
   readonly racks: number;
   /** macvlan: a shim on each host so it can reach its own containers. */
   readonly macvlanShim: boolean;
+  /**
+   * weftd --ip-masq (containers reach "outside", which has no route back). Always on from the
+   * CLI; `bench dataplane` turns it off to compare with a reference that has no NAT either.
+   */
+  readonly ipMasq: boolean;
 }
 
 export class LabInputError extends Error {
@@ -79,5 +84,5 @@ export function parseLabSpec(raw: RawLabFlags): LabSpec {
   if (macvlanShim && backend.name !== 'macvlan') throw new LabInputError(`--macvlan-shim: only for --backend macvlan (the ${backend.name} backend's hosts reach their containers already)`);
   const problem = racksProblem(backend, racks, hosts) ?? backend.sizeProblem?.(hosts, pods, { macvlanShim });
   if (problem !== undefined) throw new LabInputError(problem);
-  return { name, hosts, pods, backend, store, racks, macvlanShim };
+  return { name, hosts, pods, backend, store, racks, macvlanShim, ipMasq: true };
 }
