@@ -4,7 +4,8 @@
 // (a macvlan master never sees its own macvlans' frames) and must pass with --macvlan-shim.
 import { CniCode, WeftError } from '../errors.js';
 import { ECHO_PORT } from './lab.js';
-import { LAB_SCRIPT_DIR, execIn, mapLimit } from './exec.js';
+import { LAB_SCRIPT_DIR, execIn } from './exec.js';
+import { mapLimit } from '../map-limit.js';
 import type { ProbeLine, ProbeOutcome } from './probe.js';
 import type { LabRecord } from './state.js';
 

@@ -41,20 +41,6 @@ export function execIn(ns: string, argv: readonly string[], opts: { input?: stri
   });
 }
 
-/** Runs async jobs with at most `limit` at a time, results in input order. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
 export function tail(text: string, chars = 1500): string {
   return text.length > chars ? `…${text.slice(-chars)}` : text;
 }

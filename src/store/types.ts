@@ -83,6 +83,12 @@ export interface SubnetStore {
     expect: { readonly type: 'absent' } | { readonly type: 'revision'; readonly revision: bigint },
   ): Promise<WriteResult>;
 
+  /**
+   * Many put-if-absent writes at once (a bulk loader, a benchmark filling the store): one verdict
+   * per item, in the items' order; a key already taken is a conflict and stays as it was.
+   */
+  writeSubnetsIfAbsent(items: readonly { readonly subnet: Cidr; readonly value: string }[], ttlSeconds: number | null): Promise<WriteResult[]>;
+
   /** Extends a held lease's TTL, checking the key still carries it. */
   renewSubnet(held: HeldEntry): Promise<RenewResult>;
 

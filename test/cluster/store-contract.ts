@@ -3,7 +3,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatCidr, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
+import { formatCidr, nthSubnet, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
 import { createLogger } from '../../src/log.js';
 import type { SubnetStore } from '../../src/store/types.js';
 import { parseNetworkConfig } from '../../src/store/config.js';
@@ -74,6 +74,28 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.deepEqual(entries.map((e) => formatCidr(e.subnet)), ['10.244.3.0/24']);
       const exp = entries[0]?.expiresAt;
       assert.ok(typeof exp === 'number' && exp > Date.now() + 50_000 && exp <= Date.now() + 61_000, `expiresAt ${exp}`);
+    });
+
+    it('bulk writes 1000 subnets if absent: one verdict per item in the items\' order, taken keys kept as they were', async () => {
+      const s = open();
+      const net = parseCidr('10.96.0.0/12');
+      const items = Array.from({ length: 1000 }, (_, i) => ({ subnet: nthSubnet(net, 24, i), value: attrs(`198.18.${i >> 8}.${i & 255}`) }));
+      // Taken beforehand, spread over several transactions' worth of keys (etcd: 128 per transaction).
+      const taken = new Set([3, 130, 131, 600, 999]);
+      for (const i of taken) assert.equal((await s.writeSubnet(items[i]!.subnet, attrs('198.19.0.1'), 60, { type: 'absent' })).type, 'written');
+      const results = await s.writeSubnetsIfAbsent(items, 60);
+      assert.equal(results.length, items.length);
+      results.forEach((r, i) => {
+        if (taken.has(i)) assert.deepEqual(r, { type: 'conflict' }, `item ${i}`);
+        else {
+          assert.equal(r.type, 'written', `item ${i}`);
+          if (r.type === 'written') assert.deepEqual([formatCidr(r.held.subnet), r.held.value], [formatCidr(items[i]!.subnet), items[i]!.value], `item ${i}`);
+        }
+      });
+      const { entries } = await s.listSubnets();
+      assert.equal(entries.length, items.length);
+      const byKey = new Map(entries.map((e) => [formatCidr(e.subnet), e.value]));
+      items.forEach((it, i) => assert.equal(byKey.get(formatCidr(it.subnet)), taken.has(i) ? attrs('198.19.0.1') : it.value, `stored ${i}`));
     });
 
     it('keeps a reservation without TTL and deletes on request', async () => {

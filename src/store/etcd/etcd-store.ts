@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { Etcd3, type IOptions, type IKeyValue, type Watcher } from 'etcd3';
 import { CniCode, WeftError } from '../../errors.js';
+import { mapLimit } from '../../map-limit.js';
 import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
 import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
@@ -24,6 +25,8 @@ export interface EtcdStoreOptions {
 const DEFAULT_TIMEOUT_MS = 3000;
 /** etcd's default --max-txn-ops is 128: a transaction may hold that many compares and puts. */
 const ETCD_TXN_KEYS = 128;
+/** Bulk writes: transactions committed concurrently (see writeSubnetsIfAbsent). */
+const BULK_TXNS_IN_FLIGHT = 8;
 
 function withTimeout<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -171,8 +174,10 @@ export class EtcdStore implements SubnetStore {
 
   /**
    * Many put-if-absent writes: one etcd lease shared by all of them (so they lapse together) and
-   * one transaction per ETCD_TXN_KEYS keys. A transaction whose compare fails (some key taken)
-   * is retried key by key, so each entry still gets its own verdict.
+   * one transaction per ETCD_TXN_KEYS keys, up to BULK_TXNS_IN_FLIGHT of them at once. A
+   * transaction whose compare fails (some key taken) is retried key by key, so each entry still
+   * gets its own verdict. A failure (store unreachable) rejects the whole call; transactions that
+   * committed before it stay, as with the sequential writes before.
    */
   async writeSubnetsIfAbsent(
     items: readonly { readonly subnet: Cidr; readonly value: string }[],
@@ -189,10 +194,11 @@ export class EtcdStore implements SubnetStore {
       if (leaseId !== '0') p.lease(leaseId);
       return p;
     };
-    const results: WriteResult[] = [];
-    let anyWritten = false;
-    for (let start = 0; start < items.length; start += ETCD_TXN_KEYS) {
-      const chunk = items.slice(start, start + ETCD_TXN_KEYS);
+    const chunks: (typeof items)[] = [];
+    for (let start = 0; start < items.length; start += ETCD_TXN_KEYS) chunks.push(items.slice(start, start + ETCD_TXN_KEYS));
+    // Transactions in flight together: etcd folds concurrent proposals into one raft round and one
+    // fsync, so 1000 keys take about as long as two transactions in a row rather than eight.
+    const perChunk = await mapLimit(chunks, BULK_TXNS_IN_FLIGHT, async (chunk): Promise<WriteResult[]> => {
       const keys = chunk.map((it) => this.key(it.subnet));
       let txn = this.client.if(keys[0]!, 'Create', '==', 0);
       for (const k of keys.slice(1)) txn = txn.and(k, 'Create', '==', 0);
@@ -200,17 +206,18 @@ export class EtcdStore implements SubnetStore {
       const expiresAt = ttlSeconds === null ? null : Date.now() + ttlSeconds * 1000;
       if (res.succeeded) {
         const revision = BigInt(res.header.revision);
-        for (const it of chunk) results.push({ type: 'written', held: { subnet: it.subnet, value: it.value, revision, token: leaseId, ttlSeconds, expiresAt } });
-        anyWritten = true;
-        continue;
+        return chunk.map((it) => ({ type: 'written' as const, held: { subnet: it.subnet, value: it.value, revision, token: leaseId, ttlSeconds, expiresAt } }));
       }
+      const out: WriteResult[] = [];
       for (const [i, it] of chunk.entries()) {
         const one = await this.run('put-if-absent', this.client.if(keys[i]!, 'Create', '==', 0).then(put(keys[i]!, it.value)).commit());
-        if (!one.succeeded) { results.push({ type: 'conflict' }); continue; }
-        anyWritten = true;
-        results.push({ type: 'written', held: { subnet: it.subnet, value: it.value, revision: BigInt(one.header.revision), token: leaseId, ttlSeconds, expiresAt } });
+        if (!one.succeeded) { out.push({ type: 'conflict' }); continue; }
+        out.push({ type: 'written', held: { subnet: it.subnet, value: it.value, revision: BigInt(one.header.revision), token: leaseId, ttlSeconds, expiresAt } });
       }
-    }
+      return out;
+    });
+    const results = perChunk.flat();
+    const anyWritten = results.some((r) => r.type === 'written');
     if (!anyWritten && leaseId !== '0') this.revokeQuietly(leaseId);
     return results;
   }
