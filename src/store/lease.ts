@@ -72,7 +72,7 @@ export function parseLeaseValue(value: string): { ok: true; attrs: LeaseAttrs } 
   const spec = backendSpec(w.data.BackendType);
   if (spec) {
     // A reservation carries no backend data; only check data that is there.
-    if (backendData !== null) {
+    if (backendData !== null && !spec.leaseDataIsPlain?.(backendData)) {
       const d = spec.leaseData.safeParse(backendData);
       if (!d.success) {
         const i = d.error.issues[0];

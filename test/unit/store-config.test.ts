@@ -94,6 +94,10 @@ describe('lease values', () => {
     assert.ok(r.ok);
     assert.equal(formatIP(r.attrs.publicIP), '198.18.0.3');
     assert.deepEqual(r.attrs.backendData, { VtepMAC: '0a:58:0a:f4:03:01' });
+    // Keys a newer node adds are kept (the schema passes them through), with or without zod.
+    const more = parseLeaseValue('{"PublicIP":"198.18.0.3","BackendType":"vxlan","BackendData":{"VtepMAC":"0A:58:0a:f4:03:01","Extra":1}}');
+    assert.ok(more.ok);
+    assert.deepEqual(more.attrs.backendData, { VtepMAC: '0A:58:0a:f4:03:01', Extra: 1 });
   });
   it('reports garbage instead of throwing', () => {
     for (const [v, re] of [
@@ -101,6 +105,10 @@ describe('lease values', () => {
       ['{"PublicIP":"::1","BackendType":"udp"}', /PublicIP: expected an IPv4/],
       ['{"PublicIP":"198.18.0.1","PublicIPv6":"1.2.3.4","BackendType":"udp"}', /PublicIPv6/],
       ['{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":{}}', /BackendData.VtepMAC: Required/],
+      // Past the check without zod (a string VtepMAC), caught by the schema all the same.
+      ['{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"0a:58:0a:f4:03"}}', /BackendData.VtepMAC: expected a MAC address/],
+      ['{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":{"VtepMAC":"0a:58:0a:f4:03:01\\n"}}', /BackendData.VtepMAC: expected a MAC address/],
+      ['{"PublicIP":"198.18.0.1","BackendType":"vxlan","BackendData":["0a:58:0a:f4:03:01"]}', /BackendData/],
     ] as const) {
       const r = parseLeaseValue(v);
       assert.equal(r.ok, false, v);

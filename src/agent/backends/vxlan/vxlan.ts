@@ -6,7 +6,7 @@
 import { CniCode, WeftError } from '../../../errors.js';
 import type { Link, Netlink } from '../../../netlink/index.js';
 import { type Cidr, cidrContains, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../../../net/ip.js';
-import { vxlanConfig, vxlanLeaseData, type VxlanConfig } from '../../../store/backend-registry.js';
+import { vxlanConfig, vxlanLeaseData, vxlanLeaseDataIsPlain, type VxlanConfig, type VxlanLeaseData } from '../../../store/backend-registry.js';
 import type { Lease } from '../../../store/lease.js';
 import type { Logger } from '../../../log.js';
 import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane.js';
@@ -153,7 +153,10 @@ class VxlanBackend implements Backend {
   private leaseData(d: unknown): ReturnType<typeof vxlanLeaseData.safeParse> {
     if (typeof d !== 'object' || d === null) return vxlanLeaseData.safeParse(d);
     let r = this.checked.get(d);
-    if (!r) { r = vxlanLeaseData.safeParse(d); this.checked.set(d, r); }
+    if (!r) {
+      r = vxlanLeaseDataIsPlain(d) ? { success: true, data: d as VxlanLeaseData } : vxlanLeaseData.safeParse(d);
+      this.checked.set(d, r);
+    }
     return r;
   }
 
