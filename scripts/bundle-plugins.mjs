@@ -165,7 +165,7 @@ async function bundleWeftd({ metafile, minify }) {
   const launcher = join(dir, 'weftd.cjs');
   await copyFile(join(root, 'scripts', 'weftd-launcher.cjs'), launcher);
   // The flags bin/weftd runs it with: V8 rejects a cache made under other flags.
-  await promisify(execFile)(process.execPath, ['--max-semi-space-size=4', '--heap-growing-percent=20', launcher, '--make-code-cache'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  await promisify(execFile)(process.execPath, ['--max-semi-space-size=2', '--heap-growing-percent=20', launcher, '--make-code-cache'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
   const now = new Date();
   await utimes(launcher, now, now);
   return launcher;
