@@ -19,6 +19,11 @@ export interface LabHostContext {
   readonly outsideIP: string;
   /** macvlan: the host keeps one address of its slice for a shim (see macvlanShimPlan). */
   readonly macvlanShim: boolean;
+  /**
+   * weftd runs with --ip-masq. Without it a flannel-style plugin masquerades in the bridge instead;
+   * the lab then turns that off too, so the hosts carry no NAT at all (LabSpec.ipMasq).
+   */
+  readonly ipMasq: boolean;
 }
 
 export interface LabBackend {
@@ -84,6 +89,7 @@ function weftConflist(ctx: LabHostContext): Record<string, unknown> {
     name: LAB_CNI_NETWORK_NAME,
     plugins: [{
       type: 'weft',
+      ...(!ctx.ipMasq && { delegate: { ipMasq: false } }),
       subnetFile: ctx.dirs.subnetFile(ctx.index),
       dataDir: ctx.dirs.pluginState(ctx.index),
       ipam: { type: 'weft-ipam', dataDir: ctx.dirs.ipam(ctx.index) },

@@ -235,7 +235,7 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
 async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoId: string, save: () => void, report: StepReporter, checkpoint: Checkpoint): Promise<void> {
   for (const h of rec.hostList) {
     writeFileSync(dirs.conflist(h.index), JSON.stringify(spec.backend.conflist({
-      dirs, index: h.index, hosts: rec.hosts, pods: rec.pods, outsideIP: rec.outsideIP ?? '', macvlanShim: spec.macvlanShim,
+      dirs, index: h.index, hosts: rec.hosts, pods: rec.pods, outsideIP: rec.outsideIP ?? '', macvlanShim: spec.macvlanShim, ipMasq: spec.ipMasq,
     }), null, 2) + '\n');
     if (!h.subnet && spec.backend.networkConfig() === undefined) h.subnet = 'underlay';
   }

@@ -19,7 +19,8 @@ export interface LabSpec {
   readonly macvlanShim: boolean;
   /**
    * weftd --ip-masq (containers reach "outside", which has no route back). Always on from the
-   * CLI; `bench dataplane` turns it off to compare with a reference that has no NAT either.
+   * CLI; `bench dataplane` turns it off (and the bridge's own masquerade with it) to compare with a
+   * reference that has no NAT either.
    */
   readonly ipMasq: boolean;
 }

@@ -170,11 +170,21 @@ describe('macvlan shim plan', () => {
         const total = plan.routes.reduce((n, c) => n + 2 ** (32 - c.prefix), 0);
         const size = Number(parseIP(r.end).value - parseIP(r.start).value);
         assert.equal(total, size, 'routes cover the containers\' range and nothing else');
-        const conf = labBackend('macvlan')?.conflist({ dirs: LabDirs.of(parseLabName('x')), index: i, hosts, pods: 1, outsideIP: '198.18.0.254', macvlanShim: true }) as { plugins: Array<{ ipam: { ranges: Array<Array<{ rangeEnd: string }>> } }> };
+        const conf = labBackend('macvlan')?.conflist({ dirs: LabDirs.of(parseLabName('x')), index: i, hosts, pods: 1, outsideIP: '198.18.0.254', macvlanShim: true, ipMasq: true }) as { plugins: Array<{ ipam: { ranges: Array<Array<{ rangeEnd: string }>> } }> };
         assert.equal(conf.plugins[0]?.ipam.ranges[0]?.[0]?.rangeEnd, plan.rangeEnd, 'IPAM never hands out the shim address');
       }
     });
   }
+});
+
+describe('lab conflist and NAT', () => {
+  it('with weftd --ip-masq the weft plugin picks the bridge\'s masquerade itself; without, the lab turns it off', () => {
+    const ctx = { dirs: LabDirs.of(parseLabName('x')), index: 0, hosts: 2, pods: 1, outsideIP: '198.18.0.254', macvlanShim: false };
+    const plugin = (ipMasq: boolean) => (labBackend('vxlan')?.conflist({ ...ctx, ipMasq }) as { plugins: Array<Record<string, unknown>> }).plugins[0];
+    assert.equal(plugin(true)?.delegate, undefined);
+    assert.deepEqual(plugin(false)?.delegate, { ipMasq: false });
+    assert.equal(parseLabSpec({ backend: 'vxlan' }).ipMasq, true, 'the CLI\'s labs always masquerade');
+  });
 });
 
 describe('BIRD protocol table', () => {
