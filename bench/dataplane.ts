@@ -222,8 +222,9 @@ bridge, two host namespaces on veths, MTU 1500), with the same shape as weft's p
 - **macvlan**: a bridge-mode macvlan on each host's eth0, moved into a container namespace.
 
 Each backend is measured twice, each time against the reference of the same kind:
-- **no NAT**: weftd without \`--ip-masq\` (its \`inet weft\` table holds the forward accepts only, so
-  conntrack never runs) against the reference without any rules;
+- **no NAT**: weftd without \`--ip-masq\` (its \`inet weft\` table holds the forward accepts only, and the
+  weft plugin's bridge masquerade, which flannel-style plugins turn on without it, is off: conntrack
+  never runs) against the reference without any rules;
 - **--ip-masq** (as the lab and Flannel's usual manifest run it): weftd's table adds a NAT postrouting
   chain with a masquerade rule, which brings conntrack into every packet's path; the reference then
   carries the same table on both of its hosts (\`agentRulesScript\` with --ip-masq, network ${LAB_NETWORK}).
