@@ -116,11 +116,12 @@ async function measure(backend: string, rounds: number, seconds: number, pin: bo
     // bypass is off by default).
     const rules = agentRulesScript({ network: parseCidr(LAB_NETWORK), ipMasq: true });
     const runRef = (withRules: boolean) => { r.setRules(AGENT_TABLE, withRules ? rules : undefined); return iperf(r.server.ns, r.client.ns, r.server.ip, seconds, IPERF); };
-    const phase = async (ipMasq: boolean): Promise<{ weft: IperfResult[]; refs: IperfResult[]; differences: string[]; raw?: IperfResult }> => {
+    /** One lab's rounds; `inspect` reads what else is wanted from the lab before it goes down. */
+    const phase = async <T>(ipMasq: boolean, inspect: (rec: LabRecord) => Promise<T>): Promise<{ weft: IperfResult[]; refs: IperfResult[]; seen: T }> => {
       const spec = { ...parseLabSpec({ name: LAB, backend, hosts: '2', pods: '1', store: 'file' }), ipMasq };
       const rec = await labUp(spec);
       try {
-        const { client, server, h0, h1 } = pair(rec);
+        const { client, server } = pair(rec);
         const runWeft = () => iperf(server.ns, client.ns, server.ip, seconds, IPERF);
         const weft: IperfResult[] = [];
         const refs: IperfResult[] = [];
@@ -129,16 +130,19 @@ async function measure(backend: string, rounds: number, seconds: number, pin: bo
           else { refs.push(await runRef(ipMasq)); weft.push(await runWeft()); }
           process.stderr.write(`#   ${ipMasq ? '--ip-masq' : 'no NAT'} round ${i + 1}: weft ${weft.at(-1)!.gbps.toFixed(2)}, reference${ipMasq ? ' + weftd\'s rules' : ''} ${refs.at(-1)!.gbps.toFixed(2)} Gbit/s\n`);
         }
-        const differences = compareSettings(backend, rec, r);
-        return ipMasq ? { weft, refs, differences } : { weft, refs, differences, raw: await iperf(h1.ns, h0, h1.ip, seconds, IPERF) };
+        return { weft, refs, seen: await inspect(rec) };
       } finally {
         await labDown(LAB);
       }
     };
-    const plain = await phase(false);
-    const masq = await phase(true);
+    // The settings comparison and the raw underlay run once, in the first lab.
+    const plain = await phase(false, async (rec) => {
+      const { h0, h1 } = pair(rec);
+      return { differences: compareSettings(backend, rec, r), raw: await iperf(h1.ns, h0, h1.ip, seconds, IPERF) };
+    });
+    const masq = await phase(true, async () => undefined);
     r.setRules(AGENT_TABLE, undefined);
-    return { backend, refLabel: label, weft: plain.weft, ref: plain.refs, weftMasq: masq.weft, refRules: masq.refs, raw: plain.raw!, differences: plain.differences };
+    return { backend, refLabel: label, weft: plain.weft, ref: plain.refs, weftMasq: masq.weft, refRules: masq.refs, raw: plain.seen.raw, differences: plain.seen.differences };
   } finally {
     ref.destroy();
   }

@@ -1,5 +1,5 @@
 // The conntrack bypass and DNAT, on the real kernel: two hosts of a topology running weftd with
-// its defaults (vxlan, file store; the bypass is on unless turned off), pods made through
+// --conntrack-bypass and otherwise its defaults (vxlan, file store), pods made through
 // bin/cni/weft — a and c on host 0, b on host 1 — and on host 0 what kube-proxy and portmap add
 // there: a nat table of the test's own DNATs ClusterIP-like addresses (10.96.0.10 → b on the
 // other host, 10.96.0.11 → c on the same bridge, TCP 80 and UDP 53), and the reference portmap
@@ -151,7 +151,7 @@ const dnatTargets = () => [
 /** Whether each DNATed target answered, and from the address it was asked (TCP: the socket's peer; UDP: the datagram's source). */
 const answeredFromTarget = (rs: ProbeResult[]) => rs.map((r) => r.ok && r.from === `${r.ip}:${r.port}`);
 
-describe('conntrack bypass with DNAT to pods (weftd defaults, vxlan, 2 hosts)', { timeout: 240_000 }, () => {
+describe('conntrack bypass with DNAT to pods (weftd --conntrack-bypass, vxlan, 2 hosts)', { timeout: 240_000 }, () => {
   before(async () => {
     topo = Topology.create({ prefix: PREFIX, hosts: 2 });
     tmp = tempDir(PREFIX);
@@ -200,7 +200,7 @@ describe('conntrack bypass with DNAT to pods (weftd defaults, vxlan, 2 hosts)', 
     tmp?.remove();
   });
 
-  it('weftd keeps the bypass by default: notrack and the DNAT learning on every host', () => {
+  it('weftd --conntrack-bypass keeps the bypass: notrack and the DNAT learning on every host', () => {
     const want = bypassShape([parseCidr(NETWORK)], true);
     for (let h = 0; h < 2; h++) assert.deepEqual(bypassChains(h), want.chains, `h${h}`);
     // Bridged replies (same-host DNAT) reach the IP hooks only through br_netfilter.
