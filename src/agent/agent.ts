@@ -8,7 +8,7 @@ import { Netlink } from '../netlink/index.js';
 import { type Cidr, formatCidr, formatIP } from '../net/ip.js';
 import { readSysctl } from '../netns/index.js';
 import { parseNetworkConfig, type NetworkConfig } from '../store/config.js';
-import { LeaseManager, type ManagerStatus } from '../store/lease-manager.js';
+import { LeaseManager, type ManagerStatus, type SubnetLeaser } from '../store/lease-manager.js';
 import type { LeaseWatcher, WatcherState } from '../store/watch.js';
 import type { SubnetStore } from '../store/types.js';
 import { type AgentRulesSpec, agentRulesInPlace, applyAgentRules } from '../traffic/agent-rules.js';
@@ -85,7 +85,7 @@ export class Agent {
   private readonly extraEnv = new Map<string, string>();
   private nl: Netlink | undefined;
   private backend: Backend | undefined;
-  private manager: LeaseManager | undefined;
+  private manager: SubnetLeaser | undefined;
   private watcher: LeaseWatcher | undefined;
   private health: HealthServer | undefined;
   private network: NetworkConfig | undefined;
@@ -143,7 +143,11 @@ export class Agent {
         phase: this.phase,
         lease: this.leaseStatus.type === 'ready' || this.leaseStatus.type === 'not-ready'
           ? { status: this.leaseStatus.type, subnet: formatCidr(this.leaseStatus.lease.subnet), ...(this.leaseStatus.type === 'not-ready' && { reason: this.leaseStatus.reason }) }
-          : { status: this.leaseStatus.type, ...(this.leaseStatus.type === 'fatal' && { reason: this.leaseStatus.error.message }) },
+          : {
+            status: this.leaseStatus.type,
+            ...(this.leaseStatus.type === 'fatal' && { reason: this.leaseStatus.error.message }),
+            ...(this.leaseStatus.type === 'waiting' && { reason: this.leaseStatus.reason }),
+          },
         store: storeOk ? { status: 'reachable' } : { status: 'unreachable', reason: this.storeError },
         watch: this.watchState,
         subnetFile: this.subnetFileOk ? this.opts.subnetFile : null,
@@ -217,15 +221,18 @@ export class Agent {
     // 4. The lease.
     this.phase = 'acquiring lease';
     const previous = readPreviousSubnet(o.subnetFile);
-    const manager = new LeaseManager({
+    const leaseOpts = {
       store: o.store, config: network, publicIP: pub.ip, backendType: backend.type, backendData: prep.backendData,
       ...(o.leaseTtlSeconds !== undefined && { ttlSeconds: o.leaseTtlSeconds }),
       ...(previous && { previousSubnet: previous }),
       log: this.log.child({ component: 'lease-manager' }),
-      onStatus: (s) => this.onLeaseStatus(s),
-    });
+      onStatus: (s: ManagerStatus) => this.onLeaseStatus(s),
+    };
+    const manager: SubnetLeaser = o.store.createLeaser?.(leaseOpts) ?? new LeaseManager(leaseOpts);
     this.manager = manager;
-    const lease = await withTimeout(this.timed('acquire', manager.start()), storeTimeout, `acquiring a lease from ${o.store.where}`);
+    // A leaser that waits for an assignment (kube: the podCIDR) has no deadline: /readyz says why.
+    const acquiring = this.timed('acquire', manager.start());
+    const lease = await (manager.waitsForAssignment ? acquiring : withTimeout(acquiring, storeTimeout, `acquiring a lease from ${o.store.where}`));
     this.abortIfStopped();
     this.leaseStatus = manager.status;
     await backend.activate(lease.subnet);
@@ -372,7 +379,8 @@ export class Agent {
   private async repairPass(): Promise<void> {
     if (this.stopped) return;
     try {
-      await withTimeout(this.timed('probe', this.opts.store.getConfig()), 3000, 'store probe');
+      const store = this.opts.store;
+      await withTimeout(this.timed('probe', store.probe ? store.probe() : store.getConfig().then(() => {})), 3000, 'store probe');
       if (this.storeError !== undefined) this.log.info('store reachable again', { store: this.opts.store.where });
       this.storeError = undefined;
     } catch (err) {

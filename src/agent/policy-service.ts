@@ -18,7 +18,7 @@ import {
 } from '../policy/endpoint-record.js';
 import { type EnforceResult, localNft, type NftRunner, PolicyEnforcer } from '../policy/enforcer.js';
 import { type Endpoint, type Namespace, type NetworkPolicy, type PolicyWorld, parseEndpoint, parseNamespace, parsePolicy } from '../policy/model.js';
-import { ENDPOINTS, NAMESPACES, POLICIES, policyKey } from '../policy/store.js';
+import { ENDPOINTS, NAMESPACES, PODS, POLICIES, policyKey } from '../policy/store.js';
 import type { KeyValueEvent, KeyValueStore, KeyValueWatch } from '../store/kv.js';
 import type { AgentContext, AgentService, ServiceStarter } from './agent.js';
 
@@ -44,6 +44,24 @@ export interface PolicyServiceOptions {
   /** How long changes are gathered into one pass (default 10 ms). */
   readonly batchDelayMs?: number;
   readonly metrics?: PolicyMetrics;
+  /**
+   * The store is the Kubernetes API (kv offers `pods/`): a local endpoint's labels and named
+   * ports come from its Pod object (kubelet passes none in CNI_ARGS), and nothing is published —
+   * the other nodes read pod addresses from Pod status.
+   */
+  readonly podsFromStore?: boolean;
+}
+
+/** A Pod's policy-relevant metadata in the kube view (`pods/<ns>/<name>`). */
+interface PodInfo {
+  readonly labels: Record<string, string>;
+  readonly namedPorts?: Record<string, { port: number; protocol: string }>;
+}
+
+function parsePodInfo(_key: string, v: unknown): PodInfo {
+  const o = v as Partial<PodInfo> | null;
+  if (typeof o !== 'object' || o === null || typeof o.labels !== 'object' || o.labels === null) throw new WeftError(CniCode.InvalidNetworkConfig, 'pod info without labels');
+  return o as PodInfo;
 }
 
 export interface PolicyMetrics {
@@ -89,6 +107,7 @@ class ParsedCache<T> {
   }
   keys(): IterableIterator<string> { return this.byKey.keys(); }
   raw(key: string): string | undefined { return this.byKey.get(key)?.value; }
+  get(key: string): T | undefined { return this.byKey.get(key)?.parsed; }
   values(): T[] { return [...this.byKey.values()].flatMap((e) => (e.parsed === undefined ? [] : [e.parsed])); }
   bad(): number { return [...this.byKey.values()].filter((e) => e.parsed === undefined).length; }
 }
@@ -102,6 +121,7 @@ export class PolicyService implements AgentService {
   });
   private readonly namespaces = new ParsedCache<Namespace>((key, v) => parseNamespace(v, `${key}: `));
   private readonly endpoints = new ParsedCache<Endpoint>((key, v) => parseEndpoint(v, `${key}: `));
+  private readonly pods = new ParsedCache<PodInfo>(parsePodInfo);
   private records = new Map<string, EndpointRecord>();
   /** Local records as endpoints, parsed once per record content (a pass must not re-parse hundreds). */
   private readonly localParsed = new Map<string, { json: string; ep: Endpoint | undefined }>();
@@ -128,7 +148,7 @@ export class PolicyService implements AgentService {
   private running: Promise<void> | undefined;
   private dirty = false;
   private dirtySince = 0;
-  private synced = { policies: false, namespaces: false, endpoints: false };
+  private synced = { policies: false, namespaces: false, endpoints: false, pods: false };
   private closed = false;
   private stateNow: PolicyState = { type: 'starting' };
   private publishing: Promise<void> = Promise.resolve();
@@ -147,16 +167,18 @@ export class PolicyService implements AgentService {
   async start(): Promise<void> {
     mkdirSync(this.opts.recordDir, { recursive: true });
     await this.rescanRecords();
+    if (!this.opts.podsFromStore) this.synced.pods = true;
     const first = new Promise<void>((resolve) => {
       const follow = (prefix: string, cache: ParsedCache<unknown>, which: keyof PolicyService['synced']) => {
         this.watches.push(this.opts.kv.watch(prefix, (ev) => {
           this.onStoreEvent(ev, cache, which);
-          if (this.synced.policies && this.synced.namespaces && this.synced.endpoints) resolve();
+          if (Object.values(this.synced).every(Boolean)) resolve();
         }));
       };
       follow(POLICIES, this.policies as ParsedCache<unknown>, 'policies');
       follow(NAMESPACES, this.namespaces as ParsedCache<unknown>, 'namespaces');
       follow(ENDPOINTS, this.endpoints as ParsedCache<unknown>, 'endpoints');
+      if (this.opts.podsFromStore) follow(PODS, this.pods as ParsedCache<unknown>, 'pods');
     });
     await first;
     try {
@@ -299,7 +321,8 @@ export class PolicyService implements AgentService {
   private world(): { world: PolicyWorld; extraKnown: IP[] } {
     const local: Endpoint[] = [];
     const extraKnown: IP[] = [];
-    for (const [id, rec] of this.records) {
+    for (const [id, own] of this.records) {
+      const rec = this.withPodInfo(own);
       const json = JSON.stringify(rec);
       let cached = this.localParsed.get(id);
       if (cached?.json !== json) {
@@ -323,8 +346,18 @@ export class PolicyService implements AgentService {
     return { world: { policies: this.policies.values(), namespaces: this.namespaces.values(), endpoints: [...remote, ...local] }, extraKnown };
   }
 
+  /** In kube mode a record takes its pod's labels and named ports from the Pod object. */
+  private withPodInfo(rec: EndpointRecord): EndpointRecord {
+    if (!this.opts.podsFromStore || rec.namespace === undefined || rec.pod === undefined) return rec;
+    const info = this.pods.get(`${PODS}${rec.namespace}/${rec.pod}`);
+    if (!info) return rec;
+    const { namedPorts: _n, ...rest } = rec;
+    return { ...rest, labels: info.labels, ...(info.namedPorts && { namedPorts: info.namedPorts }) };
+  }
+
   /** Makes endpoints/<host>/… in the store equal to the local records. */
   private async publish(): Promise<void> {
+    if (this.opts.podsFromStore) return;
     const want = new Map<string, string>();
     for (const rec of this.records.values()) {
       const key = endpointStoreKey(this.opts.host, rec);
@@ -392,12 +425,12 @@ export class PolicyService implements AgentService {
 
 /** weftd's hook: the service on the agent's store, subnet and repair period. */
 export function policyServiceStarter(
-  open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number, conntrackBypass = false,
+  open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number, conntrackBypass = false, podsFromStore = false,
 ): ServiceStarter {
   return async (ctx) => {
     const kv = await open();
     const svc = new PolicyService({
-      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }),
+      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }), podsFromStore,
       ...(conntrackBypass && { conntrackBypass: [ctx.clusterNetwork] }),
       metrics: createPolicyMetrics([ctx.metrics.registry]),
       ...(repairIntervalMs !== undefined && { repairIntervalMs }),

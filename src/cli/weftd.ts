@@ -48,7 +48,8 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
   --health-addr HOST:PORT  serve /healthz, /readyz and /metrics here (default: off); :PORT
                            without a host listens on all addresses (0.0.0.0), so a
                            Prometheus elsewhere can scrape it; 127.0.0.1:PORT keeps it local
-  --node-name NAME         this node's name, for logs
+  --node-name NAME         this node's name: with --store kube its Node object (default the
+                           hostname, as the kubelet's); names this host's endpoints in policy
   --repair-interval SECS   period of the repair pass (default 5, at most 10)
   --lease-ttl SECS         lease TTL (default 86400)
   --cni-socket PATH|off    serve the weft CNI plugin's fast path on this unix socket (default
@@ -62,7 +63,8 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
                            --no-conntrack-bypass (or WEFTD_CONNTRACK_BYPASS=false) keeps it off
 ${storeFlagsHelp}
 
-The network config (Network, SubnetLen, Backend …) is read from the store: weftctl config set.
+The network config (Network, SubnetLen, Backend …) is read from the store (weftctl config set),
+or with --store kube from --net-config (the weft-config ConfigMap's net-conf.json).
 Exit: 0 after SIGTERM/SIGINT (dataplane and lease kept), 1 on a fatal error (including a
 network config weftd cannot serve yet, e.g. EnableIPv6), 2 on bad flags or flag env values.
 `;
@@ -198,7 +200,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.stderr.write(`weftd: ${err.message}\n(see weftd --help)\n`);
     return ExitCode.Usage;
   }
-  const { nodeName, repair, ttl, iface, publicIP, healthAddr, subnetFile, settings } = flags;
+  const { nodeName, repair, ttl, iface, publicIP, healthAddr, subnetFile } = flags;
+  // In kube mode the node name picks this host's Node; the kubelet's default is the hostname.
+  const settings: StoreSettings = flags.settings.type === 'kube' ? { ...flags.settings, nodeName: nodeName ?? hostname() } : flags.settings;
   const log = createLogger({ component: 'weftd', ...(nodeName !== undefined && { node: nodeName }) });
   let agent: Agent | undefined;
   try {
@@ -221,7 +225,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       log,
     });
     // Network policy before the CNI server, so the fast path's first ADD already has it.
-    agent.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass));
+    agent.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube'));
     if (flags.cniSocket !== 'off') agent.addService('cni-server', cniServerService(flags.cniSocket));
     const done = new Promise<number>((resolve) => {
       const stop = (signal: string) => {

@@ -2,6 +2,7 @@
 //   policies/<namespace>/<name>   the NetworkPolicy object as applied (JSON)
 //   namespaces/<name>             {"name","labels"}
 //   endpoints/…                   endpoint records (written by the weft plugin; any depth)
+//   pods/<namespace>/<name>       kube mode: {"labels","namedPorts"} of each Pod
 // Reading parses at the edge: a record that does not parse is skipped and reported, so one bad
 // key cannot stop a host from enforcing everything else.
 import type { KeyValueStore } from '../store/kv.js';
@@ -12,6 +13,8 @@ import {
 export const POLICIES = 'policies/';
 export const NAMESPACES = 'namespaces/';
 export const ENDPOINTS = 'endpoints/';
+/** Kube mode only: every pod's labels and named ports (src/store/kube/kube-kv.ts). */
+export const PODS = 'pods/';
 
 export const policyKey = (namespace: string, name: string): string => `${POLICIES}${namespace}/${name}`;
 export const namespaceKey = (name: string): string => `${NAMESPACES}${name}`;

@@ -3,6 +3,10 @@
 import { CniCode, WeftError } from '../errors.js';
 import type { SubnetStore } from './types.js';
 
+/** Kept here (not imported from kube/) so a command that never opens the kube store never loads it. */
+export const DEFAULT_ANNOTATION_PREFIX = 'flannel.alpha.coreos.com';
+export const DEFAULT_NET_CONFIG = '/etc/weft/net-conf.json';
+
 export const DEFAULT_PREFIX = '/weft/network';
 export const DEFAULT_STORE_DIR = '/var/lib/weft/store';
 export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:2379';
@@ -18,12 +22,15 @@ export const storeFlagOptions = {
   'etcd-password': { type: 'string' },
   'store-dir': { type: 'string' },
   prefix: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'net-config': { type: 'string' },
+  'kube-annotation-prefix': { type: 'string' },
 } as const;
 
 type StoreFlag = keyof typeof storeFlagOptions;
 
 export const storeFlagsHelp = `Store flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_ETCD_ENDPOINTS):
-  --store etcd|file          where leases live (default file)
+  --store etcd|file|kube     where leases live (default file)
   --etcd-endpoints URLS      comma-separated etcd client URLs (default ${DEFAULT_ETCD_ENDPOINTS})
   --etcd-cafile FILE         CA bundle for etcd TLS
   --etcd-certfile FILE       client certificate for etcd TLS
@@ -31,7 +38,14 @@ export const storeFlagsHelp = `Store flags (each also as env WEFTD_<FLAG>, e.g. 
   --etcd-username NAME       etcd user (with --etcd-password)
   --etcd-password PASS       etcd password
   --store-dir DIR            file store directory (default ${DEFAULT_STORE_DIR})
-  --prefix PATH              key prefix (default ${DEFAULT_PREFIX})`;
+  --prefix PATH              key prefix (default ${DEFAULT_PREFIX})
+  --store kube: the Kubernetes API server. Subnets are Node.spec.podCIDR, published
+  attributes are Node annotations (flannel's), policies come from NetworkPolicy objects:
+  --kubeconfig FILE          kubeconfig (default $KUBECONFIG, else the in-cluster service
+                             account)
+  --net-config FILE          the network config file, flannel's net-conf.json keys (default
+                             ${DEFAULT_NET_CONFIG})
+  --kube-annotation-prefix P Node annotation prefix (default ${DEFAULT_ANNOTATION_PREFIX}, flannel's)`;
 
 export type StoreSettings =
   | {
@@ -44,7 +58,19 @@ export type StoreSettings =
     readonly username?: string;
     readonly password?: string;
   }
-  | { readonly type: 'file'; readonly dir: string; readonly prefix: string };
+  | { readonly type: 'file'; readonly dir: string; readonly prefix: string }
+  | {
+    readonly type: 'kube';
+    readonly kubeconfig?: string;
+    readonly netConfig: string;
+    readonly annotationPrefix: string;
+    /** This node's Node (weftd sets it; listing needs none). */
+    readonly nodeName?: string;
+    readonly prefix: string;
+  };
+
+const ETCD_FLAGS = ['etcd-endpoints', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password'] as const;
+const KUBE_FLAGS = ['kubeconfig', 'net-config', 'kube-annotation-prefix'] as const;
 
 function envName(flag: StoreFlag): string {
   return `WEFTD_${flag.toUpperCase().replace(/-/g, '_')}`;
@@ -66,14 +92,22 @@ export function storeSettingsFrom(
     throw new WeftError(CniCode.InvalidEnvironment, `--prefix: expected an absolute key path like ${DEFAULT_PREFIX}, got ${JSON.stringify(prefix)}`);
   }
   const kind = get('store') ?? 'file';
-  if (kind === 'file') {
-    for (const f of ['etcd-endpoints', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password'] as const) {
-      if (typeof values[f] === 'string') throw new WeftError(CniCode.InvalidEnvironment, `--${f} needs --store etcd`);
+  const refuse = (flags: readonly StoreFlag[], needs: string) => {
+    for (const f of flags) if (typeof values[f] === 'string') throw new WeftError(CniCode.InvalidEnvironment, `--${f} needs --store ${needs}`);
+  };
+  if (kind !== 'kube') refuse(KUBE_FLAGS, 'kube');
+  if (kind !== 'file') refuse(['store-dir'], 'file');
+  if (kind !== 'etcd') refuse(ETCD_FLAGS, 'etcd');
+  if (kind === 'file') return { type: 'file', dir: get('store-dir') ?? DEFAULT_STORE_DIR, prefix };
+  if (kind === 'kube') {
+    const annotationPrefix = get('kube-annotation-prefix') ?? DEFAULT_ANNOTATION_PREFIX;
+    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(annotationPrefix)) {
+      throw new WeftError(CniCode.InvalidEnvironment, `--kube-annotation-prefix: expected a DNS subdomain like ${DEFAULT_ANNOTATION_PREFIX}, got ${JSON.stringify(annotationPrefix)}`);
     }
-    return { type: 'file', dir: get('store-dir') ?? DEFAULT_STORE_DIR, prefix };
+    const kubeconfig = get('kubeconfig');
+    return { type: 'kube', ...(kubeconfig !== undefined && { kubeconfig }), netConfig: get('net-config') ?? DEFAULT_NET_CONFIG, annotationPrefix, prefix };
   }
-  if (kind !== 'etcd') throw new WeftError(CniCode.InvalidEnvironment, `--store: expected etcd or file, got ${JSON.stringify(kind)}`);
-  if (typeof values['store-dir'] === 'string') throw new WeftError(CniCode.InvalidEnvironment, '--store-dir needs --store file');
+  if (kind !== 'etcd') throw new WeftError(CniCode.InvalidEnvironment, `--store: expected etcd, file or kube, got ${JSON.stringify(kind)}`);
   const endpoints = (get('etcd-endpoints') ?? DEFAULT_ETCD_ENDPOINTS).split(',').map((s) => s.trim()).filter((s) => s !== '');
   for (const e of endpoints) {
     if (!/^https?:\/\/[^/]+\/?$/.test(e)) throw new WeftError(CniCode.InvalidEnvironment, `--etcd-endpoints: expected URLs like http://127.0.0.1:2379, got ${JSON.stringify(e)}`);
@@ -99,6 +133,13 @@ export async function openStore(s: StoreSettings): Promise<SubnetStore> {
   if (s.type === 'file') {
     const { FileStore } = await import('./file/file-store.js');
     return new FileStore({ dir: s.dir, prefix: s.prefix });
+  }
+  if (s.type === 'kube') {
+    const { KubeStore } = await import('./kube/kube-store.js');
+    return new KubeStore({
+      ...(s.kubeconfig !== undefined && { kubeconfig: s.kubeconfig }), netConfig: s.netConfig, annotationPrefix: s.annotationPrefix,
+      ...(s.nodeName !== undefined && { nodeName: s.nodeName }),
+    });
   }
   const { EtcdStore } = await import('./etcd/etcd-store.js');
   const { type: _type, ...opts } = s;

@@ -337,6 +337,13 @@ export class EtcdKeyValueStore implements KeyValueStore {
 /** Opens the key/value view of the configured store (same flags as openStore). */
 export async function openKeyValueStore(s: StoreSettings): Promise<KeyValueStore> {
   if (s.type === 'file') return new FileKeyValueStore(s.dir, s.prefix);
+  if (s.type === 'kube') {
+    const [{ KubeClient }, { resolveKubeConnection }, { KubeKeyValueStore }] = await Promise.all([
+      import('../kube/client.js'), import('../kube/config.js'), import('./kube/kube-kv.js'),
+    ]);
+    const client = new KubeClient(resolveKubeConnection(s.kubeconfig));
+    return new KubeKeyValueStore(client, async () => client.close());
+  }
   const { EtcdStore } = await import('./etcd/etcd-store.js');
   const { type: _type, ...opts } = s;
   const store = new EtcdStore(opts);

@@ -14,6 +14,8 @@ export const DEFAULT_LEASE_TTL_SECONDS = 24 * 3600;
 
 export type ManagerStatus =
   | { readonly type: 'idle' }
+  /** No lease yet, and why (kube: the Node has no podCIDR yet, or the API refuses). */
+  | { readonly type: 'waiting'; readonly reason: string }
   | { readonly type: 'ready'; readonly lease: Lease }
   /** The store cannot be reached; the lease is kept and renewal keeps trying. */
   | { readonly type: 'not-ready'; readonly lease: Lease; readonly reason: string }
@@ -36,10 +38,23 @@ export interface LeaseManagerOptions {
   readonly onStatus?: (s: ManagerStatus) => void;
 }
 
+/** What the agent needs of whoever obtains its lease: the LeaseManager, or a store's own (kube). */
+export interface SubnetLeaser {
+  readonly status: ManagerStatus;
+  /**
+   * True when acquiring waits on someone else (kube: the controller assigning a podCIDR), so it
+   * has no deadline; the leaser reports why it waits and the agent's readiness shows it.
+   */
+  readonly waitsForAssignment?: boolean;
+  start(): Promise<Lease>;
+  watchOthers(onEvent: (ev: LeaseEvent) => void, onState?: (s: WatcherState) => void): LeaseWatcher;
+  stop(opts?: { release?: boolean }): Promise<void>;
+}
+
 /** How many conflicting put-if-absent attempts before giving up (each picks another subnet). */
 const MAX_ATTEMPTS = 64;
 
-export class LeaseManager {
+export class LeaseManager implements SubnetLeaser {
   private held: HeldEntry | undefined;
   private lease: Lease | undefined;
   private statusNow: ManagerStatus = { type: 'idle' };

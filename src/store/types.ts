@@ -1,6 +1,7 @@
 // The SubnetStore contract both backends (etcd, file) implement. It speaks in raw entries —
 // key plus the stored text — so that parsing, and skipping garbage, happens once, in lease.ts.
 import type { Cidr } from '../net/ip.js';
+import type { LeaseManagerOptions, SubnetLeaser } from './lease-manager.js';
 
 /** One stored subnet key as the store holds it. */
 export interface RawEntry {
@@ -52,6 +53,15 @@ export type WatchState =
   | { readonly type: 'disconnected'; readonly reason: string };
 
 export interface RawWatch {
+  /**
+   * How a node gets its own lease, where the store decides it (kube: the Node's podCIDR);
+   * absent, the node picks a free subnet and writes it (LeaseManager).
+   */
+  createLeaser?(opts: LeaseManagerOptions): SubnetLeaser;
+
+  /** A cheap request proving the store answers (the repair pass); absent, getConfig serves. */
+  probe?(): Promise<void>;
+
   close(): Promise<void>;
 }
 
@@ -61,7 +71,7 @@ export interface ListOptions {
 }
 
 export interface SubnetStore {
-  readonly kind: 'etcd' | 'file';
+  readonly kind: 'etcd' | 'file' | 'kube';
   /** A human description (endpoints or directory), for logs and errors. */
   readonly where: string;
 
@@ -107,6 +117,15 @@ export interface SubnetStore {
     onEvent: (ev: StoreEvent) => void,
     onState?: (s: WatchState) => void,
   ): RawWatch;
+
+  /**
+   * How a node gets its own lease, where the store decides it (kube: the Node's podCIDR);
+   * absent, the node picks a free subnet and writes it (LeaseManager).
+   */
+  createLeaser?(opts: LeaseManagerOptions): SubnetLeaser;
+
+  /** A cheap request proving the store answers (the repair pass); absent, getConfig serves. */
+  probe?(): Promise<void>;
 
   close(): Promise<void>;
 }
