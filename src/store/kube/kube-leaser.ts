@@ -8,9 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Backoff } from '../../backoff.js';
 import { CniCode, WeftError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
-import { type Cidr, cidrEquals, formatCidr, formatIP } from '../../net/ip.js';
+import { type Cidr, cidrContainsCidr, cidrEquals, formatCidr, formatIP } from '../../net/ip.js';
 import { KubeError } from '../../kube/client.js';
-import { planAllows } from '../config.js';
 import type { Lease, LeaseAttrs } from '../lease.js';
 import type { LeaseManagerOptions, ManagerStatus, SubnetLeaser } from '../lease-manager.js';
 import { LeaseWatcher, type LeaseEvent, type WatcherState } from '../watch.js';
@@ -87,8 +86,11 @@ export class KubeLeaser implements SubnetLeaser {
         if (!subnet) {
           this.setStatus({ type: 'waiting', reason: `Node ${this.opts.nodeName} has no IPv4 spec.podCIDR yet (assigned by kube-controller-manager --allocate-node-cidrs)` });
         } else {
-          if (!planAllows(this.opts.config.ipv4!, subnet)) {
-            const error = new WeftError(CniCode.InvalidNetworkConfig, `Node ${this.opts.nodeName}: spec.podCIDR ${formatCidr(subnet)} is not a /${this.opts.config.ipv4!.subnetLen} inside the network config's Network ${formatCidr(this.opts.config.ipv4!.network)}`);
+          // Only containment: the controller's --node-cidr-mask-size decides the length and it
+          // hands out the Network's first subnet too, which SubnetMin keeps from etcd-mode nodes.
+          const network = this.opts.config.ipv4!.network;
+          if (!cidrContainsCidr(network, subnet)) {
+            const error = new WeftError(CniCode.InvalidNetworkConfig, `Node ${this.opts.nodeName}: spec.podCIDR ${formatCidr(subnet)} is outside the network config's Network ${formatCidr(network)} (--net-config and kube-controller-manager's --cluster-cidr must agree)`);
             this.setStatus({ type: 'fatal', error });
             throw error;
           }
