@@ -15,6 +15,7 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   install: async () => (await import('./install.js')).installCommand,
   uninstall: async () => (await import('./install.js')).uninstallCommand,
   bgp: async () => (await import('./bgp.js')).bgpCommand,
+  kube: async () => (await import('./kube.js')).kubeCommand,
 };
 
 const summaries: Record<string, string> = {
@@ -28,6 +29,7 @@ const summaries: Record<string, string> = {
   install: 'install the CNI plugins, conflist and weftd service on this host (or under --root)',
   uninstall: 'remove exactly what weftctl install wrote',
   bgp: 'BGP sessions of the local weftd (bgp backend): state, uptime, prefixes',
+  kube: 'a throwaway Kubernetes control plane (etcd + kube-apiserver) for tests and labs',
 };
 
 function topHelp(): string {
