@@ -32,8 +32,13 @@ log="$CACHE/build.log"
 : > "$log"
 trap 'echo "build-kube: failed; the end of $log:" >&2; tail -n 40 "$log" >&2' ERR
 echo "build-kube: building Kubernetes $K8S_VERSION (staging $staging_version) in $work — several minutes; log in $log" >&2
-gomod_file=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>>"$log" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
-[ -f "$gomod_file" ] || { echo "build-kube: cannot download k8s.io/kubernetes@$K8S_VERSION" >&2; exit 1; }
+# -json reports a failure in its "Error" field on stdout, not on stderr.
+download=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>>"$log") || true
+gomod_file=$(printf '%s\n' "$download" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+[ -f "$gomod_file" ] || {
+  echo "build-kube: cannot download k8s.io/kubernetes@$K8S_VERSION: $(printf '%s\n' "$download" | sed -n 's/.*"Error": "\(.*\)".*/\1/p')" >&2
+  exit 1
+}
 go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod_file" | head -1)
 {
   echo "module weft.local/kubebuild"

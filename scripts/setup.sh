@@ -1,11 +1,14 @@
 #!/bin/bash
 # Installs everything weft needs on Debian 12 (as root) and builds it: system packages, npm
-# dependencies, the native addon and the TypeScript. Safe to run again; skips what is there.
+# dependencies, the native addon and the TypeScript, and the real Kubernetes control plane the
+# kube tests run (kube-apiserver, kubectl, etcd: built from the Go module proxy by
+# scripts/build-kube.sh into /var/cache/weft/k8s, once per machine; needs Go 1.26 on PATH).
+# Safe to run again; skips what is there.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 
 PACKAGES=(iproute2 nftables etcd-server etcd-client iperf3 bird2 containernetworking-plugins
-          python3 make g++ procps iputils-ping iptables util-linux curl)
+          python3 make g++ procps iputils-ping iptables util-linux curl openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,4 +27,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 bash scripts/build.sh
+# Several minutes on a fresh machine (Go's output goes to build.log beside the binaries), instant after.
+kube_bin_dir=$(bash scripts/build-kube.sh)
+echo "setup: Kubernetes binaries in $kube_bin_dir" >&2
 echo "setup: done" >&2
