@@ -102,7 +102,7 @@ function seconds(raw: string | undefined, dflt: number): number {
 /** Steps `up` reports for this spec (the demo's step counter counts them). */
 function upSteps(spec: LabSpec): number {
   const agent = spec.backend.networkConfig() !== undefined;
-  return 1 + (spec.racks > 1 ? 1 : 0) + (spec.macvlanShim ? 1 : 0) + (agent && spec.store === 'etcd' ? 1 : 0) + (agent ? 3 : 0) + 2;
+  return 1 + (spec.racks > 1 ? 1 : 0) + (spec.macvlanShim ? 1 : 0) + (agent && spec.store !== 'file' ? 1 : 0) + (agent ? 3 : 0) + 2;
 }
 
 function out(s: string): void {

@@ -32,9 +32,10 @@ interface Row {
   expiresAt: string | null;
 }
 
-function table(rows: Row[]): string {
+/** `never`: a reservation; in kube mode a lease is its Node's podCIDR and lives as long as the Node. */
+function table(rows: Row[], never: string): string {
   const head = ['SUBNET', 'PUBLIC-IP', 'BACKEND', 'EXPIRES'];
-  const cells = rows.map((r) => [r.subnet, r.publicIP, r.backendType, r.expiresAt ?? 'never (reserved)']);
+  const cells = rows.map((r) => [r.subnet, r.publicIP, r.backendType, r.expiresAt ?? never]);
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)));
   const line = (c: string[]) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ');
   return [line(head), ...cells.map(line)].join('\n') + '\n';
@@ -81,7 +82,7 @@ export const leasesCommand: CliCommand = {
           });
         }
         rows.sort((a, b) => ipCompare(tryParseCidr(a.subnet)!.ip, tryParseCidr(b.subnet)!.ip));
-        process.stdout.write(v.json ? JSON.stringify(rows, null, 2) + '\n' : table(rows));
+        process.stdout.write(v.json ? JSON.stringify(rows, null, 2) + '\n' : table(rows, store.kind === 'kube' ? 'with its Node' : 'never (reserved)'));
         return ExitCode.Ok;
       }
       if (!subnet) throw new UsageError('missing SUBNET');

@@ -8,14 +8,17 @@ import { CniCode, WeftError } from '../errors.js';
 import { openKeyValueStore } from '../store/kv.js';
 import { storeFlagOptions, storeFlagsHelp, storeSettingsFrom } from '../store/flags.js';
 import { type LabelSelector, type NetworkPolicy, parsePolicy, parsePolicyText, validNamespaceName } from '../policy/model.js';
-import { POLICIES, policyKey } from '../policy/store.js';
+import { loadEndpoints, POLICIES, policyKey } from '../policy/store.js';
+import { policySelects } from '../policy/evaluate.js';
 
 const help = `weftctl policy — Kubernetes NetworkPolicy (networking.k8s.io/v1) in the store
 
 Usage:
   weftctl policy apply -f FILE|-                 create or replace policies (JSON or YAML;
                                                  several documents or a List are fine)
-  weftctl policy list [-n NS | -A] [--json]      NAMESPACE NAME POD-SELECTOR TYPES
+  weftctl policy list [-n NS | -A] [--json]      NAMESPACE NAME POD-SELECTOR TYPES PODS (the
+                                                 endpoints it selects: "none selected" flags
+                                                 a selector that matches no pod)
   weftctl policy get NAME [-n NS] [-o json|yaml] the stored object
   weftctl policy delete NAME [-n NS]
 
@@ -109,8 +112,11 @@ export const policyCommand: CliCommand = {
           if (v.json) {
             process.stdout.write(JSON.stringify(rows.map((r) => r.raw), null, 2) + '\n');
           } else {
-            process.stdout.write(table(['NAMESPACE', 'NAME', 'POD-SELECTOR', 'TYPES'],
-              rows.map(({ policy: p }) => [p.namespace, p.name, selectorText(p.podSelector), typesText(p)])));
+            // How many endpoints each selects: a policy selecting none is usually a typo in a label.
+            const endpoints = await loadEndpoints(kv);
+            const selected = (p: NetworkPolicy) => endpoints.filter((e) => policySelects(p, e)).length;
+            process.stdout.write(table(['NAMESPACE', 'NAME', 'POD-SELECTOR', 'TYPES', 'PODS'],
+              rows.map(({ policy: p }) => [p.namespace, p.name, selectorText(p.podSelector), typesText(p), String(selected(p) || 'none selected')])));
           }
           return ExitCode.Ok;
         }

@@ -173,7 +173,7 @@ export class KubeClient {
       req = this.open('GET', `${path}?${qs}`, {});
     } catch (err) {
       queueMicrotask(() => end(this.wrap(err, 'WATCH', path)));
-      return { close: () => { ended = true; } };
+      return { close: () => end(undefined) };
     }
     const arm = () => {
       clearTimeout(idle);
@@ -220,11 +220,11 @@ export class KubeClient {
     req.on('error', (err) => end(this.wrap(err, 'WATCH', path)));
     req.end();
     return {
+      // The consumer hears the end of a stream it closed too: it may be awaiting it.
       close: () => {
         if (ended) return;
-        ended = true;
-        clearTimeout(idle);
         req.destroy();
+        end(undefined);
       },
     };
   }

@@ -18,6 +18,7 @@ import { ensureMacvlanShim } from '../macvlan/shim.js';
 import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, tail } from './exec.js';
 import { mapLimit } from '../map-limit.js';
 import { LAB_NS_PREFIX, type LabName, labNsPrefix, labRoot } from './naming.js';
+import { createPods, kubeletCniArgs, kubeStoreArgs, type LabKube, podManifest, postPodIP, startLabKube } from './kube.js';
 import { type LabProcess, isSameProcess, killAndWait, processStartTime, processesInNamespaces, startInNamespace } from './procs.js';
 import type { LabSpec } from './spec.js';
 import { LabDirs, type LabRecord, readRecord, writeRecord } from './state.js';
@@ -75,6 +76,7 @@ function labNetnsEntries(name: LabName): string[] {
 }
 
 function storeArgs(rec: LabRecord, dirs: LabDirs): string[] {
+  if (rec.store === 'kube') return kubeStoreArgs(dirs);
   return rec.store === 'etcd'
     ? ['--store', 'etcd', '--etcd-endpoints', rec.etcdUrl ?? '']
     : ['--store', 'file', '--store-dir', dirs.store];
@@ -182,11 +184,14 @@ function addMacvlanShims(rec: LabRecord, save: () => void): void {
 
 async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: () => void, report: StepReporter, config: Record<string, unknown> | undefined, checkpoint: Checkpoint): Promise<void> {
   if (config === undefined) return;
-  report(`writing the network config (Backend ${spec.backend.name}) to the ${rec.store} store`);
-  const host0 = rec.hostList[0];
-  if (!host0) throw new WeftError(CniCode.Internal, 'lab has no host');
-  const set = await execIn(host0.ns, [WEFTCTL_BIN, 'config', 'set', '-', ...storeArgs(rec, dirs)], { input: JSON.stringify(config) });
-  if (set.code !== 0) throw new WeftError(CniCode.Store, `weftctl config set failed: ${set.stderr.trim()}`);
+  // In kube mode the config is a file (the ConfigMap's net-conf.json), written with the Nodes.
+  if (rec.store !== 'kube') {
+    report(`writing the network config (Backend ${spec.backend.name}) to the ${rec.store} store`);
+    const host0 = rec.hostList[0];
+    if (!host0) throw new WeftError(CniCode.Internal, 'lab has no host');
+    const set = await execIn(host0.ns, [WEFTCTL_BIN, 'config', 'set', '-', ...storeArgs(rec, dirs)], { input: JSON.stringify(config) });
+    if (set.code !== 0) throw new WeftError(CniCode.Store, `weftctl config set failed: ${set.stderr.trim()}`);
+  }
 
   report(`starting weftd on ${rec.hosts} host${rec.hosts > 1 ? 's' : ''}`);
   const agents: LabProcess[] = [];
@@ -232,7 +237,7 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
   }
 }
 
-async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoId: string, save: () => void, report: StepReporter, checkpoint: Checkpoint): Promise<void> {
+async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoId: string, save: () => void, report: StepReporter, checkpoint: Checkpoint, kube: LabKube | undefined): Promise<void> {
   for (const h of rec.hostList) {
     writeFileSync(dirs.conflist(h.index), JSON.stringify(spec.backend.conflist({
       dirs, index: h.index, hosts: rec.hosts, pods: rec.pods, outsideIP: rec.outsideIP ?? '', macvlanShim: spec.macvlanShim, ipMasq: spec.ipMasq,
@@ -250,18 +255,22 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
     }
   }
   save();
+  // A Pod exists (bound to its node) before the kubelet runs CNI ADD for it.
+  if (kube) await createPods(kube.cp, rec.containers.map((c) => podManifest(c.name, c.host, ECHO_PORT)));
   await mapLimit(rec.hostList, 2, async (h) => {
     for (const c of rec.containers.filter((x) => x.host === h.index)) {
       checkpoint();
       const r = await execIn(h.ns, [
         WEFTCTL_BIN, 'cni', 'add', '--conf', dirs.conflist(h.index), '--netns', netnsPath(c.ns),
         '--container-id', c.containerId, '--cache-dir', dirs.cniCache(h.index), '--cni-path', `${CNI_BIN_DIR}:/usr/lib/cni`,
+        ...(kube ? ['--args', kubeletCniArgs(c.name)] : []),
       ], { timeoutMs: 30_000 });
       if (r.code !== 0) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} on h${h.index} failed: ${r.stderr.trim() || r.stdout.trim()}`);
       const result = JSON.parse(r.stdout) as { ips?: Array<{ address?: string }> };
       const addr = result.ips?.[0]?.address;
       if (!addr) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} returned no address: ${r.stdout.trim()}`);
       c.ip = formatIP(parseCidr(addr).ip);
+      if (kube) await postPodIP(kube.cp, c.name, c.ip);
     }
   });
   save();
@@ -360,8 +369,13 @@ export async function labUp(spec: LabSpec, report: StepReporter = () => {}, sign
       step('starting etcd in the outside namespace');
       await startEtcd(rec, dirs, save);
     }
+    let kube: LabKube | undefined;
+    if (spec.store === 'kube' && config !== undefined) {
+      step(`starting kube-apiserver in the outside namespace, registering ${spec.hosts} Nodes with podCIDRs`);
+      kube = await startLabKube(rec, dirs, save, config);
+    }
     await startAgents(spec, rec, dirs, save, step, config, checkpoint);
-    await addContainers(spec, rec, dirs, topoId, save, step, checkpoint);
+    await addContainers(spec, rec, dirs, topoId, save, step, checkpoint, kube);
     await startEchoServers(rec, dirs, save, step, checkpoint);
     rec.phase = 'up';
     writeRecord(dirs, rec);

@@ -96,7 +96,7 @@ export function renderBench(b: BenchReport, colour: boolean): string {
 export function renderStatus(s: LabStatus, colour: boolean): string {
   const rec = s.record;
   const head = rec
-    ? `lab ${s.name}: ${rec.phase}${s.healthy ? '' : rec.phase === 'up' ? ' (DEGRADED)' : ''} — backend ${rec.backend}, store ${rec.store}${rec.etcdUrl ? ` (${rec.etcdUrl})` : ''}, ${rec.hosts} host(s) × ${rec.pods} container(s), since ${rec.createdAt}\nstate: ${s.stateDir}\n`
+    ? `lab ${s.name}: ${rec.phase}${s.healthy ? '' : rec.phase === 'up' ? ' (DEGRADED)' : ''} — backend ${rec.backend}, store ${rec.store}${rec.etcdUrl ? ` (${rec.etcdUrl})` : ''}${rec.kubeServer ? ` (${rec.kubeServer})` : ''}, ${rec.hosts} host(s) × ${rec.pods} container(s), since ${rec.createdAt}\nstate: ${s.stateDir}\n`
     : `lab ${s.name}: no record (a crashed up?) — ${s.namespaces.length} namespace(s) left; remove with weftctl lab down --name ${s.name}\n`;
   if (!rec) return head;
   const racks = rec.racks !== undefined;

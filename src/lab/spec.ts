@@ -5,7 +5,7 @@ import { DEFAULT_LAB_NAME, type LabName, parseLabName } from './naming.js';
 
 export const MAX_HOSTS = 16;
 export const MAX_PODS = 32;
-export type LabStore = 'file' | 'etcd';
+export type LabStore = 'file' | 'etcd' | 'kube';
 
 export interface LabSpec {
   readonly name: LabName;
@@ -79,7 +79,8 @@ export function parseLabSpec(raw: RawLabFlags): LabSpec {
   const pods = count('--pods', raw.pods, 2, MAX_PODS);
   const backend = parseBackend(raw.backend);
   const store = raw.store ?? 'file';
-  if (store !== 'file' && store !== 'etcd') throw new LabInputError(`--store: expected file or etcd, got ${JSON.stringify(store)}`);
+  if (store !== 'file' && store !== 'etcd' && store !== 'kube') throw new LabInputError(`--store: expected file, etcd or kube, got ${JSON.stringify(store)}`);
+  if (store !== 'file' && backend.networkConfig() === undefined) throw new LabInputError(`--store ${store}: the ${backend.name} backend runs no weftd and uses no store`);
   const racks = count('--racks', raw.racks, 1, MAX_HOSTS);
   const macvlanShim = raw.macvlanShim ?? false;
   if (macvlanShim && backend.name !== 'macvlan') throw new LabInputError(`--macvlan-shim: only for --backend macvlan (the ${backend.name} backend's hosts reach their containers already)`);

@@ -5,6 +5,7 @@
 //   /run/weft-lab/NAME/lab.json           this record
 //   store/                                file store shared by the hosts' weftd
 //   etcd/                                 etcd data (store etcd)
+//   kube/, weft.kubeconfig, net-conf.json control plane state, weftd's identity, network config (store kube)
 //   hosts/hI/{subnet.env,cni.sock,weftd.log,net.d/,cni-cache/,weft-state/,ipam/}
 //   procs/ROLE.log                        echo servers, etcd
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -46,7 +47,7 @@ export const labRecordSchema = z.object({
   version: z.literal(1),
   name: z.string(),
   backend: z.string(),
-  store: z.enum(['file', 'etcd']),
+  store: z.enum(['file', 'etcd', 'kube']),
   hosts: z.number().int().positive(),
   pods: z.number().int().positive(),
   phase: z.enum(['creating', 'up', 'failed']),
@@ -62,6 +63,8 @@ export const labRecordSchema = z.object({
   /** Namespaces added later (benchmark reference paths); all carry the lab prefix too. */
   extraNamespaces: z.array(z.string()),
   etcdUrl: z.string().optional(),
+  /** --store kube: the API server's URL (its state, kubeconfigs and logs are under kube/). */
+  kubeServer: z.string().optional(),
   /** --racks R > 1: one switch namespace per rack, the router namespace between them and BIRD's control socket. */
   racks: z.number().int().positive().optional(),
   switches: z.array(z.string()).optional(),
@@ -84,6 +87,11 @@ export class LabDirs {
   get record(): string { return join(this.root, 'lab.json'); }
   get store(): string { return join(this.root, 'store'); }
   get etcd(): string { return join(this.root, 'etcd'); }
+  /** --store kube: the control plane's state dir (pki, etcd data, logs, admin.kubeconfig). */
+  get kube(): string { return join(this.root, 'kube'); }
+  /** The weft ServiceAccount's kubeconfig every weftd of a kube lab runs with. */
+  get kubeconfig(): string { return join(this.root, 'weft.kubeconfig'); }
+  get netConfig(): string { return join(this.root, 'net-conf.json'); }
   get procs(): string { return join(this.root, 'procs'); }
   /** BIRD's config, control socket and pid file (multi-rack labs). */
   get bird(): string { return join(this.root, 'bird'); }

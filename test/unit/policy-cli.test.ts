@@ -52,8 +52,8 @@ describe('weftctl policy and ns (file store)', () => {
     assert.equal(weftctl(['policy', 'apply', '-f', '-'], POLICY_YAML).stdout.split('\n')[0], 'networkpolicy prod/web configured');
     const list = weftctl(['policy', 'list', '-A']);
     assert.equal(list.status, 0, list.stderr);
-    assert.equal(list.stdout, 'NAMESPACE  NAME         POD-SELECTOR  TYPES\ndev        deny-egress  <all>         Egress\nprod       web          app=web       Ingress\n');
-    assert.equal(weftctl(['policy', 'list']).stdout.trim(), 'NAMESPACE  NAME  POD-SELECTOR  TYPES', 'namespace default has none');
+    assert.equal(list.stdout, 'NAMESPACE  NAME         POD-SELECTOR  TYPES    PODS\ndev        deny-egress  <all>         Egress   none selected\nprod       web          app=web       Ingress  none selected\n');
+    assert.equal(weftctl(['policy', 'list']).stdout.trim(), 'NAMESPACE  NAME  POD-SELECTOR  TYPES  PODS', 'namespace default has none');
     const get = weftctl(['policy', 'get', 'web', '-n', 'prod']);
     assert.equal(get.status, 0, get.stderr);
     const obj = JSON.parse(get.stdout) as { metadata: { namespace: string }; spec: { ingress: unknown[] } };

@@ -95,8 +95,9 @@ const RESOURCES: Record<string, Resource> = {
   },
 };
 
+/** The view holding `prefix`: its own (`policies/`) or a part of it (`policies/prod/`). */
 function resourceFor(prefix: string): Resource {
-  const r = RESOURCES[prefix];
+  const r = Object.entries(RESOURCES).find(([p]) => prefix.startsWith(p))?.[1];
   if (!r) throw new WeftError(CniCode.Internal, `kube store: no API view for ${JSON.stringify(prefix)} (known: ${Object.keys(RESOURCES).join(', ')})`);
   return r;
 }
@@ -113,9 +114,8 @@ export class KubeKeyValueStore implements KeyValueStore {
   }
 
   async get(key: string): Promise<string | undefined> {
-    const prefix = Object.keys(RESOURCES).find((p) => key.startsWith(p));
-    if (!prefix) return undefined;
-    return (await this.list(prefix)).find((e) => e.key === key)?.value;
+    if (!Object.keys(RESOURCES).some((p) => key.startsWith(p))) return undefined;
+    return (await this.list(key.slice(0, key.lastIndexOf('/') + 1))).find((e) => e.key === key)?.value;
   }
 
   async put(key: string): Promise<void> {
@@ -136,7 +136,7 @@ export class KubeKeyValueStore implements KeyValueStore {
   async list(prefix: string): Promise<KeyValue[]> {
     const r = resourceFor(prefix);
     const { items } = await listAll<KubeObject>(this.client, r.path);
-    return items.flatMap((o) => r.entries(o as never)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return items.flatMap((o) => r.entries(o as never)).filter((e) => e.key.startsWith(prefix)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   /**
@@ -156,7 +156,7 @@ export class KubeKeyValueStore implements KeyValueStore {
           keysOf.clear();
           const entries: KeyValue[] = [];
           for (const o of ev.items) {
-            const es = r.entries(o as never);
+            const es = r.entries(o as never).filter((e) => e.key.startsWith(prefix));
             keysOf.set(objectId(o), es.map((e) => e.key));
             entries.push(...es);
           }
@@ -165,7 +165,7 @@ export class KubeKeyValueStore implements KeyValueStore {
         }
         const id = objectId(ev.obj);
         const before = keysOf.get(id) ?? [];
-        const now = ev.type === 'delete' ? [] : r.entries(ev.obj as never);
+        const now = ev.type === 'delete' ? [] : r.entries(ev.obj as never).filter((e) => e.key.startsWith(prefix));
         const nowKeys = new Set(now.map((e) => e.key));
         for (const k of before) if (!nowKeys.has(k)) onEvent({ type: 'delete', key: k });
         for (const e of now) onEvent({ type: 'put', key: e.key, value: e.value });

@@ -1,0 +1,124 @@
+// `lab up --store kube`: a real control plane (etcd + kube-apiserver) in the lab's "outside"
+// namespace, and the API objects a cluster's other parts would write, written the way they
+// would write them — no kubelet, scheduler or controller-manager runs, so the lab plays them:
+//   - each host registers its Node (as a kubelet does) and gets a podCIDR the way
+//     kube-controller-manager --allocate-node-cidrs hands them out (the Network's /24s in order);
+//   - weftd gets only the weft ServiceAccount's token and the RBAC of deploy/kubernetes/weft.yaml,
+//     so a verb missing there fails the lab;
+//   - every container is a Pod bound to its host (as the scheduler binds it), added through CNI
+//     with kubelet's CNI_ARGS, and its address posted in status.podIPs (as the kubelet posts it).
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parseAllDocuments } from 'yaml';
+import { CniCode, WeftError } from '../errors.js';
+import { type ControlPlane, startControlPlane } from '../kube/controlplane.js';
+import { type Cidr, formatCidr, nthSubnet, parseCidr } from '../net/ip.js';
+import { startInNamespace } from './procs.js';
+import type { LabDirs, LabRecord } from './state.js';
+
+/** The namespace the lab's pods live in (labelled, so namespaceSelector examples have a target). */
+export const LAB_POD_NAMESPACE = 'lab';
+/** kube-controller-manager's default --node-cidr-mask-size for IPv4. */
+const NODE_CIDR_MASK = 24;
+const DEPLOY_MANIFEST = new URL('../../../deploy/kubernetes/weft.yaml', import.meta.url);
+/** The kinds of the DaemonSet manifest that grant weftd its identity and rights. */
+const RBAC_KINDS = new Set(['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding']);
+
+export interface LabKube {
+  readonly cp: ControlPlane;
+  /** The weft ServiceAccount's kubeconfig, what each weftd runs with. */
+  readonly kubeconfig: string;
+  readonly netConfig: string;
+}
+
+async function kubectlOk(cp: ControlPlane, args: readonly string[], input?: string): Promise<string> {
+  const r = await cp.kubectl(args, { allowFailure: true, ...(input !== undefined && { input }) });
+  if (r.code !== 0) throw new WeftError(CniCode.Store, `kubectl ${args.join(' ')}: ${r.stderr.trim() || r.stdout.trim()}`);
+  return r.stdout;
+}
+
+/** Namespace, ServiceAccount, ClusterRole and binding from the DaemonSet manifest, as YAML. */
+export function weftRbacManifest(): string {
+  const docs = parseAllDocuments(readFileSync(DEPLOY_MANIFEST, 'utf8'));
+  const keep = docs.map((d) => d.toJSON() as { kind?: string } | null).filter((o) => o !== null && RBAC_KINDS.has(o.kind ?? ''));
+  if (!keep.some((o) => o?.kind === 'ClusterRole')) throw new WeftError(CniCode.Internal, `${DEPLOY_MANIFEST.pathname} has no ClusterRole`);
+  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items: keep });
+}
+
+/** The podCIDR kube-controller-manager's range allocator would give the i-th node registered. */
+export function allocatedPodCidr(clusterCidr: string, index: number): Cidr {
+  return nthSubnet(parseCidr(clusterCidr), NODE_CIDR_MASK, index);
+}
+
+/**
+ * Starts the control plane in the outside namespace (its processes recorded in the lab, so
+ * `down` stops them like weftd), grants weftd its rights and registers one Node per host.
+ */
+export async function startLabKube(rec: LabRecord, dirs: LabDirs, save: () => void, network: Record<string, unknown>): Promise<LabKube> {
+  const outside = rec.outside;
+  const address = rec.outsideIP;
+  if (outside === undefined || address === undefined) throw new WeftError(CniCode.Internal, 'lab has no outside namespace for the control plane');
+  const cp = await startControlPlane({
+    dir: dirs.kube, netns: outside, address,
+    launcher: (role, ns, argv, log, env) => {
+      const p = startInNamespace(role, ns, argv, log, env);
+      rec.processes.push(p);
+      save();
+      return p;
+    },
+  });
+  rec.kubeServer = cp.server;
+  save();
+  await kubectlOk(cp, ['apply', '-f', '-'], weftRbacManifest());
+  // No controller-manager runs, so nothing creates the namespace's default ServiceAccount, which
+  // admission wants before it takes a Pod.
+  await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: LAB_POD_NAMESPACE, labels: { 'weft.dev/lab': rec.name } } },
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: LAB_POD_NAMESPACE } },
+  ] }));
+  const kubeconfig = await cp.serviceAccountKubeconfig('kube-weft', 'weft', dirs.kubeconfig);
+  writeFileSync(dirs.netConfig, JSON.stringify(network, null, 2) + '\n');
+  const clusterCidr = typeof network.Network === 'string' ? network.Network : '';
+  const nodes = rec.hostList.map((h) => ({
+    apiVersion: 'v1', kind: 'Node',
+    metadata: { name: `h${h.index}`, labels: { 'kubernetes.io/hostname': `h${h.index}`, 'kubernetes.io/os': 'linux' } },
+  }));
+  await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: nodes }));
+  for (const h of rec.hostList) {
+    const cidr = formatCidr(allocatedPodCidr(clusterCidr, h.index));
+    await kubectlOk(cp, ['patch', 'node', `h${h.index}`, '--type', 'merge', '-p', JSON.stringify({ spec: { podCIDR: cidr, podCIDRs: [cidr] } })]);
+  }
+  return { cp, kubeconfig, netConfig: dirs.netConfig };
+}
+
+/** weftd's store flags in a kube lab. */
+export function kubeStoreArgs(dirs: LabDirs): string[] {
+  return ['--store', 'kube', '--kubeconfig', dirs.kubeconfig, '--net-config', dirs.netConfig];
+}
+
+/** CNI_ARGS as the kubelet passes them for a pod. */
+export function kubeletCniArgs(pod: string): string {
+  return `IgnoreUnknown=1;K8S_POD_NAMESPACE=${LAB_POD_NAMESPACE};K8S_POD_NAME=${pod};K8S_POD_INFRA_CONTAINER_ID=lab-${pod}`;
+}
+
+/** The lab's container as a Pod bound to its host, labelled for policies (app, host, pod). */
+export function podManifest(name: string, host: number, port: number): Record<string, unknown> {
+  return {
+    apiVersion: 'v1', kind: 'Pod',
+    metadata: { name, namespace: LAB_POD_NAMESPACE, labels: { app: 'echo', host: `h${host}`, pod: name } },
+    spec: {
+      nodeName: `h${host}`,
+      automountServiceAccountToken: false,
+      containers: [{ name: 'echo', image: 'weft.invalid/echo', ports: [{ name: 'echo', containerPort: port, protocol: 'TCP' }] }],
+    },
+  };
+}
+
+export async function createPods(cp: ControlPlane, pods: readonly Record<string, unknown>[]): Promise<void> {
+  await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: pods }));
+}
+
+/** status.podIPs as the kubelet posts them once the sandbox has its network. */
+export async function postPodIP(cp: ControlPlane, pod: string, ip: string): Promise<void> {
+  await kubectlOk(cp, ['patch', 'pod', pod, '-n', LAB_POD_NAMESPACE, '--subresource=status', '--type', 'merge', '-p',
+    JSON.stringify({ status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] } })]);
+}
