@@ -253,8 +253,9 @@ async function openssl(args: readonly string[]): Promise<void> {
 
 /**
  * CA, serving and admin certificates (P-256: key generation is instant, unlike RSA) and the
- * service-account signing key (RSA, what the brief and most tooling expect). A config file of our
- * own keeps the system openssl.cnf's defaults (CA:TRUE on every -x509) out of the leaf certs.
+ * service-account signing key (RSA 2048, as kubeadm makes it: every token verifier takes RS256).
+ * A config file of our own keeps the system openssl.cnf's defaults (CA:TRUE on every -x509) out
+ * of the leaf certs. The CA comes first (it signs the others); the rest run side by side.
  */
 async function makePki(dir: string, address: string): Promise<Pki> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -312,7 +313,8 @@ function spawnDetached(ns: string | undefined, argv: readonly string[], log: str
   const fd = openSync(log, 'a', 0o600);
   try {
     const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd] });
-    child.on('error', () => { /* reported below as "exited at once" */ });
+    // A missing binary is an 'error' event after spawn returns; child.pid is then undefined.
+    child.on('error', () => undefined);
     child.unref();
     const pid = child.pid;
     const startTime = pid === undefined ? undefined : processStartTime(pid);
