@@ -1,5 +1,5 @@
 // weftctl lab up → check → down for every backend on the file store, and for the agent backends
-// on a lab-run etcd: the lab's view (check --json) and the kernel's (ip -json) agree, and down
+// on a lab-run etcd and a lab-run kube-apiserver (subnets from Node.spec.podCIDR): the lab's view (check --json) and the kernel's (ip -json) agree, and down
 // leaves nothing.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,7 +65,7 @@ function assertCheckPasses(name: string, rec: LabRecord): void {
   assert.ok(report.pairs.some((p) => p.crossHost) || rec.hosts === 1);
 }
 
-const cases: Array<{ backend: string; store: 'file' | 'etcd'; hosts: number; pods: number }> = [
+const cases: Array<{ backend: string; store: 'file' | 'etcd' | 'kube'; hosts: number; pods: number }> = [
   { backend: 'vxlan', store: 'file', hosts: 3, pods: 2 },
   { backend: 'host-gw', store: 'file', hosts: 3, pods: 2 },
   { backend: 'udp', store: 'file', hosts: 3, pods: 2 },
@@ -75,6 +75,10 @@ const cases: Array<{ backend: string; store: 'file' | 'etcd'; hosts: number; pod
   { backend: 'host-gw', store: 'etcd', hosts: 2, pods: 1 },
   { backend: 'udp', store: 'etcd', hosts: 2, pods: 1 },
   { backend: 'bgp', store: 'etcd', hosts: 2, pods: 1 },
+  { backend: 'vxlan', store: 'kube', hosts: 3, pods: 2 },
+  { backend: 'host-gw', store: 'kube', hosts: 2, pods: 2 },
+  { backend: 'bgp', store: 'kube', hosts: 3, pods: 1 },
+  { backend: 'udp', store: 'kube', hosts: 2, pods: 1 },
 ];
 
 describe('weftctl lab up/check/down per backend and store', { timeout: 200_000 }, () => {
@@ -93,6 +97,11 @@ describe('weftctl lab up/check/down per backend and store', { timeout: 200_000 }
         assert.ok(ns?.startsWith(`weftlab-${name}-`), `${ns} carries the lab prefix`);
       }
       if (c.store === 'etcd' && c.backend !== 'macvlan') assert.ok(rec.processes.some((p) => p.role === 'etcd' && alive(p.pid)), 'etcd runs');
+      if (c.store === 'kube') {
+        assert.ok(rec.processes.some((p) => p.role === 'kube-apiserver' && alive(p.pid)), 'kube-apiserver runs');
+        // The controller-manager's allocation: the Network's /24s in registration order.
+        assert.deepEqual(rec.hostList.map((h) => h.subnet), rec.hostList.map((h) => `10.244.${h.index}.0/24`));
+      }
       assertKernelMatches(rec);
       assertCheckPasses(name, rec);
       const status = lab(['status', '--name', name, '--json']);
