@@ -93,7 +93,9 @@ export class Informer<T extends KubeObject> {
 
   constructor(private readonly opts: InformerOptions<T>) {
     this.resourceVersion = opts.from ?? '';
-    this.backoff = opts.backoff ?? new Backoff();
+    // Ceiling 10 s: an API server back from a restart is found within seconds; jitter spreads
+    // a thousand nodes' reconnects over that window.
+    this.backoff = opts.backoff ?? new Backoff({ initialMs: 500, maxMs: 10_000 });
     this.log = opts.log ?? createLogger({ component: 'informer', path: opts.path });
   }
 
