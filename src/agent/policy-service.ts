@@ -212,6 +212,7 @@ export class PolicyService implements AgentService {
   private async onEndpointChange(c: EndpointChange): Promise<void> {
     if (c.dir !== this.opts.recordDir) return;
     if (c.type === 'added') {
+      await this.learnPod(c.record);
       const id = `${c.record.containerID}/${c.record.ifname}`;
       this.records.set(id, c.record);
       this.announcedDuringRescan?.set(id, c.record);
@@ -236,6 +237,7 @@ export class PolicyService implements AgentService {
         this.rescanOwed = false;
         try {
           await this.rescanRecords();
+          await Promise.all([...this.records.values()].map((r) => this.learnPod(r)));
         } catch (err) {
           this.opts.metrics?.errors.inc({ kind: 'record' });
           this.opts.log.warn('endpoint records not rescanned', { reason: err instanceof Error ? err.message : String(err) });
@@ -344,6 +346,22 @@ export class PolicyService implements AgentService {
     this.opts.metrics?.endpoints.set({ where: 'local' }, local.length);
     this.opts.metrics?.endpoints.set({ where: 'store' }, remote.length + local.length);
     return { world: { policies: this.policies.values(), namespaces: this.namespaces.values(), endpoints: [...remote, ...local] }, extraKnown };
+  }
+
+  /**
+   * Kube mode: the pod's labels must be known before its first packet, but the ADD may beat the
+   * pod watch's event (the kubelet runs CNI right after the pod is bound) — then ask for the pod.
+   */
+  private async learnPod(rec: EndpointRecord): Promise<void> {
+    if (!this.opts.podsFromStore || rec.namespace === undefined || rec.pod === undefined) return;
+    const key = `${PODS}${rec.namespace}/${rec.pod}`;
+    if (this.pods.get(key)) return;
+    try {
+      const value = await this.opts.kv.get(key);
+      if (value !== undefined && !this.pods.get(key)) this.pods.set(key, value);
+    } catch (err) {
+      this.opts.log.warn('cannot read the pod of a new endpoint; its labels follow with the pod watch', { pod: `${rec.namespace}/${rec.pod}`, reason: err instanceof Error ? err.message : String(err) });
+    }
   }
 
   /** In kube mode a record takes its pod's labels and named ports from the Pod object. */

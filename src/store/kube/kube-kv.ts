@@ -10,7 +10,7 @@
 // kubectl, pod addresses are the kubelet's to publish.
 import { CniCode, WeftError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
-import type { KubeClient } from '../../kube/client.js';
+import { type KubeClient, KubeError } from '../../kube/client.js';
 import { Informer, type KubeObject, listAll } from '../../kube/informer.js';
 import { PODS } from '../../policy/store.js';
 import type { KeyValue, KeyValueEvent, KeyValueStore, KeyValueWatch } from '../kv.js';
@@ -115,6 +115,17 @@ export class KubeKeyValueStore implements KeyValueStore {
 
   async get(key: string): Promise<string | undefined> {
     if (!Object.keys(RESOURCES).some((p) => key.startsWith(p))) return undefined;
+    // One pod is one GET (the policy service asks when a CNI ADD beats the pod watch).
+    const pod = key.startsWith(PODS) ? key.slice(PODS.length).split('/') : undefined;
+    if (pod?.length === 2) {
+      try {
+        const obj = await this.client.get<PodObject>(`/api/v1/namespaces/${encodeURIComponent(pod[0]!)}/pods/${encodeURIComponent(pod[1]!)}`);
+        return RESOURCES[PODS]!.entries(obj as never)[0]?.value;
+      } catch (err) {
+        if (err instanceof KubeError && err.httpStatus === 404) return undefined;
+        throw err;
+      }
+    }
     return (await this.list(key.slice(0, key.lastIndexOf('/') + 1))).find((e) => e.key === key)?.value;
   }
 
