@@ -141,9 +141,11 @@ export class Informer<T extends KubeObject> {
       } catch (err) {
         if (this.closed) throw err;
         const reason = err instanceof Error ? err.message : String(err);
+        // Each new reason once (an RBAC denial would otherwise be logged every 10 s for ever).
+        const news = this.stateNow.type !== 'disconnected' || this.stateNow.reason !== reason;
         this.setState({ type: 'disconnected', reason });
         const wait = this.backoff.next();
-        this.log.warn('cannot list; retrying', { path: this.opts.path, reason, retryInMs: wait });
+        if (news) this.log.warn('cannot list; retrying', { path: this.opts.path, reason, retryInMs: wait });
         await this.pause(wait);
       }
     }
