@@ -202,7 +202,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
   const { nodeName, repair, ttl, iface, publicIP, healthAddr, subnetFile } = flags;
   // In kube mode the node name picks this host's Node; the kubelet's default is the hostname.
-  const settings: StoreSettings = flags.settings.type === 'kube' ? { ...flags.settings, nodeName: nodeName ?? hostname() } : flags.settings;
+  const settings: StoreSettings = flags.settings.type === 'kube' ? { ...flags.settings, nodeName: nodeName ?? hostname().toLowerCase() } : flags.settings;
   const log = createLogger({ component: 'weftd', ...(nodeName !== undefined && { node: nodeName }) });
   let agent: Agent | undefined;
   try {
