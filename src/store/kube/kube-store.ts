@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { CniCode, WeftError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
-import { type Cidr, formatCidr, subnetKey, tryParseCidr } from '../../net/ip.js';
+import { type Cidr, cidrEquals, formatCidr, subnetKey, tryParseCidr } from '../../net/ip.js';
 import { KubeClient } from '../../kube/client.js';
 import { resolveKubeConnection } from '../../kube/config.js';
 import { Informer, type KubeObject, listAll } from '../../kube/informer.js';
@@ -73,8 +73,8 @@ export class KubeStore implements SubnetStore {
   readonly client: KubeClient;
   readonly names: NodeAnnotations;
   private readonly log: Logger;
-  /** Node name → the subnet key it was last handed out under, to turn updates into deletes. */
-  private readonly published = new Map<string, string>();
+  /** Node name → the subnet it was last handed out under, to turn updates into deletes. */
+  private readonly published = new Map<string, Cidr>();
   /** node name → resourceVersion whose annotations were already warned about. */
   private readonly warned = new Map<string, string>();
 
@@ -142,7 +142,7 @@ export class KubeStore implements SubnetStore {
       const e = this.nodeEntry(node);
       if (!e) continue;
       entries.push(e);
-      this.published.set(node.metadata.name, subnetKey(e.subnet));
+      this.published.set(node.metadata.name, e.subnet);
     }
     return { revision: revisionOf(resourceVersion), entries };
   }
@@ -159,14 +159,12 @@ export class KubeStore implements SubnetStore {
     const before = this.published.get(name);
     const entry = deleted ? undefined : this.nodeEntry(node);
     const out: StoreEvent[] = [];
-    if (before !== undefined && (entry === undefined || subnetKey(entry.subnet) !== before)) {
-      const [net, len] = before.split('-');
-      const old = tryParseCidr(`${net}/${len}`);
-      if (old) out.push({ type: 'delete', subnet: old, revision });
+    if (before !== undefined && (entry === undefined || !cidrEquals(entry.subnet, before))) {
+      out.push({ type: 'delete', subnet: before, revision });
       this.published.delete(name);
     }
     if (entry) {
-      this.published.set(name, subnetKey(entry.subnet));
+      this.published.set(name, entry.subnet);
       out.push({ type: 'put', entry });
     }
     return out;
