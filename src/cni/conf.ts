@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { CniCode, WeftError } from '../errors.js';
 import { describeZodError, dnsSchema, parseResult, type CniDNS, type CniResult } from './result.js';
 import { requireSupportedVersion, type CniVersion } from './version.js';
+import { ifnameBytes, MAX_IFNAME_BYTES } from './env.js';
 
 export interface Attachment {
   containerID: string;
@@ -47,6 +48,16 @@ const baseSchema = z
     'cni.dev/valid-attachments': z.array(attachmentSchema).optional(),
   })
   .passthrough();
+
+/**
+ * A device name in a plugin's config (bridge, master): the kernel's rules, length in bytes (see
+ * MAX_IFNAME_BYTES), so a bad name is code 7 naming the key before anything is created.
+ */
+export const deviceNameSchema = z
+  .string()
+  .min(1)
+  .refine((s) => ifnameBytes(s) <= MAX_IFNAME_BYTES, (s) => ({ message: `${JSON.stringify(s)} is ${ifnameBytes(s)} bytes; a device name has at most ${MAX_IFNAME_BYTES}` }))
+  .refine((s) => /^[^\s/:]+$/u.test(s) && s !== '.' && s !== '..', 'a device name without /, : or whitespace, and not . or ..');
 
 /** JSON text → plain object, code 6 when it is not a JSON object. */
 export function decodeJsonObject(text: string | Buffer, what = 'network config'): Record<string, unknown> {

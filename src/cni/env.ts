@@ -27,8 +27,18 @@ export interface CniEnv {
   path: string[];
 }
 
-const MAX_IFNAME = 15;
+/**
+ * The kernel's limit on a device name: IFNAMSIZ (16) bytes with the terminating NUL. Bytes of
+ * UTF-8, not characters: a 15-character name of two-byte characters passed a character count and
+ * then failed in the kernel with ERANGE, after IPAM had allocated (the reference's Go len()
+ * counts bytes too).
+ */
+export const MAX_IFNAME_BYTES = 15;
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+export function ifnameBytes(name: string): number {
+  return Buffer.byteLength(name, 'utf8');
+}
 
 /** Same rules and codes as the reference skel (utils.ValidateInterfaceName): all code 4. */
 export function validateIfname(name: string): void {
@@ -36,8 +46,9 @@ export function validateIfname(name: string): void {
     throw new WeftError(CniCode.InvalidEnvironment, msg, details);
   };
   if (name.length === 0) bad('interface name is empty');
-  if (name.length > MAX_IFNAME) {
-    bad('interface name is too long', `interface name should be less than ${MAX_IFNAME + 1} characters`);
+  const bytes = ifnameBytes(name);
+  if (bytes > MAX_IFNAME_BYTES) {
+    bad('interface name is too long', `CNI_IFNAME ${JSON.stringify(name)} is ${bytes} bytes; the kernel allows at most ${MAX_IFNAME_BYTES} (IFNAMSIZ-1)`);
   }
   if (name === '.' || name === '..') bad('interface name is . or ..');
   if (/[/:\s]/u.test(name)) bad('interface name contains / or : or whitespace characters');

@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { runPlugin, type CniPlugin, type PluginContext } from '../cni/skel.js';
+import { deviceNameSchema } from '../cni/conf.js';
 import { cidrSchema, type CniInterface, type CniResult, type CniRoute } from '../cni/result.js';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink, type Link } from '../netlink/index.js';
@@ -17,12 +18,11 @@ import {
 import { addMacSpoofCheck, addMasquerade, attachmentRuleCount, removeAttachmentRules, removeStaleRules } from '../traffic/cni-rules.js';
 import { ipamExec, ipamExecAdd } from './weft-ipam.js';
 
-const ifnameSchema = z.string().min(1).max(15).regex(/^[^\s/:]+$/, 'a device name of at most 15 characters without /, : or spaces');
 const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
 const confSchema = z
   .object({
-    bridge: ifnameSchema.default('cni0'),
+    bridge: deviceNameSchema.default('cni0'),
     isGateway: z.boolean().default(false),
     isDefaultGateway: z.boolean().default(false),
     forceAddress: z.boolean().default(false),

@@ -5,6 +5,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { runPlugin, type CniPlugin, type PluginContext } from '../cni/skel.js';
+import { deviceNameSchema } from '../cni/conf.js';
 import type { CniResult } from '../cni/result.js';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink, type Link } from '../netlink/index.js';
@@ -22,13 +23,12 @@ import {
 import { resolveMaster } from '../macvlan/master.js';
 import { ipamExec, ipamExecAdd } from './weft-ipam.js';
 
-const ifnameSchema = z.string().min(1).max(15).regex(/^[^\s/:]+$/, 'a device name of at most 15 characters without /, : or spaces');
 const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
 const confSchema = z
   .object({
     /** Absent: the interface of the default route. */
-    master: ifnameSchema.optional(),
+    master: deviceNameSchema.optional(),
     mode: z.enum(['bridge', 'private', 'vepa', 'passthru']).default('bridge'),
     mtu: z.number().int().min(68).max(65535).optional(),
     /** The master lives inside the container's namespace (e.g. a VF or a VLAN moved there). */

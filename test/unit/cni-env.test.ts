@@ -73,6 +73,23 @@ describe('CNI env table', () => {
     validateIfname('eth0.100');
   });
 
+  it('counts CNI_IFNAME in UTF-8 bytes, as the kernel does (IFNAMSIZ-1 = 15)', () => {
+    const long = `eth${'é'.repeat(12)}`; // 15 characters, 27 bytes
+    assert.equal(long.length, 15);
+    try {
+      validateIfname(long);
+      assert.fail('a 27-byte name passed');
+    } catch (err) {
+      assert.ok(err instanceof WeftError);
+      assert.equal(err.code, CniCode.InvalidEnvironment);
+      assert.equal(err.message, 'interface name is too long');
+      assert.match(err.details, /27 bytes.*at most 15/);
+    }
+    assert.equal(codeOf(() => parseCniEnv({ CNI_COMMAND: 'ADD', ...FULL, CNI_IFNAME: `${'€'.repeat(5)}x` })).code, CniCode.InvalidEnvironment, '16 bytes');
+    validateIfname(`eth${'é'.repeat(6)}`); // 15 bytes
+    validateIfname('€'.repeat(5)); // 15 bytes
+  });
+
   it('parses CNI_ARGS pairs and rejects entries without =', () => {
     assert.deepEqual(parseCniArgs('IgnoreUnknown=1;IP=10.0.0.5;K8S_POD_NAME=a=b'), [
       ['IgnoreUnknown', '1'],
