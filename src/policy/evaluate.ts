@@ -9,7 +9,11 @@ import type {
 export interface Connection {
   readonly src: IP;
   readonly dst: IP;
-  readonly protocol: Protocol;
+  /**
+   * ICMP is no NetworkPolicy protocol: only rules without ports (every protocol) let it through,
+   * as the compiled rules do (their port matches name an L4 protocol). Its port is ignored.
+   */
+  readonly protocol: Protocol | 'ICMP';
   readonly port: number;
 }
 

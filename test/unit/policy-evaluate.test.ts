@@ -20,7 +20,7 @@ function worldWith(policies: NetworkPolicy[]): PolicyWorld {
   return { endpoints: [web, db, client, tool], namespaces: [{ name: 'prod', labels: { env: 'prod' } }, { name: 'dev', labels: { env: 'dev' } }], policies };
 }
 
-const conn = (src: string, dst: string, port = 80, protocol: Protocol = 'TCP') => ({ src: parseIP(src), dst: parseIP(dst), protocol, port });
+const conn = (src: string, dst: string, port = 80, protocol: Protocol | 'ICMP' = 'TCP') => ({ src: parseIP(src), dst: parseIP(dst), protocol, port });
 const ip = (e: Endpoint) => {
   const a = e.ips[0];
   assert.ok(a);
@@ -138,5 +138,15 @@ describe('policy evaluator (Kubernetes semantics)', () => {
     const w = worldWith([pol('prod', 'e', { podSelector: {}, policyTypes: ['Egress'], ingress: [{ from: [{ podSelector: { matchLabels: { none: 'x' } } }] }] })]);
     assert.equal(ingressAllowed(conn(ip(client), ip(web)), w), true);
     assert.equal(egressAllowed(conn(ip(web), ip(client)), w), false);
+  });
+
+  it('ICMP passes only rules without ports, and isolation without rules stops it', () => {
+    const anyPort = pol('prod', 'any', { podSelector: {}, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'db' } } }] }] });
+    const tcpOnly = pol('prod', 'tcp', { podSelector: {}, ingress: [{ ports: [{ protocol: 'TCP', port: 80 }] }] });
+    assert.equal(allowed(conn(ip(db), ip(web), 0, 'ICMP'), worldWith([anyPort])), true);
+    assert.equal(allowed(conn(ip(client), ip(web), 0, 'ICMP'), worldWith([anyPort])), false);
+    assert.equal(allowed(conn(ip(client), ip(web), 0, 'ICMP'), worldWith([tcpOnly])), false, 'a port list names L4 protocols only');
+    assert.equal(allowed(conn(ip(client), ip(web), 80), worldWith([tcpOnly])), true);
+    assert.equal(allowed(conn(ip(web), ip(client), 0, 'ICMP'), worldWith([tcpOnly])), true, 'dev is not isolated');
   });
 });
