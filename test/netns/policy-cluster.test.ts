@@ -5,10 +5,8 @@
 // endpoints weftd published to the store) next to the observed one, and asserts they are equal.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Topology } from '../../src/lab/topology.js';
 import { NetnsPool } from '../../src/netns/testing.js';
 import { parseIP } from '../../src/net/ip.js';
@@ -18,8 +16,7 @@ import { loadPolicyWorld } from '../../src/policy/store.js';
 import { FileKeyValueStore } from '../../src/store/kv.js';
 import { WEFTCTL, cleanEnv, inNs, setConfig, startWeftd, killChildren, stopAll, tempDir, waitFor, waitReady, type Weftd } from './agent-harness.js';
 import { WEFT_CNI_DIR, runPlugin } from './cni-harness.js';
-
-const PROBE = fileURLToPath(new URL('./policy-probe.js', import.meta.url));
+import { cell, probeFrom, serveIn } from './policy-traffic.js';
 const PREFIX = 'wnp';
 const CHECKS = [
   { proto: 'tcp', port: 8080 }, { proto: 'tcp', port: 9090 }, { proto: 'udp', port: 5353 }, { proto: 'udp', port: 5350 },
@@ -47,23 +44,8 @@ let storeDir = '';
 
 const storeArgs = () => ['--store', 'file', '--store-dir', storeDir];
 
-function serve(netns: string, udpAddrs: string[]): Promise<void> {
-  const p = spawn('ip', ['netns', 'exec', netns, process.execPath, PROBE, 'serve', '8080,9090', '5353,5350', udpAddrs.join(',')], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(p);
-  return new Promise((resolve, reject) => {
-    createInterface({ input: p.stdout! }).once('line', (l) => (l === 'ready' ? resolve() : reject(new Error(l))));
-    p.once('exit', (code) => reject(new Error(`server in ${netns} exited ${code}`)));
-  });
-}
-
-function probe(netns: string, targets: { ip: string; proto: string; port: number }[]): Promise<{ ip: string; proto: string; port: number; ok: boolean }[]> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('ip', ['netns', 'exec', netns, process.execPath, PROBE, 'probe', JSON.stringify(targets)], { env: cleanEnv({ PROBE_TIMEOUT_MS: '500' }), stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as never) : reject(new Error(`probe in ${netns} exited ${code}`))));
-  });
-}
+const serve = (netns: string, udpAddrs: string[]): Promise<void> => serveIn(netns, children, [8080, 9090], [5353, 5350], udpAddrs);
+const probe = probeFrom;
 
 function cniConf(host: number, fastPath = true): Record<string, unknown> {
   const dir = join(tmp!.path, `h${host}`);
@@ -135,8 +117,6 @@ async function until(what: string, fn: () => Promise<boolean>, timeoutMs: number
     await new Promise((r) => setTimeout(r, stepMs));
   }
 }
-
-const cell = (bits: boolean[]) => bits.map((b) => (b ? '+' : '.')).join('');
 
 async function matrix(title: string, world: PolicyWorld): Promise<void> {
   const srcs = pods.map((p) => ({ label: `${p.ns}/${p.name}@h${p.host}`, netns: p.netns, ip: p.ip }));

@@ -1,15 +1,18 @@
-// A tiny traffic tool the policy suite runs inside namespaces (`ip netns exec NS node this …`):
+// A tiny traffic tool the policy suites run inside namespaces (`ip netns exec NS node this …`):
 //   serve TCPPORTS UDPPORTS [UDPADDRS]  echo servers (comma lists); prints "ready" once all listen
-//   probe JSON                [{ip, proto, port}] → prints [{…, ok}] : TCP connect + echo, UDP echo
+//   probe JSON                [{ip, proto, port, from?}] → prints [{…, ok}] : TCP connect + echo,
+//                             UDP echo, ICMP one echo request (ping); `from` binds the source
+//                             address (a namespace holding several, e.g. for ipBlock peers)
 //   hold IP PORT              keeps one TCP connection; each stdin line is sent and its echo
 //                             printed ("echo LINE"), or "dead" when the connection broke
 import { createServer, connect } from 'node:net';
 import { createSocket } from 'node:dgram';
+import { execFile } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 const TIMEOUT_MS = Number(process.env.PROBE_TIMEOUT_MS ?? 400);
 
-interface Target { ip: string; proto: 'tcp' | 'udp'; port: number }
+interface Target { ip: string; proto: 'tcp' | 'udp' | 'icmp'; port: number; from?: string }
 
 function serve(tcp: number[], udp: number[], udpAddrs: string[]): void {
   // UDP is bound per address: a wildcard socket would answer from the primary address, which
@@ -31,7 +34,7 @@ function serve(tcp: number[], udp: number[], udpAddrs: string[]): void {
 
 function probeTcp(t: Target): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = connect({ host: t.ip, port: t.port });
+    const s = connect({ host: t.ip, port: t.port, ...(t.from !== undefined && { localAddress: t.from }) });
     const done = (ok: boolean) => { clearTimeout(timer); s.destroy(); resolve(ok); };
     const timer = setTimeout(() => done(false), TIMEOUT_MS);
     s.on('connect', () => s.write('ping'));
@@ -47,12 +50,23 @@ function probeUdp(t: Target): Promise<boolean> {
     const timer = setTimeout(() => done(false), TIMEOUT_MS);
     sock.on('message', () => done(true));
     sock.on('error', () => done(false));
-    sock.send('ping', t.port, t.ip);
+    const send = () => sock.send('ping', t.port, t.ip);
+    if (t.from !== undefined) sock.bind({ address: t.from, port: 0 }, send);
+    else send();
+  });
+}
+
+/** One echo request: ping's exit status says whether its reply came within the timeout. */
+function probeIcmp(t: Target): Promise<boolean> {
+  const wait = (TIMEOUT_MS / 1000).toFixed(3);
+  return new Promise((resolve) => {
+    execFile('ping', ['-n', '-q', '-c', '1', '-W', wait, ...(t.from !== undefined ? ['-I', t.from] : []), t.ip], { timeout: TIMEOUT_MS + 2000 }, (err) => resolve(err === null));
   });
 }
 
 async function probe(targets: Target[]): Promise<void> {
-  const results = await Promise.all(targets.map(async (t) => ({ ...t, ok: await (t.proto === 'tcp' ? probeTcp(t) : probeUdp(t)) })));
+  const run = (t: Target) => (t.proto === 'tcp' ? probeTcp(t) : t.proto === 'udp' ? probeUdp(t) : probeIcmp(t));
+  const results = await Promise.all(targets.map(async (t) => ({ ...t, ok: await run(t) })));
   process.stdout.write(JSON.stringify(results) + '\n');
 }
 
