@@ -1,6 +1,7 @@
 // The plugin skeleton: env + stdin → one typed call into the plugin → stdout + exit code.
 // `invokePlugin` is the pure core (also used for in-process delegation); `runPlugin` binds it to
 // the real process.
+import { statSync } from 'node:fs';
 import type { z } from 'zod';
 import { CniCode, WeftError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
@@ -62,6 +63,43 @@ export function renderOutcome(o: InvocationOutcome): { stdout: string; exitCode:
   }
 }
 
+/** A namespace's identity (device and inode of its nsfs file), or undefined when nothing is there. */
+function netnsIdentity(path: string): string | undefined {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether path is this thread's own network namespace; false for '' and for nothing at path. */
+export function isOwnNetns(path: string): boolean {
+  if (path === '') return false;
+  const theirs = netnsIdentity(path);
+  if (theirs === undefined) return false;
+  return theirs === (netnsIdentity('/proc/thread-self/ns/net') ?? netnsIdentity('/proc/self/ns/net'));
+}
+
+/**
+ * Refuses a CNI_NETNS that is the plugin's own network namespace, as the reference skel does
+ * (compared by device and inode, so /proc/self/ns/net, /proc/<pid>/ns/net of a host process and a
+ * bind mount of the host's namespace are all caught). Taken for the container's, it would get the
+ * pod's address, routes and a default route put into the host — and a DEL would delete the host's
+ * own interface of that name. A path with nothing behind it is left to the plugin: ADD reports it,
+ * DEL treats the namespace as already gone. The calling thread's namespace rather than the
+ * process's: namespaces are per thread, and the thread's is the one its host-side netlink uses.
+ */
+export function refuseOwnNetns(netns: string): void {
+  if (isOwnNetns(netns)) {
+    throw new WeftError(
+      CniCode.InvalidEnvironment,
+      `CNI_NETNS ${netns} is the plugin's own network namespace, not a container's`,
+      "plugin's netns and netns from CNI_NETNS should not be the same",
+    );
+  }
+}
+
 export interface InvokeOptions {
   log?: Logger;
 }
@@ -86,6 +124,7 @@ export async function invokePlugin<C>(
     version = conf.cniVersion;
     requireCommandAllowed(conf.cniVersion, env.command);
     const config = parsePluginConfig(plugin.confSchema, conf.raw);
+    if (env.command === 'ADD' || env.command === 'CHECK' || env.command === 'DEL') refuseOwnNetns(env.netns);
     const log = baseLog.child({ cmd: env.command, containerId: env.containerId || undefined, ifname: env.ifname || undefined, network: conf.name });
     const ctx: PluginContext<C> = { env, conf, config, log };
     switch (env.command) {

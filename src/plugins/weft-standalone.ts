@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { decodeJsonObject } from '../cni/conf.js';
 import { delegateAdd, delegateCommand, type DelegateTarget } from '../cni/exec.js';
 import type { CniResult } from '../cni/result.js';
-import { invokePlugin, renderOutcome, type CniPlugin, type PluginContext } from '../cni/skel.js';
+import { invokePlugin, isOwnNetns, renderOutcome, type CniPlugin, type PluginContext } from '../cni/skel.js';
 import { loadSubnetEnv } from '../cni/subnet-env.js';
 import { CniCode, WeftError } from '../errors.js';
 import { announceEndpointChange, endpointRecordDir, recordFromAdd, removeEndpointRecord, writeEndpointRecord } from '../policy/endpoint-record.js';
@@ -180,8 +180,11 @@ export const weftPlugin: CniPlugin<WeftConf> = {
       const keep = new Set(valid.map((a) => `${a.containerID}\n${a.ifname}`));
       for (const saved of await listAttachments(ctx)) {
         if (saved.delegate.name !== ctx.conf.name || keep.has(`${saved.containerID}\n${saved.ifname}`)) continue;
+        // A saved /proc/<pid>/ns/net whose pid now belongs to a host process names the host's
+        // namespace: the skel would refuse it, so undo the rest as if the namespace were gone.
+        const netns = saved.netns !== undefined && !isOwnNetns(saved.netns) ? saved.netns : '';
         try {
-          await delegateDel(ctx, saved, saved.netns ?? '');
+          await delegateDel(ctx, saved, netns);
           ctx.log.info('gc removed a stale attachment', { containerId: saved.containerID, ifname: saved.ifname });
         } catch (err) {
           ctx.log.warn('gc could not remove a stale attachment', { containerId: saved.containerID, ifname: saved.ifname, error: (err as Error).message });

@@ -96,6 +96,22 @@ describe('plugin skeleton', () => {
     assert.deepEqual(calls, ['DEL -']);
   });
 
+  it("refuses the plugin's own network namespace as CNI_NETNS for ADD, CHECK and DEL (code 4), before the plugin runs", async () => {
+    calls.length = 0;
+    const prevResult = { cniVersion: '1.1.0', interfaces: [], ips: [{ address: '10.1.0.5/24' }] };
+    for (const netns of ['/proc/self/ns/net', `/proc/${process.pid}/ns/net`, '/proc/thread-self/ns/net']) {
+      for (const [command, stdin] of [['ADD', conf()], ['CHECK', conf({ prevResult })], ['DEL', conf()]] as const) {
+        const e = errorOf(await run(command, stdin, { ...ENV, CNI_NETNS: netns }));
+        assert.equal(e.code, CniCode.InvalidEnvironment, `${command} ${netns}`);
+        assert.match(e.message, /CNI_NETNS .* the plugin's own network namespace/);
+      }
+    }
+    assert.deepEqual(calls, [], 'the plugin was never called');
+    // A path with nothing behind it is the plugin's to judge: DEL of a namespace already gone runs.
+    assert.equal((await run('DEL', conf(), { ...ENV, CNI_NETNS: '/run/netns/wsk-gone' })).kind, 'done');
+    assert.deepEqual(calls, ['DEL /run/netns/wsk-gone']);
+  });
+
   it('rejects an unsupported conf version with code 1 and the versions in details', async () => {
     const e = errorOf(await run('ADD', conf({}, '0.2.0')));
     assert.equal(e.code, 1);

@@ -237,7 +237,7 @@ describe('plugin cold start', () => {
       },
     });
     const conf = { cniVersion: '1.1.0', name: 'wmpcold', type: 'weft', cniSocket: path, subnetFile: join(dir, 'absent.env'), dataDir: join(dir, 'state') };
-    const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'wmp-cold', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0', CNI_PATH: join(REPO, 'bin/cni') };
+    const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'wmp-cold', CNI_NETNS: '/run/netns/wmp-cold-absent', CNI_IFNAME: 'eth0', CNI_PATH: join(REPO, 'bin/cni') };
     try {
       const fast = await runPluginProcess(conf, env);
       assert.equal(fast.code, 0);
