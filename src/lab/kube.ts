@@ -8,10 +8,13 @@
 //   - every container is a Pod bound to its host (as the scheduler binds it), added through CNI
 //     with kubelet's CNI_ARGS, and its address posted in status.podIPs (as the kubelet posts it).
 import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CniCode, WeftError } from '../errors.js';
-import { type ControlPlane, startControlPlane } from '../kube/controlplane.js';
+import { findKubeBinaries } from '../kube/binaries.js';
+import { type ControlPlane, type KubectlOptions, type KubectlResult, startControlPlane } from '../kube/controlplane.js';
 import { type Cidr, formatCidr, nthSubnet, parseCidr } from '../net/ip.js';
+import { execIn } from './exec.js';
 import { startInNamespace } from './procs.js';
 import type { LabDirs, LabRecord } from './state.js';
 
@@ -30,7 +33,34 @@ export interface LabKube {
   readonly netConfig: string;
 }
 
-async function kubectlOk(cp: ControlPlane, args: readonly string[], input?: string): Promise<string> {
+/** What the lab needs of a control plane: kubectl with the admin's rights. */
+export type KubectlRunner = Pick<ControlPlane, 'kubectl'>;
+
+/**
+ * kubectl as the cluster admin of a kube lab that is up, run inside its outside namespace (the
+ * only place the API server listens): for whoever did not start the lab — a later command, the
+ * demo's policy step, tests.
+ */
+export function labKubectl(rec: LabRecord, dirs: LabDirs): KubectlRunner {
+  const outside = rec.outside;
+  if (rec.store !== 'kube' || outside === undefined) throw new WeftError(CniCode.InvalidEnvironment, `lab ${rec.name} runs no API server (store ${rec.store})`);
+  const kubectl = findKubeBinaries().kubectl;
+  // The control plane writes both into its state dir (src/kube/controlplane.ts).
+  const admin = join(dirs.kube, 'admin.kubeconfig');
+  const cache = join(dirs.kube, 'kubectl-cache');
+  return {
+    async kubectl(args: readonly string[], opts: KubectlOptions = {}): Promise<KubectlResult> {
+      const r = await execIn(outside, ['env', `KUBECACHEDIR=${cache}`, kubectl, '--kubeconfig', opts.kubeconfig ?? admin, ...args], {
+        timeoutMs: opts.timeoutMs ?? 30_000, ...(opts.input !== undefined && { input: opts.input }),
+      });
+      const res = { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+      if (res.code !== 0 && opts.allowFailure !== true) throw new WeftError(CniCode.Internal, `kubectl ${args.join(' ')} failed (${res.code}): ${r.stderr.trim() || r.stdout.trim()}`);
+      return res;
+    },
+  };
+}
+
+async function kubectlOk(cp: KubectlRunner, args: readonly string[], input?: string): Promise<string> {
   const r = await cp.kubectl(args, { allowFailure: true, ...(input !== undefined && { input }) });
   if (r.code !== 0) throw new WeftError(CniCode.Store, `kubectl ${args.join(' ')}: ${r.stderr.trim() || r.stdout.trim()}`);
   return r.stdout;
@@ -96,15 +126,22 @@ export function kubeStoreArgs(dirs: LabDirs): string[] {
 }
 
 /** CNI_ARGS as the kubelet passes them for a pod. */
-export function kubeletCniArgs(pod: string): string {
-  return `IgnoreUnknown=1;K8S_POD_NAMESPACE=${LAB_POD_NAMESPACE};K8S_POD_NAME=${pod};K8S_POD_INFRA_CONTAINER_ID=lab-${pod}`;
+export function kubeletCniArgs(pod: string, namespace = LAB_POD_NAMESPACE): string {
+  return `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${pod};K8S_POD_INFRA_CONTAINER_ID=lab-${pod}`;
 }
 
-/** The lab's container as a Pod bound to its host, labelled for policies (app, host, pod). */
-export function podManifest(name: string, host: number, port: number): Record<string, unknown> {
+/**
+ * The labels the lab gives a container's Pod, which policies select it by (app, host, pod).
+ */
+export function podLabels(name: string, host: number): Record<string, string> {
+  return { app: 'echo', host: `h${host}`, pod: name };
+}
+
+/** The lab's container as a Pod bound to its host, labelled for policies (podLabels). */
+export function podManifest(name: string, host: number, port: number, namespace = LAB_POD_NAMESPACE): Record<string, unknown> {
   return {
     apiVersion: 'v1', kind: 'Pod',
-    metadata: { name, namespace: LAB_POD_NAMESPACE, labels: { app: 'echo', host: `h${host}`, pod: name } },
+    metadata: { name, namespace, labels: podLabels(name, host) },
     spec: {
       nodeName: `h${host}`,
       automountServiceAccountToken: false,
@@ -113,12 +150,12 @@ export function podManifest(name: string, host: number, port: number): Record<st
   };
 }
 
-export async function createPods(cp: ControlPlane, pods: readonly Record<string, unknown>[]): Promise<void> {
+export async function createPods(cp: KubectlRunner, pods: readonly Record<string, unknown>[]): Promise<void> {
   await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: pods }));
 }
 
 /** status.podIPs as the kubelet posts them once the sandbox has its network. */
-export async function postPodIP(cp: ControlPlane, pod: string, ip: string): Promise<void> {
-  await kubectlOk(cp, ['patch', 'pod', pod, '-n', LAB_POD_NAMESPACE, '--subresource=status', '--type', 'merge', '-p',
+export async function postPodIP(cp: KubectlRunner, pod: string, ip: string, namespace = LAB_POD_NAMESPACE): Promise<void> {
+  await kubectlOk(cp, ['patch', 'pod', pod, '-n', namespace, '--subresource=status', '--type', 'merge', '-p',
     JSON.stringify({ status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] } })]);
 }
