@@ -13,7 +13,11 @@ export interface Attachment {
 }
 
 export interface IpamSection {
-  type: string;
+  /**
+   * Optional here: the spec requires it of whoever runs the section, and the weft plugin fills
+   * in weft-ipam where flannel fills in its default. Main plugins refuse a section without it.
+   */
+  type?: string;
   [key: string]: unknown;
 }
 
@@ -40,7 +44,7 @@ const baseSchema = z
   .object({
     name: z.string(),
     type: z.string(),
-    ipam: z.object({ type: z.string() }).passthrough().optional(),
+    ipam: z.object({ type: z.string().optional() }).passthrough().optional(),
     dns: dnsSchema.optional(),
     prevResult: z.record(z.unknown()).optional(),
     runtimeConfig: z.record(z.unknown()).optional(),
@@ -103,7 +107,10 @@ export function parseNetConf(text: string | Buffer): NetConf {
     args: c.args ?? {},
     raw,
   };
-  if (c.ipam) conf.ipam = c.ipam;
+  if (c.ipam) {
+    const { type, ...rest } = c.ipam;
+    conf.ipam = type !== undefined ? { ...rest, type } : rest;
+  }
   if (c.dns) {
     const dns: CniDNS = {};
     if (c.dns.nameservers) dns.nameservers = c.dns.nameservers;

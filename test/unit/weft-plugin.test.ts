@@ -182,6 +182,17 @@ describe('delegate config (flannel semantics)', () => {
     assert.equal((buildDelegateConf(other.conf, other.config, env(FLANNEL_TEXT)).ipam as Record<string, unknown>).dataDir, undefined, 'host-local keeps its own default');
   });
 
+  it('flannel-style ipam without type is accepted and becomes weft-ipam with the default dataDir', () => {
+    const { conf, config } = weftConf({ ipam: { routes: [{ dst: '192.168.0.0/16' }] } });
+    assert.equal(conf.ipam?.type, undefined);
+    assert.deepEqual(buildDelegateConf(conf, config, env(FLANNEL_TEXT)).ipam, {
+      type: 'weft-ipam',
+      dataDir: '/var/lib/cni/networks',
+      ranges: [[{ subnet: '10.244.3.0/24' }]],
+      routes: [{ dst: '192.168.0.0/16' }, { dst: '10.244.0.0/16' }],
+    });
+  });
+
   it('dual stack: one range set and one route per family', () => {
     const { conf, config } = weftConf();
     const d = buildDelegateConf(conf, config, env(`${FLANNEL_TEXT}FLANNEL_IPV6_NETWORK=fd00:244::/56\nFLANNEL_IPV6_SUBNET=fd00:244:0:3::1/64\n`));
