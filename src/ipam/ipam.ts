@@ -19,8 +19,16 @@ export interface IpamTarget {
   lock?: FileLockOptions;
 }
 
-function storeFor(t: IpamTarget): DiskStore {
-  return new DiskStore(t.config.dataDir, t.network, t.lock ?? {});
+/** Where a network's allocations live: all that DEL needs, so it works without valid ranges. */
+export interface IpamStoreRef {
+  dataDir: string;
+  network: string;
+  lock?: FileLockOptions;
+}
+
+function storeFor(t: IpamTarget | IpamStoreRef): DiskStore {
+  const dataDir = 'config' in t ? t.config.dataDir : t.dataDir;
+  return new DiskStore(dataDir, t.network, t.lock ?? {});
 }
 
 function parseRequested(source: string, s: string): IP {
@@ -127,7 +135,7 @@ export async function ipamAdd(t: IpamTarget, containerId: string, ifname: string
 }
 
 /** Releases (containerId, ifname)'s addresses; succeeds when there are none. */
-export async function ipamDel(t: IpamTarget, containerId: string, ifname: string): Promise<IP[]> {
+export async function ipamDel(t: IpamTarget | IpamStoreRef, containerId: string, ifname: string): Promise<IP[]> {
   const store = storeFor(t);
   if (!store.exists()) return [];
   return store.locked(() => store.releaseById(containerId, ifname));

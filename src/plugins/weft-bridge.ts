@@ -16,7 +16,7 @@ import {
   verifyContainerInterface, verifyMac,
 } from '../container/iface.js';
 import { addMacSpoofCheck, addMasquerade, attachmentRuleCount, removeAttachmentRules, removeStaleRules } from '../traffic/cni-rules.js';
-import { ipamExec, ipamExecAdd } from './weft-ipam.js';
+import { checkIpam, ipamExec, ipamExecAdd, ipamExecDel } from './weft-ipam.js';
 
 const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
@@ -103,14 +103,22 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
 
   async add(ctx) {
     const cfg = ctx.config;
+    await checkIpam(ctx);
     return runAddTransaction(ctx.env.netns, ctx.log, async ({ hostNl, containerNl, undo }) => {
-      const bridge = ensureBridge(hostNl, { name: cfg.bridge, promisc: cfg.promiscMode, ...(cfg.mtu !== undefined && { mtu: cfg.mtu }) });
+      // Everything that can be refused is refused before anything is made, and the allocation (which
+      // undo releases) comes before the bridge (which undo leaves: other containers may be joining
+      // it, as the reference plugin also keeps it): a failed ADD leaves at most an empty bridge,
+      // and only when the kernel fails half way.
+      if (containerNl.getLink(ctx.env.ifname)) {
+        throw new WeftError(CniCode.InvalidNetworkConfig, `container interface ${ctx.env.ifname} already exists in ${ctx.env.netns}`);
+      }
+      const mac = requestedMac(ctx.env, ctx.config.runtimeConfig?.mac);
 
       const ipam = await ipamExecAdd(ctx);
       undo.push('release IPAM allocation', () => ipamExec(ctx, 'DEL'));
       if (ipam.ips.length === 0) throw new WeftError(CniCode.InvalidNetworkConfig, 'IPAM plugin returned no IP addresses');
 
-      const mac = requestedMac(ctx.env, ctx.config.runtimeConfig?.mac);
+      const bridge = ensureBridge(hostNl, { name: cfg.bridge, promisc: cfg.promiscMode, ...(cfg.mtu !== undefined && { mtu: cfg.mtu }) });
       const veth = createContainerVeth(hostNl, containerNl, {
         netns: ctx.env.netns,
         ifname: ctx.env.ifname,
@@ -161,7 +169,7 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
     // other fails; a failed DEL is retried and both are idempotent.
     // No namespace (already gone) means no container interface either: nothing to remove there.
     const ifaceDeleted = (async () => deleteInterface(ctx.env))();
-    const [released, deleted] = await Promise.allSettled([ctx.conf.ipam ? ipamExec(ctx, 'DEL') : undefined, ifaceDeleted]);
+    const [released, deleted] = await Promise.allSettled([ipamExecDel(ctx), ifaceDeleted]);
     if (released.status === 'rejected') throw released.reason;
     if (deleted.status === 'rejected') throw deleted.reason;
     if (cfg.ipMasq || cfg.macspoofchk) removeAttachmentRules(ctx.conf.name, attachment(ctx));

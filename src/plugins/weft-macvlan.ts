@@ -21,7 +21,7 @@ import {
   verifyMac,
 } from '../container/iface.js';
 import { resolveMaster } from '../macvlan/master.js';
-import { ipamExec, ipamExecAdd } from './weft-ipam.js';
+import { checkIpam, ipamExec, ipamExecAdd, ipamExecDel } from './weft-ipam.js';
 
 const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
@@ -70,6 +70,7 @@ export const weftMacvlanPlugin: CniPlugin<MacvlanConf> = {
   async add(ctx) {
     const cfg = ctx.config;
     const { netns, ifname } = ctx.env;
+    if (ctx.conf.ipam) await checkIpam(ctx);
     return runAddTransaction(netns, ctx.log, async ({ hostNl, containerNl, undo }) => {
       const masterNl = cfg.linkInContainer ? containerNl : hostNl;
       const master = resolveMaster(masterNl, cfg.master, masterWhere(ctx));
@@ -112,9 +113,12 @@ export const weftMacvlanPlugin: CniPlugin<MacvlanConf> = {
   },
 
   async del(ctx) {
-    if (ctx.conf.ipam) await ipamExec(ctx, 'DEL');
-    // A namespace that is gone took the macvlan with it.
-    deleteContainerInterface(ctx.env);
+    try {
+      await ipamExecDel(ctx);
+    } finally {
+      // A namespace that is gone took the macvlan with it.
+      deleteContainerInterface(ctx.env);
+    }
   },
 
   async check(ctx) {

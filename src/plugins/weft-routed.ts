@@ -21,7 +21,7 @@ import {
   verifyGatewayRoute,
   verifyHostSide,
 } from '../routed/routed.js';
-import { ipamExec, ipamExecAdd } from './weft-ipam.js';
+import { checkIpam, ipamExec, ipamExecAdd, ipamExecDel } from './weft-ipam.js';
 
 const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
@@ -64,6 +64,7 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
     const cfg = ctx.config;
     const { netns, ifname, containerId } = ctx.env;
     requireIpam(ctx);
+    await checkIpam(ctx);
     return runAddTransaction(netns, ctx.log, async ({ hostNl, containerNl, undo }) => {
       const mac = requestedMac(ctx.env, cfg.runtimeConfig?.mac);
 
@@ -101,10 +102,11 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
   },
 
   async del(ctx) {
-    // Tolerant: a config without ipam (a runtime cleaning up after a failed ADD, or a config
-    // edited since) still gets its veth and /32 route removed; there is just nothing to release.
+    // Tolerant: a config without ipam or with an IPAM plugin that does not exist (a runtime
+    // cleaning up after a refused ADD, or a config edited since) still gets its veth and /32 route
+    // removed; there is just nothing to release.
     try {
-      if (ctx.conf.ipam) await ipamExec(ctx, 'DEL');
+      await ipamExecDel(ctx);
     } finally {
       deleteContainerInterface(ctx.env);
       // Either end takes the other (and the host's /32 route) with it; the host end by name also

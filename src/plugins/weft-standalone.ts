@@ -5,8 +5,9 @@
 // changed or vanished. weftd's CNI server runs this same plugin in-process.
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { decodeJsonObject } from '../cni/conf.js';
-import { delegateAdd, delegateCommand, type DelegateTarget } from '../cni/exec.js';
+import { decodeJsonObject, parsePluginConfig } from '../cni/conf.js';
+import type { CniEnv } from '../cni/env.js';
+import { delegateAdd, delegateCommand, findPluginBinary, type DelegateTarget } from '../cni/exec.js';
 import type { CniResult } from '../cni/result.js';
 import { invokePlugin, isOwnNetns, renderOutcome, type CniPlugin, type PluginContext } from '../cni/skel.js';
 import { loadSubnetEnv } from '../cni/subnet-env.js';
@@ -14,6 +15,7 @@ import { CniCode, WeftError } from '../errors.js';
 import { announceEndpointChange, endpointRecordDir, recordFromAdd, removeEndpointRecord, writeEndpointRecord } from '../policy/endpoint-record.js';
 import { weftBridgePlugin } from './weft-bridge.js';
 import { buildDelegateConf, buildDelegateIpam, weftConfSchema, type WeftConf } from './weft-conf.js';
+import { checkIpamSection } from './weft-ipam.js';
 
 type Ctx = PluginContext<WeftConf>;
 
@@ -30,6 +32,38 @@ export interface SavedAttachment {
 export function delegateTarget(type: unknown): DelegateTarget {
   if (typeof type !== 'string' || type === '') throw new WeftError(CniCode.InvalidNetworkConfig, 'delegate.type must be a plugin name');
   return type === weftBridgePlugin.name ? { kind: 'in-process', plugin: weftBridgePlugin } : { kind: 'exec', type };
+}
+
+/**
+ * The delegate's config checked as far as it can be without running it: its plugin exists and,
+ * when it runs in this process, accepts the config. Code 7 naming the problem, before ADD saves
+ * anything or the delegate touches the kernel.
+ */
+async function checkDelegateRunnable(delegate: Record<string, unknown>, env: CniEnv): Promise<DelegateTarget> {
+  const target = delegateTarget(delegate.type);
+  if (target.kind === 'in-process') parsePluginConfig(target.plugin.confSchema, delegate);
+  else await findPluginBinary(target.type, env.path);
+  return target;
+}
+
+/**
+ * All of the above plus the ipam section. Without it a refused delegate left the saved config
+ * behind, and the runtime's DEL replayed the same refused config and failed, on every retry.
+ */
+async function checkDelegate(delegate: Record<string, unknown>, env: CniEnv): Promise<void> {
+  const target = await checkDelegateRunnable(delegate, env);
+  await checkIpamSection(target.kind === 'in-process' ? target.plugin.name : target.type, delegate.ipam, env);
+}
+
+/** Why a saved delegate config cannot be run at all (code 7 from checkDelegateRunnable), or undefined. */
+async function whyUnrunnable(delegate: Record<string, unknown>, env: CniEnv): Promise<string | undefined> {
+  try {
+    await checkDelegateRunnable(delegate, env);
+    return undefined;
+  } catch (err) {
+    if (err instanceof WeftError && err.code === CniCode.InvalidNetworkConfig) return err.message;
+    throw err;
+  }
 }
 
 export function attachmentFile(dataDir: string, containerId: string, ifname: string): string {
@@ -94,7 +128,16 @@ async function listAttachments(ctx: Ctx): Promise<SavedAttachment[]> {
 
 async function delegateDel(ctx: Ctx, saved: SavedAttachment, netns = ctx.env.netns): Promise<void> {
   const env = { ...ctx.env, containerId: saved.containerID, ifname: saved.ifname, netns };
-  await delegateCommand({ target: delegateTarget(saved.delegate.type), command: 'DEL', env, conf: saved.delegate, log: ctx.log });
+  // A config its delegate cannot run (left by a weft that saved before checking) never got past
+  // that delegate's own checks at ADD, so it made nothing: forget it rather than fail on it
+  // forever. A missing IPAM plugin alone is the delegate's to tolerate (it still removes the
+  // interface and rules).
+  const unrunnable = await whyUnrunnable(saved.delegate, env);
+  if (unrunnable !== undefined) {
+    ctx.log.warn('saved delegate config cannot be run, so it made nothing: forgetting it', { containerId: saved.containerID, ifname: saved.ifname, reason: unrunnable });
+  } else {
+    await delegateCommand({ target: delegateTarget(saved.delegate.type), command: 'DEL', env, conf: saved.delegate, log: ctx.log });
+  }
   await rm(attachmentFile(ctx.config.dataDir, saved.containerID, saved.ifname), { force: true });
   await forgetEndpoint(ctx, saved.containerID, saved.ifname);
 }
@@ -120,6 +163,7 @@ export const weftPlugin: CniPlugin<WeftConf> = {
   async add(ctx) {
     const subnetEnv = await loadSubnetEnv(ctx.config.subnetFile);
     const delegate = buildDelegateConf(ctx.conf, ctx.config, subnetEnv);
+    await checkDelegate(delegate, ctx.env);
     // Saved before the delegate runs: if this process dies half way, the runtime's DEL still
     // knows what to undo. After a failed ADD the file stays for that DEL, which removes it.
     await saveAttachment(ctx.config.dataDir, { containerID: ctx.env.containerId, ifname: ctx.env.ifname, netns: ctx.env.netns, delegate });

@@ -15,7 +15,7 @@ import { invokePlugin, renderOutcome, type CniPlugin } from '../../src/cni/skel.
 import { z } from 'zod';
 import { createLogger } from '../../src/log.js';
 import { parseResolvConf } from '../../src/ipam/resolv.js';
-import { ipamDelegateTarget, ipamExec, ipamExecAdd, weftIpamPlugin } from '../../src/plugins/weft-ipam.js';
+import { checkIpam, ipamDelegateTarget, ipamExec, ipamExecAdd, ipamExecDel, weftIpamPlugin } from '../../src/plugins/weft-ipam.js';
 
 let root = '';
 before(() => { root = mkdtempSync(join(tmpdir(), 'wcn-ipam-')); });
@@ -154,6 +154,19 @@ describe('weft-ipam plugin edges', () => {
     assert.deepEqual(json.ips, [{ version: '4', address: '10.3.0.2/24', gateway: '10.3.0.1' }]);
   });
 
+  it('DEL needs only dataDir: a section ADD would refuse still releases, and one with nothing allocated succeeds', async () => {
+    const dataDir = join(root, 'lenient-del');
+    const good = { cniVersion: '1.1.0', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir, subnet: '10.5.0.0/24' } };
+    const bad = { ...good, ipam: { type: 'weft-ipam', dataDir, ranges: [[{ subnet: '10.5.0.0/99' }]], routes: [{ dst: 'nowhere' }] } };
+    assert.equal((await invokePlugin(weftIpamPlugin, env, JSON.stringify(good), { log: quiet })).kind, 'result');
+    assert.equal((await invokePlugin(weftIpamPlugin, env, JSON.stringify(bad), { log: quiet })).kind, 'error', 'ADD refuses it');
+    assert.deepEqual(readdirSync(join(dataDir, 'n')).filter((f) => f.startsWith('10.')), ['10.5.0.2']);
+    const del = { ...env, CNI_COMMAND: 'DEL' };
+    assert.equal((await invokePlugin(weftIpamPlugin, del, JSON.stringify(bad), { log: quiet })).kind, 'done');
+    assert.deepEqual(readdirSync(join(dataDir, 'n')).filter((f) => f.startsWith('10.')), [], 'released from dataDir');
+    assert.equal((await invokePlugin(weftIpamPlugin, del, JSON.stringify({ ...bad, name: 'never' }), { log: quiet })).kind, 'done');
+  });
+
   it('GC without cni.dev/valid-attachments refuses instead of wiping the network', async () => {
     const conf = { cniVersion: '1.1.0', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir: join(root, 'dns'), subnet: '10.3.0.0/24' } };
     const o = await invokePlugin(weftIpamPlugin, { CNI_COMMAND: 'GC', CNI_PATH: '/p' }, JSON.stringify(conf), { log: quiet });
@@ -184,6 +197,22 @@ describe('IPAM delegation from a main plugin', () => {
       assert.deepEqual(readdirSync(join(dataDir, 'dn')).filter((f) => f.startsWith('10.')), []);
     });
   }
+
+  it('ipamExecDel: no type or an IPAM plugin that does not exist has nothing to release (DEL succeeds); ADD refuses both up front', async () => {
+    const tolerant: CniPlugin<unknown> = { ...main, name: 'tolerant', add: async (ctx) => { await checkIpam(ctx); return ipamExecAdd(ctx); }, del: (ctx) => ipamExecDel(ctx) };
+    const env = { CNI_CONTAINERID: 'm2', CNI_NETNS: '/x', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni' };
+    for (const [ipam, msg] of [[{ type: 'weft-nope', dataDir: join(root, 'nope') }, /weft-nope/], [{ dataDir: join(root, 'nope') }, /ipam\.type/]] as const) {
+      const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'dn', type: 'tolerant', ipam });
+      const add = await invokePlugin(tolerant, { CNI_COMMAND: 'ADD', ...env }, conf, { log: quiet });
+      assert.equal(add.kind, 'error');
+      if (add.kind === 'error') {
+        assert.equal(add.error.code, CniCode.InvalidNetworkConfig);
+        assert.match(add.error.message, msg);
+      }
+      assert.equal((await invokePlugin(tolerant, { CNI_COMMAND: 'DEL', ...env }, conf, { log: quiet })).kind, 'done');
+    }
+    assert.equal(existsSync(join(root, 'nope')), false);
+  });
 });
 
 describe('file lock', () => {
