@@ -8,8 +8,10 @@ import { ExitCode, UsageError } from './command.js';
 import { Progress } from './ui/progress.js';
 import { labBackendNames, labBackend } from '../lab/backends.js';
 import { labBench, type BenchReport } from '../lab/bench.js';
+import { LAB_POD_NAMESPACE as LAB_NS } from '../lab/kube.js';
 import { labCheck, rttSummary, type CheckReport } from '../lab/check.js';
 import { LabInterruptedError, labDown, labStatus, labUp, requireUpLab } from '../lab/lab.js';
+import { DEMO_POLICY_NAME, labPolicyCheck, type PolicyCheckReport } from '../lab/policy-check.js';
 import { LabDirs } from '../lab/state.js';
 import { labNsPrefix, DEFAULT_LAB_NAME } from '../lab/naming.js';
 import { listNamedNetns } from '../netns/index.js';
@@ -46,8 +48,11 @@ bench   iperf3 container → container across hosts, next to the raw underlay pa
 down    removes everything the lab made — processes, namespaces (and every link in them), state
         — also after a crash or kill -9 of the lab or of any weftd
 demo    for each backend in turn: up, check, a short bench, down; one summary table. --backend
-        picks the backends (repeat it or give a comma list; --backends is the same; default: all),
-        --store the store every up uses (default file)
+        picks the backends (repeat it or give a comma list; --backends is the same; default: all,
+        then kube), --store the store every up uses (default file). The row "kube" is vxlan on
+        the kube store (a real kube-apiserver): after the check it applies a NetworkPolicy with
+        kubectl (pods on h1 take connections only from pods on h0) and probes every container
+        pair against the policy evaluator's verdict, instead of the bench
 
 --name NAME       lab name: 1–16 of a-z 0-9 _ (default ${DEFAULT_LAB_NAME}; demo: ${DEMO_NAME}); its namespaces
                   are ${labNsPrefix(parseName(DEFAULT_LAB_NAME)).replace(DEFAULT_LAB_NAME, 'NAME')}*, its state /run/weft-lab/NAME (WEFT_LAB_ROOT moves it)
@@ -102,7 +107,8 @@ function seconds(raw: string | undefined, dflt: number): number {
 /** Steps `up` reports for this spec (the demo's step counter counts them). */
 function upSteps(spec: LabSpec): number {
   const agent = spec.backend.networkConfig() !== undefined;
-  return 1 + (spec.racks > 1 ? 1 : 0) + (spec.macvlanShim ? 1 : 0) + (agent && spec.store !== 'file' ? 1 : 0) + (agent ? 3 : 0) + 2;
+  // In kube mode the network config is a file written with the Nodes, not a step of its own.
+  return 1 + (spec.racks > 1 ? 1 : 0) + (spec.macvlanShim ? 1 : 0) + (agent && spec.store !== 'file' ? 1 : 0) + (agent ? (spec.store === 'kube' ? 2 : 3) : 0) + 2;
 }
 
 function out(s: string): void {
@@ -151,9 +157,17 @@ interface DemoRow {
   upSeconds?: number;
   check?: CheckReport;
   bench?: BenchReport;
+  /** The kube row: the NetworkPolicy step. */
+  policy?: PolicyCheckReport;
   down?: boolean;
   error?: string;
 }
+
+/**
+ * The demo's row for Kubernetes mode: vxlan on the kube store, with the policy step in place of
+ * the bench (its dataplane is the vxlan row's).
+ */
+const KUBE_ROW = 'kube';
 
 /** --backend values (each may be a comma list); undefined when none was given. */
 function backendList(given: readonly string[] | undefined): string[] | undefined {
@@ -171,22 +185,26 @@ interface DemoBase {
 }
 
 async function demo(base: DemoBase, backends: readonly string[] | undefined, benchSeconds: number): Promise<number> {
-  const names = backends ?? labBackendNames();
-  const specs = names.map((b) => {
-    parseBackend(b);
-    return parseLabSpec({ ...base, name: base.name ?? DEMO_NAME, backend: b, store: base.store ?? 'file' });
+  const names = backends ?? [...labBackendNames(), KUBE_ROW];
+  const runs = names.map((b) => {
+    const kube = b === KUBE_ROW;
+    if (!kube) parseBackend(b);
+    return { row: b, kube, spec: parseLabSpec({ ...base, name: base.name ?? DEMO_NAME, backend: kube ? 'vxlan' : b, store: kube ? 'kube' : base.store ?? 'file' }) };
   });
-  const first = specs[0];
+  const first = runs[0]?.spec;
   if (!first) throw new LabInputError('--backend: empty list');
   const colour = useColour();
-  const progress = new Progress(specs.reduce((n, s) => n + upSteps(s) + 3, 0) + 1);
+  const progress = new Progress(runs.reduce((n, r) => n + upSteps(r.spec) + 3, 0) + 1);
   const t0 = Date.now();
   const rows: DemoRow[] = [];
-  out(`weft lab demo: ${first.hosts} hosts × ${first.pods} containers, backends ${names.join(', ')}, ${first.store} store\n\n`);
-  for (const spec of specs) {
-    const row: DemoRow = { backend: spec.backend.name };
+  const plain = runs.filter((r) => !r.kube).map((r) => r.row);
+  const kubeToo = runs.some((r) => r.kube);
+  out(`weft lab demo: ${first.hosts} hosts × ${first.pods} containers, ${plain.length > 0 ? `backends ${plain.join(', ')}, ${base.store ?? 'file'} store` : ''}`
+    + `${kubeToo ? `${plain.length > 0 ? ', then ' : ''}kube (vxlan on a kube-apiserver, with a NetworkPolicy)` : ''}\n\n`);
+  for (const { row: rowName, kube, spec } of runs) {
+    const row: DemoRow = { backend: rowName };
     rows.push(row);
-    const tag = spec.backend.name;
+    const tag = rowName;
     const stepsBefore = upSteps(spec) + 3;
     let taken = 0;
     const step = (what: string) => { taken++; progress.next(`${tag}: ${what}`); };
@@ -199,8 +217,13 @@ async function demo(base: DemoBase, backends: readonly string[] | undefined, ben
       step('check: every container → every container and outside, ICMP + TCP');
       const rec = requireUpLab(spec.name);
       row.check = await labCheck(rec);
-      step(`bench: iperf3 across hosts (${benchSeconds} s) and the raw underlay`);
-      row.bench = await labBench(rec, benchSeconds);
+      if (kube) {
+        step(`policy: kubectl apply NetworkPolicy ${DEMO_POLICY_NAME} (pods on h1 take connections only from pods on h0), probe every pair`);
+        row.policy = await labPolicyCheck(rec);
+      } else {
+        step(`bench: iperf3 across hosts (${benchSeconds} s) and the raw underlay`);
+        row.bench = await labBench(rec, benchSeconds);
+      }
     } catch (err) {
       row.error = (err as Error).message;
     }
@@ -238,16 +261,33 @@ async function demo(base: DemoBase, backends: readonly string[] | undefined, ben
       r.bench ? gbps(r.bench.raw.result.gbps) : '–',
       r.bench ? `${(r.bench.ratio * 100).toFixed(0)} %` : '–',
       r.down === undefined ? '–' : ok(r.down, r.down ? 'clean' : 'FAILED'),
+      ...(kubeToo ? [policyCell(r.policy)] : []),
     ];
   });
-  out('\n' + table(['backend', 'up', 'ICMP', 'TCP', 'egress', 'RTT ms (icmp/tcp)', 'pod Gbit/s', 'raw Gbit/s', 'pod/raw', 'down'], tableRows, colour));
+  out('\n' + table(['backend', 'up', 'ICMP', 'TCP', 'egress', 'RTT ms (icmp/tcp)', 'pod Gbit/s', 'raw Gbit/s', 'pod/raw', 'down', ...(kubeToo ? ['policy'] : [])], tableRows, colour));
   out('\nICMP/TCP: container pairs that answered (all ordered pairs, same host and across hosts); egress: containers\n'
     + 'reaching the "outside" namespace (ICMP and TCP); RTT: median across hosts; Gbit/s: iperf3, one stream,\n'
-    + `container on h0 → container on h1, and host h0 → h1 over the bare underlay.\n`);
+    + `container on h0 → container on h1, and host h0 → h1 over the bare underlay.\n`
+    + (kubeToo ? 'kube: vxlan with every weftd reading a real kube-apiserver (Nodes, Pods, NetworkPolicies); no bench (vxlan\'s\n'
+      + `dataplane). policy: after the check, kubectl applies NetworkPolicy ${LAB_NS}/${DEMO_POLICY_NAME} (pods on h1 take connections\n`
+      + 'only from pods on h0); container pairs blocked / allowed, each answering ICMP and TCP as the policy evaluator says.\n' : ''));
   for (const r of rows) if (r.error) out(`\n${r.backend}: ${r.error}\n`);
-  const passed = clean && rows.every((r) => !r.error && r.check?.ok === true && r.down === true);
+  for (const r of rows) {
+    const wrong = r.policy?.pairs.filter((p) => p.observed.icmp !== p.expected.icmp || p.observed.tcp !== p.expected.tcp) ?? [];
+    const word = (b: boolean) => (b ? 'open' : 'blocked');
+    if (wrong.length > 0) out(`\n${r.backend}: ${r.policy?.policy} — not as the evaluator says:\n${wrong.map((p) => `  ${p.from} → ${p.to}: ICMP ${word(p.observed.icmp)}, TCP ${word(p.observed.tcp)}; expected ICMP ${word(p.expected.icmp)}, TCP ${word(p.expected.tcp)}`).join('\n')}\n`);
+  }
+  const kubeRowsOk = rows.every((r, i) => !runs[i]?.kube || r.policy?.ok === true);
+  const passed = clean && kubeRowsOk && rows.every((r) => !r.error && r.check?.ok === true && r.down === true);
   out(`\n${passed ? 'demo passed' : 'demo FAILED'} in ${((Date.now() - t0) / 1000).toFixed(1)} s; ${clean ? 'nothing left behind' : `LEFT BEHIND: ${[...leftNs, ...(leftDir ? [LabDirs.of(first.name).root] : [])].join(', ')}`}\n`);
   return passed ? ExitCode.Ok : ExitCode.Failure;
+}
+
+/** The kube row's policy column: pairs blocked / allowed, or how many came out wrong. */
+function policyCell(p: PolicyCheckReport | undefined): Cell | string {
+  if (p === undefined) return '–';
+  if (p.ok) return { text: `${p.expectedBlocked} blocked / ${p.expectedAllowed} allowed, as expected`, tone: 'ok' };
+  return { text: `${p.wrong} of ${p.pairs.length} pairs WRONG`, tone: 'bad' };
 }
 
 export const labCommand: CliCommand = {

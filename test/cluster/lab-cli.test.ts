@@ -79,4 +79,14 @@ describe('weftctl lab demo with --backend and --store', { timeout: 180_000 }, ()
     assert.match(r.stdout, /demo passed .*nothing left behind/);
     assert.deepEqual(namespacesOf(name), []);
   });
+
+  it('the kube row: vxlan on a kube-apiserver, then a NetworkPolicy applied with kubectl, blocking exactly what the evaluator says', () => {
+    const r = lab(['demo', '--name', name, '--backend', 'kube', '--hosts', '2', '--pods', '2'], 170_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /kube \(vxlan on a kube-apiserver, with a NetworkPolicy\)/);
+    // 2 × 2 pods, h1's pods take connections only from h0's: the two h1 pods cannot reach each other.
+    assert.match(r.stdout, /^\W*kube\s.*\s2 blocked \/ 10 allowed, as expected/m);
+    assert.match(r.stdout, /demo passed .*nothing left behind/);
+    assert.deepEqual(namespacesOf(name), []);
+  });
 });
