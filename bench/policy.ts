@@ -15,18 +15,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Topology } from '../src/lab/topology.js';
 import { NetnsPool } from '../src/netns/testing.js';
 import { type Cidr, formatIP, networkOf, nthAddress, parseCidr } from '../src/net/ip.js';
-import { compilePolicies, expectedShape, type TableShape } from '../src/policy/compile.js';
-import { shapeOfListing } from '../src/policy/enforcer.js';
+import { compilePolicies } from '../src/policy/compile.js';
 import { type EndpointRecord, endpointRecordDir, endpointRecordFile, recordToEndpoint } from '../src/policy/endpoint-record.js';
-import { type NetworkPolicy, type PolicyWorld, parsePolicy } from '../src/policy/model.js';
-import { ENDPOINTS, loadPolicyWorld, policyKey } from '../src/policy/store.js';
+import type { PolicyWorld } from '../src/policy/model.js';
+import { ENDPOINTS, loadPolicyWorld } from '../src/policy/store.js';
 import { FileKeyValueStore } from '../src/store/kv.js';
+import { EnforcementProbe, policyObjects, storedPolicies, withPolicies as addPolicies } from './common/policy-enforced.js';
+import { inNs as runInNs, median } from './common/process.js';
 import type { Benchmark, BenchResult } from './main.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -40,104 +40,9 @@ const ENFORCE_TIMEOUT_MS = 60_000;
 const env = (): NodeJS.ProcessEnv => { const e: NodeJS.ProcessEnv = { ...process.env, CNI_PATH: join(ROOT, 'bin/cni') }; delete e.NODE_EXTRA_CA_CERTS; return e; };
 const opt = (args: string[], name: string, dflt: number) => { const a = args.find((x) => x.startsWith(`--${name}=`)); return a ? Number(a.split('=')[1]) : dflt; };
 
-interface Ran { readonly status: number | null; readonly stdout: string; readonly stderr: string }
-
-/**
- * Runs a command inside a namespace without blocking the event loop: the nft monitors' lines are
- * timestamped as they arrive, so nothing here may stall while a change is being measured.
- */
-function inNs(ns: string, argv: string[], extraEnv: NodeJS.ProcessEnv = {}, input = '', timeoutMs = 120_000): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('ip', ['netns', 'exec', ns, ...argv], { env: { ...env(), ...extraEnv }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    p.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('error', (err) => { clearTimeout(timer); reject(err); });
-    p.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
-    p.stdin.end(input);
-  });
-}
-
-/**
- * Commit times of the nft transactions in one namespace, from `nft monitor`: the kernel sends a
- * transaction's notifications once its new generation is live, and ends them with a "# new
- * generation" line. The time kept is that of the transaction's first line: the monitor takes a
- * while to print thousands of element lines, and the last one would add that delay to the result.
- */
-class CommitWatch {
-  readonly commits: number[] = [];
-  private waiters: (() => void)[] = [];
-  private batchStart: number | undefined;
-
-  constructor(readonly proc: ChildProcess) {
-    if (!proc.stdout) throw new Error('nft monitor without a stdout pipe');
-    createInterface({ input: proc.stdout }).on('line', (line) => {
-      const now = performance.now();
-      this.batchStart ??= now;
-      if (!line.startsWith('# new generation')) return;
-      this.commits.push(this.batchStart);
-      this.batchStart = undefined;
-      for (const w of this.waiters.splice(0)) w();
-    });
-  }
-
-  /** Resolves at the next commit, or after timeoutMs. */
-  next(timeoutMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, timeoutMs);
-      this.waiters.push(() => { clearTimeout(t); resolve(); });
-    });
-  }
-}
-
-const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-/** The first set or chain whose count differs, for a failure message. */
-function shapeDifference(want: string | null, got: string | null): string {
-  if (want === null || got === null) return `kernel ${got === null ? 'has no table' : 'has a table'}, wanted ${want === null ? 'none' : 'one'}`;
-  const w = JSON.parse(want) as TableShape;
-  const g = JSON.parse(got) as TableShape;
-  const out: string[] = [];
-  for (const kind of ['sets', 'chains'] as const) {
-    for (const name of new Set([...Object.keys(w[kind]), ...Object.keys(g[kind])])) {
-      if (w[kind][name] !== g[kind][name]) out.push(`${name}: kernel ${g[kind][name] ?? 'absent'}, want ${w[kind][name] ?? 'absent'}`);
-    }
-  }
-  return out.slice(0, 8).join('; ');
-}
-
-function sortShape(s: TableShape): unknown {
-  const sort = (r: Record<string, number>) => Object.fromEntries(Object.entries(r).sort(([a], [b]) => (a < b ? -1 : 1)));
-  return { sets: sort(s.sets), chains: sort(s.chains) };
-}
-
-/** Policy objects as stored, by store key (what `weftctl policy apply` writes). */
-function storedPolicies(objs: unknown[]): Map<string, { policy: NetworkPolicy; json: string }> {
-  const out = new Map<string, { policy: NetworkPolicy; json: string }>();
-  for (const o of objs) {
-    const policy = parsePolicy(o);
-    out.set(policyKey(policy.namespace, policy.name), { policy, json: JSON.stringify(o) });
-  }
-  return out;
-}
-
-function policyObjects(n: number): unknown[] {
-  // A mix of what the issue lists: ingress by namespace selector, by pod selector, ports, egress.
-  return Array.from({ length: n }, (_, i) => {
-    const ns = `ns${i % NAMESPACES}`;
-    const app = `a${i % 7}`;
-    const spec = i % 4 === 3
-      ? { podSelector: { matchLabels: { app } }, policyTypes: ['Egress'], egress: [{ to: [{ namespaceSelector: { matchLabels: { team: `t${i % 3}` } } }], ports: [{ protocol: 'UDP', port: 53 }] }] }
-      : { podSelector: { matchLabels: { app } }, ingress: [{ from: [{ namespaceSelector: { matchLabels: { team: `t${i % 3}` } }, podSelector: { matchLabels: { tier: `x${i % 5}` } } }, { podSelector: {} }], ports: [{ protocol: 'TCP', port: 8000 + (i % 50) }, { protocol: 'TCP', port: 9000, endPort: 9100 }] }] };
-    return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: ns, name: `p${i}` }, spec };
-  });
-}
+/** A command in a namespace with the CNI path set (the pods' ADDs need it). */
+const inNs = (ns: string, argv: string[], extraEnv: NodeJS.ProcessEnv = {}, input = '', timeoutMs = 120_000) =>
+  runInNs(ns, argv, { ...env(), ...extraEnv }, input, timeoutMs);
 
 export const benchmark: Benchmark = {
   name: 'policy',
@@ -183,12 +88,7 @@ export const benchmark: Benchmark = {
       const weftdLog = (h: number) => join(dir, `h${h}`, 'weftd.log');
       /** The end of a host's weftd log, for a failure message (the directory goes with cleanup). */
       const logTail = (h: number) => { try { return readFileSync(weftdLog(h), 'utf8').split('\n').filter((l) => /"level":"(warn|error)"/.test(l)).slice(-5).join('\n'); } catch { return ''; } };
-      const monitors: CommitWatch[] = [];
-      for (let h = 0; h < HOSTS; h++) {
-        const m = spawn('ip', ['netns', 'exec', hostNs(h), 'nft', 'monitor'], { env: env(), stdio: ['ignore', 'pipe', 'ignore'] });
-        procs.push(m);
-        monitors.push(new CommitWatch(m));
-      }
+      const probe = new EnforcementProbe(Array.from({ length: HOSTS }, (_, h) => hostNs(h)), procs, ENFORCE_TIMEOUT_MS, logTail);
       for (let h = 0; h < HOSTS; h++) {
         mkdirSync(join(dir, `h${h}`), { recursive: true });
         const log = openSync(weftdLog(h), 'w');
@@ -254,48 +154,15 @@ export const benchmark: Benchmark = {
         await sleep(20);
       }
       phase(`world: ${world.endpoints.length} endpoints, ${world.namespaces.length} namespaces`);
-      const wantFor = (w: PolicyWorld): (string | null)[] => Array.from({ length: HOSTS }, (_, h) => (w.policies.length === 0 ? null
-        : JSON.stringify(sortShape(expectedShape(compilePolicies(w, `h${h}`, { subnets: [subnets[h]!], extraKnown: [] }))))));
-      const kernelShape = async (h: number): Promise<string | null> => {
-        const r = await inNs(hostNs(h), ['nft', '-j', 'list', 'table', 'inet', 'weft-policy']);
-        return r.status === 0 ? JSON.stringify(sortShape(shapeOfListing((JSON.parse(r.stdout) as { nftables: unknown[] }).nftables))) : null;
-      };
-      /**
-       * Per host, ms from `start` to the commit after which the kernel's table first listed
-       * exactly the wanted shape. The table is read after every commit; a listing counts only if
-       * no further commit landed while it ran, so the time is never earlier than the truth.
-       */
-      const waitEnforced = async (want: (string | null)[], start: number): Promise<number[]> => {
-        const at: (number | undefined)[] = want.map(() => undefined);
-        const checked = want.map(() => -1);
-        for (;;) {
-          await Promise.all(want.map(async (w, h) => {
-            const mon = monitors[h]!;
-            if (at[h] !== undefined || checked[h] === mon.commits.length) return;
-            const seen = mon.commits.length;
-            checked[h] = seen;
-            const got = await kernelShape(h);
-            if (got === w && mon.commits.length === seen) at[h] = Math.max(0, (mon.commits[seen - 1] ?? start) - start);
-          }));
-          if (at.every((x) => x !== undefined)) return at as number[];
-          if (performance.now() - start > ENFORCE_TIMEOUT_MS) {
-            const late = at.flatMap((x, h) => (x === undefined ? [h] : []));
-            const detail = await Promise.all(late.map(async (h) => `h${h}: ${shapeDifference(want[h] ?? null, await kernelShape(h))}\n  weftd warnings:\n${logTail(h)}`));
-            throw new Error(`policies not enforced within ${ENFORCE_TIMEOUT_MS} ms on ${late.map((h) => `h${h}`).join(', ')}\n${detail.join('\n')}`);
-          }
-          await Promise.race(monitors.filter((_, h) => at[h] === undefined).map((m) => m.next(250)));
-        }
-      };
+      const targets = subnets.map((subnet, h) => ({ name: `h${h}`, subnet }));
+      const wantFor = (w: PolicyWorld) => EnforcementProbe.wantFor(w, targets);
+      const waitEnforced = (want: (string | null)[], start: number) => probe.waitEnforced(want, start);
       const rows: string[] = [];
       const row = (what: string, ms: number[], extra = '') => {
         rows.push(`| ${what} | **${Math.max(...ms).toFixed(0)}** | ${ms.map((x) => x.toFixed(0)).join(' / ')} | ${extra} |`);
         phase(`${what}: ${ms.map((x) => x.toFixed(0)).join(' / ')} ms`);
       };
-      const withPolicies = (objs: unknown[]): PolicyWorld => {
-        const byKey = new Map(world.policies.map((p) => [policyKey(p.namespace, p.name), p]));
-        for (const [key, { policy }] of storedPolicies(objs)) byKey.set(key, policy);
-        return { ...world, policies: [...byKey.values()] };
-      };
+      const withPolicies = (objs: unknown[]): PolicyWorld => addPolicies(world, objs);
       const applyTimed = async (what: string, objs: unknown[], input: unknown) => {
         const next = withPolicies(objs);
         const want = wantFor(next);
@@ -308,7 +175,7 @@ export const benchmark: Benchmark = {
         row(what, ms, `weftctl exited after ${cliMs.toFixed(0)} ms`);
       };
 
-      const objs = policyObjects(nPolicies + 1);
+      const objs = policyObjects(nPolicies + 1, NAMESPACES);
       const compileStart = performance.now();
       wantFor(withPolicies(objs.slice(0, nPolicies)));
       const compileMs = (performance.now() - compileStart) / HOSTS;
