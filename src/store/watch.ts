@@ -111,12 +111,12 @@ export class LeaseWatcher {
     if (this.isOwn(entry.subnet)) return;
     const parsed = parseLease(entry);
     if (!parsed.ok) {
-      if (this.garbage.get(key) !== entry.revision) {
-        this.garbage.set(key, entry.revision);
-        this.log.warn('skipping unreadable lease in the store', { subnet: formatCidr(entry.subnet), reason: parsed.reason });
-      }
-      // Whatever was valid at this key before is no longer what the store says.
+      const warned = this.garbage.get(key) === entry.revision;
+      // Whatever was valid at this key before is no longer what the store says. remove() forgets
+      // the key's garbage mark (the key may be gone), so the mark is set after it.
       this.remove(key);
+      this.garbage.set(key, entry.revision);
+      if (!warned) this.log.warn('skipping unreadable lease in the store', { subnet: formatCidr(entry.subnet), reason: parsed.reason });
       return;
     }
     this.garbage.delete(key);
