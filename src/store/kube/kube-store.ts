@@ -12,6 +12,7 @@ import { type Cidr, cidrEquals, formatCidr, subnetKey, tryParseCidr } from '../.
 import { KubeClient } from '../../kube/client.js';
 import { resolveKubeConnection } from '../../kube/config.js';
 import { Informer, type KubeObject, listAll } from '../../kube/informer.js';
+import { parseLeaseValue } from '../lease.js';
 import type { LeaseManagerOptions, SubnetLeaser } from '../lease-manager.js';
 import type { HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult } from '../types.js';
 import { KubeLeaser } from './kube-leaser.js';
@@ -75,7 +76,7 @@ export class KubeStore implements SubnetStore {
   private readonly log: Logger;
   /** Node name → the subnet it was last handed out under, to turn updates into deletes. */
   private readonly published = new Map<string, Cidr>();
-  /** node name → resourceVersion whose annotations were already warned about. */
+  /** node name → the reason its annotations were last warned about (until they are readable again). */
   private readonly warned = new Map<string, string>();
 
   constructor(readonly opts: KubeStoreOptions) {
@@ -121,16 +122,27 @@ export class KubeStore implements SubnetStore {
       try {
         backendData = JSON.parse(rawData);
       } catch {
-        const reason = `node ${node.metadata.name}: annotation ${this.names.backendData} is not JSON`;
-        if (this.warned.get(node.metadata.name) !== node.metadata.resourceVersion) {
-          this.warned.set(node.metadata.name, node.metadata.resourceVersion ?? '');
-          this.log.warn('skipping node with unreadable annotations', { node: node.metadata.name, annotation: this.names.backendData, value: rawData.slice(0, 120) });
-        }
-        return { subnet, value: reason, revision, expiresAt: null };
+        this.warnUnreadable(node, `annotation ${this.names.backendData} is not JSON: ${JSON.stringify(rawData.slice(0, 120))}`);
+        return { subnet, value: `node ${node.metadata.name}: annotation ${this.names.backendData} is not JSON`, revision, expiresAt: null };
       }
     }
     const value = JSON.stringify({ PublicIP: publicIP, BackendType: backendType, ...(backendData !== null && { BackendData: backendData }) });
+    // The lease watcher skips a value it cannot parse, but its warning can only name the subnet;
+    // the operator needs the Node whose annotations to fix (a bad public-ip, a VtepMAC that is not one).
+    const parsed = parseLeaseValue(value);
+    if (parsed.ok) this.warned.delete(node.metadata.name);
+    else this.warnUnreadable(node, parsed.reason);
     return { subnet, value, revision, expiresAt: null };
+  }
+
+  /**
+   * Once per Node and reason: a relist, or the kubelet's status update of a Node whose annotations
+   * are as wrong as before, says nothing new.
+   */
+  private warnUnreadable(node: NodeObject, reason: string): void {
+    if (this.warned.get(node.metadata.name) === reason) return;
+    this.warned.set(node.metadata.name, reason);
+    this.log.warn('skipping node with unreadable annotations', { node: node.metadata.name, reason });
   }
 
   /** Every Node's entry, remembering which node published which subnet. */
@@ -158,6 +170,7 @@ export class KubeStore implements SubnetStore {
     const name = node.metadata.name;
     const before = this.published.get(name);
     const entry = deleted ? undefined : this.nodeEntry(node);
+    if (deleted) this.warned.delete(name);
     const out: StoreEvent[] = [];
     if (before !== undefined && (entry === undefined || !cidrEquals(entry.subnet, before))) {
       out.push({ type: 'delete', subnet: before, revision });
