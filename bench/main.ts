@@ -23,6 +23,7 @@ const registry: Record<string, () => Promise<Benchmark>> = {
   dataplane: async () => (await import('./dataplane.js')).benchmark,
   policy: async () => (await import('./policy.js')).benchmark,
   bgp: async () => (await import('./bgp.js')).benchmark,
+  kube: async () => (await import('./kube.js')).benchmark,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { WEFT_ROUTE_PROTOCOL } from '../../src/agent/dataplane.js';
-import { type ControlPlane, startControlPlane } from '../../src/kube/controlplane.js';
+import { type ControlPlane, startControlPlane, stopControlPlane } from '../../src/kube/controlplane.js';
 import { weftRbacManifest } from '../../src/lab/kube.js';
 import { Topology } from '../../src/lab/topology.js';
 import { Netlink, NetlinkSocket, nlconst } from '../../src/netlink/index.js';
@@ -24,7 +24,7 @@ import { routeDumpRequest } from '../../src/netlink/route.js';
 import { formatCidr, formatIP } from '../../src/net/ip.js';
 import { FileStore } from '../../src/store/file/file-store.js';
 import { peerLease, type WriterJob } from '../converge-writer.js';
-import { cleanEnv, cpuSeconds, epochMs, readFileSafe, rssMB, stopProcess } from './process.js';
+import { cleanEnv, cpuSeconds, epochMs, onInterrupt, readFileSafe, rssMB, stopProcess } from './process.js';
 
 export const WEFTD = fileURLToPath(new URL('../../../bin/weftd', import.meta.url));
 const WEFTD_BUNDLE_LAUNCHER = fileURLToPath(new URL('../../weftd/weftd.cjs', import.meta.url));
@@ -229,6 +229,17 @@ export async function measureConverge(o: MeasureOptions): Promise<ConvergeRow> {
   let weftd: ChildProcess | undefined;
   const counter = weftRouteCounter(host.nsPath);
   const nl = Netlink.open(host.nsPath);
+  const cleanUp = async () => {
+    await stopProcess(weftd);
+    // Interrupted while the control plane was starting: its record in the directory knows the processes.
+    if (sut) await sut.stop(); else await stopControlPlane(join(storeBase, 'kube')).catch(() => false);
+    counter.close();
+    nl.close();
+    topo.destroy();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(storeBase, { recursive: true, force: true });
+  };
+  const unregister = onInterrupt(cleanUp);
   try {
     sut = await setUpStore(o, topo, storeBase);
     const s = sut;
@@ -321,12 +332,7 @@ export async function measureConverge(o: MeasureOptions): Promise<ConvergeRow> {
     const serverRss = sum(s.serverPids().map(rssMB));
     return { ...row, rss, settledRss, serverRss };
   } finally {
-    await stopProcess(weftd);
-    await sut?.stop();
-    counter.close();
-    nl.close();
-    topo.destroy();
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(storeBase, { recursive: true, force: true });
+    unregister();
+    await cleanUp();
   }
 }

@@ -88,3 +88,37 @@ export function percentile(xs: readonly number[], p: number): number {
   if (s.length === 0) return NaN;
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
+
+/**
+ * Cleanups to run when the bench is interrupted (SIGINT / SIGTERM) while a measurement holds
+ * namespaces, detached control-plane processes or temp dirs: finally blocks do not run on a
+ * signal. Returns the function that unregisters it (call it in the finally that cleans up).
+ */
+export function onInterrupt(cleanup: () => Promise<void> | void): () => void {
+  interruptCleanups.add(cleanup);
+  if (interruptCleanups.size === 1) {
+    process.once('SIGINT', interrupted);
+    process.once('SIGTERM', interrupted);
+  }
+  return () => {
+    interruptCleanups.delete(cleanup);
+    if (interruptCleanups.size === 0) {
+      process.removeListener('SIGINT', interrupted);
+      process.removeListener('SIGTERM', interrupted);
+    }
+  };
+}
+const interruptCleanups = new Set<() => Promise<void> | void>();
+
+function interrupted(sig: NodeJS.Signals): void {
+  process.stderr.write(`bench: ${sig}, cleaning up\n`);
+  // Newest first: a measurement's processes go before the namespaces they live in.
+  const all = [...interruptCleanups].reverse();
+  interruptCleanups.clear();
+  void (async () => {
+    for (const c of all) {
+      try { await c(); } catch (err) { process.stderr.write(`bench cleanup: ${err instanceof Error ? err.message : String(err)}\n`); }
+    }
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  })();
+}
