@@ -77,9 +77,15 @@ function createExclusive(path: string, content: string): boolean {
   }
   try {
     writeSync(fd, content);
-  } finally {
+  } catch (err) {
+    // On a full filesystem the file is created (an inode is free) but its owner cannot be
+    // written. Left there empty it reads as "owner still writing", which waiters only break
+    // after 10 s: remove it, and say which file and why.
     closeSync(fd);
+    try { unlinkSync(path); } catch { /* already gone */ }
+    throw new WeftError(CniCode.IoFailure, `cannot write lock file ${path}: ${(err as Error).message}`);
   }
+  closeSync(fd);
   return true;
 }
 

@@ -2,11 +2,12 @@
 // state: <dataDir>/<network>/<ip> holds "<containerID>\r\n<ifname>", last_reserved_ip.<set index>
 // holds the last address handed out from that range set. Our lock file has its own name because
 // host-local keeps a permanent, empty "lock" file for flock(2).
-import { mkdirSync, openSync, closeSync, readdirSync, readFileSync, unlinkSync, writeFileSync, writeSync, constants } from 'node:fs';
+import { openSync, closeSync, readdirSync, readFileSync, unlinkSync, writeFileSync, writeSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { CniCode, WeftError } from '../errors.js';
 import { formatIP, tryParseIP, type IP } from '../net/ip.js';
 import { withFileLock, type FileLockOptions } from '../fs/lock.js';
+import { mkdirp } from '../fs/mkdir.js';
 
 export const LOCK_FILE = 'lock.weft';
 export const LAST_RESERVED_PREFIX = 'last_reserved_ip.';
@@ -41,7 +42,7 @@ export class DiskStore {
   /** Creates the network directory; ADD needs it, DEL/CHECK/GC treat its absence as "empty". */
   ensureDir(): void {
     try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+      mkdirp(this.dir, 0o755);
     } catch (err) {
       throw ioError(`cannot create ipam data directory ${this.dir}`, err);
     }
@@ -113,11 +114,12 @@ export class DiskStore {
       throw ioError(`cannot write reservation ${path}`, err);
     }
     closeSync(fd);
+    const last = join(this.dir, `${LAST_RESERVED_PREFIX}${rangeSetIndex}`);
     try {
-      writeFileSync(join(this.dir, `${LAST_RESERVED_PREFIX}${rangeSetIndex}`), formatIP(ip));
+      writeFileSync(last, formatIP(ip));
     } catch (err) {
       unlinkSync(path);
-      throw ioError('cannot record last reserved address', err);
+      throw ioError(`cannot record the last reserved address in ${last}`, err);
     }
     return true;
   }

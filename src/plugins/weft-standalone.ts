@@ -3,7 +3,7 @@
 // anything else (weft-routed, reference plugins) exec'd from CNI_PATH — and keep the delegate's
 // effective config per attachment so DEL and CHECK act on what ADD did even after subnet.env
 // changed or vanished. weftd's CNI server runs this same plugin in-process.
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeJsonObject, parsePluginConfig } from '../cni/conf.js';
 import type { CniEnv } from '../cni/env.js';
@@ -12,6 +12,7 @@ import type { CniResult } from '../cni/result.js';
 import { invokePlugin, isOwnNetns, renderOutcome, type CniPlugin, type PluginContext } from '../cni/skel.js';
 import { loadSubnetEnv } from '../cni/subnet-env.js';
 import { CniCode, WeftError } from '../errors.js';
+import { mkdirp } from '../fs/mkdir.js';
 import { announceEndpointChange, endpointRecordDir, recordFromAdd, removeEndpointRecord, writeEndpointRecord } from '../policy/endpoint-record.js';
 import { weftBridgePlugin } from './weft-bridge.js';
 import { buildDelegateConf, buildDelegateIpam, weftConfSchema, type WeftConf } from './weft-conf.js';
@@ -74,7 +75,7 @@ async function saveAttachment(dataDir: string, saved: SavedAttachment): Promise<
   const file = attachmentFile(dataDir, saved.containerID, saved.ifname);
   const tmp = `${file}.${process.pid}.tmp`;
   try {
-    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    mkdirp(dataDir, 0o700);
     await writeFile(tmp, JSON.stringify(saved), { mode: 0o600 });
     await rename(tmp, file);
   } catch (err) {
