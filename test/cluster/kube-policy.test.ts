@@ -1,5 +1,5 @@
-// The NetworkPolicy examples of the Kubernetes documentation (test/fixtures/k8s-docs/, the
-// website's own files), `kubectl apply -f`-ed to a kube lab — 3 hosts, vxlan, weftd on the weft
+// The NetworkPolicy examples of the Kubernetes documentation (restated in doc-policies.ts and
+// written to files), `kubectl apply -f`-ed to a kube lab — 3 hosts, vxlan, weftd on the weft
 // ServiceAccount reading NetworkPolicy, Namespace and Pod objects from a real kube-apiserver.
 // For each example the policy world is read back from the API the way weftd reads it
 // (KubeKeyValueStore + loadPolicyWorld), the evaluator computes the truth table of every ordered
@@ -8,7 +8,7 @@
 // out of the ingress ipBlock towards every pod; the kernel's answers are polled until they equal
 // it, then the example is deleted with kubectl and everything must be open again.
 //
-// Beyond the docs' files: kubectl label on pods and namespaces under a policy, a pod created
+// Beyond the docs' examples: kubectl label on pods and namespaces under a policy, a pod created
 // while a policy holds (isolated from its first packet) and deleted again, and a named port.
 //
 // The pods: the lab's six (namespace `lab`; labelled role=db on h1c0 and h2c1, role=frontend on
@@ -19,15 +19,16 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LAB_POD_NAMESPACE } from '../../src/lab/kube.js';
+import { writeDocPolicies } from './doc-policies.js';
 import { inNs, killChildren } from '../netns/agent-harness.js';
 import { type ProbeProto, type ProbeTarget, cell, probeFrom, serveIn } from '../netns/policy-traffic.js';
 import { downQuietly, lab, labName, namespacesOf } from './lab-harness.js';
 import { type KubeLab, type WorldAnswer, type WorldConn, addKubePod, createNamespace, deleteKubePod, kubeLab, kubectl, readWorld } from './kube-lab.js';
 
-const FIXTURES = fileURLToPath(new URL('../../../test/fixtures/k8s-docs/', import.meta.url));
+const DOCS = writeDocPolicies();
+after(() => DOCS.remove());
 const NS = LAB_POD_NAMESPACE;
 /** What the probes wait for an answer; a blocked probe costs this much. */
 const PROBE_TIMEOUT_MS = 1000;
@@ -188,7 +189,7 @@ async function worldWith(names: readonly string[]): Promise<WorldAnswer> {
   return world;
 }
 
-const fixture = (file: string) => join(FIXTURES, file);
+const fixture = (file: string) => join(DOCS.dir, file);
 
 /**
  * kubectl apply -f each example file (or a manifest on stdin), check the truth table, kubectl
@@ -258,47 +259,47 @@ describe('Kubernetes docs NetworkPolicy examples via kubectl on a kube lab (3 ho
   });
 
   it('default-deny-ingress: the lab namespace takes nothing in, its pods still reach out', async () => {
-    await example('default-deny-ingress', ['network-policy-default-deny-ingress.yaml'], ['default-deny-ingress'], (w) => {
+    await example('default-deny-ingress', ['network-policy-default-deny-ingress.json'], ['default-deny-ingress'], (w) => {
       assert.equal(verdict(w, 'mp0', 'h1c0', ICMP), false);
       assert.equal(verdict(w, 'h1c0', 'mp0', tcp(7)), true);
     });
   });
 
   it('allow-all-ingress next to default-deny-ingress: the union is open', async () => {
-    await example('default-deny-ingress + allow-all-ingress', ['network-policy-default-deny-ingress.yaml', 'network-policy-allow-all-ingress.yaml'], ['allow-all-ingress', 'default-deny-ingress'], (w) => {
+    await example('default-deny-ingress + allow-all-ingress', ['network-policy-default-deny-ingress.json', 'network-policy-allow-all-ingress.json'], ['allow-all-ingress', 'default-deny-ingress'], (w) => {
       assert.ok(w.allowed.every(Boolean), 'allow-all-ingress opens what default-deny-ingress closed');
     });
   });
 
   it('default-deny-egress: the lab namespace sends nothing out, it is still reachable', async () => {
-    await example('default-deny-egress', ['network-policy-default-deny-egress.yaml'], ['default-deny-egress'], (w) => {
+    await example('default-deny-egress', ['network-policy-default-deny-egress.json'], ['default-deny-egress'], (w) => {
       assert.equal(verdict(w, 'h0c0', 'h1c0', tcp(7)), false);
       assert.equal(verdict(w, 'mp0', 'h1c0', tcp(7)), true);
     });
   });
 
   it('allow-all-egress next to default-deny-egress: the union is open', async () => {
-    await example('default-deny-egress + allow-all-egress', ['network-policy-default-deny-egress.yaml', 'network-policy-allow-all-egress.yaml'], ['allow-all-egress', 'default-deny-egress'], (w) => {
+    await example('default-deny-egress + allow-all-egress', ['network-policy-default-deny-egress.json', 'network-policy-allow-all-egress.json'], ['allow-all-egress', 'default-deny-egress'], (w) => {
       assert.ok(w.allowed.every(Boolean));
     });
   });
 
   it('default-deny-all: the lab namespace is cut off both ways; the other namespaces still talk', async () => {
-    await example('default-deny-all', ['network-policy-default-deny-all.yaml'], ['default-deny-all'], (w) => {
+    await example('default-deny-all', ['network-policy-default-deny-all.json'], ['default-deny-all'], (w) => {
       assert.equal(verdict(w, 'mp0', 'ot0', tcp(7)), true);
       assert.equal(verdict(w, 'h0c0', 'h0c1', ICMP), false);
     });
   });
 
   it('allow-egress-deny-ingress: out yes, in no', async () => {
-    await example('allow-egress-deny-ingress', ['network-policy-allow-all-egress-deny-all-ingress.yaml'], ['allow-egress-deny-ingress'], (w) => {
+    await example('allow-egress-deny-ingress', ['network-policy-allow-all-egress-deny-all-ingress.json'], ['allow-egress-deny-ingress'], (w) => {
       assert.equal(verdict(w, 'h0c0', 'mp0', tcp(7)), true);
       assert.equal(verdict(w, 'mp0', 'h0c0', tcp(7)), false);
     });
   });
 
   it('test-network-policy: role=db takes 6379 from frontends, myproject and 172.17/16 except 172.17.1/24, sends only to 10.0.0.0/24:5978', async () => {
-    await example('test-network-policy', ['networkpolicy.yaml'], ['test-network-policy'], (w) => {
+    await example('test-network-policy', ['networkpolicy.json'], ['test-network-policy'], (w) => {
       assert.equal(verdict(w, 'h0c0', 'h1c0', tcp(6379)), true, 'frontend → db');
       assert.equal(verdict(w, 'h0c0', 'h1c0', tcp(7)), false, 'only 6379');
       assert.equal(verdict(w, 'mp0', 'h2c1', tcp(6379)), true, 'myproject → db');
@@ -310,7 +311,7 @@ describe('Kubernetes docs NetworkPolicy examples via kubectl on a kube lab (3 ho
 
   it('test-network-policy follows kubectl label on pods and namespaces', async () => {
     const l = K();
-    await kubectl(l, ['apply', '-n', NS, '-f', fixture('networkpolicy.yaml')]);
+    await kubectl(l, ['apply', '-n', NS, '-f', fixture('networkpolicy.json')]);
     try {
       await converge('test-network-policy', await worldWith(['test-network-policy']));
       // A peer's labels (the sets on every host), a namespace's labels, and a pod's own labels
@@ -328,13 +329,13 @@ describe('Kubernetes docs NetworkPolicy examples via kubectl on a kube lab (3 ho
       await kubectl(l, ['label', 'namespace', 'other', 'project-']);
       await converge('test-network-policy after the labels are removed again', await worldWith(['test-network-policy']));
     } finally {
-      await kubectl(l, ['delete', '-n', NS, '--ignore-not-found', '-f', fixture('networkpolicy.yaml')]);
+      await kubectl(l, ['delete', '-n', NS, '--ignore-not-found', '-f', fixture('networkpolicy.json')]);
     }
     await converge('test-network-policy deleted', await worldWith([]));
   });
 
   it('default-deny-all + test-network-policy: a frontend may no longer send to db (egress is isolated too)', async () => {
-    await example('default-deny-all + test-network-policy', ['network-policy-default-deny-all.yaml', 'networkpolicy.yaml'], ['default-deny-all', 'test-network-policy'], (w) => {
+    await example('default-deny-all + test-network-policy', ['network-policy-default-deny-all.json', 'networkpolicy.json'], ['default-deny-all', 'test-network-policy'], (w) => {
       assert.equal(verdict(w, 'h0c0', 'h1c0', tcp(6379)), false, 'frontend egress is denied');
       assert.equal(verdict(w, 'mp0', 'h1c0', tcp(6379)), true, 'myproject is not isolated');
     });
@@ -342,7 +343,7 @@ describe('Kubernetes docs NetworkPolicy examples via kubectl on a kube lab (3 ho
 
   it('a pod created while test-network-policy holds is isolated from its first packet (labels from the API), and leaves every table when deleted', async () => {
     const l = K();
-    await kubectl(l, ['apply', '-n', NS, '-f', fixture('networkpolicy.yaml')]);
+    await kubectl(l, ['apply', '-n', NS, '-f', fixture('networkpolicy.json')]);
     try {
       await converge('test-network-policy', await worldWith(['test-network-policy']));
       // On h0, which had no role=db pod: its table gets the policy's chain only now.
@@ -366,7 +367,7 @@ describe('Kubernetes docs NetworkPolicy examples via kubectl on a kube lab (3 ho
       assert.deepEqual(after.policies[0]?.hosts, ['h1', 'h2']);
       await converge('test-network-policy after lab/db2 is deleted (CNI DEL, kubectl delete pod)', after);
     } finally {
-      await kubectl(l, ['delete', '-n', NS, '--ignore-not-found', '-f', fixture('networkpolicy.yaml')]);
+      await kubectl(l, ['delete', '-n', NS, '--ignore-not-found', '-f', fixture('networkpolicy.json')]);
     }
     await converge('test-network-policy deleted', await worldWith([]));
   });
@@ -391,7 +392,7 @@ describe('Kubernetes docs NetworkPolicy examples via kubectl on a kube lab (3 ho
   });
 
   it('multi-port-egress (endPort): role=db sends only to 10.0.0.0/24 on TCP 32000–32768', async () => {
-    await example('multi-port-egress', ['networkpolicy-multiport-egress.yaml'], ['multi-port-egress'], (w) => {
+    await example('multi-port-egress', ['networkpolicy-multiport-egress.json'], ['multi-port-egress'], (w) => {
       const i = conns().findIndex((c) => c.src === pods.find((p) => p.name === 'h1c0')?.ip && c.dst === '10.0.0.5' && c.port === 32768);
       assert.equal(w.allowed[i], true, 'endPort is inclusive');
     });
