@@ -27,7 +27,7 @@ import { LabDirs, type LabRecord, readRecord, writeRecord } from './state.js';
 export const ECHO_PORT = 7;
 const ETCD_CLIENT_PORT = 2379;
 /** weftd's /healthz, /readyz, /metrics inside each host namespace. */
-const HEALTH_PORT = 9417;
+export const HEALTH_PORT = 9417;
 
 /** The lab exists already (exit 1: not a usage problem, the machine's state is in the way). */
 export class LabExistsError extends WeftError {
