@@ -25,20 +25,22 @@ const DEMO_NAME = 'demo';
 const help = () => `weftctl lab — a whole weft cluster on this machine, built from network namespaces
 
 Usage:
-  weftctl lab up     [--name NAME] [--hosts N] [--pods M] [--backend TYPE] [--store file|etcd]
+  weftctl lab up     [--name NAME] [--hosts N] [--pods M] [--backend TYPE] [--store file|etcd|kube]
                      [--racks R] [--macvlan-shim]
   weftctl lab status [--name NAME] [--json]
   weftctl lab check  [--name NAME] [--json]
   weftctl lab bench  [--name NAME] [--seconds S] [--json]
   weftctl lab down   [--name NAME]
-  weftctl lab demo   [--name NAME] [--hosts N] [--pods M] [--backend TYPE]… [--store file|etcd]
+  weftctl lab demo   [--name NAME] [--hosts N] [--pods M] [--backend TYPE]… [--store file|etcd|kube]
                      [--seconds S]
 
 up      an underlay namespace holding a bridge (the switch), N host namespaces on it
         (198.18.0.1…/24), an "outside" namespace (198.18.0.254) for egress, weftd on every host
         (its log under the state dir), M containers per host added through bin/cni exactly as a
         runtime would (a conflist in the lab's own net.d, CNI_PATH=bin/cni), and a TCP echo
-        server in each container. With --store etcd the lab runs its own etcd (in "outside").
+        server in each container. With --store etcd the lab runs its own etcd (in "outside");
+        with --store kube a real etcd + kube-apiserver there, one Node per host (podCIDRs handed
+        out as kube-controller-manager does) and every container a Pod bound to its host.
 status  what the lab is made of and whether its processes still run (multi-rack: BIRD's sessions)
 check   every container → every other container (ICMP and TCP) and → outside (egress), with
         round-trip times; exit 1 if any probe failed
@@ -60,7 +62,8 @@ demo    for each backend in turn: up, check, a short bench, down; one summary ta
 --pods M          containers per host, 1..${MAX_PODS} (default 2)
 --backend TYPE    ${labBackendNames().join(' | ')} (default vxlan)
 ${labBackendNames().map((n) => `                    ${n.padEnd(8)} ${labBackend(n)?.summary ?? ''}`).join('\n')}
---store S         file (embedded file store in the state dir, default) | etcd
+--store S         file (embedded file store in the state dir, default) | etcd | kube (the
+                  Kubernetes API; weftd on the weft ServiceAccount of deploy/kubernetes/weft.yaml)
 --racks R         spread the hosts over R L2 segments (198.18.<rack>.0/24, a switch each), joined
                   by a router namespace running BIRD 2 as route reflector for every host, with
                   "outside" (198.19.0.254) behind it; 1..${MAX_HOSTS}, at most --hosts (default 1: one

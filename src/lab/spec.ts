@@ -80,7 +80,6 @@ export function parseLabSpec(raw: RawLabFlags): LabSpec {
   const backend = parseBackend(raw.backend);
   const store = raw.store ?? 'file';
   if (store !== 'file' && store !== 'etcd' && store !== 'kube') throw new LabInputError(`--store: expected file, etcd or kube, got ${JSON.stringify(store)}`);
-  if (store !== 'file' && backend.networkConfig() === undefined) throw new LabInputError(`--store ${store}: the ${backend.name} backend runs no weftd and uses no store`);
   const racks = count('--racks', raw.racks, 1, MAX_HOSTS);
   const macvlanShim = raw.macvlanShim ?? false;
   if (macvlanShim && backend.name !== 'macvlan') throw new LabInputError(`--macvlan-shim: only for --backend macvlan (the ${backend.name} backend's hosts reach their containers already)`);

@@ -28,7 +28,7 @@ describe('lab spec parsing', () => {
     [{ hosts: '-1' }, /--hosts: expected a whole number/],
     [{ pods: '2.5' }, /--pods: expected a whole number/],
     [{ backend: 'VXLAN' }, /unknown backend "VXLAN"/],
-    [{ store: 'zk' }, /--store: expected file or etcd/],
+    [{ store: 'zk' }, /--store: expected file, etcd or kube/],
     [{ name: 'a-b' }, /invalid lab name "a-b"/],
     [{ name: '' }, /invalid lab name ""/],
     [{ name: 'x'.repeat(17) }, /invalid lab name/],
