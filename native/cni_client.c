@@ -27,12 +27,14 @@
 // a truncated answer (weftd died while writing) is recognisable by its length.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +43,7 @@
 #define REPLY_TIMEOUT_MS 120000
 #define MAX_STDIN (1 << 20) // weftd's own request limit; larger configs go to Node
 #define DEFAULT_SUBNET_FILE "/run/weft/subnet.env"
+#define MAX_SUBNET_FILE (64 * 1024) // MAX_SUBNET_FILE_BYTES in src/cni/subnet-env.ts
 
 static const char *const FORWARDED_ENV[] = {"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"};
 
@@ -177,10 +180,29 @@ static int scan_keys(const char *s, const char *end, struct keys *out) {
   }
 }
 
+/**
+ * The subnet file as a stream, or NULL: only a regular file of at most MAX_SUBNET_FILE bytes
+ * (subnet-env.ts's rule). A subnetFile of /dev/zero was read line by line into an ever larger
+ * buffer, and a FIFO without a writer blocked in open (hence O_NONBLOCK); Node reports such a
+ * file properly (code 7) once this falls back to it.
+ */
+static FILE *open_subnet_file(const char *file) {
+  int fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_SUBNET_FILE) {
+    close(fd);
+    return NULL;
+  }
+  FILE *f = fdopen(fd, "r");
+  if (!f) close(fd);
+  return f;
+}
+
 /** WEFT_CNI_SOCKET from the subnet file (parseSubnetEnvText's rules), else cni.sock beside it. */
 static char *socket_from_subnet_file(const char *file) {
   char *found = NULL;
-  FILE *f = fopen(file, "r");
+  FILE *f = open_subnet_file(file);
   if (f) {
     char *line = NULL;
     size_t cap = 0;

@@ -1,7 +1,8 @@
 // The node's subnet file (flannel's subnet.env, written by weftd): KEY=VALUE lines → a typed
 // SubnetEnv. Kept free of zod and the plugins so the fast-path client can read the socket path
 // from it without loading anything heavy.
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { CniCode, WeftError } from '../errors.js';
 import { cidrContainsCidr, formatCidr, tryParseCidr, type Cidr } from '../net/ip.js';
 
@@ -42,16 +43,55 @@ export function parseSubnetEnvText(text: string): SubnetEnvText {
   return out;
 }
 
-/** The file's pairs, or undefined when there is no file (weftd has not written it yet). */
+/** weftd writes a few hundred bytes; anything this large is not a subnet.env. */
+export const MAX_SUBNET_FILE_BYTES = 64 * 1024;
+
+function fileKind(st: { isDirectory(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isFIFO(): boolean; isSocket(): boolean }): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  return 'not a file';
+}
+
+/**
+ * The file's pairs, or undefined when there is no file (weftd has not written it yet). Only a
+ * regular file of at most MAX_SUBNET_FILE_BYTES is read: a subnetFile of /dev/zero was read
+ * until memory ran out, and a FIFO nobody writes blocked the plugin forever (opened non-blocking
+ * here, so that open returns). Those are code 7: the config points at something else.
+ */
 export async function readSubnetEnvText(path: string): Promise<SubnetEnvText | undefined> {
-  let text: string;
+  let fh: FileHandle;
   try {
-    text = await readFile(path, 'utf8');
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new WeftError(CniCode.IoFailure, `cannot read subnet file ${path}: ${(err as Error).message}`);
   }
-  return parseSubnetEnvText(text);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      throw new WeftError(CniCode.InvalidNetworkConfig, `subnet file ${path} is not a regular file (${fileKind(st)})`, 'subnetFile must name the subnet.env weftd writes');
+    }
+    // One byte more than allowed tells a file at the limit from one past it, whatever stat said.
+    const buf = Buffer.alloc(MAX_SUBNET_FILE_BYTES + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n === buf.length) {
+        throw new WeftError(CniCode.InvalidNetworkConfig, `subnet file ${path} is larger than ${MAX_SUBNET_FILE_BYTES} bytes: not a subnet.env`, 'subnetFile must name the subnet.env weftd writes');
+      }
+    }
+    return parseSubnetEnvText(buf.toString('utf8', 0, n));
+  } catch (err) {
+    if (err instanceof WeftError) throw err;
+    throw new WeftError(CniCode.IoFailure, `cannot read subnet file ${path}: ${(err as Error).message}`);
+  } finally {
+    await fh.close();
+  }
 }
 
 function notReady(path: string, what: string): WeftError {

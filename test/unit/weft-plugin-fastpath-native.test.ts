@@ -137,6 +137,33 @@ describe('native client against a CNI server', () => {
     });
   });
 
+  it('reads only a regular subnet file of at most 64 KiB, like fastPathSocketFor: /dev/zero, a FIFO and an oversized file are passed over', async () => {
+    const sub = mkdtempSync(join(dir, 'z'));
+    const beside = join(sub, 'cni.sock');
+    const fifo = join(sub, 'subnet.fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const big = join(sub, 'big.env');
+    writeFileSync(big, `WEFT_CNI_SOCKET=/nowhere.sock
+${'#'.repeat(64 * 1024)}
+`);
+    const srv = await startCniServer({ socketPath: beside, log: quiet, handle: async () => ({ stdout: 'beside\n', exitCode: 0 }) });
+    try {
+      for (const subnetFile of [fifo, big]) {
+        const conf = JSON.stringify({ subnetFile });
+        assert.equal(await fastPathSocketFor(conf), beside, `the Node client agrees (${subnetFile})`);
+        const r = await runClient(ADD_ENV, conf);
+        assert.equal(r.stdout.toString(), 'beside\n', `${subnetFile}: ${r.stderr}`);
+      }
+    } finally {
+      await srv.close();
+    }
+    // /dev/zero: nothing to read, and no socket beside it: Node gets the call (and reports the file).
+    const zero = JSON.stringify({ subnetFile: '/dev/zero' });
+    assert.equal(await fastPathSocketFor(zero), '/dev/cni.sock');
+    const r = await runClient(ADD_ENV, zero);
+    assert.match(r.stdout.toString(), /^fallback argv=node-main outcome=unavailable /);
+  });
+
   it('leaves the decision to Node, untried, for fastPath:false, configs it cannot read with certainty, and VERSION', async () => {
     const calls: string[] = [];
     await withServer(async (env) => { calls.push(env.CNI_COMMAND ?? ''); return { stdout: 'served\n', exitCode: 0 }; }, async (path) => {

@@ -3,6 +3,7 @@
 // "delegate" semantics: given keys win, weft fills in the rest and owns name/cniVersion/ipam).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +93,32 @@ describe('subnet.env parsing', () => {
       await assert.rejects(loadSubnetEnv(path), (err: unknown) => err instanceof WeftError && err.code === CniCode.TryAgainLater && err.message.includes(`${path} does not exist`));
       writeFileSync(path, FLANNEL_TEXT);
       assert.equal((await loadSubnetEnv(path)).mtu, 1450);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('subnet file reading is bounded', () => {
+  it('/dev/zero, a FIFO nobody writes, a directory and a file over 64 KiB are code 7 naming the path; 64 KiB is read', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wmp-unit-'));
+    try {
+      const fifo = join(dir, 'subnet.fifo');
+      assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+      const big = join(dir, 'big.env');
+      writeFileSync(big, `${FLANNEL_TEXT}#${'x'.repeat(64 * 1024)}\n`);
+      for (const [path, what] of [['/dev/zero', /not a regular file \(a character device\)/], [fifo, /not a regular file \(a FIFO\)/], [dir, /not a regular file \(a directory\)/], [big, /larger than 65536 bytes/]] as const) {
+        await assert.rejects(loadSubnetEnv(path), (err: unknown) => {
+          assert.ok(err instanceof WeftError, String(err));
+          assert.equal(err.code, CniCode.InvalidNetworkConfig, err.message);
+          assert.ok(err.message.includes(path), err.message);
+          assert.match(err.message, what);
+          return true;
+        });
+      }
+      const atLimit = join(dir, 'limit.env');
+      writeFileSync(atLimit, FLANNEL_TEXT.padEnd(64 * 1024 - 1, '#') + '\n');
+      assert.equal((await loadSubnetEnv(atLimit)).mtu, 1450);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
