@@ -1,6 +1,8 @@
 // A lease's value, flannel-compatible: {"PublicIP","PublicIPv6","BackendType","BackendData"}.
 // Values come from a shared store anyone can write to, so parsing never throws: garbage is
-// reported to the caller, who skips the entry with a warning.
+// reported to the caller, who skips the entry with a warning. Read as flanneld (v0.20–v0.28)
+// writes them: its LeaseAttrs has PublicIPv6 as a pointer without omitempty, so every IPv4-only
+// lease says `"PublicIPv6":null`, and BackendType is omitempty (its udp backend sets none).
 import { z } from 'zod';
 import { type Cidr, type IP, formatCidr, formatIP, tryParseIP } from '../net/ip.js';
 import { backendSpec } from './backend-registry.js';
@@ -24,8 +26,8 @@ export interface Lease {
 
 const wire = z.object({
   PublicIP: z.string(),
-  PublicIPv6: z.string().optional(),
-  BackendType: z.string(),
+  PublicIPv6: z.string().nullish(),
+  BackendType: z.string().optional(),
   BackendData: z.unknown().optional(),
 });
 
@@ -40,8 +42,8 @@ function parseWire(json: unknown): { success: true; data: Wire } | { success: fa
   if (typeof json === 'object' && json !== null && !Array.isArray(json)) {
     const o = json as Record<string, unknown>;
     if (typeof o.PublicIP === 'string' && typeof o.BackendType === 'string'
-      && (o.PublicIPv6 === undefined || typeof o.PublicIPv6 === 'string')) {
-      return { success: true, data: { PublicIP: o.PublicIP, BackendType: o.BackendType, ...(o.PublicIPv6 !== undefined && { PublicIPv6: o.PublicIPv6 }), BackendData: o.BackendData } };
+      && (o.PublicIPv6 === undefined || o.PublicIPv6 === null || typeof o.PublicIPv6 === 'string')) {
+      return { success: true, data: { PublicIP: o.PublicIP, BackendType: o.BackendType, ...(typeof o.PublicIPv6 === 'string' && { PublicIPv6: o.PublicIPv6 }), BackendData: o.BackendData } };
     }
   }
   const w = wire.safeParse(json);
@@ -64,12 +66,14 @@ export function parseLeaseValue(value: string): { ok: true; attrs: LeaseAttrs } 
   const publicIP = tryParseIP(w.data.PublicIP);
   if (!publicIP || publicIP.family !== 4) return { ok: false, reason: `PublicIP: expected an IPv4 address, got ${JSON.stringify(w.data.PublicIP)}` };
   let publicIPv6: IP | undefined;
-  if (w.data.PublicIPv6 !== undefined && w.data.PublicIPv6 !== '') {
+  if (typeof w.data.PublicIPv6 === 'string' && w.data.PublicIPv6 !== '') {
     publicIPv6 = tryParseIP(w.data.PublicIPv6);
     if (!publicIPv6 || publicIPv6.family !== 6) return { ok: false, reason: `PublicIPv6: expected an IPv6 address, got ${JSON.stringify(w.data.PublicIPv6)}` };
   }
   let backendData: unknown = w.data.BackendData ?? null;
-  const spec = backendSpec(w.data.BackendType);
+  // No BackendType is flanneld's udp (or alloc) backend: a lease of no backend weft runs.
+  const backendType = w.data.BackendType ?? '';
+  const spec = backendSpec(backendType);
   if (spec) {
     // A reservation carries no backend data; only check data that is there.
     if (backendData !== null && !spec.leaseDataIsPlain?.(backendData)) {
@@ -81,7 +85,7 @@ export function parseLeaseValue(value: string): { ok: true; attrs: LeaseAttrs } 
       backendData = d.data;
     }
   }
-  return { ok: true, attrs: { publicIP, publicIPv6, backendType: w.data.BackendType, backendData } };
+  return { ok: true, attrs: { publicIP, publicIPv6, backendType, backendData } };
 }
 
 export function parseLease(entry: RawEntry): ParsedLease {
