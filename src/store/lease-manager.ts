@@ -1,12 +1,14 @@
 // The node's own subnet lease: acquire (reuse ours, else the one in the previous subnet file,
 // else a random free one), renew before expiry, report readiness, and treat the lease's removal
-// as fatal — another node may already have been handed the subnet.
+// or its takeover by another writer as fatal — another node may already have been handed the
+// subnet. Both are seen as they happen through the watch of the others' leases, which also
+// delivers the own key, not only at the next renewal (12 h away with the default TTL).
 import { randomBytes, randomInt } from 'node:crypto';
 import { CniCode, WeftError } from '../errors.js';
 import { type Cidr, type IP, cidrEquals, formatCidr, formatIP, ipEquals, subnetKey } from '../net/ip.js';
 import { createLogger, type Logger } from '../log.js';
 import { type AddressPlan, type NetworkConfig, leasableSubnet, planAllows, subnetCount } from './config.js';
-import { type Lease, type LeaseAttrs, encodeLeaseAttrs, parseLease } from './lease.js';
+import { type Lease, type LeaseAttrs, encodeLeaseAttrs, parseLease, parseLeaseValue } from './lease.js';
 import type { HeldEntry, RawEntry, SubnetStore } from './types.js';
 import { LeaseWatcher, type LeaseEvent, type WatcherState } from './watch.js';
 
@@ -61,6 +63,12 @@ export class LeaseManager implements SubnetLeaser {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private renewing: Promise<void> | undefined;
+  /** A renewal run to confirm what a watch saw happen to the own key. */
+  private verifying: Promise<void> | undefined;
+  /** A write seen while a confirmation ran, which may have read the key before it. */
+  private verifyAgain = false;
+  /** Who last wrote the own key when it was not us, for the fatal message. */
+  private writtenBy: string | undefined;
   private readonly log: Logger;
   private readonly ttl: number;
   private readonly attrs: LeaseAttrs;
@@ -136,6 +144,11 @@ export class LeaseManager implements SubnetLeaser {
       }
       const res = await this.opts.store.writeSubnet(choice.subnet, value, this.ttl, choice.expect);
       if (res.type === 'written') {
+        if (mine && mine.expiresAt !== null) {
+          // A restart, normally. Were another weftd still running with this address, it now sees
+          // its key taken over and stops, saying so.
+          this.log.info('took over the lease published under this node\'s public IP', { subnet: formatCidr(mine.subnet), publicIP: formatIP(this.opts.publicIP) });
+        }
         this.listing = listing;
         this.held = res.held;
         const parsed = parseLease({ subnet: res.held.subnet, value, revision: res.held.revision, expiresAt: res.held.expiresAt });
@@ -184,6 +197,8 @@ export class LeaseManager implements SubnetLeaser {
 
   private scheduleRenew(delayMs = this.renewDelayMs()): void {
     if (this.stopped) return;
+    // A renewal run out of turn (see verify) reschedules too: one timer, never two.
+    if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => { this.renewing = this.renewOnce(); }, delayMs);
     this.timer.unref?.();
   }
@@ -197,10 +212,11 @@ export class LeaseManager implements SubnetLeaser {
       const r = await this.opts.store.renewSubnet(held);
       if (this.stopped) return;
       if (r.type === 'lost') {
-        this.fail(r.reason);
+        this.fail(this.writtenBy === undefined ? r.reason : `${r.reason}; ${this.writtenBy}`);
         return;
       }
       this.held = r.held;
+      this.writtenBy = undefined;
       this.lease = { ...lease, expiresAt: r.held.expiresAt, revision: r.held.revision };
       this.setStatus({ type: 'ready', lease: this.lease });
       this.scheduleRenew();
@@ -225,7 +241,33 @@ export class LeaseManager implements SubnetLeaser {
   /** Called when a watcher saw our key vanish; confirmed by a renewal before declaring it fatal. */
   ownLeaseRemoved(subnet: Cidr): void {
     if (!this.lease || !cidrEquals(this.lease.subnet, subnet) || this.stopped) return;
-    void this.renewOnce();
+    this.verify();
+  }
+
+  /**
+   * Called with each write to our key a watcher sees. Our own (the acquiring write, renewals)
+   * carry our owner token and value; an older one is the watch catching up. Anything else is
+   * someone else's write — a second weftd with this node's address taking the lease over, an
+   * operator's — and is confirmed by a renewal, which checks the owner, before it is fatal.
+   */
+  ownLeaseWritten(entry: RawEntry): void {
+    const held = this.held;
+    if (!held || this.stopped || !cidrEquals(held.subnet, entry.subnet) || entry.revision < held.revision) return;
+    if ((entry.owner === undefined || entry.owner === held.token) && entry.value === held.value) return;
+    const p = parseLeaseValue(entry.value);
+    if (!p.ok) this.writtenBy = 'the key was last written with an unreadable value';
+    else if (ipEquals(p.attrs.publicIP, this.opts.publicIP)) {
+      this.writtenBy = `the key was last written by a writer publishing this node's own public IP ${formatIP(this.opts.publicIP)} — a second weftd for this node?`;
+    } else this.writtenBy = `the key was last written by a node with public IP ${formatIP(p.attrs.publicIP)}`;
+    this.verify();
+  }
+
+  private verify(): void {
+    if (this.verifying) { this.verifyAgain = true; return; }
+    this.verifying = this.renewOnce().finally(() => {
+      this.verifying = undefined;
+      if (this.verifyAgain) { this.verifyAgain = false; this.verify(); }
+    });
   }
 
   /** A watch of every other node's lease, wired to this manager's own-lease detection. */
@@ -238,6 +280,7 @@ export class LeaseManager implements SubnetLeaser {
       onEvent,
       ownSubnet: () => this.lease?.subnet,
       onOwnRemoved: (s) => this.ownLeaseRemoved(s),
+      onOwnPut: (e) => this.ownLeaseWritten(e),
       ...(onState ? { onState } : {}),
       log: this.log,
     });
@@ -248,7 +291,7 @@ export class LeaseManager implements SubnetLeaser {
     this.stopped = true;
     this.listing = undefined;
     if (this.timer) clearTimeout(this.timer);
-    await this.renewing?.catch(() => {});
+    await Promise.all([this.renewing?.catch(() => {}), this.verifying?.catch(() => {})]);
     if (opts.release && this.held) {
       try {
         await this.opts.store.releaseSubnet(this.held);

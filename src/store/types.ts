@@ -16,6 +16,12 @@ export interface RawEntry {
    * store did not look it up (etcd only resolves TTLs when asked; see listSubnets).
    */
   readonly expiresAt?: number | null;
+  /**
+   * Who holds the entry, where the store knows: the token a HeldEntry of it carries (etcd: the
+   * lease id, '0' for none; file store: the writer's token, '' for none). A holder that sees its
+   * key written under another owner has been taken over.
+   */
+  readonly owner?: string;
 }
 
 /** A lease this process holds: enough to renew it and to know whether it is still ours. */

@@ -22,6 +22,11 @@ export interface LeaseWatcherOptions {
   readonly ownSubnet?: () => Cidr | undefined;
   /** Called when the own lease disappears from the store. */
   readonly onOwnRemoved?: (subnet: Cidr) => void;
+  /**
+   * Called with every write to the own key the watch delivers (and the own entry of every
+   * listing): the node's own renewals, or someone else taking the subnet over — its owner tells.
+   */
+  readonly onOwnPut?: (entry: RawEntry) => void;
   readonly onState?: (s: WatcherState) => void;
   readonly log?: Logger;
   /** How often lapsed TTLs are checked (file store); default 50 ms. */
@@ -108,7 +113,10 @@ export class LeaseWatcher {
 
   private upsert(entry: RawEntry): void {
     const key = subnetKey(entry.subnet);
-    if (this.isOwn(entry.subnet)) return;
+    if (this.isOwn(entry.subnet)) {
+      this.opts.onOwnPut?.(entry);
+      return;
+    }
     const parsed = parseLease(entry);
     if (!parsed.ok) {
       const warned = this.garbage.get(key) === entry.revision;
@@ -169,8 +177,7 @@ export class LeaseWatcher {
         return;
       } catch (err) {
         this.setState({ type: 'not-ready', reason: `re-listing leases failed: ${err instanceof Error ? err.message : String(err)}` });
-        await new Promise((r) => setTimeout(r, wait));
-        wait = Math.min(wait * 2, 2000);
+        await new Promise((r) => setTimeout(r, backoff.next()));
       }
     }
   }

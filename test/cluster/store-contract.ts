@@ -3,17 +3,22 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatCidr, nthSubnet, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
+import { type Cidr, formatCidr, formatIP, nthSubnet, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
 import { createLogger } from '../../src/log.js';
 import type { SubnetStore } from '../../src/store/types.js';
 import { parseNetworkConfig } from '../../src/store/config.js';
-import { encodeLeaseAttrs } from '../../src/store/lease.js';
+import { encodeLeaseAttrs, parseLease } from '../../src/store/lease.js';
 import { LeaseManager, type ManagerStatus } from '../../src/store/lease-manager.js';
 import { LeaseWatcher, type LeaseEvent } from '../../src/store/watch.js';
 
 export interface StoreFactory {
   /** A fresh store on a prefix no other test uses. */
   open(prefix: string): SubnetStore;
+  /**
+   * Removes a subnet's entry the way an operator would by hand, not through the SubnetStore
+   * (etcdctl del; rm of the lease file), so nothing but the store itself can announce it.
+   */
+  removeByHand(prefix: string, subnet: Cidr): Promise<void>;
   setup?(): Promise<void>;
   teardown?(): Promise<void>;
 }
@@ -34,6 +39,21 @@ export async function until(what: string, pred: () => boolean | Promise<boolean>
     await sleep(10);
   }
 }
+
+/**
+ * Lease values byte for byte as flanneld v0.20 through v0.28 writes them: pkg/lease's LeaseAttrs
+ * through encoding/json — PublicIPv6 is a *ip.IP6 without omitempty, so an IPv4-only lease carries
+ * `"PublicIPv6":null`; BackendType and BackendData are omitempty; vxlan's BackendData is
+ * {"VNI","VtepMAC"} (vxlanLeaseAttrs); host-gw publishes no data, and udp (like alloc) not even
+ * a BackendType.
+ */
+export const FLANNELD_LEASES = [
+  { subnet: '10.244.21.0/24', publicIP: '198.18.0.21', backendType: 'vxlan', value: '{"PublicIP":"198.18.0.21","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"8e:f5:62:5c:1b:0a"}}' },
+  { subnet: '10.244.22.0/24', publicIP: '198.18.0.22', backendType: 'host-gw', value: '{"PublicIP":"198.18.0.22","PublicIPv6":null,"BackendType":"host-gw"}' },
+  { subnet: '10.244.23.0/24', publicIP: '198.18.0.23', backendType: '', value: '{"PublicIP":"198.18.0.23","PublicIPv6":null}' },
+] as const;
+
+const fatalMessage = (s: ManagerStatus): string => (s.type === 'fatal' ? s.error.message : `status ${s.type}`);
 
 const quietLog = () => {
   const lines: string[] = [];
@@ -281,6 +301,102 @@ export function storeContract(name: string, factory: StoreFactory): void {
         await until('fatal status', () => m.status.type === 'fatal');
         const st = m.status;
         assert.match(st.type === 'fatal' ? st.error.message : '', /own subnet lease lost: lease 10\.160\.\d+\.0\/24 was removed/);
+      } finally {
+        await w.close();
+        await m.stop();
+      }
+    });
+
+    it('reads leases byte for byte as flanneld v0.20-v0.28 writes them ("PublicIPv6": null)', async () => {
+      const prefix = uniquePrefix();
+      const writer = open(prefix);
+      const reader = open(prefix);
+      for (const l of FLANNELD_LEASES) {
+        assert.equal((await writer.writeSubnet(parseCidr(l.subnet), l.value, 60, { type: 'absent' })).type, 'written', l.subnet);
+      }
+      const { entries } = await reader.listSubnets();
+      for (const l of FLANNELD_LEASES) {
+        const e = entries.find((x) => formatCidr(x.subnet) === l.subnet);
+        assert.equal(e?.value, l.value, `${l.subnet} is stored as written`);
+        const p = parseLease(e!);
+        assert.ok(p.ok, p.ok ? '' : p.reason);
+        assert.deepEqual([formatIP(p.lease.attrs.publicIP), p.lease.attrs.publicIPv6, p.lease.attrs.backendType], [l.publicIP, undefined, l.backendType]);
+      }
+      const vx = parseLease(entries.find((x) => formatCidr(x.subnet) === '10.244.21.0/24')!);
+      assert.deepEqual(vx.ok && vx.lease.attrs.backendData, { VNI: 1, VtepMAC: '8e:f5:62:5c:1b:0a' });
+      const events: LeaseEvent[] = [];
+      const { lines, log } = quietLog();
+      const w = new LeaseWatcher({ store: reader, onEvent: (e) => events.push(e), log });
+      try {
+        await w.start();
+        const late = { subnet: '10.244.24.0/24', value: '{"PublicIP":"198.18.0.24","PublicIPv6":null,"BackendType":"host-gw"}' };
+        await writer.writeSubnet(parseCidr(late.subnet), late.value, 60, { type: 'absent' });
+        await until('the lease written after the listing', () => events.length === FLANNELD_LEASES.length + 1);
+        assert.deepEqual(events.map((e) => `${e.type} ${formatCidr(e.lease.subnet)}`).sort(),
+          [...FLANNELD_LEASES.map((l) => l.subnet), late.subnet].map((s) => `added ${s}`).sort());
+        assert.deepEqual(lines.filter((l) => l.includes('"warn"')), [], 'no flanneld lease is skipped as unreadable');
+      } finally {
+        await w.close();
+      }
+    });
+
+    it('notices its own lease removed by hand at once, not at the next renewal', async () => {
+      const prefix = uniquePrefix();
+      const store = open(prefix);
+      const config = parseNetworkConfig('{"Network":"10.161.0.0/16","Backend":{"Type":"host-gw"}}');
+      const m = new LeaseManager({ store, config, publicIP: parseIP('198.18.4.2'), backendType: 'host-gw', ttlSeconds: 600, log: quietLog().log });
+      const lease = await m.start();
+      const w = m.watchOthers(() => {});
+      try {
+        await w.start();
+        await factory.removeByHand(prefix, lease.subnet);
+        // The next renewal is 5 minutes away: only a watch of the own key notices this.
+        await until('fatal status', () => m.status.type === 'fatal', 10_000);
+        const st = m.status;
+        assert.match(st.type === 'fatal' ? st.error.message : '', new RegExp(`own subnet lease lost: lease ${formatCidr(lease.subnet).replace(/\./g, '\\.')} was removed`));
+      } finally {
+        await w.close();
+        await m.stop();
+      }
+    });
+
+    it('a second holder of its own public IP takes the lease over: the first stops at once, naming why', async () => {
+      const prefix = uniquePrefix();
+      const store = open(prefix);
+      const other = open(prefix);
+      const config = parseNetworkConfig('{"Network":"10.162.0.0/16","Backend":{"Type":"host-gw"}}');
+      const opts = { config, publicIP: parseIP('198.18.4.3'), backendType: 'host-gw', ttlSeconds: 600 };
+      const first = new LeaseManager({ ...opts, store, log: quietLog().log });
+      const lease = await first.start();
+      const w = first.watchOthers(() => {});
+      const second = new LeaseManager({ ...opts, store: other, log: quietLog().log });
+      try {
+        await w.start();
+        const taken = await second.start();
+        assert.equal(formatCidr(taken.subnet), formatCidr(lease.subnet), 'the same public IP reuses the lease (a restart)');
+        // Its next renewal is 5 minutes away: only a watch of the own key notices this.
+        await until('the first holder stops', () => first.status.type === 'fatal', 10_000);
+        assert.match(fatalMessage(first.status), /taken over by another writer.*public IP 198\.18\.4\.3/);
+        assert.equal(second.status.type, 'ready');
+      } finally {
+        await w.close();
+        await Promise.all([first.stop(), second.stop()]);
+      }
+    });
+
+    it('its own renewals are not mistaken for someone else\'s writes', async () => {
+      const store = open();
+      const config = parseNetworkConfig('{"Network":"10.163.0.0/16","Backend":{"Type":"host-gw"}}');
+      let renewals = 0;
+      const counted = Object.create(store) as SubnetStore;
+      counted.renewSubnet = (h) => { renewals++; return store.renewSubnet(h); };
+      const m = new LeaseManager({ store: counted, config, publicIP: parseIP('198.18.4.4'), backendType: 'host-gw', ttlSeconds: 600, renewEverySeconds: 0.1, log: quietLog().log });
+      await m.start();
+      const w = m.watchOthers(() => {});
+      try {
+        await w.start();
+        await until('ten renewals', () => renewals >= 10);
+        assert.equal(m.status.type, 'ready', fatalMessage(m.status));
       } finally {
         await w.close();
         await m.stop();

@@ -86,6 +86,39 @@ describe('file store', () => {
     }
   });
 
+  it('a damaged rev file does not restart revisions: running watchers still see a new node\'s lease', async () => {
+    // Garbage, an empty file, a number from long ago (a restored backup), no file at all.
+    for (const damage of ['garbage\n', '', '1', undefined]) {
+      const prefix = uniquePrefix();
+      const first = new FileStore({ dir, prefix });
+      const watching = new FileStore({ dir, prefix });
+      const held = new Set<string>();
+      const w = new LeaseWatcher({ store: watching, log: quiet, onEvent: (e) => { if (e.type === 'added') held.add(formatCidr(e.lease.subnet)); else held.delete(formatCidr(e.lease.subnet)); } });
+      try {
+        let last = 0n;
+        for (let i = 1; i <= 5; i++) {
+          const r = await first.writeSubnet(parseCidr(`10.74.${i}.0/24`), attrs(`198.18.24.${i}`), 60, { type: 'absent' });
+          if (r.type === 'written') last = r.held.revision;
+        }
+        await first.deleteSubnet(parseCidr('10.74.5.0/24'));
+        await w.start();
+        assert.equal(held.size, 4);
+        const rev = join(first.where, 'rev');
+        if (damage === undefined) rmSync(rev); else writeFileSync(rev, damage);
+        // A third node joins through a store of its own.
+        const third = new FileStore({ dir, prefix });
+        const r = await third.writeSubnet(parseCidr('10.74.9.0/24'), attrs('198.18.24.9'), 60, { type: 'absent' });
+        await third.close();
+        assert.equal(r.type, 'written');
+        assert.ok(r.type === 'written' && r.held.revision > last + 1n, `damage ${JSON.stringify(damage)}: new revision ${r.type === 'written' ? r.held.revision : '-'} must follow ${last + 1n} (the delete)`);
+        await until(`watchers see the third node (rev damage ${JSON.stringify(damage)})`, () => held.has('10.74.9.0/24'), 3000);
+      } finally {
+        await w.close();
+        await Promise.all([first.close(), watching.close()]);
+      }
+    }
+  });
+
   it('a garbage envelope on disk is skipped with a warning and blocks nobody else', async () => {
     const prefix = uniquePrefix();
     const store = new FileStore({ dir, prefix });

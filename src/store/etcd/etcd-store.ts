@@ -95,7 +95,7 @@ export class EtcdStore implements SubnetStore {
   private entryOf(kv: IKeyValue): RawEntry | undefined {
     const subnet = parseSubnetKey(kv.key.toString().slice(this.subnetsPrefix.length));
     if (!subnet) return undefined;
-    return { subnet, value: kv.value.toString(), revision: BigInt(kv.mod_revision) };
+    return { subnet, value: kv.value.toString(), revision: BigInt(kv.mod_revision), owner: kv.lease };
   }
 
   async getConfig(): Promise<string | undefined> {

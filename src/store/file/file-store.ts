@@ -2,21 +2,25 @@
 // namespaces) share. Layout under DIR/<prefix>/ mirrors the etcd keys:
 //   config              the network config text
 //   subnets/<key>       one JSON envelope per lease {value, expiresAt, revision, token}
-//   rev                 the store revision (bumped by every subnet write)
+//   rev                 the store revision (bumped by every subnet write); rebuilt from the change
+//                       log and the lease files when it is damaged, missing or behind the log
 //   changes.log         "<rev> put <key> <envelope>" and "<rev> del <key>" lines; watchers tail
 //                       it (a put line carries the envelope it wrote, so a watcher need not open
 //                       the key's file; lines without one, from older writers, send it there).
 //                       It is rotated when large,
 //                       which watchers notice (new inode) and answer with a resync, like an etcd
 //                       compaction.
-// Every write happens under the directory lock and lands by temp file + rename.
+// Every write happens under the directory lock and lands by temp file + rename. Changes made beside
+// the store (a lease file removed by hand) have no log line; watchers find them by listing the
+// directory every second.
 import {
-  closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync,
+  closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, renameSync,
   statSync, unlinkSync, watch as fsWatch, writeFileSync, appendFileSync, type FSWatcher,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { CniCode, WeftError } from '../../errors.js';
+import { mkdirp } from '../../fs/mkdir.js';
 import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
 import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
@@ -53,6 +57,12 @@ function logLine(rev: bigint, op: 'put' | 'del', key: string, envelope: string |
 const LOG_ROTATE_BYTES = 4 * 1024 * 1024;
 /** Poll interval backing up fs.watch (which can miss events on some filesystems). */
 const POLL_MS = 40;
+/** How often a watcher lists the lease directory for changes made beside the store. */
+const SWEEP_MS = 1000;
+/** The rev file holds a decimal number and nothing else. */
+const REV_TEXT = /^\d+\n?$/;
+/** The lines a change log holds: `#<rev>` (where it starts) and `<rev> put|del <key>…`. */
+const LOG_LINE_REV = /^(?:#(\d+)$|(\d+) (?:put|del) )/;
 
 export interface FileStoreOptions {
   readonly dir: string;
@@ -61,6 +71,18 @@ export interface FileStoreOptions {
   readonly onGarbage?: (key: string, reason: string) => void;
   /** Rotate the change log past this many bytes (default 4 MiB); small values test resyncs. */
   readonly logRotateBytes?: number;
+  /**
+   * Create the directory when it is missing (default true). Readers that must not leave anything
+   * behind (weftctl's listings) pass false: a mistyped --store-dir is then an error naming the
+   * path, not a new empty store.
+   */
+  readonly create?: boolean;
+}
+
+/** The error for a file store that is not there (opened with create: false). */
+export function fileStoreMissing(root: string): WeftError {
+  return new WeftError(CniCode.Store,
+    `no file store at ${root}: the directory does not exist (check --store-dir and --prefix; weftctl config set creates a store)`);
 }
 
 function atomicWrite(path: string, data: string): void {
@@ -95,8 +117,14 @@ export class FileStore implements SubnetStore {
     this.lockPath = join(this.root, 'lock');
     this.revPath = join(this.root, 'rev');
     this.logPath = join(this.root, 'changes.log');
+    if (opts.create === false) {
+      let isDir = false;
+      try { isDir = statSync(this.root).isDirectory(); } catch { /* missing */ }
+      if (!isDir) throw fileStoreMissing(this.root);
+      return;
+    }
     try {
-      mkdirSync(this.subnetsDir, { recursive: true });
+      mkdirp(this.subnetsDir);
       if (!existsSync(this.logPath)) {
         // Creating the log races with other processes; the first wins and later ones keep it.
         try { writeFileSync(this.logPath, '#0\n', { flag: 'wx' }); } catch { /* exists */ }
@@ -110,9 +138,69 @@ export class FileStore implements SubnetStore {
     return withFileLock(this.lockPath, fn, { timeoutMs: 10_000 });
   }
 
+  /**
+   * The store's revision: the rev file's, unless that is unreadable, missing or behind the change
+   * log (damaged, deleted, restored from an old backup). Watchers skip every line at or below the
+   * revision they have seen, so revisions must only grow: a damaged file that restarted them at 1
+   * hid every later lease from the running nodes. Then the revision is rebuilt from the log and the
+   * lease files, and the next write stores it again.
+   */
   private currentRevision(): bigint {
-    const s = readIfExists(this.revPath);
-    return s && /^\d+$/.test(s.trim()) ? BigInt(s.trim()) : 0n;
+    const text = readIfExists(this.revPath);
+    const fromFile = text !== undefined && REV_TEXT.test(text) ? BigInt(text.trim()) : undefined;
+    const logged = this.lastLoggedRevision();
+    if (fromFile !== undefined && fromFile >= logged) return fromFile;
+    let rev = logged;
+    for (const key of this.subnetKeys()) {
+      const e = this.readEnvelope(key);
+      if (e !== undefined && e !== 'garbage' && BigInt(e.revision) > rev) rev = BigInt(e.revision);
+    }
+    return rev;
+  }
+
+  /**
+   * The revision of the change log's last line (or of its `#` start line), read from its tail:
+   * every write appends here after publishing its revision, so the rev file can never be behind it
+   * unless it was damaged.
+   */
+  private lastLoggedRevision(): bigint {
+    let fd: number;
+    try {
+      fd = openSync(this.logPath, 'r');
+    } catch {
+      return 0n;
+    }
+    try {
+      const size = fstatSync(fd).size;
+      for (const want of [8192, 1 << 20, size]) {
+        const len = Math.min(want, size);
+        const buf = Buffer.alloc(len);
+        const n = readSync(fd, buf, 0, len, size - len);
+        const lines = buf.subarray(0, n).toString('utf8').split('\n');
+        // The last element follows the last newline (a line still being written, or nothing); the
+        // first may be cut off unless the window holds the whole file.
+        for (let i = lines.length - 2; i >= (len === size ? 0 : 1); i--) {
+          const m = LOG_LINE_REV.exec(lines[i]!);
+          if (m) return BigInt(m[1] ?? m[2]!);
+        }
+        if (len === size) break;
+      }
+      return 0n;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** The keys of the lease files (temp files and foreign names left out). */
+  subnetKeys(): string[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.subnetsDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    return names.filter((n) => !n.includes('.tmp-') && parseSubnetKey(n) !== undefined);
   }
 
   /**
@@ -166,7 +254,7 @@ export class FileStore implements SubnetStore {
   }
 
   private toEntry(subnet: Cidr, e: Envelope): RawEntry {
-    return { subnet, value: e.value, revision: BigInt(e.revision), expiresAt: e.expiresAt };
+    return { subnet, value: e.value, revision: BigInt(e.revision), expiresAt: e.expiresAt, owner: e.token };
   }
 
   /** Reads one key as watchers and listers see it: missing, expired and unreadable are absent. */
@@ -203,8 +291,7 @@ export class FileStore implements SubnetStore {
     const revision = this.currentRevision();
     const now = Date.now();
     const entries: RawEntry[] = [];
-    for (const name of readdirSync(this.subnetsDir)) {
-      if (name.includes('.tmp-')) continue;
+    for (const name of this.subnetKeys()) {
       const e = this.readLive(name, now);
       if (e) entries.push(e);
     }
@@ -354,9 +441,15 @@ export class FileStore implements SubnetStore {
 
 /**
  * Tails changes.log and turns lines into events. Lapsed TTLs are not in the log: the consumer
- * (LeaseWatcher) times them from each entry's expiresAt and confirms with getSubnet.
+ * (LeaseWatcher) times them from each entry's expiresAt and confirms with getSubnet. Lease files
+ * removed or dropped in by hand are not in the log either: a listing of the directory every
+ * SWEEP_MS finds them (a node whose own lease file was deleted would otherwise learn it at its
+ * next renewal, hours later, while another node could be handed the subnet).
  */
 class FileWatch implements RawWatch {
+  /** The lease keys on disk at the last sweep. */
+  private onDisk: Set<string>;
+  private lastSweep = Date.now();
   private fd: number | undefined;
   private ino = -1;
   private offset = 0;
@@ -376,6 +469,7 @@ class FileWatch implements RawWatch {
     private readonly onClose: () => void,
   ) {
     this.lastRev = afterRevision;
+    this.onDisk = new Set(store.subnetKeys());
     this.openLog();
     this.timer = setInterval(() => this.tick(), POLL_MS);
     this.timer.unref?.();
@@ -412,6 +506,7 @@ class FileWatch implements RawWatch {
         return;
       }
       this.readNew();
+      if (Date.now() - this.lastSweep >= SWEEP_MS) this.sweep();
     } catch (err) {
       this.endWithResync(`file store watch error: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -464,6 +559,26 @@ class FileWatch implements RawWatch {
       if (this.closed) return;
       this.emitCurrent(key, rev, envelope);
     }
+  }
+
+  /**
+   * Keys that appeared or vanished on disk since the last sweep, whatever the log says: the log
+   * was read to its end first, so what it announced is already out, and saying it again is
+   * harmless (a consumer holds the last state per key).
+   */
+  private sweep(): void {
+    this.lastSweep = Date.now();
+    const now = new Set(this.store.subnetKeys());
+    for (const key of this.onDisk) {
+      if (this.closed) return;
+      const subnet = now.has(key) ? undefined : parseSubnetKey(key);
+      if (subnet) this.onEvent({ type: 'delete', subnet, revision: this.lastRev });
+    }
+    for (const key of now) {
+      if (this.closed) return;
+      if (!this.onDisk.has(key)) this.emitCurrent(key, this.lastRev, undefined);
+    }
+    this.onDisk = now;
   }
 
   /** The key's state as of its last line: the line's envelope, or else the key's file. */
