@@ -1,7 +1,7 @@
 // BGP-4 message codec: OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH (RFC 4271, 2918,
 // 4456, 4724, 4760, 6793). Decoding never trusts a length: every read is bounds-checked and a
 // violation becomes a BgpError naming the NOTIFICATION the RFCs prescribe for it.
-import { type Cidr, type IP, ipFromBytes, ipFromValue, ipToBytes, maskValue } from '../net/ip.js';
+import { type Cidr, type IP, formatIP, ipFromBytes, ipFromValue, ipToBytes, maskValue } from '../net/ip.js';
 import {
   AFI_IPV4, AS_TRANS, AsPathSegmentType, AttrFlag, AttrType, BGP_VERSION, CapabilityCode, ErrorCode,
   HEADER_LENGTH, HeaderSubcode, MAX_MESSAGE_LENGTH, MessageType, OpenSubcode, OptionalParamType, type Origin,
@@ -69,6 +69,23 @@ export interface UpdateMessage {
   /** Present exactly when the UPDATE carries reachable NLRI. */
   attributes: PathAttributes | undefined;
   nlri: Cidr[];
+  /**
+   * Malformed attributes handled without a session reset (RFC 7606); absent when there were
+   * none. With a treat-as-withdraw among them the UPDATE's NLRI are already in `withdrawn`.
+   */
+  errors?: UpdateAttributeError[] | undefined;
+}
+
+/**
+ * RFC 7606 §2: the two ways a malformed attribute is handled while the session stays up.
+ * attribute-discard drops just the attribute (it cannot change route selection);
+ * treat-as-withdraw withdraws every prefix the UPDATE announced.
+ */
+export interface UpdateAttributeError {
+  action: 'attribute-discard' | 'treat-as-withdraw';
+  /** The UPDATE error subcode RFC 4271 would have sent the peer (code 3), for logs. */
+  subcode: number;
+  message: string;
 }
 
 export interface NotificationMessage {
@@ -339,9 +356,20 @@ function decodeOpen(buf: Buffer): OpenMessage {
       capabilities.push(decodeCapability(code, cr.bytes(clen)));
     }
   }
-  const four = capabilities.find((c): c is Extract<Capability, { kind: 'four-octet-asn' }> => c.kind === 'four-octet-asn');
+  const fours = capabilities.filter((c): c is Extract<Capability, { kind: 'four-octet-asn' }> => c.kind === 'four-octet-asn');
+  const four = fours[0];
   const asn = four ? four.asn : as2;
-  if (asn === 0) throw openError(OpenSubcode.BadPeerAs, 'peer AS 0 is invalid', u16(as2));
+  if (asn === 0) throw openError(OpenSubcode.BadPeerAs, 'peer AS 0 is invalid', four ? u32(0) : u16(as2));
+  if (four) {
+    // RFC 6793 §4.1: the capability carries the speaker's AS, and the 2-octet field the same AS
+    // or AS_TRANS. Any disagreement leaves the peer's AS unknown: Bad Peer AS, as FRR answers.
+    const other = fours.find((c) => c.asn !== four.asn);
+    if (other) throw openError(OpenSubcode.BadPeerAs, `4-octet AS capability given twice, as AS ${four.asn} and AS ${other.asn}`, u32(four.asn));
+    if (four.asn === AS_TRANS) throw openError(OpenSubcode.BadPeerAs, `4-octet AS capability carries AS_TRANS (${AS_TRANS}) instead of an AS`, u32(four.asn));
+    if (as2 !== AS_TRANS && as2 !== four.asn) {
+      throw openError(OpenSubcode.BadPeerAs, `4-octet AS capability says AS ${four.asn} but the OPEN's AS field says ${as2}`, u32(four.asn));
+    }
+  }
   if (holdTime === 1 || holdTime === 2) {
     throw openError(OpenSubcode.UnacceptableHoldTime, `hold time ${holdTime} s is neither 0 nor at least 3`, u16(holdTime));
   }
@@ -506,7 +534,8 @@ export function encodeEndOfRib(): Buffer {
 }
 
 export function isEndOfRib(u: UpdateMessage): boolean {
-  return u.withdrawn.length === 0 && u.nlri.length === 0 && u.attributes === undefined;
+  // An UPDATE left empty by a discarded attribute is not the peer saying it is done.
+  return u.withdrawn.length === 0 && u.nlri.length === 0 && u.attributes === undefined && u.errors === undefined;
 }
 
 /** Room for prefixes in one UPDATE after the header, the two length fields and the attributes. */
@@ -583,19 +612,19 @@ const KNOWN: Record<number, AttrDef> = {
   [AttrType.MpUnreachNlri]: { name: 'MP_UNREACH_NLRI', flags: OPTIONAL },
 };
 
-function decodeAsPath(value: Buffer, fourOctet: boolean, whole: Buffer): AsPathSegment[] {
+/** The segments, or why the path is malformed (RFC 7606 §7.2 decides what that costs). */
+function decodeAsPath(value: Buffer, fourOctet: boolean): { ok: true; segments: AsPathSegment[] } | { ok: false; why: string } {
   const width = fourOctet ? 4 : 2;
-  const malformed = (why: string): BgpError => updateError(UpdateSubcode.MalformedAsPath, `malformed AS_PATH: ${why}`, whole);
   const segments: AsPathSegment[] = [];
   let at = 0;
   while (at < value.length) {
-    if (at + 2 > value.length) throw malformed('truncated segment header');
+    if (at + 2 > value.length) return { ok: false, why: 'truncated segment header' };
     const t = value[at] as number;
     const count = value[at + 1] as number;
     const type = t === 1 ? 'set' : t === 2 ? 'sequence' : t === 3 ? 'confed-sequence' : t === 4 ? 'confed-set' : undefined;
-    if (!type) throw malformed(`segment type ${t}`);
-    if (count === 0) throw malformed('empty segment');
-    if (at + 2 + count * width > value.length) throw malformed('segment runs past the attribute');
+    if (!type) return { ok: false, why: `segment type ${t}` };
+    if (count === 0) return { ok: false, why: 'empty segment' };
+    if (at + 2 + count * width > value.length) return { ok: false, why: 'segment runs past the attribute' };
     const asns: number[] = [];
     for (let i = 0; i < count; i++) {
       const p = at + 2 + i * width;
@@ -604,7 +633,7 @@ function decodeAsPath(value: Buffer, fourOctet: boolean, whole: Buffer): AsPathS
     segments.push({ type, asns });
     at += 2 + count * width;
   }
-  return segments;
+  return { ok: true, segments };
 }
 
 function validNextHop(ip: IP): boolean {
@@ -614,12 +643,46 @@ function validNextHop(ip: IP): boolean {
   return first !== 0 && first < 224;
 }
 
+/**
+ * What RFC 7606 does with each malformed attribute while the UPDATE is parsed. Session-reset
+ * errors are thrown at once (the strongest approach wins anyway, §3 f); the weaker ones are
+ * collected, with the attribute's bytes for a NOTIFICATION should §5.2 make them fatal.
+ */
+class UpdateProblems {
+  readonly errors: UpdateAttributeError[] = [];
+  private firstWithdraw: { subcode: number; message: string; data: Buffer | undefined } | undefined;
+
+  discard(subcode: number, message: string): void {
+    this.errors.push({ action: 'attribute-discard', subcode, message });
+  }
+
+  withdraw(subcode: number, message: string, data?: Buffer): void {
+    this.errors.push({ action: 'treat-as-withdraw', subcode, message });
+    this.firstWithdraw ??= { subcode, message, data };
+  }
+
+  get withdrawing(): boolean {
+    return this.firstWithdraw !== undefined;
+  }
+
+  /** The treat-as-withdraw error as a session reset (RFC 7606 §5.2: no NLRI to withdraw). */
+  asSessionReset(): BgpError | undefined {
+    const w = this.firstWithdraw;
+    return w && updateError(w.subcode, `${w.message}, in an UPDATE without reachable NLRI (RFC 7606 §5.2)`, w.data);
+  }
+}
+
+/** RFC 7606 §7: the attributes whose malformation cannot change route selection are discarded. */
+const DISCARDABLE = new Set<number>([AttrType.AtomicAggregate, AttrType.Aggregator]);
+
 function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
   const end = buf.length;
   const malformedList = (why: string): BgpError => updateError(UpdateSubcode.MalformedAttributeList, `malformed attribute list: ${why}`);
   let at = HEADER_LENGTH;
   const wlen = buf.readUInt16BE(at);
   at += 2;
+  // Without trustworthy field lengths the NLRI cannot be found, so nothing can be treated as
+  // withdrawn: these stay session resets (RFC 7606 §3 j), as do syntax errors in the prefixes.
   if (at + wlen + 2 > end) throw malformedList(`withdrawn routes length ${wlen} overruns the message`);
   const withdrawn = decodePrefixes(buf, at, at + wlen, 'withdrawn routes');
   at += wlen;
@@ -629,6 +692,7 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
   const attrEnd = at + alen;
   const nlri = decodePrefixes(buf, attrEnd, end, 'NLRI');
 
+  const problems = new UpdateProblems();
   const seen = new Set<number>();
   let origin: Origin | undefined;
   let asPath: AsPathSegment[] | undefined;
@@ -636,64 +700,87 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
   const unknown: RawAttribute[] = [];
   let mpNextHop: IP | undefined;
   let as4Path: AsPathSegment[] | undefined;
+  /** Anything but MP_UNREACH_NLRI was present (RFC 7606 §5.2). */
+  let otherThanUnreach = false;
 
   while (at < attrEnd) {
     const start = at;
-    if (at + 3 > attrEnd) throw malformedList('truncated attribute header');
+    otherThanUnreach ||= buf[at + 1] !== AttrType.MpUnreachNlri || attrEnd - at < 3;
+    // RFC 7606 §4: an attribute running past the Total Attribute Length is treat-as-withdraw;
+    // that length still locates the NLRI, and nothing after the break can be trusted.
+    if (at + 3 > attrEnd) { problems.withdraw(UpdateSubcode.MalformedAttributeList, 'malformed attribute list: truncated attribute header'); break; }
     const flags = buf[at] as number;
     const code = buf[at + 1] as number;
     const ext = (flags & AttrFlag.ExtendedLength) !== 0;
-    if (ext && at + 4 > attrEnd) throw malformedList('truncated attribute header');
+    if (ext && at + 4 > attrEnd) { problems.withdraw(UpdateSubcode.MalformedAttributeList, 'malformed attribute list: truncated attribute header'); break; }
     const len = ext ? buf.readUInt16BE(at + 2) : (buf[at + 2] as number);
     const vstart = at + (ext ? 4 : 3);
     if (vstart + len > attrEnd) {
-      throw updateError(UpdateSubcode.AttributeLengthError, `attribute ${code} length ${len} overruns the attribute list`,
-        buf.subarray(start, attrEnd));
+      problems.withdraw(UpdateSubcode.AttributeLengthError, `attribute ${code} length ${len} overruns the attribute list`, Buffer.from(buf.subarray(start, attrEnd)));
+      break;
     }
     const value = buf.subarray(vstart, vstart + len);
     const whole = Buffer.from(buf.subarray(start, vstart + len));
     at = vstart + len;
-    if (seen.has(code)) throw malformedList(`attribute ${code} appears twice`);
+    if (seen.has(code)) {
+      // RFC 7606 §3 g: a second MP_(UN)REACH_NLRI leaves the NLRI in doubt; any other repeat is dropped.
+      if (code === AttrType.MpReachNlri || code === AttrType.MpUnreachNlri) throw malformedList(`attribute ${code} appears twice`);
+      problems.discard(UpdateSubcode.MalformedAttributeList, `attribute ${code} appears twice; the repeat is discarded`);
+      continue;
+    }
     seen.add(code);
 
     if (code === AttrType.As4Path || code === AttrType.As4Aggregator) {
       // RFC 6793 §4.1: meaningless (and discarded) between 4-octet speakers; from a 2-octet
-      // speaker AS4_PATH restores the true path, and a malformed one is ignored, not fatal.
+      // speaker AS4_PATH restores the true path, and a malformed one is discarded, not fatal.
       if (code === AttrType.As4Path && !ctx.fourOctetAs) {
-        try { as4Path = decodeAsPath(value, true, whole); } catch { as4Path = undefined; }
+        const p = decodeAsPath(value, true);
+        if (p.ok) as4Path = p.segments;
+        else problems.discard(UpdateSubcode.MalformedAsPath, `malformed AS4_PATH: ${p.why}`);
       }
       continue;
     }
     const def = KNOWN[code];
     if (!def) {
+      // RFC 7606 leaves RFC 4271's handling of an unknown well-known attribute as it was.
       if ((flags & AttrFlag.Optional) === 0) {
         throw updateError(UpdateSubcode.UnrecognizedWellKnownAttribute, `unrecognized well-known attribute ${code}`, whole);
       }
       if ((flags & AttrFlag.Transitive) !== 0) unknown.push({ flags: flags & ~AttrFlag.ExtendedLength, code, value: Buffer.from(value) });
       continue;
     }
+    const multiprotocol = code === AttrType.MpReachNlri || code === AttrType.MpUnreachNlri;
     const otBits = flags & (AttrFlag.Optional | AttrFlag.Transitive);
     const partialOnWellKnown = (flags & AttrFlag.Optional) === 0 && (flags & AttrFlag.Partial) !== 0;
     if (otBits !== def.flags || partialOnWellKnown) {
-      throw updateError(UpdateSubcode.AttributeFlagsError, `${def.name} has flags 0x${flags.toString(16)}`, whole);
+      // RFC 7606 §3 c. The MP attributes are still read below: their NLRI are what gets withdrawn.
+      problems.withdraw(UpdateSubcode.AttributeFlagsError, `${def.name} has flags 0x${flags.toString(16)}`, whole);
+      if (!multiprotocol) continue;
     }
     if (def.length !== undefined && len !== def.length) {
-      throw updateError(UpdateSubcode.AttributeLengthError, `${def.name} has length ${len}, expected ${def.length}`, whole);
+      const why = `${def.name} has length ${len}, expected ${def.length}`;
+      if (DISCARDABLE.has(code)) problems.discard(UpdateSubcode.AttributeLengthError, why);
+      else problems.withdraw(UpdateSubcode.AttributeLengthError, why, whole);
+      continue;
     }
     switch (code) {
       case AttrType.Origin: {
         const o = value[0] as number;
-        if (o > 2) throw updateError(UpdateSubcode.InvalidOrigin, `invalid ORIGIN ${o}`, whole);
-        origin = o as Origin;
+        if (o > 2) problems.withdraw(UpdateSubcode.InvalidOrigin, `invalid ORIGIN ${o}`, whole);
+        else origin = o as Origin;
         break;
       }
-      case AttrType.AsPath:
-        asPath = decodeAsPath(value, ctx.fourOctetAs, whole);
+      case AttrType.AsPath: {
+        const p = decodeAsPath(value, ctx.fourOctetAs);
+        if (p.ok) asPath = p.segments;
+        else problems.withdraw(UpdateSubcode.MalformedAsPath, `malformed AS_PATH: ${p.why}`, whole);
         break;
+      }
       case AttrType.NextHop: {
         const nh = ipFromBytes(value);
-        if (!validNextHop(nh)) throw updateError(UpdateSubcode.InvalidNextHop, 'invalid NEXT_HOP', whole);
-        out.nextHop = nh;
+        // RFC 4271 §6.3 already says a semantically wrong next hop is logged and the route ignored.
+        if (!validNextHop(nh)) problems.withdraw(UpdateSubcode.InvalidNextHop, `invalid NEXT_HOP ${formatIP(nh)}`, whole);
+        else out.nextHop = nh;
         break;
       }
       case AttrType.Med: out.med = value.readUInt32BE(0); break;
@@ -701,23 +788,24 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
       case AttrType.AtomicAggregate: out.atomicAggregate = true; break;
       case AttrType.Aggregator: {
         const w = ctx.fourOctetAs ? 4 : 2;
-        if (len !== w + 4) throw updateError(UpdateSubcode.AttributeLengthError, `AGGREGATOR has length ${len}, expected ${w + 4}`, whole);
+        if (len !== w + 4) { problems.discard(UpdateSubcode.AttributeLengthError, `AGGREGATOR has length ${len}, expected ${w + 4}`); break; }
         out.aggregator = { asn: w === 4 ? value.readUInt32BE(0) : value.readUInt16BE(0), address: ipFromBytes(value.subarray(w)) };
         break;
       }
       case AttrType.Communities:
-        if (len % 4 !== 0) throw updateError(UpdateSubcode.OptionalAttributeError, `COMMUNITIES length ${len} is not a multiple of 4`, whole);
+        if (len === 0 || len % 4 !== 0) { problems.withdraw(UpdateSubcode.OptionalAttributeError, `COMMUNITIES length ${len} is not a non-zero multiple of 4`, whole); break; }
         out.communities = [];
         for (let i = 0; i < len; i += 4) out.communities.push(value.readUInt32BE(i));
         break;
       case AttrType.OriginatorId: out.originatorId = ipFromBytes(value); break;
       case AttrType.ClusterList:
-        if (len % 4 !== 0) throw updateError(UpdateSubcode.OptionalAttributeError, `CLUSTER_LIST length ${len} is not a multiple of 4`, whole);
+        if (len === 0 || len % 4 !== 0) { problems.withdraw(UpdateSubcode.OptionalAttributeError, `CLUSTER_LIST length ${len} is not a non-zero multiple of 4`, whole); break; }
         out.clusterList = [];
         for (let i = 0; i < len; i += 4) out.clusterList.push(ipFromBytes(value.subarray(i, i + 4)));
         break;
       case AttrType.MpReachNlri: {
         // RFC 4760: only IPv4 unicast is ours; other families are ignored, as is their End-of-RIB.
+        // An MP attribute whose NLRI cannot be read is still a session reset (RFC 7606 §7.11).
         const bad = (): BgpError => updateError(UpdateSubcode.OptionalAttributeError, 'malformed MP_REACH_NLRI', whole);
         if (len < 5) throw bad();
         const afi = value.readUInt16BE(0);
@@ -740,20 +828,30 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
     }
   }
 
-  if (nlri.length === 0) return { type: 'update', withdrawn, attributes: undefined, nlri };
-  const missing = (code: number, name: string): BgpError =>
-    updateError(UpdateSubcode.MissingWellKnownAttribute, `missing well-known attribute ${name}`, Buffer.from([code]));
-  if (origin === undefined) throw missing(AttrType.Origin, 'ORIGIN');
-  if (asPath === undefined) throw missing(AttrType.AsPath, 'AS_PATH');
+  const errors = problems.errors.length > 0 ? { errors: problems.errors } : {};
+  if (nlri.length === 0) {
+    // RFC 7606 §5.2: attributes but nothing announced means the NLRI may not have been found.
+    const fatal = otherThanUnreach ? problems.asSessionReset() : undefined;
+    if (fatal) throw fatal;
+    return { type: 'update', withdrawn, attributes: undefined, nlri, ...errors };
+  }
+  // RFC 7606 §3 d: a missing well-known mandatory attribute withdraws instead of resetting.
+  const missing = (code: number, name: string): void =>
+    problems.withdraw(UpdateSubcode.MissingWellKnownAttribute, `missing well-known attribute ${name}`, Buffer.from([code]));
+  if (!seen.has(AttrType.Origin)) missing(AttrType.Origin, 'ORIGIN');
+  if (!seen.has(AttrType.AsPath)) missing(AttrType.AsPath, 'AS_PATH');
   const hasPlainNlri = attrEnd !== end;
-  if (out.nextHop === undefined) {
-    if (hasPlainNlri || mpNextHop === undefined) throw missing(AttrType.NextHop, 'NEXT_HOP');
-    out.nextHop = mpNextHop;
+  if (!seen.has(AttrType.NextHop)) {
+    if (hasPlainNlri || mpNextHop === undefined) missing(AttrType.NextHop, 'NEXT_HOP');
+    else out.nextHop = mpNextHop;
+  }
+  if (problems.withdrawing || origin === undefined || asPath === undefined || out.nextHop === undefined) {
+    return { type: 'update', withdrawn: [...withdrawn, ...nlri], attributes: undefined, nlri: [], errors: problems.errors };
   }
   if (as4Path) asPath = mergeAs4Path(asPath, as4Path);
   const attributes: PathAttributes = { ...out, origin, asPath };
   if (unknown.length > 0) attributes.unknown = unknown;
-  return { type: 'update', withdrawn, attributes, nlri };
+  return { type: 'update', withdrawn, attributes, nlri, ...errors };
 }
 
 /** Path length as the decision process counts it: a set is one hop, confederation segments none. */

@@ -106,8 +106,11 @@ const stopAll: FsmAction[] = [
 /** Checks a received OPEN against what we expect of this peer; returns the NOTIFICATION to send if it is unacceptable. */
 export function checkOpen(cfg: FsmConfig, open: OpenMessage): { code: number; subcode: number; data: Buffer; message: string } | undefined {
   if (open.asn !== cfg.peerAsn) {
-    const data = Buffer.alloc(2);
-    data.writeUInt16BE(open.asn > 0xffff ? AS_TRANS : open.asn);
+    // The AS as the peer sent it: 4 octets from a speaker that announced the 4-octet capability.
+    const four = open.capabilities.some((c) => c.kind === 'four-octet-asn');
+    const data = Buffer.alloc(four ? 4 : 2);
+    if (four) data.writeUInt32BE(open.asn);
+    else data.writeUInt16BE(open.asn > 0xffff ? AS_TRANS : open.asn);
     return { code: ErrorCode.Open, subcode: OpenSubcode.BadPeerAs, data, message: `peer announced AS ${open.asn}, expected ${cfg.peerAsn}` };
   }
   // RFC 6286: the identifier must differ from ours inside one AS.

@@ -3,6 +3,6 @@ export { Speaker, parseSpeakerConfig, peerSchema, speakerConfigSchema } from './
 export type { PeerConfigInput, SessionStatus, SpeakerConfig, SpeakerConfigInput, SpeakerEvent, SpeakerOptions } from './speaker.js';
 export type { DownReason, FsmStateName } from './fsm.js';
 export type { Route } from './rib.js';
-export type { AsPathSegment, PathAttributes } from './codec.js';
+export type { AsPathSegment, PathAttributes, UpdateAttributeError } from './codec.js';
 export { BgpError } from './errors.js';
 export { type Clock, FakeClock, systemClock } from './clock.js';

@@ -123,6 +123,9 @@ export interface SpeakerOptions {
   logger?: Logger;
 }
 
+/** Bound on the memory of what was already logged, so a peer cycling through prefixes cannot grow it forever. */
+const LOGGED_ONCE_LIMIT = 10_000;
+
 export class Speaker {
   readonly cfg: SpeakerConfig;
   readonly routerId: IP;
@@ -137,6 +140,8 @@ export class Speaker {
   private readonly log: Logger;
   /** Export results per (route attributes, peer), so 10,000 prefixes sharing attributes cost one export. */
   private exportCache = new WeakMap<PathAttributes, Map<string, Exported | null>>();
+  /** Malformed-UPDATE reports already logged: each is logged once, not per UPDATE. */
+  private readonly loggedOnce = new Set<string>();
 
   constructor(config: SpeakerConfigInput, opts: SpeakerOptions = {}) {
     this.cfg = parseSpeakerConfig(config);
@@ -193,6 +198,13 @@ export class Speaker {
     // Routes kept over a graceful restart have no session to be swept by any more.
     this.applyChanges(this.rib.dropPeer(st.info.id));
     return true;
+  }
+
+  private logOnce(key: string, log: () => void): void {
+    if (this.loggedOnce.has(key)) return;
+    if (this.loggedOnce.size >= LOGGED_ONCE_LIMIT) this.loggedOnce.clear();
+    this.loggedOnce.add(key);
+    log();
   }
 
   on(listener: (e: SpeakerEvent) => void): () => void {
@@ -337,6 +349,11 @@ export class Speaker {
       this.emit({ type: 'end-of-rib', peer: st.info.id });
       if (st.awaitingEndOfRib) this.sweep(st);
       return;
+    }
+    for (const e of u.errors ?? []) {
+      // RFC 7606: the session stays up; what was done about the attribute is worth one line.
+      this.logOnce(`${st.info.id}|${e.action}|${e.message}`, () =>
+        this.log.warn('bgp malformed UPDATE handled without a session reset (RFC 7606)', { peer: st.info.id, action: e.action, subcode: e.subcode, error: e.message }));
     }
     this.applyChanges(this.rib.applyUpdate(st.info, u.withdrawn, u.attributes, u.nlri));
   }

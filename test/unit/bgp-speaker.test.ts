@@ -260,31 +260,6 @@ test('eBGP: AS_PATH carries the sender AS, a wrong peer AS is refused with 2/2',
   }
 });
 
-test('a peer sending a malformed UPDATE gets the right NOTIFICATION and the speaker carries on', async () => {
-  const { b, port } = await pair();
-  const sock = net.connect({ host: B, port, localAddress: A });
-  const got = rawReader(sock);
-  try {
-    await new Promise<void>((r) => sock.once('connect', () => r()));
-    sock.write(encodeOpen({ asn: 64512, holdTime: 9, bgpId: parseIPv4('10.0.0.1'), capabilities: [{ kind: 'four-octet-asn', asn: 64512 }] }));
-    sock.write(encodeKeepalive());
-    await waitFor('B established', () => b.status()[0]?.state === 'Established');
-    // ORIGIN 3 is invalid → 3/6.
-    const body = Buffer.from('0000 0013 40010103 40020602010000fc00 400304c6120001 180af401'.replace(/\s/g, ''), 'hex');
-    const hdr = Buffer.alloc(19, 0xff);
-    hdr.writeUInt16BE(19 + body.length, 16);
-    hdr[18] = 2;
-    sock.write(Buffer.concat([hdr, body]));
-    await waitFor('NOTIFICATION', () => got.some((g) => g.type === 'notification'));
-    assert.deepEqual(got.find((g) => g.type === 'notification'), { type: 'notification', code: 3, subcode: 6 });
-    await waitFor('B back to waiting', () => b.status()[0]?.state !== 'Established');
-    assert.equal(b.learnedRoutes().length, 0);
-  } finally {
-    sock.destroy();
-    await b.stop();
-  }
-});
-
 // ---------------------------------------------------------------- a peer played by hand
 
 const C = '127.0.0.3';
@@ -305,6 +280,71 @@ const routesUpdate = (...ps: string[]): Buffer => encodeUpdate({
   withdrawn: [], nlri: ps.map(parseCidr), attributes: { origin: 0, asPath: [], nextHop: parseIPv4('127.0.0.1'), localPref: 100 },
 }, ctx4);
 const grCap = (restarting: boolean): Capability => ({ kind: 'graceful-restart', restarting, restartTime: 30, families: [{ afi: 1, safi: 1, forwardingPreserved: true }] });
+
+test('a malformed attribute withdraws its UPDATE\'s routes and keeps the session (RFC 7606); a bad NLRI still resets it', async () => {
+  const lines: string[] = [];
+  const logger = createLogger({}, { level: 'warn', write: (l) => { lines.push(l); } });
+  const b = new Speaker({ asn: 64512, routerId: '10.0.0.2', listen: { address: B, port: 0 }, peers: [{ address: A, asn: 64512, passive: true }], holdTime: 9 }, { logger });
+  await b.start();
+  const sock = net.connect({ host: B, port: b.port ?? 0, localAddress: A });
+  const got = rawReader(sock);
+  const raw = (bodyHex: string): Buffer => {
+    const body = Buffer.from(bodyHex.replace(/\s/g, ''), 'hex');
+    const hdr = Buffer.alloc(19, 0xff);
+    hdr.writeUInt16BE(19 + body.length, 16);
+    hdr[18] = 2;
+    return Buffer.concat([hdr, body]);
+  };
+  try {
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.write(encodeOpen({ asn: 64512, holdTime: 9, bgpId: parseIPv4('10.0.0.1'), capabilities: [{ kind: 'four-octet-asn', asn: 64512 }] }));
+    sock.write(encodeKeepalive());
+    await waitFor('B established', () => b.status()[0]?.state === 'Established');
+    sock.write(routesUpdate('10.244.1.0/24', '10.244.2.0/24'));
+    await waitFor('two routes', () => b.learnedRoutes().length === 2);
+    // ORIGIN 3 for 10.244.1.0/24, twice: the route goes, the session stays, one log line.
+    const badOrigin = raw('0000 0014 40010103 40020602010000fc00 4003047f000001 180af401');
+    sock.write(badOrigin);
+    sock.write(badOrigin);
+    sock.write(routesUpdate('10.244.3.0/24'));
+    await waitFor('route withdrawn, next UPDATE still taken', () => b.learnedRoutes().map((r) => r.prefix).join() === '10.244.2.0/24,10.244.3.0/24');
+    assert.equal(b.status()[0]?.state, 'Established');
+    assert.ok(!got.some((g) => g.type === 'notification'), JSON.stringify(got));
+    const warned = lines.filter((l) => l.includes('RFC 7606'));
+    assert.equal(warned.length, 1, warned.join(''));
+    assert.match(warned[0] ?? '', /treat-as-withdraw.*invalid ORIGIN 3/);
+    // A prefix length of 33 leaves the NLRI unreadable: that is still 3/10 and a reset.
+    sock.write(raw('0000 0014 40010100 40020602010000fc00 4003047f000001 21 0af40100ff'));
+    await waitFor('NOTIFICATION', () => got.some((g) => g.type === 'notification'));
+    assert.deepEqual(got.find((g) => g.type === 'notification'), { type: 'notification', code: 3, subcode: 10 });
+    await waitFor('B back to waiting', () => b.status()[0]?.state !== 'Established');
+    assert.equal(b.learnedRoutes().length, 0);
+  } finally {
+    sock.destroy();
+    await b.stop();
+  }
+});
+
+test('an OPEN whose 4-octet AS capability disagrees with its AS field is refused with Bad Peer AS (2/2)', async () => {
+  const { b, port } = await pair();
+  const sock = net.connect({ host: B, port, localAddress: A });
+  const got = rawReader(sock);
+  try {
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    // The field says 65001, the capability says 64512 (the configured AS): which is it?
+    const open = encodeOpen({ asn: 65001, holdTime: 9, bgpId: parseIPv4('10.0.0.1'), capabilities: [{ kind: 'four-octet-asn', asn: 64512 }] });
+    sock.write(open);
+    sock.write(encodeKeepalive());
+    await waitFor('NOTIFICATION', () => got.some((g) => g.type === 'notification'));
+    assert.deepEqual(got.find((g) => g.type === 'notification'), { type: 'notification', code: 2, subcode: 2 });
+    assert.notEqual(b.status()[0]?.state, 'Established');
+    const last = b.status()[0]?.lastDown;
+    assert.ok(last?.kind === 'notification-sent' && last.code === 2 && last.subcode === 2, JSON.stringify(last));
+  } finally {
+    sock.destroy();
+    await b.stop();
+  }
+});
 
 test('graceful restart detected by a new connection while the old one still looks Established (RFC 4724 §4.2)', async () => {
   const { b, bEvents, port } = await pair({}, { gracefulRestart: { restartTime: 30 } });
