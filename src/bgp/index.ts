@@ -4,5 +4,7 @@ export type { PeerConfigInput, SessionStatus, SpeakerConfig, SpeakerConfigInput,
 export type { DownReason, FsmStateName } from './fsm.js';
 export type { Route } from './rib.js';
 export type { AsPathSegment, PathAttributes, UpdateAttributeError } from './codec.js';
+export { describeRejection } from './policy.js';
+export type { ImportPolicy, ImportRejection, ImportRejectionReason } from './policy.js';
 export { BgpError } from './errors.js';
 export { type Clock, FakeClock, systemClock } from './clock.js';

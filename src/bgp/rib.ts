@@ -4,6 +4,7 @@
 // stale route must keep winning until it is replaced or swept.
 import { type Cidr, type IP, formatCidr, formatIP, ipCompare, ipEquals } from '../net/ip.js';
 import type { AsPathSegment, PathAttributes } from './codec.js';
+import { type ImportRejection, sameRejection } from './policy.js';
 
 export interface PeerInfo {
   /** Stable key: the peer's address as text. */
@@ -25,6 +26,15 @@ export interface Route {
   attributes: PathAttributes;
   /** Kept over a peer's graceful restart; swept by End-of-RIB or the restart timer. */
   stale: boolean;
+  /** Refused by the import policy: held in the peer's Adj-RIB-In only, never a candidate. */
+  rejected?: ImportRejection | undefined;
+}
+
+/** A learned route the import policy has just refused (or refused for another reason than before). */
+export interface RefusedRoute {
+  peer: PeerInfo;
+  prefix: Cidr;
+  rejection: ImportRejection;
 }
 
 export type BestChange =
@@ -36,6 +46,8 @@ export interface RibConfig {
   routerId: IP;
   /** RFC 4456 cluster id; defaults to the router id. */
   clusterId?: IP | undefined;
+  /** The import policy (see policy.ts): why a learned route may not be used, or undefined. */
+  importCheck?: ((prefix: Cidr, attributes: PathAttributes, peer: PeerInfo) => ImportRejection | undefined) | undefined;
 }
 
 export const DEFAULT_LOCAL_PREF = 100;
@@ -160,8 +172,11 @@ export class Rib {
     return true;
   }
 
-  /** Applies one UPDATE's worth of routes from a peer and returns the Loc-RIB changes. */
-  applyUpdate(peer: PeerInfo, withdrawn: readonly Cidr[], attributes: PathAttributes | undefined, nlri: readonly Cidr[]): BestChange[] {
+  /**
+   * Applies one UPDATE's worth of routes from a peer and returns the Loc-RIB changes. Routes the
+   * import policy refuses newly (or for a new reason) are appended to `refused`.
+   */
+  applyUpdate(peer: PeerInfo, withdrawn: readonly Cidr[], attributes: PathAttributes | undefined, nlri: readonly Cidr[], refused?: RefusedRoute[]): BestChange[] {
     const changes: BestChange[] = [];
     let table = this.adjIn.get(peer.id);
     if (!table) this.adjIn.set(peer.id, (table = new Map()));
@@ -172,9 +187,8 @@ export class Rib {
       if (c) changes.push(c);
     }
     if (nlri.length > 0 && attributes) {
-      const usable = this.acceptable(peer, attributes);
-      // eBGP LOCAL_PREF has no meaning to us (RFC 4271 §5.1.5); ours applies instead.
-      const attrs = this.isIbgp(peer) || attributes.localPref === undefined ? attributes : { ...attributes, localPref: undefined };
+      const attrs = this.isIbgp(peer) ? attributes : withoutIbgpAttributes(attributes);
+      const usable = this.acceptable(peer, attrs);
       for (const prefix of nlri) {
         const key = prefixKey(prefix);
         if (!usable) {
@@ -184,10 +198,37 @@ export class Rib {
           }
           continue;
         }
-        const route: Route = { prefix, key, source: { kind: 'peer', peer }, attributes: attrs, stale: false };
+        const rejected = this.cfg.importCheck?.(prefix, attrs, peer);
+        const before = table.get(key);
+        const route: Route = { prefix, key, source: { kind: 'peer', peer }, attributes: attrs, stale: false, rejected };
         table.set(key, route);
-        const c = this.put(route, peer.id);
+        const c = rejected ? this.remove(prefix, key, peer.id) : this.put(route, peer.id);
         if (c) changes.push(c);
+        if (rejected && !sameRejection(before?.rejected, rejected)) refused?.push({ peer, prefix, rejection: rejected });
+      }
+    }
+    return changes;
+  }
+
+  /**
+   * Runs the import policy again over the Adj-RIBs-In (all routes, or those `select` picks)
+   * after the policy or its inputs changed: refused routes leave the Loc-RIB, routes no longer
+   * refused enter it. Refusals that are new are appended to `refused`.
+   */
+  reimport(select?: (r: Route) => boolean, refused?: RefusedRoute[]): BestChange[] {
+    const changes: BestChange[] = [];
+    for (const [peerId, table] of this.adjIn) {
+      for (const [key, r] of table) {
+        if (select && !select(r)) continue;
+        if (r.source.kind !== 'peer') continue;
+        const peer = r.source.peer;
+        const rejected = this.cfg.importCheck?.(r.prefix, r.attributes, peer);
+        if (sameRejection(r.rejected, rejected)) continue;
+        const next: Route = { ...r, rejected };
+        table.set(key, next);
+        const c = rejected ? this.remove(r.prefix, key, peerId) : this.put(next, peerId);
+        if (c) changes.push(c);
+        if (rejected) refused?.push({ peer, prefix: r.prefix, rejection: rejected });
       }
     }
     return changes;
@@ -232,6 +273,13 @@ export class Rib {
 
   receivedCount(peerId: string): number {
     return this.adjIn.get(peerId)?.size ?? 0;
+  }
+
+  /** Routes from the peer that the import policy refuses. */
+  rejectedCount(peerId: string): number {
+    let n = 0;
+    for (const r of this.adjIn.get(peerId)?.values() ?? []) if (r.rejected) n++;
+    return n;
   }
 
   staleCount(peerId: string): number {
@@ -287,6 +335,17 @@ export class Rib {
     if (src.kind === 'local' && med !== undefined) out.med = med;
     return out;
   }
+}
+
+/**
+ * What an eBGP peer's UPDATE may not set for us: LOCAL_PREF has no meaning across ASes (RFC 4271
+ * §5.1.5, ours applies instead), and RFC 7606 §7.9/§7.10 discard ORIGINATOR_ID and CLUSTER_LIST
+ * from an external peer — they would otherwise take part in our loop detection.
+ */
+function withoutIbgpAttributes(a: PathAttributes): PathAttributes {
+  if (a.localPref === undefined && a.originatorId === undefined && a.clusterList === undefined) return a;
+  const { localPref: _lp, originatorId: _o, clusterList: _c, ...rest } = a;
+  return rest;
 }
 
 export function prependAs(asn: number, path: readonly AsPathSegment[]): AsPathSegment[] {

@@ -4,14 +4,15 @@
 // application as events it can turn into kernel routes.
 import * as net from 'node:net';
 import { z } from 'zod';
-import { type Cidr, type IP, formatCidr, formatIP, networkOf, parseCidr, parseIPv4 } from '../net/ip.js';
+import { type Cidr, type IP, cidrContains, formatCidr, formatIP, ipEquals, networkOf, parseCidr, parseIPv4 } from '../net/ip.js';
 import { CniCode, WeftError } from '../errors.js';
 import { type Logger, createLogger } from '../log.js';
 import { type Clock, type TimerHandle, systemClock } from './clock.js';
 import { type CodecContext, type PathAttributes, type UpdateMessage, encodeEndOfRib, encodeRouteRefresh, isEndOfRib, packAnnouncements, packWithdrawals } from './codec.js';
 import { BGP_PORT, Origin } from './constants.js';
 import { DEFAULT_TIMERS, type DownReason, type FsmStateName } from './fsm.js';
-import { type BestChange, type PeerInfo, Rib, type Route, attributesKey } from './rib.js';
+import { AddressSet, type ImportPolicy, type ImportRejection, checkImport, describeRejection } from './policy.js';
+import { type BestChange, type PeerInfo, type RefusedRoute, Rib, type Route, attributesKey } from './rib.js';
 import { type Negotiated, Session } from './session.js';
 
 // ---------------------------------------------------------------- configuration (parsed at the edge)
@@ -68,6 +69,8 @@ export type SpeakerEvent =
   | { type: 'route-installed'; prefix: Cidr; nextHop: IP; peer: string; route: Route }
   /** No learned route remains best for the prefix (withdrawn, or our own announcement took over). */
   | { type: 'route-removed'; prefix: Cidr }
+  /** The import policy refused a learned route (newly, or for a new reason); it is not used or passed on. */
+  | { type: 'route-rejected'; peer: string; prefix: Cidr; rejection: ImportRejection }
   | { type: 'session-state'; peer: string; state: FsmStateName }
   | { type: 'session-established'; peer: string; asn: number; holdTime: number; gracefulRestart: boolean }
   | { type: 'session-down'; peer: string; reason: DownReason; graceful: boolean }
@@ -81,6 +84,8 @@ export interface SessionStatus {
   /** Seconds since the session reached Established (0 when it is not). */
   uptimeSeconds: number;
   prefixesReceived: number;
+  /** Of prefixesReceived, those the import policy refuses. */
+  prefixesRejected: number;
   prefixesSent: number;
   staleRoutes: number;
   gracefulRestart: boolean;
@@ -121,6 +126,8 @@ interface PeerState {
 export interface SpeakerOptions {
   clock?: Clock;
   logger?: Logger;
+  /** Which learned prefixes may be used (see policy.ts); setImportPolicy() changes it later. */
+  importPolicy?: ImportPolicy;
 }
 
 /** Bound on the memory of what was already logged, so a peer cycling through prefixes cannot grow it forever. */
@@ -140,7 +147,9 @@ export class Speaker {
   private readonly log: Logger;
   /** Export results per (route attributes, peer), so 10,000 prefixes sharing attributes cost one export. */
   private exportCache = new WeakMap<PathAttributes, Map<string, Exported | null>>();
-  /** Malformed-UPDATE reports already logged: each is logged once, not per UPDATE. */
+  private importPolicy: ImportPolicy;
+  private readonly peerAddresses = new AddressSet();
+  /** Refusals and malformed-UPDATE reports already logged: each is logged once, not per UPDATE. */
   private readonly loggedOnce = new Set<string>();
 
   constructor(config: SpeakerConfigInput, opts: SpeakerOptions = {}) {
@@ -148,7 +157,11 @@ export class Speaker {
     this.routerId = parseIPv4(this.cfg.routerId);
     this.clock = opts.clock ?? systemClock;
     this.log = opts.logger ?? createLogger({ component: 'bgp' });
-    this.rib = new Rib({ asn: this.cfg.asn, routerId: this.routerId, clusterId: this.cfg.clusterId ? parseIPv4(this.cfg.clusterId) : undefined });
+    this.importPolicy = opts.importPolicy ?? {};
+    this.rib = new Rib({
+      asn: this.cfg.asn, routerId: this.routerId, clusterId: this.cfg.clusterId ? parseIPv4(this.cfg.clusterId) : undefined,
+      importCheck: (prefix, attributes) => checkImport(this.importPolicy, this.peerAddresses, prefix, attributes),
+    });
     for (const p of this.cfg.peers) this.addPeerState(p);
   }
 
@@ -178,6 +191,9 @@ export class Speaker {
       }
     });
     this.peers.set(id, st);
+    this.peerAddresses.add(address);
+    // A route learned earlier may contain the new peer's address: it must not carry the session.
+    this.reimport((r) => cidrContains(r.prefix, address));
     return st;
   }
 
@@ -195,9 +211,38 @@ export class Speaker {
     st.session.stop();
     st.session.dispose();
     this.peers.delete(st.info.id);
+    this.peerAddresses.delete(st.info.address);
     // Routes kept over a graceful restart have no session to be swept by any more.
     this.applyChanges(this.rib.dropPeer(st.info.id));
+    this.reimport((r) => r.rejected?.reason === 'contains-peer-address' && ipEquals(r.rejected.peer, st.info.address));
     return true;
+  }
+
+  /**
+   * Replaces the import policy and applies it to every route already learned: refused routes
+   * are withdrawn from the kernel and from the other peers, routes now allowed are taken in.
+   */
+  setImportPolicy(policy: ImportPolicy): void {
+    const key = (p: ImportPolicy): string => JSON.stringify([p.allow?.map(formatCidr), p.protect?.map(formatCidr)]);
+    if (key(policy) === key(this.importPolicy)) return;
+    this.importPolicy = policy;
+    this.reimport();
+  }
+
+  private reimport(select?: (r: Route) => boolean): void {
+    const refused: RefusedRoute[] = [];
+    const changes = this.rib.reimport(select, refused);
+    this.reportRefused(refused);
+    this.applyChanges(changes);
+  }
+
+  private reportRefused(refused: readonly RefusedRoute[]): void {
+    for (const r of refused) {
+      const why = describeRejection(r.rejection);
+      this.logOnce(`${r.peer.id}|${formatCidr(r.prefix)}|${why}`, () =>
+        this.log.warn('bgp route refused by the import policy', { peer: r.peer.id, prefix: formatCidr(r.prefix), reason: r.rejection.reason, why }));
+      this.emit({ type: 'route-rejected', peer: r.peer.id, prefix: r.prefix, rejection: r.rejection });
+    }
   }
 
   private logOnce(key: string, log: () => void): void {
@@ -355,7 +400,10 @@ export class Speaker {
       this.logOnce(`${st.info.id}|${e.action}|${e.message}`, () =>
         this.log.warn('bgp malformed UPDATE handled without a session reset (RFC 7606)', { peer: st.info.id, action: e.action, subcode: e.subcode, error: e.message }));
     }
-    this.applyChanges(this.rib.applyUpdate(st.info, u.withdrawn, u.attributes, u.nlri));
+    const refused: RefusedRoute[] = [];
+    const changes = this.rib.applyUpdate(st.info, u.withdrawn, u.attributes, u.nlri, refused);
+    this.reportRefused(refused);
+    this.applyChanges(changes);
   }
 
   // ------------------------------------------------------------ propagation
@@ -460,6 +508,7 @@ export class Speaker {
       state: st.session.state,
       uptimeSeconds: st.session.establishedAt === undefined ? 0 : Math.floor((now - st.session.establishedAt) / 1000),
       prefixesReceived: this.rib.receivedCount(st.info.id),
+      prefixesRejected: this.rib.rejectedCount(st.info.id),
       prefixesSent: st.adjOut.size,
       staleRoutes: this.rib.staleCount(st.info.id),
       gracefulRestart: st.negotiated?.gracefulRestart !== undefined,

@@ -346,6 +346,53 @@ test('an OPEN whose 4-octet AS capability disagrees with its AS field is refused
   }
 });
 
+test('import policy: what an external peer may not announce is neither used nor passed on over iBGP', async () => {
+  // A (AS 65000) --eBGP--> B (AS 64512, the host) --iBGP--> C (AS 64512, another host).
+  const lines: string[] = [];
+  const logger = createLogger({}, { level: 'warn', write: (l) => { lines.push(l); } });
+  const b = new Speaker({
+    asn: 64512, routerId: '10.0.0.2', listen: { address: B, port: 0 }, holdTime: 9,
+    peers: [{ address: A, asn: 65000, passive: true }, { address: C, asn: 64512, passive: true }],
+  }, { logger, importPolicy: { allow: [parseCidr('10.244.0.0/16'), parseCidr('127.0.0.0/8')] } });
+  const rejected: SpeakerEvent[] = [];
+  b.on((e) => { if (e.type === 'route-rejected') rejected.push(e); });
+  await b.start();
+  const a = new Speaker({ asn: 65000, routerId: '10.0.0.1', listen: false, holdTime: 9, connectRetrySeconds: 1, peers: [{ address: B, asn: 64512, port: b.port ?? 0, localAddress: A }] }, { logger: quiet });
+  const c = new Speaker({ asn: 64512, routerId: '10.0.0.3', listen: false, holdTime: 9, connectRetrySeconds: 1, peers: [{ address: B, asn: 64512, port: b.port ?? 0, localAddress: C }] }, { logger: quiet });
+  // 127.0.0.3/32 is C's address (the iBGP session itself); 127.0.0.0/8 and the default route
+  // hold A's next hop; 10.99.1.0/24 lies outside the allowed ranges.
+  for (const p of ['10.244.7.0/24', '127.0.0.3/32', '127.0.0.0/8', '0.0.0.0/0', '10.99.1.0/24']) a.announce(p, A);
+  try {
+    await Promise.all([a.start(), c.start()]);
+    await waitFor('B has all five from A', () => b.status().find((s) => s.peer === A)?.prefixesReceived === 5);
+    await waitFor('C has what B accepted', () => c.learnedRoutes().length === 1);
+    assert.deepEqual(b.learnedRoutes().map((r) => r.prefix), ['10.244.7.0/24']);
+    assert.equal(b.status().find((s) => s.peer === A)?.prefixesRejected, 4);
+    assert.deepEqual(rejected.map((e) => e.type === 'route-rejected' && [formatCidr(e.prefix), e.rejection.reason]).sort(), [
+      ['0.0.0.0/0', 'contains-next-hop'], ['10.99.1.0/24', 'outside-import-ranges'],
+      ['127.0.0.0/8', 'contains-next-hop'], ['127.0.0.3/32', 'contains-peer-address'],
+    ]);
+    assert.deepEqual(c.learnedRoutes().map((r) => r.prefix), ['10.244.7.0/24']);
+    assert.equal(c.status()[0]?.prefixesReceived, 1, 'B passed on nothing it refused');
+    assert.equal(b.status().find((s) => s.peer === C)?.state, 'Established', 'the iBGP session is untouched');
+    // Asking A for its table again refuses the same routes without logging them again.
+    const logged = lines.filter((l) => l.includes('refused by the import policy')).length;
+    assert.equal(logged, 4);
+    assert.ok(b.requestRefresh(A));
+    await waitFor('A answered the refresh', () => (b.status().find((s) => s.peer === A)?.updatesReceived ?? 0) > 2);
+    assert.equal(lines.filter((l) => l.includes('refused by the import policy')).length, logged);
+    // Opening the policy takes 10.99.1.0/24 in and passes it on.
+    b.setImportPolicy({ allow: [parseCidr('10.244.0.0/16'), parseCidr('127.0.0.0/8'), parseCidr('10.99.0.0/16')] });
+    await waitFor('C learns 10.99.1.0/24', () => c.learnedRoutes().length === 2);
+    assert.deepEqual(c.learnedRoutes().map((r) => r.prefix).sort(), ['10.244.7.0/24', '10.99.1.0/24']);
+    assert.equal(b.status().find((s) => s.peer === A)?.prefixesRejected, 3);
+  } finally {
+    await a.stop();
+    await c.stop();
+    await b.stop();
+  }
+});
+
 test('graceful restart detected by a new connection while the old one still looks Established (RFC 4724 §4.2)', async () => {
   const { b, bEvents, port } = await pair({}, { gracefulRestart: { restartTime: 30 } });
   const socks: net.Socket[] = [];
