@@ -77,7 +77,7 @@ async function runOnce(n: number): Promise<Row> {
     bird = await Bird.start(topo.outside, join(dir, 'bird'), birdConfig(formatIP(host.ip), n));
     const store = ['--store', 'file', '--store-dir', join(dir, 'store')];
     const cfg = spawn('ip', ['netns', 'exec', host.ns, WEFTCTL, 'config', 'set', '-', ...store], { env: cleanEnv(), stdio: ['pipe', 'ignore', 'inherit'] });
-    cfg.stdin?.end(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'bgp', Peers: [{ Address: '198.18.0.254', ASN: BIRD_AS }] } }));
+    cfg.stdin?.end(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'bgp', Peers: [{ Address: '198.18.0.254', ASN: BIRD_AS }], ImportPrefixes: ['10.128.0.0/9'] } }));
     await new Promise<void>((r) => cfg.once('exit', () => r()));
     const lines: string[] = [];
     weftd = spawn('ip', ['netns', 'exec', host.ns, WEFTD, '--iface', 'eth0', '--subnet-file', join(dir, 'subnet.env'), '--cni-socket', 'off', '--repair-interval', '10', ...store],

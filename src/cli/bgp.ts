@@ -20,9 +20,10 @@ status    one line per BGP session: PEER, ASN, TYPE (ibgp/ebgp), ORIGIN (node = 
           STALE routes kept over a peer's restart; then the routes learned and in the kernel
           (proto 88). Exit 0 when every session is Established, 1 otherwise.
           --json prints weftd's document as is: {"asn","routerId","subnet","reflector",
-          "clusterId","restartingUntil","learnedRoutes","kernelRoutes","sessions":[{"peer","asn",
-          "state","uptimeSeconds","prefixesReceived","prefixesSent","staleRoutes",
-          "gracefulRestart","updatesReceived","updatesSent","origin"}]}
+          "clusterId","importRanges","restartingUntil","learnedRoutes","kernelRoutes","sessions":
+          [{"peer","asn","state","uptimeSeconds","prefixesReceived","prefixesRejected",
+          "prefixesSent","staleRoutes","gracefulRestart","updatesReceived","updatesSent","origin"}]}
+          (prefixesRejected: received but refused by the import policy, see Backend.ImportPrefixes)
 
 How it reaches weftd: HTTP GET http://ADDR/bgp/status, where ADDR is weftd's --health-addr
 (--addr, else env WEFTD_HEALTH_ADDR, else ${DEFAULT_BGP_STATUS_ADDR}). Run it where weftd's health

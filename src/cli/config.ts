@@ -16,6 +16,10 @@ Usage:
 
 Keys: Network, SubnetLen (24), SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network,
 IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend {Type: vxlan|host-gw|udp|bgp, …}.
+bgp's keys: ASN, Peers [{Address, ASN}], NodeMesh, RouteReflector, RouteReflectorNodes,
+RouteReflectorClusterID, HoldTime, GracefulRestartTime, ImportPrefixes (IPv4 CIDRs besides
+Network whose learned prefixes may be installed, e.g. ["10.99.0.0/16"]; a prefix overlapping the
+host's own subnets or holding its next hop or a peer's address is refused whatever it says).
 
 ${storeFlagsHelp}
 `;

@@ -38,6 +38,7 @@ const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 const mac = z.string().regex(MAC_RE, 'expected a MAC address like 0a:58:0a:f4:03:01');
 const asn = z.number().int().min(1).max(4294967295);
 const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/, 'expected an IPv4 address');
+const ipv4Cidr = z.string().regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\/(3[0-2]|[12]?\d)$/, 'expected an IPv4 CIDR such as 10.99.0.0/16');
 
 export const vxlanConfig = z.object({
   VNI: z.number().int().min(1).max(16777215).default(1),
@@ -70,6 +71,10 @@ export type UdpConfig = z.infer<typeof udpConfig>;
 // reflectors — the iBGP `Peers` (routers outside the cluster) and the cluster nodes whose PublicIP
 // is in `RouteReflectorNodes`; those nodes reflect (RFC 4456) for every other node, with
 // `RouteReflectorClusterID` (default: their own address) as the cluster id.
+// `ImportPrefixes` opens the import policy beyond the cluster `Network`: a learned prefix is
+// used (installed, passed on) only inside one of those ranges — and, whatever they say, never
+// when it overlaps a subnet the host is connected to, contains its own next hop or a peer's
+// address. `["0.0.0.0/0"]` lets any prefix in that passes those checks.
 export const bgpConfig = z.object({
   ASN: asn.default(64512),
   Peers: z.array(z.object({ Address: ipv4, ASN: asn }).strict()).default([]),
@@ -81,6 +86,8 @@ export const bgpConfig = z.object({
   HoldTime: z.number().int().refine((h) => h === 0 || (h >= 3 && h <= 65535), 'expected 0 or 3..65535 seconds').default(90),
   /** How long peers keep our routes while weftd restarts (RFC 4724), and we keep theirs. */
   GracefulRestartTime: z.number().int().min(1).max(4095).default(120),
+  /** IPv4 ranges, besides the cluster Network, whose learned prefixes may be installed. */
+  ImportPrefixes: z.array(ipv4Cidr).default([]),
 }).strict();
 export type BgpConfig = z.infer<typeof bgpConfig>;
 

@@ -69,7 +69,8 @@ describe('weftd bgp backend: 3-host full mesh + BIRD 2', { timeout: 170_000 }, (
     storeArgs = ['--store', 'file', '--store-dir', join(tmp.path, 'store')];
     setConfig(topo.host(0).ns, storeArgs, {
       Network: '10.244.0.0/16', SubnetLen: 24,
-      Backend: { Type: 'bgp', Peers: [{ Address: formatIP(topo.outsideIP), ASN: BIRD_AS }], HoldTime: 9, GracefulRestartTime: 60 },
+      // BIRD's route lies outside the cluster Network: the import policy takes it in only by name.
+      Backend: { Type: 'bgp', Peers: [{ Address: formatIP(topo.outsideIP), ASN: BIRD_AS }], HoldTime: 9, GracefulRestartTime: 60, ImportPrefixes: ['10.99.0.0/16'] },
     });
     for (let i = 0; i < 3; i++) start(i);
     for (let i = 0; i < 3; i++) {

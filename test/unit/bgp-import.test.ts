@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import type { PathAttributes } from '../../src/bgp/codec.js';
 import { AddressSet, type ImportPolicy, type ImportRejection, checkImport, describeRejection } from '../../src/bgp/policy.js';
 import { type PeerInfo, type RefusedRoute, Rib } from '../../src/bgp/rib.js';
+import { bgpConfig } from '../../src/store/backend-registry.js';
+import { parseNetworkConfig } from '../../src/store/config.js';
 import { type Cidr, formatCidr, formatIP, parseCidr, parseIPv4 } from '../../src/net/ip.js';
 
 const LOCAL_AS = 64512;
@@ -150,6 +152,24 @@ test('RIB: ORIGINATOR_ID and CLUSTER_LIST from an eBGP peer are discarded (RFC 7
   // From an iBGP peer they are kept, and our own id still means a loop.
   const ibgp = peer('198.18.0.2');
   assert.deepEqual(rib.applyUpdate(ibgp, [], attrs('198.18.0.2', { originatorId: parseIPv4('198.18.0.1') }), [parseCidr('10.244.6.0/24')]), []);
+});
+
+test('config: ImportPrefixes is a list of IPv4 CIDRs, default empty; bad entries and unknown keys are named', () => {
+  assert.deepEqual(bgpConfig.parse({}).ImportPrefixes, []);
+  assert.deepEqual(bgpConfig.parse({ ImportPrefixes: ['0.0.0.0/0', '10.99.0.0/16'] }).ImportPrefixes, ['0.0.0.0/0', '10.99.0.0/16']);
+  const cfg = (extra: Record<string, unknown>): string => {
+    try {
+      parseNetworkConfig(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'bgp', ...extra } }));
+      return 'accepted';
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  };
+  assert.equal(cfg({ ImportPrefixes: ['10.99.0.0/16'] }), 'accepted');
+  assert.match(cfg({ ImportPrefixes: ['10.99.0.0/33'] }), /Backend\.ImportPrefixes\.0: expected an IPv4 CIDR/);
+  assert.match(cfg({ ImportPrefixes: ['fd00::/8'] }), /Backend\.ImportPrefixes\.0: expected an IPv4 CIDR/);
+  assert.match(cfg({ ImportPrefixes: '10.99.0.0/16' }), /Backend\.ImportPrefixes: /);
+  assert.match(cfg({ ImportPrefix: ['10.99.0.0/16'] }), /Backend\.ImportPrefix: unknown key/);
 });
 
 test('describeRejection names what was wrong for every reason', () => {

@@ -9,14 +9,21 @@
 // too. The next start finds proto-88 routes in the kernel, says "restarting" in its OPEN, and
 // leaves unknown kernel routes alone until every peer has sent End-of-RIB (or the restart time
 // runs out) — only then does a full sync remove what nobody announces any more.
-import { type DownReason, Speaker, type SessionStatus, type SpeakerEvent } from '../../../bgp/index.js';
+//
+// What a peer may put in the kernel: only prefixes inside the cluster Network or an
+// `ImportPrefixes` range, never one overlapping a subnet this host is connected to, containing
+// its own next hop or a peer's address (src/bgp/policy.ts), and never over a route of another
+// protocol (kernel.ts). A refused prefix is not passed on to other peers either.
+import { type DownReason, type ImportPolicy, type ImportRejectionReason, Speaker, type SessionStatus, type SpeakerEvent } from '../../../bgp/index.js';
 import { CniCode, WeftError } from '../../../errors.js';
-import { type Cidr, type IP, formatCidr, formatIP, parseCidr, parseIPv4 } from '../../../net/ip.js';
+import { type Cidr, type IP, formatCidr, formatIP, networkOf, parseCidr, parseIPv4 } from '../../../net/ip.js';
 import type { NetlinkOp } from '../../../netlink/index.js';
 import { type BgpConfig, bgpConfig } from '../../../store/backend-registry.js';
 import type { Lease } from '../../../store/lease.js';
 import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileReport } from '../types.js';
-import { type LearnedRoute, NextHopResolver, WEFT_BGP_ROUTE_PROTOCOL, deleteOp, removeBgpRoutes, replaceOp, syncBgpRoutes } from './kernel.js';
+import {
+  KernelView, type LearnedRoute, type RouteWrite, WEFT_BGP_ROUTE_PROTOCOL, deleteOp, describeProtocol, removeBgpRoutes, syncBgpRoutes, writeRoutes,
+} from './kernel.js';
 import { registerBgpMetrics } from './metrics.js';
 import { type PlannedPeer, planPeers } from './plan.js';
 
@@ -36,6 +43,8 @@ export interface BgpStatus {
   readonly subnet: string | null;
   readonly reflector: boolean;
   readonly clusterId: string | null;
+  /** Learned prefixes must lie inside one of these: the cluster Network, then ImportPrefixes. */
+  readonly importRanges: readonly string[];
   /** Set while the kernel's routes from before a restart wait for the peers' End-of-RIB. */
   readonly restartingUntil: string | null;
   readonly learnedRoutes: number;
@@ -61,7 +70,13 @@ export class BgpBackend implements Backend {
   /** Prefixes this process has in the kernel (for metrics; the kernel stays the truth). */
   private readonly installed = new Set<string>();
   private flushTimer: NodeJS.Timeout | undefined;
-  private resolver: NextHopResolver | undefined;
+  /** The kernel as last looked at; dropped by every reconcile pass, taken again on demand. */
+  private view: KernelView | undefined;
+  /** Learned prefixes whose destination another protocol's route holds → that protocol. */
+  private held = new Map<string, number>();
+  private allow: readonly Cidr[] = [];
+  /** Import-policy refusals since start, by reason (a metric). */
+  private readonly rejections = new Map<ImportRejectionReason, number>();
   private restartUntil: number | undefined;
   private readonly endOfRib = new Set<string>();
   private writes = 0;
@@ -77,6 +92,9 @@ export class BgpBackend implements Backend {
     this.reflector = plan.reflector;
     this.clusterId = plan.clusterId;
     const leftover = host.nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL });
+    const network = host.network.ipv4?.network;
+    this.allow = [...(network ? [network] : []), ...this.cfg.ImportPrefixes.map((p) => networkOf(parseCidr(p)))];
+    this.view = new KernelView(host.nl);
     const restarting = leftover.length > 0;
     for (const r of leftover) this.installed.add(formatCidr(r.dst));
     if (restarting) this.restartUntil = Date.now() + this.cfg.GracefulRestartTime * 1000;
@@ -85,7 +103,7 @@ export class BgpBackend implements Backend {
       asn: this.cfg.ASN, routerId: me, listen: { address: me, port }, peers: [], holdTime: this.cfg.HoldTime,
       connectRetrySeconds: 2, gracefulRestart: { restartTime: this.cfg.GracefulRestartTime, restarting },
       ...(this.clusterId !== undefined && { clusterId: this.clusterId }),
-    }, { logger: host.log.child({ component: 'bgp' }) });
+    }, { logger: host.log.child({ component: 'bgp' }), importPolicy: this.importPolicy(this.view) });
     speaker.on((e) => this.onEvent(e));
     try {
       await speaker.start();
@@ -98,9 +116,12 @@ export class BgpBackend implements Backend {
         sessions: () => this.run?.speaker.status(),
         kernelRoutes: () => this.installed.size,
         kernelWrites: () => this.writes,
+        importRejections: () => this.rejections,
       });
     }
-    host.log.info('bgp speaker listening', { address: `${me}:${port}`, asn: this.cfg.ASN, reflector: this.reflector, restarting, keptRoutes: leftover.length });
+    host.log.info('bgp speaker listening', {
+      address: `${me}:${port}`, asn: this.cfg.ASN, reflector: this.reflector, restarting, keptRoutes: leftover.length, importRanges: this.allow.map(formatCidr),
+    });
     return { backendData: null, mtu: host.publicIface.mtu };
   }
 
@@ -110,6 +131,11 @@ export class BgpBackend implements Backend {
     run.speaker.announce(ownSubnet, run.self);
     // Configured routers need no lease to be known: connect to them now.
     this.applyPlan([]);
+  }
+
+  /** The policy for the kernel as `view` shows it: its connected subnets are protected. */
+  private importPolicy(view: KernelView): ImportPolicy {
+    return { allow: this.allow, protect: view.connectedSubnets() };
   }
 
   private need(): Running {
@@ -143,6 +169,8 @@ export class BgpBackend implements Backend {
     switch (e.type) {
       case 'route-installed': this.queue(formatCidr(e.prefix), { prefix: e.prefix, nextHop: e.nextHop }); break;
       case 'route-removed': this.queue(formatCidr(e.prefix), null); break;
+      // The speaker logs each refusal once; here it is only counted.
+      case 'route-rejected': this.rejections.set(e.rejection.reason, (this.rejections.get(e.rejection.reason) ?? 0) + 1); break;
       case 'session-established': log?.info('bgp session established', { peer: e.peer, asn: e.asn, holdTime: e.holdTime, gracefulRestart: e.gracefulRestart }); break;
       case 'session-down':
         this.endOfRib.delete(e.peer);
@@ -163,40 +191,56 @@ export class BgpBackend implements Backend {
     this.flushTimer = setTimeout(() => { this.flushTimer = undefined; this.flush(); }, this.opts.flushDelayMs ?? 5);
   }
 
-  /** Writes the queued route changes in one netlink batch. */
+  /** Writes the queued route changes: deletes in one netlink batch, then the routes to install. */
   private flush(): void {
     const run = this.run;
     if (!run || this.closed || this.pending.size === 0) return;
-    this.resolver ??= new NextHopResolver(run.host.nl);
-    const ops: NetlinkOp[] = [];
-    const keys: [string, boolean][] = [];
+    const view = (this.view ??= new KernelView(run.host.nl));
+    const deletes: NetlinkOp[] = [];
+    const deleted: string[] = [];
+    const writes: RouteWrite[] = [];
     for (const [k, r] of this.pending) {
       if (r === null) {
-        // Before End-of-RIB after a restart, a withdrawal still means what it says.
-        ops.push(deleteOp(parseCidr(k)));
-        keys.push([k, false]);
+        // Before End-of-RIB after a restart, a withdrawal still means what it says. The delete
+        // names protocol 88, so a destination held by another route is left as it is.
+        this.held.delete(k);
+        deletes.push(deleteOp(parseCidr(k)));
+        deleted.push(k);
         continue;
       }
-      const res = this.resolver.resolve(r.nextHop);
+      const res = view.resolve(r.nextHop);
       if (!res) {
         run.host.log.warn('bgp route not installed: no route to its next hop', { prefix: k, nextHop: formatIP(r.nextHop) });
         continue;
       }
-      ops.push(replaceOp(r.prefix, res));
-      keys.push([k, true]);
+      writes.push({ prefix: r.prefix, via: res });
     }
     this.pending.clear();
-    if (ops.length === 0) return;
-    const results = run.host.nl.applyBatch(ops);
-    this.writes += ops.length;
-    results.forEach((err, i) => {
-      const entry = keys[i];
-      if (!entry) return;
-      const [k, present] = entry;
-      if (err) { run.host.log.warn('bgp route write refused', { prefix: k, error: err.message }); return; }
-      if (present) this.installed.add(k);
-      else this.installed.delete(k);
-    });
+    if (deletes.length > 0) {
+      this.writes += deletes.length;
+      run.host.nl.applyBatch(deletes).forEach((err, i) => {
+        const k = deleted[i];
+        if (k === undefined) return;
+        if (err) run.host.log.warn('bgp route delete refused', { prefix: k, error: err.message });
+        else this.installed.delete(k);
+      });
+    }
+    if (writes.length === 0) return;
+    const out = writeRoutes(run.host.nl, view, writes, this.installed);
+    this.writes += out.writes;
+    for (const k of out.installed) { this.installed.add(k); this.held.delete(k); }
+    for (const e of out.problems) run.host.log.warn('bgp route write refused', { error: e });
+    this.noteHeld(out.held, false);
+  }
+
+  /** Remembers destinations left to other protocols' routes, logging each one once. */
+  private noteHeld(held: ReadonlyMap<string, number>, complete: boolean): void {
+    for (const [k, p] of held) {
+      if (this.held.get(k) === p) continue;
+      this.held.set(k, p);
+      this.run?.host.log.warn('bgp route not installed: another route holds the destination, and weft never replaces a route it does not own', { prefix: k, holder: describeProtocol(p) });
+    }
+    if (complete) for (const k of [...this.held.keys()]) if (!held.has(k)) this.held.delete(k);
   }
 
   private inRestartWindow(): boolean {
@@ -217,8 +261,9 @@ export class BgpBackend implements Backend {
     const run = this.need();
     this.flush();
     const want: LearnedRoute[] = run.speaker.learnedRoutes().map((r) => ({ prefix: parseCidr(r.prefix), nextHop: parseIPv4(r.nextHop) }));
-    const r = syncBgpRoutes(run.host.nl, want, { keepUnknown: this.inRestartWindow() });
+    const r = syncBgpRoutes(run.host.nl, want, { keepUnknown: this.inRestartWindow(), ...(this.view && { view: this.view }) });
     this.writes += r.written + r.removed;
+    this.noteHeld(r.held, true);
     this.installed.clear();
     for (const k of run.host.nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL })) this.installed.add(formatCidr(k.dst));
     return r;
@@ -231,8 +276,10 @@ export class BgpBackend implements Backend {
       this.restartUntil = undefined;
     }
     const skipped = this.applyPlan(peers);
-    // The underlay may have changed since the last pass: resolve next hops afresh.
-    this.resolver = undefined;
+    // The underlay may have changed since the last pass: resolve next hops afresh, and protect
+    // the connected subnets as they are now (a changed set re-runs the policy on every route).
+    this.view = new KernelView(run.host.nl);
+    run.speaker.setImportPolicy(this.importPolicy(this.view));
     const r = this.syncKernel();
     const notUp = run.speaker.status().filter((s) => s.state !== 'Established')
       .map((s) => `bgp session with ${s.peer} (AS ${s.asn}) is ${s.state}, not Established${s.lastDown ? ` (last down: ${describeDown(s.lastDown)})` : ''}`);
@@ -244,7 +291,7 @@ export class BgpBackend implements Backend {
     const sessions = run.speaker.status().map((s) => ({ ...s, origin: this.peers.get(s.peer)?.origin ?? 'configured' as const }));
     return {
       asn: this.cfg.ASN, routerId: formatIP(run.self), subnet: this.ownSubnet ? formatCidr(this.ownSubnet) : null,
-      reflector: this.reflector, clusterId: this.clusterId ?? null,
+      reflector: this.reflector, clusterId: this.clusterId ?? null, importRanges: this.allow.map(formatCidr),
       restartingUntil: this.inRestartWindow() && this.restartUntil !== undefined ? new Date(this.restartUntil).toISOString() : null,
       learnedRoutes: run.speaker.learnedRoutes().length, kernelRoutes: this.installed.size, sessions,
     };
