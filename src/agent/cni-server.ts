@@ -3,13 +3,17 @@
 // in this process, so a pod costs one socket round trip instead of a cold Node start with zod,
 // netlink and the bridge code. weftd lives in the host network namespace like the plugin would,
 // so the netlink handles it opens are the same. Requests run concurrently; the IPAM file lock
-// serialises what must be serialised (allocation).
-import { lstat, mkdir, chmod, rename, rm } from 'node:fs/promises';
+// serialises what must be serialised (allocation). The socket path is claimed with a lock file
+// held for the server's life (SOCKET.lock, naming the owner's PID), so two weftds configured with
+// one path cannot both take it.
+import { lstat, chmod, rename, rm } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname, join, basename } from 'node:path';
 import { z } from 'zod';
 import { encodeRawReply, fastPathEnv, type FastPathReply } from '../cni/fastpath-client.js';
 import { CniCode, WeftError } from '../errors.js';
+import { tryFileLock } from '../fs/lock.js';
+import { mkdirp } from '../fs/mkdir.js';
 import type { Logger } from '../log.js';
 import type { ServiceStarter } from './agent.js';
 import { runWeftLocally } from '../plugins/weft-standalone.js';
@@ -24,6 +28,11 @@ export interface CniServerOptions {
   maxRequestBytes?: number;
   /** How long close() waits for requests in flight before cutting them off. */
   drainTimeoutMs?: number;
+  /**
+   * A connection must deliver its request within this long (and never pause longer between its
+   * bytes): the plugin writes it the moment it connects. Idle connections are closed, not kept.
+   */
+  requestTimeoutMs?: number;
   /** Runs one request; defaults to the weft plugin in this process. */
   handle?: (env: NodeJS.ProcessEnv, stdin: string) => Promise<FastPathReply>;
   /**
@@ -137,7 +146,11 @@ function socketIsLive(path: string): Promise<boolean> {
   });
 }
 
-/** Refuses to displace a live server or anything that is not a socket; clears a stale socket. */
+/**
+ * Refuses to displace a live server or anything that is not a socket; a stale socket is replaced
+ * later by the rename. Callers hold the path's claim (the lock file) already: this catches a
+ * server that predates claims.
+ */
 async function claimPath(path: string): Promise<void> {
   let st;
   try {
@@ -154,6 +167,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
   const { socketPath, log } = opts;
   const maxBytes = opts.maxRequestBytes ?? 1 << 20;
   const drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
   const handle = opts.handle ?? ((env, stdin) => runWeftLocally(env, stdin));
   // Only for the in-process plugin: a scripted handler never deletes interfaces.
   const deleteWorkers = opts.deleteWorkers ?? DEFAULT_DELETE_WORKERS;
@@ -170,10 +184,19 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
   let addBurst = 0;
   const inFlight = new Set<Promise<void>>();
   const sockets = new Set<Socket>();
+  /** Connections whose request has not arrived yet: nothing to drain at shutdown. */
+  const reading = new Set<Socket>();
 
   const serve = async (sock: Socket): Promise<void> => {
     const chunks: Buffer[] = [];
     let size = 0;
+    reading.add(sock);
+    // 1000 connections that never sent a byte held 1036 fds and delayed shutdown by the whole
+    // drain timeout: silence ends a connection.
+    sock.setTimeout(requestTimeoutMs, () => {
+      log.debug('cni connection sent no request, closed', { afterMs: requestTimeoutMs });
+      sock.destroy();
+    });
     const body = await new Promise<string | undefined>((resolve) => {
       sock.on('data', (c: Buffer) => {
         size += c.length;
@@ -189,7 +212,10 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
       sock.on('error', () => resolve(undefined));
       sock.on('close', () => resolve(undefined));
     });
+    reading.delete(sock);
     if (body === undefined) return;
+    // The request is in; running it may take long (an ADD waits for the kernel and IPAM).
+    sock.setTimeout(0);
     let parsed: z.infer<typeof requestSchema>;
     try {
       parsed = requestSchema.parse(JSON.parse(body));
@@ -230,13 +256,27 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     inFlight.add(p);
   });
 
+  const lockPath = `${socketPath}.lock`;
+  let claim: ReturnType<typeof tryFileLock>;
+  try {
+    mkdirp(dirname(socketPath));
+    claim = tryFileLock(lockPath);
+  } catch (err) {
+    await releasePool();
+    throw WeftError.wrap(err, CniCode.IoFailure, `CNI socket ${socketPath}`);
+  }
+  if ('heldBy' in claim) {
+    await releasePool();
+    throw new WeftError(CniCode.IoFailure, `CNI socket ${socketPath}: another weftd already serves it (pid ${claim.heldBy}, which holds ${lockPath})`);
+  }
+  const lock = claim;
   try {
     await claimPath(socketPath);
   } catch (err) {
+    lock.release();
     await releasePool();
     throw err;
   }
-  await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
   // Bound under a temporary name, restricted, then renamed into place: no moment where the
   // socket is reachable with the default mode, and a stale socket is replaced atomically.
   const tmpPath = join(dirname(socketPath), `.${basename(socketPath)}.${process.pid}.tmp`);
@@ -248,6 +288,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
       resolve();
     });
   }).catch(async (err: unknown) => {
+    lock.release();
     await releasePool();
     throw err;
   });
@@ -257,6 +298,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
   } catch (err) {
     server.close();
     await rm(tmpPath, { force: true });
+    lock.release();
     await releasePool();
     throw new WeftError(CniCode.IoFailure, `cannot publish the CNI socket ${socketPath}: ${(err as Error).message}`);
   }
@@ -274,6 +316,8 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
         // Only remove the path while it is still ours (a newer weftd may have taken it over).
         const st = await lstat(socketPath).catch(() => undefined);
         if (st?.ino === ino) await rm(socketPath, { force: true });
+        lock.release();
+        for (const s of reading) s.destroy();
         let timer: NodeJS.Timeout | undefined;
         const drained = Promise.all([...inFlight]).then(() => 'drained' as const);
         const timedOut = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), drainTimeoutMs); });

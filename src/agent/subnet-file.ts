@@ -1,9 +1,10 @@
 // weftd's half of the subnet.env contract: write it atomically (temp file + rename, so a CNI
 // plugin never reads half a file) and read back the subnet a previous run held, so a restarted
 // node asks for the same one.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { CniCode, WeftError } from '../errors.js';
+import { mkdirp } from '../fs/mkdir.js';
 import { type Cidr, formatCidr, formatIP, networkOf, nthAddress, tryParseCidr } from '../net/ip.js';
 
 export interface SubnetFileContent {
@@ -33,7 +34,7 @@ export function writeSubnetFile(path: string, c: SubnetFileContent): void {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
   try {
-    mkdirSync(dir, { recursive: true });
+    mkdirp(dir);
     writeFileSync(tmp, renderSubnetFile(c), { mode: 0o644 });
     renameSync(tmp, path);
   } catch (err) {

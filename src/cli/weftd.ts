@@ -7,6 +7,7 @@ import { policyServiceStarter } from '../agent/policy-service.js';
 import { endpointRecordDir } from '../policy/endpoint-record.js';
 import { openKeyValueStore } from '../store/kv.js';
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { defaultCniSocket } from '../cni/fastpath-client.js';
 import { WeftError } from '../errors.js';
 import { DEFAULT_SUBNET_FILE } from '../cni/subnet-env.js';
@@ -14,6 +15,7 @@ import { parseHostPort } from '../agent/http.js';
 import { checkStoredConfigSupported } from './weftd-config-check.js';
 import { createLogger } from '../log.js';
 import { openStore, storeFlagOptions, storeFlagsHelp, storeSettingsFrom, type StoreSettings } from '../store/flags.js';
+import type { SubnetStore } from '../store/types.js';
 import { ExitCode, UsageError } from './command.js';
 
 const options = {
@@ -54,7 +56,8 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
   --lease-ttl SECS         lease TTL (default 86400)
   --cni-socket PATH|off    serve the weft CNI plugin's fast path on this unix socket (default
                            cni.sock next to the subnet file; announced in subnet.env as
-                           WEFT_CNI_SOCKET)
+                           WEFT_CNI_SOCKET). PATH.lock claims it for weftd's life: a second
+                           weftd given the same path exits naming the owner's PID
   --conntrack-bypass       while no NetworkPolicy exists, pod-to-pod traffic skips connection
                            tracking (table inet weft-notrack; faster forwarding). Replies of
                            connections DNATed to a pod (ClusterIPs, hostPorts) stay tracked,
@@ -65,8 +68,10 @@ ${storeFlagsHelp}
 
 The network config (Network, SubnetLen, Backend …) is read from the store (weftctl config set),
 or with --store kube from --net-config (the weft-config ConfigMap's net-conf.json).
-Exit: 0 after SIGTERM/SIGINT (dataplane and lease kept), 1 on a fatal error (including a
-network config weftd cannot serve yet, e.g. EnableIPv6), 2 on bad flags or flag env values.
+Exit: 0 after SIGTERM/SIGINT, also during start-up (dataplane and lease kept), 1 on a fatal
+error (including a network config weftd cannot serve yet, e.g. EnableIPv6, and the own lease
+removed or taken over by another writer), 2 on bad flags or flag env values (also a path under
+/proc or /sys for --subnet-file, --cni-socket or --store-dir).
 `;
 
 type Values = { [K in keyof typeof options]?: (typeof options)[K]['type'] extends 'boolean' ? boolean : string };
@@ -129,6 +134,19 @@ function seconds(flag: string, v: string | undefined, max: number): number | und
   return n;
 }
 
+/**
+ * A path weftd makes files under. /proc and /sys are the kernel's: nothing can be created there
+ * (and Node's recursive mkdir once retried /proc/nope/x for ever at full CPU), so they are a
+ * flag error before anything starts.
+ */
+function writablePath(flag: string, path: string): string {
+  const top = resolve(path).split('/')[1];
+  if (top === 'proc' || top === 'sys') {
+    throw new UsageError(`--${flag} ${path}: under /${top}, the kernel's own filesystem, where weftd cannot create files`);
+  }
+  return path;
+}
+
 /** How long the store may take to answer the first config read before weftd gives up. */
 const STORE_TIMEOUT_MS = 10_000;
 
@@ -164,11 +182,14 @@ function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
       throw new UsageError(err instanceof Error ? err.message : String(err));
     }
   }
-  const subnetFile = envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE;
+  const subnetFile = writablePath('subnet-file', envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE);
+  const cniSocket = envOr(values, 'cni-socket', env) ?? defaultCniSocket(subnetFile);
+  if (cniSocket !== 'off') writablePath('cni-socket', cniSocket);
+  if (settings.type === 'file') writablePath('store-dir', settings.dir);
   return {
     settings,
     subnetFile,
-    cniSocket: envOr(values, 'cni-socket', env) ?? defaultCniSocket(subnetFile),
+    cniSocket,
     ipMasq: boolEnv(values, 'ip-masq', env),
     conntrackBypass: boolEnv(values, 'conntrack-bypass', env),
     nodeName: envOr(values, 'node-name', env),
@@ -204,15 +225,22 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   // In kube mode the node name picks this host's Node; the kubelet's default is the hostname.
   const settings: StoreSettings = flags.settings.type === 'kube' ? { ...flags.settings, nodeName: nodeName ?? hostname().toLowerCase() } : flags.settings;
   const log = createLogger({ component: 'weftd', ...(nodeName !== undefined && { node: nodeName }) });
+  // Installed before anything that can wait: a signal during start-up ends weftd as well. (It
+  // used to be logged and then ignored while start-up waited on the store or a file system.)
+  let onSignal!: (signal: NodeJS.Signals) => void;
+  const signalled = new Promise<NodeJS.Signals>((resolve) => { onSignal = resolve; });
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  const untilSignal = <T>(p: Promise<T>): Promise<T> =>
+    Promise.race([p, signalled.then((signal): never => { throw new StartInterrupted(signal); })]);
   let agent: Agent | undefined;
+  let store: SubnetStore | undefined;
   try {
-    const store = await openStore(settings);
-    await checkStoredConfigSupported(store, STORE_TIMEOUT_MS).catch(async (err: unknown) => {
-      await store.close().catch(() => {});
-      throw err;
-    });
-    agent = new Agent({
-      store,
+    const opened = await untilSignal(openStore(settings));
+    store = opened;
+    await untilSignal(checkStoredConfigSupported(opened, STORE_TIMEOUT_MS));
+    const a = new Agent({
+      store: opened,
       subnetFile,
       ipMasq: flags.ipMasq,
       ...(iface !== undefined && { iface }),
@@ -224,30 +252,56 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       storeTimeoutMs: STORE_TIMEOUT_MS,
       log,
     });
+    agent = a;
     // Network policy before the CNI server, so the fast path's first ADD already has it.
-    agent.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube'));
-    if (flags.cniSocket !== 'off') agent.addService('cni-server', cniServerService(flags.cniSocket));
-    const done = new Promise<number>((resolve) => {
-      const stop = (signal: string) => {
-        log.info('stopping; dataplane and lease are kept', { signal });
-        void agent!.stop({ keepDataplane: true }).then(() => store.close()).then(() => resolve(ExitCode.Ok), () => resolve(ExitCode.Failure));
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
-      agent!.onFatal((err) => {
-        log.error('fatal', { error: err.message });
-        void agent!.stop({ keepDataplane: true }).then(() => store.close()).finally(() => resolve(ExitCode.Failure));
-      });
-    });
-    await agent.start();
-    return await done;
+    a.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube'));
+    if (flags.cniSocket !== 'off') a.addService('cni-server', cniServerService(flags.cniSocket));
+    const fatal = new Promise<WeftError>((resolve) => a.onFatal(resolve));
+    await untilSignal(a.start());
+    const end = await Promise.race([
+      signalled.then((signal) => ({ type: 'signal', signal } as const)),
+      fatal.then((error) => ({ type: 'fatal', error } as const)),
+    ]);
+    if (end.type === 'signal') log.info('stopping; dataplane and lease are kept', { signal: end.signal });
+    else log.error('fatal', { error: end.error.message });
+    try {
+      await a.stop({ keepDataplane: true });
+      await opened.close();
+    } catch {
+      return ExitCode.Failure;
+    }
+    return end.type === 'signal' ? ExitCode.Ok : ExitCode.Failure;
   } catch (err) {
+    if (err instanceof StartInterrupted) {
+      // Start-up may be stuck waiting (a store that does not answer, a lock held elsewhere): tear
+      // down what exists, within bounds, and leave; main exits whatever is still pending.
+      log.info('stopping during start-up; dataplane and lease are kept', { signal: err.signal });
+      await bounded(agent?.stop({ keepDataplane: true }), 5000);
+      await bounded(store?.close(), 2000);
+      return ExitCode.Ok;
+    }
     const msg = err instanceof Error ? err.message : String(err);
     log.error('weftd cannot start', { error: msg });
     process.stderr.write(`weftd: ${msg}\n`);
-    await agent?.stop({ keepDataplane: true }).catch(() => {});
+    await bounded(agent?.stop({ keepDataplane: true }), 5000);
+    await bounded(store?.close(), 2000);
     return ExitCode.Failure;
   }
+}
+
+/** A signal arrived before start-up was done. */
+class StartInterrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}`);
+  }
+}
+
+/** Waits for `p` (errors ignored) at most `ms`. */
+async function bounded(p: Promise<unknown> | undefined, ms: number): Promise<void> {
+  if (!p) return;
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([p.catch(() => {}), new Promise((r) => { t = setTimeout(r, ms); })]);
+  clearTimeout(t);
 }
 
 main(process.argv.slice(2)).then(

@@ -125,6 +125,42 @@ function tryBreak(path: string, seen: { text: string; ino: number }): boolean {
   }
 }
 
+function ownedLock(path: string, mine: string): FileLock {
+  let released = false;
+  return {
+    path,
+    release(): void {
+      if (released) return;
+      released = true;
+      // Remove it only while it is still ours (it could have been broken by age).
+      const cur = readLock(path);
+      if (cur && cur.text === mine) unlinkSync(path);
+    },
+  };
+}
+
+/**
+ * One attempt, no waiting: the lock, or the PID written in it by its live owner. For a lock held
+ * for a process's whole life (weftd's claim on its CNI socket), so an owner in another PID
+ * namespace, which cannot be checked, is never taken to be gone however old its lock is.
+ */
+export function tryFileLock(path: string): FileLock | { readonly heldBy: string } {
+  const mine = encode(self());
+  for (let attempt = 0; attempt < 10; attempt++) {
+    if (createExclusive(path, mine)) return ownedLock(path, mine);
+    const held = readLock(path);
+    if (!held) continue; // released meanwhile
+    if (!held.text.endsWith('\n') && Date.now() - held.mtimeMs < 1000) {
+      // Created an instant ago, its owner not written yet: look again in a moment.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      continue;
+    }
+    if (isStale(held.text, Date.now() - held.mtimeMs, Infinity) && tryBreak(path, held)) continue;
+    return { heldBy: held.text.trim().split(' ')[0] || '?' };
+  }
+  return { heldBy: readLock(path)?.text.trim().split(' ')[0] || '?' };
+}
+
 export async function acquireFileLock(path: string, opts: FileLockOptions = {}): Promise<FileLock> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const foreignStaleMs = opts.foreignStaleMs ?? 60_000;
@@ -132,19 +168,7 @@ export async function acquireFileLock(path: string, opts: FileLockOptions = {}):
   const deadline = Date.now() + timeoutMs;
   let delay = 1;
   for (;;) {
-    if (createExclusive(path, mine)) {
-      let released = false;
-      return {
-        path,
-        release(): void {
-          if (released) return;
-          released = true;
-          // Remove it only while it is still ours (it could have been broken by age).
-          const cur = readLock(path);
-          if (cur && cur.text === mine) unlinkSync(path);
-        },
-      };
-    }
+    if (createExclusive(path, mine)) return ownedLock(path, mine);
     const held = readLock(path);
     // Retry at once only when this waiter removed the stale lock: while another breaker holds
     // `.break` (or a new owner already replaced the lock) it waits like any other waiter, rather
