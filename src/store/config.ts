@@ -4,8 +4,8 @@
 import { z } from 'zod';
 import { CniCode, WeftError } from '../errors.js';
 import {
-  type Cidr, bitsOf, cidrContains, formatCidr, formatIP, isNetworkAddress, networkOf,
-  nthSubnet, tryParseCidr, tryParseIP, ipFromValue,
+  type Cidr, bitsOf, cidrContains, cidrOverlaps, formatCidr, formatIP, isNetworkAddress, networkOf,
+  nthSubnet, parseCidr, tryParseCidr, tryParseIP, ipFromValue,
 } from '../net/ip.js';
 import { backendSpec, backendTypes } from './backend-registry.js';
 
@@ -59,6 +59,26 @@ function fromZod(err: z.ZodError, prefix: string): WeftError {
   return configError(path || '(root)', issue.message);
 }
 
+/**
+ * Addresses no pod can have: a packet to or from them means something else to every host (the
+ * host itself, a link, a group). `config set` took 224.0.0.0/4 and 0.0.0.0/0 before.
+ */
+const UNUSABLE: Record<4 | 6, readonly { readonly range: Cidr; readonly what: string }[]> = {
+  4: [
+    { range: parseCidr('0.0.0.0/8'), what: '"this network" 0.0.0.0/8' },
+    { range: parseCidr('127.0.0.0/8'), what: 'loopback 127.0.0.0/8' },
+    { range: parseCidr('169.254.0.0/16'), what: 'link-local 169.254.0.0/16 (weft-routed\'s gateway is 169.254.1.1)' },
+    { range: parseCidr('224.0.0.0/4'), what: 'multicast 224.0.0.0/4' },
+    { range: parseCidr('240.0.0.0/4'), what: 'reserved 240.0.0.0/4 (with the broadcast address)' },
+  ],
+  6: [
+    { range: parseCidr('::/128'), what: 'the unspecified address ::' },
+    { range: parseCidr('::1/128'), what: 'loopback ::1' },
+    { range: parseCidr('fe80::/10'), what: 'link-local fe80::/10' },
+    { range: parseCidr('ff00::/8'), what: 'multicast ff00::/8' },
+  ],
+};
+
 function plan(
   family: 4 | 6,
   keys: { network: string; len: string; min: string; max: string },
@@ -70,6 +90,10 @@ function plan(
     throw configError(keys.network, `expected an IPv${family} CIDR, got ${JSON.stringify(raw.network)}`);
   }
   const network = networkOf(parsed);
+  const unusable = UNUSABLE[family].find((u) => cidrOverlaps(network, u.range));
+  if (unusable) {
+    throw configError(keys.network, `${formatCidr(network)} overlaps ${unusable.what}; pods need ordinary unicast addresses (e.g. ${family === 4 ? '10.244.0.0/16' : 'fd00:10:244::/56'})`);
+  }
   const maxLen = family === 4 ? 30 : 126;
   // flannel: a /24 per host when the network is big enough, else split it in at least four.
   const defaultLen = family === 4 ? (network.prefix <= 22 ? 24 : network.prefix + 2) : (network.prefix <= 62 ? 64 : network.prefix + 2);
