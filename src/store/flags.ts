@@ -128,11 +128,20 @@ export function storeSettingsFrom(
   };
 }
 
+export interface OpenOptions {
+  /**
+   * Whether opening may create the store (the file store's directory); default true. Commands
+   * that only read or delete pass false, so a mistyped --store-dir is an error naming the path
+   * rather than a new, empty store left behind.
+   */
+  readonly create?: boolean;
+}
+
 /** Opens the configured store. The etcd client is loaded only when needed. */
-export async function openStore(s: StoreSettings): Promise<SubnetStore> {
+export async function openStore(s: StoreSettings, opts: OpenOptions = {}): Promise<SubnetStore> {
   if (s.type === 'file') {
     const { FileStore } = await import('./file/file-store.js');
-    return new FileStore({ dir: s.dir, prefix: s.prefix });
+    return new FileStore({ dir: s.dir, prefix: s.prefix, create: opts.create ?? true });
   }
   if (s.type === 'kube') {
     const { KubeStore } = await import('./kube/kube-store.js');
@@ -142,6 +151,6 @@ export async function openStore(s: StoreSettings): Promise<SubnetStore> {
     });
   }
   const { EtcdStore } = await import('./etcd/etcd-store.js');
-  const { type: _type, ...opts } = s;
-  return new EtcdStore(opts);
+  const { type: _type, ...etcdOpts } = s;
+  return new EtcdStore(etcdOpts);
 }

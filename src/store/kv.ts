@@ -3,15 +3,19 @@
 // is `<prefix>/policies/prod/web` in etcd and `<dir>/<prefix>/policies/prod/web` on disk), so
 // both stores keep the flannel-style layout of DESIGN.md.
 import {
-  appendFileSync, closeSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmdirSync, statSync,
+  appendFileSync, closeSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmdirSync, statSync,
   unlinkSync, watch as fsWatch, writeFileSync, type FSWatcher,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
+import { describeEtcdError } from './etcd/errors.js';
 import { CniCode, WeftError } from '../errors.js';
 import { withFileLock } from '../fs/lock.js';
-import type { StoreSettings } from './flags.js';
+import { mkdirp } from '../fs/mkdir.js';
+import { fileStoreMissing } from './file/file-store.js';
+import type { OpenOptions, StoreSettings } from './flags.js';
+import { storeReconnectBackoff } from './reconnect.js';
 
 export interface KeyValue {
   readonly key: string;
@@ -39,6 +43,10 @@ export type KeyValueEvent =
   | { readonly type: 'snapshot'; readonly entries: readonly KeyValue[] }
   | { readonly type: 'put'; readonly key: string; readonly value: string }
   | { readonly type: 'delete'; readonly key: string }
+  /**
+   * The watch lost the store (once per outage, not per reconnect attempt); it keeps trying and
+   * the next `snapshot` says it is back.
+   */
   | { readonly type: 'error'; readonly reason: string };
 
 export interface KeyValueWatch {
@@ -72,10 +80,17 @@ export class FileKeyValueStore implements KeyValueStore {
   readonly where: string;
   private readonly root: string;
 
-  constructor(dir: string, prefix: string) {
+  /** `create: false` opens an existing store only (see OpenOptions). */
+  constructor(dir: string, prefix: string, opts: OpenOptions = {}) {
     this.root = join(dir, ...prefix.split('/').filter((p) => p !== ''));
     this.where = this.root;
-    mkdirSync(this.root, { recursive: true });
+    if (opts.create === false) {
+      let isDir = false;
+      try { isDir = statSync(this.root).isDirectory(); } catch { /* missing */ }
+      if (!isDir) throw fileStoreMissing(this.root);
+      return;
+    }
+    mkdirp(this.root);
   }
 
   private path(key: string): string {
@@ -99,7 +114,7 @@ export class FileKeyValueStore implements KeyValueStore {
   async put(key: string, value: string): Promise<void> {
     const path = this.path(key);
     await this.locked(() => {
-      mkdirSync(dirname(path), { recursive: true });
+      mkdirp(dirname(path));
       const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
       writeFileSync(tmp, value);
       renameSync(tmp, path);
@@ -176,6 +191,8 @@ class FileKeyValueWatch implements KeyValueWatch {
   private closed = false;
   private busy = false;
   private again = false;
+  /** An error was reported and no listing has succeeded since: the next errors are the same outage. */
+  private failing = false;
   private readonly poll: NodeJS.Timeout;
   private fsw: FSWatcher | undefined;
 
@@ -196,7 +213,8 @@ class FileKeyValueWatch implements KeyValueWatch {
     if (this.busy) { this.again = true; return; }
     this.busy = true;
     void this.step().catch((err: unknown) => {
-      this.onEvent({ type: 'error', reason: err instanceof Error ? err.message : String(err) });
+      if (!this.failing && !this.closed) this.onEvent({ type: 'error', reason: err instanceof Error ? err.message : String(err) });
+      this.failing = true;
       this.inode = -1;
     }).finally(() => {
       this.busy = false;
@@ -216,6 +234,7 @@ class FileKeyValueWatch implements KeyValueWatch {
       this.inode = st.ino;
       this.offset = st.size;
       const entries = await this.kv.list(this.prefix);
+      this.failing = false;
       if (!this.closed) this.onEvent({ type: 'snapshot', entries });
       return;
     }
@@ -257,6 +276,12 @@ class FileKeyValueWatch implements KeyValueWatch {
 export class EtcdKeyValueStore implements KeyValueStore {
   readonly where: string;
   private readonly prefix: string;
+  /**
+   * An outage was reported (by whichever watch saw it first) and no watch has listed since: one
+   * warning per outage for all the watches of this store, not one per watch and retry (weftd
+   * logged "etcd watch disconnected" ~18 times a second while etcd was down).
+   */
+  private down = false;
 
   constructor(private readonly client: Etcd3, prefix: string, where: string, private readonly onClose: () => Promise<void> = async () => {}) {
     this.prefix = prefix.replace(/\/+$/, '') + '/';
@@ -267,7 +292,7 @@ export class EtcdKeyValueStore implements KeyValueStore {
     try {
       return await p;
     } catch (err) {
-      throw WeftError.wrap(err, CniCode.Store, `etcd ${this.where}: ${what}`);
+      throw new WeftError(CniCode.Store, `etcd ${this.where}: ${what}: ${describeEtcdError(err)}`, '', { cause: err });
     }
   }
 
@@ -296,14 +321,23 @@ export class EtcdKeyValueStore implements KeyValueStore {
     const strip = (k: Buffer): string => k.toString('utf8').slice(this.prefix.length);
     let closed = false;
     let watcher: Awaited<ReturnType<ReturnType<Etcd3['watch']>['watcher']>> | undefined;
+    const backoff = storeReconnectBackoff();
+    const lost = (reason: string): void => {
+      if (closed || this.down) return;
+      this.down = true;
+      onEvent({ type: 'error', reason: `etcd ${this.where}: ${reason}` });
+    };
     // List at a revision, then watch from the next one: nothing falls between the two. After a
-    // disconnect the client resumes from its last revision, but a compaction can cut that
-    // stream, so any reconnect is answered with a fresh snapshot.
+    // disconnect the client resumes from its last revision (pacing its attempts with the same
+    // backoff), but a compaction can cut that stream, so any reconnect is answered with a fresh
+    // snapshot.
     const resync = async (): Promise<void> => {
       const r = await this.client.getAll().prefix(full).exec();
       const entries = r.kvs.map((kv) => ({ key: strip(kv.key), value: kv.value.toString('utf8') }))
         .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
       if (closed) return;
+      this.down = false;
+      backoff.reset();
       onEvent({ type: 'snapshot', entries });
       if (watcher) return;
       const w = await this.client.watch().prefix(full).startRevision((BigInt(r.header.revision) + 1n).toString()).create();
@@ -311,14 +345,20 @@ export class EtcdKeyValueStore implements KeyValueStore {
       watcher = w;
       w.on('put', (kv) => onEvent({ type: 'put', key: strip(kv.key), value: kv.value.toString('utf8') }));
       w.on('delete', (kv) => onEvent({ type: 'delete', key: strip(kv.key) }));
-      w.on('disconnected', (err: Error) => onEvent({ type: 'error', reason: `etcd watch disconnected: ${err.message}` }));
+      w.on('disconnected', (err: Error) => lost(`watch disconnected: ${describeEtcdError(err)}`));
       w.on('connected', () => { void resync().catch(fail); });
-      w.on('error', (err: Error) => fail(err));
+      // Cancelled by etcd (e.g. its start revision compacted away): this watcher is done; the
+      // retry lists again and starts a new one.
+      w.on('error', (err: Error) => {
+        if (watcher === w) watcher = undefined;
+        void w.cancel().catch(() => {});
+        fail(err);
+      });
     };
     const fail = (err: unknown): void => {
       if (closed) return;
-      onEvent({ type: 'error', reason: `etcd ${this.where}: ${err instanceof Error ? err.message : String(err)}` });
-      setTimeout(() => { if (!closed) void resync().catch(fail); }, 1000).unref?.();
+      lost(describeEtcdError(err));
+      setTimeout(() => { if (!closed) void resync().catch(fail); }, backoff.next()).unref?.();
     };
     void resync().catch(fail);
     return {
@@ -334,9 +374,9 @@ export class EtcdKeyValueStore implements KeyValueStore {
   }
 }
 
-/** Opens the key/value view of the configured store (same flags as openStore). */
-export async function openKeyValueStore(s: StoreSettings): Promise<KeyValueStore> {
-  if (s.type === 'file') return new FileKeyValueStore(s.dir, s.prefix);
+/** Opens the key/value view of the configured store (same flags and options as openStore). */
+export async function openKeyValueStore(s: StoreSettings, opts: OpenOptions = {}): Promise<KeyValueStore> {
+  if (s.type === 'file') return new FileKeyValueStore(s.dir, s.prefix, opts);
   if (s.type === 'kube') {
     const [{ KubeClient }, { resolveKubeConnection }, { KubeKeyValueStore }] = await Promise.all([
       import('../kube/client.js'), import('../kube/config.js'), import('./kube/kube-kv.js'),
@@ -345,7 +385,7 @@ export async function openKeyValueStore(s: StoreSettings): Promise<KeyValueStore
     return new KubeKeyValueStore(client, async () => client.close());
   }
   const { EtcdStore } = await import('./etcd/etcd-store.js');
-  const { type: _type, ...opts } = s;
-  const store = new EtcdStore(opts);
+  const { type: _type, ...etcdOpts } = s;
+  const store = new EtcdStore(etcdOpts);
   return new EtcdKeyValueStore(store.client, s.prefix, store.where, () => store.close());
 }

@@ -5,6 +5,7 @@
 import { type Cidr, cidrEquals, formatCidr, subnetKey } from '../net/ip.js';
 import { createLogger, type Logger } from '../log.js';
 import { type Lease, parseLease, sameAttrs } from './lease.js';
+import { storeReconnectBackoff } from './reconnect.js';
 import type { RawEntry, RawWatch, StoreEvent, SubnetStore } from './types.js';
 
 export type LeaseEvent =
@@ -167,7 +168,7 @@ export class LeaseWatcher {
   }
 
   private async resyncLoop(): Promise<void> {
-    let wait = 100;
+    const backoff = storeReconnectBackoff();
     while (!this.closed) {
       try {
         const listing = await this.opts.store.listSubnets();

@@ -6,6 +6,8 @@ import { Etcd3, type IOptions, type IKeyValue, type Watcher } from 'etcd3';
 import { CniCode, WeftError } from '../../errors.js';
 import { mapLimit } from '../../map-limit.js';
 import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
+import { storeReconnectBackoff } from '../reconnect.js';
+import { describeEtcdError } from './errors.js';
 import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
 } from '../types.js';
@@ -28,29 +30,34 @@ const ETCD_TXN_KEYS = 128;
 /** Bulk writes: transactions committed concurrently (see writeSubnetsIfAbsent). */
 const BULK_TXNS_IN_FLIGHT = 8;
 
-function withTimeout<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
+/** The callers wrap this with the endpoint and the operation: "etcd URL: get config: no answer within 3000 ms". */
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new WeftError(CniCode.Timeout, `etcd ${what} timed out after ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new WeftError(CniCode.Timeout, `no answer within ${ms} ms`)), ms);
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
-type Backoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
+type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
 
 /**
- * The client's default watch backoff grows to 30 s: a watch would then lag a recovered cluster
- * by up to that much, and its pending retry timer keeps a closed client's process alive.
+ * The client's watch manager reconnects every watch stream at the store-wide pace
+ * (storeReconnectBackoff) instead of its default, which grows to 30 s: a watch would lag a
+ * recovered cluster by up to that much. It asks the initial object for a fresh sequence after
+ * each success, and each step for the next.
  */
-function cappedBackoff(durationMs: number, maxMs: number): Backoff {
-  return { duration: durationMs, next: () => cappedBackoff(Math.min(durationMs * 2, maxMs), maxMs) };
+function watchBackoff(): WatchBackoff {
+  const b = storeReconnectBackoff();
+  const step = (): WatchBackoff => ({ duration: b.next(), next: step });
+  return { duration: 0, next: () => { b.reset(); return step(); } };
 }
 
 function clientOptions(o: EtcdStoreOptions): IOptions {
   const opts: IOptions = {
     hosts: [...o.endpoints],
     dialTimeout: o.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
-    faultHandling: { watchBackoff: cappedBackoff(50, 1000) },
+    faultHandling: { watchBackoff: watchBackoff() },
   };
   if (o.caFile !== undefined) {
     const credentials: NonNullable<IOptions['credentials']> = { rootCertificate: readFileSync(o.caFile) };
@@ -83,8 +90,8 @@ export class EtcdStore implements SubnetStore {
   }
 
   private run<T>(what: string, p: Promise<T>): Promise<T> {
-    return withTimeout(what, p, this.timeoutMs).catch((err: unknown) => {
-      throw WeftError.wrap(err, err instanceof WeftError ? err.code : CniCode.Store, `etcd ${this.where}: ${what}`);
+    return withTimeout(p, this.timeoutMs).catch((err: unknown) => {
+      throw new WeftError(err instanceof WeftError ? err.code : CniCode.Store, `etcd ${this.where}: ${what}: ${describeEtcdError(err)}`, '', { cause: err });
     });
   }
 
@@ -316,10 +323,10 @@ class EtcdWatch implements RawWatch {
     this.watcher.on('disconnected', (err: Error) => {
       if (this.closed) return;
       this.wasDisconnected = true;
-      onState({ type: 'disconnected', reason: err.message });
+      onState({ type: 'disconnected', reason: describeEtcdError(err) });
     });
     // Cancellation, e.g. the start revision was compacted away.
-    this.watcher.on('error', (err: Error) => this.endWithResync(`etcd watch cancelled: ${err.message}`));
+    this.watcher.on('error', (err: Error) => this.endWithResync(`etcd watch cancelled: ${describeEtcdError(err)}`));
   }
 
   private endWithResync(reason: string): void {
@@ -333,6 +340,6 @@ class EtcdWatch implements RawWatch {
     this.closed = true;
     this.onClose();
     // While disconnected the client waits for a reconnect to cancel; do not wait with it.
-    await withTimeout('watch cancel', this.watcher.cancel(), 1000).catch(() => { /* the stream is gone already */ });
+    await withTimeout(this.watcher.cancel(), 1000).catch(() => { /* the stream is gone already */ });
   }
 }
