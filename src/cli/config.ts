@@ -16,6 +16,9 @@ Usage:
 
 Keys: Network, SubnetLen (24), SubnetMin, SubnetMax, EnableIPv4, EnableIPv6, IPv6Network,
 IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax, Backend {Type: vxlan|host-gw|udp|bgp, …}.
+Network and IPv6Network must be unicast ranges: one overlapping multicast, 240.0.0.0/4,
+loopback, link-local, 0.0.0.0/8 or :: is refused. get never creates a store: a file store
+that does not exist is an error naming its directory.
 bgp's keys: ASN, Peers [{Address, ASN}], NodeMesh, RouteReflector, RouteReflectorNodes,
 RouteReflectorClusterID, HoldTime, GracefulRestartTime, ImportPrefixes (IPv4 CIDRs besides
 Network whose learned prefixes may be installed, e.g. ["10.99.0.0/16"]; a prefix overlapping the
@@ -46,7 +49,7 @@ export const configCommand: CliCommand = {
     // Validate before touching the store, so a bad file never gets half-way.
     const text = action === 'set' ? readInput(source ?? '-') : undefined;
     const config = text === undefined ? undefined : parseNetworkConfig(text);
-    const store = await openStore(settings);
+    const store = await openStore(settings, { create: action === 'set' });
     try {
       if (text !== undefined && config) {
         await store.putConfig(text.trim() + '\n');

@@ -17,7 +17,9 @@ Usage:
   weftctl leases release SUBNET [store flags]
 
 list      a table of SUBNET, PUBLIC-IP, BACKEND, EXPIRES; --json prints an array of
-          {"subnet","publicIP","backendType","expiresAt"} (expiresAt ISO 8601, null = reservation)
+          {"subnet","publicIP","backendType","expiresAt"} (expiresAt ISO 8601, null = reservation).
+          An empty store says so on stderr; a file store that does not exist is an error (list
+          and release never create one)
 reserve   records SUBNET for the node with PUBLIC-IP, without TTL: it never expires, and that
           node's agent picks it up as its own lease
 release   deletes the lease or reservation of SUBNET (its node loses it and stops)
@@ -65,7 +67,8 @@ export const leasesCommand: CliCommand = {
       publicIP = tryParseIP(v['public-ip']);
       if (!publicIP || publicIP.family !== 4) throw new UsageError(`--public-ip: expected an IPv4 address, got ${JSON.stringify(v['public-ip'])}`);
     }
-    const store = await openStore(storeSettingsFrom(v));
+    // Only reserve writes: listing or releasing never creates a store.
+    const store = await openStore(storeSettingsFrom(v), { create: action === 'reserve' });
     try {
       if (action === 'list') {
         const { entries } = await store.listSubnets({ withExpiry: true });
@@ -82,6 +85,7 @@ export const leasesCommand: CliCommand = {
           });
         }
         rows.sort((a, b) => ipCompare(tryParseCidr(a.subnet)!.ip, tryParseCidr(b.subnet)!.ip));
+        if (entries.length === 0) process.stderr.write(`no leases in ${store.where}\n`);
         process.stdout.write(v.json ? JSON.stringify(rows, null, 2) + '\n' : table(rows, store.kind === 'kube' ? 'with its Node' : 'never (reserved)'));
         return ExitCode.Ok;
       }

@@ -68,7 +68,7 @@ export const nsCommand: CliCommand = {
     if (action === 'label' && edits.length === 0) throw new UsageError('label needs KEY=VALUE or KEY-');
     if (action === 'create' && edits.some((e) => e.type === 'remove')) throw new UsageError('create takes KEY=VALUE labels only');
 
-    const kv = await openKeyValueStore(storeSettingsFrom(v));
+    const kv = await openKeyValueStore(storeSettingsFrom(v), { create: action !== 'list' });
     try {
       if (action === 'list') {
         const all: Namespace[] = [];

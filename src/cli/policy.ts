@@ -82,7 +82,8 @@ export const policyCommand: CliCommand = {
 
     // Everything is parsed before the store is opened: an invalid file never touches it.
     const docs = action === 'apply' ? parsePolicyText(readInput(v.filename ?? '-')) : [];
-    const kv = await openKeyValueStore(storeSettingsFrom(v));
+    // Only apply writes: list, get and delete never create a store.
+    const kv = await openKeyValueStore(storeSettingsFrom(v), { create: action === 'apply' });
     try {
       switch (action) {
         case 'apply': {

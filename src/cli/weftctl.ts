@@ -73,10 +73,14 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A command is done when it returns: exit then, rather than when the event loop drains. A gRPC
+// connection attempt to an etcd member behind a black hole outlives its client's close() until
+// the kernel gives up on the SYN (minutes); the request had long failed with its deadline.
+// (stdout and stderr are synchronous on Linux for files, pipes and terminals: nothing is lost.)
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => { process.exit(code); },
   (err: unknown) => {
     process.stderr.write(`weftctl: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-    process.exitCode = ExitCode.Failure;
+    process.exit(ExitCode.Failure);
   },
 );
