@@ -11,7 +11,7 @@
 import { CniCode, WeftError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
 import { type KubeClient, KubeError } from '../../kube/client.js';
-import { Informer, type KubeObject, listAll } from '../../kube/informer.js';
+import { Informer, type InformerEvent, type InformerState, type KubeObject, listAll } from '../../kube/informer.js';
 import { PODS } from '../../policy/store.js';
 import type { KeyValue, KeyValueEvent, KeyValueStore, KeyValueWatch } from '../kv.js';
 
@@ -104,9 +104,21 @@ function resourceFor(prefix: string): Resource {
 
 const objectId = (o: KubeObject) => `${o.metadata.namespace ?? ''}/${o.metadata.name}`;
 
+interface Subscriber {
+  state(s: InformerState): void;
+  event(ev: InformerEvent<KubeObject>): void;
+}
+
+interface SharedInformer {
+  readonly informer: Informer<KubeObject>;
+  readonly subs: Set<Subscriber>;
+}
+
 export class KubeKeyValueStore implements KeyValueStore {
   readonly where: string;
   private readonly log: Logger;
+  /** Informers created this turn, not started yet: a watch of the same collection joins one. */
+  private readonly starting = new Map<string, SharedInformer>();
 
   constructor(private readonly client: KubeClient, private readonly onClose: () => Promise<void> = async () => {}, log?: Logger) {
     this.where = client.server;
@@ -153,21 +165,22 @@ export class KubeKeyValueStore implements KeyValueStore {
   /**
    * Snapshot, then put/delete per object change; an object that leaves the view (a pod that
    * finished, lost its node) is a delete of the key it had. A re-list after 410 is a new snapshot.
+   * Watches of one collection opened in the same turn share one informer: endpoints/ and pods/
+   * both read Pods, and a second watch of every Pod in the cluster would double the API server's
+   * work and weftd's parsing.
    */
   watch(prefix: string, onEvent: (ev: KeyValueEvent) => void): KeyValueWatch {
     const r = resourceFor(prefix);
     const keysOf = new Map<string, string[]>();
-    const informer = new Informer<KubeObject>({
-      client: this.client,
-      path: r.path,
-      log: this.log,
-      onState: (s) => { if (s.type === 'disconnected') onEvent({ type: 'error', reason: s.reason }); },
-      onEvent: (ev) => {
+    const view = (o: KubeObject) => r.entries(o as never).filter((e) => e.key.startsWith(prefix));
+    const sub: Subscriber = {
+      state: (s) => { if (s.type === 'disconnected') onEvent({ type: 'error', reason: s.reason }); },
+      event: (ev) => {
         if (ev.type === 'snapshot') {
           keysOf.clear();
           const entries: KeyValue[] = [];
           for (const o of ev.items) {
-            const es = r.entries(o as never).filter((e) => e.key.startsWith(prefix));
+            const es = view(o);
             keysOf.set(objectId(o), es.map((e) => e.key));
             entries.push(...es);
           }
@@ -176,16 +189,40 @@ export class KubeKeyValueStore implements KeyValueStore {
         }
         const id = objectId(ev.obj);
         const before = keysOf.get(id) ?? [];
-        const now = ev.type === 'delete' ? [] : r.entries(ev.obj as never).filter((e) => e.key.startsWith(prefix));
+        const now = ev.type === 'delete' ? [] : view(ev.obj);
         const nowKeys = new Set(now.map((e) => e.key));
         for (const k of before) if (!nowKeys.has(k)) onEvent({ type: 'delete', key: k });
         for (const e of now) onEvent({ type: 'put', key: e.key, value: e.value });
         if (now.length > 0) keysOf.set(id, [...nowKeys]);
         else keysOf.delete(id);
       },
-    });
-    void informer.start();
-    return { close: () => informer.close() };
+    };
+    let shared = this.starting.get(r.path);
+    if (!shared) {
+      const subs = new Set<Subscriber>();
+      const informer = new Informer<KubeObject>({
+        client: this.client,
+        path: r.path,
+        log: this.log,
+        onState: (st) => { for (const x of subs) x.state(st); },
+        onEvent: (ev) => { for (const x of subs) x.event(ev); },
+      });
+      const created: SharedInformer = { informer, subs };
+      shared = created;
+      this.starting.set(r.path, created);
+      queueMicrotask(() => {
+        this.starting.delete(r.path);
+        void created.informer.start();
+      });
+    }
+    const mine = shared;
+    mine.subs.add(sub);
+    return {
+      close: async () => {
+        mine.subs.delete(sub);
+        if (mine.subs.size === 0) await mine.informer.close();
+      },
+    };
   }
 
   async close(): Promise<void> {
