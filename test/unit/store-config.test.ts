@@ -30,7 +30,7 @@ describe('network config', () => {
     assert.deepEqual(parseNetworkConfig('{"Network":"10.1.0.0/16","Backend":{"Type":"host-gw"}}').backend.settings, {});
     assert.deepEqual(
       parseNetworkConfig('{"Network":"10.1.0.0/16","Backend":{"Type":"bgp","Peers":[{"Address":"198.18.0.1","ASN":65001}],"RouteReflector":true}}').backend.settings,
-      { ASN: 64512, Peers: [{ Address: '198.18.0.1', ASN: 65001 }], RouteReflector: true, RouteReflectorNodes: [], NodeMesh: true, HoldTime: 90, GracefulRestartTime: 120 },
+      { ASN: 64512, Peers: [{ Address: '198.18.0.1', ASN: 65001 }], RouteReflector: true, RouteReflectorNodes: [], NodeMesh: true, HoldTime: 90, GracefulRestartTime: 120, ImportPrefixes: [] },
     );
     assert.deepEqual(parseNetworkConfig('{"Network":"10.1.0.0/16","Backend":{"Type":"vxlan","VNI":42,"MTU":1400,"DirectRouting":true}}').backend.settings,
       { VNI: 42, Port: 8472, DirectRouting: true, MTU: 1400, GBP: false, Learning: false });
