@@ -269,7 +269,17 @@ export function subnetKey(c: Cidr): string {
   return `${formatIP(c.ip)}-${c.prefix}`;
 }
 
+/**
+ * A subnet key back to its subnet. flanneld's dual-stack leases are keyed by both subnets,
+ * "10.244.3.0-24&fd00:10:244:3::-64": such a lease is its IPv4 subnet's.
+ */
 export function parseSubnetKey(key: string): Cidr | undefined {
+  const amp = key.indexOf('&');
+  if (amp >= 0) {
+    const v4 = parseSubnetKey(key.slice(0, amp));
+    const v6 = parseSubnetKey(key.slice(amp + 1));
+    return v4?.ip.family === 4 && v6?.ip.family === 6 ? v4 : undefined;
+  }
   const dash = key.lastIndexOf('-');
   if (dash < 0) return undefined;
   const c = tryParseCidr(`${key.slice(0, dash)}/${key.slice(dash + 1)}`);

@@ -19,6 +19,12 @@ export interface StoreFactory {
    * (etcdctl del; rm of the lease file), so nothing but the store itself can announce it.
    */
   removeByHand(prefix: string, subnet: Cidr): Promise<void>;
+  /**
+   * Writes `value` at `<prefix>/subnets/<key>` under a 60 s lease the way another program would
+   * (flanneld's put-if-absent with an etcd lease; a lease file dropped into the file store),
+   * for keys weft never writes itself, such as flanneld's dual-stack ones.
+   */
+  putByHand(prefix: string, key: string, value: string): Promise<void>;
   setup?(): Promise<void>;
   teardown?(): Promise<void>;
 }
@@ -52,6 +58,13 @@ export const FLANNELD_LEASES = [
   { subnet: '10.244.22.0/24', publicIP: '198.18.0.22', backendType: 'host-gw', value: '{"PublicIP":"198.18.0.22","PublicIPv6":null,"BackendType":"host-gw"}' },
   { subnet: '10.244.23.0/24', publicIP: '198.18.0.23', backendType: '', value: '{"PublicIP":"198.18.0.23","PublicIPv6":null}' },
 ] as const;
+
+/** A dual-stack flanneld lease (EnableIPv6): its key names both subnets, its value both addresses. */
+export const FLANNELD_DUAL_STACK_LEASE = {
+  key: '10.244.25.0-24&fd00:10:244:25::-64',
+  subnet: '10.244.25.0/24',
+  value: '{"PublicIP":"198.18.0.25","PublicIPv6":"fd00:198:18::25","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"8e:f5:62:5c:1b:25"},"BackendV6Data":{"VNI":1,"VtepMAC":"8e:f5:62:5c:1b:26"}}',
+} as const;
 
 const fatalMessage = (s: ManagerStatus): string => (s.type === 'fatal' ? s.error.message : `status ${s.type}`);
 
@@ -335,6 +348,36 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.deepEqual(events.map((e) => `${e.type} ${formatCidr(e.lease.subnet)}`).sort(),
           [...FLANNELD_LEASES.map((l) => l.subnet), late.subnet].map((s) => `added ${s}`).sort());
         assert.deepEqual(lines.filter((l) => l.includes('"warn"')), [], 'no flanneld lease is skipped as unreadable');
+      } finally {
+        await w.close();
+      }
+    });
+
+    it('reads a dual-stack lease under flanneld\'s key (10.244.25.0-24&fd00:10:244:25::-64) as its IPv4 subnet', async () => {
+      const prefix = uniquePrefix();
+      const store = open(prefix);
+      const dual = FLANNELD_DUAL_STACK_LEASE;
+      const events: LeaseEvent[] = [];
+      const { lines, log } = quietLog();
+      const w = new LeaseWatcher({ store, onEvent: (e) => events.push(e), log });
+      try {
+        await w.start();
+        await factory.putByHand(prefix, dual.key, dual.value);
+        await until('the dual-stack lease', () => events.length === 1);
+        const ev = events[0]!;
+        assert.equal(`${ev.type} ${formatCidr(ev.lease.subnet)}`, `added ${dual.subnet}`);
+        assert.equal(formatIP(ev.lease.attrs.publicIP), '198.18.0.25');
+        assert.equal(ev.lease.attrs.publicIPv6 && formatIP(ev.lease.attrs.publicIPv6), 'fd00:198:18::25');
+        assert.deepEqual(ev.lease.attrs.backendData, { VNI: 1, VtepMAC: '8e:f5:62:5c:1b:25' });
+        assert.deepEqual((await store.listSubnets()).entries.map((e) => formatCidr(e.subnet)), [dual.subnet]);
+        assert.equal((await store.getSubnet(parseCidr(dual.subnet)))?.value, dual.value);
+        // Taken: nobody is handed its IPv4 subnet, and the operator's release finds it.
+        assert.deepEqual(await store.writeSubnet(parseCidr(dual.subnet), attrs('198.18.0.99'), 60, { type: 'absent' }), { type: 'conflict' });
+        assert.equal(await store.deleteSubnet(parseCidr(dual.subnet)), true);
+        await until('its removal', () => events.length === 2);
+        assert.equal(`${events[1]!.type} ${formatCidr(events[1]!.lease.subnet)}`, `removed ${dual.subnet}`);
+        assert.equal(await store.getSubnet(parseCidr(dual.subnet)), undefined);
+        assert.deepEqual(lines.filter((l) => l.includes('"warn"')), []);
       } finally {
         await w.close();
       }

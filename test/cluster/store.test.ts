@@ -1,6 +1,6 @@
 // The shared SubnetStore contract against both implementations: the file store in a temp dir
 // and a real single-member etcd on loopback.
-import { mkdtempSync, rmSync, unlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -16,6 +16,11 @@ storeContract('file', {
   open: (prefix) => new FileStore({ dir, prefix }),
   // rm of the lease file: no change-log line says so.
   async removeByHand(prefix, subnet) { unlinkSync(join(dir, ...prefix.split('/').filter((p) => p !== ''), 'subnets', subnetKey(subnet))); },
+  // A lease file dropped in by hand: no change-log line, as from any program but the store.
+  async putByHand(prefix, key, value) {
+    const envelope = { value, expiresAt: Date.now() + 60_000, revision: '1', token: 'by-hand' };
+    writeFileSync(join(dir, ...prefix.split('/').filter((p) => p !== ''), 'subnets', key), JSON.stringify(envelope));
+  },
   async teardown() { rmSync(dir, { recursive: true, force: true }); },
 });
 
@@ -27,6 +32,16 @@ storeContract('etcd', {
   async removeByHand(prefix, subnet) {
     const client = new Etcd3({ hosts: etcd!.endpoints });
     try { await client.delete().key(`${prefix}/subnets/${subnetKey(subnet)}`).exec(); } finally { client.close(); }
+  },
+  // flanneld's createSubnet: put-if-absent (version 0) bound to a lease of its own.
+  async putByHand(prefix, key, value) {
+    const client = new Etcd3({ hosts: etcd!.endpoints });
+    try {
+      const lease = await client.leaseClient.leaseGrant({ TTL: 60, ID: 0 });
+      const k = `${prefix}/subnets/${key}`;
+      const r = await client.if(k, 'Version', '==', 0).then(client.put(k).value(value).lease(String(lease.ID))).commit();
+      if (!r.succeeded) throw new Error(`${k} exists`);
+    } finally { client.close(); }
   },
   async teardown() { await etcd?.stop(); },
 });

@@ -142,8 +142,14 @@ export class EtcdStore implements SubnetStore {
 
   async getSubnet(subnet: Cidr): Promise<RawEntry | undefined> {
     const res = await this.run('get subnet', this.client.get(this.key(subnet)).exec());
-    const kv = res.kvs[0];
+    const kv = res.kvs[0] ?? (await this.dualStackKv(subnet));
     return kv ? this.entryOf(kv) : undefined;
+  }
+
+  /** flanneld's dual-stack lease of the subnet ("<key>&<IPv6 key>"), which weft never writes itself. */
+  private async dualStackKv(subnet: Cidr): Promise<IKeyValue | undefined> {
+    const res = await this.run('get subnet', this.client.getAll().prefix(`${this.key(subnet)}&`).limit(1).exec());
+    return res.kvs.find((kv) => this.entryOf(kv) !== undefined);
   }
 
   async writeSubnet(
@@ -153,6 +159,10 @@ export class EtcdStore implements SubnetStore {
     expect: { type: 'absent' } | { type: 'revision'; revision: bigint },
   ): Promise<WriteResult> {
     const key = this.key(subnet);
+    // A flanneld dual-stack lease holds the subnet under a key of its own. etcd's transactions
+    // cannot compare a range here, so this is checked first (flanneld's own put-if-absent is
+    // no more exclusive towards our key).
+    if (expect.type === 'absent' && (await this.dualStackKv(subnet))) return { type: 'conflict' };
     let leaseId = '0';
     if (ttlSeconds !== null) {
       const g = await this.run('lease grant', this.client.leaseClient.leaseGrant({ TTL: Math.max(1, Math.ceil(ttlSeconds)), ID: 0 }));
@@ -184,7 +194,8 @@ export class EtcdStore implements SubnetStore {
    * one transaction per ETCD_TXN_KEYS keys, up to BULK_TXNS_IN_FLIGHT of them at once. A
    * transaction whose compare fails (some key taken) is retried key by key, so each entry still
    * gets its own verdict. A failure (store unreachable) rejects the whole call; transactions that
-   * committed before it stay, as with the sequential writes before.
+   * committed before it stay, as with the sequential writes before. Unlike writeSubnet, flanneld's
+   * dual-stack keys are not looked for (a range read per key): bulk loads fill fresh ranges.
    */
   async writeSubnetsIfAbsent(
     items: readonly { readonly subnet: Cidr; readonly value: string }[],
@@ -272,7 +283,11 @@ export class EtcdStore implements SubnetStore {
 
   async deleteSubnet(subnet: Cidr): Promise<boolean> {
     const res = await this.run('delete subnet', this.client.delete().key(this.key(subnet)).exec());
-    return Number(res.deleted) > 0;
+    if (Number(res.deleted) > 0) return true;
+    const dual = await this.dualStackKv(subnet);
+    if (!dual) return false;
+    const d = await this.run('delete subnet', this.client.delete().key(dual.key.toString()).exec());
+    return Number(d.deleted) > 0;
   }
 
   watchSubnets(afterRevision: bigint, onEvent: (ev: StoreEvent) => void, onState?: (s: WatchState) => void): RawWatch {

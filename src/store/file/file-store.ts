@@ -299,7 +299,27 @@ export class FileStore implements SubnetStore {
   }
 
   async getSubnet(subnet: Cidr): Promise<RawEntry | undefined> {
-    return this.readLive(subnetKey(subnet));
+    const key = subnetKey(subnet);
+    const e = this.readLive(key);
+    if (e !== undefined) return e;
+    const dual = this.dualStackKey(key);
+    return dual === undefined ? undefined : this.readLive(dual);
+  }
+
+  /**
+   * A dual-stack lease of the subnet under flanneld's key ("<key>&<IPv6 key>"): weft never writes
+   * one, but a store may hold one (copied over, or written by hand).
+   */
+  private dualStackKey(key: string): string | undefined {
+    if (!existsSync(this.subnetsDir)) return undefined;
+    return this.subnetKeys().find((k) => k.startsWith(`${key}&`));
+  }
+
+  /** Whether a dual-stack lease holds the subnet of `key` (an unreadable one holds it too). */
+  private liveDualStack(key: string, now: number): boolean {
+    const dual = this.dualStackKey(key);
+    const e = dual === undefined ? undefined : this.readEnvelope(dual);
+    return e === 'garbage' || (e !== undefined && (e.expiresAt === null || e.expiresAt > now));
   }
 
   async writeSubnet(
@@ -313,7 +333,7 @@ export class FileStore implements SubnetStore {
       const now = Date.now();
       const cur = this.readEnvelope(key);
       const live = cur !== undefined && cur !== 'garbage' && (cur.expiresAt === null || cur.expiresAt > now) ? cur : undefined;
-      if (expect.type === 'absent' && (live || cur === 'garbage')) return { type: 'conflict' };
+      if (expect.type === 'absent' && (live || cur === 'garbage' || this.liveDualStack(key, now))) return { type: 'conflict' };
       if (expect.type === 'revision' && (!live || BigInt(live.revision) !== expect.revision)) return { type: 'conflict' };
       const token = ttlSeconds === null ? '' : randomBytes(8).toString('hex');
       const expiresAt = ttlSeconds === null ? null : now + ttlSeconds * 1000;
@@ -337,9 +357,12 @@ export class FileStore implements SubnetStore {
       const expiresAt = ttlSeconds === null ? null : now + ttlSeconds * 1000;
       // One directory listing instead of opening every key: most keys of a bulk load are new,
       // and under the lock nobody else creates one meanwhile.
-      const present = new Set(readdirSync(this.subnetsDir));
+      const names = readdirSync(this.subnetsDir);
+      const present = new Set(names);
+      const dualStack = new Set(names.filter((n) => n.includes('&') && !n.includes('.tmp-')).map((n) => n.slice(0, n.indexOf('&'))));
       const free = items.map(({ subnet }) => {
         const key = subnetKey(subnet);
+        if (dualStack.has(key) && this.liveDualStack(key, now)) return false;
         if (!present.has(key)) return true;
         const cur = this.readEnvelope(key);
         return cur === undefined || (cur !== 'garbage' && cur.expiresAt !== null && cur.expiresAt <= now);
@@ -400,7 +423,11 @@ export class FileStore implements SubnetStore {
 
   async deleteSubnet(subnet: Cidr): Promise<boolean> {
     const key = subnetKey(subnet);
-    return this.locked(() => this.deleteLocked(key));
+    return this.locked(() => {
+      if (this.deleteLocked(key)) return true;
+      const dual = this.dualStackKey(key);
+      return dual !== undefined && this.deleteLocked(dual);
+    });
   }
 
   private deleteLocked(key: string): boolean {
