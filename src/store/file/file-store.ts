@@ -193,6 +193,11 @@ export class FileStore implements SubnetStore {
 
   /** The keys of the lease files (temp files and foreign names left out). */
   subnetKeys(): string[] {
+    return this.fileNames().filter((n) => parseSubnetKey(n) !== undefined);
+  }
+
+  /** The names in the lease directory but temp files, unparsed (a watcher's cheap sweep). */
+  fileNames(): string[] {
     let names: string[];
     try {
       names = readdirSync(this.subnetsDir);
@@ -200,7 +205,7 @@ export class FileStore implements SubnetStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
     }
-    return names.filter((n) => !n.includes('.tmp-') && parseSubnetKey(n) !== undefined);
+    return names.filter((n) => !n.includes('.tmp-'));
   }
 
   /**
@@ -496,7 +501,7 @@ class FileWatch implements RawWatch {
     private readonly onClose: () => void,
   ) {
     this.lastRev = afterRevision;
-    this.onDisk = new Set(store.subnetKeys());
+    this.onDisk = new Set(store.fileNames());
     this.openLog();
     this.timer = setInterval(() => this.tick(), POLL_MS);
     this.timer.unref?.();
@@ -595,7 +600,8 @@ class FileWatch implements RawWatch {
    */
   private sweep(): void {
     this.lastSweep = Date.now();
-    const now = new Set(this.store.subnetKeys());
+    // Names only: thousands of leases cost a directory read, and only a changed name is parsed.
+    const now = new Set(this.store.fileNames());
     for (const key of this.onDisk) {
       if (this.closed) return;
       const subnet = now.has(key) ? undefined : parseSubnetKey(key);
