@@ -8,20 +8,8 @@ import { type UpdateMessage, decodeMessage, encodeOpen, isEndOfRib } from '../..
 import { BgpError } from '../../src/bgp/errors.js';
 import { checkOpen } from '../../src/bgp/fsm.js';
 import { formatCidr, formatIP, parseIPv4 } from '../../src/net/ip.js';
+import { hex, msg, update } from './bgp-wire.js';
 
-const MARKER = 'ff'.repeat(16);
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
-function msg(type: number, bodyHex: string): Buffer {
-  const body = hex(bodyHex);
-  const len = 19 + body.length;
-  return Buffer.concat([hex(MARKER), Buffer.from([len >> 8, len & 0xff, type]), body]);
-}
-function update(withdrawnHex: string, attrsHex: string, nlriHex: string): Buffer {
-  const w = hex(withdrawnHex);
-  const a = hex(attrsHex);
-  const l2 = (n: number): string => n.toString(16).padStart(4, '0');
-  return msg(2, `${l2(w.length)}${withdrawnHex}${l2(a.length)}${attrsHex}${nlriHex}`);
-}
 function decodeUpdateOk(buf: Buffer, fourOctetAs = true): UpdateMessage {
   const d = decodeMessage(buf, { fourOctetAs });
   if (!d.ok) assert.fail(`expected the UPDATE to be handled without a session reset, got ${d.error.message}`);
