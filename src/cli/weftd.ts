@@ -231,14 +231,27 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   const signalled = new Promise<NodeJS.Signals>((resolve) => { onSignal = resolve; });
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
-  const untilSignal = <T>(p: Promise<T>): Promise<T> =>
-    Promise.race([p, signalled.then((signal): never => { throw new StartInterrupted(signal); })]);
+  const untilSignal = <T>(p: Promise<T>): Promise<StartStep<T>> => Promise.race([
+    p.then((value) => ({ type: 'done', value } as const)),
+    signalled.then((signal) => ({ type: 'signal', signal } as const)),
+  ]);
   let agent: Agent | undefined;
   let store: SubnetStore | undefined;
+  // Start-up may be stuck waiting (a store that does not answer, a lock held elsewhere): tear down
+  // what exists, within bounds, and leave; main's exit ends whatever is still pending.
+  const interrupted = async (signal: NodeJS.Signals): Promise<number> => {
+    log.info('stopping during start-up; dataplane and lease are kept', { signal });
+    await bounded(agent?.stop({ keepDataplane: true }), 5000);
+    await bounded(store?.close(), 2000);
+    return ExitCode.Ok;
+  };
   try {
-    const opened = await untilSignal(openStore(settings));
+    const o = await untilSignal(openStore(settings));
+    if (o.type === 'signal') return await interrupted(o.signal);
+    const opened = o.value;
     store = opened;
-    await untilSignal(checkStoredConfigSupported(opened, STORE_TIMEOUT_MS));
+    const checked = await untilSignal(checkStoredConfigSupported(opened, STORE_TIMEOUT_MS));
+    if (checked.type === 'signal') return await interrupted(checked.signal);
     const a = new Agent({
       store: opened,
       subnetFile,
@@ -257,7 +270,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     a.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube'));
     if (flags.cniSocket !== 'off') a.addService('cni-server', cniServerService(flags.cniSocket));
     const fatal = new Promise<WeftError>((resolve) => a.onFatal(resolve));
-    await untilSignal(a.start());
+    const started = await untilSignal(a.start());
+    if (started.type === 'signal') return await interrupted(started.signal);
     const end = await Promise.race([
       signalled.then((signal) => ({ type: 'signal', signal } as const)),
       fatal.then((error) => ({ type: 'fatal', error } as const)),
@@ -272,14 +286,6 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     return end.type === 'signal' ? ExitCode.Ok : ExitCode.Failure;
   } catch (err) {
-    if (err instanceof StartInterrupted) {
-      // Start-up may be stuck waiting (a store that does not answer, a lock held elsewhere): tear
-      // down what exists, within bounds, and leave; main exits whatever is still pending.
-      log.info('stopping during start-up; dataplane and lease are kept', { signal: err.signal });
-      await bounded(agent?.stop({ keepDataplane: true }), 5000);
-      await bounded(store?.close(), 2000);
-      return ExitCode.Ok;
-    }
     const msg = err instanceof Error ? err.message : String(err);
     log.error('weftd cannot start', { error: msg });
     process.stderr.write(`weftd: ${msg}\n`);
@@ -289,12 +295,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
 }
 
-/** A signal arrived before start-up was done. */
-class StartInterrupted extends Error {
-  constructor(readonly signal: NodeJS.Signals) {
-    super(`interrupted by ${signal}`);
-  }
-}
+/** A start-up step's end: done, or cut short by a signal. */
+type StartStep<T> = { readonly type: 'done'; readonly value: T } | { readonly type: 'signal'; readonly signal: NodeJS.Signals };
 
 /** Waits for `p` (errors ignored) at most `ms`. */
 async function bounded(p: Promise<unknown> | undefined, ms: number): Promise<void> {
