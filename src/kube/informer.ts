@@ -107,9 +107,11 @@ export class Informer<T extends KubeObject> {
     return this.resourceVersion;
   }
 
+  /** Tells a new state, and a new reason for being disconnected (what /readyz should show now). */
   private setState(s: InformerState): void {
-    const changed = s.type !== this.stateNow.type;
+    const before = this.stateNow;
     this.stateNow = s;
+    const changed = s.type !== before.type || (s.type === 'disconnected' && before.type === 'disconnected' && s.reason !== before.reason);
     if (changed) this.opts.onState?.(s);
   }
 
