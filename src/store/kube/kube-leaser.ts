@@ -112,6 +112,14 @@ export class KubeLeaser implements SubnetLeaser {
   private async publish(node: NodeObject, subnet: Cidr): Promise<Lease> {
     const want = this.annotations();
     const have = node.metadata.annotations ?? {};
+    const n = this.store.names;
+    const theirs = have[n.publicIP];
+    if (theirs !== undefined && theirs !== want[n.publicIP]) {
+      // flannel overwrites too; but two agents with one --node-name would take turns silently.
+      this.log.warn('this Node already names another public IP; taking it over', {
+        node: this.opts.nodeName, was: theirs, now: want[n.publicIP], hint: 'another weftd with the same --node-name, or this host\'s address changed',
+      });
+    }
     let revision = node.metadata.resourceVersion;
     if (Object.entries(want).some(([k, v]) => have[k] !== v)) {
       const patched = await this.store.client.mergePatch<NodeObject>(this.path, { metadata: { annotations: want } });
