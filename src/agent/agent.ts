@@ -2,7 +2,6 @@
 // rules, watch the other hosts' leases and keep the kernel equal to what they say — after every
 // batch of lease events and on a periodic repair pass. Restarting the agent disturbs nothing:
 // devices, routes and rules are found in place and only differences are written.
-import { setTimeout as sleep } from 'node:timers/promises';
 import { CniCode, WeftError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { Netlink } from '../netlink/index.js';
@@ -338,16 +337,9 @@ export class Agent {
           next = this.pendingFull;
           this.pendingFull = undefined;
         }
-        const began = performance.now();
         await this.reconcileOnce(next);
         if (next === 'lease events') this.lastEventPassEnd = performance.now();
         next = 'lease events';
-        // Events that came during the pass: the next pass waits as long as this one took (at
-        // least batchDelayMs), so under a steady stream weftd takes at most half a core and the
-        // writer — an API server on the same machine, say — keeps the rest; each pass gathers more.
-        if (this.again && !this.stopped && this.pendingFull === undefined) {
-          await sleep(Math.max(this.opts.batchDelayMs ?? 5, performance.now() - began));
-        }
       } while (this.again && !this.stopped);
     })().finally(() => { this.reconciling = undefined; });
     return this.reconciling;
