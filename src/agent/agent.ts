@@ -18,6 +18,7 @@ import { type HealthServer, type Readiness, startHealthServer } from './http.js'
 import { type AgentMetrics, createAgentMetrics } from './metrics.js';
 import { pickPublicInterface, type PublicInterface } from './public-iface.js';
 import { readPreviousSubnet, writeSubnetFile } from './subnet-file.js';
+import { withTimeout } from '../timeout.js';
 
 export interface AgentOptions {
   readonly store: SubnetStore;
@@ -69,13 +70,6 @@ export interface AgentService {
 /** A service started once the agent is ready, and closed on shutdown. */
 export type ServiceStarter = (ctx: AgentContext) => Promise<AgentService>;
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(t)),
-    new Promise<never>((_, reject) => { t = setTimeout(() => reject(new WeftError(CniCode.Store, `${what}: no answer within ${ms} ms`)), ms); }),
-  ]);
-}
 
 export class Agent {
   readonly log: Logger;
@@ -190,7 +184,7 @@ export class Agent {
     this.phase = 'reading network config';
     let text: string | undefined;
     try {
-      text = await withTimeout(this.timed('get-config', o.store.getConfig()), storeTimeout, `store ${o.store.kind} at ${o.store.where} unreachable`);
+      text = await withTimeout(this.timed('get-config', o.store.getConfig()), storeTimeout, `store ${o.store.kind} at ${o.store.where} unreachable`, CniCode.Store);
     } catch (err) {
       throw WeftError.wrap(err, CniCode.Store, `cannot read the network config from the ${o.store.kind} store at ${o.store.where}`);
     }
@@ -232,7 +226,7 @@ export class Agent {
     this.manager = manager;
     // A leaser that waits for an assignment (kube: the podCIDR) has no deadline: /readyz says why.
     const acquiring = this.timed('acquire', manager.start());
-    const lease = await (manager.waitsForAssignment ? acquiring : withTimeout(acquiring, storeTimeout, `acquiring a lease from ${o.store.where}`));
+    const lease = await (manager.waitsForAssignment ? acquiring : withTimeout(acquiring, storeTimeout, `acquiring a lease from ${o.store.where}`, CniCode.Store));
     this.abortIfStopped();
     this.leaseStatus = manager.status;
     await backend.activate(lease.subnet);
@@ -253,7 +247,7 @@ export class Agent {
     this.phase = 'watching leases';
     const watcher = manager.watchOthers(() => { if (!this.batchTimer && !this.reconciling) this.log.debug('lease event after a quiet spell', { at: Math.round(performance.timeOrigin + performance.now()) }); this.scheduleReconcile(); }, (s) => { this.watchState = s; });
     this.watcher = watcher;
-    await withTimeout(this.timed('list', watcher.start()), storeTimeout, `listing leases in ${o.store.where}`);
+    await withTimeout(this.timed('list', watcher.start()), storeTimeout, `listing leases in ${o.store.where}`, CniCode.Store);
     this.abortIfStopped();
     this.watchState = watcher.state;
     await this.reconcileNow('initial');
@@ -380,7 +374,7 @@ export class Agent {
     if (this.stopped) return;
     try {
       const store = this.opts.store;
-      await withTimeout(this.timed('probe', store.probe ? store.probe() : store.getConfig().then(() => {})), 3000, 'store probe');
+      await withTimeout(this.timed('probe', store.probe ? store.probe() : store.getConfig().then(() => {})), 3000, 'store probe', CniCode.Store);
       if (this.storeError !== undefined) this.log.info('store reachable again', { store: this.opts.store.where });
       this.storeError = undefined;
     } catch (err) {

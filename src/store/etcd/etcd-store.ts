@@ -11,6 +11,7 @@ import { describeEtcdError } from './errors.js';
 import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
 } from '../types.js';
+import { withTimeout } from '../../timeout.js';
 
 export interface EtcdStoreOptions {
   readonly endpoints: readonly string[];
@@ -30,14 +31,6 @@ const ETCD_TXN_KEYS = 128;
 /** Bulk writes: transactions committed concurrently (see writeSubnetsIfAbsent). */
 const BULK_TXNS_IN_FLIGHT = 8;
 
-/** The callers wrap this with the endpoint and the operation: "etcd URL: get config: no answer within 3000 ms". */
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new WeftError(CniCode.Timeout, `no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
 
 type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
 
