@@ -10,14 +10,14 @@
 // neighbours and FDB entries are checked once at the end. RSS is read from /proc after
 // programming settled.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { WEFT_ROUTE_PROTOCOL } from '../../src/agent/dataplane.js';
 import { type ControlPlane, startControlPlane, stopControlPlane } from '../../src/kube/controlplane.js';
-import { weftRbacManifest } from '../../src/lab/kube.js';
+import { prepareClusterForWeft } from '../../src/lab/kube.js';
 import { Topology } from '../../src/lab/topology.js';
 import { Netlink, NetlinkSocket, nlconst } from '../../src/netlink/index.js';
 import { routeDumpRequest } from '../../src/netlink/route.js';
@@ -149,17 +149,7 @@ export interface KubeSetup {
 export async function startKube(ns: string, ip: string, dir: string, netConfig: string, nodes: readonly { name: string; podCIDR: string }[]): Promise<KubeSetup> {
   const cp = await startControlPlane({ dir, netns: ns, address: ip });
   try {
-    const ok = async (args: string[], input?: string) => { await cp.kubectl(args, input === undefined ? {} : { input }); };
-    await ok(['apply', '-f', '-'], weftRbacManifest());
-    const kubeconfig = await cp.serviceAccountKubeconfig('kube-weft', 'weft', join(dir, 'weft.kubeconfig'));
-    writeFileSync(join(dir, 'net-conf.json'), netConfig);
-    if (nodes.length > 0) {
-      await ok(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: nodes.map((n) => ({
-        apiVersion: 'v1', kind: 'Node',
-        metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
-        spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] },
-      })) }));
-    }
+    const kubeconfig = await prepareClusterForWeft(cp, { kubeconfig: join(dir, 'weft.kubeconfig'), netConfig: join(dir, 'net-conf.json') }, netConfig, nodes);
     return { cp, kubeconfig, netConfig: join(dir, 'net-conf.json') };
   } catch (err) {
     await cp.stop().catch(() => {});

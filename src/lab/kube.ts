@@ -80,6 +80,30 @@ export function allocatedPodCidr(clusterCidr: string, index: number): Cidr {
 }
 
 /**
+ * What weftd needs of a fresh cluster, shared by the lab and the benchmarks: weft's RBAC from the
+ * DaemonSet manifest, the weft ServiceAccount's kubeconfig (returned), the network config file,
+ * and each Node registered (as its kubelet would) and then given its podCIDR (as
+ * kube-controller-manager would).
+ */
+export async function prepareClusterForWeft(
+  cp: Pick<ControlPlane, 'kubectl' | 'serviceAccountKubeconfig'>, files: { readonly kubeconfig: string; readonly netConfig: string },
+  networkJson: string, nodes: readonly { readonly name: string; readonly podCIDR: string }[],
+): Promise<string> {
+  await kubectlOk(cp, ['apply', '-f', '-'], weftRbacManifest());
+  const kubeconfig = await cp.serviceAccountKubeconfig('kube-weft', 'weft', files.kubeconfig);
+  writeFileSync(files.netConfig, networkJson);
+  if (nodes.length === 0) return kubeconfig;
+  await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: nodes.map((n) => ({
+    apiVersion: 'v1', kind: 'Node',
+    metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
+  })) }));
+  for (const n of nodes) {
+    await kubectlOk(cp, ['patch', 'node', n.name, '--type', 'merge', '-p', JSON.stringify({ spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] } })]);
+  }
+  return kubeconfig;
+}
+
+/**
  * Starts the control plane in the outside namespace (its processes recorded in the lab, so
  * `down` stops them like weftd), grants weftd its rights and registers one Node per host.
  */
@@ -98,25 +122,15 @@ export async function startLabKube(rec: LabRecord, dirs: LabDirs, save: () => vo
   });
   rec.kubeServer = cp.server;
   save();
-  await kubectlOk(cp, ['apply', '-f', '-'], weftRbacManifest());
   // No controller-manager runs, so nothing creates the namespace's default ServiceAccount, which
   // admission wants before it takes a Pod.
   await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: LAB_POD_NAMESPACE, labels: { 'weft.dev/lab': rec.name } } },
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: LAB_POD_NAMESPACE } },
   ] }));
-  const kubeconfig = await cp.serviceAccountKubeconfig('kube-weft', 'weft', dirs.kubeconfig);
-  writeFileSync(dirs.netConfig, JSON.stringify(network, null, 2) + '\n');
   const clusterCidr = typeof network.Network === 'string' ? network.Network : '';
-  const nodes = rec.hostList.map((h) => ({
-    apiVersion: 'v1', kind: 'Node',
-    metadata: { name: `h${h.index}`, labels: { 'kubernetes.io/hostname': `h${h.index}`, 'kubernetes.io/os': 'linux' } },
-  }));
-  await kubectlOk(cp, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: nodes }));
-  for (const h of rec.hostList) {
-    const cidr = formatCidr(allocatedPodCidr(clusterCidr, h.index));
-    await kubectlOk(cp, ['patch', 'node', `h${h.index}`, '--type', 'merge', '-p', JSON.stringify({ spec: { podCIDR: cidr, podCIDRs: [cidr] } })]);
-  }
+  const kubeconfig = await prepareClusterForWeft(cp, { kubeconfig: dirs.kubeconfig, netConfig: dirs.netConfig }, JSON.stringify(network, null, 2) + '\n',
+    rec.hostList.map((h) => ({ name: `h${h.index}`, podCIDR: formatCidr(allocatedPodCidr(clusterCidr, h.index)) })));
   return { cp, kubeconfig, netConfig: dirs.netConfig };
 }
 
