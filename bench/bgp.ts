@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { WEFT_BGP_ROUTE_PROTOCOL } from '../src/agent/backends/bgp/kernel.js';
+import { WEFT_BGP_ROUTE_PROTOCOL } from '../src/dataplane/protocols.js';
 import { Bird } from '../src/lab/racks.js';
 import { Topology } from '../src/lab/topology.js';
 import { Netlink } from '../src/netlink/index.js';

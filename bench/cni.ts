@@ -222,7 +222,7 @@ export const benchmark: Benchmark = {
       const weft: Side = { key: 'weft', argv: [join(weftCni, 'weft-bridge')], conf: weftConf, cniPath: `${weftCni}:${REF_CNI}` };
       const ref: Side = { key: 'ref', argv: [join(REF_CNI, 'bridge')], conf: refConf, cniPath: `${weftCni}:${REF_CNI}` };
       // Context for the bundle's gain: the same plugin from tsc's module tree (the shim's fallback).
-      const esm: Side = { key: 'esm', argv: [process.execPath, join(REPO, 'dist/src/plugins/weft-bridge.js')], conf: weftConf, cniPath: weft.cniPath };
+      const esm: Side = { key: 'esm', argv: [process.execPath, join(REPO, 'dist/src/plugins/bridge/main.js')], conf: weftConf, cniPath: weft.cniPath };
       const started = await startWeftd(host, tmp);
       weftd = started.weftd;
       const fastConf = JSON.stringify({
@@ -346,7 +346,7 @@ export const benchmark: Benchmark = {
         one('weft-bridge VERSION: `node dist/cni/weft-bridge.bundle.cjs` (bundle, compiled at start)', startMs('weft bundle')),
         one('weft-bridge VERSION: `node dist/cni/weft-bridge.cjs` (bundle + V8 code cache)', startMs('weft launcher')),
         one('weft-bridge VERSION: `bin/cni/weft-bridge` (shim → bundle + code cache)', startMs('weft shim')),
-        one('weft-bridge VERSION: `node dist/src/plugins/weft-bridge.js` (tsc output)', startMs('weft esm')),
+        one('weft-bridge VERSION: `node dist/src/plugins/bridge/main.js` (tsc output)', startMs('weft esm')),
         one(`weft-bridge ADD from tsc output (n=${n})`, addMs('esm')),
         one(`weft-bridge DEL from tsc output (n=${n})`, delMs('esm')),
         '',

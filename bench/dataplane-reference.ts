@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 
 export type ReferenceShape = 'vxlan' | 'routes' | 'macvlan';
 
-/** The settings weft's vxlan backend uses (src/agent/backends/vxlan: flannel's defaults, learning off). */
+/** The settings weft's vxlan backend uses (src/backends/vxlan: flannel's defaults, learning off). */
 export const REFERENCE_VXLAN = { vni: 1, port: 8472, mtu: 1450 } as const;
 const UNDERLAY_MTU = 1500;
 

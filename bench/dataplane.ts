@@ -15,7 +15,7 @@ import { type IperfOptions, type IperfResult, iperf } from '../src/lab/bench.js'
 import { LabDirs, type LabRecord } from '../src/lab/state.js';
 import { labNsPrefix, parseLabName } from '../src/lab/naming.js';
 import { listNamedNetns } from '../src/netns/index.js';
-import { agentRulesScript, AGENT_TABLE } from '../src/traffic/agent-rules.js';
+import { agentRulesScript, AGENT_TABLE } from '../src/agent/traffic-rules.js';
 import { parseCidr } from '../src/net/ip.js';
 import { LAB_NETWORK } from '../src/lab/backends.js';
 import { ReferencePath, type ReferenceShape, firstLinkOfKind, kernelLink, removeLeftovers, vxlanDifferences } from './dataplane-reference.js';

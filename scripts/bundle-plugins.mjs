@@ -15,7 +15,7 @@
 // nothing or were slower.
 //
 // The plugins are the shims in bin/cni (each names its plugin on a `plugin=` line); a shim whose
-// source is not in src/plugins yet is skipped with a warning. Generated from src/ on every
+// source is not in src/plugins/<name>/main.ts yet is skipped with a warning. Generated from src/ on every
 // build (scripts/build.sh, npm run build:ts); dist/ is never committed.
 //
 //   node scripts/bundle-plugins.mjs [--metafile] [--no-minify] [--out-dir=DIR (default dist/cni)]
@@ -32,6 +32,11 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const shimDir = join(root, 'bin', 'cni');
 const outDirArg = process.argv.find((a) => a.startsWith('--out-dir='))?.slice('--out-dir='.length);
 const outDir = outDirArg ? resolve(outDirArg) : join(root, 'dist', 'cni');
+
+/** A plugin's entry point: its folder under src/plugins, named without the `weft-` prefix. */
+function pluginEntry(name) {
+  return join(root, 'src', 'plugins', name.replace(/^weft-/, ''), 'main.ts');
+}
 
 /** Plugin names from the shims' `plugin=NAME` lines, so a new shim is bundled without an edit here. */
 async function pluginsFromShims() {
@@ -93,7 +98,7 @@ function importMetaUrlPerModule(entryPath, bundleDir = outDir) {
 }
 
 async function bundle(name, { metafile, minify }) {
-  const entry = join(root, 'src', 'plugins', `${name}.ts`);
+  const entry = pluginEntry(name);
   const outfile = join(outDir, `${name}.bundle.cjs`);
   const result = await build({
     entryPoints: [entry],
@@ -177,8 +182,8 @@ async function main() {
   await mkdir(outDir, { recursive: true });
   const names = [];
   for (const name of await pluginsFromShims()) {
-    if (existsSync(join(root, 'src', 'plugins', `${name}.ts`))) names.push(name);
-    else process.stderr.write(`bundle-plugins: warning: bin/cni/${name} has no src/plugins/${name}.ts; not bundled\n`);
+    if (existsSync(pluginEntry(name))) names.push(name);
+    else process.stderr.write(`bundle-plugins: warning: bin/cni/${name} has no ${relative(root, pluginEntry(name))}; not bundled\n`);
   }
   const settled = await Promise.allSettled([...names.map((n) => bundle(n, { metafile, minify })), bundleWeftd({ metafile, minify })]);
   names.push('weftd');

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { WEFT_ROUTE_PROTOCOL } from '../../src/agent/dataplane.js';
+import { WEFT_ROUTE_PROTOCOL } from '../../src/dataplane/protocols.js';
 import { type ControlPlane, startControlPlane, stopControlPlane } from '../../src/kube/controlplane.js';
 import { prepareClusterForWeft } from '../../src/lab/kube.js';
 import { Topology } from '../../src/lab/topology.js';

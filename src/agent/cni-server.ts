@@ -16,8 +16,8 @@ import { tryFileLock } from '../fs/lock.js';
 import { mkdirp } from '../fs/mkdir.js';
 import type { Logger } from '../log.js';
 import type { ServiceStarter } from './agent.js';
-import { runWeftLocally } from '../plugins/weft-standalone.js';
-import { setContainerInterfaceDeleter, type ContainerInterfaceDeleter } from '../plugins/weft-bridge.js';
+import { runWeftLocally } from '../plugins/weft/standalone.js';
+import { setContainerInterfaceDeleter, type ContainerInterfaceDeleter } from '../plugins/bridge/main.js';
 import { Worker } from 'node:worker_threads';
 import type { BatchReport, DeleteInterfaceBatch, DeleteInterfaceRequest } from './cni-worker.js';
 

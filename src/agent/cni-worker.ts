@@ -11,7 +11,7 @@
 // thread, so each worker has its own.
 import { parentPort } from 'node:worker_threads';
 import { randomInt } from 'node:crypto';
-import { deleteContainerInterface } from '../container/iface.js';
+import { deleteContainerInterface } from '../plugins/pkg/iface.js';
 import { WeftError } from '../errors.js';
 import { Netlink, isNetlinkError } from '../netlink/index.js';
 import { netnsExists } from '../netns/index.js';

@@ -12,7 +12,7 @@
 //
 // The native client tries the socket before Node starts; when it falls back to the Node plugin
 // it passes what happened in WEFT_CNI_FASTPATH_OUTCOME ("unavailable <reason>" or "lost
-// <reason>"), so the socket is not tried twice and the retry rule stays in src/plugins/weft.ts.
+// <reason>"), so the socket is not tried twice and the retry rule stays in src/plugins/weft/main.ts.
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { readSubnetEnvText, DEFAULT_SUBNET_FILE } from './subnet-env.js';

@@ -3,10 +3,9 @@
 // runs no agent), the conflist a runtime would use on each host, and when a host counts as
 // converged (its routes to every other host are in place).
 import { Netlink } from '../netlink/index.js';
-import { WEFT_ROUTE_PROTOCOL } from '../agent/dataplane.js';
+import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
 import { type Cidr, cidrEquals, formatCidr, formatIP, ipAdd, networkOf, parseCidr, parseIPv4, rangeToCidrs } from '../net/ip.js';
 import type { LabDirs } from './state.js';
-import { WEFT_BGP_ROUTE_PROTOCOL } from '../agent/backends/bgp/kernel.js';
 
 export const LAB_NETWORK = '10.244.0.0/16';
 export const LAB_CNI_NETWORK_NAME = 'weft-lab';

@@ -14,7 +14,7 @@ import { parseSubnetEnvText } from '../cni/subnet-env.js';
 import { Topology } from './topology.js';
 import { RackTopology, parseBirdProtocols, splitHosts, type BirdSession } from './racks.js';
 import { MACVLAN_SHIM_NAME, macvlanShimPlan } from './backends.js';
-import { ensureMacvlanShim } from '../macvlan/shim.js';
+import { ensureMacvlanShim } from '../plugins/macvlan/shim.js';
 import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, tail } from './exec.js';
 import { mapLimit } from '../map-limit.js';
 import { LAB_NS_PREFIX, type LabName, labNsPrefix, labRoot } from './naming.js';

@@ -10,8 +10,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { invokeDelegate } from '../../src/cni/exec.js';
 import { resultToJson } from '../../src/cni/result.js';
-import { weftIpamPlugin } from '../../src/plugins/weft-ipam.js';
-import { LOCK_FILE } from '../../src/ipam/store.js';
+import { weftIpamPlugin } from '../../src/plugins/ipam/main.js';
+import { LOCK_FILE } from '../../src/plugins/ipam/store.js';
 
 const repo = resolve(fileURLToPath(import.meta.url), '../../../..');
 const WEFT_IPAM = join(repo, 'bin/cni/weft-ipam');

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parseNetworkList } from '../../src/cli/cni.js';
 import { startControlPlane, type ControlPlane } from '../../src/kube/controlplane.js';
 import { mapLimit } from '../../src/map-limit.js';
-import { weftConfSchema } from '../../src/plugins/weft-conf.js';
+import { weftConfSchema } from '../../src/plugins/weft/conf.js';
 import { parseNetworkConfig } from '../../src/store/config.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { Netlink } from '../../src/netlink/index.js';
 import { NetnsPool, ipJson, ipIn, type TestNetns } from '../../src/netns/testing.js';
 import { parseCidr, parseIP } from '../../src/net/ip.js';
-import { DataplaneSync, nexthopIdFor, removeWeftRoutes, WEFT_ROUTE_PROTOCOL, type DesiredState } from '../../src/agent/dataplane.js';
+import { DataplaneSync, nexthopIdFor, removeWeftRoutes, type DesiredState } from '../../src/dataplane/sync.js';
+import { WEFT_ROUTE_PROTOCOL } from '../../src/dataplane/protocols.js';
 
 interface IpNexthop { id: number; gateway?: string; dev?: string; flags: string[]; protocol?: string }
 interface IpRoute { dst: string; nhid?: number; gateway?: string; dev?: string; protocol?: string; flags: string[] }

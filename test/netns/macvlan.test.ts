@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { NetnsPool, bridgeJson, ipIn, ipJson, type TestNetns } from '../../src/netns/testing.js';
 import { Netlink } from '../../src/netlink/index.js';
 import { parseCidr } from '../../src/net/ip.js';
-import { ensureMacvlanShim, removeMacvlanShim } from '../../src/macvlan/shim.js';
+import { ensureMacvlanShim, removeMacvlanShim } from '../../src/plugins/macvlan/shim.js';
 import { addrs, allocations, asCniError, link, links, ping, runPlugin, WEFT_CNI_DIR, type CniCall, type PluginRun } from './cni-harness.js';
 
 const WEFT_MACVLAN = join(WEFT_CNI_DIR, 'weft-macvlan');

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { NetnsPool } from '../../src/netns/testing.js';
 import { nftApply, nftDeleteRulesWhere, nftListRules } from '../../src/nft/nft.js';
 import { parseCidr, type Cidr } from '../../src/net/ip.js';
-import { addMasquerade, CNI_TABLE, removeAttachmentRules, ruleTag, type Attachment } from '../../src/traffic/cni-rules.js';
+import { addMasquerade, CNI_TABLE, removeAttachmentRules, ruleTag, type Attachment } from '../../src/plugins/pkg/cni-rules.js';
 
 const pool = new NetnsPool('wrv');
 after(() => pool.cleanup());
@@ -17,7 +17,7 @@ after(() => pool.cleanup());
 const NETWORK = 'wrvnet';
 const ATTACHMENT: Attachment = { containerId: 'race-0123456789', ifname: 'eth0' };
 const RULES = 200;
-const CNI_RULES_MODULE = fileURLToPath(new URL('../../src/traffic/cni-rules.js', import.meta.url));
+const CNI_RULES_MODULE = fileURLToPath(new URL('../../src/plugins/pkg/cni-rules.js', import.meta.url));
 
 function addresses(n: number): Cidr[] {
   return Array.from({ length: n }, (_, i) => parseCidr(`10.77.${i >> 8}.${(i & 0xff) + 0}/16`));

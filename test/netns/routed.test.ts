@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetnsPool, ipIn, ipJson, type TestNetns } from '../../src/netns/testing.js';
 import { readSysctl } from '../../src/netns/index.js';
-import { hostVethName, ROUTED_ROUTE_PROTO } from '../../src/routed/routed.js';
+import { hostVethName } from '../../src/plugins/routed/routed.js';
+import { ROUTED_ROUTE_PROTO } from '../../src/dataplane/protocols.js';
 import { addrs, allocations, asCniError, hostVeths, link, links, ping, runPlugin, WEFT_CNI_DIR, type CniCall, type PluginRun } from './cni-harness.js';
 
 const WEFT_ROUTED = join(WEFT_CNI_DIR, 'weft-routed');

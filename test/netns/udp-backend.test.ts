@@ -3,7 +3,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ipJson } from '../../src/netns/testing.js';
-import { createUdpBackend, UDP_DEVICE, type UdpBackend } from '../../src/agent/backends/udp/index.js';
+import { createUdpBackend, UDP_DEVICE, type UdpBackend } from '../../src/backends/udp/udp.js';
 import { UdpTopology } from './udp-topology.js';
 
 interface IpLink { ifname: string; ifindex: number; mtu: number; flags: string[]; linkinfo?: { info_kind?: string } }

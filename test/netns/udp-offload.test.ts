@@ -7,7 +7,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
-import { createUdpBackend, type PumpStats, type UdpBackend } from '../../src/agent/backends/udp/index.js';
+import { createUdpBackend, type PumpStats, type UdpBackend } from '../../src/backends/udp/udp.js';
 import { runInNetns } from '../../src/netns/index.js';
 import { UdpTopology } from './udp-topology.js';
 

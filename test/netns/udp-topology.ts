@@ -10,7 +10,7 @@ import { runInNetns, writeSysctl } from '../../src/netns/index.js';
 import { parseCidr, parseIP, type Cidr, type IP } from '../../src/net/ip.js';
 import { networkConfigFromObject } from '../../src/store/config.js';
 import { createLogger } from '../../src/log.js';
-import type { HostContext } from '../../src/agent/backends/types.js';
+import type { HostContext } from '../../src/backends/types.js';
 import type { Lease } from '../../src/store/lease.js';
 
 export const NETWORK = '10.244.0.0/16';

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { planPeers } from '../../src/agent/backends/bgp/plan.js';
+import { planPeers } from '../../src/backends/bgp/plan.js';
 import { bgpStatusSchema, formatUptime, renderBgpStatus } from '../../src/cli/bgp.js';
 import { renderRackBirdConfig } from '../../src/lab/racks.js';
 import { parseCidr, parseIPv4 } from '../../src/net/ip.js';

@@ -1,4 +1,4 @@
-// Kernel ownership in the bgp backend's route writer (src/agent/backends/bgp/kernel.ts),
+// Kernel ownership in the bgp backend's route writer (src/backends/bgp/kernel.ts),
 // against a model of the kernel's main table that behaves as the kernel does where it matters:
 // replace overwrites whatever route has the destination and metric (any protocol), add with
 // NLM_F_EXCL refuses with EEXIST, and a delete naming a protocol only matches that protocol.
@@ -6,8 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  type KernelRoutes, KernelView, WEFT_BGP_ROUTE_PROTOCOL, removeBgpRoutes, syncBgpRoutes, writeRoutes,
-} from '../../src/agent/backends/bgp/kernel.js';
+  type KernelRoutes, KernelView, removeBgpRoutes, syncBgpRoutes, writeRoutes,
+} from '../../src/backends/bgp/kernel.js';
+import { WEFT_BGP_ROUTE_PROTOCOL } from '../../src/dataplane/protocols.js';
 import { type Address, type NetlinkOp, type Route, type RouteInput, NetlinkError } from '../../src/netlink/index.js';
 import { type Cidr, formatCidr, formatIP, parseCidr, parseIPv4 } from '../../src/net/ip.js';
 

@@ -140,7 +140,7 @@ describe('CNI plugin bundles and shims', () => {
   });
 
   it('weft-ipam from the bundle answers ADD, DEL, errors and --help exactly like tsc\'s output', () => {
-    const variants = { bundle: [join(bin, 'weft-ipam')], tsc: [process.execPath, join(REPO, 'dist/src/plugins/weft-ipam.js')] };
+    const variants = { bundle: [join(bin, 'weft-ipam')], tsc: [process.execPath, join(REPO, 'dist/src/plugins/ipam/main.js')] };
     const seen: Record<string, string[]> = {};
     for (const [key, argv] of Object.entries(variants)) {
       const dataDir = join(tmp, `ipam-${key}`);

@@ -1,8 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CniCode, WeftError } from '../../src/errors.js';
-import { parseIpamConfig, describeRangeSet } from '../../src/ipam/config.js';
-import { candidates, pickFree, usableCount } from '../../src/ipam/allocator.js';
+import { parseIpamConfig, describeRangeSet } from '../../src/plugins/ipam/config.js';
+import { candidates, pickFree, usableCount } from '../../src/plugins/ipam/allocator.js';
 import { formatIP, parseIP, type IP } from '../../src/net/ip.js';
 
 function code7(section: unknown, key: RegExp): void {

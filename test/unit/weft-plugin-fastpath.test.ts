@@ -16,7 +16,7 @@ import { callFastPath } from '../../src/cni/fastpath-client.js';
 import { createLogger } from '../../src/log.js';
 
 const REPO = resolve(fileURLToPath(import.meta.url), '../../../..');
-const PLUGIN = join(REPO, 'dist/src/plugins/weft.js');
+const PLUGIN = join(REPO, 'dist/src/plugins/weft/main.js');
 const quiet = createLogger({}, { write: () => undefined });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

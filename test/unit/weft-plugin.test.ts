@@ -12,7 +12,7 @@ import { DEFAULT_CNI_SOCKET, defaultCniSocket, fastPathEnv, fastPathSocketFor } 
 import { loadSubnetEnv, parseSubnetEnv, parseSubnetEnvText, type SubnetEnv } from '../../src/cni/subnet-env.js';
 import { CniCode, WeftError } from '../../src/errors.js';
 import { formatCidr } from '../../src/net/ip.js';
-import { buildDelegateConf, weftConfSchema } from '../../src/plugins/weft-conf.js';
+import { buildDelegateConf, weftConfSchema } from '../../src/plugins/weft/conf.js';
 
 const FLANNEL_TEXT = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
 

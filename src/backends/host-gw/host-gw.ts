@@ -1,0 +1,68 @@
+// The host-gw backend: a plain route per remote subnet via the remote host's PublicIP. It only
+// works when every host is on this host's L2 segment; a peer that is not gets no route (a route
+// via an unreachable gateway would silently blackhole) and a problem report for /readyz.
+import { CniCode, WeftError } from '../../errors.js';
+import { type Cidr, cidrContains, formatCidr, formatIP, networkOf } from '../../net/ip.js';
+import { hostGwConfig } from '../../store/backend-registry.js';
+import type { Lease } from '../../store/lease.js';
+import { type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
+import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
+
+class HostGwBackend implements Backend {
+  readonly type = 'host-gw';
+  private host: HostContext | undefined;
+  private dataplane: DataplaneSync | undefined;
+  /** Peers already reported as unreachable, so the log says it once, not every repair pass. */
+  private readonly reported = new Set<string>();
+
+  async prepare(host: HostContext): Promise<BackendPreparation> {
+    this.host = host;
+    this.dataplane = new DataplaneSync(host.nl);
+    return { backendData: null, mtu: host.publicIface.mtu };
+  }
+
+  async activate(_ownSubnet: Cidr): Promise<void> {}
+
+  async reconcile(peers: readonly Lease[], opts: ReconcileOptions = {}): Promise<ReconcileReport> {
+    const host = this.host;
+    if (!host) throw new WeftError(CniCode.Internal, 'host-gw backend: reconcile before prepare');
+    const onLink: Cidr[] = host.nl.listAddresses({ link: host.publicIface.index, family: 4 })
+      .map((a) => networkOf(a.cidr));
+    const routes: DesiredRoute[] = [];
+    const problems: string[] = [];
+    const unreachableNow = new Set<string>();
+    for (const p of peers) {
+      if (p.attrs.backendType !== 'host-gw') {
+        problems.push(`peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) runs backend ${p.attrs.backendType}, not host-gw; skipped`);
+        continue;
+      }
+      if (!onLink.some((c) => cidrContains(c, p.attrs.publicIP))) {
+        const msg = `host-gw: peer ${formatCidr(p.subnet)} at ${formatIP(p.attrs.publicIP)} is not directly reachable from `
+          + `${host.publicIface.name} (${onLink.map(formatCidr).join(', ') || 'no IPv4 address'}); host-gw needs every host on one L2 segment, so no route was installed (use vxlan across subnets)`;
+        problems.push(msg);
+        const key = formatCidr(p.subnet);
+        unreachableNow.add(key);
+        if (!this.reported.has(key)) host.log.error('peer not directly reachable; no route installed', { peer: key, publicIP: formatIP(p.attrs.publicIP), iface: host.publicIface.name });
+        continue;
+      }
+      routes.push({ dst: p.subnet, gateway: p.attrs.publicIP, oif: host.publicIface.index, onlink: false });
+    }
+    this.reported.clear();
+    for (const k of unreachableNow) this.reported.add(k);
+    const r = this.dataplane!.sync({ routes, neighs: [], fdb: [] }, opts.full === false ? 'incremental' : 'full');
+    return { repairs: r.repairs, removals: r.removals, problems: [...problems, ...r.errors] };
+  }
+
+  async close(opts: { keepDataplane: boolean }): Promise<void> {
+    if (!opts.keepDataplane && this.host) removeWeftRoutes(this.host.nl);
+  }
+}
+
+export const hostGwBackend: BackendFactory = (settings) => {
+  const parsed = hostGwConfig.safeParse(settings ?? {});
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new WeftError(CniCode.InvalidNetworkConfig, `network config: Backend.${i?.path.join('.') ?? ''}: ${i?.message ?? 'invalid'}`);
+  }
+  return new HostGwBackend();
+};

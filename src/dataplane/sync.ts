@@ -1,0 +1,435 @@
+// Desired → kernel for the objects a backend owns: routes (recognised by weft's own route
+// protocol number), permanent neighbours and FDB entries on the backend's device. A full sync
+// dumps each kind, diffs and writes one netlink batch, so thousands of peers cost a few round
+// trips and a pass over an already-correct kernel writes nothing. Between full syncs (the repair
+// pass), lease events take the incremental path (DataplaneSync): the diff is against what the
+// last sync wrote, so a burst of events costs its own writes, not a dump of every table. Routes
+// name their next hop through a nexthop object where the kernel has them (src/netlink/nexthop.ts
+// says why: bulk programming costs a third of the kernel time).
+import { isNetlinkError, type FdbInput, type Netlink, type NetlinkOp, type NeighInput, type NexthopObject, type Route } from '../netlink/index.js';
+import { type Cidr, type IP, ipEquals } from '../net/ip.js';
+
+import { WEFT_ROUTE_PROTOCOL } from './protocols.js';
+
+export interface DesiredRoute {
+  readonly dst: Cidr;
+  readonly gateway: IP;
+  readonly oif: number;
+  readonly onlink: boolean;
+}
+
+export interface DesiredNeigh {
+  readonly ip: IP;
+  readonly mac: string;
+}
+
+export interface DesiredFdb {
+  readonly mac: string;
+  readonly dst: IP;
+}
+
+export interface DesiredState {
+  readonly routes: readonly DesiredRoute[];
+  /** Permanent neighbours on `device` (ignored without a device). */
+  readonly neighs: readonly DesiredNeigh[];
+  /** FDB entries on `device` (ignored without a device). */
+  readonly fdb: readonly DesiredFdb[];
+  /** The backend's own device (vxlan), whose neighbour and FDB tables it owns entirely. */
+  readonly device?: number;
+}
+
+export interface SyncResult {
+  readonly repairs: number;
+  readonly removals: number;
+  /** Kernel refusals, one line each. */
+  readonly errors: readonly string[];
+}
+
+const NUD_PERMANENT = 0x80;
+
+const routeKey = (dst: Cidr): string => `${dst.ip.value}/${dst.prefix}`;
+const neighKey = (ip: IP): string => `${ip.family}:${ip.value}`;
+const fdbKey = (mac: string, dst: IP | undefined): string => `${mac.toLowerCase()}>${dst ? neighKey(dst) : ''}`;
+
+/**
+ * The nexthop object id a route via `gateway` uses: the IPv4 gateway itself as a number, so the
+ * id is the same in every process and across restarts (nothing to persist, nothing to look up)
+ * and two routes via one gateway share one object. IPv6 gateways keep the classic route form.
+ */
+export function nexthopIdFor(gateway: IP): number | undefined {
+  if (gateway.family !== 4 || gateway.value === 0n) return undefined;
+  return Number(gateway.value);
+}
+
+/** A nexthop dump's refusal by a kernel without nexthop objects (before 5.3: an unknown message type). */
+function nexthopsUnsupported(err: unknown): boolean {
+  return isNetlinkError(err, 'EOPNOTSUPP', 'EINVAL', 'EPROTONOSUPPORT');
+}
+
+/** The next hop a route needs, as a nexthop object would hold it. */
+interface WantedNexthop {
+  readonly gateway: IP;
+  readonly oif: number;
+  readonly onlink: boolean;
+}
+
+function sameNexthop(a: WantedNexthop, b: WantedNexthop): boolean {
+  return ipEquals(a.gateway, b.gateway) && a.oif === b.oif && a.onlink === b.onlink;
+}
+
+/** A route as written: its desired next hop and the nexthop object it points at (if any). */
+interface WrittenRoute {
+  readonly want: DesiredRoute;
+  readonly nhid: number | undefined;
+}
+
+function routeOp(w: DesiredRoute, nhid: number | undefined): NetlinkOp {
+  return nhid !== undefined
+    ? { op: 'replaceRoute', route: { dst: w.dst, nhid, protocol: WEFT_ROUTE_PROTOCOL, scope: 'universe' } }
+    : { op: 'replaceRoute', route: { dst: w.dst, gateway: w.gateway, oif: w.oif, onlink: w.onlink, protocol: WEFT_ROUTE_PROTOCOL, scope: 'universe' } };
+}
+
+function nexthopOp(id: number, n: WantedNexthop): NetlinkOp {
+  return { op: 'replaceNexthop', nexthop: { id, gateway: n.gateway, oif: n.oif, onlink: n.onlink, protocol: WEFT_ROUTE_PROTOCOL } };
+}
+
+/** Does the kernel's route `have` already do what `want` (written as nhid, or classic) asks? */
+function routeMatches(have: Route, want: DesiredRoute, nhid: number | undefined): boolean {
+  if (have.type !== 'unicast') return false;
+  if (nhid !== undefined) return have.nhid === nhid;
+  return have.nhid === undefined && have.gateway !== undefined && ipEquals(have.gateway, want.gateway)
+    && have.oif === want.oif && have.onlink === want.onlink;
+}
+
+/**
+ * Deletes first — routes before the nexthop objects they use (a stale entry may stand in the
+ * way of its replacement) — then neighbours, FDB entries and nexthop objects, routes last: a
+ * route is only usable once its next hop resolves, and "every route is in" then means the whole
+ * peer is.
+ */
+function rankOf(o: NetlinkOp): number {
+  if (o.op === 'deleteRoute') return 0;
+  if (o.op.startsWith('delete')) return 1;
+  return o.op === 'replaceRoute' ? 3 : 2;
+}
+
+function orderOps(ops: NetlinkOp[]): NetlinkOp[] {
+  return ops.sort((a, b) => rankOf(a) - rankOf(b));
+}
+
+/** Applies ops; returns the kernel's refusals and the set of ops it refused. */
+function apply(nl: Netlink, ops: NetlinkOp[]): { errors: string[]; failed: Set<NetlinkOp> } {
+  const errors: string[] = [];
+  const failed = new Set<NetlinkOp>();
+  if (ops.length === 0) return { errors, failed };
+  orderOps(ops);
+  const results = nl.applyBatch(ops);
+  for (const [i, err] of results.entries()) {
+    if (!err) continue;
+    errors.push(err.message);
+    failed.add(ops[i]!);
+  }
+  return { errors, failed };
+}
+
+export function syncDataplane(nl: Netlink, want: DesiredState): SyncResult {
+  return new DataplaneSync(nl).sync(want, 'full');
+}
+
+export interface DataplaneSyncOptions {
+  /**
+   * Write routes through nexthop objects (default: when the kernel has them, Linux ≥ 5.3). They
+   * make bulk programming ~3× cheaper in the kernel (see src/netlink/nexthop.ts); false keeps
+   * the classic one-gateway-per-route form.
+   */
+  readonly nexthopObjects?: boolean;
+}
+
+/**
+ * A backend's dataplane with a memory of what it last wrote. `full` dumps the kernel and fixes
+ * every difference (start-up, the periodic repair); `incremental` writes only the difference
+ * between `want` and the last sync's result, trusting the kernel still holds it — whatever
+ * someone changed by hand meanwhile is the next full sync's business. Without a remembered
+ * state (or when the device changed), incremental falls back to full.
+ *
+ * Routes point at nexthop objects (protocol 87, id = the gateway, see nexthopIdFor) when the
+ * kernel supports them; an id already taken by an object weft did not write makes that route
+ * fall back to the classic form rather than take someone else's object over.
+ */
+export class DataplaneSync {
+  private routes: Map<string, WrittenRoute> | undefined;
+  private nexthops = new Map<number, WantedNexthop>();
+  private neighs = new Map<string, DesiredNeigh>();
+  private fdb = new Map<string, DesiredFdb>();
+  private device: number | undefined;
+  /** undefined until the first full sync has asked the kernel. */
+  private nexthopObjects: boolean | undefined;
+  /** Nexthop ids held by objects of other owners, as of the last full sync. */
+  private foreign = new Set<number>();
+
+  constructor(private readonly nl: Netlink, opts: DataplaneSyncOptions = {}) {
+    if (opts.nexthopObjects === false) this.nexthopObjects = false;
+  }
+
+  /** Forget what was written (e.g. the device was re-created): the next sync is full. */
+  forget(): void {
+    this.routes = undefined;
+  }
+
+  /** Whether routes are written through nexthop objects (undefined before the first full sync). */
+  get usesNexthopObjects(): boolean | undefined {
+    return this.nexthopObjects;
+  }
+
+  sync(want: DesiredState, mode: 'full' | 'incremental'): SyncResult {
+    if (mode === 'full' || this.routes === undefined || this.device !== want.device) return this.full(want);
+    return this.incremental(want, this.routes);
+  }
+
+  private nhidFor(w: DesiredRoute): number | undefined {
+    if (!this.nexthopObjects) return undefined;
+    const id = nexthopIdFor(w.gateway);
+    return id !== undefined && !this.foreign.has(id) ? id : undefined;
+  }
+
+  /** The nexthop objects `want`'s routes need, by id. */
+  private wantedNexthops(want: DesiredState): Map<number, WantedNexthop> {
+    const out = new Map<number, WantedNexthop>();
+    for (const w of want.routes) {
+      const id = this.nhidFor(w);
+      if (id !== undefined && !out.has(id)) out.set(id, { gateway: w.gateway, oif: w.oif, onlink: w.onlink });
+    }
+    return out;
+  }
+
+  /** Remembers `want` minus what the kernel refused (so the next pass tries those again). */
+  private remember(want: DesiredState, nexthops: Map<number, WantedNexthop>, failed: Set<NetlinkOp>): void {
+    const routes = new Map<string, WrittenRoute>();
+    const neighs = new Map<string, DesiredNeigh>();
+    const fdb = new Map<string, DesiredFdb>();
+    const refused = new Set<string>();
+    for (const o of failed) {
+      if (o.op === 'replaceRoute' && o.route.dst !== 'default') refused.add(`r${routeKey(o.route.dst)}`);
+      else if (o.op === 'replaceNeigh') refused.add(`n${neighKey(o.neigh.ip)}`);
+      else if (o.op === 'replaceFdb') refused.add(`f${fdbKey(o.fdb.mac, o.fdb.dst)}`);
+      else if (o.op === 'replaceNexthop') refused.add(`h${o.nexthop.id}`);
+    }
+    for (const w of want.routes) {
+      const k = routeKey(w.dst);
+      const nhid = this.nhidFor(w);
+      if (!refused.has(`r${k}`) && (nhid === undefined || !refused.has(`h${nhid}`))) routes.set(k, { want: w, nhid });
+    }
+    const kept = new Map<number, WantedNexthop>();
+    for (const [id, n] of nexthops) if (!refused.has(`h${id}`)) kept.set(id, n);
+    if (want.device !== undefined) {
+      for (const w of want.neighs) { const k = neighKey(w.ip); if (!refused.has(`n${k}`)) neighs.set(k, w); }
+      for (const w of want.fdb) { const k = fdbKey(w.mac, w.dst); if (!refused.has(`f${k}`)) fdb.set(k, w); }
+    }
+    this.routes = routes;
+    this.nexthops = kept;
+    this.neighs = neighs;
+    this.fdb = fdb;
+    this.device = want.device;
+  }
+
+  private incremental(want: DesiredState, had: Map<string, WrittenRoute>): SyncResult {
+    const ops: NetlinkOp[] = [];
+    let repairs = 0;
+    let removals = 0;
+    const nexthops = this.wantedNexthops(want);
+    for (const [id, n] of nexthops) {
+      const h = this.nexthops.get(id);
+      if (h && sameNexthop(h, n)) continue;
+      ops.push(nexthopOp(id, n));
+    }
+    const seenRoutes = new Set<string>();
+    for (const w of want.routes) {
+      const k = routeKey(w.dst);
+      seenRoutes.add(k);
+      const h = had.get(k);
+      const nhid = this.nhidFor(w);
+      if (h && h.nhid === nhid && sameNexthop(h.want, w)) continue;
+      ops.push(routeOp(w, nhid));
+      repairs++;
+    }
+    for (const [k, h] of had) {
+      if (seenRoutes.has(k)) continue;
+      ops.push({ op: 'deleteRoute', route: h.nhid !== undefined
+        ? { dst: h.want.dst, protocol: WEFT_ROUTE_PROTOCOL }
+        : { dst: h.want.dst, gateway: h.want.gateway, oif: h.want.oif, protocol: WEFT_ROUTE_PROTOCOL } });
+      removals++;
+    }
+    for (const id of this.nexthops.keys()) if (!nexthops.has(id)) ops.push({ op: 'deleteNexthop', id });
+    const link = want.device;
+    if (link !== undefined) {
+      const seenNeigh = new Set<string>();
+      for (const w of want.neighs) {
+        const k = neighKey(w.ip);
+        seenNeigh.add(k);
+        const h = this.neighs.get(k);
+        if (h && h.mac.toLowerCase() === w.mac.toLowerCase()) continue;
+        ops.push({ op: 'replaceNeigh', neigh: { link, ip: w.ip, mac: w.mac, state: NUD_PERMANENT } });
+        repairs++;
+      }
+      for (const [k, h] of this.neighs) {
+        if (seenNeigh.has(k)) continue;
+        ops.push({ op: 'deleteNeigh', link, ip: h.ip });
+        removals++;
+      }
+      const seenFdb = new Set<string>();
+      for (const w of want.fdb) {
+        const k = fdbKey(w.mac, w.dst);
+        seenFdb.add(k);
+        if (this.fdb.has(k)) continue;
+        ops.push({ op: 'replaceFdb', fdb: { link, mac: w.mac, dst: w.dst, state: NUD_PERMANENT } });
+        repairs++;
+      }
+      for (const [k, h] of this.fdb) {
+        if (seenFdb.has(k)) continue;
+        ops.push({ op: 'deleteFdb', fdb: { link, mac: h.mac, dst: h.dst } });
+        removals++;
+      }
+    }
+    const { errors, failed } = apply(this.nl, ops);
+    this.remember(want, nexthops, failed);
+    return { repairs, removals, errors };
+  }
+
+  /** Reads the kernel's nexthop objects; decides on first use whether the kernel has them. */
+  private haveNexthops(): NexthopObject[] {
+    if (this.nexthopObjects === false) return [];
+    try {
+      const list = this.nl.listNexthops();
+      this.nexthopObjects = true;
+      return list;
+    } catch (err) {
+      if (this.nexthopObjects === undefined && nexthopsUnsupported(err)) {
+        this.nexthopObjects = false;
+        return [];
+      }
+      throw err;
+    }
+  }
+
+  private full(want: DesiredState): SyncResult {
+    const { nl } = this;
+    const ops: NetlinkOp[] = [];
+    let repairs = 0;
+    let removals = 0;
+
+    // Nexthop objects: every protocol-87 object is ours; an id someone else holds is left alone
+    // and the routes that would use it are written the classic way.
+    const haveNh = new Map(this.haveNexthops().map((n) => [n.id, n]));
+    this.foreign = new Set([...haveNh.values()].filter((n) => n.protocol !== WEFT_ROUTE_PROTOCOL).map((n) => n.id));
+    const nexthops = this.wantedNexthops(want);
+    for (const [id, n] of nexthops) {
+      const h = haveNh.get(id);
+      if (h && !h.group && !h.blackhole && h.gateway !== undefined && h.oif !== undefined
+        && sameNexthop({ gateway: h.gateway, oif: h.oif, onlink: h.onlink }, n)) continue;
+      ops.push(nexthopOp(id, n));
+      repairs++;
+    }
+    for (const h of haveNh.values()) {
+      if (h.protocol !== WEFT_ROUTE_PROTOCOL || nexthops.has(h.id)) continue;
+      ops.push({ op: 'deleteNexthop', id: h.id });
+      removals++;
+    }
+
+    // Routes: every weft-protocol route in the main table is ours to keep equal to `want`.
+    const haveRoutes = new Map<string, Route[]>();
+    for (const r of nl.listRoutes({ family: 4, protocol: WEFT_ROUTE_PROTOCOL })) {
+      const k = routeKey(r.dst);
+      const list = haveRoutes.get(k);
+      if (list) list.push(r);
+      else haveRoutes.set(k, [r]);
+    }
+    const wantedRoutes = new Set<string>();
+    for (const w of want.routes) {
+      const k = routeKey(w.dst);
+      wantedRoutes.add(k);
+      const have = haveRoutes.get(k) ?? [];
+      const nhid = this.nhidFor(w);
+      const good = have.find((h) => routeMatches(h, w, nhid));
+      // Without a good one, the first route for the destination is replaced in place (no gap in
+      // forwarding, e.g. when the classic form turns into a nexthop object); the rest go.
+      const replaced = good ? undefined : have[0];
+      for (const h of have) {
+        if (h === good || h === replaced) continue;
+        ops.push({ op: 'deleteRoute', route: h });
+        removals++;
+      }
+      if (!good) {
+        ops.push(routeOp(w, nhid));
+        repairs++;
+      }
+    }
+    for (const [k, list] of haveRoutes) {
+      if (wantedRoutes.has(k)) continue;
+      for (const h of list) { ops.push({ op: 'deleteRoute', route: h }); removals++; }
+    }
+
+    if (want.device !== undefined) {
+      const link = want.device;
+      const haveNeigh = new Map(nl.listNeigh({ link, family: 4 }).map((n) => [neighKey(n.ip), n]));
+      const wantedNeigh = new Set<string>();
+      for (const w of want.neighs) {
+        const k = neighKey(w.ip);
+        wantedNeigh.add(k);
+        const h = haveNeigh.get(k);
+        if (h && h.permanent && h.mac?.toLowerCase() === w.mac.toLowerCase()) continue;
+        const n: NeighInput = { link, ip: w.ip, mac: w.mac, state: NUD_PERMANENT };
+        ops.push({ op: 'replaceNeigh', neigh: n });
+        repairs++;
+      }
+      for (const [k, h] of haveNeigh) {
+        if (wantedNeigh.has(k)) continue;
+        ops.push({ op: 'deleteNeigh', link, ip: h.ip });
+        removals++;
+      }
+
+      const haveFdb = new Map<string, { mac: string; dst: IP | undefined; permanent: boolean }>();
+      for (const e of nl.listFdb({ link })) {
+        // The kernel lists the device's own addresses as local entries; those are not ours.
+        if (e.index !== link || e.master !== undefined) continue;
+        haveFdb.set(fdbKey(e.mac, e.dst), { mac: e.mac, dst: e.dst, permanent: e.permanent });
+      }
+      const wantedFdb = new Set<string>();
+      for (const w of want.fdb) {
+        const k = fdbKey(w.mac, w.dst);
+        wantedFdb.add(k);
+        const h = haveFdb.get(k);
+        if (h && h.permanent) continue;
+        const f: FdbInput = { link, mac: w.mac, dst: w.dst, state: NUD_PERMANENT };
+        ops.push({ op: 'replaceFdb', fdb: f });
+        repairs++;
+      }
+      for (const [k, h] of haveFdb) {
+        if (wantedFdb.has(k)) continue;
+        ops.push({ op: 'deleteFdb', fdb: { link, mac: h.mac, ...(h.dst && { dst: h.dst }) } });
+        removals++;
+      }
+    }
+
+    const { errors, failed } = apply(nl, ops);
+    this.remember(want, nexthops, failed);
+    return { repairs, removals, errors };
+  }
+}
+
+/**
+ * Removes every weft-protocol route and nexthop object (backend shut down without keeping the
+ * dataplane). Returns the number of routes removed.
+ */
+export function removeWeftRoutes(nl: Netlink): number {
+  const routes = nl.listRoutes({ family: 4, protocol: WEFT_ROUTE_PROTOCOL });
+  const ops: NetlinkOp[] = routes.map((route) => ({ op: 'deleteRoute', route }));
+  let objects: NexthopObject[] = [];
+  try {
+    objects = nl.listNexthops();
+  } catch (err) {
+    if (!nexthopsUnsupported(err)) throw err;
+  }
+  for (const n of objects) if (n.protocol === WEFT_ROUTE_PROTOCOL) ops.push({ op: 'deleteNexthop', id: n.id });
+  if (ops.length > 0) nl.applyBatch(ops);
+  return routes.length;
+}
