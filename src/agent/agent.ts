@@ -194,7 +194,7 @@ export class Agent {
     const network = parseNetworkConfig(text);
     this.network = network;
     if (!network.ipv4) throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: Network: weftd needs an IPv4 Network');
-    const backend = createBackend(network.backend.type, network.backend.settings);
+    const backend = createBackend(network.backend);
     this.backend = backend;
 
     // 2. Where this host stands on the underlay.

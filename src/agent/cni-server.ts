@@ -17,7 +17,9 @@ import { mkdirp } from '../fs/mkdir.js';
 import type { Logger } from '../log.js';
 import type { ServiceStarter } from './agent.js';
 import { runWeftLocally } from '../plugins/weft/standalone.js';
-import { setContainerInterfaceDeleter, type ContainerInterfaceDeleter } from '../plugins/bridge/main.js';
+import type { ContainerInterfaceDeleter, PluginHost } from '../cni/skel.js';
+import { standalonePluginHost } from '../plugins/pkg/host.js';
+import type { EndpointSink } from '../policy/endpoint-record.js';
 import { Worker } from 'node:worker_threads';
 import type { BatchReport, DeleteInterfaceBatch, DeleteInterfaceRequest } from './cni-worker.js';
 
@@ -40,6 +42,11 @@ export interface CniServerOptions {
    * takes a lone DEL at once or, when all are busy, everything queued as one batch.
    */
   deleteWorkers?: number;
+  /**
+   * The default handler's plugins announce endpoint records here (weftd: its policy service, so
+   * an ADD returns once the pod's policy is in place). Absent: nobody in-process is told.
+   */
+  endpointSink?: EndpointSink;
 }
 
 export interface CniServer {
@@ -168,15 +175,17 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
   const maxBytes = opts.maxRequestBytes ?? 1 << 20;
   const drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
   const requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
-  const handle = opts.handle ?? ((env, stdin) => runWeftLocally(env, stdin));
   // Only for the in-process plugin: a scripted handler never deletes interfaces.
   const deleteWorkers = opts.deleteWorkers ?? DEFAULT_DELETE_WORKERS;
   const pool = opts.handle === undefined && deleteWorkers > 0 ? interfaceDeletePool(deleteWorkers, log) : undefined;
-  const previousDeleter = pool ? setContainerInterfaceDeleter(pool.deleter) : undefined;
+  // This server's own host: another server (or a plugin run beside it) keeps its own.
+  const host: PluginHost = {
+    deleteContainerInterface: pool?.deleter ?? standalonePluginHost.deleteContainerInterface,
+    endpointChanged: opts.endpointSink ?? standalonePluginHost.endpointChanged,
+  };
+  const handle = opts.handle ?? ((env, stdin) => runWeftLocally(env, stdin, host));
   const releasePool = async (): Promise<void> => {
-    if (!pool) return;
-    if (previousDeleter) setContainerInterfaceDeleter(previousDeleter);
-    await pool.close();
+    await pool?.close();
   };
   const counts = { ok: 0, failed: 0 };
   // ADDs running now, and the most that ran together since the last time none ran.
@@ -338,9 +347,9 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
  * weftd's hook: serve the fast path once the agent is ready, and announce the socket in
  * subnet.env (WEFT_CNI_SOCKET) so plugins configured with a non-default path find it.
  */
-export function cniServerService(socketPath: string): ServiceStarter {
+export function cniServerService(socketPath: string, endpointSink: EndpointSink): ServiceStarter {
   return async (ctx) => {
-    const server = await startCniServer({ socketPath, log: ctx.log.child({ service: 'cni-server' }) });
+    const server = await startCniServer({ socketPath, log: ctx.log.child({ service: 'cni-server' }), endpointSink });
     ctx.setSubnetEnv('WEFT_CNI_SOCKET', socketPath);
     return { close: () => server.close() };
   };

@@ -14,7 +14,7 @@ import { CniCode, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type Cidr, type IP, tryParseIP } from '../net/ip.js';
 import {
-  type EndpointChange, type EndpointRecord, endpointStoreKey, listenForEndpointChanges, readEndpointRecords, recordToEndpoint,
+  type EndpointChange, type EndpointChanges, type EndpointRecord, endpointStoreKey, readEndpointRecords, recordToEndpoint,
 } from '../policy/endpoint-record.js';
 import { type EnforceResult, localNft, type NftRunner, PolicyEnforcer } from '../policy/enforcer.js';
 import { type Endpoint, type Namespace, type NetworkPolicy, type PolicyWorld, parseEndpoint, parseNamespace, parsePolicy } from '../policy/model.js';
@@ -50,6 +50,11 @@ export interface PolicyServiceOptions {
    * the other nodes read pod addresses from Pod status.
    */
   readonly podsFromStore?: boolean;
+  /**
+   * Where the plugins weftd runs in-process announce their ADDs and DELs (weftd: the one it also
+   * gives its CNI server). Absent: only the record directory is followed.
+   */
+  readonly endpointChanges?: EndpointChanges;
 }
 
 /** A Pod's policy-relevant metadata in the kube view (`pods/<ns>/<name>`). */
@@ -142,6 +147,7 @@ export class PolicyService implements AgentService {
   private announcedDuringRescan: Map<string, EndpointRecord | null> | undefined;
   private readonly watches: KeyValueWatch[] = [];
   private dirWatch: FSWatcher | undefined;
+  private unlisten: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private repairTimer: NodeJS.Timeout | undefined;
   /** The pass in progress (passes never overlap) and whether another one is owed. */
@@ -185,7 +191,7 @@ export class PolicyService implements AgentService {
       this.dirWatch = fsWatch(this.opts.recordDir, () => { void this.requestRescan(); });
       this.dirWatch.on('error', () => { this.dirWatch?.close(); this.dirWatch = undefined; });
     } catch { /* the repair pass rescans too */ }
-    listenForEndpointChanges((c) => this.onEndpointChange(c));
+    this.unlisten = this.opts.endpointChanges?.listen((c) => this.endpointChanged(c));
     this.dirty = true;
     this.dirtySince = performance.now();
     await this.pass();
@@ -209,7 +215,7 @@ export class PolicyService implements AgentService {
   }
 
   /** In-process ADD/DEL (weftd's fast path): resolves once the kernel holds the change. */
-  private async onEndpointChange(c: EndpointChange): Promise<void> {
+  async endpointChanged(c: EndpointChange): Promise<void> {
     if (c.dir !== this.opts.recordDir) return;
     if (c.type === 'added') {
       await this.learnPod(c.record);
@@ -429,7 +435,8 @@ export class PolicyService implements AgentService {
 
   /** Stops following; the table stays (a restarted weftd finds it in place). */
   async close(): Promise<void> {
-    listenForEndpointChanges(undefined);
+    this.unlisten?.();
+    this.unlisten = undefined;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.repairTimer) clearInterval(this.repairTimer);
@@ -443,12 +450,13 @@ export class PolicyService implements AgentService {
 
 /** weftd's hook: the service on the agent's store, subnet and repair period. */
 export function policyServiceStarter(
-  open: () => Promise<KeyValueStore>, host: string, recordDir: string, repairIntervalMs?: number, conntrackBypass = false, podsFromStore = false,
+  open: () => Promise<KeyValueStore>, host: string, recordDir: string, endpointChanges: EndpointChanges,
+  repairIntervalMs?: number, conntrackBypass = false, podsFromStore = false,
 ): ServiceStarter {
   return async (ctx) => {
     const kv = await open();
     const svc = new PolicyService({
-      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }), podsFromStore,
+      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }), podsFromStore, endpointChanges,
       ...(conntrackBypass && { conntrackBypass: [ctx.clusterNetwork] }),
       metrics: createPolicyMetrics([ctx.metrics.registry]),
       ...(repairIntervalMs !== undefined && { repairIntervalMs }),

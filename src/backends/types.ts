@@ -1,6 +1,7 @@
 // What weftd asks of a backend. The agent owns the lease and the watch; a backend turns the set
-// of peer leases into dataplane state and keeps it there. Backends register themselves in
-// ./registry.ts next to their config schema (src/store/backend-registry.ts holds the schemas).
+// of peer leases into dataplane state and keeps it there. Each backend is one BackendModule (its
+// config keys, its lease data and its factory) listed in ./registry.ts.
+import type { z } from 'zod';
 import type { Netlink, Link } from '../netlink/index.js';
 import type { Cidr, IP } from '../net/ip.js';
 import type { Lease } from '../store/lease.js';
@@ -68,4 +69,32 @@ export interface Backend {
   status?(): unknown;
 }
 
-export type BackendFactory = (settings: unknown) => Backend;
+/**
+ * Everything weft knows about one backend type, in one place: the config parser, the lease
+ * watcher's peers and the agent's factory all go through it, so nothing parses its keys twice.
+ */
+export interface BackendModule<T extends string = string, C = unknown, D = unknown> {
+  readonly type: T;
+  /**
+   * The keys of the network config's `Backend` other than `Type`, with their defaults. Strict
+   * (unknown keys are rejected); the parser turns its first issue into a message naming the key.
+   */
+  readonly config: z.ZodType<C, z.ZodTypeDef, unknown>;
+  /**
+   * What nodes running this backend publish as the lease's BackendData. The store keeps that data
+   * opaque; a running backend checks each peer's once (src/backends/lease-data.ts).
+   */
+  readonly leaseData: z.ZodType<D, z.ZodTypeDef, unknown>;
+  /**
+   * True when data certainly passes leaseData as it is (the shape every node writes): a backend
+   * facing thousands of peers in a burst skips zod's object parse; false still goes to the schema,
+   * whose message names what is wrong.
+   */
+  readonly leaseDataIsPlain?: (data: unknown) => boolean;
+  /** A backend for an already-parsed config (never throws on its keys: the parser checked them). */
+  create(config: C): Backend;
+}
+
+/** Any module, whatever its config and data types (method bivariance lets the list hold them all). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyBackendModule = BackendModule<string, any, any>;

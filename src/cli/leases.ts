@@ -5,7 +5,7 @@ import { ExitCode, UsageError } from './command.js';
 import { CniCode, WeftError } from '../errors.js';
 import { type Cidr, formatCidr, formatIP, ipCompare, tryParseCidr, tryParseIP } from '../net/ip.js';
 import { parseNetworkConfig, planAllows } from '../store/config.js';
-import { backendTypes } from '../store/backend-registry.js';
+import { backendTypes } from '../backends/registry.js';
 import { encodeLeaseAttrs, parseLease } from '../store/lease.js';
 import { openStore, storeFlagOptions, storeFlagsHelp, storeSettingsFrom } from '../store/flags.js';
 

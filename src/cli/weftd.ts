@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.js';
 import { cniServerService } from '../agent/cni-server.js';
 import { policyServiceStarter } from '../agent/policy-service.js';
-import { endpointRecordDir } from '../policy/endpoint-record.js';
+import { EndpointChanges, endpointRecordDir } from '../policy/endpoint-record.js';
 import { openKeyValueStore } from '../store/kv.js';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -266,9 +266,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       log,
     });
     agent = a;
-    // Network policy before the CNI server, so the fast path's first ADD already has it.
-    a.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube'));
-    if (flags.cniSocket !== 'off') a.addService('cni-server', cniServerService(flags.cniSocket));
+    // The CNI server's plugins tell the policy service of each ADD/DEL through this agent's own
+    // channel. Policy starts first so the fast path's first ADD already waits for enforcement.
+    const endpointChanges = new EndpointChanges();
+    a.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), endpointChanges, repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube'));
+    if (flags.cniSocket !== 'off') a.addService('cni-server', cniServerService(flags.cniSocket, endpointChanges.announce));
     const fatal = new Promise<WeftError>((resolve) => a.onFatal(resolve));
     const started = await untilSignal(a.start());
     if (started.type === 'signal') return await interrupted(started.signal);

@@ -9,13 +9,14 @@ import { CniCode, WeftError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { cniEnvToProcessEnv, type CniEnv } from './env.js';
 import { parseResult, type CniResult } from './result.js';
-import { invokePlugin, type CniPlugin } from './skel.js';
+import { invokePlugin, type CniPlugin, type PluginHost } from './skel.js';
 import type { CniCommand, CniVersion } from './version.js';
 
 export type DelegateTarget =
   /** A binary named `type`, looked up in env.path. */
   | { kind: 'exec'; type: string }
-  | { kind: 'in-process'; plugin: CniPlugin<any> };
+  /** A plugin run in this process, on the caller's host (a delegate sees what its caller sees). */
+  | { kind: 'in-process'; plugin: CniPlugin<any>; host: PluginHost };
 
 export interface DelegateRequest {
   target: DelegateTarget;
@@ -138,8 +139,7 @@ export async function invokeDelegate(req: DelegateRequest): Promise<DelegateOutc
   const stdin = JSON.stringify(req.conf);
   if (req.target.kind === 'in-process') {
     const procEnv: NodeJS.ProcessEnv = { ...cniEnvToProcessEnv(env) };
-    const opts = req.log ? { log: req.log } : {};
-    const o = await invokePlugin(req.target.plugin, procEnv, stdin, opts);
+    const o = await invokePlugin(req.target.plugin, procEnv, stdin, { host: req.target.host, ...(req.log && { log: req.log }) });
     switch (o.kind) {
       case 'error':
         throw o.error;

@@ -7,6 +7,7 @@ import { CniCode, WeftError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { parseNetConf, parsePluginConfig, sniffVersion, type NetConf } from './conf.js';
 import { parseCniEnv, type CniEnv } from './env.js';
+import type { EndpointChange } from '../policy/endpoint-record.js';
 import { resultToJson, type CniResult } from './result.js';
 import {
   isCniVersion,
@@ -16,12 +17,31 @@ import {
   type CniVersion,
 } from './version.js';
 
+/** How DEL removes a container's interface (the veth's container end, and with it the host end). */
+export type ContainerInterfaceDeleter = (env: { readonly netns: string; readonly ifname: string }) => void | Promise<void>;
+
+/**
+ * What a plugin gets from whoever runs it, instead of module state someone swaps: a plugin
+ * process's entry point passes the standalone host (src/plugins/pkg/host.ts), weftd's CNI server
+ * its own (a worker pool that deletes interfaces off its event loop, the policy service's
+ * endpoint sink), so two agents in one process, or a test beside weftd, never see each other's.
+ */
+export interface PluginHost {
+  readonly deleteContainerInterface: ContainerInterfaceDeleter;
+  /**
+   * Told of the endpoint record an ADD wrote or a DEL removed; ADD returns only once this
+   * resolves (weftd: once the pod's network policy is in the kernel).
+   */
+  readonly endpointChanged: (change: EndpointChange) => Promise<void>;
+}
+
 export interface PluginContext<C> {
   env: CniEnv;
   conf: NetConf;
   /** The plugin's own keys, parsed by its confSchema. */
   config: C;
   log: Logger;
+  host: PluginHost;
 }
 
 export interface CniPlugin<C> {
@@ -102,6 +122,7 @@ export function refuseOwnNetns(netns: string): void {
 
 export interface InvokeOptions {
   log?: Logger;
+  host: PluginHost;
 }
 
 /** Runs one CNI command against a plugin without touching process state. */
@@ -109,7 +130,7 @@ export async function invokePlugin<C>(
   plugin: CniPlugin<C>,
   processEnv: NodeJS.ProcessEnv,
   stdin: string | Buffer,
-  opts: InvokeOptions = {},
+  opts: InvokeOptions,
 ): Promise<InvocationOutcome> {
   const sniffed = sniffVersion(stdin);
   let version: CniVersion = isCniVersion(sniffed) ? sniffed : LATEST_VERSION;
@@ -126,7 +147,7 @@ export async function invokePlugin<C>(
     const config = parsePluginConfig(plugin.confSchema, conf.raw);
     if (env.command === 'ADD' || env.command === 'CHECK' || env.command === 'DEL') refuseOwnNetns(env.netns);
     const log = baseLog.child({ cmd: env.command, containerId: env.containerId || undefined, ifname: env.ifname || undefined, network: conf.name });
-    const ctx: PluginContext<C> = { env, conf, config, log };
+    const ctx: PluginContext<C> = { env, conf, config, log, host: opts.host };
     switch (env.command) {
       case 'ADD':
         return { kind: 'result', version, result: await plugin.add(ctx) };
@@ -163,8 +184,11 @@ function aboutText(name: string): string {
   return `CNI ${name} plugin (weft)\nCNI protocol versions supported: ${SUPPORTED_VERSIONS.join(', ')}\n`;
 }
 
-/** Entry point of a plugin binary: reads env + stdin, prints the outcome, sets the exit code. */
-export async function runPlugin<C>(plugin: CniPlugin<C>): Promise<void> {
+/**
+ * Entry point of a plugin binary: reads env + stdin, prints the outcome, sets the exit code. The
+ * binary's main passes the host it runs on (the standalone one).
+ */
+export async function runPlugin<C>(plugin: CniPlugin<C>, host: PluginHost): Promise<void> {
   const argv = process.argv.slice(2);
   if (argv.includes('--help') || argv.includes('-h') || argv.includes('--version') || (!process.env.CNI_COMMAND && process.stdin.isTTY)) {
     process.stderr.write(
@@ -176,7 +200,7 @@ export async function runPlugin<C>(plugin: CniPlugin<C>): Promise<void> {
     return;
   }
   const stdin = process.env.CNI_COMMAND === 'VERSION' && process.stdin.isTTY ? Buffer.alloc(0) : await readStdin();
-  const outcome = await invokePlugin(plugin, process.env, stdin);
+  const outcome = await invokePlugin(plugin, process.env, stdin, { host });
   const { stdout, exitCode } = renderOutcome(outcome);
   if (stdout) process.stdout.write(stdout);
   process.exitCode = exitCode;

@@ -164,15 +164,27 @@ export type EndpointChange =
   | { readonly type: 'added'; readonly dir: string; readonly record: EndpointRecord }
   | { readonly type: 'removed'; readonly dir: string; readonly containerID: string; readonly ifname: string };
 
-type Listener = (change: EndpointChange) => Promise<void>;
-let listener: Listener | undefined;
+export type EndpointSink = (change: EndpointChange) => Promise<void>;
 
-/** weftd's policy service registers here; a plain plugin process has no listener. */
-export function listenForEndpointChanges(fn: Listener | undefined): void {
-  listener = fn;
-}
+/**
+ * One weftd's line from the plugins it runs (their host's endpointChanged) to its policy service.
+ * weftd makes one and hands it to both, whatever order they start in: a change announced while
+ * no service listens is still in the record file, which the service reads when it starts.
+ */
+export class EndpointChanges {
+  private listener: EndpointSink | undefined;
 
-/** Awaits the listener (if any) so ADD returns only once the change is enforced. */
-export async function announceEndpointChange(change: EndpointChange): Promise<void> {
-  if (listener) await listener(change);
+  /** For the plugins' host: awaits the listener, so ADD returns once the change is enforced. */
+  readonly announce: EndpointSink = async (change) => {
+    if (this.listener) await this.listener(change);
+  };
+
+  /** The policy service follows here; one listener at a time. Returns the undo. */
+  listen(fn: EndpointSink): () => void {
+    if (this.listener) throw new WeftError(CniCode.Internal, 'endpoint changes already have a listener');
+    this.listener = fn;
+    return () => {
+      if (this.listener === fn) this.listener = undefined;
+    };
+  }
 }

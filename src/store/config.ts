@@ -7,7 +7,9 @@ import {
   type Cidr, bitsOf, cidrContains, cidrOverlaps, formatCidr, formatIP, isNetworkAddress, networkOf,
   nthSubnet, parseCidr, tryParseCidr, tryParseIP, ipFromValue,
 } from '../net/ip.js';
-import { backendSpec, backendTypes } from './backend-registry.js';
+import { type BackendConfig, backendTypes, parseBackendKeys } from '../backends/registry.js';
+
+export type { BackendConfig } from '../backends/registry.js';
 
 export interface AddressPlan {
   readonly network: Cidr;
@@ -17,15 +19,10 @@ export interface AddressPlan {
   readonly subnetMax: Cidr;
 }
 
-export interface BackendConfig {
-  readonly type: string;
-  /** The backend's own keys after its schema applied defaults (e.g. vxlan VNI 1, Port 8472). */
-  readonly settings: Readonly<Record<string, unknown>>;
-}
-
 export interface NetworkConfig {
   readonly ipv4: AddressPlan | undefined;
   readonly ipv6: AddressPlan | undefined;
+  /** The backend's own keys after its module's schema applied defaults (e.g. vxlan VNI 1, Port 8472). */
   readonly backend: BackendConfig;
 }
 
@@ -158,11 +155,10 @@ function parseBackend(raw: Record<string, unknown>): BackendConfig {
   const { Type, ...rest } = raw;
   const type = Type ?? 'vxlan';
   if (typeof type !== 'string') throw configError('Backend.Type', `expected a string (one of ${backendTypes().join(', ')})`);
-  const spec = backendSpec(type);
-  if (!spec) throw configError('Backend.Type', `unknown backend ${JSON.stringify(type)} (expected one of ${backendTypes().join(', ')})`);
-  const parsed = spec.config.safeParse(rest);
+  const parsed = parseBackendKeys(type, rest);
+  if (!parsed) throw configError('Backend.Type', `unknown backend ${JSON.stringify(type)} (expected one of ${backendTypes().join(', ')})`);
   if (!parsed.success) throw fromZod(parsed.error, 'Backend');
-  return { type, settings: parsed.data as Record<string, unknown> };
+  return parsed.config;
 }
 
 /** The number of subnets a node may choose from (SubnetMin..SubnetMax). */

@@ -5,14 +5,16 @@
 // lease says `"PublicIPv6":null`, and BackendType is omitempty (its udp backend sets none).
 import { z } from 'zod';
 import { type Cidr, type IP, formatCidr, formatIP, tryParseIP } from '../net/ip.js';
-import { backendSpec } from './backend-registry.js';
 import type { RawEntry } from './types.js';
 
 export interface LeaseAttrs {
   readonly publicIP: IP;
   readonly publicIPv6: IP | undefined;
   readonly backendType: string;
-  /** Parsed with the backend's leaseData schema. */
+  /**
+   * As the peer wrote it (null when absent): the store does not know what a backend publishes;
+   * the backend that uses it checks it (src/backends/lease-data.ts).
+   */
   readonly backendData: unknown;
 }
 
@@ -70,21 +72,9 @@ export function parseLeaseValue(value: string): { ok: true; attrs: LeaseAttrs } 
     publicIPv6 = tryParseIP(w.data.PublicIPv6);
     if (!publicIPv6 || publicIPv6.family !== 6) return { ok: false, reason: `PublicIPv6: expected an IPv6 address, got ${JSON.stringify(w.data.PublicIPv6)}` };
   }
-  let backendData: unknown = w.data.BackendData ?? null;
+  const backendData: unknown = w.data.BackendData ?? null;
   // No BackendType is flanneld's udp (or alloc) backend: a lease of no backend weft runs.
   const backendType = w.data.BackendType ?? '';
-  const spec = backendSpec(backendType);
-  if (spec) {
-    // A reservation carries no backend data; only check data that is there.
-    if (backendData !== null && !spec.leaseDataIsPlain?.(backendData)) {
-      const d = spec.leaseData.safeParse(backendData);
-      if (!d.success) {
-        const i = d.error.issues[0];
-        return { ok: false, reason: `BackendData.${i?.path.join('.') ?? ''}: ${i?.message ?? 'invalid'}` };
-      }
-      backendData = d.data;
-    }
-  }
   return { ok: true, attrs: { publicIP, publicIPv6, backendType, backendData } };
 }
 

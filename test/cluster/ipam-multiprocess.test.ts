@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { invokeDelegate } from '../../src/cni/exec.js';
+import { standalonePluginHost } from '../../src/plugins/pkg/host.js';
 import { resultToJson } from '../../src/cni/result.js';
 import { weftIpamPlugin } from '../../src/plugins/ipam/main.js';
 import { LOCK_FILE } from '../../src/plugins/ipam/store.js';
@@ -184,13 +185,13 @@ describe('delegation', () => {
     const base = { containerId: 'd1', netns: '/run/netns/d1', ifname: 'eth0', args: [] as Array<[string, string]>, path: [join(repo, 'bin/cni'), '/usr/lib/cni'] };
     const mk = (d: string): Record<string, unknown> => JSON.parse(conf(join(root, d), [[{ subnet: '10.63.0.0/24' }]], '1.1.0')) as Record<string, unknown>;
     const viaExec = await invokeDelegate({ target: { kind: 'exec', type: 'weft-ipam' }, command: 'ADD', env: { ...base, command: 'ADD' }, conf: mk('dele') });
-    const inProc = await invokeDelegate({ target: { kind: 'in-process', plugin: weftIpamPlugin }, command: 'ADD', env: { ...base, command: 'ADD' }, conf: mk('deli') });
+    const inProc = await invokeDelegate({ target: { kind: 'in-process', plugin: weftIpamPlugin, host: standalonePluginHost }, command: 'ADD', env: { ...base, command: 'ADD' }, conf: mk('deli') });
     assert.equal(viaExec.kind, 'result');
     assert.equal(inProc.kind, 'result');
     if (viaExec.kind !== 'result' || inProc.kind !== 'result') return;
     assert.deepEqual(resultToJson(viaExec.result, '1.1.0'), resultToJson(inProc.result, '1.1.0'));
     // A delegate's CNI error comes back with its own code, through either path.
-    for (const target of [{ kind: 'exec', type: 'weft-ipam' } as const, { kind: 'in-process', plugin: weftIpamPlugin } as const]) {
+    for (const target of [{ kind: 'exec', type: 'weft-ipam' } as const, { kind: 'in-process', plugin: weftIpamPlugin, host: standalonePluginHost } as const]) {
       await assert.rejects(
         invokeDelegate({ target, command: 'ADD', env: { ...base, command: 'ADD' }, conf: mk(target.kind === 'exec' ? 'dele' : 'deli') }),
         (e: unknown) => e instanceof Error && 'code' in e && e.code === 100 && /duplicate allocation/.test(e.message),

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PolicyService } from '../../src/agent/policy-service.js';
 import { createLogger } from '../../src/log.js';
 import { parseCidr } from '../../src/net/ip.js';
-import { type EndpointRecord, announceEndpointChange, endpointRecordFile } from '../../src/policy/endpoint-record.js';
+import { type EndpointRecord, EndpointChanges, endpointRecordFile } from '../../src/policy/endpoint-record.js';
 import { netnsNft } from '../../src/policy/enforcer.js';
 import { POLICY_FAMILY, POLICY_TABLE } from '../../src/policy/compile.js';
 import { NetnsPool } from '../../src/netns/testing.js';
@@ -53,8 +53,9 @@ describe('policy service: a burst of endpoint records', () => {
       apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: 'prod', name: 'web' },
       spec: { podSelector: { matchLabels: { app: 'a0' } }, ingress: [{ from: [{ podSelector: {} }] }] },
     }));
+    const changes = new EndpointChanges();
     svc = new PolicyService({
-      kv, host: 'n1', recordDir, subnets: [parseCidr(SUBNET)], nft: netnsNft(ns), batchDelayMs: 5, repairIntervalMs: 60_000,
+      kv, host: 'n1', recordDir, subnets: [parseCidr(SUBNET)], nft: netnsNft(ns), batchDelayMs: 5, repairIntervalMs: 60_000, endpointChanges: changes,
       log: createLogger({ test: 'policy-service' }, { level: 'error' }),
     });
     await svc.start();
@@ -65,7 +66,7 @@ describe('policy service: a burst of endpoint records', () => {
     for (let i = 0; i < PODS; i++) {
       const rec = record(i);
       writeFileSync(endpointRecordFile(recordDir, rec.containerID, rec.ifname), JSON.stringify(rec));
-      if (i % 10 === 0) announced.push(announceEndpointChange({ type: 'added', dir: recordDir, record: rec }));
+      if (i % 10 === 0) announced.push(changes.announce({ type: 'added', dir: recordDir, record: rec }));
       if (i % 25 === 0) await sleep(1);
     }
     await Promise.all(announced);

@@ -10,7 +10,7 @@ import { planPeers } from '../../src/backends/bgp/plan.js';
 import { bgpStatusSchema, formatUptime, renderBgpStatus } from '../../src/cli/bgp.js';
 import { renderRackBirdConfig } from '../../src/lab/racks.js';
 import { parseCidr, parseIPv4 } from '../../src/net/ip.js';
-import { bgpConfig } from '../../src/store/backend-registry.js';
+import { bgpConfig } from '../../src/backends/bgp/bgp.js';
 import type { Lease } from '../../src/store/lease.js';
 
 function lease(subnet: string, ip: string, backendType = 'bgp'): Lease {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { PathAttributes } from '../../src/bgp/codec.js';
 import { AddressSet, type ImportPolicy, type ImportRejection, checkImport, describeRejection } from '../../src/bgp/policy.js';
 import { type PeerInfo, type RefusedRoute, Rib } from '../../src/bgp/rib.js';
-import { bgpConfig } from '../../src/store/backend-registry.js';
+import { bgpConfig } from '../../src/backends/bgp/bgp.js';
 import { parseNetworkConfig } from '../../src/store/config.js';
 import { type Cidr, formatCidr, formatIP, parseCidr, parseIPv4 } from '../../src/net/ip.js';
 

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { CniCode, WeftError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { invokePlugin, renderOutcome, type CniPlugin, type InvocationOutcome } from '../../src/cni/skel.js';
+import { standalonePluginHost } from '../../src/plugins/pkg/host.js';
 import { commandAllowed, SUPPORTED_VERSIONS, type CniCommand } from '../../src/cni/version.js';
 import { formatIP, parseCidr } from '../../src/net/ip.js';
 
@@ -40,7 +41,7 @@ function conf(extra: Record<string, unknown> = {}, version = '1.1.0'): string {
 }
 
 async function run(command: string, stdin: string, env: Record<string, string> = ENV): Promise<InvocationOutcome> {
-  return invokePlugin(echo, { CNI_COMMAND: command, ...env }, stdin, { log: quiet });
+  return invokePlugin(echo, { CNI_COMMAND: command, ...env }, stdin, { log: quiet, host: standalonePluginHost });
 }
 
 function errorOf(o: InvocationOutcome): WeftError {
@@ -155,7 +156,7 @@ describe('plugin skeleton', () => {
 
   it('turns a non-WeftError thrown by a plugin into code 100', async () => {
     const boom: CniPlugin<unknown> = { ...echo, name: 'boom', confSchema: z.unknown(), add: async () => { throw new Error('kaput'); } } as CniPlugin<unknown>;
-    const o = await invokePlugin(boom, { CNI_COMMAND: 'ADD', ...ENV }, conf(), { log: quiet });
+    const o = await invokePlugin(boom, { CNI_COMMAND: 'ADD', ...ENV }, conf(), { log: quiet, host: standalonePluginHost });
     const e = errorOf(o);
     assert.equal(e.code, CniCode.Internal);
     assert.equal(e.message, 'kaput');

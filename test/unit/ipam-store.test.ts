@@ -12,6 +12,7 @@ import { DiskStore, LOCK_FILE } from '../../src/plugins/ipam/store.js';
 import { formatCidr, formatIP, parseIP } from '../../src/net/ip.js';
 import { parseCniArgs } from '../../src/cni/env.js';
 import { invokePlugin, renderOutcome, type CniPlugin } from '../../src/cni/skel.js';
+import { standalonePluginHost } from '../../src/plugins/pkg/host.js';
 import { z } from 'zod';
 import { createLogger } from '../../src/log.js';
 import { parseResolvConf } from '../../src/plugins/ipam/resolv.js';
@@ -133,7 +134,7 @@ describe('weft-ipam plugin edges', () => {
   it('an invalid subnet is code 7 naming the key, and nothing is written', async () => {
     const dataDir = join(root, 'bad-subnet');
     const conf = { cniVersion: '1.0.0', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir, ranges: [[{ subnet: '10.0.0.0/24' }], [{ subnet: '10.1.0.0/99' }]] } };
-    const o = await invokePlugin(weftIpamPlugin, env, JSON.stringify(conf), { log: quiet });
+    const o = await invokePlugin(weftIpamPlugin, env, JSON.stringify(conf), { log: quiet, host: standalonePluginHost });
     assert.equal(o.kind, 'error');
     if (o.kind !== 'error') return;
     assert.equal(o.error.code, CniCode.InvalidNetworkConfig);
@@ -148,7 +149,7 @@ describe('weft-ipam plugin edges', () => {
       nameservers: ['10.96.0.10', 'fd00::10'], search: ['a.svc', 'b.svc'], domain: 'cluster.local', options: ['ndots:5', 'edns0'],
     });
     const conf = { cniVersion: '0.3.1', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir: join(root, 'dns'), subnet: '10.3.0.0/24', resolvConf: resolv } };
-    const o = renderOutcome(await invokePlugin(weftIpamPlugin, env, JSON.stringify(conf), { log: quiet }));
+    const o = renderOutcome(await invokePlugin(weftIpamPlugin, env, JSON.stringify(conf), { log: quiet, host: standalonePluginHost }));
     const json = JSON.parse(o.stdout);
     assert.equal(json.dns.domain, 'cluster.local');
     assert.deepEqual(json.ips, [{ version: '4', address: '10.3.0.2/24', gateway: '10.3.0.1' }]);
@@ -158,18 +159,18 @@ describe('weft-ipam plugin edges', () => {
     const dataDir = join(root, 'lenient-del');
     const good = { cniVersion: '1.1.0', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir, subnet: '10.5.0.0/24' } };
     const bad = { ...good, ipam: { type: 'weft-ipam', dataDir, ranges: [[{ subnet: '10.5.0.0/99' }]], routes: [{ dst: 'nowhere' }] } };
-    assert.equal((await invokePlugin(weftIpamPlugin, env, JSON.stringify(good), { log: quiet })).kind, 'result');
-    assert.equal((await invokePlugin(weftIpamPlugin, env, JSON.stringify(bad), { log: quiet })).kind, 'error', 'ADD refuses it');
+    assert.equal((await invokePlugin(weftIpamPlugin, env, JSON.stringify(good), { log: quiet, host: standalonePluginHost })).kind, 'result');
+    assert.equal((await invokePlugin(weftIpamPlugin, env, JSON.stringify(bad), { log: quiet, host: standalonePluginHost })).kind, 'error', 'ADD refuses it');
     assert.deepEqual(readdirSync(join(dataDir, 'n')).filter((f) => f.startsWith('10.')), ['10.5.0.2']);
     const del = { ...env, CNI_COMMAND: 'DEL' };
-    assert.equal((await invokePlugin(weftIpamPlugin, del, JSON.stringify(bad), { log: quiet })).kind, 'done');
+    assert.equal((await invokePlugin(weftIpamPlugin, del, JSON.stringify(bad), { log: quiet, host: standalonePluginHost })).kind, 'done');
     assert.deepEqual(readdirSync(join(dataDir, 'n')).filter((f) => f.startsWith('10.')), [], 'released from dataDir');
-    assert.equal((await invokePlugin(weftIpamPlugin, del, JSON.stringify({ ...bad, name: 'never' }), { log: quiet })).kind, 'done');
+    assert.equal((await invokePlugin(weftIpamPlugin, del, JSON.stringify({ ...bad, name: 'never' }), { log: quiet, host: standalonePluginHost })).kind, 'done');
   });
 
   it('GC without cni.dev/valid-attachments refuses instead of wiping the network', async () => {
     const conf = { cniVersion: '1.1.0', name: 'n', type: 'weft-ipam', ipam: { type: 'weft-ipam', dataDir: join(root, 'dns'), subnet: '10.3.0.0/24' } };
-    const o = await invokePlugin(weftIpamPlugin, { CNI_COMMAND: 'GC', CNI_PATH: '/p' }, JSON.stringify(conf), { log: quiet });
+    const o = await invokePlugin(weftIpamPlugin, { CNI_COMMAND: 'GC', CNI_PATH: '/p' }, JSON.stringify(conf), { log: quiet, host: standalonePluginHost });
     assert.equal(o.kind, 'error');
     assert.deepEqual(readdirSync(join(root, 'dns', 'n')).filter((f) => f.startsWith('10.')), ['10.3.0.2']);
   });
@@ -187,13 +188,13 @@ describe('IPAM delegation from a main plugin', () => {
   for (const type of ['weft-ipam', 'host-local']) {
     it(`ADD/DEL through ipam.type ${type} (${type === 'weft-ipam' ? 'in-process' : 'exec'})`, async () => {
       const dataDir = join(root, `deleg-${type}`);
-      assert.equal(ipamDelegateTarget(type).kind, type === 'weft-ipam' ? 'in-process' : 'exec');
+      assert.equal(ipamDelegateTarget(type, standalonePluginHost).kind, type === 'weft-ipam' ? 'in-process' : 'exec');
       const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'dn', type: 'main', ipam: { type, dataDir, ranges: [[{ subnet: '10.4.0.0/24' }]] } });
       const env = { CNI_CONTAINERID: 'm1', CNI_NETNS: '/x', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni' };
-      const o = renderOutcome(await invokePlugin(main, { CNI_COMMAND: 'ADD', ...env }, conf, { log: quiet }));
+      const o = renderOutcome(await invokePlugin(main, { CNI_COMMAND: 'ADD', ...env }, conf, { log: quiet, host: standalonePluginHost }));
       assert.equal(o.exitCode, 0, o.stdout);
       assert.deepEqual(JSON.parse(o.stdout).ips, [{ address: '10.4.0.2/24', gateway: '10.4.0.1' }]);
-      assert.equal((await invokePlugin(main, { CNI_COMMAND: 'DEL', ...env }, conf, { log: quiet })).kind, 'done');
+      assert.equal((await invokePlugin(main, { CNI_COMMAND: 'DEL', ...env }, conf, { log: quiet, host: standalonePluginHost })).kind, 'done');
       assert.deepEqual(readdirSync(join(dataDir, 'dn')).filter((f) => f.startsWith('10.')), []);
     });
   }
@@ -203,13 +204,13 @@ describe('IPAM delegation from a main plugin', () => {
     const env = { CNI_CONTAINERID: 'm2', CNI_NETNS: '/x', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni' };
     for (const [ipam, msg] of [[{ type: 'weft-nope', dataDir: join(root, 'nope') }, /weft-nope/], [{ dataDir: join(root, 'nope') }, /ipam\.type/]] as const) {
       const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'dn', type: 'tolerant', ipam });
-      const add = await invokePlugin(tolerant, { CNI_COMMAND: 'ADD', ...env }, conf, { log: quiet });
+      const add = await invokePlugin(tolerant, { CNI_COMMAND: 'ADD', ...env }, conf, { log: quiet, host: standalonePluginHost });
       assert.equal(add.kind, 'error');
       if (add.kind === 'error') {
         assert.equal(add.error.code, CniCode.InvalidNetworkConfig);
         assert.match(add.error.message, msg);
       }
-      assert.equal((await invokePlugin(tolerant, { CNI_COMMAND: 'DEL', ...env }, conf, { log: quiet })).kind, 'done');
+      assert.equal((await invokePlugin(tolerant, { CNI_COMMAND: 'DEL', ...env }, conf, { log: quiet, host: standalonePluginHost })).kind, 'done');
     }
     assert.equal(existsSync(join(root, 'nope')), false);
   });

@@ -14,13 +14,14 @@
 // `ImportPrefixes` range, never one overlapping a subnet this host is connected to, containing
 // its own next hop or a peer's address (src/bgp/policy.ts), and never over a route of another
 // protocol (kernel.ts). A refused prefix is not passed on to other peers either.
+import { z } from 'zod';
 import { type DownReason, type ImportPolicy, type ImportRejectionReason, Speaker, type SessionStatus, type SpeakerEvent } from '../../bgp/index.js';
 import { CniCode, WeftError } from '../../errors.js';
 import { type Cidr, type IP, formatCidr, formatIP, networkOf, parseCidr, parseIPv4 } from '../../net/ip.js';
 import type { NetlinkOp } from '../../netlink/index.js';
-import { type BgpConfig, bgpConfig } from '../../store/backend-registry.js';
+import { asn, ipv4, ipv4Cidr, noLeaseData } from '../schema.js';
 import type { Lease } from '../../store/lease.js';
-import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileReport } from '../types.js';
+import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileReport } from '../types.js';
 import {
   KernelView, type LearnedRoute, type RouteWrite, deleteOp, describeProtocol, removeBgpRoutes, syncBgpRoutes, writeRoutes,
 } from './kernel.js';
@@ -28,6 +29,32 @@ import { registerBgpMetrics } from './metrics.js';
 import { type PlannedPeer, planPeers } from './plan.js';
 
 import { WEFT_BGP_ROUTE_PROTOCOL } from '../../dataplane/protocols.js';
+
+// Every node speaks iBGP (AS `ASN`) to every other node (full mesh) and to `Peers` (eBGP
+// when their ASN differs). `NodeMesh: false` drops the node-to-node sessions (nodes talk only to
+// `Peers`, e.g. top-of-rack routers over eBGP). `RouteReflector: true` replaces the mesh: nodes peer only with the
+// reflectors — the iBGP `Peers` (routers outside the cluster) and the cluster nodes whose PublicIP
+// is in `RouteReflectorNodes`; those nodes reflect (RFC 4456) for every other node, with
+// `RouteReflectorClusterID` (default: their own address) as the cluster id.
+// `ImportPrefixes` opens the import policy beyond the cluster `Network`: a learned prefix is
+// used (installed, passed on) only inside one of those ranges — and, whatever they say, never
+// when it overlaps a subnet the host is connected to, contains its own next hop or a peer's
+// address. `["0.0.0.0/0"]` lets any prefix in that passes those checks.
+export const bgpConfig = z.object({
+  ASN: asn.default(64512),
+  Peers: z.array(z.object({ Address: ipv4, ASN: asn }).strict()).default([]),
+  RouteReflector: z.boolean().default(false),
+  RouteReflectorClusterID: ipv4.optional(),
+  RouteReflectorNodes: z.array(ipv4).default([]),
+  NodeMesh: z.boolean().default(true),
+  /** Proposed BGP hold time, seconds (0 or 3..65535). */
+  HoldTime: z.number().int().refine((h) => h === 0 || (h >= 3 && h <= 65535), 'expected 0 or 3..65535 seconds').default(90),
+  /** How long peers keep our routes while weftd restarts (RFC 4724), and we keep theirs. */
+  GracefulRestartTime: z.number().int().min(1).max(4095).default(120),
+  /** IPv4 ranges, besides the cluster Network, whose learned prefixes may be installed. */
+  ImportPrefixes: z.array(ipv4Cidr).default([]),
+}).strict();
+export type BgpConfig = z.infer<typeof bgpConfig>;
 
 export interface BgpBackendOptions {
   /** TCP port to listen on and to connect to (tests and benches; weftd always uses 179). */
@@ -322,11 +349,9 @@ function describeDown(d: DownReason): string {
   }
 }
 
-export const bgpBackend: BackendFactory = (settings) => {
-  const parsed = bgpConfig.safeParse(settings ?? {});
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new WeftError(CniCode.InvalidNetworkConfig, `network config: Backend.${i?.path.join('.') ?? ''}: ${i?.message ?? 'invalid'}`);
-  }
-  return new BgpBackend(parsed.data);
+export const bgp: BackendModule<'bgp', BgpConfig> = {
+  type: 'bgp',
+  config: bgpConfig,
+  leaseData: noLeaseData,
+  create: (cfg) => new BgpBackend(cfg),
 };

@@ -7,7 +7,7 @@
 //                          ones stay plain routers) and nodes listed in RouteReflectorNodes;
 //                          a node that is itself listed peers with every node, as rr-client.
 import { type IP, formatIP, parseIPv4 } from '../../net/ip.js';
-import type { BgpConfig } from '../../store/backend-registry.js';
+import type { BgpConfig } from './bgp.js';
 import type { Lease } from '../../store/lease.js';
 
 export interface PlannedPeer {

@@ -1,12 +1,13 @@
 // The host-gw backend: a plain route per remote subnet via the remote host's PublicIP. It only
 // works when every host is on this host's L2 segment; a peer that is not gets no route (a route
 // via an unreachable gateway would silently blackhole) and a problem report for /readyz.
+import { z } from 'zod';
 import { CniCode, WeftError } from '../../errors.js';
 import { type Cidr, cidrContains, formatCidr, formatIP, networkOf } from '../../net/ip.js';
-import { hostGwConfig } from '../../store/backend-registry.js';
+import { noLeaseData } from '../schema.js';
 import type { Lease } from '../../store/lease.js';
 import { type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
-import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
+import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
 
 class HostGwBackend implements Backend {
   readonly type = 'host-gw';
@@ -58,11 +59,13 @@ class HostGwBackend implements Backend {
   }
 }
 
-export const hostGwBackend: BackendFactory = (settings) => {
-  const parsed = hostGwConfig.safeParse(settings ?? {});
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new WeftError(CniCode.InvalidNetworkConfig, `network config: Backend.${i?.path.join('.') ?? ''}: ${i?.message ?? 'invalid'}`);
-  }
-  return new HostGwBackend();
+/** host-gw has no keys of its own (flannel's has none either). */
+export const hostGwConfig = z.object({}).strict();
+export type HostGwConfig = z.infer<typeof hostGwConfig>;
+
+export const hostGw: BackendModule<'host-gw', HostGwConfig> = {
+  type: 'host-gw',
+  config: hostGwConfig,
+  leaseData: noLeaseData,
+  create: () => new HostGwBackend(),
 };

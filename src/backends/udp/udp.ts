@@ -13,17 +13,24 @@
 // close({keepDataplane: true})) with its address and route. While no agent holds it, the device
 // has no carrier and tunnelled traffic stops; the next prepare() re-attaches to the same device
 // and traffic resumes once the pump runs again — a gap of roughly the agent's restart time.
+import { z } from 'zod';
 import { CniCode, WeftError } from '../../errors.js';
 import { cidrEquals, formatCidr, networkOf, type Cidr } from '../../net/ip.js';
 import { native } from '../../netlink/native.js';
 import { openTun, type Link } from '../../netlink/index.js';
 import { writeSysctl } from '../../netns/index.js';
 import type { Lease } from '../../store/lease.js';
-import type { UdpConfig } from '../../store/backend-registry.js';
-import type { Backend, BackendPreparation, HostContext, ReconcileReport } from '../types.js';
+import { mtu, noLeaseData, port } from '../schema.js';
+import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileReport } from '../types.js';
 import { registerUdpMetrics } from './metrics.js';
 import { peerTable, routeKey } from './peers.js';
 import { setTunPersist, UdpPump, type PumpStats } from './pump.js';
+
+export const udpConfig = z.object({
+  Port: port.default(8285),
+  MTU: mtu.optional(),
+}).strict();
+export type UdpConfig = z.infer<typeof udpConfig>;
 
 export const UDP_DEVICE = 'weft-udp0';
 /** IPv4 header (20) + UDP header (8) around every tunnelled packet. */
@@ -226,6 +233,13 @@ function disableIPv6(device: string, nsPath: string | undefined, host: HostConte
 export function createUdpBackend(settings: UdpConfig, opts: UdpBackendOptions = {}): UdpBackend {
   return new UdpBackend(settings, opts);
 }
+
+export const udp: BackendModule<'udp', UdpConfig> = {
+  type: 'udp',
+  config: udpConfig,
+  leaseData: noLeaseData,
+  create: (cfg) => createUdpBackend(cfg),
+};
 
 export { peerTable, routeKey, type PeerTable } from './peers.js';
 export { encodeRoutes, UdpPump, type PumpRoute, type PumpStats } from './pump.js';

@@ -3,14 +3,36 @@
 // network address), a permanent neighbour entry for that address (→ the remote VtepMAC) and an
 // FDB entry sending that MAC to the remote PublicIP. Nothing is learnt from traffic, so the
 // kernel never floods or asks; every entry comes from a lease.
+import { z } from 'zod';
 import { CniCode, WeftError } from '../../errors.js';
 import type { Link, Netlink } from '../../netlink/index.js';
 import { type Cidr, cidrContains, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../../net/ip.js';
-import { vxlanConfig, vxlanLeaseData, vxlanLeaseDataIsPlain, type VxlanConfig, type VxlanLeaseData } from '../../store/backend-registry.js';
 import type { Lease } from '../../store/lease.js';
 import type { Logger } from '../../log.js';
 import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
-import type { Backend, BackendFactory, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
+import { PeerLeaseData } from '../lease-data.js';
+import { mtu, port } from '../schema.js';
+import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
+
+export const vxlanConfig = z.object({
+  VNI: z.number().int().min(1).max(16777215).default(1),
+  Port: port.default(8472),
+  DirectRouting: z.boolean().default(false),
+  MTU: mtu.optional(),
+  GBP: z.boolean().default(false),
+  Learning: z.boolean().default(false),
+}).strict();
+export type VxlanConfig = z.infer<typeof vxlanConfig>;
+
+const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+const mac = z.string().regex(MAC_RE, 'expected a MAC address like 0a:58:0a:f4:03:01');
+/** flannel's vxlanLeaseAttrs ({"VNI","VtepMAC"}); keys a newer node adds are kept. */
+export const vxlanLeaseData = z.object({ VtepMAC: mac }).passthrough();
+export type VxlanLeaseData = z.infer<typeof vxlanLeaseData>;
+
+function vxlanLeaseDataIsPlain(d: unknown): boolean {
+  return typeof d === 'object' && d !== null && !Array.isArray(d) && typeof (d as { VtepMAC?: unknown }).VtepMAC === 'string' && MAC_RE.test((d as { VtepMAC: string }).VtepMAC);
+}
 
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
@@ -26,6 +48,7 @@ class VxlanBackend implements Backend {
   private mtu = 0;
   private ownSubnet: Cidr | undefined;
   private dataplane: DataplaneSync | undefined;
+  private readonly peerData = new PeerLeaseData(vxlan);
 
   constructor(private readonly cfg: VxlanConfig) {}
 
@@ -126,9 +149,9 @@ class VxlanBackend implements Backend {
         problems.push(`peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) runs backend ${p.attrs.backendType}, not vxlan; skipped`);
         continue;
       }
-      const data = this.leaseData(p.attrs.backendData);
-      if (!data.success) {
-        problems.push(`peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) publishes no VtepMAC; skipped`);
+      const data = this.peerData.get(p, this.log);
+      if (!data.ok) {
+        problems.push(data.reason);
         continue;
       }
       const vtep = networkOf(p.subnet).ip;
@@ -147,19 +170,6 @@ class VxlanBackend implements Backend {
     return { repairs: r.repairs + repairs, removals: r.removals, problems: [...problems, ...r.errors] };
   }
 
-  /** Lease values are immutable objects: each is checked once, not on every pass. */
-  private readonly checked = new WeakMap<object, ReturnType<typeof vxlanLeaseData.safeParse>>();
-
-  private leaseData(d: unknown): ReturnType<typeof vxlanLeaseData.safeParse> {
-    if (typeof d !== 'object' || d === null) return vxlanLeaseData.safeParse(d);
-    let r = this.checked.get(d);
-    if (!r) {
-      r = vxlanLeaseDataIsPlain(d) ? { success: true, data: d as VxlanLeaseData } : vxlanLeaseData.safeParse(d);
-      this.checked.set(d, r);
-    }
-    return r;
-  }
-
   /** The on-link prefix of the public address (for DirectRouting). */
   private publicPrefix(): Cidr | undefined {
     const host = this.host!;
@@ -174,11 +184,10 @@ class VxlanBackend implements Backend {
   }
 }
 
-export const vxlanBackend: BackendFactory = (settings) => {
-  const parsed = vxlanConfig.safeParse(settings ?? {});
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new WeftError(CniCode.InvalidNetworkConfig, `network config: Backend.${i?.path.join('.') ?? ''}: ${i?.message ?? 'invalid'}`);
-  }
-  return new VxlanBackend(parsed.data);
+export const vxlan: BackendModule<'vxlan', VxlanConfig, VxlanLeaseData> = {
+  type: 'vxlan',
+  config: vxlanConfig,
+  leaseData: vxlanLeaseData,
+  leaseDataIsPlain: vxlanLeaseDataIsPlain,
+  create: (cfg) => new VxlanBackend(cfg),
 };

@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { runPlugin, type CniPlugin, type PluginContext } from '../../cni/skel.js';
+import { standalonePluginHost } from '../pkg/host.js';
 import { deviceNameSchema } from '../../cni/conf.js';
 import { cidrSchema, type CniInterface, type CniResult, type CniRoute } from '../../cni/result.js';
 import { CniCode, WeftError } from '../../errors.js';
@@ -12,7 +13,7 @@ import type { Cidr } from '../../net/ip.js';
 import { cidrEquals, formatCidr, networkOf, nthAddress } from '../../net/ip.js';
 import { createContainerVeth, enableForwarding, ensureBridge, ensureGatewayAddress } from './bridge.js';
 import {
-  configureContainerInterface, deleteContainerInterface, openContainerNetns, requestedMac, requireResultInterface, runAddTransaction,
+  configureContainerInterface, openContainerNetns, requestedMac, requireResultInterface, runAddTransaction,
   verifyContainerInterface, verifyMac,
 } from '../pkg/iface.js';
 import { addMacSpoofCheck, addMasquerade, attachmentRuleCount, removeAttachmentRules, removeStaleRules } from '../pkg/cni-rules.js';
@@ -46,21 +47,6 @@ const confSchema = z
 
 export type BridgeConf = z.infer<typeof confSchema>;
 type Ctx = PluginContext<BridgeConf>;
-
-/** How DEL removes the container's veth end. */
-export type ContainerInterfaceDeleter = (env: { netns: string; ifname: string }) => void | Promise<void>;
-let deleteInterface: ContainerInterfaceDeleter = deleteContainerInterface;
-
-/**
- * weftd's CNI server runs this plugin in its own process and swaps in a deleter that works off
- * its event loop (src/agent/cni-worker.ts); a plugin process keeps the direct call. Returns the
- * previous one, for restoring.
- */
-export function setContainerInterfaceDeleter(fn: ContainerInterfaceDeleter): ContainerInterfaceDeleter {
-  const prev = deleteInterface;
-  deleteInterface = fn;
-  return prev;
-}
 
 /** The gateway of each IP config: the IPAM's, or the subnet's first address when we are the gateway. */
 function withGateways(result: CniResult, isGateway: boolean): void {
@@ -168,7 +154,8 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
     // ever reused inside another container's namespace. Both steps run to the end even if the
     // other fails; a failed DEL is retried and both are idempotent.
     // No namespace (already gone) means no container interface either: nothing to remove there.
-    const ifaceDeleted = (async () => deleteInterface(ctx.env))();
+    // The host's deleter: in weftd a worker thread (src/agent/cni-worker.ts), so the event loop never waits on the kernel.
+    const ifaceDeleted = (async () => ctx.host.deleteContainerInterface(ctx.env))();
     const [released, deleted] = await Promise.allSettled([ipamExecDel(ctx), ifaceDeleted]);
     if (released.status === 'rejected') throw released.reason;
     if (deleted.status === 'rejected') throw deleted.reason;
@@ -231,5 +218,5 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
 };
 
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  void runPlugin(weftBridgePlugin);
+  void runPlugin(weftBridgePlugin, standalonePluginHost);
 }

@@ -3,7 +3,8 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { CniCode, WeftError } from '../../errors.js';
-import { runPlugin, type CniPlugin, type PluginContext } from '../../cni/skel.js';
+import { runPlugin, type CniPlugin, type PluginContext, type PluginHost } from '../../cni/skel.js';
+import { standalonePluginHost } from '../pkg/host.js';
 import { delegateAdd, delegateCommand, findPluginBinary, type DelegateTarget } from '../../cni/exec.js';
 import type { CniEnv } from '../../cni/env.js';
 import type { CniResult } from '../../cni/result.js';
@@ -72,8 +73,8 @@ export const weftIpamPlugin: CniPlugin<WeftIpamConf> = {
  * in-process (no second Node start); any other type (host-local, dhcp, static) is exec'd from
  * CNI_PATH.
  */
-export function ipamDelegateTarget(type: string): DelegateTarget {
-  return type === weftIpamPlugin.name ? { kind: 'in-process', plugin: weftIpamPlugin } : { kind: 'exec', type };
+export function ipamDelegateTarget(type: string, host: PluginHost): DelegateTarget {
+  return type === weftIpamPlugin.name ? { kind: 'in-process', plugin: weftIpamPlugin, host } : { kind: 'exec', type };
 }
 
 function ipamType(ctx: PluginContext<unknown>): string {
@@ -121,7 +122,7 @@ export async function pluginAvailable(target: DelegateTarget, path: readonly str
 
 /** ADD on the conf's IPAM plugin; the result is in the IPAM plugin's terms (ips, routes, dns). */
 export async function ipamExecAdd(ctx: PluginContext<unknown>): Promise<CniResult> {
-  const { result } = await delegateAdd({ target: ipamDelegateTarget(ipamType(ctx)), env: ctx.env, conf: ctx.conf.raw, log: ctx.log });
+  const { result } = await delegateAdd({ target: ipamDelegateTarget(ipamType(ctx), ctx.host), env: ctx.env, conf: ctx.conf.raw, log: ctx.log });
   return result;
 }
 
@@ -137,7 +138,7 @@ export async function ipamExecDel(ctx: PluginContext<unknown>): Promise<void> {
     if (ctx.conf.ipam) ctx.log.warn('ipam section names no plugin: nothing to release');
     return;
   }
-  const target = ipamDelegateTarget(type);
+  const target = ipamDelegateTarget(type, ctx.host);
   if (!(await pluginAvailable(target, ctx.env.path))) {
     ctx.log.warn('IPAM plugin not found in CNI_PATH: nothing to release through it', { type, path: ctx.env.path.join(':') });
     return;
@@ -147,10 +148,10 @@ export async function ipamExecDel(ctx: PluginContext<unknown>): Promise<void> {
 
 /** DEL/CHECK/GC/STATUS on the conf's IPAM plugin. */
 export async function ipamExec(ctx: PluginContext<unknown>, command: 'DEL' | 'CHECK' | 'GC' | 'STATUS'): Promise<void> {
-  await delegateCommand({ target: ipamDelegateTarget(ipamType(ctx)), command, env: ctx.env, conf: ctx.conf.raw, log: ctx.log });
+  await delegateCommand({ target: ipamDelegateTarget(ipamType(ctx), ctx.host), command, env: ctx.env, conf: ctx.conf.raw, log: ctx.log });
 }
 
 // Run as a binary only when executed directly (the weft meta plugin imports it in-process).
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  void runPlugin(weftIpamPlugin);
+  void runPlugin(weftIpamPlugin, standalonePluginHost);
 }

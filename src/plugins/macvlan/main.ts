@@ -5,6 +5,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { runPlugin, type CniPlugin, type PluginContext } from '../../cni/skel.js';
+import { standalonePluginHost } from '../pkg/host.js';
 import { deviceNameSchema } from '../../cni/conf.js';
 import type { CniResult } from '../../cni/result.js';
 import { CniCode, WeftError } from '../../errors.js';
@@ -163,5 +164,5 @@ export const weftMacvlanPlugin: CniPlugin<MacvlanConf> = {
 };
 
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  void runPlugin(weftMacvlanPlugin);
+  void runPlugin(weftMacvlanPlugin, standalonePluginHost);
 }

@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { runPlugin, type CniPlugin, type PluginContext } from '../../cni/skel.js';
+import { standalonePluginHost } from '../pkg/host.js';
 import type { CniResult, CniRoute } from '../../cni/result.js';
 import { CniCode, WeftError } from '../../errors.js';
 import { Netlink } from '../../netlink/index.js';
@@ -153,5 +154,5 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
 };
 
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  void runPlugin(weftRoutedPlugin);
+  void runPlugin(weftRoutedPlugin, standalonePluginHost);
 }

@@ -55,8 +55,8 @@ export async function runWeftPlugin(): Promise<void> {
   const command = process.env.CNI_COMMAND;
   const wantsHelp = argv.length > 0 || !command || (command === 'VERSION' && process.stdin.isTTY);
   if (wantsHelp || command === 'VERSION') {
-    const [{ runPlugin }, { weftPlugin }] = await Promise.all([import('../../cni/skel.js'), import('./standalone.js')]);
-    await runPlugin(weftPlugin);
+    const [{ runPlugin }, { weftPlugin }, { standalonePluginHost }] = await Promise.all([import('../../cni/skel.js'), import('./standalone.js'), import('../pkg/host.js')]);
+    await runPlugin(weftPlugin, standalonePluginHost);
     return;
   }
   const stdin = await readStdin();
@@ -83,8 +83,8 @@ export async function runWeftPlugin(): Promise<void> {
         break;
     }
   }
-  const { runWeftLocally } = await import('./standalone.js');
-  print(await runWeftLocally(process.env, stdin));
+  const [{ runWeftLocally }, { standalonePluginHost }] = await Promise.all([import('./standalone.js'), import('../pkg/host.js')]);
+  print(await runWeftLocally(process.env, stdin, standalonePluginHost));
 }
 
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {

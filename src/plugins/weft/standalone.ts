@@ -9,11 +9,11 @@ import { decodeJsonObject, parsePluginConfig } from '../../cni/conf.js';
 import type { CniEnv } from '../../cni/env.js';
 import { delegateAdd, delegateCommand, findPluginBinary, type DelegateTarget } from '../../cni/exec.js';
 import type { CniResult } from '../../cni/result.js';
-import { invokePlugin, isOwnNetns, renderOutcome, type CniPlugin, type PluginContext } from '../../cni/skel.js';
+import { invokePlugin, isOwnNetns, renderOutcome, type CniPlugin, type PluginContext, type PluginHost } from '../../cni/skel.js';
 import { loadSubnetEnv } from '../../cni/subnet-env.js';
 import { CniCode, WeftError } from '../../errors.js';
 import { mkdirp } from '../../fs/mkdir.js';
-import { announceEndpointChange, endpointRecordDir, recordFromAdd, removeEndpointRecord, writeEndpointRecord } from '../../policy/endpoint-record.js';
+import { endpointRecordDir, recordFromAdd, removeEndpointRecord, writeEndpointRecord } from '../../policy/endpoint-record.js';
 import { weftBridgePlugin } from '../bridge/main.js';
 import { buildDelegateConf, buildDelegateIpam, weftConfSchema, type WeftConf } from './conf.js';
 import { checkIpamSection } from '../ipam/main.js';
@@ -29,10 +29,10 @@ export interface SavedAttachment {
   delegate: Record<string, unknown>;
 }
 
-/** weft-bridge runs in this process (one Node start per pod); other types are exec'd. */
-export function delegateTarget(type: unknown): DelegateTarget {
+/** weft-bridge runs in this process (one Node start per pod), on weft's own host; other types are exec'd. */
+export function delegateTarget(type: unknown, host: PluginHost): DelegateTarget {
   if (typeof type !== 'string' || type === '') throw new WeftError(CniCode.InvalidNetworkConfig, 'delegate.type must be a plugin name');
-  return type === weftBridgePlugin.name ? { kind: 'in-process', plugin: weftBridgePlugin } : { kind: 'exec', type };
+  return type === weftBridgePlugin.name ? { kind: 'in-process', plugin: weftBridgePlugin, host } : { kind: 'exec', type };
 }
 
 /**
@@ -40,8 +40,8 @@ export function delegateTarget(type: unknown): DelegateTarget {
  * when it runs in this process, accepts the config. Code 7 naming the problem, before ADD saves
  * anything or the delegate touches the kernel.
  */
-async function checkDelegateRunnable(delegate: Record<string, unknown>, env: CniEnv): Promise<DelegateTarget> {
-  const target = delegateTarget(delegate.type);
+async function checkDelegateRunnable(delegate: Record<string, unknown>, env: CniEnv, host: PluginHost): Promise<DelegateTarget> {
+  const target = delegateTarget(delegate.type, host);
   if (target.kind === 'in-process') parsePluginConfig(target.plugin.confSchema, delegate);
   else await findPluginBinary(target.type, env.path);
   return target;
@@ -51,15 +51,15 @@ async function checkDelegateRunnable(delegate: Record<string, unknown>, env: Cni
  * All of the above plus the ipam section. Without it a refused delegate left the saved config
  * behind, and the runtime's DEL replayed the same refused config and failed, on every retry.
  */
-async function checkDelegate(delegate: Record<string, unknown>, env: CniEnv): Promise<void> {
-  const target = await checkDelegateRunnable(delegate, env);
+async function checkDelegate(delegate: Record<string, unknown>, env: CniEnv, host: PluginHost): Promise<void> {
+  const target = await checkDelegateRunnable(delegate, env, host);
   await checkIpamSection(target.kind === 'in-process' ? target.plugin.name : target.type, delegate.ipam, env);
 }
 
 /** Why a saved delegate config cannot be run at all (code 7 from checkDelegateRunnable), or undefined. */
-async function whyUnrunnable(delegate: Record<string, unknown>, env: CniEnv): Promise<string | undefined> {
+async function whyUnrunnable(delegate: Record<string, unknown>, env: CniEnv, host: PluginHost): Promise<string | undefined> {
   try {
-    await checkDelegateRunnable(delegate, env);
+    await checkDelegateRunnable(delegate, env, host);
     return undefined;
   } catch (err) {
     if (err instanceof WeftError && err.code === CniCode.InvalidNetworkConfig) return err.message;
@@ -133,11 +133,11 @@ async function delegateDel(ctx: Ctx, saved: SavedAttachment, netns = ctx.env.net
   // that delegate's own checks at ADD, so it made nothing: forget it rather than fail on it
   // forever. A missing IPAM plugin alone is the delegate's to tolerate (it still removes the
   // interface and rules).
-  const unrunnable = await whyUnrunnable(saved.delegate, env);
+  const unrunnable = await whyUnrunnable(saved.delegate, env, ctx.host);
   if (unrunnable !== undefined) {
     ctx.log.warn('saved delegate config cannot be run, so it made nothing: forgetting it', { containerId: saved.containerID, ifname: saved.ifname, reason: unrunnable });
   } else {
-    await delegateCommand({ target: delegateTarget(saved.delegate.type), command: 'DEL', env, conf: saved.delegate, log: ctx.log });
+    await delegateCommand({ target: delegateTarget(saved.delegate.type, ctx.host), command: 'DEL', env, conf: saved.delegate, log: ctx.log });
   }
   await rm(attachmentFile(ctx.config.dataDir, saved.containerID, saved.ifname), { force: true });
   await forgetEndpoint(ctx, saved.containerID, saved.ifname);
@@ -148,13 +148,13 @@ async function recordEndpoint(ctx: Ctx, result: CniResult): Promise<void> {
   const dir = endpointRecordDir(ctx.config.subnetFile);
   const record = recordFromAdd(ctx.env, ctx.conf, result);
   await writeEndpointRecord(dir, record);
-  await announceEndpointChange({ type: 'added', dir, record });
+  await ctx.host.endpointChanged({ type: 'added', dir, record });
 }
 
 async function forgetEndpoint(ctx: Ctx, containerID: string, ifname: string): Promise<void> {
   const dir = endpointRecordDir(ctx.config.subnetFile);
   await removeEndpointRecord(dir, containerID, ifname);
-  await announceEndpointChange({ type: 'removed', dir, containerID, ifname });
+  await ctx.host.endpointChanged({ type: 'removed', dir, containerID, ifname });
 }
 
 export const weftPlugin: CniPlugin<WeftConf> = {
@@ -164,11 +164,11 @@ export const weftPlugin: CniPlugin<WeftConf> = {
   async add(ctx) {
     const subnetEnv = await loadSubnetEnv(ctx.config.subnetFile);
     const delegate = buildDelegateConf(ctx.conf, ctx.config, subnetEnv);
-    await checkDelegate(delegate, ctx.env);
+    await checkDelegate(delegate, ctx.env, ctx.host);
     // Saved before the delegate runs: if this process dies half way, the runtime's DEL still
     // knows what to undo. After a failed ADD the file stays for that DEL, which removes it.
     await saveAttachment(ctx.config.dataDir, { containerID: ctx.env.containerId, ifname: ctx.env.ifname, netns: ctx.env.netns, delegate });
-    const { result } = await delegateAdd({ target: delegateTarget(delegate.type), env: ctx.env, conf: delegate, log: ctx.log });
+    const { result } = await delegateAdd({ target: delegateTarget(delegate.type, ctx.host), env: ctx.env, conf: delegate, log: ctx.log });
     await recordEndpoint(ctx, result);
     return result;
   },
@@ -201,7 +201,7 @@ export const weftPlugin: CniPlugin<WeftConf> = {
       }
     }
     const conf = { ...saved.delegate, cniVersion: ctx.conf.cniVersion, prevResult: ctx.conf.raw.prevResult };
-    await delegateCommand({ target: delegateTarget(saved.delegate.type), command: 'CHECK', env: ctx.env, conf, log: ctx.log });
+    await delegateCommand({ target: delegateTarget(saved.delegate.type, ctx.host), command: 'CHECK', env: ctx.env, conf, log: ctx.log });
   },
 
   async status(ctx) {
@@ -215,7 +215,7 @@ export const weftPlugin: CniPlugin<WeftConf> = {
       throw err;
     }
     const delegate = buildDelegateConf(ctx.conf, ctx.config, subnetEnv);
-    await delegateCommand({ target: delegateTarget(delegate.type), command: 'STATUS', env: ctx.env, conf: delegate, log: ctx.log });
+    await delegateCommand({ target: delegateTarget(delegate.type, ctx.host), command: 'STATUS', env: ctx.env, conf: delegate, log: ctx.log });
   },
 
   async gc(ctx) {
@@ -246,11 +246,14 @@ export const weftPlugin: CniPlugin<WeftConf> = {
     }
     const delegate = buildDelegateConf(ctx.conf, ctx.config, subnetEnv);
     if (ctx.conf.raw['cni.dev/valid-attachments'] !== undefined) delegate['cni.dev/valid-attachments'] = ctx.conf.raw['cni.dev/valid-attachments'];
-    await delegateCommand({ target: delegateTarget(delegate.type), command: 'GC', env: ctx.env, conf: delegate, log: ctx.log });
+    await delegateCommand({ target: delegateTarget(delegate.type, ctx.host), command: 'GC', env: ctx.env, conf: delegate, log: ctx.log });
   },
 };
 
-/** One invocation of the plugin on already-read stdin (the fast path's fallback and weftd's handler). */
-export async function runWeftLocally(env: NodeJS.ProcessEnv, stdin: string | Buffer): Promise<{ stdout: string; exitCode: number }> {
-  return renderOutcome(await invokePlugin(weftPlugin, env, stdin));
+/**
+ * One invocation of the plugin on already-read stdin, on the caller's host: the fast path's
+ * fallback (standalone) and weftd's CNI server (its own).
+ */
+export async function runWeftLocally(env: NodeJS.ProcessEnv, stdin: string | Buffer, host: PluginHost): Promise<{ stdout: string; exitCode: number }> {
+  return renderOutcome(await invokePlugin(weftPlugin, env, stdin, { host }));
 }

@@ -128,7 +128,7 @@ export class KubeStore implements SubnetStore {
     }
     const value = JSON.stringify({ PublicIP: publicIP, BackendType: backendType, ...(backendData !== null && { BackendData: backendData }) });
     // The lease watcher skips a value it cannot parse, but its warning can only name the subnet;
-    // the operator needs the Node whose annotations to fix (a bad public-ip, a VtepMAC that is not one).
+    // the operator needs the Node whose annotations to fix (a bad public-ip, backend data that is not JSON).
     const parsed = parseLeaseValue(value);
     if (parsed.ok) this.warned.delete(node.metadata.name);
     else this.warnUnreadable(node, parsed.reason);
