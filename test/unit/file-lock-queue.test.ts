@@ -36,7 +36,7 @@ describe('withFileLock in one process', () => {
 
   it('hands over without a poll sleep: 50 queued callers finish while timers are frozen', async (t) => {
     const path = join(dir, 'handoff.lock');
-    // With setTimeout mocked, a waiter that polls (sleeps 0.5–1.5 ms, growing) never wakes; a
+    // With setTimeout mocked, a waiter that polls (sleeps 1–2 ms, growing) never wakes; a
     // queued one is handed the lock by promise settlement and needs no timer at all.
     t.mock.timers.enable({ apis: ['setTimeout'] });
     let done = 0;
