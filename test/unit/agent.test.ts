@@ -14,7 +14,7 @@ import { type Cidr, formatCidr, parseCidr, parseIP } from '../../src/net/ip.js';
 import type { Link, Netlink } from '../../src/netlink/index.js';
 import { encodeLeaseAttrs } from '../../src/store/lease.js';
 import { MemorySpace, MemoryStore } from '../../src/store/memory/memory-store.js';
-import { RecordingBackend } from '../fakes/recording-backend.js';
+import { type Gate, RecordingBackend } from '../fakes/recording-backend.js';
 
 const REPAIR_MS = 1000;
 const BATCH_MS = 5;
@@ -76,6 +76,16 @@ async function started(prepare?: (w: World) => Promise<void>): Promise<World & {
   return { ...w, subnet: ctx.subnet };
 }
 
+/** A peer's arrival, and the incremental pass for it held open once it has begun. */
+async function heldEventPass(w: World, subnet: string): Promise<Gate> {
+  const gate = w.backend.hold('reconcile');
+  await w.addPeer(subnet);
+  await settle();
+  w.clock.advance(0);
+  await gate.entered;
+  return gate;
+}
+
 const calls = (w: World) => w.backend.reconciles.map((c) => `${c.full ? 'full' : 'incremental'} [${c.peers.join(' ')}]`);
 
 describe('agent', () => {
@@ -124,11 +134,7 @@ describe('agent', () => {
 
   it('runs exactly one more incremental pass for all events that arrive during a pass', async () => {
     const w = await started();
-    const gate = w.backend.hold('reconcile');
-    await w.addPeer('10.244.1.0/24');
-    await settle();
-    w.clock.advance(0);
-    await gate.entered;
+    const gate = await heldEventPass(w, '10.244.1.0/24');
     for (const s of ['10.244.2.0/24', '10.244.3.0/24']) {
       await w.addPeer(s);
       await settle();
@@ -146,11 +152,7 @@ describe('agent', () => {
 
   it('never folds a repair requested during an incremental pass into another incremental one', async () => {
     const w = await started();
-    const gate = w.backend.hold('reconcile');
-    await w.addPeer('10.244.1.0/24');
-    await settle();
-    w.clock.advance(0);
-    await gate.entered;
+    const gate = await heldEventPass(w, '10.244.1.0/24');
     // The repair period ends mid-pass, and more events come in behind it.
     w.clock.advance(REPAIR_MS);
     await w.addPeer('10.244.2.0/24');
