@@ -16,7 +16,7 @@ import { parseNetworkConfig } from '../src/store/config.js';
 import { encodeLeaseAttrs } from '../src/store/lease.js';
 import { LeaseManager } from '../src/store/lease-manager.js';
 import { LeaseWatcher } from '../src/store/watch.js';
-import { startEtcd } from '../test/cluster/etcd-helper.js';
+import { startEtcd } from '../src/store/etcd/local-etcd.js';
 
 const quiet = createLogger({}, { write: () => {} });
 // A /8 of /24s: room for the 5000 leases of the memory run and for random acquires.

@@ -4,7 +4,7 @@
 // round is one iperf3 run per path; the table gives the median and range over rounds and the
 // median of the per-round ratios to vxlan. Options: --rounds=N (default 3), --seconds=S (3).
 import { createUdpBackend, type PumpStats, type UdpBackend } from '../src/backends/udp/udp.js';
-import { UdpTopology, type TestHost } from '../test/netns/udp-topology.js';
+import { UdpTopology, type TestHost } from '../src/lab/udp-topology.js';
 import type { Benchmark, BenchResult } from './main.js';
 
 type Path = 'udp (offload)' | 'udp (classic)' | 'vxlan (kernel)';

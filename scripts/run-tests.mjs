@@ -37,23 +37,39 @@ const env = { ...process.env };
 // Every Node start pays ~45 ms for this on these machines; the plugins under test start often.
 delete env.NODE_EXTRA_CA_CERTS;
 /**
- * What the runner's own network namespace holds: links, nftables tables, named namespaces. Tests
- * must never change it (everything lives in namespaces they make), so anything new afterwards is
- * a leak and fails the run, naming what was left.
+ * Names weft, its tests, benches and labs give to what they make; on a shared host anything else
+ * in the runner's namespace may be another user's, coming and going while the tests run, and is
+ * none of this check's business.
+ * - namespaces: labs `weftlab-NAME-…`, the demo's `weftdemo-…`, the install tests' `cni-win-…`, and
+ *   every test or bench prefix (NetnsPool/makeTestNetns: w + 2–6 letters, then '-' or an id)
+ * - links: weft's devices (`weft.<VNI>`, `weft-udp0`, …), weft-routed's `wr<13 hex>` host ends,
+ *   and anything named like a test's namespace; not the bridge plugin's default `cni0` and
+ *   `veth<8 hex>`, which the reference plugins (podman, containerd) use on a shared host too
+ * - nftables: weft's tables (`weft`, `weft-cni`, `weft-policy`, `weft-notrack`) and tests' own
+ *   (`w…` observers)
+ */
+const OURS = {
+  netns: /^(weft|cni-win-|w[a-z]{2,6}[-0-9a-f])/,
+  link: /^(weft|wr[0-9a-f]{13}$|w[a-z]{2,6}-)/,
+  table: /^w/,
+};
+
+/**
+ * weft's part of the runner's own network namespace: links, nftables tables, named namespaces.
+ * Tests must never change it (everything lives in namespaces they make), so anything new
+ * afterwards is a leak and fails the run, naming what was left.
  */
 function rootState() {
   const out = (cmd, args) => {
     const r = spawnSync(cmd, args, { encoding: 'utf8' });
     return r.status === 0 ? r.stdout : '';
   };
-  // ifbN appear when the kernel loads the ifb module (the reference bandwidth plugin needs it):
-  // the module's own default devices, not something a test made or could remove.
   const links = (JSON.parse(out('ip', ['-j', 'link', 'show']) || '[]'))
-    .filter((l) => !/^ifb\d+$/.test(l.ifname)).map((l) => `link ${l.ifname}`);
+    .filter((l) => OURS.link.test(l.ifname)).map((l) => `link ${l.ifname}`);
   const tables = ((JSON.parse(out('nft', ['-j', 'list', 'tables']) || '{}').nftables) ?? [])
-    .filter((x) => x.table).map((x) => `nftables table ${x.table.family} ${x.table.name}`);
+    .filter((x) => x.table && OURS.table.test(x.table.name)).map((x) => `nftables table ${x.table.family} ${x.table.name}`);
   let netns = [];
-  try { netns = readdirSync('/run/netns').map((n) => `netns ${n}`); } catch { /* none yet */ }
+  try { netns = readdirSync('/run/netns').filter((n) => OURS.netns.test(n)).map((n) => `netns ${n}`); } catch { /* none yet */ }
   return new Set([...links, ...tables, ...netns]);
 }
 

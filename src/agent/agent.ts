@@ -12,13 +12,43 @@ import { LeaseManager, type ManagerStatus, type SubnetLeaser } from '../store/le
 import type { LeaseWatcher, WatcherState } from '../store/watch.js';
 import type { SubnetStore } from '../store/types.js';
 import { type AgentRulesSpec, agentRulesInPlace, applyAgentRules } from './traffic-rules.js';
-import { createBackend } from '../backends/registry.js';
+import { type BackendConfig, createBackend } from '../backends/registry.js';
 import type { Backend, HostContext, ReconcileReport } from '../backends/types.js';
 import { type HealthServer, type Readiness, startHealthServer } from './http.js';
 import { type AgentMetrics, createAgentMetrics } from './metrics.js';
 import { pickPublicInterface, type PublicInterface } from './public-iface.js';
 import { readPreviousSubnet, writeSubnetFile } from './subnet-file.js';
 import { withTimeout } from '../timeout.js';
+import type { Clock, TimerHandle } from '../clock.js';
+
+/**
+ * What the agent asks of the machine and of time. weftd uses systemHost; unit tests pass a
+ * recording backend, no kernel and a FakeClock, so batching and stop-during-start run in
+ * milliseconds.
+ */
+export interface AgentHost {
+  openNetlink(): Netlink;
+  publicInterface(nl: Netlink, want: { iface?: string; publicIP?: string }): PublicInterface;
+  createBackend(config: BackendConfig): Backend;
+  readonly trafficRules: { inPlace(spec: AgentRulesSpec): boolean; apply(spec: AgentRulesSpec): void };
+  /** The batch and repair timers; only differences of now() matter. */
+  readonly clock: Clock;
+}
+
+export const systemHost: AgentHost = {
+  openNetlink: () => Netlink.open(),
+  publicInterface: pickPublicInterface,
+  createBackend,
+  trafficRules: { inPlace: agentRulesInPlace, apply: applyAgentRules },
+  // Not unref'd, unlike the BGP timers: the repair pass is what keeps weftd's loop alive.
+  clock: {
+    now: () => performance.now(),
+    schedule(ms, fn) {
+      const t = setTimeout(fn, ms);
+      return { cancel: () => clearTimeout(t) };
+    },
+  },
+};
 
 export interface AgentOptions {
   readonly store: SubnetStore;
@@ -41,6 +71,8 @@ export interface AgentOptions {
   /** Deadline for the first store answer before giving up (default 10 s). */
   readonly storeTimeoutMs?: number;
   readonly log?: Logger;
+  /** The machine and clock; systemHost unless a test stands in for them. */
+  readonly host?: AgentHost;
 }
 
 /** What an agent service (e.g. the CNI fast-path server) gets once the agent is ready. */
@@ -85,9 +117,10 @@ export class Agent {
   private network: NetworkConfig | undefined;
   private rules: AgentRulesSpec | undefined;
   private ctx: AgentContext | undefined;
-  private repairTimer: NodeJS.Timeout | undefined;
-  private batchTimer: NodeJS.Timeout | undefined;
-  /** performance.now() when the last pass for lease events ended (-Infinity: none yet). */
+  private readonly host: AgentHost;
+  private repairTimer: TimerHandle | undefined;
+  private batchTimer: TimerHandle | undefined;
+  /** host.clock.now() when the last pass for lease events ended (-Infinity: none yet). */
   private lastEventPassEnd = -Infinity;
   private reconciling: Promise<void> | undefined;
   private again = false;
@@ -107,6 +140,7 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log ?? createLogger({ component: 'weftd' });
+    this.host = opts.host ?? systemHost;
   }
 
   /** Registers a service to start once ready (call before start). */
@@ -194,13 +228,13 @@ export class Agent {
     const network = parseNetworkConfig(text);
     this.network = network;
     if (!network.ipv4) throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: Network: weftd needs an IPv4 Network');
-    const backend = createBackend(network.backend);
+    const backend = this.host.createBackend(network.backend);
     this.backend = backend;
 
     // 2. Where this host stands on the underlay.
-    const nl = Netlink.open();
+    const nl = this.host.openNetlink();
     this.nl = nl;
-    const pub = pickPublicInterface(nl, { ...(o.iface !== undefined && { iface: o.iface }), ...(o.publicIP !== undefined && { publicIP: o.publicIP }) });
+    const pub = this.host.publicInterface(nl, { ...(o.iface !== undefined && { iface: o.iface }), ...(o.publicIP !== undefined && { publicIP: o.publicIP }) });
     this.log.info('public interface', { iface: pub.link.name, publicIP: formatIP(pub.ip), mtu: pub.link.mtu, backend: backend.type });
     try {
       if (readSysctl('net.ipv4.ip_forward') !== '1') this.log.warn('net.ipv4.ip_forward is 0: this host will not forward pod traffic until it is enabled');
@@ -250,6 +284,10 @@ export class Agent {
     await withTimeout(this.timed('list', watcher.start()), storeTimeout, `listing leases in ${o.store.where}`, CniCode.Store);
     this.abortIfStopped();
     this.watchState = watcher.state;
+    // The listing's `added` events armed the batch timer; the full pass below reads the same
+    // leases, so a pass for them after it would only repeat it.
+    this.batchTimer?.cancel();
+    this.batchTimer = undefined;
     await this.reconcileNow('initial');
 
     this.ctx = {
@@ -266,7 +304,12 @@ export class Agent {
       this.log.info('service started', { service: s.name });
     }
     const period = o.repairIntervalMs ?? 5000;
-    this.repairTimer = setInterval(() => { void this.repairPass(); }, period);
+    const armRepair = (): void => {
+      if (this.stopped) return;
+      // A fixed period, as setInterval: passes do not overlap anyway (reconcileNow queues).
+      this.repairTimer = this.host.clock.schedule(period, () => { armRepair(); void this.repairPass(); });
+    };
+    armRepair();
     this.phase = 'running';
     this.metrics.ready.set(this.readiness().ready ? 1 : 0);
     this.log.info('weftd ready', { subnet: formatCidr(lease.subnet), mtu: prep.mtu, peers: watcher.leases().length, subnetFile: o.subnetFile });
@@ -285,8 +328,8 @@ export class Agent {
     const spec = this.rules;
     if (!spec) return;
     try {
-      if (!agentRulesInPlace(spec)) {
-        applyAgentRules(spec);
+      if (!this.host.trafficRules.inPlace(spec)) {
+        this.host.trafficRules.apply(spec);
         if (this.rulesOk) this.log.warn('traffic rules were changed by someone else; restored', { table: 'inet weft' });
       }
       this.rulesOk = true;
@@ -305,11 +348,11 @@ export class Agent {
    */
   private scheduleReconcile(): void {
     if (this.stopped || this.batchTimer) return;
-    const delay = Math.max(0, this.lastEventPassEnd + (this.opts.batchDelayMs ?? 5) - performance.now());
-    this.batchTimer = setTimeout(() => {
+    const delay = Math.max(0, this.lastEventPassEnd + (this.opts.batchDelayMs ?? 5) - this.host.clock.now());
+    this.batchTimer = this.host.clock.schedule(delay, () => {
       this.batchTimer = undefined;
       void this.reconcileNow('lease events').catch(() => {});
-    }, delay);
+    });
   }
 
   /**
@@ -332,7 +375,7 @@ export class Agent {
           this.pendingFull = undefined;
         }
         await this.reconcileOnce(next);
-        if (next === 'lease events') this.lastEventPassEnd = performance.now();
+        if (next === 'lease events') this.lastEventPassEnd = this.host.clock.now();
         next = 'lease events';
       } while (this.again && !this.stopped);
     })().finally(() => { this.reconciling = undefined; });
@@ -406,8 +449,8 @@ export class Agent {
   async stop(opts: { keepDataplane?: boolean; release?: boolean } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.repairTimer) clearInterval(this.repairTimer);
-    if (this.batchTimer) clearTimeout(this.batchTimer);
+    this.repairTimer?.cancel();
+    this.batchTimer?.cancel();
     await this.reconciling?.catch(() => {});
     for (const { name, svc } of this.running.splice(0).reverse()) {
       await svc.close().catch((err: unknown) => this.log.warn('service did not close cleanly', { service: name, error: String(err) }));

@@ -3,7 +3,7 @@
 // application — is an action the caller carries out, which is what lets the tests drive the FSM
 // through every transition with a fake clock and no network.
 import { type IP, ipEquals } from '../net/ip.js';
-import type { Clock, TimerHandle } from './clock.js';
+import type { Clock, TimerHandle } from '../clock.js';
 import type { NotificationMessage, OpenMessage, RouteRefreshMessage, UpdateMessage } from './codec.js';
 import { AS_TRANS, CeaseSubcode, ErrorCode, FsmSubcode, OpenSubcode } from './constants.js';
 import type { BgpError } from './errors.js';

@@ -7,4 +7,4 @@ export type { AsPathSegment, PathAttributes, UpdateAttributeError } from './code
 export { describeRejection } from './policy.js';
 export type { ImportPolicy, ImportRejection, ImportRejectionReason } from './policy.js';
 export { BgpError } from './errors.js';
-export { type Clock, FakeClock, systemClock } from './clock.js';
+export { type Clock, FakeClock, systemClock } from '../clock.js';

@@ -4,7 +4,7 @@
 import * as net from 'node:net';
 import { type IP, formatIP, ipCompare, parseIP } from '../net/ip.js';
 import type { Logger } from '../log.js';
-import type { Clock } from './clock.js';
+import type { Clock } from '../clock.js';
 import {
   type Capability, type CodecContext, type OpenMessage, type RouteRefreshMessage, type UpdateMessage, MessageFramer,
   capabilitiesOf, decodeMessage, encodeKeepalive, encodeNotification, encodeOpen,

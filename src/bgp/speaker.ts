@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { type Cidr, type IP, cidrContains, formatCidr, formatIP, ipEquals, networkOf, parseCidr, parseIPv4 } from '../net/ip.js';
 import { CniCode, WeftError } from '../errors.js';
 import { type Logger, createLogger } from '../log.js';
-import { type Clock, type TimerHandle, systemClock } from './clock.js';
+import { type Clock, type TimerHandle, systemClock } from '../clock.js';
 import { type CodecContext, type PathAttributes, type UpdateMessage, encodeEndOfRib, encodeRouteRefresh, isEndOfRib, packAnnouncements, packWithdrawals } from './codec.js';
 import { BGP_PORT, Origin } from './constants.js';
 import { DEFAULT_TIMERS, type DownReason, type FsmStateName } from './fsm.js';

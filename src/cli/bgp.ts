@@ -1,5 +1,6 @@
 // weftctl bgp status: the BGP sessions of the weftd on this host, read from weftd's health
 // endpoint (/bgp/status, JSON) — the same address as weftd's --health-addr.
+import { renderTable } from '../text-table.js';
 import { request } from 'node:http';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
@@ -106,12 +107,10 @@ export function renderBgpStatus(doc: BgpStatusDoc): string {
   const head = ['PEER', 'ASN', 'TYPE', 'ORIGIN', 'STATE', 'UPTIME', 'RECEIVED', 'SENT', 'STALE'];
   const rows = doc.sessions.map((s) => [s.peer, String(s.asn), s.asn === doc.asn ? 'ibgp' : 'ebgp', s.origin, s.state,
     formatUptime(s.uptimeSeconds), String(s.prefixesReceived), String(s.prefixesSent), String(s.staleRoutes)]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (c: string[]) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ');
   const top = `router ${doc.routerId}, AS ${doc.asn}, announcing ${doc.subnet ?? '(nothing yet)'}`
     + (doc.reflector ? `, route reflector (cluster id ${doc.clusterId ?? doc.routerId})` : '')
     + (doc.restartingUntil ? `, restarting until ${doc.restartingUntil}` : '');
-  const lines = [top, '', line(head), ...rows.map(line), '', `routes learned: ${doc.learnedRoutes}, in the kernel: ${doc.kernelRoutes}`];
+  const lines = [top, '', renderTable(head, rows).trimEnd(), '', `routes learned: ${doc.learnedRoutes}, in the kernel: ${doc.kernelRoutes}`];
   if (doc.sessions.length === 0) lines.splice(2, 1, '(no BGP peers)');
   return lines.join('\n') + '\n';
 }

@@ -1,4 +1,5 @@
 // weftctl leases list|reserve|release: inspect and manage subnet leases in the store.
+import { renderTable } from '../text-table.js';
 import type { CliCommand } from './command.js';
 import { parseCommandArgs } from './args.js';
 import { ExitCode, UsageError } from './command.js';
@@ -38,9 +39,7 @@ interface Row {
 function table(rows: Row[], never: string): string {
   const head = ['SUBNET', 'PUBLIC-IP', 'BACKEND', 'EXPIRES'];
   const cells = rows.map((r) => [r.subnet, r.publicIP, r.backendType, r.expiresAt ?? never]);
-  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)));
-  const line = (c: string[]) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ');
-  return [line(head), ...cells.map(line)].join('\n') + '\n';
+  return renderTable(head, cells);
 }
 
 function subnetArg(s: string | undefined): Cidr {

@@ -1,4 +1,5 @@
 // weftctl ns create|label|list: namespaces and their labels, which namespaceSelectors match.
+import { renderTable } from '../text-table.js';
 import { parseArgs } from 'node:util';
 import type { CliCommand } from './command.js';
 import { ExitCode, UsageError } from './command.js';
@@ -81,8 +82,7 @@ export const nsCommand: CliCommand = {
         }
         if (v.json) process.stdout.write(JSON.stringify(all, null, 2) + '\n');
         else {
-          const w = Math.max(4, ...all.map((n) => n.name.length));
-          process.stdout.write([`${'NAME'.padEnd(w)}  LABELS`, ...all.map((n) => `${n.name.padEnd(w)}  ${labelsText(n.labels)}`)].join('\n') + '\n');
+          process.stdout.write(renderTable(['NAME', 'LABELS'], all.map((n) => [n.name, labelsText(n.labels)])));
         }
         return ExitCode.Ok;
       }

@@ -1,4 +1,5 @@
 // weftctl policy apply|list|get|delete: Kubernetes NetworkPolicy objects in the store.
+import { renderTable } from '../text-table.js';
 import { readFileSync } from 'node:fs';
 import { stringify as toYaml } from 'yaml';
 import type { CliCommand } from './command.js';
@@ -41,12 +42,6 @@ function selectorText(s: LabelSelector): string {
 
 function typesText(p: NetworkPolicy): string {
   return [p.types.ingress ? 'Ingress' : '', p.types.egress ? 'Egress' : ''].filter((s) => s !== '').join(',');
-}
-
-function table(head: string[], rows: string[][]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (c: string[]) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ');
-  return [line(head), ...rows.map(line)].join('\n') + '\n';
 }
 
 function readInput(file: string): string {
@@ -116,7 +111,7 @@ export const policyCommand: CliCommand = {
             // How many endpoints each selects: a policy selecting none is usually a typo in a label.
             const endpoints = await loadEndpoints(kv);
             const selected = (p: NetworkPolicy) => endpoints.filter((e) => policySelects(p, e)).length;
-            process.stdout.write(table(['NAMESPACE', 'NAME', 'POD-SELECTOR', 'TYPES', 'PODS'],
+            process.stdout.write(renderTable(['NAMESPACE', 'NAME', 'POD-SELECTOR', 'TYPES', 'PODS'],
               rows.map(({ policy: p }) => [p.namespace, p.name, selectorText(p.podSelector), typesText(p), String(selected(p) || 'none selected')])));
           }
           return ExitCode.Ok;

@@ -7,6 +7,7 @@
 // their locks are only considered stale after `foreignStaleMs`.
 import { closeSync, openSync, readFileSync, readlinkSync, statSync, unlinkSync, writeSync, constants } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Backoff } from '../backoff.js';
 import { CniCode, WeftError } from '../errors.js';
 
 export interface FileLockOptions {
@@ -166,7 +167,9 @@ export async function acquireFileLock(path: string, opts: FileLockOptions = {}):
   const foreignStaleMs = opts.foreignStaleMs ?? 60_000;
   const mine = encode(self());
   const deadline = Date.now() + timeoutMs;
-  let delay = 1;
+  // Holders keep the lock for about a millisecond, and a hundred waiters polling in lockstep
+  // would only contend on the directory: short, jittered, growing pauses (1 ms to 30 ms).
+  const backoff = new Backoff({ initialMs: 2, maxMs: 30, multiplier: 1.5 });
   for (;;) {
     if (createExclusive(path, mine)) return ownedLock(path, mine);
     const held = readLock(path);
@@ -178,10 +181,7 @@ export async function acquireFileLock(path: string, opts: FileLockOptions = {}):
       const owner = held?.text.trim().split(' ')[0] ?? '?';
       throw new WeftError(CniCode.TryAgainLater, `timed out after ${timeoutMs} ms waiting for lock ${path} (held by pid ${owner})`);
     }
-    // Jittered, growing backoff: holders keep the lock for about a millisecond, and a hundred
-    // waiters polling in lockstep would only contend on the directory.
-    await sleep(delay * (0.5 + Math.random()));
-    delay = Math.min(delay * 1.5, 20);
+    await sleep(backoff.next());
   }
 }
 
@@ -189,7 +189,7 @@ export async function acquireFileLock(path: string, opts: FileLockOptions = {}):
  * Per lock path, the promise that settles when this process's last queued caller is done. A
  * process with many callers at once (weftd's fast path: a burst of 20 DELs all releasing IPAM
  * addresses) would otherwise have them all poll the file with growing sleeps, and each release
- * would wait out a waiter's sleep — up to 20 ms per holder, so the burst ran one holder per
+ * would wait out a waiter's sleep — up to 30 ms per holder, so the burst ran one holder per
  * sleep. Queued here they take the file lock one after another the moment it is free. The file
  * stays the mutex: this only orders one process's callers (another process still polls).
  */

@@ -1,29 +1,17 @@
-// Text tables for the lab's reports, with colour for ok/failed cells when writing to a terminal.
-// Padding is computed on the visible text, so colour codes never break the columns.
+// The lab's reports as text tables (src/text-table.ts), with colour for ok/failed cells when
+// writing to a terminal.
 import type { BenchReport } from './bench.js';
 import { type CheckReport, OUTSIDE_TARGET, rttSummary } from './check.js';
 import type { LabStatus } from './lab.js';
 import type { ProbeOutcome } from './probe.js';
+import { type Cell, paint, renderTable } from '../text-table.js';
 
-export type Tone = 'ok' | 'bad' | 'dim' | 'plain';
-export interface Cell { readonly text: string; readonly tone?: Tone }
+export type { Cell, Tone } from '../text-table.js';
+export { useColour } from '../text-table.js';
 
-const CODES: Record<Tone, string> = { ok: '\x1b[32m', bad: '\x1b[31;1m', dim: '\x1b[2m', plain: '' };
-
-export function useColour(out: NodeJS.WriteStream = process.stdout): boolean {
-  return Boolean(out.isTTY) && process.env.NO_COLOR === undefined;
-}
-
+/** The lab's tables: a rule under the headers, colour on a terminal. */
 export function table(headers: string[], rows: Array<Array<Cell | string>>, colour: boolean): string {
-  const cells = rows.map((r) => r.map((c) => (typeof c === 'string' ? { text: c } : c)));
-  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.text.length ?? 0)));
-  const paint = (c: Cell, w: number, last: boolean) => {
-    const padded = last ? c.text : c.text.padEnd(w);
-    const tone = c.tone ?? 'plain';
-    return colour && tone !== 'plain' ? `${CODES[tone]}${padded}\x1b[0m` : padded;
-  };
-  const line = (r: Cell[]) => r.map((c, i) => paint(c, widths[i] ?? 0, i === r.length - 1)).join('  ');
-  return [line(headers.map((h) => ({ text: h }))), widths.map((w) => '─'.repeat(w)).join('  '), ...cells.map(line)].join('\n') + '\n';
+  return renderTable(headers, rows, { rule: true, colour });
 }
 
 export function ms(v: number | undefined): string {
@@ -63,7 +51,7 @@ export function renderCheck(r: CheckReport, colour: boolean): string {
     + table(headers, rows, colour)
     + renderHostToOwn(r, colour)
     + `\nmedian ICMP RTT: same host ${ms(s.sameHost)} ms, across hosts ${ms(s.crossHost)} ms, egress ${ms(s.egress)} ms; TCP across hosts ${ms(s.tcpCrossHost)} ms\n`
-    + `${colour ? (r.ok ? CODES.ok : CODES.bad) : ''}${verdict}${colour ? '\x1b[0m' : ''} in ${(r.durationMs / 1000).toFixed(1)}s\n`;
+    + `${paint(verdict, r.ok ? 'ok' : 'bad', colour)} in ${(r.durationMs / 1000).toFixed(1)}s\n`;
 }
 
 /** macvlan labs: host → own container, failing as expected without a shim. */
@@ -113,7 +101,7 @@ export function renderStatus(s: LabStatus, colour: boolean): string {
 
 function renderBird(s: LabStatus, colour: boolean): string {
   if (s.bird === undefined) return '';
-  if ('error' in s.bird) return `\nBIRD sessions: ${colour ? CODES.bad : ''}unavailable (${s.bird.error})${colour ? '\x1b[0m' : ''}\n`;
+  if ('error' in s.bird) return `\nBIRD sessions: ${paint(`unavailable (${s.bird.error})`, 'bad', colour)}\n`;
   const hostIP = new Map((s.record?.hostList ?? []).map((h) => [`h${h.index}`, h.ip]));
   return '\nBIRD sessions on the router (birdc show protocols):\n' + table(['peer', 'address', 'state', 'info'], s.bird.sessions.map((b) => [
     b.name, hostIP.get(b.name) ?? '?', b.state, { text: b.info || '–', tone: /Established/.test(b.info) ? 'ok' : 'bad' },

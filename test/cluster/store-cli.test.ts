@@ -10,7 +10,7 @@ import { Topology } from '../../src/lab/topology.js';
 import { parseCidr, parseIP } from '../../src/net/ip.js';
 import { FileStore } from '../../src/store/file/file-store.js';
 import { encodeLeaseAttrs } from '../../src/store/lease.js';
-import { startEtcd, type EtcdCluster } from './etcd-helper.js';
+import { startEtcd, type EtcdCluster } from '../../src/store/etcd/local-etcd.js';
 import { uniquePrefix } from './store-contract.js';
 
 const weftctl = new URL('../../../bin/weftctl', import.meta.url).pathname;

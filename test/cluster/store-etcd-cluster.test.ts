@@ -9,7 +9,7 @@ import { parseNetworkConfig } from '../../src/store/config.js';
 import { encodeLeaseAttrs } from '../../src/store/lease.js';
 import { LeaseManager, type ManagerStatus } from '../../src/store/lease-manager.js';
 import { LeaseWatcher, type LeaseEvent } from '../../src/store/watch.js';
-import { startEtcd, waitMemberHealthy, type EtcdCluster } from './etcd-helper.js';
+import { startEtcd, waitMemberHealthy, type EtcdCluster } from '../../src/store/etcd/local-etcd.js';
 import { uniquePrefix, until } from './store-contract.js';
 
 const attrs = (ip: string) => encodeLeaseAttrs({ publicIP: parseIP(ip), publicIPv6: undefined, backendType: 'host-gw', backendData: null });

@@ -7,7 +7,7 @@ import { Etcd3 } from 'etcd3';
 import { subnetKey } from '../../src/net/ip.js';
 import { FileStore } from '../../src/store/file/file-store.js';
 import { EtcdStore } from '../../src/store/etcd/etcd-store.js';
-import { startEtcd, type EtcdCluster } from './etcd-helper.js';
+import { startEtcd, type EtcdCluster } from '../../src/store/etcd/local-etcd.js';
 import { storeContract } from './store-contract.js';
 
 let dir = '';

@@ -4,7 +4,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ipJson } from '../../src/netns/testing.js';
 import { createUdpBackend, UDP_DEVICE, type UdpBackend } from '../../src/backends/udp/udp.js';
-import { UdpTopology } from './udp-topology.js';
+import { UdpTopology } from '../../src/lab/udp-topology.js';
 
 interface IpLink { ifname: string; ifindex: number; mtu: number; flags: string[]; linkinfo?: { info_kind?: string } }
 interface IpAddr { addr_info: { family: string; local: string; prefixlen: number }[] }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { createUdpBackend, type PumpStats, type UdpBackend } from '../../src/backends/udp/udp.js';
 import { runInNetns } from '../../src/netns/index.js';
-import { UdpTopology } from './udp-topology.js';
+import { UdpTopology } from '../../src/lab/udp-topology.js';
 
 const MTU = 1500 - 28;
 const BYTES = 16_000_000;

@@ -1,11 +1,7 @@
 // The bgp backend's pure parts: who to peer with (mesh, NodeMesh:false, route reflection), the
-// rack router's BIRD config, and weftctl bgp status rendering/parsing.
+// rack router's BIRD config text, and weftctl bgp status rendering/parsing.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { planPeers } from '../../src/backends/bgp/plan.js';
 import { bgpStatusSchema, formatUptime, renderBgpStatus } from '../../src/cli/bgp.js';
 import { renderRackBirdConfig } from '../../src/lab/racks.js';
@@ -73,16 +69,10 @@ describe('bgp config keys', () => {
 });
 
 describe('rack router BIRD config', () => {
+  // Whether BIRD itself accepts it is test/netns/bgp-bird-config.test.ts (runs bird -p).
   for (const mode of ['rr', 'ebgp'] as const) {
-    it(`${mode}: BIRD 2 accepts it (bird -p)`, () => {
+    it(`${mode}: one session a host, the router's AS as the mode wants`, () => {
       const text = renderRackBirdConfig({ mode, clusterAsn: 64512, routerAsn: 65000, hosts: [{ name: 'h0', ip: '198.18.0.1' }, { name: 'h1', ip: '198.18.1.1' }] });
-      const dir = mkdtempSync(join(tmpdir(), 'wbb-conf-'));
-      try {
-        writeFileSync(join(dir, 'bird.conf'), text);
-        execFileSync('bird', ['-p', '-c', join(dir, 'bird.conf')], { stdio: 'pipe' });
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
       assert.match(text, /protocol bgp h1 from host \{ neighbor 198\.18\.1\.1 as 64512; \}/);
       if (mode === 'rr') assert.match(text, /local 198\.18\.255\.254 as 64512;[\s\S]*rr client;/);
       else assert.match(text, /local 198\.18\.255\.254 as 65000;[\s\S]*bgp_path\.delete\(64512\)/);

@@ -2,7 +2,7 @@
 // protocol time, advanced instantly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeClock } from '../../src/bgp/clock.js';
+import { FakeClock } from '../../src/clock.js';
 import type { OpenMessage } from '../../src/bgp/codec.js';
 import { BgpError } from '../../src/bgp/errors.js';
 import { type FsmAction, type FsmConfig, FsmRunner, fsmStep, initialFsmState, negotiateHoldTime } from '../../src/bgp/fsm.js';

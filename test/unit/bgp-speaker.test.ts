@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { type Capability, MessageFramer, decodeMessage, encodeEndOfRib, encodeKeepalive, encodeOpen, encodeUpdate } from '../../src/bgp/codec.js';
 import { Speaker, type SpeakerConfigInput, type SpeakerEvent } from '../../src/bgp/speaker.js';
+import { FakeClock } from '../../src/clock.js';
 import { createLogger } from '../../src/log.js';
 import { formatCidr, formatIP, parseCidr, parseIPv4 } from '../../src/net/ip.js';
 
@@ -25,9 +26,9 @@ function prefixes(n: number, second = 0): string[] {
   return Array.from({ length: n }, (_, i) => `10.${100 + second + (i >> 8)}.${i & 255}.0/24`);
 }
 
-/** B listens on an ephemeral port and waits; A connects to it from 127.0.0.1. */
-async function pair(extraA: Partial<SpeakerConfigInput> = {}, extraB: Partial<SpeakerConfigInput> = {}, asnA = 64512, asnB = 64512) {
-  const b = new Speaker({ asn: asnB, routerId: '10.0.0.2', listen: { address: B, port: 0 }, peers: [{ address: A, asn: asnA, passive: true }], holdTime: 9, ...extraB }, { logger: quiet });
+/** B listens on an ephemeral port and waits; A connects to it from 127.0.0.1. B's protocol timers run on `clockB` when given. */
+async function pair(extraA: Partial<SpeakerConfigInput> = {}, extraB: Partial<SpeakerConfigInput> = {}, asnA = 64512, asnB = 64512, clockB?: FakeClock) {
+  const b = new Speaker({ asn: asnB, routerId: '10.0.0.2', listen: { address: B, port: 0 }, peers: [{ address: A, asn: asnA, passive: true }], holdTime: 9, ...extraB }, { logger: quiet, ...(clockB && { clock: clockB }) });
   const bEvents: SpeakerEvent[] = [];
   b.on((e) => bEvents.push(e));
   await b.start();
@@ -134,7 +135,8 @@ test('graceful restart: a crashed speaker keeps its routes at the peer until its
 });
 
 test('graceful restart: routes are swept when the peer does not come back within its restart time', async () => {
-  const { b, bEvents, mkA } = await pair({ gracefulRestart: { restartTime: 1 } }, { gracefulRestart: { restartTime: 1 } });
+  const clock = new FakeClock();
+  const { b, bEvents, mkA } = await pair({ gracefulRestart: { restartTime: 1 } }, { gracefulRestart: { restartTime: 1 } }, 64512, 64512, clock);
   const a = mkA();
   a.announce('10.201.0.0/24');
   try {
@@ -142,8 +144,10 @@ test('graceful restart: routes are swept when the peer does not come back within
     await waitFor('route at B', () => b.learnedRoutes().length === 1);
     await a.abort();
     await waitFor('graceful down', () => bEvents.some((e) => e.type === 'session-down' && e.graceful));
-    assert.equal(b.learnedRoutes().length, 1);
-    await waitFor('restart timer sweep', () => b.learnedRoutes().length === 0, 5000);
+    clock.advance(999);
+    assert.equal(b.learnedRoutes().length, 1, 'kept for the restart time');
+    clock.advance(1);
+    assert.equal(b.learnedRoutes().length, 0, 'swept when it ran out');
   } finally {
     await a.stop();
     await b.stop();
@@ -503,12 +507,16 @@ test('peers added and removed at run time', async () => {
 });
 
 test('a peer that goes silent is dropped with 4/0 when the negotiated hold time runs out', async () => {
-  const { b, bEvents, port } = await pair({}, { holdTime: 3 });
+  const clock = new FakeClock();
+  const { b, bEvents, port } = await pair({}, { holdTime: 3 }, 64512, 64512, clock);
   const p = await rawPeer(port, []);
   try {
     await waitFor('established', () => b.status()[0]?.state === 'Established');
-    // The raw peer never sends another KEEPALIVE.
-    await waitFor('hold timer NOTIFICATION', () => p.got.some((m) => m.type === 'notification'), 6000);
+    // The raw peer never sends another KEEPALIVE; B's clock moves a second at a time.
+    for (let s = 0; s < 2; s++) clock.advance(1000);
+    assert.equal(b.status()[0]?.state, 'Established', 'still within the hold time');
+    clock.advance(1000);
+    await waitFor('hold timer NOTIFICATION', () => p.got.some((m) => m.type === 'notification'));
     assert.deepEqual(p.got.find((m) => m.type === 'notification'), { type: 'notification', code: 4, subcode: 0 });
     // B kept us alive meanwhile: one KEEPALIVE a second (hold 3 → keepalive 1).
     assert.ok(p.got.filter((m) => m.type === 'keepalive').length >= 3);

@@ -25,7 +25,8 @@ describe('withFileLock in one process', () => {
       maxHolders = Math.max(maxHolders, holders);
       assert.match(readFileSync(path, 'utf8'), new RegExp(`^${process.pid} `), 'the lock file names this process');
       order.push(i);
-      await sleep(1);
+      // Held across a turn of the event loop, so a second holder would have its chance.
+      await new Promise<void>((r) => setImmediate(r));
       holders--;
     })));
     assert.equal(maxHolders, 1);
@@ -33,13 +34,18 @@ describe('withFileLock in one process', () => {
     assert.equal(existsSync(path), false, 'released');
   });
 
-  it('hands over without a poll sleep: 50 queued callers that each hold it briefly finish far below one backoff step each', async () => {
+  it('hands over without a poll sleep: 50 queued callers finish while timers are frozen', async (t) => {
     const path = join(dir, 'handoff.lock');
-    const t0 = performance.now();
-    await Promise.all(Array.from({ length: 50 }, () => withFileLock(path, () => undefined)));
-    const perCaller = (performance.now() - t0) / 50;
-    // A polling waiter sleeps 0.5–1.5 ms growing to 10–30 ms; a queued one does not sleep at all.
-    assert.ok(perCaller < 5, `${perCaller.toFixed(2)} ms per caller`);
+    // With setTimeout mocked, a waiter that polls (sleeps 1–2 ms, growing) never wakes; a
+    // queued one is handed the lock by promise settlement and needs no timer at all.
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    let done = 0;
+    const all = Promise.all(Array.from({ length: 50 }, () => withFileLock(path, () => { done++; })));
+    await new Promise<void>((r) => setImmediate(r));
+    const finished = done;
+    t.mock.timers.reset();
+    await all;
+    assert.equal(finished, 50, 'callers left waiting on a timer');
   });
 
   it('a caller whose timeout passes in the queue fails with code 11; the one behind it still waits for the holder', async () => {

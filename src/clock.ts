@@ -1,4 +1,5 @@
-// Time for the BGP timers, injectable so FSM tests can run minutes of protocol time instantly.
+// Time for timers that tests want to run instantly: the BGP FSM and speaker, weftd's batching and
+// repair passes. The system clock is the default; FakeClock moves only when a test says so.
 
 export interface TimerHandle {
   cancel(): void;

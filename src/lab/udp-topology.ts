@@ -1,17 +1,18 @@
-// Test topology for the udp backend: an underlay namespace with a bridge (198.18.0.0/24), N host
-// namespaces wired to it (eth0 = 198.18.0.i), and per host one "container" namespace on a veth
-// (10.244.i.2/24, gateway 10.244.i.1 on the host). The backends run in the test process itself:
-// the TUN device and the UDP socket are created inside the host namespace natively (nsPath), so
-// no driver process is needed. Everything is removed by destroy(), even after a failure.
+// A topology for the udp backend's tests (test/netns/udp-*) and bench/udp.ts: an underlay
+// namespace with a bridge (198.18.0.0/24), N host namespaces wired to it (eth0 = 198.18.0.i),
+// and per host one "container" namespace on a veth (10.244.i.2/24, gateway 10.244.i.1 on the
+// host). The backends run in the calling process itself: the TUN device and the UDP socket are
+// created inside the host namespace natively (nsPath), so no driver process is needed.
+// Everything is removed by destroy(), even after a failure.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { Netlink } from '../../src/netlink/index.js';
-import { NetnsPool, type TestNetns } from '../../src/netns/testing.js';
-import { runInNetns, writeSysctl } from '../../src/netns/index.js';
-import { parseCidr, parseIP, type Cidr, type IP } from '../../src/net/ip.js';
-import { networkConfigFromObject } from '../../src/store/config.js';
-import { createLogger } from '../../src/log.js';
-import type { HostContext } from '../../src/backends/types.js';
-import type { Lease } from '../../src/store/lease.js';
+import { Netlink } from '../netlink/index.js';
+import { NetnsPool, type TestNetns } from '../netns/testing.js';
+import { runInNetns, writeSysctl } from '../netns/index.js';
+import { parseCidr, parseIP, type Cidr, type IP } from '../net/ip.js';
+import { networkConfigFromObject } from '../store/config.js';
+import { createLogger } from '../log.js';
+import type { HostContext } from '../backends/types.js';
+import type { Lease } from '../store/lease.js';
 
 export const NETWORK = '10.244.0.0/16';
 const VXLAN_DEVICE = 'wup-vx';
