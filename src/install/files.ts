@@ -66,6 +66,8 @@ export interface ConflistOptions {
   readonly network: string;
   /** Keys for the weft plugin's `delegate` (e.g. {bridge: "cni0"}); flannel semantics. */
   readonly delegate?: Readonly<Record<string, unknown>>;
+  /** Negotiated with the chained plugins by the installer. */
+  readonly cniVersion: string;
 }
 
 /**
@@ -84,7 +86,7 @@ export function conflist(layout: Layout, o: ConflistOptions): string {
   };
   if (o.delegate && Object.keys(o.delegate).length > 0) weft.delegate = o.delegate;
   const list = {
-    cniVersion: '1.0.0',
+    cniVersion: o.cniVersion,
     name: o.network,
     plugins: [weft, { type: 'portmap', capabilities: { portMappings: true }, snat: true }],
   };

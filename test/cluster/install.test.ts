@@ -130,6 +130,26 @@ describe('weftctl install / uninstall (files under --root)', { timeout: 120_000 
     assert.deepEqual(readdirSync(root), []);
   });
 
+  it('the conflist carries a cniVersion every chained plugin answers to VERSION; an explicit one a plugin lacks is named', () => {
+    const portmapVersions = (JSON.parse(spawnSync('/usr/lib/cni/portmap', [], { input: '{"cniVersion":"0.3.0"}', env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' }).stdout) as { supportedVersions: string[] }).supportedVersions;
+    const root = newRoot();
+    const r = weftctl(['install', '--root', root, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as Report & { cniVersion: string };
+    const conf = JSON.parse(readFileSync(join(root, 'etc/cni/net.d/10-weft.conflist'), 'utf8')) as { cniVersion: string };
+    assert.equal(conf.cniVersion, report.cniVersion);
+    assert.ok(portmapVersions.includes(conf.cniVersion), `portmap (${portmapVersions.join(' ')}) supports ${conf.cniVersion}`);
+    assert.equal(conf.cniVersion, portmapVersions.includes('1.0.0') ? '1.0.0' : conf.cniVersion, 'the highest common version up to 1.0.0');
+    if (!portmapVersions.includes('1.1.0')) {
+      const forced = weftctl(['install', '--root', newRoot(), '--cni-version', '1.1.0']);
+      assert.equal(forced.code, 0, forced.stderr);
+      assert.match(forced.stderr, /cniVersion 1\.1\.0: portmap supports up to \S+; the highest version every plugin supports is 1\.0\.0/);
+    }
+    const bad = weftctl(['install', '--root', newRoot(), '--cni-version', '2.0.0']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /--cni-version: "2\.0\.0" is not a CNI version weft speaks/);
+  });
+
   it('bad flags are named', () => {
     const root = newRoot();
     const bad = weftctl(['install', '--root', root, '--backend', 'carrier-pigeon']);
