@@ -18,6 +18,7 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   install: async () => (await import('./install.js')).installCommand,
   uninstall: async () => (await import('./install.js')).uninstallCommand,
   bgp: async () => (await import('./bgp.js')).bgpCommand,
+  status: async () => (await import('./status.js')).statusCommand,
   kube: async () => (await import('./kube.js')).kubeCommand,
 };
 
@@ -31,6 +32,7 @@ const summaries: Record<string, string> = {
   ns: 'create, label or list namespaces (for namespaceSelector)',
   install: 'install the CNI plugins, conflist and weftd service on this host (or under --root)',
   uninstall: 'remove exactly what weftctl install wrote',
+  status: 'this node: lease, backend, peers, last repair, policy, CNI fast path, store',
   bgp: 'BGP sessions of the local weftd (bgp backend): state, uptime, prefixes',
   kube: 'a throwaway Kubernetes control plane (etcd + kube-apiserver) for tests and labs',
 };
