@@ -129,7 +129,7 @@ describe('CNI plugin bundles and shims', () => {
       // No dist/src here yet: the shim must be looking for it.
       const missing = run([join(bin, 'weft-ipam')], VERSION_ENV);
       assert.notEqual(missing.code, 0);
-      assert.match(missing.stderr, /dist\/src\/plugins\/weft-ipam\.js/);
+      assert.match(missing.stderr, /dist\/src\/plugins\/ipam\/main\.js/);
       symlinkSync(join(REPO, 'dist/src'), join(dist, 'src'));
       assertVersionReply(run([join(bin, 'weft-ipam')], VERSION_ENV), 'tsc output');
     } finally {

@@ -244,7 +244,7 @@ describe('plugin cold start', () => {
       assert.equal(fast.stdout, '{"cniVersion":"1.1.0","interfaces":[],"ips":[]}\n');
       assert.deepEqual(received, ['ADD wmp-cold wmpcold']);
       assert.ok(fast.loaded.includes('dist/src/cni/fastpath-client.js'), fast.loaded.join(' '));
-      for (const heavy of ['zod', 'weft-standalone', 'weft-bridge', 'cni/skel', 'netlink']) {
+      for (const heavy of ['zod', 'plugins/weft/standalone', 'plugins/bridge', 'cni/skel', 'netlink']) {
         assert.ok(!fast.loaded.some((m) => m.includes(heavy)), `${heavy} loaded on the fast path: ${fast.loaded.join(' ')}`);
       }
     } finally {
@@ -255,6 +255,6 @@ describe('plugin cold start', () => {
     const slow = await runPluginProcess(conf, env);
     assert.equal(slow.code, 1);
     assert.equal((JSON.parse(slow.stdout) as { code: number }).code, 11);
-    assert.ok(slow.loaded.some((m) => m.includes('weft-standalone')));
+    assert.ok(slow.loaded.some((m) => m.includes('plugins/weft/standalone')));
   });
 });
