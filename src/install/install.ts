@@ -179,8 +179,8 @@ function installLibDir(rec: Recorder, layout: Layout, source: string, nodePath: 
       chmodSync(join(binDir, 'node'), 0o755);
       node = join(lib, 'bin', 'node');
     }
-    // tsc's output is ESM: the tree's package.json says so.
-    writeFileSync(join(staging, 'package.json'), JSON.stringify({ name: 'weft', version: weftVersion(source), type: 'module', private: true }, null, 2) + '\n');
+    // weft's version for --version (src/version.ts finds it above the bundles).
+    writeFileSync(join(staging, 'package.json'), JSON.stringify({ name: 'weft', version: weftVersion(source), private: true }, null, 2) + '\n');
     for (const cmd of ['weftd', 'weftctl'] as const) {
       writeFileSync(join(binDir, cmd), commandLauncher(cmd, layout, node), { mode: 0o755 });
     }
