@@ -22,7 +22,7 @@
 
 import { build } from 'esbuild';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { copyFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -68,6 +68,17 @@ const URL_HELPER_SOURCE =
 const DIR_HELPER = '__weftModuleDir';
 const WEFTD_BANNER = `${URL_HELPER_SOURCE}\nfunction ${DIR_HELPER}(rel) { return require('node:path').join(__dirname, rel); }`;
 
+/** node_modules/NAME or node_modules/@scope/NAME above a file, relative to the checkout. */
+function packageRootOf(file) {
+  // Relative to the directory holding the real node_modules (it may be a symlink).
+  const parts = relative(dirname(realpathSync(join(root, 'node_modules'))), file).split('/');
+  const i = parts.lastIndexOf('node_modules');
+  return parts.slice(0, i + (parts[i + 1]?.startsWith('@') ? 3 : 2)).join('/');
+}
+
+/** Packages whose files read data next to themselves: an install copies their non-code files. */
+const packagesWithData = new Set();
+
 function dirnamePerPackageFile(bundleDir) {
   return {
     name: 'dirname-per-package-file',
@@ -75,6 +86,7 @@ function dirnamePerPackageFile(bundleDir) {
       b.onLoad({ filter: /[\\/]node_modules[\\/].*\.js$/ }, async (args) => {
         const source = await readFile(args.path, 'utf8');
         if (!source.includes('__dirname')) return undefined;
+        packagesWithData.add(packageRootOf(args.path));
         const rel = JSON.stringify(relative(bundleDir, dirname(args.path)));
         return { contents: source.replace(/\b__dirname\b/g, `${DIR_HELPER}(${rel})`), loader: 'js' };
       });
@@ -167,6 +179,14 @@ async function bundleWeftd({ metafile, minify }) {
     plugins: [importMetaUrlPerModule(entry, dir), dirnamePerPackageFile(dir)],
   });
   if (metafile) await writeFile(`${outfile}.meta.json`, JSON.stringify(result.metafile));
+  // The CNI server's worker threads: a bundle of their own beside weftd's (cni-server.ts prefers
+  // it), so a running weftd needs neither tsc's module tree nor node_modules.
+  const workerEntry = join(root, 'src', 'agent', 'cni-worker.ts');
+  await build({
+    entryPoints: [workerEntry], bundle: true, platform: 'node', format: 'cjs', target: 'node20', minify, sourcemap: 'linked',
+    legalComments: 'none', banner: { js: WEFTD_BANNER }, outfile: join(dir, 'cni-worker.bundle.cjs'), logLevel: 'warning',
+    plugins: [importMetaUrlPerModule(workerEntry, dir), dirnamePerPackageFile(dir)],
+  });
   const launcher = join(dir, 'weftd.cjs');
   await copyFile(join(root, 'scripts', 'weftd-launcher.cjs'), launcher);
   // The flags bin/weftd runs it with: V8 rejects a cache made under other flags.
@@ -174,6 +194,25 @@ async function bundleWeftd({ metafile, minify }) {
   const now = new Date();
   await utimes(launcher, now, now);
   return launcher;
+}
+
+/**
+ * weftctl as one bundle (dist/weftctl/weftctl.bundle.cjs), which bin/weftctl runs while it is
+ * newer than tsc's last run: an installed weftctl needs no node_modules. Its subcommands' lazy
+ * imports are inlined; nothing runs at load but the command asked for.
+ */
+async function bundleWeftctl({ metafile, minify }) {
+  const dir = join(root, 'dist', 'weftctl');
+  await mkdir(dir, { recursive: true });
+  const entry = join(root, 'src', 'cli', 'weftctl.ts');
+  const outfile = join(dir, 'weftctl.bundle.cjs');
+  const result = await build({
+    entryPoints: [entry], bundle: true, platform: 'node', format: 'cjs', target: 'node20', minify, sourcemap: 'linked',
+    legalComments: 'none', banner: { js: WEFTD_BANNER }, outfile, metafile, logLevel: 'warning',
+    plugins: [importMetaUrlPerModule(entry, dir), dirnamePerPackageFile(dir)],
+  });
+  if (metafile) await writeFile(`${outfile}.meta.json`, JSON.stringify(result.metafile));
+  return outfile;
 }
 
 async function main() {
@@ -185,8 +224,10 @@ async function main() {
     if (existsSync(pluginEntry(name))) names.push(name);
     else process.stderr.write(`bundle-plugins: warning: bin/cni/${name} has no ${relative(root, pluginEntry(name))}; not bundled\n`);
   }
-  const settled = await Promise.allSettled([...names.map((n) => bundle(n, { metafile, minify })), bundleWeftd({ metafile, minify })]);
-  names.push('weftd');
+  const settled = await Promise.allSettled([...names.map((n) => bundle(n, { metafile, minify })), bundleWeftd({ metafile, minify }), bundleWeftctl({ metafile, minify })]);
+  names.push('weftd', 'weftctl');
+  // Read by weftctl install (src/install/payload.ts): the package data the bundles load at run time.
+  await writeFile(join(root, 'dist', 'package-data.json'), JSON.stringify([...packagesWithData].sort(), null, 2) + '\n');
   let failed = 0;
   settled.forEach((s, i) => {
     if (s.status === 'fulfilled') return;

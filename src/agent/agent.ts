@@ -181,6 +181,7 @@ export class Agent {
         subnetFile: this.subnetFileOk ? this.opts.subnetFile : null,
         rules: this.rulesOk,
         backend: this.backend?.type ?? null,
+        ...(this.ctx && { publicIP: formatIP(this.ctx.publicIP.ip), publicIface: this.ctx.publicIP.link.name, mtu: this.ctx.mtu }),
         peers: this.watcher?.leases().length ?? 0,
         problems,
         ...(services.length > 0 && { services: Object.fromEntries(services.map((s) => [s.name, { ready: s.ready, details: s.details }])) }),

@@ -87,7 +87,11 @@ export function createPolicyMetrics(registers: AgentContext['metrics']['registry
 
 export type PolicyState =
   | { readonly type: 'starting' }
-  | { readonly type: 'enforcing'; readonly last: EnforceResult['type'] | 'removed'; readonly at: string; readonly skipped: number }
+  | {
+    readonly type: 'enforcing'; readonly last: EnforceResult['type'] | 'removed'; readonly at: string; readonly skipped: number;
+    /** The world the last pass enforced (weftctl status shows them). */
+    readonly policies: number; readonly endpoints: number;
+  }
   | { readonly type: 'failed'; readonly reason: string; readonly at: string };
 
 /** Parses each store value once; a value that fails is reported once per (key, value). */
@@ -310,7 +314,10 @@ export class PolicyService implements AgentService {
         }
         this.opts.metrics?.updates.inc({ result: r.type });
         this.opts.metrics?.seconds.observe((performance.now() - since) / 1000);
-        this.stateNow = { type: 'enforcing', last: r.type, at: new Date().toISOString(), skipped: this.policies.bad() + this.namespaces.bad() + this.endpoints.bad() };
+        this.stateNow = {
+          type: 'enforcing', last: r.type, at: new Date().toISOString(), skipped: this.policies.bad() + this.namespaces.bad() + this.endpoints.bad(),
+          policies: world.policies.length, endpoints: world.endpoints.length,
+        };
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
         this.opts.metrics?.errors.inc({ kind: 'apply' });

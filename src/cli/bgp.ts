@@ -58,7 +58,8 @@ export const bgpStatusSchema = z.object({
 }).passthrough();
 export type BgpStatusDoc = z.infer<typeof bgpStatusSchema>;
 
-function get(addr: string, path: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
+/** GET on weftd's health address; any HTTP status resolves (the body says why on 503). */
+export function weftdGet(addr: string, path: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
   const { host, port } = parseHostPort(addr);
   return new Promise((resolve, reject) => {
     const req = request({ host, port, path, method: 'GET', timeout: timeoutMs }, (res) => {
@@ -74,7 +75,7 @@ function get(addr: string, path: string, timeoutMs = 5000): Promise<{ status: nu
 }
 
 export async function fetchBgpStatus(addr: string): Promise<BgpStatusDoc> {
-  const r = await get(addr, '/bgp/status');
+  const r = await weftdGet(addr, '/bgp/status');
   if (r.status === 404) throw new WeftError(CniCode.InvalidNetworkConfig, `weftd at ${addr} has no BGP status: its backend is not bgp, or it is still starting`);
   if (r.status !== 200) throw new WeftError(CniCode.Internal, `weftd at ${addr} answered ${r.status} for /bgp/status`);
   let json: unknown;

@@ -14,7 +14,8 @@ import { decodeJsonObject } from '../cni/conf.js';
 import { parseCniArgs, validateContainerId, validateIfname, type CniEnv } from '../cni/env.js';
 import { invokeDelegate } from '../cni/exec.js';
 import { parseResult, resultToJson, type CniResult } from '../cni/result.js';
-import { requireCommandAllowed, requireSupportedVersion, type CniCommand, type CniVersion } from '../cni/version.js';
+import { SUPPORTED_VERSIONS, requireCommandAllowed, requireSupportedVersion, type CniCommand, type CniVersion } from '../cni/version.js';
+import { highestVersion, negotiateVersion, type PluginVersions } from '../cni/negotiate.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/src/cli → the project's bin/cni, then the distribution's reference plugins. */
@@ -43,7 +44,9 @@ check  runs CHECK on every plugin with the cached result (cniVersion 0.4.0+).
 del    runs DEL in reverse order with the cached result, then drops the cache entry.
 status runs STATUS on every plugin (cniVersion 1.1.0).
 gc     runs GC with cni.dev/valid-attachments = the attachments cached for this network.
-version prints each plugin's VERSION answer.
+version prints each plugin's VERSION answer, and names any plugin that lacks the list's
+       cniVersion with the highest version all of them support (add and the others print
+       the same hint when a plugin refuses the version).
 `;
 
 const pluginSchema = z.object({ type: z.string() }).passthrough();
@@ -266,6 +269,27 @@ export async function listVersions(run: ListRun): Promise<Array<{ type: string; 
   return out;
 }
 
+/**
+ * Which plugins of the list lack its cniVersion and the version all of them share — the fix a
+ * runtime's bare "incompatible CNI versions" never names. Undefined when every plugin has it.
+ */
+export async function versionHint(run: ListRun): Promise<string | undefined> {
+  const answers: PluginVersions[] = [];
+  for (const p of run.list.plugins) {
+    try {
+      const o = await call(run, 'VERSION', p, { cniVersion: '0.3.0' });
+      answers.push(o.kind === 'versions' ? { type: p.type, kind: 'versions', supported: o.supportedVersions } : { type: p.type, kind: 'unknown', reason: 'no answer' });
+    } catch (err) {
+      answers.push({ type: p.type, kind: 'unknown', reason: WeftError.wrap(err).message });
+    }
+  }
+  const lacking = answers.filter((a) => a.kind === 'versions' && !a.supported.includes(run.list.cniVersion));
+  if (lacking.length === 0) return undefined;
+  const n = negotiateVersion(SUPPORTED_VERSIONS, answers);
+  const who = lacking.map((a) => `${a.type} (supports up to ${a.kind === 'versions' ? highestVersion(a.supported) ?? 'nothing' : '?'})`).join(', ');
+  return `cniVersion ${run.list.cniVersion} is not supported by ${who}; ${n.version ? `the highest version every plugin in the list supports is ${n.version}: set "cniVersion": "${n.version}"` : 'no version is supported by every plugin'}`;
+}
+
 const SUBCOMMANDS = ['add', 'check', 'del', 'status', 'gc', 'version'] as const;
 type Sub = (typeof SUBCOMMANDS)[number];
 
@@ -356,13 +380,20 @@ export const cniCommand: CliCommand = {
           process.stdout.write(`${list.name}: gc done, ${valid.length} valid attachment(s) kept\n`);
           break;
         }
-        case 'version':
+        case 'version': {
           process.stdout.write(JSON.stringify(await listVersions(run), null, 2) + '\n');
+          const hint = await versionHint(run);
+          if (hint) process.stderr.write(`weftctl cni version: ${hint}\n`);
           break;
+        }
       }
     } catch (err) {
       const e = WeftError.wrap(err);
       process.stderr.write(`weftctl cni ${command}: ${e.message} (CNI code ${e.code})${e.details ? `\n  details: ${e.details}` : ''}\n`);
+      if (e.code === CniCode.IncompatibleVersion && command !== 'version') {
+        const hint = await versionHint(run).catch(() => undefined);
+        if (hint) process.stderr.write(`  hint: ${hint}\n`);
+      }
       return ExitCode.Failure;
     }
     return ExitCode.Ok;

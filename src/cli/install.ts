@@ -23,6 +23,7 @@ const installOptions = {
   'pod-network': { type: 'string' },
   'subnet-len': { type: 'string' },
   bridge: { type: 'string' },
+  'cni-version': { type: 'string' },
   'subnet-file': { type: 'string' },
   'store-dir': { type: 'string' },
   'ip-masq': { type: 'boolean' },
@@ -70,6 +71,9 @@ Layout:
 CNI network:
   --network NAME       conflist name (default weft)
   --bridge NAME        the weft-bridge delegate's bridge (default: weft-bridge's own)
+  --cni-version V      the conflist's cniVersion (default: the highest up to 1.0.0 that every
+                       chained plugin answers to VERSION — Debian's portmap stops at 1.0.0, and
+                       runtimes with libcni before 1.2 refuse 1.1.0; a plugin lacking V is named)
 
 weftd (written to weftd.env as WEFTD_<FLAG>; see weftd --help):
   --store etcd|file  --etcd-endpoints URLS  --etcd-cafile/--etcd-certfile/--etcd-keyfile FILE
@@ -142,13 +146,14 @@ function weftdEnvFrom(v: Values): Array<[string, string]> {
 
 function printReport(r: InstallReport, json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify({ written: r.written, unchanged: r.unchanged, removed: r.removed, warnings: r.warnings, manifest: r.layout.manifest }) + '\n');
+    process.stdout.write(JSON.stringify({ written: r.written, unchanged: r.unchanged, removed: r.removed, warnings: r.warnings, manifest: r.layout.manifest, cniVersion: r.cniVersion }) + '\n');
     return;
   }
   for (const p of r.written) process.stdout.write(`wrote     ${p}\n`);
   for (const p of r.unchanged) process.stdout.write(`unchanged ${p}\n`);
   for (const p of r.removed) process.stdout.write(`removed   ${p}\n`);
   for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+  process.stdout.write(`conflist  cniVersion ${r.cniVersion}\n`);
   if (r.layout.unitFile) process.stdout.write(`next: systemctl daemon-reload && systemctl enable --now ${DEFAULTS.unitName}\n`);
 }
 
@@ -176,6 +181,7 @@ export const installCommand: CliCommand = {
       ...opt('source', str(v, 'source')),
       ...opt('netConf', netConf),
       ...(bridge !== undefined && { delegate: { bridge } }),
+      ...opt('cniVersion', str(v, 'cni-version')),
       systemd: v['no-systemd'] !== true,
       copyNode: v['copy-node'] === true,
       force: v.force === true,

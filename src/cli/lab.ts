@@ -13,7 +13,7 @@ import { labCheck, rttSummary, type CheckReport } from '../lab/check.js';
 import { LabInterruptedError, labDown, labStatus, labUp, requireUpLab } from '../lab/lab.js';
 import { DEMO_POLICY_NAME, labPolicyCheck, type PolicyCheckReport } from '../lab/policy-check.js';
 import { LabDirs } from '../lab/state.js';
-import { labNsPrefix, DEFAULT_LAB_NAME } from '../lab/naming.js';
+import { LAB_NS_PREFIX, labNsPrefix, DEFAULT_LAB_NAME } from '../lab/naming.js';
 import { listNamedNetns } from '../netns/index.js';
 import { type Cell, gbps, ms, renderBench, renderCheck, renderStatus, table, useColour } from '../lab/render.js';
 import { LabInputError, MAX_HOSTS, MAX_PODS, type LabSpec, parseBackend, parseLabSpec, parseName } from '../lab/spec.js';
@@ -57,7 +57,7 @@ demo    for each backend in turn: up, check, a short bench, down; one summary ta
         pair against the policy evaluator's verdict, instead of the bench
 
 --name NAME       lab name: 1–16 of a-z 0-9 _ (default ${DEFAULT_LAB_NAME}; demo: ${DEMO_NAME}); its namespaces
-                  are ${labNsPrefix(parseName(DEFAULT_LAB_NAME)).replace(DEFAULT_LAB_NAME, 'NAME')}*, its state /run/weft-lab/NAME (WEFT_LAB_ROOT moves it)
+                  are ${LAB_NS_PREFIX}-NAME-*, its state /run/weft-lab/NAME (WEFT_LAB_ROOT moves it)
 --hosts N         hosts, 1..${MAX_HOSTS} (default 3)
 --pods M          containers per host, 1..${MAX_PODS} (default 2)
 --backend TYPE    ${labBackendNames().join(' | ')} (default vxlan)

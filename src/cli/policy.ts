@@ -92,6 +92,14 @@ export const policyCommand: CliCommand = {
             await kv.put(key, JSON.stringify(stored));
             process.stdout.write(`networkpolicy ${policy.namespace}/${policy.name} ${existed ? 'configured' : 'created'}\n`);
           }
+          // Accepted either way (pods may come later, as with kubectl), but a selector matching
+          // nothing is most often a mistyped label: say so while the operator is looking.
+          const endpoints = await loadEndpoints(kv);
+          for (const { policy } of docs) {
+            if (endpoints.some((e) => policySelects(policy, e))) continue;
+            const inNs = endpoints.filter((e) => e.namespace === policy.namespace).length;
+            process.stderr.write(`warning: networkpolicy ${policy.namespace}/${policy.name}: podSelector ${selectorText(policy.podSelector)} selects no pod yet (${inNs} pod(s) known in namespace ${policy.namespace})\n`);
+          }
           return ExitCode.Ok;
         }
         case 'list': {

@@ -2,6 +2,9 @@
 import type { CliCommand } from './command.js';
 import { ExitCode, UsageError } from './command.js';
 import { WeftError } from '../errors.js';
+import { StoreFlagError, storeFlagOptions } from '../store/flags.js';
+import { didYouMean, explainParseError, flagsInHelp } from '../suggest.js';
+import { weftVersion } from '../version.js';
 
 /** Subcommand modules are loaded lazily so `weftctl cni …` does not pay for the etcd client. */
 const loaders: Record<string, () => Promise<CliCommand>> = {
@@ -15,6 +18,7 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   install: async () => (await import('./install.js')).installCommand,
   uninstall: async () => (await import('./install.js')).uninstallCommand,
   bgp: async () => (await import('./bgp.js')).bgpCommand,
+  status: async () => (await import('./status.js')).statusCommand,
   kube: async () => (await import('./kube.js')).kubeCommand,
 };
 
@@ -28,6 +32,7 @@ const summaries: Record<string, string> = {
   ns: 'create, label or list namespaces (for namespaceSelector)',
   install: 'install the CNI plugins, conflist and weftd service on this host (or under --root)',
   uninstall: 'remove exactly what weftctl install wrote',
+  status: 'this node: lease, backend, peers, last repair, policy, CNI fast path, store',
   bgp: 'BGP sessions of the local weftd (bgp backend): state, uptime, prefixes',
   kube: 'a throwaway Kubernetes control plane (etcd + kube-apiserver) for tests and labs',
 };
@@ -36,7 +41,8 @@ function topHelp(): string {
   const lines = [
     'weftctl — operate a weft container network',
     '',
-    'Usage: weftctl COMMAND [ARGS…]   (weftctl COMMAND --help for details)',
+    'Usage: weftctl [STORE FLAGS] COMMAND [ARGS…]   (weftctl COMMAND --help or weftctl help COMMAND for details)',
+    '       weftctl --version',
     '',
     'Commands:',
     ...Object.entries(summaries).map(([n, s]) => `  ${n.padEnd(10)} ${s}`),
@@ -44,8 +50,43 @@ function topHelp(): string {
   return lines.join('\n') + '\n';
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+/**
+ * Store flags may come before the command, as etcdctl and kubectl take their global flags
+ * (`weftctl --store etcd leases list`): they are moved behind it, where the command parses them.
+ */
+export function hoistStoreFlags(argv: readonly string[]): { readonly argv: string[] } | { readonly error: string } {
+  const lead: string[] = [];
+  let i = 0;
+  while (i < argv.length && argv[i]!.startsWith('--') && !['--help', '--version'].includes(argv[i]!)) {
+    const arg = argv[i]!;
+    const flag = arg.slice(2).split('=')[0]!;
+    if (!(flag in storeFlagOptions)) {
+      return { error: `unknown option ${JSON.stringify(arg)} before the command (only store flags may come first)${didYouMean(flag, Object.keys(storeFlagOptions), (w) => `--${w}`)}` };
+    }
+    if (arg.includes('=')) { lead.push(arg); i += 1; continue; }
+    if (i + 1 >= argv.length) return { error: `${arg} needs a value` };
+    lead.push(arg, argv[i + 1]!);
+    i += 2;
+  }
+  if (lead.length === 0) return { argv: [...argv] };
+  const [name, ...rest] = argv.slice(i);
+  if (name === undefined) return { error: 'store flags given but no command' };
+  return { argv: [name, ...rest, ...lead] };
+}
+
+export async function main(rawArgv: string[]): Promise<number> {
+  const hoisted = hoistStoreFlags(rawArgv);
+  if ('error' in hoisted) {
+    process.stderr.write(`weftctl: ${hoisted.error}\n(see weftctl --help)\n`);
+    return ExitCode.Usage;
+  }
+  const [name, ...rest] = hoisted.argv;
+  if (name === '--version' || name === 'version') {
+    process.stdout.write(`weftctl ${weftVersion()} (node ${process.version})\n`);
+    return ExitCode.Ok;
+  }
+  // `weftctl help lab` is `weftctl lab --help`.
+  if (name === 'help' && rest[0] !== undefined && rest[0] in loaders) return main([rest[0], '--help']);
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(topHelp());
     return name ? ExitCode.Ok : ExitCode.Usage;
@@ -53,7 +94,7 @@ export async function main(argv: string[]): Promise<number> {
   const load = loaders[name];
   const cmd = load ? await load() : undefined;
   if (!cmd) {
-    process.stderr.write(`weftctl: unknown command ${JSON.stringify(name)}\n\n${topHelp()}`);
+    process.stderr.write(`weftctl: unknown command ${JSON.stringify(name)}${didYouMean(name, Object.keys(loaders))}\n\n${topHelp()}`);
     return ExitCode.Usage;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
@@ -63,8 +104,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await cmd.run(rest);
   } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`weftctl ${name}: ${err.message}\n(see weftctl ${name} --help)\n`);
+    if (err instanceof UsageError || err instanceof StoreFlagError) {
+      process.stderr.write(`weftctl ${name}: ${explainParseError(err.message, flagsInHelp(cmd.help))}\n(see weftctl ${name} --help)\n`);
       return ExitCode.Usage;
     }
     const msg = err instanceof WeftError || err instanceof Error ? err.message : String(err);

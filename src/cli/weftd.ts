@@ -14,6 +14,8 @@ import { DEFAULT_SUBNET_FILE } from '../cni/subnet-env.js';
 import { parseHostPort } from '../agent/http.js';
 import { checkStoredConfigSupported } from './weftd-config-check.js';
 import { createLogger } from '../log.js';
+import { explainParseError } from '../suggest.js';
+import { weftVersion } from '../version.js';
 import { openStore, storeFlagOptions, storeFlagsHelp, storeSettingsFrom, type StoreSettings } from '../store/flags.js';
 import type { SubnetStore } from '../store/types.js';
 import { ExitCode, UsageError } from './command.js';
@@ -33,12 +35,13 @@ const options = {
   'lease-ttl': { type: 'string' },
   'cni-socket': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
 } as const;
 
 const HELP = `weftd — weft's node agent: leases this host's pod subnet, writes subnet.env, and programs
 routes, tunnels and traffic rules so pods on every host reach each other.
 
-Usage: weftd [FLAGS]
+Usage: weftd [FLAGS]   (weftd --version prints the version)
 
 Flags (each also as env WEFTD_<FLAG>, e.g. WEFTD_IFACE=eth0, WEFTD_IP_MASQ=true; a flag beats
 its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1/0, yes/no):
@@ -206,11 +209,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   try {
     values = parseArgs({ args: normalizeBooleanArgs(argv), options, strict: true, allowPositionals: false }).values as Values;
   } catch (err) {
-    process.stderr.write(`weftd: ${(err as Error).message}\n(see weftd --help)\n`);
+    process.stderr.write(`weftd: ${explainParseError((err as Error).message, Object.keys(options))}\n(see weftd --help)\n`);
     return ExitCode.Usage;
   }
   if (values.help) {
     process.stdout.write(HELP);
+    return ExitCode.Ok;
+  }
+  if (values.version) {
+    process.stdout.write(`weftd ${weftVersion()} (node ${process.version})\n`);
     return ExitCode.Ok;
   }
   let flags: WeftdFlags;

@@ -1,6 +1,6 @@
 // The text of every small file an installation writes: launchers, conflist, weftd's environment
 // file, the systemd unit. Pure functions of the layout and options, so they are tested as text.
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CniCode, WeftError } from '../errors.js';
 import type { Layout } from './layout.js';
 
@@ -50,14 +50,19 @@ export function pluginLauncher(plugin: WeftPlugin, layout: Layout, nodePath: str
   return lines.join('\n');
 }
 
-/** bin/weftd and bin/weftctl inside the lib dir. */
+/**
+ * bin/weftd and bin/weftctl inside the lib dir: the node binary pinned, then the checkout's own
+ * launcher (copied to libexec/), so the installed weftd runs the bundle, code cache and V8 flags
+ * the checkout runs and the benchmarks measure.
+ */
 export function commandLauncher(command: 'weftd' | 'weftctl', layout: Layout, nodePath: string): string {
   return [
     '#!/bin/sh',
-    `# ${command}, written by \`weftctl install\`. NODE_EXTRA_CA_CERTS is never needed (etcd TLS`,
-    '# takes its CA from --etcd-cafile) and costs ~45 ms a start.',
-    'unset NODE_EXTRA_CA_CERTS',
-    `exec ${shQuote(nodePath)} --enable-source-maps ${shQuote(join(layout.libDir, 'dist', 'src', 'cli', `${command}.js`))} "$@"`,
+    `# ${command}, written by \`weftctl install\`: runs ${join(layout.libDir, 'libexec', command)} (the checkout's`,
+    '# launcher) with this node.',
+    `WEFT_NODE=${shQuote(nodePath)}`,
+    'export WEFT_NODE',
+    `exec ${shQuote(join(layout.libDir, 'libexec', command))} "$@"`,
     '',
   ].join('\n');
 }
@@ -66,6 +71,8 @@ export interface ConflistOptions {
   readonly network: string;
   /** Keys for the weft plugin's `delegate` (e.g. {bridge: "cni0"}); flannel semantics. */
   readonly delegate?: Readonly<Record<string, unknown>>;
+  /** Negotiated with the chained plugins by the installer. */
+  readonly cniVersion: string;
 }
 
 /**
@@ -84,7 +91,7 @@ export function conflist(layout: Layout, o: ConflistOptions): string {
   };
   if (o.delegate && Object.keys(o.delegate).length > 0) weft.delegate = o.delegate;
   const list = {
-    cniVersion: '1.0.0',
+    cniVersion: o.cniVersion,
     name: o.network,
     plugins: [weft, { type: 'portmap', capabilities: { portMappings: true }, snat: true }],
   };
@@ -130,6 +137,45 @@ export interface UnitOptions {
   readonly seedConfig: boolean;
 }
 
+/**
+ * As tight as weftd allows (`systemd-analyze security weftd` reports the exposure; the install
+ * test records it). What weftd needs and why:
+ * - CAP_NET_ADMIN: links, routes, neighbours, nftables; CAP_SYS_ADMIN: setns into pod network
+ *   namespaces (in-process CNI ADDs); CAP_NET_RAW: the udp backend's TUN and raw netlink;
+ *   CAP_NET_BIND_SERVICE: BGP's port 179.
+ * - /proc/sys writable (no ProtectKernelTunables): per-interface sysctls (proxy_arp for
+ *   weft-routed, disable_ipv6 on the udp TUN) and forwarding checks.
+ * - /dev/net/tun (no PrivateDevices): the udp backend.
+ * - no MemoryDenyWriteExecute: V8's JIT writes code.
+ * - writable: the subnet file's and CNI socket's directory, the file store, the CNI state and
+ *   IPAM directories (in-process ADDs write there); everything else is read-only.
+ */
+function hardening(layout: Layout): string[] {
+  const writable = [...new Set([dirname(layout.subnetFile), layout.storeDir, layout.cniStateDir, layout.ipamDataDir])];
+  return [
+    'CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE',
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    `ReadWritePaths=${writable.map((p) => `-${plainPath('writable path', p)}`).join(' ')}`,
+    'ProtectHome=yes',
+    'PrivateTmp=yes',
+    'ProtectKernelModules=yes',
+    'ProtectKernelLogs=yes',
+    'ProtectControlGroups=yes',
+    'ProtectClock=yes',
+    'ProtectHostname=yes',
+    'ProtectProc=invisible',
+    'RestrictRealtime=yes',
+    'RestrictSUIDSGID=yes',
+    'LockPersonality=yes',
+    'RestrictNamespaces=net',
+    'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK',
+    'SystemCallArchitectures=native',
+    'SystemCallFilter=~@clock @cpu-emulation @debug @module @obsolete @raw-io @reboot @swap',
+    'UMask=0022',
+  ];
+}
+
 export function systemdUnit(layout: Layout, o: UnitOptions): string {
   const lib = plainPath('--lib-dir', layout.libDir);
   const lines = [
@@ -154,6 +200,7 @@ export function systemdUnit(layout: Layout, o: UnitOptions): string {
     'Restart=on-failure',
     'RestartSec=5',
     'LimitNOFILE=65536',
+    ...hardening(layout),
     '',
     '[Install]',
     'WantedBy=multi-user.target',

@@ -31,6 +31,8 @@ import {
 import { resolveLayout, type Layout, type LayoutOptions } from './layout.js';
 import { readManifest, renderManifest, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 import { checkSource, copyPayload, defaultSourceRoot } from './payload.js';
+import { askPluginVersions, describeBehind, negotiateVersion, type PluginVersions } from '../cni/negotiate.js';
+import { SUPPORTED_VERSIONS, compareVersions, isCniVersion } from '../cni/version.js';
 
 export interface InstallOptions extends LayoutOptions {
   /** CNI network name (the conflist's `name`). */
@@ -51,6 +53,11 @@ export interface InstallOptions extends LayoutOptions {
   readonly force?: boolean;
   /** Where to look for the reference portmap (default: the distributions' usual places). */
   readonly referencePluginDirs?: readonly string[];
+  /**
+   * The conflist's cniVersion. Absent: the highest version up to 1.0.0 that every plugin in the
+   * chain answers to VERSION (see chooseConflistVersion); given: checked against them.
+   */
+  readonly cniVersion?: string;
 }
 
 export interface InstallReport {
@@ -59,6 +66,8 @@ export interface InstallReport {
   readonly unchanged: string[];
   readonly removed: string[];
   readonly warnings: string[];
+  /** The cniVersion written into the conflist. */
+  readonly cniVersion: string;
 }
 
 class Recorder {
@@ -170,8 +179,8 @@ function installLibDir(rec: Recorder, layout: Layout, source: string, nodePath: 
       chmodSync(join(binDir, 'node'), 0o755);
       node = join(lib, 'bin', 'node');
     }
-    // tsc's output is ESM: the tree's package.json says so.
-    writeFileSync(join(staging, 'package.json'), JSON.stringify({ name: 'weft', version: weftVersion(source), type: 'module', private: true }, null, 2) + '\n');
+    // weft's version for --version (src/version.ts finds it above the bundles).
+    writeFileSync(join(staging, 'package.json'), JSON.stringify({ name: 'weft', version: weftVersion(source), private: true }, null, 2) + '\n');
     for (const cmd of ['weftd', 'weftctl'] as const) {
       writeFileSync(join(binDir, cmd), commandLauncher(cmd, layout, node), { mode: 0o755 });
     }
@@ -193,6 +202,34 @@ function installLibDir(rec: Recorder, layout: Layout, source: string, nodePath: 
   rec.entries.push({ kind: 'tree', path: lib });
   return node;
 }
+
+/**
+ * Runtimes ask nothing of a conflist but its cniVersion, and the libcni in the runtimes of this
+ * generation (podman 4, containerd 1.7, CRI-O 1.2x) refuses 1.1.0 without a way to ask it first,
+ * so by default weft writes at most 1.0.0 — lower when a chained plugin lags further. An
+ * explicit --cni-version is written as given, with a warning naming any plugin that lacks it.
+ */
+function chooseConflistVersion(wanted: string | undefined, chain: readonly PluginVersions[], warnings: string[]): string {
+  for (const p of chain) if (p.kind === 'unknown') warnings.push(`could not ask ${p.type} for its CNI versions (${p.reason}); conflist version chosen without it`);
+  if (wanted !== undefined) {
+    if (!isCniVersion(wanted)) throw new WeftError(CniCode.InvalidEnvironment, `--cni-version: ${JSON.stringify(wanted)} is not a CNI version weft speaks (${SUPPORTED_VERSIONS.join(', ')})`);
+    if (negotiateVersion([wanted], chain).version !== wanted) {
+      warnings.push(`${describeBehind(wanted, negotiateVersion(SUPPORTED_VERSIONS, chain))}: the runtime will refuse this conflist`);
+    }
+    return wanted;
+  }
+  const candidates = SUPPORTED_VERSIONS.filter((v) => compareVersions(v, DEFAULT_CONFLIST_VERSION) <= 0);
+  const n = negotiateVersion(candidates, chain);
+  if (n.version === undefined) {
+    warnings.push(`${describeBehind(DEFAULT_CONFLIST_VERSION, n)}: writing ${DEFAULT_CONFLIST_VERSION}`);
+    return DEFAULT_CONFLIST_VERSION;
+  }
+  if (n.version !== DEFAULT_CONFLIST_VERSION) warnings.push(`conflist written as cniVersion ${n.version}: ${n.behind.map((b) => `${b.type} supports up to ${b.highest}`).join(', ')}`);
+  return n.version;
+}
+
+/** What runtimes of this generation accept (see chooseConflistVersion). */
+const DEFAULT_CONFLIST_VERSION = '1.0.0';
 
 function findReferencePlugin(name: string, layout: Layout, dirs: readonly string[]): string | undefined {
   for (const d of dirs) {
@@ -223,9 +260,17 @@ export function install(o: InstallOptions): InstallReport {
   const node = o.copyNode ? join(layout.libDir, 'bin', 'node') : nodePath;
   const env = weftdEnv(layout, o);
   const seed = o.netConf !== undefined;
+  const refDirs = o.referencePluginDirs ?? REFERENCE_PLUGIN_DIRS;
+  const chain = REFERENCE_PLUGINS.flatMap((ref) => {
+    const at = join(layout.cniBinDir, ref);
+    const hostOwn = existsSync(at) && rec.ownedBefore(at)?.kind !== 'symlink';
+    const bin = hostOwn ? at : findReferencePlugin(ref, layout, refDirs);
+    return bin ? [askPluginVersions(ref, bin)] : [];
+  });
+  const cniVersion = chooseConflistVersion(o.cniVersion, chain, rec.warnings);
   const files: Array<{ path: string; content: string; mode?: number }> = [
     ...WEFT_PLUGINS.map((plugin) => ({ path: join(layout.cniBinDir, plugin), content: pluginLauncher(plugin, layout, node, existsSync(join(source, 'dist', 'cni', `${plugin}.native`))), mode: 0o755 })),
-    { path: layout.conflist, content: conflist(layout, { network: o.network ?? 'weft', ...(o.delegate && { delegate: o.delegate }) }) },
+    { path: layout.conflist, content: conflist(layout, { network: o.network ?? 'weft', cniVersion, ...(o.delegate && { delegate: o.delegate }) }) },
     { path: layout.envFile, content: weftdEnvFile(env), mode: 0o600 },
     ...(seed ? [{ path: layout.netConfFile, content: JSON.stringify(o.netConf, null, 2) + '\n' }] : []),
     ...(layout.unitFile ? [{ path: layout.unitFile, content: systemdUnit(layout, { seedConfig: seed && env.get('WEFTD_STORE') === 'file' }) }] : []),
@@ -241,9 +286,9 @@ export function install(o: InstallOptions): InstallReport {
     const at = join(layout.cniBinDir, ref);
     const ours = rec.ownedBefore(at)?.kind === 'symlink';
     if (existsSync(at) && !ours) continue; // the host's own portmap: not ours to replace
-    const found = findReferencePlugin(ref, layout, o.referencePluginDirs ?? REFERENCE_PLUGIN_DIRS);
+    const found = findReferencePlugin(ref, layout, refDirs);
     if (found) rec.symlink(at, found);
-    else rec.warnings.push(`reference plugin ${ref} not found in ${(o.referencePluginDirs ?? REFERENCE_PLUGIN_DIRS).join(', ')}: install containernetworking-plugins; hostPort mappings need it`);
+    else rec.warnings.push(`reference plugin ${ref} not found in ${refDirs.join(', ')}: install containernetworking-plugins; hostPort mappings need it`);
   }
 
   // What the last install wrote and this one did not (another --cni-bin-dir, no unit now …).
@@ -262,7 +307,7 @@ export function install(o: InstallOptions): InstallReport {
   const tmp = `${layout.manifest}.weft-tmp`;
   writeFileSync(tmp, renderManifest(manifest), { mode: 0o644 });
   renameSync(tmp, layout.manifest);
-  return { layout, written: rec.written, unchanged: rec.unchanged, removed, warnings: rec.warnings };
+  return { layout, written: rec.written, unchanged: rec.unchanged, removed, warnings: rec.warnings, cniVersion };
 }
 
 /** Removes entries, files before the directories that held them; returns what went. */

@@ -119,6 +119,8 @@ export function formatIP(ip: IP): string {
     const v = Number(ip.value);
     return `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
   }
+  // RFC 5952 §5: an IPv4-mapped address keeps its IPv4 part dotted (::ffff:1.2.3.4).
+  if (ip.value >> 32n === 0xffffn) return `::ffff:${formatIP(make(4, ip.value & 0xffffffffn))}`;
   const groups: number[] = [];
   for (let i = 7; i >= 0; i--) groups.push(Number((ip.value >> BigInt(i * 16)) & 0xffffn));
   // RFC 5952: compress the longest run (length ≥ 2) of zero groups, leftmost on ties.

@@ -2,6 +2,20 @@
 // also settable as env WEFTD_<FLAG> (e.g. WEFTD_ETCD_ENDPOINTS); a flag beats its env var.
 import { CniCode, WeftError } from '../errors.js';
 import type { SubnetStore } from './types.js';
+import { didYouMean } from '../suggest.js';
+
+/**
+ * A store flag (or its WEFTD_* env value) that is wrong: a usage error, so weftd and weftctl
+ * exit 2 for it as for any other bad flag.
+ */
+export class StoreFlagError extends WeftError {
+  constructor(message: string) {
+    super(CniCode.InvalidEnvironment, message);
+  }
+}
+
+const STORE_KINDS = ['etcd', 'file', 'kube'] as const;
+
 
 /** Kept here (not imported from kube/) so a command that never opens the kube store never loads it. */
 export const DEFAULT_ANNOTATION_PREFIX = 'flannel.alpha.coreos.com';
@@ -89,11 +103,11 @@ export function storeSettingsFrom(
   };
   const prefix = get('prefix') ?? DEFAULT_PREFIX;
   if (!prefix.startsWith('/') || prefix.length < 2 || prefix.includes('..')) {
-    throw new WeftError(CniCode.InvalidEnvironment, `--prefix: expected an absolute key path like ${DEFAULT_PREFIX}, got ${JSON.stringify(prefix)}`);
+    throw new StoreFlagError(`--prefix: expected an absolute key path like ${DEFAULT_PREFIX}, got ${JSON.stringify(prefix)}`);
   }
   const kind = get('store') ?? 'file';
   const refuse = (flags: readonly StoreFlag[], needs: string) => {
-    for (const f of flags) if (typeof values[f] === 'string') throw new WeftError(CniCode.InvalidEnvironment, `--${f} needs --store ${needs}`);
+    for (const f of flags) if (typeof values[f] === 'string') throw new StoreFlagError(`--${f} needs --store ${needs}`);
   };
   if (kind !== 'kube') refuse(KUBE_FLAGS, 'kube');
   if (kind !== 'file') refuse(['store-dir'], 'file');
@@ -102,22 +116,24 @@ export function storeSettingsFrom(
   if (kind === 'kube') {
     const annotationPrefix = get('kube-annotation-prefix') ?? DEFAULT_ANNOTATION_PREFIX;
     if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(annotationPrefix)) {
-      throw new WeftError(CniCode.InvalidEnvironment, `--kube-annotation-prefix: expected a DNS subdomain like ${DEFAULT_ANNOTATION_PREFIX}, got ${JSON.stringify(annotationPrefix)}`);
+      throw new StoreFlagError(`--kube-annotation-prefix: expected a DNS subdomain like ${DEFAULT_ANNOTATION_PREFIX}, got ${JSON.stringify(annotationPrefix)}`);
     }
     const kubeconfig = get('kubeconfig');
     return { type: 'kube', ...(kubeconfig !== undefined && { kubeconfig }), netConfig: get('net-config') ?? DEFAULT_NET_CONFIG, annotationPrefix, prefix };
   }
-  if (kind !== 'etcd') throw new WeftError(CniCode.InvalidEnvironment, `--store: expected etcd, file or kube, got ${JSON.stringify(kind)}`);
+  if (kind !== 'etcd') {
+    throw new StoreFlagError(`--store: expected etcd, file or kube, got ${JSON.stringify(kind)}${didYouMean(kind, STORE_KINDS)}`);
+  }
   const endpoints = (get('etcd-endpoints') ?? DEFAULT_ETCD_ENDPOINTS).split(',').map((s) => s.trim()).filter((s) => s !== '');
   for (const e of endpoints) {
-    if (!/^https?:\/\/[^/]+\/?$/.test(e)) throw new WeftError(CniCode.InvalidEnvironment, `--etcd-endpoints: expected URLs like http://127.0.0.1:2379, got ${JSON.stringify(e)}`);
+    if (!/^https?:\/\/[^/]+\/?$/.test(e)) throw new StoreFlagError(`--etcd-endpoints: expected URLs like http://127.0.0.1:2379, got ${JSON.stringify(e)}`);
   }
-  if (endpoints.length === 0) throw new WeftError(CniCode.InvalidEnvironment, '--etcd-endpoints: no endpoint given');
+  if (endpoints.length === 0) throw new StoreFlagError('--etcd-endpoints: no endpoint given');
   const optional = <K extends string>(key: K, v: string | undefined): { [P in K]?: string } =>
     (v === undefined ? {} : { [key]: v }) as { [P in K]?: string };
   const username = get('etcd-username');
   const password = get('etcd-password');
-  if (password !== undefined && username === undefined) throw new WeftError(CniCode.InvalidEnvironment, '--etcd-password needs --etcd-username');
+  if (password !== undefined && username === undefined) throw new StoreFlagError('--etcd-password needs --etcd-username');
   return {
     type: 'etcd', endpoints, prefix,
     ...optional('caFile', get('etcd-cafile')),

@@ -49,6 +49,9 @@ describe('weftctl policy and ns (file store)', () => {
     const r = weftctl(['policy', 'apply', '-f', '-'], POLICY_YAML);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, 'networkpolicy prod/web created\nnetworkpolicy dev/deny-egress created\n');
+    // No pod is known yet: both are accepted, each with a warning naming its selector.
+    assert.match(r.stderr, /^warning: networkpolicy prod\/web: podSelector app=web selects no pod yet \(0 pod\(s\) known in namespace prod\)$/m);
+    assert.match(r.stderr, /^warning: networkpolicy dev\/deny-egress: podSelector <all> selects no pod yet/m);
     assert.equal(weftctl(['policy', 'apply', '-f', '-'], POLICY_YAML).stdout.split('\n')[0], 'networkpolicy prod/web configured');
     const list = weftctl(['policy', 'list', '-A']);
     assert.equal(list.status, 0, list.stderr);
@@ -109,6 +112,9 @@ describe('weftctl policy and ns (file store)', () => {
 
   it('usage errors exit 2; keys are checked', () => {
     assert.equal(weftctl(['policy', 'apply']).status, 2);
+    const typo = weftctl(['policy', 'list', '--all-namespace']);
+    assert.equal(typo.status, 2);
+    assert.match(typo.stderr, /Unknown option '--all-namespace' \(did you mean --all-namespaces\?\)/);
     assert.equal(weftctl(['policy', 'get']).status, 2);
     assert.equal(weftctl(['ns', 'label', 'dev']).status, 2);
     assert.equal(weftctl(['ns', 'create', 'Bad']).status, 2);

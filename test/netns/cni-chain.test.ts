@@ -89,4 +89,26 @@ describe('weft-bridge chained with portmap and bandwidth via weftctl cni', () =>
     assert.doesNotMatch(nat.stdout, new RegExp(`${ctrIp.replace(/\./g, '\\.')}:7070`), 'portmap removed its DNAT');
     assert.equal(await tcpFetch(client.path, '198.18.9.1', 8080, 1000), undefined, 'the port is closed again');
   });
+
+  it('a list whose cniVersion a chained plugin lacks: weftctl cni names that plugin and the version to use, and nothing is left', async () => {
+    const host = pool.make();
+    const portmapVersions = (JSON.parse((await runInNs(host.path, ['/usr/lib/cni/portmap'], { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"0.3.0"}')).stdout) as { supportedVersions: string[] }).supportedVersions;
+    if (portmapVersions.includes('1.1.0')) return; // a newer portmap: nothing lags here
+    const ctr = pool.make();
+    const dataDir = join(root, 'ipam-lag');
+    const confFile = join(root, 'lag.conflist');
+    writeFileSync(confFile, JSON.stringify({
+      cniVersion: '1.1.0', name: 'wbtlag',
+      plugins: [
+        { type: 'weft-bridge', bridge: 'wbr1', isGateway: true, ipMasq: true, ipam: { type: 'weft-ipam', dataDir, ranges: [[{ subnet: '10.84.0.0/24' }]] } },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    }));
+    const add = await runWeftctlCni(host.path, ['add', '--conf', confFile, '--netns', ctr.path, '--container-id', 'lagging', '--cache-dir', join(root, 'cache-lag'), '--cni-path', CNI_PATH]);
+    assert.notEqual(add.code, 0);
+    assert.match(add.stderr, /plugin portmap ADD: incompatible CNI versions/);
+    assert.match(add.stderr, /hint: cniVersion 1\.1\.0 is not supported by portmap \(supports up to [\d.]+\); the highest version every plugin in the list supports is 1\.0\.0/);
+    assert.deepEqual(allocations(dataDir, 'wbtlag'), [], 'the address weft-bridge took was released by the undo');
+    assert.deepEqual(hostVeths(host.name), [], 'no veth left on the host');
+  });
 });

@@ -131,7 +131,7 @@ function weftConf(extra: Record<string, unknown> = {}, version = '1.0.0') {
 }
 
 describe('delegate config (flannel semantics)', () => {
-  it('defaults: weft-bridge, gateway + default gateway, mtu, ipMasq inverted, weft-ipam on the node subnet', () => {
+  it('defaults: weft-bridge, gateway + default gateway, hairpin, mtu, ipMasq inverted, weft-ipam on the node subnet', () => {
     const { conf, config } = weftConf();
     assert.equal(config.subnetFile, '/run/weft/subnet.env');
     assert.equal(config.dataDir, '/var/lib/cni/weft');
@@ -143,6 +143,7 @@ describe('delegate config (flannel semantics)', () => {
       mtu: 1450,
       isGateway: true,
       isDefaultGateway: true,
+      hairpinMode: true,
       ipam: {
         type: 'weft-ipam',
         dataDir: '/var/lib/cni/networks',
@@ -174,6 +175,13 @@ describe('delegate config (flannel semantics)', () => {
     assert.equal(d.name, 'podnet');
     assert.equal(d.cniVersion, '1.0.0');
     assert.equal((d.ipam as { type: string }).type, 'weft-ipam');
+  });
+
+  it('hairpin is on unless the delegate turns it off; routed delegates do not get it', () => {
+    const off = weftConf({ delegate: { hairpinMode: false } });
+    assert.equal(buildDelegateConf(off.conf, off.config, env(FLANNEL_TEXT)).hairpinMode, false);
+    const routed = weftConf({ delegate: { type: 'weft-routed' } });
+    assert.equal(buildDelegateConf(routed.conf, routed.config, env(FLANNEL_TEXT)).hairpinMode, undefined);
   });
 
   it('isGateway: false alone also turns off the default gateway', () => {

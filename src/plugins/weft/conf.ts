@@ -1,6 +1,6 @@
 // The weft meta plugin's own config keys, and the delegate's config built from them and the
 // node's subnet.env — flannel's CNI semantics: keys given in `delegate` win, weft only fills in
-// what is missing (type, mtu, ipMasq, gateway flags) and always owns name, cniVersion and ipam.
+// what is missing (type, mtu, ipMasq, gateway flags, hairpinMode) and always owns name, cniVersion and ipam.
 import { z } from 'zod';
 import type { NetConf } from '../../cni/conf.js';
 import { DEFAULT_SUBNET_FILE, type SubnetEnv } from '../../cni/subnet-env.js';
@@ -69,6 +69,9 @@ export function buildDelegateConf(conf: Pick<NetConf, 'cniVersion' | 'name' | 'r
     if (!has(d, 'isGateway')) d.isGateway = true;
     // Default gateway follows isGateway, so `isGateway: false` alone is not overridden by it.
     if (!has(d, 'isDefaultGateway')) d.isDefaultGateway = d.isGateway === true;
+    // A pod reaching a hostPort or Service that leads back to itself needs its frame sent back
+    // out of the port it came in on (podman's and kube-flannel's conflists set this too).
+    if (!has(d, 'hairpinMode')) d.hairpinMode = true;
   }
   for (const key of ['dns', 'runtimeConfig', 'args'] as const) {
     if (!has(d, key) && has(conf.raw, key)) d[key] = conf.raw[key];
