@@ -24,7 +24,7 @@ import { compilePolicies } from '../src/policy/compile.js';
 import { type EndpointRecord, endpointRecordDir, endpointRecordFile, recordToEndpoint } from '../src/policy/endpoint-record.js';
 import type { PolicyWorld } from '../src/policy/model.js';
 import { ENDPOINTS, loadPolicyWorld } from '../src/policy/store.js';
-import { FileKeyValueStore } from '../src/store/kv.js';
+import { fileKeyValueStore } from '../src/store/kv.js';
 import { EnforcementProbe, policyObjects, storedPolicies, withPolicies as addPolicies } from './common/policy-enforced.js';
 import { inNs as runInNs, median } from './common/process.js';
 import type { Benchmark, BenchResult } from './main.js';
@@ -74,7 +74,7 @@ export const benchmark: Benchmark = {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     const storeArgs = ['--store', 'file', '--store-dir', join(dir, 'store')];
-    const kv = new FileKeyValueStore(join(dir, 'store'), '/weft/network');
+    const kv = fileKeyValueStore(join(dir, 'store'), '/weft/network');
     try {
       topo = Topology.create({ prefix: 'wpb', hosts: HOSTS });
       const t = topo;

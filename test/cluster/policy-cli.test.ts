@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FileKeyValueStore, checkKey } from '../../src/store/kv.js';
+import { fileKeyValueStore, checkKey } from '../../src/store/kv.js';
 import { loadPolicyWorld } from '../../src/policy/store.js';
 
 const WEFTCTL = fileURLToPath(new URL('../../src/cli/weftctl.js', import.meta.url));
@@ -75,7 +75,7 @@ describe('weftctl policy and ns (file store)', () => {
     assert.equal(weftctl(['ns', 'label', 'dev', 'env=staging', 'team-', '--overwrite']).status, 0);
     assert.equal(weftctl(['ns', 'list']).stdout, 'NAME  LABELS\ndev   env=staging\nprod  env=prod\n');
 
-    const kv = new FileKeyValueStore(dir, PREFIX);
+    const kv = fileKeyValueStore(dir, PREFIX);
     await kv.put('endpoints/node-a/prod/web/eth0', JSON.stringify({ namespace: 'prod', pod: 'web', labels: { app: 'web' }, ips: ['10.0.0.2/24'], host: 'node-a', ifname: 'eth0' }));
     await kv.put('endpoints/node-a/prod/bad/eth0', '{"namespace": "prod"}');
     const { world, skipped } = await loadPolicyWorld(kv);

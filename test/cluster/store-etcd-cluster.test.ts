@@ -1,5 +1,5 @@
 // A 3-member etcd on loopback under failure: one member down, quorum lost and regained,
-// and a compaction behind a disconnected watcher.
+// a compaction behind a disconnected watcher, and key/value requests without quorum.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { formatCidr, parseCidr, parseIP } from '../../src/net/ip.js';
@@ -9,6 +9,8 @@ import { parseNetworkConfig } from '../../src/store/config.js';
 import { encodeLeaseAttrs } from '../../src/store/lease.js';
 import { LeaseManager, type ManagerStatus } from '../../src/store/lease-manager.js';
 import { LeaseWatcher, type LeaseEvent } from '../../src/store/watch.js';
+import { keyValueView, type KeyValueEvent } from '../../src/store/kv.js';
+import { WeftError } from '../../src/errors.js';
 import { startEtcd, waitMemberHealthy, type EtcdCluster } from '../../src/store/etcd/local-etcd.js';
 import { uniquePrefix, until } from './store-contract.js';
 
@@ -74,6 +76,42 @@ describe('etcd store on a 3-member cluster', () => {
     } finally {
       await w.close();
       await m.stop();
+    }
+  });
+
+  it('key/value requests without quorum end at their deadline with a store error naming the request', async () => {
+    const prefix = uniquePrefix();
+    const kv = keyValueView(open(etcd.endpoints, prefix));
+    const events: KeyValueEvent['type'][] = [];
+    const w = kv.watch('policies/', (ev) => events.push(ev.type));
+    try {
+      await waitMemberHealthy(etcd, 0);
+      await waitMemberHealthy(etcd, 1);
+      await kv.put('policies/prod/web', '{"v":1}');
+      await until('the watch sees the put', () => events.includes('put'));
+      await etcd.kill(1);
+      await etcd.kill(2);
+      // Linearizable reads and writes need a leader with quorum: without one, etcd never answers.
+      for (const [what, req] of [
+        ['get', () => kv.get('policies/prod/web')],
+        ['list', () => kv.list('policies/')],
+        ['put', () => kv.put('policies/prod/db', '{}')],
+        ['delete', () => kv.delete('policies/prod/web')],
+      ] as const) {
+        const started = Date.now();
+        const err = await (req() as Promise<unknown>).then(() => undefined, (e: unknown) => e);
+        const took = Date.now() - started;
+        assert.ok(err instanceof WeftError, `${what}: rejected with a WeftError, got ${String(err)}`);
+        assert.match(err.message, new RegExp(`^etcd ${etcd.endpoints.join(',')}: ${what} policies/.*: no answer within 1000 ms$`), what);
+        // The deadline is 1 s; a hang would run into the test's own timeout instead.
+        assert.ok(took < 5000, `${what} ended after ${took} ms`);
+      }
+    } finally {
+      await w.close();
+      await etcd.restart(1);
+      await etcd.restart(2);
+      await waitMemberHealthy(etcd, 1);
+      await waitMemberHealthy(etcd, 2);
     }
   });
 

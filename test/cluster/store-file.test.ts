@@ -3,7 +3,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatCidr, formatIP, nthSubnet, parseCidr, parseIP, subnetKey } from '../../src/net/ip.js';
@@ -11,6 +11,7 @@ import { createLogger } from '../../src/log.js';
 import { FileStore } from '../../src/store/file/file-store.js';
 import { encodeLeaseAttrs } from '../../src/store/lease.js';
 import { LeaseWatcher, type LeaseEvent } from '../../src/store/watch.js';
+import { keyValueView, type KeyValueEvent } from '../../src/store/kv.js';
 import { uniquePrefix, until } from './store-contract.js';
 
 const attrs = (ip: string) => encodeLeaseAttrs({ publicIP: parseIP(ip), publicIPv6: undefined, backendType: 'host-gw', backendData: null });
@@ -46,6 +47,81 @@ describe('file store', () => {
       assert.ok(w.resyncs >= 1, 'the log rotated at least once under the watcher');
     } finally {
       await w.close();
+      await Promise.all([writer.close(), reader.close()]);
+    }
+  });
+
+  it('one change log: lease and key/value watchers see each other\'s writers, in one revision order', async () => {
+    const prefix = uniquePrefix();
+    const writer = new FileStore({ dir, prefix });
+    const reader = new FileStore({ dir, prefix });
+    const leases = new Set<string>();
+    const w = new LeaseWatcher({
+      store: reader, log: quiet,
+      onEvent: (e) => { if (e.type === 'added') leases.add(formatCidr(e.lease.subnet)); else leases.delete(formatCidr(e.lease.subnet)); },
+    });
+    const kv = keyValueView(reader);
+    const policies = new Map<string, string>();
+    const kw = kv.watch('policies/', (ev: KeyValueEvent) => {
+      if (ev.type === 'snapshot') { policies.clear(); for (const e of ev.entries) policies.set(e.key, e.value); }
+      else if (ev.type === 'put') policies.set(ev.key, ev.value);
+      else if (ev.type === 'delete') policies.delete(ev.key);
+    });
+    try {
+      await w.start();
+      const l1 = await writer.writeSubnet(parseCidr('10.75.1.0/24'), attrs('198.18.25.1'), 60, { type: 'absent' });
+      const p1 = await writer.put('policies/prod/web', '{"v":1}');
+      await writer.put('policies/prod/db', '{"v":1}');
+      await writer.delete('policies/prod/web');
+      await writer.writeSubnet(parseCidr('10.75.2.0/24'), attrs('198.18.25.2'), 60, { type: 'absent' });
+      await until('lease watcher converges', () => leases.size === 2);
+      await until('key/value watcher converges', () => JSON.stringify([...policies]) === JSON.stringify([['policies/prod/db', '{"v":1}']]));
+      assert.ok(l1.type === 'written' && p1.type === 'written' && p1.revision === l1.held.revision + 1n, 'one revision sequence for every key');
+      const lines = readFileSync(join(writer.where, 'changes.log'), 'utf8').trim().split('\n').filter((l) => !l.startsWith('#'));
+      assert.deepEqual(lines.map((l) => l.split(' ').slice(1, 3).join(' ')),
+        ['put 10.75.1.0-24', 'put policies/prod/web', 'put policies/prod/db', 'del policies/prod/web', 'put 10.75.2.0-24']);
+      assert.equal(existsSync(join(writer.where, 'kv-changes.log')), false, 'no second log');
+    } finally {
+      await kw.close();
+      await w.close();
+      await Promise.all([writer.close(), reader.close()]);
+    }
+  });
+
+  it('a key/value watcher whose log rotated under it re-lists and misses no delete', async () => {
+    const prefix = uniquePrefix();
+    const writer = new FileStore({ dir, prefix, logRotateBytes: 200 });
+    const reader = new FileStore({ dir, prefix, logRotateBytes: 200 });
+    const kv = keyValueView(reader);
+    const held = new Map<string, string>();
+    let snapshots = 0;
+    const kw = kv.watch('endpoints/', (ev: KeyValueEvent) => {
+      if (ev.type === 'snapshot') { snapshots++; held.clear(); for (const e of ev.entries) held.set(e.key, e.value); }
+      else if (ev.type === 'put') held.set(ev.key, ev.value);
+      else if (ev.type === 'delete') held.delete(ev.key);
+    });
+    try {
+      await until('first snapshot', () => snapshots === 1);
+      for (let i = 0; i < 40; i++) await writer.put(`endpoints/node-${i}/ns/pod/eth0`, `{"i":${i}}`);
+      await until('puts seen', () => held.size === 40);
+      const before = snapshots;
+      // Rounds of deletes, each while the reader's event loop is held up past its poll: by the
+      // time it reads, the log it was tailing has been replaced more than once, and only a new
+      // listing can tell it what went away in between.
+      for (let round = 0; round < 4; round++) {
+        for (let i = round * 10; i < round * 10 + 10; i++) await writer.delete(`endpoints/node-${i}/ns/pod/eth0`);
+        await writer.put(`endpoints/round-${round}/ns/pod/eth0`, '{}');
+        const t = Date.now();
+        while (Date.now() - t < 60) { /* hold the loop */ }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const deleted = 40 - 4;
+      await until('every delete seen', () => held.size === 40 - deleted);
+      const want = (await kv.list('endpoints/')).map((e) => e.key);
+      assert.deepEqual([...held.keys()].sort(), want);
+      assert.ok(snapshots > before, 'the rotation was answered with a new snapshot');
+    } finally {
+      await kw.close();
       await Promise.all([writer.close(), reader.close()]);
     }
   });

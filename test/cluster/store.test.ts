@@ -1,6 +1,6 @@
-// The shared SubnetStore contract against both implementations: the file store in a temp dir
-// and a real single-member etcd on loopback.
-import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+// The shared SubnetStore and key/value core contracts against both implementations: the file
+// store in a temp dir and a real single-member etcd on loopback.
+import { mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -9,6 +9,7 @@ import { FileStore } from '../../src/store/file/file-store.js';
 import { EtcdStore } from '../../src/store/etcd/etcd-store.js';
 import { startEtcd, type EtcdCluster } from '../../src/store/etcd/local-etcd.js';
 import { storeContract } from './store-contract.js';
+import { kvCoreContract } from './kv-contract.js';
 
 let dir = '';
 storeContract('file', {
@@ -44,4 +45,25 @@ storeContract('etcd', {
     } finally { client.close(); }
   },
   async teardown() { await etcd?.stop(); },
+});
+
+let kvDir = '';
+kvCoreContract('file', {
+  async setup() { kvDir = mkdtempSync(join(tmpdir(), 'weft-kv-')); },
+  open: (prefix) => new FileStore({ dir: kvDir, prefix }),
+  async readByHand(prefix, key) {
+    try { return readFileSync(join(kvDir, ...prefix.split('/'), ...key.split('/')), 'utf8'); } catch { return undefined; }
+  },
+  async teardown() { rmSync(kvDir, { recursive: true, force: true }); },
+});
+
+let kvEtcd: EtcdCluster | undefined;
+kvCoreContract('etcd', {
+  async setup() { kvEtcd = await startEtcd(1); },
+  open: (prefix) => new EtcdStore({ endpoints: kvEtcd!.endpoints, prefix }),
+  async readByHand(prefix, key) {
+    const client = new Etcd3({ hosts: kvEtcd!.endpoints });
+    try { return (await client.get(`${prefix}/${key}`).string()) ?? undefined; } finally { client.close(); }
+  },
+  async teardown() { await kvEtcd?.stop(); },
 });

@@ -13,7 +13,7 @@ import { parseIP } from '../../src/net/ip.js';
 import { allowed, policySelects } from '../../src/policy/evaluate.js';
 import { type NetworkPolicy, type PolicyWorld, parsePolicy } from '../../src/policy/model.js';
 import { loadPolicyWorld } from '../../src/policy/store.js';
-import { FileKeyValueStore } from '../../src/store/kv.js';
+import { fileKeyValueStore } from '../../src/store/kv.js';
 import { WEFTCTL, cleanEnv, inNs, setConfig, startWeftd, killChildren, stopAll, tempDir, waitFor, waitReady, type Weftd } from './agent-harness.js';
 import { WEFT_CNI_DIR, runPlugin } from './cni-harness.js';
 import { cell, probeFrom, serveIn } from './policy-traffic.js';
@@ -81,7 +81,7 @@ const np = (ns: string, name: string, spec: Record<string, unknown>) =>
   ({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name, namespace: ns }, spec });
 
 async function storeWorld(): Promise<PolicyWorld> {
-  const { world, skipped } = await loadPolicyWorld(new FileKeyValueStore(storeDir, '/weft/network'));
+  const { world, skipped } = await loadPolicyWorld(fileKeyValueStore(storeDir, '/weft/network'));
   assert.deepEqual(skipped, []);
   return world;
 }

@@ -16,7 +16,7 @@ import { type EndpointRecord, EndpointChanges, endpointRecordFile } from '../../
 import { netnsNft } from '../../src/policy/enforcer.js';
 import { POLICY_FAMILY, POLICY_TABLE } from '../../src/policy/compile.js';
 import { NetnsPool } from '../../src/netns/testing.js';
-import { FileKeyValueStore } from '../../src/store/kv.js';
+import { fileKeyValueStore, type KeyValueStore } from '../../src/store/kv.js';
 
 const pool = new NetnsPool('wpb');
 const PODS = 200;
@@ -30,13 +30,13 @@ const record = (i: number): EndpointRecord => ({
 describe('policy service: a burst of endpoint records', () => {
   let dir: string;
   let ns: string;
-  let kv: FileKeyValueStore;
+  let kv: KeyValueStore;
   let svc: PolicyService | undefined;
 
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'wpb-svc-'));
     ns = pool.make().name;
-    kv = new FileKeyValueStore(join(dir, 'store'), '/weft/network');
+    kv = fileKeyValueStore(join(dir, 'store'), '/weft/network');
   });
 
   after(async () => {
@@ -76,11 +76,12 @@ describe('policy service: a burst of endpoint records', () => {
     }
     await svc.settle();
 
-    const log = readFileSync(join(kv.where, 'kv-changes.log'), 'utf8').split('\n').filter((l) => l.includes(' endpoints/'));
+    // The store's one change log: "<rev> put|del <key>" lines.
+    const log = readFileSync(join(kv.where, 'changes.log'), 'utf8').split('\n').filter((l) => l.includes(' endpoints/'));
     const puts = new Map<string, number>();
     for (const l of log) {
-      assert.ok(l.startsWith('put '), `the service withdrew an endpoint on the way: ${l}`);
-      const key = l.slice(4);
+      const [, op, key = ''] = l.split(' ');
+      assert.equal(op, 'put', `the service withdrew an endpoint on the way: ${l}`);
       puts.set(key, (puts.get(key) ?? 0) + 1);
     }
     assert.equal(puts.size, PODS);

@@ -1,6 +1,8 @@
-// SubnetStore on etcd v3 through the etcd3 client. A lease is a put-if-absent transaction
-// (create revision 0) bound to an etcd lease; renewal is one keep-alive plus a check that the
-// key still carries our lease, so a removed key is noticed, not just a lapsed etcd lease.
+// The etcd v3 store through the etcd3 client: the revisioned key/value core (src/store/core.ts)
+// and the SubnetStore view over it, one client, one deadline (requestTimeoutMs) on every request.
+// A lease is a put-if-absent transaction (create revision 0) bound to an etcd lease; renewal is
+// one keep-alive plus a check that the key still carries our lease, so a removed key is noticed,
+// not just a lapsed etcd lease.
 import { readFileSync } from 'node:fs';
 import { Etcd3, type IOptions, type IKeyValue, type Watcher } from 'etcd3';
 import { CniCode, WeftError } from '../../errors.js';
@@ -12,6 +14,10 @@ import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
 } from '../types.js';
 import { withTimeout } from '../../timeout.js';
+import {
+  type KvCore, type KvEntry, type KvEvent, type KvExpect, type KvPutOptions, type KvPutResult, type KvWatch, type KvWatchState,
+  byKey, checkKey, checkPrefix,
+} from '../core.js';
 
 export interface EtcdStoreOptions {
   readonly endpoints: readonly string[];
@@ -64,7 +70,7 @@ function clientOptions(o: EtcdStoreOptions): IOptions {
   return opts;
 }
 
-export class EtcdStore implements SubnetStore {
+export class EtcdStore implements SubnetStore, KvCore {
   readonly kind = 'etcd' as const;
   readonly where: string;
   readonly client: Etcd3;
@@ -82,6 +88,7 @@ export class EtcdStore implements SubnetStore {
     this.client = new Etcd3(clientOptions(opts));
   }
 
+  /** Every request goes through here: a deadline, and errors in plain words naming the store. */
   private run<T>(what: string, p: Promise<T>): Promise<T> {
     return withTimeout(p, this.timeoutMs).catch((err: unknown) => {
       throw new WeftError(err instanceof WeftError ? err.code : CniCode.Store, `etcd ${this.where}: ${what}: ${describeEtcdError(err)}`, '', { cause: err });
@@ -91,6 +98,82 @@ export class EtcdStore implements SubnetStore {
   private key(subnet: Cidr): string {
     return this.subnetsPrefix + subnetKey(subnet);
   }
+
+  private kvEntry(kv: IKeyValue): KvEntry {
+    return { key: kv.key.toString().slice(this.prefix.length + 1), value: kv.value.toString(), revision: BigInt(kv.mod_revision), owner: kv.lease };
+  }
+
+  private compare(key: string, expect: KvExpect) {
+    return expect.type === 'absent' ? this.client.if(key, 'Create', '==', 0) : this.client.if(key, 'Mod', '==', expect.revision.toString());
+  }
+
+  // ---- the key/value core ----
+
+  async get(key: string): Promise<KvEntry | undefined> {
+    const res = await this.run(`get ${key}`, this.client.get(`${this.prefix}/${checkKey(key)}`).exec());
+    const kv = res.kvs[0];
+    return kv ? this.kvEntry(kv) : undefined;
+  }
+
+  async list(prefix: string): Promise<{ revision: bigint; entries: KvEntry[] }> {
+    const res = await this.run(`list ${prefix}`, this.client.getAll().prefix(`${this.prefix}/${checkPrefix(prefix)}`).exec());
+    return { revision: BigInt(res.header.revision), entries: res.kvs.map((kv) => this.kvEntry(kv)).sort(byKey) };
+  }
+
+  async put(key: string, value: string, opts: KvPutOptions = {}): Promise<KvPutResult> {
+    const full = `${this.prefix}/${checkKey(key)}`;
+    const ttl = opts.ttlSeconds ?? null;
+    let leaseId = '0';
+    if (ttl !== null) {
+      const g = await this.run('lease grant', this.client.leaseClient.leaseGrant({ TTL: Math.max(1, Math.ceil(ttl)), ID: 0 }));
+      leaseId = String(g.ID);
+    }
+    const put = this.client.put(full).value(value);
+    if (leaseId !== '0') put.lease(leaseId);
+    let revision: bigint;
+    try {
+      if (opts.expect === undefined) {
+        revision = BigInt((await this.run(`put ${key}`, put.exec())).header.revision);
+      } else {
+        const res = await this.run(opts.expect.type === 'absent' ? `put-if-absent ${key}` : `put-if-revision ${key}`,
+          this.compare(full, opts.expect).then(put).commit());
+        if (!res.succeeded) {
+          if (leaseId !== '0') this.revokeQuietly(leaseId);
+          return { type: 'conflict' };
+        }
+        revision = BigInt(res.header.revision);
+      }
+    } catch (err) {
+      if (leaseId !== '0') this.revokeQuietly(leaseId);
+      throw err;
+    }
+    return { type: 'written', revision, owner: leaseId, expiresAt: ttl === null ? null : Date.now() + ttl * 1000 };
+  }
+
+  async delete(key: string, opts: { readonly expect?: KvExpect; readonly owner?: string } = {}): Promise<boolean> {
+    const full = `${this.prefix}/${checkKey(key)}`;
+    if (opts.expect === undefined && opts.owner === undefined) {
+      const r = await this.run(`delete ${key}`, this.client.delete().key(full).exec());
+      return Number(r.deleted) > 0;
+    }
+    if (opts.expect?.type === 'absent') return false;
+    let txn = opts.owner !== undefined ? this.client.if(full, 'Lease', '==', opts.owner === '' ? '0' : opts.owner) : undefined;
+    if (opts.expect) txn = txn ? txn.and(full, 'Mod', '==', opts.expect.revision.toString()) : this.compare(full, opts.expect);
+    // A compare on a missing key's lease (0) or revision (0) could pass; the key must exist too.
+    txn = txn!.and(full, 'Create', '>', 0);
+    const res = await this.run(`delete ${key}`, txn.then(this.client.delete().key(full)).commit());
+    return res.succeeded;
+  }
+
+  watch(prefix: string, afterRevision: bigint, onEvent: (ev: KvEvent) => void, onState?: (s: KvWatchState) => void): KvWatch {
+    const full = `${this.prefix}/${checkPrefix(prefix)}`;
+    const w: EtcdWatch = new EtcdWatch(this.client, full, afterRevision, (kv) => this.kvEntry(kv), onEvent,
+      onState ?? (() => {}), () => this.watches.delete(w));
+    this.watches.add(w);
+    return w;
+  }
+
+  // ---- the SubnetStore view ----
 
   private entryOf(kv: IKeyValue): RawEntry | undefined {
     const subnet = parseSubnetKey(kv.key.toString().slice(this.subnetsPrefix.length));
@@ -156,30 +239,9 @@ export class EtcdStore implements SubnetStore {
     // cannot compare a range here, so this is checked first (flanneld's own put-if-absent is
     // no more exclusive towards our key).
     if (expect.type === 'absent' && (await this.dualStackKv(subnet))) return { type: 'conflict' };
-    let leaseId = '0';
-    if (ttlSeconds !== null) {
-      const g = await this.run('lease grant', this.client.leaseClient.leaseGrant({ TTL: Math.max(1, Math.ceil(ttlSeconds)), ID: 0 }));
-      leaseId = String(g.ID);
-    }
-    const put = this.client.put(key).value(value);
-    if (leaseId !== '0') put.lease(leaseId);
-    const txn = expect.type === 'absent'
-      ? this.client.if(key, 'Create', '==', 0)
-      : this.client.if(key, 'Mod', '==', expect.revision.toString());
-    let res;
-    try {
-      res = await this.run('put-if-absent', txn.then(put).commit());
-    } catch (err) {
-      if (leaseId !== '0') this.revokeQuietly(leaseId);
-      throw err;
-    }
-    if (!res.succeeded) {
-      if (leaseId !== '0') this.revokeQuietly(leaseId);
-      return { type: 'conflict' };
-    }
-    const revision = BigInt(res.header.revision);
-    const expiresAt = ttlSeconds === null ? null : Date.now() + ttlSeconds * 1000;
-    return { type: 'written', held: { subnet, value, revision, token: leaseId, ttlSeconds, expiresAt } };
+    const r = await this.put(key.slice(this.prefix.length + 1), value, { expect, ttlSeconds });
+    if (r.type === 'conflict') return r;
+    return { type: 'written', held: { subnet, value, revision: r.revision, token: r.owner, ttlSeconds, expiresAt: r.expiresAt } };
   }
 
   /**
@@ -284,10 +346,14 @@ export class EtcdStore implements SubnetStore {
   }
 
   watchSubnets(afterRevision: bigint, onEvent: (ev: StoreEvent) => void, onState?: (s: WatchState) => void): RawWatch {
-    const w: EtcdWatch = new EtcdWatch(this.client, this.subnetsPrefix, afterRevision, (kv) => this.entryOf(kv), onEvent,
-      onState ?? (() => {}), () => this.watches.delete(w));
-    this.watches.add(w);
-    return w;
+    const rel = this.subnetsPrefix.length - this.prefix.length - 1;
+    return this.watch('subnets/', afterRevision, (ev) => {
+      if (ev.type === 'resync') { onEvent(ev); return; }
+      const subnet = parseSubnetKey((ev.type === 'put' ? ev.entry.key : ev.key).slice(rel));
+      if (!subnet) return;
+      if (ev.type === 'delete') { onEvent({ type: 'delete', subnet, revision: ev.revision }); return; }
+      onEvent({ type: 'put', entry: { subnet, value: ev.entry.value, revision: ev.entry.revision, ...(ev.entry.owner !== undefined && { owner: ev.entry.owner }) } });
+    }, onState);
   }
 
   async close(): Promise<void> {
@@ -296,7 +362,7 @@ export class EtcdStore implements SubnetStore {
   }
 }
 
-class EtcdWatch implements RawWatch {
+class EtcdWatch implements KvWatch {
   private readonly watcher: Watcher;
   private closed = false;
   private wasDisconnected = false;
@@ -305,21 +371,17 @@ class EtcdWatch implements RawWatch {
     client: Etcd3,
     prefix: string,
     afterRevision: bigint,
-    entryOf: (kv: IKeyValue) => RawEntry | undefined,
-    private readonly onEvent: (ev: StoreEvent) => void,
-    onState: (s: WatchState) => void,
+    entryOf: (kv: IKeyValue) => KvEntry,
+    private readonly onEvent: (ev: KvEvent) => void,
+    onState: (s: KvWatchState) => void,
     private readonly onClose: () => void,
   ) {
     this.watcher = client.watch().prefix(prefix).startRevision((afterRevision + 1n).toString()).watcher();
     this.watcher.on('put', (kv) => {
-      if (this.closed) return;
-      const entry = entryOf(kv);
-      if (entry) onEvent({ type: 'put', entry });
+      if (!this.closed) onEvent({ type: 'put', entry: entryOf(kv) });
     });
     this.watcher.on('delete', (kv) => {
-      if (this.closed) return;
-      const subnet = parseSubnetKey(kv.key.toString().slice(prefix.length));
-      if (subnet) onEvent({ type: 'delete', subnet, revision: BigInt(kv.mod_revision) });
+      if (!this.closed) onEvent({ type: 'delete', key: entryOf(kv).key, revision: BigInt(kv.mod_revision) });
     });
     this.watcher.on('connected', () => {
       if (this.closed) return;

@@ -1,24 +1,27 @@
 // The embedded store for one machine: a directory that several processes (in different network
-// namespaces) share. Layout under DIR/<prefix>/ mirrors the etcd keys:
+// namespaces) share. It is the file store's revisioned key/value core (src/store/core.ts) and the
+// SubnetStore view over it. Layout under DIR/<prefix>/ mirrors the etcd keys:
 //   config              the network config text
 //   subnets/<key>       one JSON envelope per lease {value, expiresAt, revision, token}
-//   rev                 the store revision (bumped by every subnet write); rebuilt from the change
+//   policies/…, namespaces/…, endpoints/…  (any other key) the value itself, one file per key
+//   rev                 the store revision (bumped by every write); rebuilt from the change
 //                       log and the lease files when it is damaged, missing or behind the log
-//   changes.log         "<rev> put <key> <envelope>" and "<rev> del <key>" lines; watchers tail
-//                       it (a put line carries the envelope it wrote, so a watcher need not open
-//                       the key's file; lines without one, from older writers, send it there).
-//                       It is rotated when large,
-//                       which watchers notice (new inode) and answer with a resync, like an etcd
-//                       compaction.
+//   changes.log         "<rev> put <key> <envelope>" and "<rev> del <key>" lines for every key:
+//                       subnet keys appear bare ("10.244.3.0-24", as older writers logged them),
+//                       other keys by their full name ("policies/prod/web"). Watchers tail it (a
+//                       subnet put carries the envelope it wrote, so a watcher need not open the
+//                       key's file; other puts, and lines from older writers, send it there). It is
+//                       rotated when large, which watchers notice (new inode) and answer with a
+//                       resync, like an etcd compaction.
 // Every write happens under the directory lock and lands by temp file + rename. Changes made beside
-// the store (a lease file removed by hand) have no log line; watchers find them by listing the
-// directory every second.
+// the store (a lease file removed by hand) have no log line; lease watchers find them by listing
+// the directory every second.
 import {
-  closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, renameSync,
+  closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmdirSync,
   statSync, unlinkSync, watch as fsWatch, writeFileSync, appendFileSync, type FSWatcher,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CniCode, WeftError } from '../../errors.js';
 import { mkdirp } from '../../fs/mkdir.js';
 import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
@@ -26,6 +29,10 @@ import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
 } from '../types.js';
 import { withFileLock } from '../../fs/lock.js';
+import {
+  type KvCore, type KvEntry, type KvEvent, type KvExpect, type KvPutOptions, type KvPutResult, type KvWatch, type KvWatchState,
+  byKey, checkKey, checkPrefix,
+} from '../core.js';
 
 interface Envelope {
   readonly value: string;
@@ -63,6 +70,29 @@ const SWEEP_MS = 1000;
 const REV_TEXT = /^\d+\n?$/;
 /** The lines a change log holds: `#<rev>` (where it starts) and `<rev> put|del <key>…`. */
 const LOG_LINE_REV = /^(?:#(\d+)$|(\d+) (?:put|del) )/;
+/** The lease keys: envelopes in the subnets directory. */
+const SUBNETS = 'subnets/';
+
+/** The change log names a subnet key bare (as older writers, and their watchers, do), any other in full. */
+function logKey(key: string): string {
+  return key.startsWith(SUBNETS) ? key.slice(SUBNETS.length) : key;
+}
+
+/** The key a change-log line names: every key but `config` outside subnets/ has a folder. */
+function keyOfLogKey(k: string): string {
+  return k.includes('/') || k === 'config' ? k : SUBNETS + k;
+}
+
+/** A lease entry of the core as the SubnetStore view hands it out (unless its name is no subnet). */
+function rawEntryOf(e: KvEntry): RawEntry | undefined {
+  const subnet = parseSubnetKey(e.key.slice(SUBNETS.length));
+  if (!subnet) return undefined;
+  return {
+    subnet, value: e.value, revision: e.revision,
+    ...(e.expiresAt !== undefined && { expiresAt: e.expiresAt }),
+    ...(e.owner !== undefined && { owner: e.owner }),
+  };
+}
 
 export interface FileStoreOptions {
   readonly dir: string;
@@ -100,7 +130,20 @@ function readIfExists(path: string): string | undefined {
   }
 }
 
-export class FileStore implements SubnetStore {
+/**
+ * The revisions of the keys outside subnets/ (whose files hold the bare value, as DESIGN.md's
+ * layout has them), read from the change log as it grows: a key's revision is that of its last
+ * line, or the log's start revision when the log no longer names it (it has not changed since).
+ */
+interface PlainRevisions {
+  ino: number;
+  offset: number;
+  start: bigint;
+  partial: string;
+  readonly revs: Map<string, bigint>;
+}
+
+export class FileStore implements SubnetStore, KvCore {
   readonly kind = 'file' as const;
   readonly where: string;
   private readonly root: string;
@@ -109,6 +152,7 @@ export class FileStore implements SubnetStore {
   private readonly revPath: string;
   private readonly logPath: string;
   private readonly watches = new Set<FileWatch>();
+  private readonly plain: PlainRevisions = { ino: -1, offset: 0, start: 0n, partial: '', revs: new Map() };
 
   constructor(private readonly opts: FileStoreOptions) {
     this.root = join(opts.dir, ...opts.prefix.split('/').filter((p) => p !== ''));
@@ -216,15 +260,49 @@ export class FileStore implements SubnetStore {
    * hide the change from both the listing and the watch. Log last, so a watcher reading the key
    * after the log line sees it.
    */
-  private commit(op: 'put', key: string, apply: (rev: bigint) => string): bigint;
-  private commit(op: 'del', key: string, apply: (rev: bigint) => void): bigint;
   private commit(op: 'put' | 'del', key: string, apply: (rev: bigint) => string | void): bigint {
     const rev = this.currentRevision() + 1n;
     const envelope = apply(rev);
     atomicWrite(this.revPath, String(rev));
     this.rotateLogIfNeeded(rev - 1n);
-    appendFileSync(this.logPath, logLine(rev, op, key, envelope ?? undefined));
+    appendFileSync(this.logPath, logLine(rev, op, logKey(key), envelope ?? undefined));
     return rev;
+  }
+
+  /**
+   * The revision of a key outside subnets/ (see PlainRevisions). A reader takes it before the
+   * value: a write in between then shows as a newer revision than the value's (a later compare
+   * fails, safely), never as an old revision beside a new value.
+   */
+  private plainRevision(key: string): bigint {
+    const ix = this.plain;
+    let fd: number;
+    try { fd = openSync(this.logPath, 'r'); } catch { return this.currentRevision(); }
+    try {
+      const st = fstatSync(fd);
+      if (st.ino !== ix.ino || st.size < ix.offset) {
+        ix.ino = st.ino; ix.offset = 0; ix.start = 0n; ix.partial = ''; ix.revs.clear();
+      }
+      if (st.size > ix.offset) {
+        const buf = Buffer.alloc(st.size - ix.offset);
+        const n = readSync(fd, buf, 0, buf.length, ix.offset);
+        ix.offset += n;
+        const lines = (ix.partial + buf.subarray(0, n).toString('utf8')).split('\n');
+        ix.partial = lines.pop() ?? '';
+        for (const line of lines) {
+          if (line.startsWith('#')) { if (/^#\d+$/.test(line)) ix.start = BigInt(line.slice(1)); continue; }
+          const s1 = line.indexOf(' ');
+          const s2 = s1 < 0 ? -1 : line.indexOf(' ', s1 + 1);
+          if (s2 < 0 || !/^\d+$/.test(line.slice(0, s1))) continue;
+          const s3 = line.indexOf(' ', s2 + 1);
+          const k = keyOfLogKey(s3 < 0 ? line.slice(s2 + 1) : line.slice(s2 + 1, s3));
+          if (!k.startsWith(SUBNETS)) ix.revs.set(k, BigInt(line.slice(0, s1)));
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return ix.revs.get(key) ?? ix.start;
   }
 
   /** Writes a put's envelope to the key's file and returns its text (for the log line). */
@@ -258,57 +336,178 @@ export class FileStore implements SubnetStore {
     return 'garbage';
   }
 
-  private toEntry(subnet: Cidr, e: Envelope): RawEntry {
-    return { subnet, value: e.value, revision: BigInt(e.revision), expiresAt: e.expiresAt, owner: e.token };
-  }
-
-  /** Reads one key as watchers and listers see it: missing, expired and unreadable are absent. */
-  readLive(key: string, now = Date.now()): RawEntry | undefined {
-    const subnet = parseSubnetKey(key);
-    if (!subnet) return undefined;
-    const e = this.readEnvelope(key);
+  /** Reads one lease file as watchers and listers see it: missing and expired are absent. */
+  readLive(name: string, now = Date.now()): KvEntry | undefined {
+    const e = this.readEnvelope(name);
     if (e === undefined) return undefined;
     // An unreadable envelope still holds the key; it is surfaced as a garbage value so the
     // watcher's parser skips it with a warning rather than pretending the key is free.
-    if (e === 'garbage') return { subnet, value: '', revision: 0n, expiresAt: null };
-    return this.liveEntry(key, subnet, e, now);
+    if (e === 'garbage') return { key: SUBNETS + name, value: '', revision: 0n, expiresAt: null };
+    return this.liveEntry(name, e, now);
   }
 
   /** An envelope as readers see it: lapsed ones are absent (and reaped soon). */
-  liveEntry(key: string, subnet: Cidr, e: Envelope, now = Date.now()): RawEntry | undefined {
+  liveEntry(name: string, e: Envelope, now = Date.now()): KvEntry | undefined {
     if (e.expiresAt !== null && e.expiresAt <= now) {
-      this.scheduleReap(key);
+      this.scheduleReap(name);
       return undefined;
     }
-    return this.toEntry(subnet, e);
+    return { key: SUBNETS + name, value: e.value, revision: BigInt(e.revision), expiresAt: e.expiresAt, owner: e.token };
   }
+
+  /** Where a key lives: a lease envelope in subnets/, or a file of its own holding the value. */
+  private locate(key: string): { readonly kind: 'lease'; readonly name: string } | { readonly kind: 'plain'; readonly path: string } {
+    checkKey(key);
+    if (key.startsWith(SUBNETS)) {
+      const name = key.slice(SUBNETS.length);
+      if (!name.includes('/')) return { kind: 'lease', name };
+    } else if (key === 'config' || key.includes('/')) {
+      return { kind: 'plain', path: join(this.root, ...key.split('/')) };
+    }
+    // The store's own files (rev, lock, changes.log) sit beside config at the root.
+    throw new WeftError(CniCode.InvalidNetworkConfig, `file store key ${JSON.stringify(key)}: keys other than config need a folder (subnets/ holds leases only)`);
+  }
+
+  /** A plain key's value as of now (sync: watchers read it for a log line). */
+  readPlain(key: string, path: string): string | undefined {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return undefined;
+      throw WeftError.wrap(err, CniCode.Store, `read ${key} in ${this.where}`);
+    }
+  }
+
+  /** For a watcher: the state of a key outside subnets/ (it has no envelope to carry in the log). */
+  readPlainEntry(key: string, revision: bigint): KvEntry | undefined {
+    const value = this.readPlain(key, join(this.root, ...key.split('/')));
+    return value === undefined ? undefined : { key, value, revision };
+  }
+
+  // ---- the key/value core ----
+
+  async get(key: string): Promise<KvEntry | undefined> {
+    const at = this.locate(key);
+    if (at.kind === 'lease') return this.readLive(at.name);
+    const revision = this.plainRevision(key);
+    const value = this.readPlain(key, at.path);
+    return value === undefined ? undefined : { key, value, revision };
+  }
+
+  async list(prefix: string): Promise<{ revision: bigint; entries: KvEntry[] }> {
+    checkPrefix(prefix);
+    // Revision first: anything written after it shows up again through a watch from it.
+    const revision = this.currentRevision();
+    const entries: KvEntry[] = [];
+    if (prefix === SUBNETS) {
+      const now = Date.now();
+      for (const name of this.fileNames()) {
+        const e = this.readLive(name, now);
+        if (e) entries.push(e);
+      }
+    } else if (!prefix.startsWith(SUBNETS)) {
+      this.plainRevision(prefix);
+      const walk = (dir: string, rel: string): void => {
+        let names: string[];
+        try { names = readdirSync(dir); } catch { return; }
+        for (const name of names) {
+          if (name.includes('.tmp-') || name.startsWith('.')) continue;
+          const key = rel + name;
+          const value = this.readPlain(key, join(dir, name));
+          if (value !== undefined) entries.push({ key, value, revision: this.plain.revs.get(key) ?? this.plain.start });
+          else walk(join(dir, name), `${key}/`);
+        }
+      };
+      walk(join(this.root, ...prefix.slice(0, -1).split('/')), prefix);
+    }
+    return { revision, entries: entries.sort(byKey) };
+  }
+
+  async put(key: string, value: string, opts: KvPutOptions = {}): Promise<KvPutResult> {
+    const at = this.locate(key);
+    const ttl = opts.ttlSeconds ?? null;
+    if (at.kind === 'lease') return this.locked(() => this.putLeaseLocked(at.name, value, ttl, opts.expect, Date.now()));
+    if (ttl !== null) throw new WeftError(CniCode.Store, `file store ${this.where}: ${key}: only leases (subnets/) carry a TTL here`);
+    return this.locked((): KvPutResult => {
+      const exists = this.readPlain(key, at.path) !== undefined;
+      if (opts.expect?.type === 'absent' && exists) return { type: 'conflict' };
+      if (opts.expect?.type === 'revision' && (!exists || this.plainRevision(key) !== opts.expect.revision)) return { type: 'conflict' };
+      const revision = this.commit('put', key, () => {
+        mkdirp(dirname(at.path));
+        atomicWrite(at.path, value);
+      });
+      return { type: 'written', revision, owner: '', expiresAt: null };
+    });
+  }
+
+  /** Under the lock: a lease envelope written if the key is as expected. */
+  private putLeaseLocked(name: string, value: string, ttl: number | null, expect: KvExpect | undefined, now: number): KvPutResult {
+    const cur = this.readEnvelope(name);
+    const live = cur !== undefined && cur !== 'garbage' && (cur.expiresAt === null || cur.expiresAt > now) ? cur : undefined;
+    if (expect?.type === 'absent' && (live || cur === 'garbage')) return { type: 'conflict' };
+    if (expect?.type === 'revision' && (!live || BigInt(live.revision) !== expect.revision)) return { type: 'conflict' };
+    const token = ttl === null ? '' : randomBytes(8).toString('hex');
+    const expiresAt = ttl === null ? null : now + ttl * 1000;
+    const revision = this.commit('put', SUBNETS + name, (rev) => this.writeEnvelope(name, { value, expiresAt, revision: String(rev), token }));
+    return { type: 'written', revision, owner: token, expiresAt };
+  }
+
+  async delete(key: string, opts: { readonly expect?: KvExpect; readonly owner?: string } = {}): Promise<boolean> {
+    const at = this.locate(key);
+    if (opts.expect?.type === 'absent') return false;
+    const want = opts.expect?.type === 'revision' ? opts.expect.revision : undefined;
+    return this.locked(() => {
+      if (at.kind === 'lease') {
+        const cur = this.readEnvelope(at.name);
+        if (cur === undefined) return false;
+        if (opts.owner !== undefined && (cur === 'garbage' || cur.token !== opts.owner)) return false;
+        if (want !== undefined && (cur === 'garbage' || BigInt(cur.revision) !== want)) return false;
+        return this.deleteLocked(at.name);
+      }
+      if (this.readPlain(key, at.path) === undefined) return false;
+      if (opts.owner !== undefined && opts.owner !== '') return false;
+      if (want !== undefined && this.plainRevision(key) !== want) return false;
+      this.commit('del', key, () => {
+        unlinkSync(at.path);
+        // Empty folders (a namespace with no policies left) go too, up to the store root.
+        for (let dir = dirname(at.path); dir.startsWith(this.root + '/'); dir = dirname(dir)) {
+          try { rmdirSync(dir); } catch { break; }
+        }
+      });
+      return true;
+    });
+  }
+
+  watch(prefix: string, afterRevision: bigint, onEvent: (ev: KvEvent) => void, onState?: (s: KvWatchState) => void): KvWatch {
+    const w = new FileWatch(this, this.root, this.logPath, checkPrefix(prefix), afterRevision, onEvent, () => this.watches.delete(w));
+    this.watches.add(w);
+    onState?.({ type: 'connected' });
+    return w;
+  }
+
+  // ---- the SubnetStore view ----
 
   async getConfig(): Promise<string | undefined> {
     return readIfExists(join(this.root, 'config'));
   }
 
   async putConfig(text: string): Promise<void> {
-    await this.locked(() => atomicWrite(join(this.root, 'config'), text));
+    await this.put('config', text);
   }
 
   async listSubnets(_opts?: ListOptions): Promise<{ revision: bigint; entries: RawEntry[] }> {
-    // Revision first: anything written after it shows up again through the watch.
-    const revision = this.currentRevision();
-    const now = Date.now();
-    const entries: RawEntry[] = [];
-    for (const name of this.subnetKeys()) {
-      const e = this.readLive(name, now);
-      if (e) entries.push(e);
-    }
-    return { revision, entries };
+    const { revision, entries } = await this.list(SUBNETS);
+    return { revision, entries: entries.flatMap((e) => rawEntryOf(e) ?? []) };
   }
 
   async getSubnet(subnet: Cidr): Promise<RawEntry | undefined> {
     const key = subnetKey(subnet);
     const e = this.readLive(key);
-    if (e !== undefined) return e;
+    if (e !== undefined) return rawEntryOf(e);
     const dual = this.dualStackKey(key);
-    return dual === undefined ? undefined : this.readLive(dual);
+    const d = dual === undefined ? undefined : this.readLive(dual);
+    return d === undefined ? undefined : rawEntryOf(d);
   }
 
   /**
@@ -336,14 +535,10 @@ export class FileStore implements SubnetStore {
     const key = subnetKey(subnet);
     return this.locked((): WriteResult => {
       const now = Date.now();
-      const cur = this.readEnvelope(key);
-      const live = cur !== undefined && cur !== 'garbage' && (cur.expiresAt === null || cur.expiresAt > now) ? cur : undefined;
-      if (expect.type === 'absent' && (live || cur === 'garbage' || this.liveDualStack(key, now))) return { type: 'conflict' };
-      if (expect.type === 'revision' && (!live || BigInt(live.revision) !== expect.revision)) return { type: 'conflict' };
-      const token = ttlSeconds === null ? '' : randomBytes(8).toString('hex');
-      const expiresAt = ttlSeconds === null ? null : now + ttlSeconds * 1000;
-      const revision = this.commit('put', key, (rev) => this.writeEnvelope(key, { value, expiresAt, revision: String(rev), token }));
-      return { type: 'written', held: { subnet, value, revision, token, ttlSeconds, expiresAt } };
+      if (expect.type === 'absent' && this.liveDualStack(key, now)) return { type: 'conflict' };
+      const r = this.putLeaseLocked(key, value, ttlSeconds, expect, now);
+      if (r.type === 'conflict') return r;
+      return { type: 'written', held: { subnet, value, revision: r.revision, token: r.owner, ttlSeconds, expiresAt: r.expiresAt } };
     });
   }
 
@@ -411,7 +606,7 @@ export class FileStore implements SubnetStore {
         return { type: 'lost', reason: `lease ${formatCidr(held.subnet)} expired before it was renewed` };
       }
       const expiresAt = now + ttl * 1000;
-      const revision = this.commit('put', key, (rev) => this.writeEnvelope(key, { ...cur, expiresAt, revision: String(rev) }));
+      const revision = this.commit('put', SUBNETS + key, (rev) => this.writeEnvelope(key, { ...cur, expiresAt, revision: String(rev) }));
       return { type: 'renewed', held: { ...held, revision, expiresAt } };
     });
   }
@@ -421,7 +616,7 @@ export class FileStore implements SubnetStore {
     return this.locked(() => {
       const cur = this.readEnvelope(key);
       if (cur === undefined || cur === 'garbage' || cur.token !== held.token) return false;
-      this.commit('del', key, () => unlinkSync(join(this.subnetsDir, key)));
+      this.commit('del', SUBNETS + key, () => unlinkSync(join(this.subnetsDir, key)));
       return true;
     });
   }
@@ -438,7 +633,7 @@ export class FileStore implements SubnetStore {
   private deleteLocked(key: string): boolean {
     const path = join(this.subnetsDir, key);
     if (!existsSync(path)) return false;
-    this.commit('del', key, () => unlinkSync(path));
+    this.commit('del', SUBNETS + key, () => unlinkSync(path));
     return true;
   }
 
@@ -460,10 +655,12 @@ export class FileStore implements SubnetStore {
   }
 
   watchSubnets(afterRevision: bigint, onEvent: (ev: StoreEvent) => void, onState?: (s: WatchState) => void): RawWatch {
-    const w = new FileWatch(this, this.root, this.logPath, afterRevision, onEvent, () => this.watches.delete(w));
-    this.watches.add(w);
-    onState?.({ type: 'connected' });
-    return w;
+    return this.watch(SUBNETS, afterRevision, (ev) => {
+      if (ev.type === 'resync') { onEvent(ev); return; }
+      if (ev.type === 'put') { const entry = rawEntryOf(ev.entry); if (entry) onEvent({ type: 'put', entry }); return; }
+      const subnet = parseSubnetKey(ev.key.slice(SUBNETS.length));
+      if (subnet) onEvent({ type: 'delete', subnet, revision: ev.revision });
+    }, onState);
   }
 
   async close(): Promise<void> {
@@ -472,15 +669,16 @@ export class FileStore implements SubnetStore {
 }
 
 /**
- * Tails changes.log and turns lines into events. Lapsed TTLs are not in the log: the consumer
- * (LeaseWatcher) times them from each entry's expiresAt and confirms with getSubnet. Lease files
- * removed or dropped in by hand are not in the log either: a listing of the directory every
- * SWEEP_MS finds them (a node whose own lease file was deleted would otherwise learn it at its
- * next renewal, hours later, while another node could be handed the subnet).
+ * Tails changes.log and turns the lines of keys under its prefix into events. Lapsed TTLs are not
+ * in the log: the consumer (LeaseWatcher) times them from each entry's expiresAt and confirms with
+ * getSubnet. Lease files removed or dropped in by hand are not in the log either: a watch of
+ * subnets/ lists the directory every SWEEP_MS to find them (a node whose own lease file was
+ * deleted would otherwise learn it at its next renewal, hours later, while another node could be
+ * handed the subnet).
  */
-class FileWatch implements RawWatch {
-  /** The lease keys on disk at the last sweep. */
-  private onDisk: Set<string>;
+class FileWatch implements KvWatch {
+  /** The lease names on disk at the last sweep (a watch of subnets/ only). */
+  private onDisk: Set<string> | undefined;
   private lastSweep = Date.now();
   private fd: number | undefined;
   private ino = -1;
@@ -496,12 +694,13 @@ class FileWatch implements RawWatch {
     private readonly store: FileStore,
     dir: string,
     private readonly logPath: string,
+    private readonly prefix: string,
     afterRevision: bigint,
-    private readonly onEvent: (ev: StoreEvent) => void,
+    private readonly onEvent: (ev: KvEvent) => void,
     private readonly onClose: () => void,
   ) {
     this.lastRev = afterRevision;
-    this.onDisk = new Set(store.fileNames());
+    if (prefix === SUBNETS) this.onDisk = new Set(store.fileNames());
     this.openLog();
     this.timer = setInterval(() => this.tick(), POLL_MS);
     this.timer.unref?.();
@@ -578,11 +777,13 @@ class FileWatch implements RawWatch {
       if (s2 < 0) continue;
       const revS = line.slice(0, s1);
       const s3 = line.indexOf(' ', s2 + 1);
-      const key = s3 < 0 ? line.slice(s2 + 1) : line.slice(s2 + 1, s3);
-      if (!key || !/^\d+$/.test(revS)) continue;
+      const logged = s3 < 0 ? line.slice(s2 + 1) : line.slice(s2 + 1, s3);
+      if (!logged || !/^\d+$/.test(revS)) continue;
       const rev = BigInt(revS);
       if (rev <= this.lastRev) continue;
       this.lastRev = rev;
+      const key = keyOfLogKey(logged);
+      if (!key.startsWith(this.prefix)) continue;
       changed.delete(key); // keep the map in log order of each key's last change
       changed.set(key, { rev, envelope: s3 < 0 || line.slice(s1 + 1, s2) !== 'put' ? undefined : line.slice(s3 + 1) });
     }
@@ -600,37 +801,37 @@ class FileWatch implements RawWatch {
    */
   private sweep(): void {
     this.lastSweep = Date.now();
+    if (this.onDisk === undefined) return;
     // Names only: thousands of leases cost a directory read, and only a changed name is parsed.
     const now = new Set(this.store.fileNames());
-    for (const key of this.onDisk) {
+    for (const name of this.onDisk) {
       if (this.closed) return;
-      const subnet = now.has(key) ? undefined : parseSubnetKey(key);
-      if (subnet) this.onEvent({ type: 'delete', subnet, revision: this.lastRev });
+      if (!now.has(name)) this.onEvent({ type: 'delete', key: SUBNETS + name, revision: this.lastRev });
     }
-    for (const key of now) {
+    for (const name of now) {
       if (this.closed) return;
-      if (!this.onDisk.has(key)) this.emitCurrent(key, this.lastRev, undefined);
+      if (!this.onDisk.has(name)) this.emitCurrent(SUBNETS + name, this.lastRev, undefined);
     }
     this.onDisk = now;
   }
 
   /** The key's state as of its last line: the line's envelope, or else the key's file. */
   private emitCurrent(key: string, rev: bigint, envelopeText: string | undefined): void {
-    const subnet = parseSubnetKey(key);
-    if (!subnet) return;
-    let envelope: Envelope | undefined;
-    if (envelopeText !== undefined) {
-      try {
-        const e = parseEnvelope(JSON.parse(envelopeText));
-        if (typeof e !== 'string') envelope = e;
-      } catch { /* not one we wrote: read the file instead */ }
-    }
-    const entry = envelope !== undefined ? this.store.liveEntry(key, subnet, envelope) : this.store.readLive(key);
-    if (entry) {
-      this.onEvent({ type: 'put', entry });
+    let entry: KvEntry | undefined;
+    if (key.startsWith(SUBNETS)) {
+      const name = key.slice(SUBNETS.length);
+      let envelope: Envelope | undefined;
+      if (envelopeText !== undefined) {
+        try {
+          const e = parseEnvelope(JSON.parse(envelopeText));
+          if (typeof e !== 'string') envelope = e;
+        } catch { /* not one we wrote: read the file instead */ }
+      }
+      entry = envelope !== undefined ? this.store.liveEntry(name, envelope) : this.store.readLive(name);
     } else {
-      this.onEvent({ type: 'delete', subnet, revision: rev });
+      entry = this.store.readPlainEntry(key, rev);
     }
+    this.onEvent(entry ? { type: 'put', entry } : { type: 'delete', key, revision: rev });
   }
 
   async close(): Promise<void> {
