@@ -16,6 +16,7 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   uninstall: async () => (await import('./install.js')).uninstallCommand,
   bgp: async () => (await import('./bgp.js')).bgpCommand,
   kube: async () => (await import('./kube.js')).kubeCommand,
+  doctor: async () => (await import('./doctor.js')).doctorCommand,
 };
 
 const summaries: Record<string, string> = {
@@ -30,6 +31,7 @@ const summaries: Record<string, string> = {
   uninstall: 'remove exactly what weftctl install wrote',
   bgp: 'BGP sessions of the local weftd (bgp backend): state, uptime, prefixes',
   kube: 'a throwaway Kubernetes control plane (etcd + kube-apiserver) for tests and labs',
+  doctor: 'why pod A cannot reach pod B: each hop of the path, OK or the broken link and its fix',
 };
 
 function topHelp(): string {
