@@ -2,6 +2,7 @@
 // or this node's endpoint records and CNI cache), reads the store once, walks the path
 // (src/doctor) and prints each hop. Read-only.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import type { CliCommand } from './command.js';
 import { parseCommandArgs } from './args.js';
 import { ExitCode, UsageError } from './command.js';
@@ -135,7 +136,10 @@ export const doctorCommand: CliCommand = {
       });
       store = { settings: storeSettingsFrom(v), flags: flagText(v) };
     }
-    const view = await readStore(store.settings);
+    // An agent-less lab (macvlan) never made a store: nothing to read, nothing to warn about.
+    const view = store.settings.type === 'file' && v.lab !== undefined && !existsSync(store.settings.dir)
+      ? { leases: [], backend: undefined, world: undefined, problems: [] }
+      : await readStore(store.settings);
     const report = await runDoctor({ topology, src: srcQuery, dst: dstQuery, probe, store: view, storeFlags: store.flags });
     process.stdout.write(v.json ? JSON.stringify(report, null, 2) + '\n' : renderReport(report));
     return report.ok ? ExitCode.Ok : ExitCode.Failure;

@@ -37,7 +37,7 @@ export function policyHop(ctx: DoctorContext): Hop {
   const where = 'policy';
   const title = `NetworkPolicy for ${describeConn(ctx)}`;
   const world = ctx.world;
-  if (!world) return { id: 'policy', where, title, status: 'skip', detail: 'the store\'s policies could not be read' };
+  if (!world) return { id: 'policy', where, title, status: 'skip', detail: 'no policies to evaluate: no agent in this network, or the store could not be read (see the store hop)' };
   const conn = { src: ctx.src.ip, dst: ctx.dst.ip, protocol: ctx.probe.protocol, port: ctx.probe.port };
   const srcEp = endpointAt(world, ctx.src.ip);
   const dstEp = endpointAt(world, ctx.dst.ip);
