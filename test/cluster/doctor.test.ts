@@ -103,6 +103,25 @@ describe('weftctl doctor on a vxlan lab', { timeout: 180_000 }, () => {
     assert.ok(r.report.hops.filter((h) => h.status === 'ok').length >= 12, r.text);
   });
 
+  it('works on a node without --lab: pods from its endpoint records and CNI cache, peers from the store', () => {
+    const dir = stateDir(name);
+    const r = spawnSync('ip', ['netns', 'exec', hostNs(0), WEFTCTL, 'doctor', 'lab/h0c0', 'lab/h1c0', '--json',
+      '--store', 'file', '--store-dir', join(dir, 'store'), '--subnet-file', join(dir, 'hosts', 'h0', 'subnet.env'),
+      '--cache-dir', join(dir, 'hosts', 'h0', 'cni-cache'), '--node-name', 'h0', '--health-addr', '127.0.0.1:9417'], { encoding: 'utf8', env: cleanEnv(), timeout: 30_000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const report = JSON.parse(r.stdout) as DoctorReport;
+    const status = (id: string) => report.hops.find((h) => h.id === id)?.status;
+    // The source pod's namespace was found (through the cached CNI result), so its side was looked at.
+    assert.equal(status('src-pod-interface'), 'ok');
+    assert.equal(status('vxlan-fdb'), 'ok');
+    assert.equal(status('src-agent'), 'ok');
+    // The destination lives on another node: seen through the store only.
+    assert.equal(report.dst.node, 'h1');
+    assert.equal(status('dst-pod-interface'), 'skip');
+    assert.equal(status('dst-agent'), 'skip');
+    assert.equal(status('peer-lease'), 'ok');
+  });
+
   it('names the deleted route to the peer subnet, and its fix puts it back', () => {
     const h1 = rec.hostList[1];
     assert.ok(h1?.subnet);
