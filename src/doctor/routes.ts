@@ -1,6 +1,7 @@
 // The routed backends on the source node: host-gw (a proto-87 route to the peer's subnet via its
-// PublicIP), bgp (a proto-88 route learnt from a BGP peer) and udp (a proto-87 route into the TUN
-// device). Only the route is weft's here; the rest is the underlay's.
+// PublicIP), bgp (a proto-88 route learnt from a BGP peer) and udp (the Network routed into its
+// TUN device; the per-peer table lives inside weftd). Only the route is weft's here; the rest is
+// the underlay's.
 import { cidrContainsCidr, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../net/ip.js';
 import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
 import type { Lease } from '../store/lease.js';
@@ -26,15 +27,25 @@ export function routedBackendHops(ctx: DoctorContext, node: DoctorNode, lease: L
         fix: `${node.nsName !== undefined ? `ip netns exec ${node.nsName} ` : ''}weftctl bgp  (are the sessions Established? does the peer announce ${subnet}?)`,
       }];
     }
+    if (type === 'udp') {
+      // udp routes the whole Network into its TUN device; which peer gets a packet is weftd's own table.
+      const dev = r?.oif !== undefined ? nl.getLink(r.oif) : undefined;
+      if (r && routeIsUnicast(r) && dev?.kind === 'tun') {
+        return [{ id: 'backend-route', where, title, status: 'ok', detail: `${describeRoute(nl, r)} (the peer table is inside weftd)` }];
+      }
+      return [{
+        id: 'backend-route', where, title, status: 'fail', detail: `${seen}, not into weft's TUN device`,
+        cause: `${node.name} does not hand ${ctx.dst.name}'s traffic to weftd's udp tunnel${repairHint(ctx, node)}`,
+        fix: `restart weftd on ${node.name} (it re-creates the device and its route)`,
+      }];
+    }
     const ok = r !== undefined && r.protocol === WEFT_ROUTE_PROTOCOL && cidrEquals(networkOf(r.dst), lease.subnet)
       && (type !== 'host-gw' || (r.gateway !== undefined && ipEquals(r.gateway, lease.attrs.publicIP)));
     if (ok) return [{ id: 'backend-route', where, title, status: 'ok', detail: describeRoute(nl, r) }];
     return [{
       id: 'backend-route', where, title, status: 'fail', detail: seen,
       cause: `${node.name} has no weft route to ${ctx.dst.name}'s subnet${repairHint(ctx, node)}`,
-      fix: type === 'host-gw'
-        ? `${ipCmd(node)} route replace ${subnet} via ${formatIP(lease.attrs.publicIP)} proto ${WEFT_ROUTE_PROTOCOL}`
-        : `restart weftd on ${node.name}`,
+      fix: `${ipCmd(node)} route replace ${subnet} via ${formatIP(lease.attrs.publicIP)} proto ${WEFT_ROUTE_PROTOCOL}`,
     }];
   });
 }
