@@ -20,6 +20,7 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   bgp: async () => (await import('./bgp.js')).bgpCommand,
   status: async () => (await import('./status.js')).statusCommand,
   kube: async () => (await import('./kube.js')).kubeCommand,
+  doctor: async () => (await import('./doctor.js')).doctorCommand,
 };
 
 const summaries: Record<string, string> = {
@@ -35,6 +36,7 @@ const summaries: Record<string, string> = {
   status: 'this node: lease, backend, peers, last repair, policy, CNI fast path, store',
   bgp: 'BGP sessions of the local weftd (bgp backend): state, uptime, prefixes',
   kube: 'a throwaway Kubernetes control plane (etcd + kube-apiserver) for tests and labs',
+  doctor: 'why pod A cannot reach pod B: each hop of the path, OK or the broken link and its fix',
 };
 
 function topHelp(): string {

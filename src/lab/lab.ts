@@ -263,7 +263,9 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
       const r = await execIn(h.ns, [
         WEFTCTL_BIN, 'cni', 'add', '--conf', dirs.conflist(h.index), '--netns', netnsPath(c.ns),
         '--container-id', c.containerId, '--cache-dir', dirs.cniCache(h.index), '--cni-path', `${CNI_BIN_DIR}:/usr/lib/cni`,
-        ...(kube ? ['--args', kubeletCniArgs(c.name)] : []),
+        // Every store: the endpoint records then name the pod (lab/h0c1), so NetworkPolicy
+        // applied with weftctl policy selects lab pods in file and etcd labs too.
+        '--args', kubeletCniArgs(c.name),
       ], { timeoutMs: 30_000 });
       if (r.code !== 0) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} on h${h.index} failed: ${r.stderr.trim() || r.stdout.trim()}`);
       const result = JSON.parse(r.stdout) as { ips?: Array<{ address?: string }> };
