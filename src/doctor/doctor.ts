@@ -38,7 +38,8 @@ export async function readStore(settings: StoreSettings): Promise<StoreView> {
       const text = await store.getConfig();
       if (text !== undefined) {
         const cfg = parseNetworkConfig(text);
-        backend = { type: cfg.backend.type, settings: cfg.backend.settings };
+        // Each backend's parsed settings object (its own keys with defaults), read here by key.
+        backend = { type: cfg.backend.type, settings: cfg.backend.settings as Readonly<Record<string, unknown>> };
       }
       const { entries } = await store.listSubnets({ withExpiry: true });
       for (const e of entries) {
