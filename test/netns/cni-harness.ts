@@ -4,11 +4,13 @@
 // namespace. nsenter is used rather than `ip netns exec`: it only switches the network
 // namespace (no private mount namespace + sysfs remount per process), which keeps 100
 // concurrent plugin starts cheap.
+import { after, before } from 'node:test';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ipJson } from '../../src/netns/testing.js';
+import { ipJson, NetnsPool } from '../../src/netns/testing.js';
 import { netnsPath } from '../../src/netns/index.js';
 
 export const REPO = resolve(fileURLToPath(import.meta.url), '../../../..');
@@ -34,6 +36,21 @@ function childEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv 
 }
 
 /** A namespace path as is; a bare name means /run/netns/NAME. */
+/**
+ * A test file's namespaces (prefix `prefix`) and scratch directory (`<tmp>/<dirName>-…`), made
+ * before its tests and removed after them, even when one fails.
+ */
+export function cniSuite(prefix: string, dirName = prefix): { readonly pool: NetnsPool; dir(): string } {
+  const pool = new NetnsPool(prefix);
+  let dir = '';
+  before(() => { dir = mkdtempSync(join(tmpdir(), `${dirName}-`)); });
+  after(() => {
+    pool.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { pool, dir: () => dir };
+}
+
 export function nsPathOf(ns: string): string {
   return ns.startsWith('/') ? ns : netnsPath(ns);
 }

@@ -4,7 +4,9 @@
 // with the cached result, DEL in reverse, runtimeConfig only for declared capabilities), from a
 // current directory outside the checkout, with a minimal PATH and nothing else in the
 // environment but the CNI_* variables.
-import { spawn, spawnSync } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { parseEnvFile } from '../../src/install/files.js';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +46,28 @@ export function installInto(root: string, args: readonly string[] = []): Install
     subnetFile: join(root, 'run/weft/subnet.env'),
     stdout: r.stdout,
   };
+}
+
+/** The [Service] keys systemd would act on, read from the installed unit. */
+export function unitService(path: string): { env: Record<string, string>; pre: string[][]; start: string[] } {
+  const text = readFileSync(path, 'utf8');
+  const service = text.split(/^\[Service\]$/m)[1]?.split(/^\[/m)[0] ?? '';
+  const values = (key: string) => [...service.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]!.trim());
+  const env: Record<string, string> = {};
+  for (const f of values('EnvironmentFile')) for (const [k, v] of parseEnvFile(readFileSync(f, 'utf8'))) env[k] = v;
+  const start = values('ExecStart')[0];
+  assert.ok(start, 'the unit has an ExecStart');
+  return { env, pre: values('ExecStartPre').map((l) => l.split(/\s+/)), start: start.split(/\s+/) };
+}
+
+/** SIGTERM to a process this test started (SIGKILL after 10 s), resolved once it has exited. */
+export async function stopProcess(p: ChildProcess | undefined): Promise<void> {
+  if (!p || p.exitCode !== null || p.signalCode !== null || p.pid === undefined) return;
+  const exited = new Promise<void>((r) => p.on('exit', () => r()));
+  process.kill(p.pid, 'SIGTERM');
+  const t = setTimeout(() => { if (p.pid !== undefined && p.exitCode === null) process.kill(p.pid, 'SIGKILL'); }, 10_000);
+  await exited;
+  clearTimeout(t);
 }
 
 export function uninstallFrom(root: string): string {
