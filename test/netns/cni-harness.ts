@@ -57,11 +57,19 @@ export function nsPathOf(ns: string): string {
 
 /** Runs argv inside a network namespace (path or name), feeding stdin; never rejects on exit codes. */
 export function runInNs(ns: string, argv: readonly string[], env: Record<string, string | undefined>, stdin = '', timeoutMs = 30_000): Promise<ProcRun> {
+  return spawnInNs(nsPathOf(ns), argv, { env: childEnv(env), stdin, timeoutMs });
+}
+
+/**
+ * The one way test code runs a program in a namespace: nsenter (which execs, so the process is
+ * the program itself), stdin fed, output collected, killed after timeoutMs.
+ */
+export function spawnInNs(nsPath: string, argv: readonly string[], o: { env: NodeJS.ProcessEnv; cwd?: string; stdin?: string; timeoutMs?: number }): Promise<ProcRun> {
   return new Promise((res, rej) => {
-    const child = spawn('nsenter', [`--net=${nsPathOf(ns)}`, '--', ...argv], { env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('/usr/bin/nsenter', [`--net=${nsPath}`, '--', ...argv], { env: o.env, ...(o.cwd !== undefined && { cwd: o.cwd }), stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 30_000);
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
     child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
     child.on('error', (e) => { clearTimeout(timer); rej(e); });
@@ -70,7 +78,7 @@ export function runInNs(ns: string, argv: readonly string[], env: Record<string,
       res({ code: code ?? (signal ? 128 : -1), stdout, stderr });
     });
     child.stdin.on('error', () => { /* the child may exit before reading stdin (e.g. env errors) */ });
-    child.stdin.end(stdin);
+    child.stdin.end(o.stdin ?? '');
   });
 }
 

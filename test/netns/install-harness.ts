@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { parseEnvFile } from '../../src/install/files.js';
+import { spawnInNs } from './cni-harness.js';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,26 +90,12 @@ export interface Exec {
  * Runs `argv` inside the namespace at `nsPath` (nsenter by absolute path; it execs, so the
  * process is the program itself) with exactly `env` and the given current directory.
  */
-export function execIn(nsPath: string, argv: readonly string[], env: Record<string, string>, cwd: string, stdin = '', timeoutMs = 30_000): Promise<Exec> {
-  return new Promise((res, rej) => {
-    const child = spawn('/usr/bin/nsenter', [`--net=${nsPath}`, '--', ...argv], { env: { PATH: MINIMAL_PATH, ...env }, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
-    child.on('error', (e) => { clearTimeout(timer); rej(e); });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const out: Exec = { code: code ?? (signal ? 128 : -1), stdout, stderr };
-      try {
-        if (stdout.trim() !== '') out.json = JSON.parse(stdout) as Record<string, unknown>;
-      } catch { /* not JSON */ }
-      res(out);
-    });
-    child.stdin.on('error', () => { /* a plugin may exit before reading stdin */ });
-    child.stdin.end(stdin);
-  });
+export async function execIn(nsPath: string, argv: readonly string[], env: Record<string, string>, cwd: string, stdin = '', timeoutMs = 30_000): Promise<Exec> {
+  const out: Exec = await spawnInNs(nsPath, argv, { env: { PATH: MINIMAL_PATH, ...env }, cwd, stdin, timeoutMs });
+  try {
+    if (out.stdout.trim() !== '') out.json = JSON.parse(out.stdout) as Record<string, unknown>;
+  } catch { /* not JSON */ }
+  return out;
 }
 
 export interface Attachment {
