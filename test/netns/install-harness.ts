@@ -5,7 +5,7 @@
 // current directory outside the checkout, with a minimal PATH and nothing else in the
 // environment but the CNI_* variables.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { parseEnvFile } from '../../src/install/files.js';
 import { spawnInNs } from './cni-harness.js';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
