@@ -81,7 +81,7 @@ describe('weftctl config and leases', () => {
     assert.equal(run(['leases', 'release', '10.80.200.0/24', ...flags]).code, 0);
     assert.equal(run(['leases', 'release', '10.80.200.0/24', ...flags]).code, 1);
     assert.equal(run(['leases', 'bogus', ...flags]).code, 2);
-    assert.equal(run(['leases', 'list', '--store', 'zookeeper']).code, 1);
+    assert.equal(run(['leases', 'list', '--store', 'zookeeper']).code, 2, 'a bad --store is a usage error like any other bad flag');
   });
 
   it('works against etcd too', () => {
