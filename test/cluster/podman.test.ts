@@ -16,15 +16,18 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, copyFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createNamedNetns, deleteNamedNetns, netnsPath } from '../../src/netns/index.js';
-import { cidrContains, networkOf, parseCidr, parseIP, type Cidr } from '../../src/net/ip.js';
+import { deleteNamedNetns, netnsPath } from '../../src/netns/index.js';
+import { cidrContains, formatCidr, formatIP, networkOf, parseCidr, parseIP, type Cidr } from '../../src/net/ip.js';
+import { Topology } from '../../src/lab/topology.js';
 import { waitFor } from '../netns/agent-harness.js';
 import { execIn, installInto, MINIMAL_PATH, stopProcess, uninstallFrom, unitService, type Installed } from '../netns/install-harness.js';
 
 const HAVE_PODMAN = existsSync('/usr/bin/podman') && existsSync('/usr/sbin/runc') && existsSync('/bin/busybox');
 const id = randomBytes(3).toString('hex');
-const HOST_NS = `wpd${id}-h`;
-const HOST_IP = '198.18.77.1';
+let topo: Topology | undefined;
+/** The host's namespace name and its underlay address (the lab Topology's host 0). */
+let HOST_NS = '';
+let HOST_IP = '';
 const IMAGE = `localhost/wpd-busybox:${id}`;
 let work = '';
 let inst: Installed | undefined;
@@ -50,8 +53,8 @@ function podman(args: readonly string[], timeoutMs = 60_000): Promise<{ code: nu
 }
 
 function hostVethCount(): number {
-  const links = JSON.parse(spawnSync('ip', ['-n', HOST_NS, '-j', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }).stdout || '[]') as unknown[];
-  return links.length;
+  const links = JSON.parse(spawnSync('ip', ['-n', HOST_NS, '-j', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }).stdout || '[]') as Array<{ ifname: string }>;
+  return links.filter((l) => l.ifname !== 'eth0').length; // eth0: the host's own underlay veth
 }
 
 function allocations(): string[] {
@@ -64,6 +67,17 @@ function portmapRules(): string[] {
   return r.stdout.split('\n').filter((l) => l.startsWith('-A CNI-DN-') || l.startsWith('-A CNI-HOSTPORT-DNAT') && l.includes('CNI-DN-'));
 }
 
+/**
+ * An HTTP GET as a shell line for busybox (whose wget crashes here with -T): the body after the
+ * headers, or undefined when nothing answered.
+ */
+const HTTP_GET = (ip: string, port: number) => `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${ip} ${port}`;
+function httpBody(r: { code: number; stdout: string }): string | undefined {
+  if (r.code !== 0) return undefined;
+  const i = r.stdout.indexOf('\r\n\r\n');
+  return i < 0 ? undefined : r.stdout.slice(i + 4).trim();
+}
+
 function newNamespaces(): string[] {
   return readdirSync('/run/netns').filter((n) => !nsBefore.has(n) && n !== HOST_NS);
 }
@@ -71,14 +85,11 @@ function newNamespaces(): string[] {
 before(async () => {
   if (!HAVE_PODMAN) return;
   work = mkdtempSync(join(tmpdir(), 'wpd-'));
+  // The host: the lab's topology with one host (eth0 on an underlay switch, a default route).
+  topo = Topology.create({ prefix: 'wpd', hosts: 1 });
+  HOST_NS = topo.host(0).ns;
+  HOST_IP = formatIP(topo.host(0).ip);
   nsBefore = new Set(readdirSync('/run/netns'));
-  // The host: one underlay interface (a dummy is enough: one node, the hostPort on its address).
-  createNamedNetns(HOST_NS);
-  for (const argv of [
-    ['link', 'set', 'lo', 'up'], ['link', 'add', 'eth0', 'type', 'dummy'], ['addr', 'add', `${HOST_IP}/24`, 'dev', 'eth0'],
-    ['link', 'set', 'eth0', 'up'], ['route', 'add', 'default', 'via', '198.18.77.254', 'dev', 'eth0', 'onlink'],
-  ]) assert.equal(spawnSync('ip', ['-n', HOST_NS, ...argv]).status, 0, argv.join(' '));
-  spawnSync('ip', ['netns', 'exec', HOST_NS, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   inst = installInto(join(work, 'root'), [
     '--store', 'file', '--store-dir', join(work, 'store'), '--iface', 'eth0', '--node-name', 'podhost',
     '--backend', 'host-gw', '--pod-network', '10.77.0.0/16', '--subnet-len', '24',
@@ -109,7 +120,7 @@ before(async () => {
   const rootfs = join(work, 'rootfs');
   mkdirSync(join(rootfs, 'bin'), { recursive: true });
   copyFileSync('/bin/busybox', join(rootfs, 'bin/busybox'));
-  for (const applet of ['sh', 'httpd', 'wget', 'mkdir', 'ip', 'sleep']) symlinkSync('busybox', join(rootfs, 'bin', applet));
+  for (const applet of ['sh', 'httpd', 'nc', 'printf', 'mkdir', 'sleep']) symlinkSync('busybox', join(rootfs, 'bin', applet));
   assert.equal(spawnSync('tar', ['-C', rootfs, '-cf', join(work, 'rootfs.tar'), '.']).status, 0);
   const imported = await podman(['import', join(work, 'rootfs.tar'), IMAGE]);
   assert.equal(imported.code, 0, imported.stderr);
@@ -126,7 +137,7 @@ after(async () => {
     if (mnt && work && mnt.startsWith(work)) spawnSync('umount', ['-l', mnt]);
   }
   for (const n of newNamespaces()) if (n.startsWith('cni-')) deleteNamedNetns(n);
-  deleteNamedNetns(HOST_NS);
+  topo?.destroy();
   if (inst) {
     try { uninstallFrom(inst.root); } catch { /* removed with the work dir */ }
   }
@@ -142,11 +153,9 @@ describe('podman 4.3 (CNI backend) with the installed weft conflist', { skip: !H
     assert.equal(run.code, 0, run.stderr);
     // From inside the container to the host's address and the published port: DNAT sends it back
     // out of the bridge port it came in on.
-    const got = await waitFor('the container fetching its own hostPort', async () => {
-      const r = await podman(['exec', `wpd${id}-self`, '/bin/wget', '-q', '-T', '2', '-O', '-', `http://${HOST_IP}:8080/`]);
-      return r.code === 0 ? r.stdout : undefined;
-    }, 20_000, 300);
-    assert.equal(got.trim(), 'pong');
+    const got = await waitFor('the container fetching its own hostPort', async () =>
+      httpBody(await podman(['exec', `wpd${id}-self`, '/bin/sh', '-c', HTTP_GET(HOST_IP, 8080)])), 20_000, 300);
+    assert.equal(got, 'pong');
     const rm = await podman(['rm', '-f', '-t', '0', `wpd${id}-self`]);
     assert.equal(rm.code, 0, rm.stderr);
   });
@@ -162,15 +171,13 @@ describe('podman 4.3 (CNI backend) with the installed weft conflist', { skip: !H
       return r.stdout.trim();
     }));
     assert.equal(new Set(ips).size, 20, `20 distinct addresses: ${ips.join(' ')}`);
-    for (const ip of ips) assert.ok(cidrContains(subnet!, parseIP(ip)), `${ip} in ${JSON.stringify(subnet)}`);
+    for (const ip of ips) assert.ok(cidrContains(subnet!, parseIP(ip)), `${ip} in ${formatCidr(subnet!)}`);
     assert.equal(allocations().length, 20);
     assert.equal(hostVethCount(), 20);
     // Each answers on its published port from the host.
     for (const [i, n] of names.entries()) {
-      const body = await waitFor(`${n} on hostPort ${9100 + i}`, async () => {
-        const r = await execIn(netnsPath(HOST_NS), ['/bin/busybox', 'wget', '-q', '-T', '2', '-O', '-', `http://${HOST_IP}:${9100 + i}/`], {}, work);
-        return r.code === 0 ? r.stdout.trim() : undefined;
-      }, 20_000, 200);
+      const body = await waitFor(`${n} on hostPort ${9100 + i}`, async () =>
+        httpBody(await execIn(netnsPath(HOST_NS), ['/bin/busybox', 'sh', '-c', HTTP_GET(HOST_IP, 9100 + i)], {}, work)), 20_000, 200);
       assert.equal(body, n);
     }
     const rm = await podman(['rm', '-f', '-t', '0', ...names], 120_000);
