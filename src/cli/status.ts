@@ -3,9 +3,9 @@
 // (weft's routes), whether the CNI fast path answers, and BGP sessions on the bgp backend. Each
 // source is read on its own, so a weftd that is down still leaves the rest to look at.
 import { connect } from 'node:net';
-import { parseArgs } from 'node:util';
 import type { CliCommand } from './command.js';
-import { ExitCode, UsageError } from './command.js';
+import { ExitCode } from './command.js';
+import { parseCommandArgs } from './args.js';
 import { DEFAULT_BGP_STATUS_ADDR, fetchBgpStatus, formatUptime, weftdGet, type BgpStatusDoc } from './bgp.js';
 import { DEFAULT_SUBNET_FILE, loadSubnetEnv, type SubnetEnv } from '../cni/subnet-env.js';
 import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
@@ -193,12 +193,7 @@ export const statusCommand: CliCommand = {
   summary: 'this node: lease, backend, peers, last repair, policy, CNI fast path, store (like calicoctl node status)',
   help,
   async run(argv) {
-    let values: { addr?: string | undefined; 'subnet-file'?: string | undefined; json?: boolean | undefined };
-    try {
-      values = parseArgs({ args: argv, options: { addr: { type: 'string' }, 'subnet-file': { type: 'string' }, json: { type: 'boolean' } }, strict: true, allowPositionals: false }).values;
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    const { values } = parseCommandArgs(argv, { addr: { type: 'string' }, 'subnet-file': { type: 'string' }, json: { type: 'boolean' } } as const, 0);
     const envAddr = process.env.WEFTD_HEALTH_ADDR;
     const addr = values.addr ?? (envAddr !== undefined && envAddr !== '' ? envAddr : DEFAULT_BGP_STATUS_ADDR);
     const s = await nodeStatus(addr, values['subnet-file'] ?? process.env.WEFTD_SUBNET_FILE ?? DEFAULT_SUBNET_FILE);

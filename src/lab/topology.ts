@@ -26,6 +26,8 @@ export interface TopologyContainer {
   readonly nsPath: string;
   readonly host: TopologyHost;
   readonly ip: IP;
+  /** The host end of its veth. */
+  readonly hostEnd: string;
 }
 
 export interface TopologyOptions {
@@ -106,30 +108,38 @@ export class Topology {
   }
 
   /**
-   * A container on `host` at the n-th address (n ≥ 2) of the host's pod subnet, behind a
-   * cni0 bridge that holds the first address (the gateway), like weft-bridge with isGateway.
+   * A container on `host` at the n-th address (n ≥ 2) of the host's pod subnet, whose first
+   * address (the gateway) is on the host: by default on a cni0 bridge, like weft-bridge with
+   * isGateway; `via: 'veth'` puts it on the container's veth itself (one container per host,
+   * no bridge — the udp backend's tests and bench measure that shorter path).
    */
-  addContainer(host: TopologyHost, subnet: Cidr, n: number, mtu: number): TopologyContainer {
+  addContainer(host: TopologyHost, subnet: Cidr, n: number, mtu: number, o: { via?: 'bridge' | 'veth' } = {}): TopologyContainer {
     const net = networkOf(subnet);
     const gw = nthAddress(net, 1);
     const ip = nthAddress(net, n);
     const ns = this.name(`c${host.index}x${n}`);
     const path = this.ns(ns);
+    const hostEnd = `v${host.index}x${n}`;
     Netlink.with(host.nsPath, (nl) => {
+      if (o.via === 'veth') {
+        nl.createVeth({ name: hostEnd, peerName: 'eth0', peerNsPath: path, mtu, up: true });
+        nl.addAddress(hostEnd, { ip: gw, prefix: net.prefix });
+        return;
+      }
       if (!nl.getLink('cni0')) {
         nl.createBridge({ name: 'cni0', mtu, up: true });
         nl.addAddress('cni0', { ip: gw, prefix: net.prefix });
       }
-      const hostEnd = `v${host.index}x${n}`;
       nl.createVeth({ name: hostEnd, peerName: 'eth0', peerNsPath: path, mtu, up: true });
       nl.setLink(hostEnd, { master: 'cni0' });
     });
     Netlink.with(path, (c) => {
+      c.setLink('lo', { up: true });
       c.addAddress('eth0', { ip, prefix: net.prefix });
       c.setLink('eth0', { up: true });
       c.addRoute({ dst: 'default', gateway: gw });
     });
-    const ct = { ns, nsPath: path, host, ip };
+    const ct = { ns, nsPath: path, host, ip, hostEnd };
     this.containers.push(ct);
     return ct;
   }

@@ -1,14 +1,13 @@
-// A topology for the udp backend's tests (test/netns/udp-*) and bench/udp.ts: an underlay
-// namespace with a bridge (198.18.0.0/24), N host namespaces wired to it (eth0 = 198.18.0.i),
-// and per host one "container" namespace on a veth (10.244.i.2/24, gateway 10.244.i.1 on the
-// host). The backends run in the calling process itself: the TUN device and the UDP socket are
+// A topology for the udp backend's tests (test/netns/udp-*) and bench/udp.ts: the lab's
+// Topology (an underlay switch, N host namespaces wired to it, eth0 = 198.18.0.i) with per host
+// one "container" namespace on a veth (10.244.i.2/24, gateway 10.244.i.1 on the host's end). The backends run in the calling process itself: the TUN device and the UDP socket are
 // created inside the host namespace natively (nsPath), so no driver process is needed.
 // Everything is removed by destroy(), even after a failure.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Netlink } from '../netlink/index.js';
-import { NetnsPool, type TestNetns } from '../netns/testing.js';
-import { runInNetns, writeSysctl } from '../netns/index.js';
-import { parseCidr, parseIP, type Cidr, type IP } from '../net/ip.js';
+import { runInNetns } from '../netns/index.js';
+import { formatIP, parseCidr, type Cidr, type IP } from '../net/ip.js';
+import { Topology } from './topology.js';
 import { networkConfigFromObject } from '../store/config.js';
 import { createLogger } from '../log.js';
 import type { HostContext } from '../backends/types.js';
@@ -19,67 +18,58 @@ const VXLAN_DEVICE = 'wup-vx';
 
 export interface TestHost {
   readonly index: number;
-  readonly ns: TestNetns;
-  readonly container: TestNetns;
+  /** The host's namespace (name and path). */
+  readonly ns: { readonly name: string; readonly path: string };
+  readonly container: { readonly name: string; readonly path: string };
   readonly nl: Netlink;
   readonly publicIP: IP;
   readonly subnet: Cidr;
   /** The container's address (10.244.i.2). */
   readonly podIP: string;
+  /** The host end of the container's veth (where its traffic enters the host). */
+  readonly podIface: string;
   context(): HostContext;
   lease(backendType?: string): Lease;
   /** Sets the MTU of the container's veth (both ends), as a CNI plugin would from subnet.env. */
   setPodMtu(mtu: number): void;
 }
 
+/** The lab's Topology (underlay switch, hosts at 198.18.0.i) with one routed container per host. */
 export class UdpTopology {
-  readonly pool = new NetnsPool('wup');
+  private readonly topo: Topology;
   readonly hosts: TestHost[] = [];
   private readonly handles: Netlink[] = [];
   private readonly children: ChildProcess[] = [];
 
   constructor(hostCount: number) {
+    this.topo = Topology.create({ prefix: 'wup', hosts: hostCount });
     try {
-      const underlay = this.pool.make();
-      const unl = this.open(underlay.path);
-      unl.setLink('lo', { up: true });
-      unl.createBridge({ name: 'br0', up: true });
       const network = networkConfigFromObject({ Network: NETWORK, Backend: { Type: 'udp' } });
-      for (let i = 1; i <= hostCount; i++) {
-        const ns = this.pool.make();
-        const container = this.pool.make();
-        const nl = this.open(ns.path);
-        nl.setLink('lo', { up: true });
-        unl.createVeth({ name: `h${i}`, peerName: 'eth0', peerNsPath: ns.path, up: true, peerUp: true });
-        unl.setLink(`h${i}`, { master: 'br0' });
-        const publicIP = parseIP(`198.18.0.${i}`);
-        nl.addAddress('eth0', parseCidr(`198.18.0.${i}/24`));
-        writeSysctl('net.ipv4.ip_forward', 1, ns.path);
-        nl.createVeth({ name: `c${i}`, peerName: 'eth0', peerNsPath: container.path, up: true, peerUp: true });
-        nl.addAddress(`c${i}`, parseCidr(`10.244.${i}.1/24`));
-        const cnl = this.open(container.path);
-        cnl.setLink('lo', { up: true });
-        cnl.addAddress('eth0', parseCidr(`10.244.${i}.2/24`));
-        cnl.addRoute({ dst: 'default', gateway: parseIP(`10.244.${i}.1`) });
+      for (const th of this.topo.hosts) {
+        const i = th.index + 1;
         const subnet = parseCidr(`10.244.${i}.0/24`);
+        const c = this.topo.addContainer(th, subnet, 2, 1500, { via: 'veth' });
+        const nl = this.open(th.nsPath);
+        const cnl = this.open(c.nsPath);
         const log = createLogger({ host: i }, { level: 'warn' });
         this.hosts.push({
           index: i,
-          ns,
-          container,
+          ns: { name: th.ns, path: th.nsPath },
+          container: { name: c.ns, path: c.nsPath },
           nl,
-          publicIP,
+          publicIP: th.ip,
           subnet,
-          podIP: `10.244.${i}.2`,
-          context: () => ({ nl, network, publicIP, publicIface: nl.requireLink('eth0'), log }),
+          podIP: formatIP(c.ip),
+          podIface: c.hostEnd,
+          context: () => ({ nl, network, publicIP: th.ip, publicIface: nl.requireLink('eth0'), log }),
           lease: (backendType = 'udp') => ({
             subnet,
-            attrs: { publicIP, publicIPv6: undefined, backendType, backendData: null },
+            attrs: { publicIP: th.ip, publicIPv6: undefined, backendType, backendData: null },
             expiresAt: null,
             revision: 1n,
           }),
           setPodMtu: (mtu) => {
-            nl.setLink(`c${i}`, { mtu });
+            nl.setLink(c.hostEnd, { mtu });
             cnl.setLink('eth0', { mtu });
           },
         });
@@ -185,6 +175,6 @@ export class UdpTopology {
   destroy(): void {
     for (const c of this.children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill();
     for (const nl of this.handles.splice(0)) nl.close();
-    this.pool.cleanup();
+    this.topo.destroy();
   }
 }

@@ -8,10 +8,8 @@
 // leased subnet, reaches the container on the other host, and is removed cleanly; uninstall
 // then leaves no installed file behind.
 //
-// Why not podman: Debian's podman 4.3 + crun was tried here (rootfs from busybox-static, CNI
-// backend, conflist from the install) and got as far as running the weft conflist, but crun
-// cannot start a container in this sandbox: it has no CAP_SYS_RESOURCE (setrlimit fails) and
-// `ip netns exec` hides the cgroup mounts. So this test drives the CNI cycle itself.
+// podman itself against installed weft (one host, hairpin, 20 containers) is
+// test/cluster/podman.test.ts; this one covers two hosts and the native front.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -25,7 +23,7 @@ import { cidrContains, formatIP, networkOf, parseCidr, parseIP, type Cidr } from
 import { createNamedNetns, deleteNamedNetns } from '../../src/netns/index.js';
 import { waitFor } from '../netns/agent-harness.js';
 import { hostVeths, peerEchoServer, tcpFetch } from '../netns/cni-harness.js';
-import { execIn, installInto, MINIMAL_PATH, uninstallFrom, type Exec, type Installed } from '../netns/install-harness.js';
+import { execIn, installInto, MINIMAL_PATH, stopProcess, uninstallFrom, unitService, type Exec, type Installed } from '../netns/install-harness.js';
 
 interface Node {
   readonly index: number;
@@ -37,18 +35,6 @@ interface Node {
   subnet?: Cidr;
 }
 
-/** The [Service] keys systemd would act on, read from the installed unit. */
-function unitService(path: string): { env: Record<string, string>; pre: string[][]; start: string[] } {
-  const text = readFileSync(path, 'utf8');
-  const service = text.split(/^\[Service\]$/m)[1]?.split(/^\[/m)[0] ?? '';
-  const values = (key: string) => [...service.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]!.trim());
-  const env: Record<string, string> = {};
-  for (const f of values('EnvironmentFile')) for (const [k, v] of parseEnvFile(readFileSync(f, 'utf8'))) env[k] = v;
-  const start = values('ExecStart')[0];
-  assert.ok(start, 'the unit has an ExecStart');
-  return { env, pre: values('ExecStartPre').map((l) => l.split(/\s+/)), start: start.split(/\s+/) };
-}
-
 const namedNs: string[] = [];
 let topo: Topology | undefined;
 let store = '';
@@ -56,13 +42,7 @@ let cwd = '';
 const nodes: Node[] = [];
 
 async function stopWeftd(n: Node): Promise<void> {
-  const p = n.weftd;
-  if (!p || p.exitCode !== null || p.signalCode !== null || p.pid === undefined) return;
-  const exited = new Promise<void>((r) => p.on('exit', () => r()));
-  process.kill(p.pid, 'SIGTERM');
-  const t = setTimeout(() => { if (p.pid !== undefined && p.exitCode === null) process.kill(p.pid, 'SIGKILL'); }, 10_000);
-  await exited;
-  clearTimeout(t);
+  await stopProcess(n.weftd);
 }
 
 before(() => {

@@ -93,12 +93,12 @@ export function metricsText(w: Weftd): string {
   return inNs(w.ns, ['curl', '-s', `http://127.0.0.1:${w.healthPort}/metrics`], 5000).stdout;
 }
 
-export async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 15_000, stepMs = 100): Promise<T> {
+export async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000, stepMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
-      const v = fn();
+      const v = await fn();
       if (v !== undefined && v !== false) return v;
     } catch (err) {
       last = err;

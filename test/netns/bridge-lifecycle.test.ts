@@ -1,12 +1,10 @@
 // weft-bridge through its whole life, for every CNI spec version, checked against the kernel
 // (ip -json) and the IPAM dataDir: ADD → result shape → ping → CHECK → DEL → gone → DEL again,
 // and DEL after the container's namespace is already deleted.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NetnsPool, type TestNetns } from '../../src/netns/testing.js';
+import { type TestNetns } from '../../src/netns/testing.js';
 import {
   ALL_VERSIONS,
   allocations,
@@ -18,15 +16,10 @@ import {
   ping,
   runBridge,
   type SpecVersion,
+  cniSuite,
 } from './cni-harness.js';
 
-const pool = new NetnsPool('wbt');
-let dataRoot = '';
-before(() => { dataRoot = mkdtempSync(join(tmpdir(), 'wbt-life-')); });
-after(() => {
-  pool.cleanup();
-  rmSync(dataRoot, { recursive: true, force: true });
-});
+const { pool, dir: scratch } = cniSuite('wbt', 'wbt-life');
 
 interface WireIP { address: string; gateway?: string; interface?: number; version?: string }
 interface WireResult { cniVersion: string; interfaces: Array<{ name: string; mac?: string; sandbox?: string }>; ips: WireIP[]; routes?: Array<{ dst: string; gw?: string }> }
@@ -58,7 +51,7 @@ describe('weft-bridge lifecycle, every spec version', () => {
       const host = pool.make();
       const c1 = pool.make();
       const c2 = pool.make();
-      const dataDir = join(dataRoot, `v${vi}`);
+      const dataDir = join(scratch(), `v${vi}`);
       const subnetPrefix = `10.77.${vi}.`;
       const conf = bridgeConf({
         version: v,

@@ -1,21 +1,14 @@
 // 100 containers at once into one /24: 100 plugin processes started together, each with its own
 // container namespace, all racing for the bridge, the IPAM lock and nftables. Then GC and
 // STATUS on what is left.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { NetnsPool, type TestNetns } from '../../src/netns/testing.js';
-import { allocations, asCniError, bridgeConf, bridgePorts, cniRules, hostVeths, links, runBridge } from './cni-harness.js';
+import { type TestNetns } from '../../src/netns/testing.js';
+import { allocations, asCniError, bridgeConf, bridgePorts, cniRules, hostVeths, links, runBridge, cniSuite } from './cni-harness.js';
 
-const pool = new NetnsPool('wbt');
-let dataRoot = '';
-before(() => { dataRoot = mkdtempSync(join(tmpdir(), 'wbt-scale-')); });
-after(() => {
-  pool.cleanup();
-  rmSync(dataRoot, { recursive: true, force: true });
-});
+const { pool, dir: scratch } = cniSuite('wbt', 'wbt-scale');
 
 interface WireResult { ips: Array<{ address: string }>; interfaces: Array<{ name: string }> }
 
@@ -23,7 +16,7 @@ describe('weft-bridge at scale', () => {
   it('100 concurrent ADDs → 100 unique addresses and links; 100 concurrent DELs → nothing left', async () => {
     const host = pool.make();
     const ctrs: TestNetns[] = Array.from({ length: 100 }, () => pool.make());
-    const dataDir = join(dataRoot, 'hundred');
+    const dataDir = join(scratch(), 'hundred');
     const conf = bridgeConf({ dataDir, ranges: [[{ subnet: '10.80.0.0/24' }]], extra: { isGateway: true, ipMasq: true } });
     const t0 = Date.now();
     const adds = await Promise.all(ctrs.map((c, i) => runBridge(host.path, { command: 'ADD', containerId: `c${i}`, netns: c.path }, conf)));
@@ -59,7 +52,7 @@ describe('weft-bridge at scale', () => {
     const host = pool.make();
     const a = pool.make();
     const b = pool.make();
-    const dataDir = join(dataRoot, 'gc');
+    const dataDir = join(scratch(), 'gc');
     // A /29 holds .2–.6 (5 addresses, .1 is the gateway).
     const conf = bridgeConf({ dataDir, ranges: [[{ subnet: '10.80.1.0/29' }]], extra: { isGateway: true, ipMasq: true, macspoofchk: true } });
     const ra = await runBridge(host.path, { command: 'ADD', containerId: 'keep', netns: a.path }, conf);

@@ -1,21 +1,14 @@
 // Chaining through `weftctl cni`: weft-bridge followed by the reference portmap and bandwidth
 // plugins (Debian's containernetworking-plugins in /usr/lib/cni). ADD must hand each plugin the
 // previous result, CHECK must pass through all three, DEL must undo all three.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ipIn, NetnsPool } from '../../src/netns/testing.js';
-import { allocations, hostVeths, links, peerEchoServer, runInNs, runWeftctlCni, tcpFetch, CNI_PATH } from './cni-harness.js';
+import { ipIn } from '../../src/netns/testing.js';
+import { allocations, hostVeths, links, peerEchoServer, runInNs, runWeftctlCni, tcpFetch, CNI_PATH, cniSuite } from './cni-harness.js';
 
-const pool = new NetnsPool('wbt');
-let root = '';
-before(() => { root = mkdtempSync(join(tmpdir(), 'wbt-chain-')); });
-after(() => {
-  pool.cleanup();
-  rmSync(root, { recursive: true, force: true });
-});
+const { pool, dir: scratch } = cniSuite('wbt', 'wbt-chain');
 
 interface TcQdisc { kind: string; dev?: string }
 
@@ -24,8 +17,8 @@ describe('weft-bridge chained with portmap and bandwidth via weftctl cni', () =>
     const host = pool.make();
     const ctr = pool.make();
     const client = pool.make();
-    const dataDir = join(root, 'ipam');
-    const cacheDir = join(root, 'cache');
+    const dataDir = join(scratch(), 'ipam');
+    const cacheDir = join(scratch(), 'cache');
     // The reference plugins here speak up to 1.0.0. Dual-stack so the chain carries both families.
     const list = {
       cniVersion: '1.0.0',
@@ -36,7 +29,7 @@ describe('weft-bridge chained with portmap and bandwidth via weftctl cni', () =>
         { type: 'bandwidth', ingressRate: 8_000_000, ingressBurst: 100_000, egressRate: 8_000_000, egressBurst: 100_000 },
       ],
     };
-    const confFile = join(root, 'chain.conflist');
+    const confFile = join(scratch(), 'chain.conflist');
     writeFileSync(confFile, JSON.stringify(list));
     // The client reaches the host over an underlay veth, and the host's port 8080 is mapped to
     // the container's 7070.
@@ -95,8 +88,8 @@ describe('weft-bridge chained with portmap and bandwidth via weftctl cni', () =>
     const portmapVersions = (JSON.parse((await runInNs(host.path, ['/usr/lib/cni/portmap'], { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"0.3.0"}')).stdout) as { supportedVersions: string[] }).supportedVersions;
     if (portmapVersions.includes('1.1.0')) return; // a newer portmap: nothing lags here
     const ctr = pool.make();
-    const dataDir = join(root, 'ipam-lag');
-    const confFile = join(root, 'lag.conflist');
+    const dataDir = join(scratch(), 'ipam-lag');
+    const confFile = join(scratch(), 'lag.conflist');
     writeFileSync(confFile, JSON.stringify({
       cniVersion: '1.1.0', name: 'wbtlag',
       plugins: [
@@ -104,7 +97,7 @@ describe('weft-bridge chained with portmap and bandwidth via weftctl cni', () =>
         { type: 'portmap', capabilities: { portMappings: true } },
       ],
     }));
-    const add = await runWeftctlCni(host.path, ['add', '--conf', confFile, '--netns', ctr.path, '--container-id', 'lagging', '--cache-dir', join(root, 'cache-lag'), '--cni-path', CNI_PATH]);
+    const add = await runWeftctlCni(host.path, ['add', '--conf', confFile, '--netns', ctr.path, '--container-id', 'lagging', '--cache-dir', join(scratch(), 'cache-lag'), '--cni-path', CNI_PATH]);
     assert.notEqual(add.code, 0);
     assert.match(add.stderr, /plugin portmap ADD: incompatible CNI versions/);
     assert.match(add.stderr, /hint: cniVersion 1\.1\.0 is not supported by portmap \(supports up to [\d.]+\); the highest version every plugin in the list supports is 1\.0\.0/);

@@ -4,11 +4,13 @@
 // namespace. nsenter is used rather than `ip netns exec`: it only switches the network
 // namespace (no private mount namespace + sysfs remount per process), which keeps 100
 // concurrent plugin starts cheap.
+import { after, before } from 'node:test';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ipJson } from '../../src/netns/testing.js';
+import { ipJson, NetnsPool } from '../../src/netns/testing.js';
 import { netnsPath } from '../../src/netns/index.js';
 
 export const REPO = resolve(fileURLToPath(import.meta.url), '../../../..');
@@ -34,17 +36,40 @@ function childEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv 
 }
 
 /** A namespace path as is; a bare name means /run/netns/NAME. */
+/**
+ * A test file's namespaces (prefix `prefix`) and scratch directory (`<tmp>/<dirName>-…`), made
+ * before its tests and removed after them, even when one fails.
+ */
+export function cniSuite(prefix: string, dirName = prefix): { readonly pool: NetnsPool; dir(): string } {
+  const pool = new NetnsPool(prefix);
+  let dir = '';
+  before(() => { dir = mkdtempSync(join(tmpdir(), `${dirName}-`)); });
+  after(() => {
+    pool.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { pool, dir: () => dir };
+}
+
 export function nsPathOf(ns: string): string {
   return ns.startsWith('/') ? ns : netnsPath(ns);
 }
 
 /** Runs argv inside a network namespace (path or name), feeding stdin; never rejects on exit codes. */
 export function runInNs(ns: string, argv: readonly string[], env: Record<string, string | undefined>, stdin = '', timeoutMs = 30_000): Promise<ProcRun> {
+  return spawnInNs(nsPathOf(ns), argv, { env: childEnv(env), stdin, timeoutMs });
+}
+
+/**
+ * The one way test code runs a program in a namespace: nsenter (which execs, so the process is
+ * the program itself), stdin fed, output collected, killed after timeoutMs.
+ */
+export function spawnInNs(nsPath: string, argv: readonly string[], o: { env: NodeJS.ProcessEnv; cwd?: string; stdin?: string; timeoutMs?: number }): Promise<ProcRun> {
   return new Promise((res, rej) => {
-    const child = spawn('nsenter', [`--net=${nsPathOf(ns)}`, '--', ...argv], { env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('/usr/bin/nsenter', [`--net=${nsPath}`, '--', ...argv], { env: o.env, ...(o.cwd !== undefined && { cwd: o.cwd }), stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 30_000);
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
     child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
     child.on('error', (e) => { clearTimeout(timer); rej(e); });
@@ -53,7 +78,7 @@ export function runInNs(ns: string, argv: readonly string[], env: Record<string,
       res({ code: code ?? (signal ? 128 : -1), stdout, stderr });
     });
     child.stdin.on('error', () => { /* the child may exit before reading stdin (e.g. env errors) */ });
-    child.stdin.end(stdin);
+    child.stdin.end(o.stdin ?? '');
   });
 }
 

@@ -4,7 +4,10 @@
 // with the cached result, DEL in reverse, runtimeConfig only for declared capabilities), from a
 // current directory outside the checkout, with a minimal PATH and nothing else in the
 // environment but the CNI_* variables.
-import { spawn, spawnSync } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { parseEnvFile } from '../../src/install/files.js';
+import { spawnInNs } from './cni-harness.js';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +49,28 @@ export function installInto(root: string, args: readonly string[] = []): Install
   };
 }
 
+/** The [Service] keys systemd would act on, read from the installed unit. */
+export function unitService(path: string): { env: Record<string, string>; pre: string[][]; start: string[] } {
+  const text = readFileSync(path, 'utf8');
+  const service = text.split(/^\[Service\]$/m)[1]?.split(/^\[/m)[0] ?? '';
+  const values = (key: string) => [...service.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]!.trim());
+  const env: Record<string, string> = {};
+  for (const f of values('EnvironmentFile')) for (const [k, v] of parseEnvFile(readFileSync(f, 'utf8'))) env[k] = v;
+  const start = values('ExecStart')[0];
+  assert.ok(start, 'the unit has an ExecStart');
+  return { env, pre: values('ExecStartPre').map((l) => l.split(/\s+/)), start: start.split(/\s+/) };
+}
+
+/** SIGTERM to a process this test started (SIGKILL after 10 s), resolved once it has exited. */
+export async function stopProcess(p: ChildProcess | undefined): Promise<void> {
+  if (!p || p.exitCode !== null || p.signalCode !== null || p.pid === undefined) return;
+  const exited = new Promise<void>((r) => p.on('exit', () => r()));
+  process.kill(p.pid, 'SIGTERM');
+  const t = setTimeout(() => { if (p.pid !== undefined && p.exitCode === null) process.kill(p.pid, 'SIGKILL'); }, 10_000);
+  await exited;
+  clearTimeout(t);
+}
+
 export function uninstallFrom(root: string): string {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.NODE_EXTRA_CA_CERTS;
@@ -65,26 +90,12 @@ export interface Exec {
  * Runs `argv` inside the namespace at `nsPath` (nsenter by absolute path; it execs, so the
  * process is the program itself) with exactly `env` and the given current directory.
  */
-export function execIn(nsPath: string, argv: readonly string[], env: Record<string, string>, cwd: string, stdin = '', timeoutMs = 30_000): Promise<Exec> {
-  return new Promise((res, rej) => {
-    const child = spawn('/usr/bin/nsenter', [`--net=${nsPath}`, '--', ...argv], { env: { PATH: MINIMAL_PATH, ...env }, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
-    child.on('error', (e) => { clearTimeout(timer); rej(e); });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const out: Exec = { code: code ?? (signal ? 128 : -1), stdout, stderr };
-      try {
-        if (stdout.trim() !== '') out.json = JSON.parse(stdout) as Record<string, unknown>;
-      } catch { /* not JSON */ }
-      res(out);
-    });
-    child.stdin.on('error', () => { /* a plugin may exit before reading stdin */ });
-    child.stdin.end(stdin);
-  });
+export async function execIn(nsPath: string, argv: readonly string[], env: Record<string, string>, cwd: string, stdin = '', timeoutMs = 30_000): Promise<Exec> {
+  const out: Exec = await spawnInNs(nsPath, argv, { env: { PATH: MINIMAL_PATH, ...env }, cwd, stdin, timeoutMs });
+  try {
+    if (out.stdout.trim() !== '') out.json = JSON.parse(out.stdout) as Record<string, unknown>;
+  } catch { /* not JSON */ }
+  return out;
 }
 
 export interface Attachment {

@@ -1,26 +1,18 @@
 // weft-macvlan on the real kernel: hosts are namespaces whose masters are veths into an underlay
 // bridge (its own namespace), containers are namespaces under them. Checked against ip -json,
 // the underlay bridge's FDB and the IPAM dataDir.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NetnsPool, bridgeJson, ipIn, ipJson, type TestNetns } from '../../src/netns/testing.js';
+import { bridgeJson, ipIn, ipJson, type TestNetns } from '../../src/netns/testing.js';
 import { Netlink } from '../../src/netlink/index.js';
 import { parseCidr } from '../../src/net/ip.js';
 import { ensureMacvlanShim, removeMacvlanShim } from '../../src/plugins/macvlan/shim.js';
-import { addrs, allocations, asCniError, link, links, ping, runPlugin, WEFT_CNI_DIR, type CniCall, type PluginRun } from './cni-harness.js';
+import { addrs, allocations, asCniError, link, links, ping, runPlugin, WEFT_CNI_DIR, type CniCall, type PluginRun, cniSuite } from './cni-harness.js';
 
 const WEFT_MACVLAN = join(WEFT_CNI_DIR, 'weft-macvlan');
 const NET = 'wmvnet';
-const pool = new NetnsPool('wmv');
-let dataRoot = '';
-before(() => { dataRoot = mkdtempSync(join(tmpdir(), 'wmv-')); });
-after(() => {
-  pool.cleanup();
-  rmSync(dataRoot, { recursive: true, force: true });
-});
+const { pool, dir: scratch } = cniSuite('wmv', 'wmv');
 
 interface WireResult { cniVersion: string; interfaces: Array<{ name: string; mac?: string; sandbox?: string }>; ips: Array<{ address: string; interface?: number }> }
 interface FdbRow { mac: string; ifname?: string; flags?: string[]; state?: string }
@@ -84,7 +76,7 @@ describe('weft-macvlan', () => {
       const h2 = makeHost(u, 'hp2', '198.18.0.2/24');
       const c1 = pool.make();
       const c2 = pool.make();
-      const dataDir = join(dataRoot, `two-${version}`);
+      const dataDir = join(scratch(), `two-${version}`);
       // One segment, one subnet: each host allocates from its own slice.
       const conf1 = conf({ version, dataDir, rangeStart: '10.61.0.10', rangeEnd: '10.61.0.19' });
       const conf2 = conf({ version, dataDir: `${dataDir}-h2`, rangeStart: '10.61.0.20', rangeEnd: '10.61.0.29' });
@@ -147,7 +139,7 @@ describe('weft-macvlan', () => {
     for (const [i, mode] of (['private', 'bridge'] as const).entries()) {
       const a = pool.make();
       const b = pool.make();
-      const c = conf({ dataDir: join(dataRoot, `mode-${mode}`), extra: { mode } });
+      const c = conf({ dataDir: join(scratch(), `mode-${mode}`), extra: { mode } });
       const ra = await addOk(h, `a${i}`, a, c);
       const rb = await addOk(h, `b${i}`, b, c);
       assert.equal(link(a.name, 'eth0')?.linkinfo?.info_data?.mode, mode);
@@ -164,7 +156,7 @@ describe('weft-macvlan', () => {
     const h = makeHost(u, 'hp1', '198.18.0.1/24');
     ipIn(h.name, ['route', 'add', 'default', 'via', '198.18.0.254', 'dev', 'up0']);
     const c1 = pool.make();
-    const dataDir = join(dataRoot, 'default-master');
+    const dataDir = join(scratch(), 'default-master');
     const { master: _unused, ...noMaster } = conf({ dataDir });
     const r = await addOk(h, 'dflt', c1, noMaster);
     const hostUp0 = link(h.name, 'up0');
@@ -195,7 +187,7 @@ describe('weft-macvlan', () => {
     const u = makeUnderlay();
     const h = makeHost(u, 'hp1', '198.18.0.1/24');
     const c = pool.make();
-    const dataDir = join(dataRoot, 'bad');
+    const dataDir = join(scratch(), 'bad');
     const cases: Array<[string, Record<string, unknown>, RegExp]> = [
       ['missing master', conf({ dataDir, extra: { master: 'nosuch0' } }), /master nosuch0 does not exist/],
       ['MTU above the master', conf({ dataDir, extra: { mtu: 9000 } }), /mtu 9000 is larger than master up0's MTU 1500/],
@@ -225,7 +217,7 @@ describe('weft-macvlan', () => {
   it('STATUS reports a missing master as code 50; GC runs', async () => {
     const u = makeUnderlay();
     const h = makeHost(u, 'hp1', '198.18.0.1/24');
-    const dataDir = join(dataRoot, 'status');
+    const dataDir = join(scratch(), 'status');
     const ok = await macvlan(h, { command: 'STATUS' }, conf({ dataDir }));
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
     const missing = await macvlan(h, { command: 'STATUS' }, conf({ dataDir, extra: { master: 'gone0' } }));
@@ -242,7 +234,7 @@ describe('weft-macvlan', () => {
     const u = makeUnderlay();
     const h = makeHost(u, 'hp1', '198.18.0.1/24');
     const c = pool.make();
-    const r = await addOk(h, 'shimmed', c, conf({ dataDir: join(dataRoot, 'shim'), rangeStart: '10.61.0.10', rangeEnd: '10.61.0.19' }));
+    const r = await addOk(h, 'shimmed', c, conf({ dataDir: join(scratch(), 'shim'), rangeStart: '10.61.0.10', rangeEnd: '10.61.0.19' }));
     const target = ipOf(r);
 
     // The problem: through the master itself the host never reaches its own macvlans.
@@ -269,7 +261,7 @@ describe('weft-macvlan', () => {
     } finally {
       nl.close();
     }
-    const del = await macvlan(h, { command: 'DEL', containerId: 'shimmed', netns: c.path }, conf({ dataDir: join(dataRoot, 'shim') }));
+    const del = await macvlan(h, { command: 'DEL', containerId: 'shimmed', netns: c.path }, conf({ dataDir: join(scratch(), 'shim') }));
     assert.equal(del.code, 0, del.stdout + del.stderr);
   });
 });

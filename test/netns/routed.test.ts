@@ -1,27 +1,19 @@
 // weft-routed on the real kernel: containers behind one host namespace, each on its own veth with
 // a /32 and 169.254.1.1 as next hop; the host routes each /32. Checked against ip -json, sysctls
 // and the IPAM dataDir.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NetnsPool, ipIn, ipJson, type TestNetns } from '../../src/netns/testing.js';
+import { ipIn, ipJson, type TestNetns } from '../../src/netns/testing.js';
 import { readSysctl } from '../../src/netns/index.js';
 import { hostVethName } from '../../src/plugins/routed/routed.js';
 import { ROUTED_ROUTE_PROTO } from '../../src/dataplane/protocols.js';
-import { addrs, allocations, asCniError, hostVeths, link, links, ping, runPlugin, WEFT_CNI_DIR, type CniCall, type PluginRun } from './cni-harness.js';
+import { addrs, allocations, asCniError, hostVeths, link, links, ping, runPlugin, WEFT_CNI_DIR, type CniCall, type PluginRun, cniSuite } from './cni-harness.js';
 
 const WEFT_ROUTED = join(WEFT_CNI_DIR, 'weft-routed');
 const NET = 'wrtnet';
 const HOST_ADDR = '198.18.60.1';
-const pool = new NetnsPool('wrt');
-let dataRoot = '';
-before(() => { dataRoot = mkdtempSync(join(tmpdir(), 'wrt-')); });
-after(() => {
-  pool.cleanup();
-  rmSync(dataRoot, { recursive: true, force: true });
-});
+const { pool, dir: scratch } = cniSuite('wrt', 'wrt');
 
 interface WireResult {
   cniVersion: string;
@@ -72,7 +64,7 @@ describe('weft-routed', () => {
       const h = makeHost();
       const c1 = pool.make();
       const c2 = pool.make();
-      const dataDir = join(dataRoot, version);
+      const dataDir = join(scratch(), version);
       const cf = conf(version, dataDir);
       const r1 = await addOk(h, 'ctr1', c1, cf);
       const r2 = await addOk(h, 'ctr2', c2, cf);
@@ -144,7 +136,7 @@ describe('weft-routed', () => {
   it('DEL with a config that has no ipam section still removes both veth ends and the /32', async () => {
     const h = makeHost();
     const c = pool.make();
-    const dataDir = join(dataRoot, 'del-no-ipam');
+    const dataDir = join(scratch(), 'del-no-ipam');
     const cf = conf('1.1.0', dataDir);
     const r = await addOk(h, 'noipam', c, cf);
     assert.deepEqual(hostRoutes(h).map((x) => x.dst), [ipOf(r)]);
@@ -164,7 +156,7 @@ describe('weft-routed', () => {
   it('bad input: spec error JSON, nothing left behind; STATUS and GC', async () => {
     const h = makeHost();
     const c = pool.make();
-    const dataDir = join(dataRoot, 'bad');
+    const dataDir = join(scratch(), 'bad');
     const nothingLeft = (what: string) => {
       assert.deepEqual(links(c.name).map((l) => l.ifname), ['lo'], `${what}: container`);
       assert.deepEqual(hostVeths(h.name), [], `${what}: host veths`);

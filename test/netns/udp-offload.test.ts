@@ -96,7 +96,7 @@ describe('udp backend offloads (TSO from the TUN, GSO/GRO on the socket, merged 
       const m = /"counter":\s*\{\s*"packets":\s*(\d+)/.exec(r.stdout);
       return Number(m?.[1] ?? 0);
     };
-    rules(h1.ns.name, 'forward', 'iifname "c1" ip protocol tcp', 20);
+    rules(h1.ns.name, 'forward', `iifname "${h1.podIface}" ip protocol tcp`, 20);
     rules(h2.ns.name, 'input', 'udp dport 8285', 20);
     try {
       const tcp = await topo.tcpTransfer(h1, h2, BYTES / 4);

@@ -4,13 +4,12 @@
 // missing-subnet.env error (code 11, nothing left); DEL after subnet.env vanished or changed;
 // and the same lifecycle through weftd's CNI fast path (startCniServer in a child process in the
 // host namespace), with a failing weftd (request taken, no answer) and a latency comparison.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { NetnsPool, type TestNetns } from '../../src/netns/testing.js';
+import { type TestNetns } from '../../src/netns/testing.js';
 import {
   REPO,
   WEFT_CNI_DIR,
@@ -28,19 +27,14 @@ import {
   type CniCall,
   type PluginRun,
   type Server,
+  cniSuite,
 } from './cni-harness.js';
 
 const WEFT = join(WEFT_CNI_DIR, 'weft');
 const NETWORK = 'wmpnet';
 const BRIDGE = 'wmpbr0';
 
-const pool = new NetnsPool('wmp');
-let root = '';
-before(() => { root = mkdtempSync(join(tmpdir(), 'wmp-')); });
-after(() => {
-  pool.cleanup();
-  rmSync(root, { recursive: true, force: true });
-});
+const { pool, dir: scratch } = cniSuite('wmp', 'wmp');
 
 interface WireResult {
   cniVersion: string;
@@ -62,7 +56,7 @@ interface World {
 
 function makeWorld(label: string, opts: { fastPath: boolean }): World {
   const host = pool.make();
-  const dir = join(root, label);
+  const dir = join(scratch(), label);
   mkdirSync(dir, { recursive: true });
   const w: World = {
     host,
@@ -272,7 +266,7 @@ describe('bin/cni/weft through weftd\'s CNI fast path', () => {
     const w = makeWorld('fastpath', { fastPath: true });
     writeSubnetEnv(w, 5, `WEFT_CNI_SOCKET=${w.socket}\n`);
     await withServer(w, async (logFile) => {
-      assert.equal(statSync(w.socket).mode & 0o777, 0o600, 'socket only for root');
+      assert.equal(statSync(w.socket).mode & 0o777, 0o600, 'socket only for scratch()');
       await lifecycle(w);
       // Even while subnet.env was gone the plugin found the socket (cni.sock next to subnet.env).
       assert.deepEqual(servedCommands(logFile), ['ADD:0', 'ADD:0', 'CHECK:0', 'DEL:0', 'CHECK:1', 'DEL:0', 'DEL:0', 'DEL:0']);
