@@ -241,7 +241,7 @@ export class Agent {
     writeEnv();
     this.phase = 'applying traffic rules';
     this.rules = { network: clusterNetwork, ipMasq: o.ipMasq };
-    this.ensureRules();
+    await this.ensureRules();
 
     // 6. Watch the others; the first listing arrives as one batch of `added`.
     this.phase = 'watching leases';
@@ -281,12 +281,12 @@ export class Agent {
     }
   }
 
-  private ensureRules(): void {
+  private async ensureRules(): Promise<void> {
     const spec = this.rules;
     if (!spec) return;
     try {
-      if (!agentRulesInPlace(spec)) {
-        applyAgentRules(spec);
+      if (!(await agentRulesInPlace(spec))) {
+        await applyAgentRules(spec);
         if (this.rulesOk) this.log.warn('traffic rules were changed by someone else; restored', { table: 'inet weft' });
       }
       this.rulesOk = true;
@@ -384,7 +384,7 @@ export class Agent {
       this.metrics.errors.inc({ kind: 'store' });
     }
     try {
-      this.ensureRules();
+      await this.ensureRules();
     } catch (err) {
       this.log.error('cannot restore traffic rules', { error: err instanceof Error ? err.message : String(err) });
     }
