@@ -9,7 +9,7 @@
 // measures. The figure is p99 under repair as a ratio to p99 idle, measured in the same run.
 // Options: --peers=N (default 5000), --rounds=R (default 2), --seconds=S per phase (default 4).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -94,6 +94,7 @@ export const benchmark: Benchmark = {
         for (const phase of phases) {
           process.stderr.write(`  blocking: round ${round + 1}, ${phase}…\n`);
           rmSync(subnetFile, { force: true });
+          rmSync(socket, { force: true });
           let log = '';
           weftd = spawn('ip', ['netns', 'exec', host.ns, WEFTD, '--iface', 'eth0', '--store', 'file', '--store-dir', storeDir,
             '--subnet-file', subnetFile, '--cni-socket', socket, '--health-addr', HEALTH, '--repair-interval', REPAIR_INTERVAL[phase]],
@@ -101,7 +102,8 @@ export const benchmark: Benchmark = {
           weftd.stderr?.setEncoding('utf8').on('data', (c: string) => { log += c; });
           const proc = weftd;
           const deadline = Date.now() + 60_000;
-          while (readFileSafe(subnetFile) === undefined || counter.count() < n) {
+          // The CNI socket is served last, after the first reconcile: ready means it is there.
+          while (readFileSafe(subnetFile) === undefined || !existsSync(socket) || counter.count() < n) {
             if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`weftd exited: ${log}`);
             if (Date.now() > deadline) throw new Error(`weftd not ready with ${n} routes after 60 s: ${log}`);
             await sleep(20);

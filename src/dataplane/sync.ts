@@ -141,6 +141,10 @@ function wantedNexthopsOf(want: DesiredState, nhidFor: (w: DesiredRoute) => numb
   return out;
 }
 
+function sameIds(a: readonly number[], b: ReadonlySet<number>): boolean {
+  return a.length === b.size && a.every((id) => b.has(id));
+}
+
 /** The refused writes as keys remember() understands (strings: they cross threads). */
 function refusedKeys(failed: ReadonlySet<NetlinkOp>): Set<string> {
   const refused = new Set<string>();
@@ -196,13 +200,19 @@ class FullPassThread {
   private readonly pending = new Map<number, { resolve(o: FullPassOutcome): void; reject(e: Error): void }>();
   private nextId = 1;
 
-  run(nsPath: string | undefined, want: DesiredState, nexthopObjects: boolean | undefined): Promise<FullPassOutcome> {
+  /** The thread holds a copy of the last state it was sent (a new thread holds none). */
+  holdsWant = false;
+
+  /** `want` undefined: the same state as the last call's. */
+  run(nsPath: string | undefined, want: DesiredState | undefined, nexthopObjects: boolean | undefined): Promise<FullPassOutcome> {
+    if (want === undefined && !this.holdsWant) return Promise.reject(new WeftError(CniCode.Internal, 'dataplane full-pass thread: no state to repeat'));
     const w = this.worker ?? this.start();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       w.ref();
-      w.postMessage({ id, nsPath, want, nexthopObjects } satisfies FullPassRequest);
+      w.postMessage({ id, nsPath, nexthopObjects, ...(want !== undefined && { want }) } satisfies FullPassRequest);
+      if (want !== undefined) this.holdsWant = true;
     });
   }
 
@@ -217,7 +227,10 @@ class FullPassThread {
       else p?.reject(new WeftError(r.code, r.message, r.details));
     });
     const fail = (err: Error): void => {
-      if (this.worker === w) this.worker = undefined;
+      if (this.worker === w) {
+        this.worker = undefined;
+        this.holdsWant = false;
+      }
       for (const p of this.pending.values()) p.reject(WeftError.wrap(err, CniCode.Internal, 'dataplane full-pass thread'));
       this.pending.clear();
     };
@@ -230,6 +243,7 @@ class FullPassThread {
   async close(): Promise<void> {
     const w = this.worker;
     this.worker = undefined;
+    this.holdsWant = false;
     if (w) await w.terminate();
   }
 }
@@ -258,6 +272,10 @@ export class DataplaneSync {
 
   private readonly fullPassThread: boolean;
   private thread: FullPassThread | undefined;
+  /** Counts remember() calls: what was last written changed since the thread's last pass? */
+  private generation = 0;
+  /** `generation` right after the thread's last pass was absorbed (-1: it holds nothing yet). */
+  private threadGeneration = -1;
   /** The last syncOffLoop call, which the next one waits for. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -305,6 +323,7 @@ export class DataplaneSync {
       for (const w of want.neighs) { const k = neighKey(w.ip); if (!refused.has(`n${k}`)) neighs.set(k, w); }
       for (const w of want.fdb) { const k = fdbKey(w.mac, w.dst); if (!refused.has(`f${k}`)) fdb.set(k, w); }
     }
+    this.generation++;
     this.routes = routes;
     this.nexthops = kept;
     this.neighs = neighs;
@@ -313,6 +332,14 @@ export class DataplaneSync {
   }
 
   private incremental(want: DesiredState, had: Map<string, WrittenRoute>): SyncResult {
+    const { ops, repairs, removals, nexthops } = this.plan(want, had);
+    const { errors, failed } = apply(this.nl, ops);
+    this.remember(want, nexthops, refusedKeys(failed));
+    return { repairs, removals, errors };
+  }
+
+  /** The writes that take the kernel from what was last written to `want`. */
+  private plan(want: DesiredState, had: Map<string, WrittenRoute>): { ops: NetlinkOp[]; repairs: number; removals: number; nexthops: Map<number, WantedNexthop> } {
     const ops: NetlinkOp[] = [];
     let repairs = 0;
     let removals = 0;
@@ -370,9 +397,7 @@ export class DataplaneSync {
         removals++;
       }
     }
-    const { errors, failed } = apply(this.nl, ops);
-    this.remember(want, nexthops, refusedKeys(failed));
-    return { repairs, removals, errors };
+    return { ops, repairs, removals, nexthops };
   }
 
   /**
@@ -387,8 +412,17 @@ export class DataplaneSync {
     const run = async (): Promise<SyncResult> => {
       const full = mode === 'full' || this.routes === undefined || this.device !== want.device;
       if (!full || this.routes === undefined || this.fullPassThread === false) return this.sync(want, mode);
-      this.thread ??= new FullPassThread();
-      return this.absorb(want, await this.thread.run(this.nl.nsPath, want, this.nexthopObjects));
+      const thread = (this.thread ??= new FullPassThread());
+      // A repair pass mostly wants what the last one did: then the thread checks the kernel against
+      // the copy it kept, and neither side copies or re-remembers thousands of objects again.
+      const same = thread.holdsWant && this.threadGeneration === this.generation && this.device === want.device && this.plan(want, this.routes).ops.length === 0;
+      const out = await thread.run(this.nl.nsPath, same ? undefined : want, this.nexthopObjects);
+      if (same && out.refused.length === 0 && out.nexthopObjects === this.nexthopObjects && sameIds(out.foreign, this.foreign)) {
+        return { repairs: out.repairs, removals: out.removals, errors: out.errors };
+      }
+      const r = this.absorb(want, out);
+      this.threadGeneration = this.generation;
+      return r;
     };
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => {});
@@ -400,6 +434,7 @@ export class DataplaneSync {
     await this.queue;
     const t = this.thread;
     this.thread = undefined;
+    this.threadGeneration = -1;
     await t?.close();
   }
 

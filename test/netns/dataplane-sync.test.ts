@@ -187,6 +187,10 @@ describe('DataplaneSync.syncOffLoop', () => {
       // What the worker wrote is remembered here: an incremental pass only writes the news.
       assert.deepEqual(await sync.syncOffLoop(peers(dev, 201), 'incremental'), { repairs: 3, removals: 0, errors: [] });
       assert.deepEqual(await sync.syncOffLoop(peers(dev, 201), 'full'), { repairs: 0, removals: 0, errors: [] });
+      // Unchanged state is not sent again: the thread repairs from the copy it kept.
+      ipIn(ns.name, ['route', 'del', '10.10.200.0/24']);
+      assert.deepEqual(await sync.syncOffLoop(peers(dev, 201), 'full'), { repairs: 1, removals: 0, errors: [] });
+      assert.equal(weftRoutes(ns.name).length, 201);
     } finally {
       await sync.close();
     }
