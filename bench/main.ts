@@ -24,6 +24,7 @@ const registry: Record<string, () => Promise<Benchmark>> = {
   policy: async () => (await import('./policy.js')).benchmark,
   bgp: async () => (await import('./bgp.js')).benchmark,
   kube: async () => (await import('./kube.js')).benchmark,
+  blocking: async () => (await import('./blocking.js')).benchmark,
 };
 
 async function main(argv: string[]): Promise<number> {

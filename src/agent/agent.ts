@@ -30,7 +30,7 @@ export interface AgentHost {
   openNetlink(): Netlink;
   publicInterface(nl: Netlink, want: { iface?: string; publicIP?: string }): PublicInterface;
   createBackend(config: BackendConfig): Backend;
-  readonly trafficRules: { inPlace(spec: AgentRulesSpec): boolean; apply(spec: AgentRulesSpec): void };
+  readonly trafficRules: { inPlace(spec: AgentRulesSpec): Promise<boolean>; apply(spec: AgentRulesSpec): Promise<void> };
   /** The batch and repair timers; only differences of now() matter. */
   readonly clock: Clock;
 }
@@ -276,7 +276,7 @@ export class Agent {
     writeEnv();
     this.phase = 'applying traffic rules';
     this.rules = { network: clusterNetwork, ipMasq: o.ipMasq };
-    this.ensureRules();
+    await this.ensureRules();
 
     // 6. Watch the others; the first listing arrives as one batch of `added`.
     this.phase = 'watching leases';
@@ -325,12 +325,12 @@ export class Agent {
     }
   }
 
-  private ensureRules(): void {
+  private async ensureRules(): Promise<void> {
     const spec = this.rules;
     if (!spec) return;
     try {
-      if (!this.host.trafficRules.inPlace(spec)) {
-        this.host.trafficRules.apply(spec);
+      if (!(await this.host.trafficRules.inPlace(spec))) {
+        await this.host.trafficRules.apply(spec);
         if (this.rulesOk) this.log.warn('traffic rules were changed by someone else; restored', { table: 'inet weft' });
       }
       this.rulesOk = true;
@@ -428,7 +428,7 @@ export class Agent {
       this.metrics.errors.inc({ kind: 'store' });
     }
     try {
-      this.ensureRules();
+      await this.ensureRules();
     } catch (err) {
       this.log.error('cannot restore traffic rules', { error: err instanceof Error ? err.message : String(err) });
     }

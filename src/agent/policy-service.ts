@@ -308,9 +308,9 @@ export class PolicyService implements AgentService {
         // clears too: a table left by an earlier run must not outlive the policies it came from.
         let r: EnforceResult | { type: 'removed' };
         if (world.policies.length === 0) {
-          if (!this.enforcer.idle) { this.enforcer.remove(); r = { type: 'removed' }; } else r = { type: 'unchanged' };
+          if (!this.enforcer.idle) { await this.enforcer.remove(); r = { type: 'removed' }; } else r = { type: 'unchanged' };
         } else {
-          r = this.enforcer.update(world, { subnets: this.opts.subnets, extraKnown });
+          r = await this.enforcer.update(world, { subnets: this.opts.subnets, extraKnown });
         }
         this.opts.metrics?.updates.inc({ result: r.type });
         this.opts.metrics?.seconds.observe((performance.now() - since) / 1000);
@@ -328,8 +328,17 @@ export class PolicyService implements AgentService {
         this.opts.metrics?.errors.inc({ kind: 'publish' });
         this.opts.log.warn('endpoint records not published', { reason: err instanceof Error ? err.message : String(err) });
       });
-    })().finally(() => { this.running = undefined; });
+    })().finally(() => this.enforcerIdle());
     return this.running;
+  }
+
+  /**
+   * Ends a pass or repair. nft runs asynchronously, so changes can arrive while one is in flight;
+   * their timer then found it running and left the work to whoever ends it.
+   */
+  private enforcerIdle(): void {
+    this.running = undefined;
+    if (this.dirty && !this.closed) this.schedule();
   }
 
   /** The store's world with this host's endpoints taken from the local records. */
@@ -421,12 +430,26 @@ export class PolicyService implements AgentService {
     try {
       await this.requestRescan();
       await this.flush();
-      const r = this.enforcer.repair();
-      if (r.type === 'repaired') this.opts.metrics?.updates.inc({ result: 'repaired' });
     } catch (err) {
-      this.opts.metrics?.errors.inc({ kind: 'apply' });
-      this.opts.log.warn('policy repair failed', { reason: err instanceof Error ? err.message : String(err) });
+      this.repairFailed(err);
+      return;
     }
+    // The repair holds `running` as a pass does, so the two never interleave their nft calls.
+    if (this.closed || this.running) return;
+    this.running = (async () => {
+      try {
+        const r = await this.enforcer.repair();
+        if (r.type === 'repaired') this.opts.metrics?.updates.inc({ result: 'repaired' });
+      } catch (err) {
+        this.repairFailed(err);
+      }
+    })().finally(() => this.enforcerIdle());
+    await this.running;
+  }
+
+  private repairFailed(err: unknown): void {
+    this.opts.metrics?.errors.inc({ kind: 'apply' });
+    this.opts.log.warn('policy repair failed', { reason: err instanceof Error ? err.message : String(err) });
   }
 
   /** /readyz detail. */

@@ -39,16 +39,16 @@ export function agentRuleCount(s: AgentRulesSpec): number {
   return s.ipMasq ? 4 : 2;
 }
 
-export function applyAgentRules(s: AgentRulesSpec): void {
-  nftApply(agentRulesScript(s));
+export async function applyAgentRules(s: AgentRulesSpec): Promise<void> {
+  await nftApply(agentRulesScript(s));
 }
 
 /** True when the table holds exactly the expected rules (by count and comment). */
-export function agentRulesInPlace(s: AgentRulesSpec): boolean {
-  const rules = nftListRules('inet', AGENT_TABLE);
+export async function agentRulesInPlace(s: AgentRulesSpec): Promise<boolean> {
+  const rules = await nftListRules('inet', AGENT_TABLE);
   return rules.length === agentRuleCount(s) && rules.every((r) => r.comment?.startsWith('weft: '));
 }
 
-export function removeAgentRules(): void {
-  if (nftListJson(['table', 'inet', AGENT_TABLE]) !== undefined) nftApply(`delete table inet ${AGENT_TABLE}\n`);
+export async function removeAgentRules(): Promise<void> {
+  if ((await nftListJson(['table', 'inet', AGENT_TABLE])) !== undefined) await nftApply(`delete table inet ${AGENT_TABLE}\n`);
 }

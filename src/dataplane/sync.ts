@@ -5,11 +5,15 @@
 // pass), lease events take the incremental path (DataplaneSync): the diff is against what the
 // last sync wrote, so a burst of events costs its own writes, not a dump of every table. Routes
 // name their next hop through a nexthop object where the kernel has them (src/netlink/nexthop.ts
-// says why: bulk programming costs a third of the kernel time).
+// says why: bulk programming costs a third of the kernel time). weftd's full passes after the
+// first run on a worker thread (syncOffLoop), so its event loop never waits for one.
 import { isNetlinkError, type FdbInput, type Netlink, type NetlinkOp, type NeighInput, type NexthopObject, type Route } from '../netlink/index.js';
 import { type Cidr, type IP, ipEquals } from '../net/ip.js';
 
+import { Worker } from 'node:worker_threads';
+import { CniCode, WeftError } from '../errors.js';
 import { WEFT_ROUTE_PROTOCOL } from './protocols.js';
+import type { FullPassReply, FullPassRequest } from './full-pass-worker.js';
 
 export interface DesiredRoute {
   readonly dst: Cidr;
@@ -117,6 +121,42 @@ function orderOps(ops: NetlinkOp[]): NetlinkOp[] {
   return ops.sort((a, b) => rankOf(a) - rankOf(b));
 }
 
+/**
+ * The nexthop object a route uses: none without nexthop objects, or when another owner holds
+ * the id (the route then takes the classic form).
+ */
+function nhidOf(w: DesiredRoute, objects: boolean | undefined, foreign: ReadonlySet<number>): number | undefined {
+  if (!objects) return undefined;
+  const id = nexthopIdFor(w.gateway);
+  return id !== undefined && !foreign.has(id) ? id : undefined;
+}
+
+/** The nexthop objects `want`'s routes need, by id. */
+function wantedNexthopsOf(want: DesiredState, nhidFor: (w: DesiredRoute) => number | undefined): Map<number, WantedNexthop> {
+  const out = new Map<number, WantedNexthop>();
+  for (const w of want.routes) {
+    const id = nhidFor(w);
+    if (id !== undefined && !out.has(id)) out.set(id, { gateway: w.gateway, oif: w.oif, onlink: w.onlink });
+  }
+  return out;
+}
+
+function sameIds(a: readonly number[], b: ReadonlySet<number>): boolean {
+  return a.length === b.size && a.every((id) => b.has(id));
+}
+
+/** The refused writes as keys remember() understands (strings: they cross threads). */
+function refusedKeys(failed: ReadonlySet<NetlinkOp>): Set<string> {
+  const refused = new Set<string>();
+  for (const o of failed) {
+    if (o.op === 'replaceRoute' && o.route.dst !== 'default') refused.add(`r${routeKey(o.route.dst)}`);
+    else if (o.op === 'replaceNeigh') refused.add(`n${neighKey(o.neigh.ip)}`);
+    else if (o.op === 'replaceFdb') refused.add(`f${fdbKey(o.fdb.mac, o.fdb.dst)}`);
+    else if (o.op === 'replaceNexthop') refused.add(`h${o.nexthop.id}`);
+  }
+  return refused;
+}
+
 /** Applies ops; returns the kernel's refusals and the set of ops it refused. */
 function apply(nl: Netlink, ops: NetlinkOp[]): { errors: string[]; failed: Set<NetlinkOp> } {
   const errors: string[] = [];
@@ -143,6 +183,69 @@ export interface DataplaneSyncOptions {
    * the classic one-gateway-per-route form.
    */
   readonly nexthopObjects?: boolean;
+  /**
+   * syncOffLoop runs full passes (after the first) on a worker thread (default true); false
+   * runs them on the caller's thread, as sync() does.
+   */
+  readonly fullPassThread?: boolean;
+}
+
+/**
+ * A worker thread running fullPass (src/dataplane/full-pass-worker.ts), started on first use.
+ * It keeps the process alive only while a pass is in flight. A thread that dies fails the
+ * passes in flight; the next pass starts a new one.
+ */
+class FullPassThread {
+  private worker: Worker | undefined;
+  private readonly pending = new Map<number, { resolve(o: FullPassOutcome): void; reject(e: Error): void }>();
+  private nextId = 1;
+
+  /** The thread holds a copy of the last state it was sent (a new thread holds none). */
+  holdsWant = false;
+
+  /** `want` undefined: the same state as the last call's. */
+  run(nsPath: string | undefined, want: DesiredState | undefined, nexthopObjects: boolean | undefined): Promise<FullPassOutcome> {
+    if (want === undefined && !this.holdsWant) return Promise.reject(new WeftError(CniCode.Internal, 'dataplane full-pass thread: no state to repeat'));
+    const w = this.worker ?? this.start();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      w.ref();
+      w.postMessage({ id, nsPath, nexthopObjects, ...(want !== undefined && { want }) } satisfies FullPassRequest);
+      if (want !== undefined) this.holdsWant = true;
+    });
+  }
+
+  private start(): Worker {
+    const w = new Worker(new URL('./full-pass-worker.js', import.meta.url));
+    w.unref();
+    w.on('message', (r: FullPassReply) => {
+      const p = this.pending.get(r.id);
+      this.pending.delete(r.id);
+      if (this.pending.size === 0) w.unref();
+      if (r.ok) p?.resolve(r.outcome);
+      else p?.reject(new WeftError(r.code, r.message, r.details));
+    });
+    const fail = (err: Error): void => {
+      if (this.worker === w) {
+        this.worker = undefined;
+        this.holdsWant = false;
+      }
+      for (const p of this.pending.values()) p.reject(WeftError.wrap(err, CniCode.Internal, 'dataplane full-pass thread'));
+      this.pending.clear();
+    };
+    w.on('error', fail);
+    w.on('exit', (code) => fail(new Error(`exited (code ${code})`)));
+    this.worker = w;
+    return w;
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    this.holdsWant = false;
+    if (w) await w.terminate();
+  }
 }
 
 /**
@@ -167,8 +270,18 @@ export class DataplaneSync {
   /** Nexthop ids held by objects of other owners, as of the last full sync. */
   private foreign = new Set<number>();
 
+  private readonly fullPassThread: boolean;
+  private thread: FullPassThread | undefined;
+  /** Counts remember() calls: what was last written changed since the thread's last pass? */
+  private generation = 0;
+  /** `generation` right after the thread's last pass was absorbed (-1: it holds nothing yet). */
+  private threadGeneration = -1;
+  /** The last syncOffLoop call, which the next one waits for. */
+  private queue: Promise<unknown> = Promise.resolve();
+
   constructor(private readonly nl: Netlink, opts: DataplaneSyncOptions = {}) {
     if (opts.nexthopObjects === false) this.nexthopObjects = false;
+    this.fullPassThread = opts.fullPassThread ?? true;
   }
 
   /** Forget what was written (e.g. the device was re-created): the next sync is full. */
@@ -187,33 +300,18 @@ export class DataplaneSync {
   }
 
   private nhidFor(w: DesiredRoute): number | undefined {
-    if (!this.nexthopObjects) return undefined;
-    const id = nexthopIdFor(w.gateway);
-    return id !== undefined && !this.foreign.has(id) ? id : undefined;
+    return nhidOf(w, this.nexthopObjects, this.foreign);
   }
 
-  /** The nexthop objects `want`'s routes need, by id. */
   private wantedNexthops(want: DesiredState): Map<number, WantedNexthop> {
-    const out = new Map<number, WantedNexthop>();
-    for (const w of want.routes) {
-      const id = this.nhidFor(w);
-      if (id !== undefined && !out.has(id)) out.set(id, { gateway: w.gateway, oif: w.oif, onlink: w.onlink });
-    }
-    return out;
+    return wantedNexthopsOf(want, (w) => this.nhidFor(w));
   }
 
   /** Remembers `want` minus what the kernel refused (so the next pass tries those again). */
-  private remember(want: DesiredState, nexthops: Map<number, WantedNexthop>, failed: Set<NetlinkOp>): void {
+  private remember(want: DesiredState, nexthops: Map<number, WantedNexthop>, refused: ReadonlySet<string>): void {
     const routes = new Map<string, WrittenRoute>();
     const neighs = new Map<string, DesiredNeigh>();
     const fdb = new Map<string, DesiredFdb>();
-    const refused = new Set<string>();
-    for (const o of failed) {
-      if (o.op === 'replaceRoute' && o.route.dst !== 'default') refused.add(`r${routeKey(o.route.dst)}`);
-      else if (o.op === 'replaceNeigh') refused.add(`n${neighKey(o.neigh.ip)}`);
-      else if (o.op === 'replaceFdb') refused.add(`f${fdbKey(o.fdb.mac, o.fdb.dst)}`);
-      else if (o.op === 'replaceNexthop') refused.add(`h${o.nexthop.id}`);
-    }
     for (const w of want.routes) {
       const k = routeKey(w.dst);
       const nhid = this.nhidFor(w);
@@ -225,6 +323,7 @@ export class DataplaneSync {
       for (const w of want.neighs) { const k = neighKey(w.ip); if (!refused.has(`n${k}`)) neighs.set(k, w); }
       for (const w of want.fdb) { const k = fdbKey(w.mac, w.dst); if (!refused.has(`f${k}`)) fdb.set(k, w); }
     }
+    this.generation++;
     this.routes = routes;
     this.nexthops = kept;
     this.neighs = neighs;
@@ -233,6 +332,14 @@ export class DataplaneSync {
   }
 
   private incremental(want: DesiredState, had: Map<string, WrittenRoute>): SyncResult {
+    const { ops, repairs, removals, nexthops } = this.plan(want, had);
+    const { errors, failed } = apply(this.nl, ops);
+    this.remember(want, nexthops, refusedKeys(failed));
+    return { repairs, removals, errors };
+  }
+
+  /** The writes that take the kernel from what was last written to `want`. */
+  private plan(want: DesiredState, had: Map<string, WrittenRoute>): { ops: NetlinkOp[]; repairs: number; removals: number; nexthops: Map<number, WantedNexthop> } {
     const ops: NetlinkOp[] = [];
     let repairs = 0;
     let removals = 0;
@@ -290,38 +397,102 @@ export class DataplaneSync {
         removals++;
       }
     }
-    const { errors, failed } = apply(this.nl, ops);
-    this.remember(want, nexthops, failed);
-    return { repairs, removals, errors };
+    return { ops, repairs, removals, nexthops };
   }
 
-  /** Reads the kernel's nexthop objects; decides on first use whether the kernel has them. */
-  private haveNexthops(): NexthopObject[] {
-    if (this.nexthopObjects === false) return [];
-    try {
-      const list = this.nl.listNexthops();
-      this.nexthopObjects = true;
-      return list;
-    } catch (err) {
-      if (this.nexthopObjects === undefined && nexthopsUnsupported(err)) {
-        this.nexthopObjects = false;
-        return [];
+  /**
+   * sync() without holding up the caller's event loop: a full pass over thousands of peers is
+   * tens of milliseconds of blocking netlink dumps, decoding and writes (hundreds under load),
+   * so it runs on a worker thread and only its outcome comes back here. The first full pass
+   * stays on this thread: at start-up nothing else is served yet, and the peers are programmed
+   * without waiting for a thread to start. Incremental passes write only a difference and stay
+   * here too. Calls run one after another, in order.
+   */
+  syncOffLoop(want: DesiredState, mode: 'full' | 'incremental'): Promise<SyncResult> {
+    const run = async (): Promise<SyncResult> => {
+      const full = mode === 'full' || this.routes === undefined || this.device !== want.device;
+      if (!full || this.routes === undefined || this.fullPassThread === false) return this.sync(want, mode);
+      const thread = (this.thread ??= new FullPassThread());
+      // A repair pass mostly wants what the last one did: then the thread checks the kernel against
+      // the copy it kept, and neither side copies or re-remembers thousands of objects again.
+      const same = thread.holdsWant && this.threadGeneration === this.generation && this.device === want.device && this.plan(want, this.routes).ops.length === 0;
+      const out = await thread.run(this.nl.nsPath, same ? undefined : want, this.nexthopObjects);
+      if (same && out.refused.length === 0 && out.nexthopObjects === this.nexthopObjects && sameIds(out.foreign, this.foreign)) {
+        return { repairs: out.repairs, removals: out.removals, errors: out.errors };
       }
-      throw err;
-    }
+      const r = this.absorb(want, out);
+      this.threadGeneration = this.generation;
+      return r;
+    };
+    const p = this.queue.then(run, run);
+    this.queue = p.catch(() => {});
+    return p;
+  }
+
+  /** Stops the full-pass thread (if one was started); the kernel state stays. */
+  async close(): Promise<void> {
+    await this.queue;
+    const t = this.thread;
+    this.thread = undefined;
+    this.threadGeneration = -1;
+    await t?.close();
   }
 
   private full(want: DesiredState): SyncResult {
-    const { nl } = this;
+    return this.absorb(want, fullPass(this.nl, want, this.nexthopObjects));
+  }
+
+  /** Takes a full pass's findings (made on this thread or on the worker) as what was written. */
+  private absorb(want: DesiredState, out: FullPassOutcome): SyncResult {
+    this.nexthopObjects = out.nexthopObjects;
+    this.foreign = new Set(out.foreign);
+    this.remember(want, this.wantedNexthops(want), new Set(out.refused));
+    return { repairs: out.repairs, removals: out.removals, errors: out.errors };
+  }
+}
+
+/** What a full pass found and did; plain data, so it can come back from a worker thread. */
+export interface FullPassOutcome {
+  readonly repairs: number;
+  readonly removals: number;
+  readonly errors: string[];
+  /** Keys (see refusedKeys) of the writes the kernel refused. */
+  readonly refused: string[];
+  /** Nexthop ids held by objects of other owners. */
+  readonly foreign: number[];
+  readonly nexthopObjects: boolean;
+}
+
+/**
+ * The kernel's nexthop objects, and whether routes go through them: `known` is the caller's
+ * earlier finding (undefined: ask the kernel; a kernel without them refuses the dump).
+ */
+function listNexthopObjects(nl: Netlink, known: boolean | undefined): { objects: NexthopObject[]; supported: boolean } {
+  if (known === false) return { objects: [], supported: false };
+  try {
+    return { objects: nl.listNexthops(), supported: true };
+  } catch (err) {
+    if (known === undefined && nexthopsUnsupported(err)) return { objects: [], supported: false };
+    throw err;
+  }
+}
+
+/**
+ * Dumps the kernel, diffs against `want` and writes the difference in one batch. Stateless: the
+ * caller keeps the outcome (DataplaneSync.absorb), so it can run on another thread.
+ */
+export function fullPass(nl: Netlink, want: DesiredState, nexthopObjects: boolean | undefined): FullPassOutcome {
     const ops: NetlinkOp[] = [];
     let repairs = 0;
     let removals = 0;
 
     // Nexthop objects: every protocol-87 object is ours; an id someone else holds is left alone
     // and the routes that would use it are written the classic way.
-    const haveNh = new Map(this.haveNexthops().map((n) => [n.id, n]));
-    this.foreign = new Set([...haveNh.values()].filter((n) => n.protocol !== WEFT_ROUTE_PROTOCOL).map((n) => n.id));
-    const nexthops = this.wantedNexthops(want);
+    const listed = listNexthopObjects(nl, nexthopObjects);
+    const haveNh = new Map(listed.objects.map((n) => [n.id, n]));
+    const foreign = new Set([...haveNh.values()].filter((n) => n.protocol !== WEFT_ROUTE_PROTOCOL).map((n) => n.id));
+    const nhidFor = (w: DesiredRoute): number | undefined => nhidOf(w, listed.supported, foreign);
+    const nexthops = wantedNexthopsOf(want, nhidFor);
     for (const [id, n] of nexthops) {
       const h = haveNh.get(id);
       if (h && !h.group && !h.blackhole && h.gateway !== undefined && h.oif !== undefined
@@ -348,7 +519,7 @@ export class DataplaneSync {
       const k = routeKey(w.dst);
       wantedRoutes.add(k);
       const have = haveRoutes.get(k) ?? [];
-      const nhid = this.nhidFor(w);
+      const nhid = nhidFor(w);
       const good = have.find((h) => routeMatches(h, w, nhid));
       // Without a good one, the first route for the destination is replaced in place (no gap in
       // forwarding, e.g. when the classic form turns into a nexthop object); the rest go.
@@ -411,9 +582,7 @@ export class DataplaneSync {
     }
 
     const { errors, failed } = apply(nl, ops);
-    this.remember(want, nexthops, failed);
-    return { repairs, removals, errors };
-  }
+    return { repairs, removals, errors, refused: [...refusedKeys(failed)], foreign: [...foreign], nexthopObjects: listed.supported };
 }
 
 /**

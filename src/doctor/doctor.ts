@@ -109,8 +109,8 @@ export async function runDoctor(input: DoctorInput): Promise<DoctorReport> {
     hops.push(peerLeaseHop(ctx));
     hops.push(await agentHop(ctx, 'dst', dst.node?.health ? await dst.node.health() : undefined));
   }
-  hops.push(policyHop(ctx), agentRulesHop(ctx, src.node, 'src'));
-  if (!sameNode(ctx)) hops.push(agentRulesHop(ctx, dst.node, 'dst'));
+  hops.push(await policyHop(ctx), await agentRulesHop(ctx, src.node, 'src'));
+  if (!sameNode(ctx)) hops.push(await agentRulesHop(ctx, dst.node, 'dst'));
   hops.push(hostLinkHop(dst, 'dst'));
   hops.push(podInterfaceHop(dst, 'dst'));
   const firstFailure = hops.find((h) => h.status === 'fail');

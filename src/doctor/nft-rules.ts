@@ -8,7 +8,7 @@ import type { DoctorContext, DoctorNode, Hop } from './types.js';
 const FORWARD_COMMENTS = ['weft: from the cluster network', 'weft: to the cluster network'];
 const INSIDE_COMMENT = 'weft: inside the cluster network';
 
-export function agentRulesHop(ctx: DoctorContext, node: DoctorNode | undefined, role: 'src' | 'dst'): Hop {
+export async function agentRulesHop(ctx: DoctorContext, node: DoctorNode | undefined, role: 'src' | 'dst'): Promise<Hop> {
   const hopId = `${role}-nft`;
   const where = `node ${node?.name ?? '?'}`;
   const title = `weftd's nftables (inet ${AGENT_TABLE}): forward and masquerade`;
@@ -16,7 +16,7 @@ export function agentRulesHop(ctx: DoctorContext, node: DoctorNode | undefined, 
   if (ctx.backend === undefined) return { id: hopId, where, title, status: 'skip', detail: 'no agent in this network' };
   let comments: string[];
   try {
-    comments = nftListRules('inet', AGENT_TABLE, node.nsName !== undefined ? { netns: node.nsName } : {}).flatMap((r) => (r.comment !== undefined ? [r.comment] : []));
+    comments = (await nftListRules('inet', AGENT_TABLE, node.nsName !== undefined ? { netns: node.nsName } : {})).flatMap((r) => (r.comment !== undefined ? [r.comment] : []));
   } catch (err) {
     return { id: hopId, where, title, status: 'skip', detail: `cannot list: ${(err as Error).message}` };
   }

@@ -17,23 +17,29 @@ function endpointAt(world: PolicyWorld, ip: DoctorContext['src']['ip']): Endpoin
 
 const id = (p: NetworkPolicy): string => `${p.namespace}/${p.name}`;
 
-/** Whether node's policy table mentions the policy (weftd tags each policy's rules with its id). */
-function enforcedOn(node: DoctorNode | undefined, p: NetworkPolicy): string {
-  if (!node) return '';
+/** A node's weft-policy table as JSON text: undefined when it has none, null when it cannot be read. */
+export async function policyTableText(node: DoctorNode | undefined): Promise<string | undefined | null> {
+  if (!node) return null;
   try {
-    const items = nftListJson(['table', 'inet', POLICY_TABLE], { ...(node.nsName !== undefined && { netns: node.nsName }), terse: true });
-    if (!items) return `; ${node.name} has no inet ${POLICY_TABLE} table yet`;
-    return JSON.stringify(items).includes(id(p)) ? `; enforced on ${node.name}` : `; not yet in ${node.name}'s inet ${POLICY_TABLE}`;
+    const items = await nftListJson(['table', 'inet', POLICY_TABLE], { ...(node.nsName !== undefined && { netns: node.nsName }), terse: true });
+    return items === undefined ? undefined : JSON.stringify(items);
   } catch {
-    return '';
+    return null;
   }
+}
+
+/** Whether the node's policy table (read by policyTableText) mentions the policy (weftd tags each policy's rules with its id). */
+function enforcedOn(node: DoctorNode | undefined, table: string | undefined | null, p: NetworkPolicy): string {
+  if (!node || table === null) return '';
+  if (table === undefined) return `; ${node.name} has no inet ${POLICY_TABLE} table yet`;
+  return table.includes(id(p)) ? `; enforced on ${node.name}` : `; not yet in ${node.name}'s inet ${POLICY_TABLE}`;
 }
 
 function describeConn(ctx: DoctorContext): string {
   return ctx.probe.protocol === 'ICMP' ? 'ICMP' : `${ctx.probe.protocol} port ${ctx.probe.port}`;
 }
 
-export function policyHop(ctx: DoctorContext): Hop {
+export async function policyHop(ctx: DoctorContext): Promise<Hop> {
   const where = 'policy';
   const title = `NetworkPolicy for ${describeConn(ctx)}`;
   const world = ctx.world;
@@ -57,9 +63,11 @@ export function policyHop(ctx: DoctorContext): Hop {
       detail: selecting.length === 0 ? `no policy selects ${who.join(' or ')}` : `allowed by ${selecting.map(id).join(', ')}`,
     };
   }
+  const srcTable = egress.length > 0 ? await policyTableText(ctx.src.node) : null;
+  const dstTable = ingress.length > 0 ? await policyTableText(ctx.dst.node) : null;
   const parts: string[] = [];
-  if (egress.length > 0 && srcEp) parts.push(`${egress.map(id).join(', ')} isolate${egress.length === 1 ? 's' : ''} ${srcEp.namespace}/${srcEp.pod} for egress and no egress rule admits ${formatIP(ctx.dst.ip)}${egress.map((p) => enforcedOn(ctx.src.node, p)).join('')}`);
-  if (ingress.length > 0 && dstEp) parts.push(`${ingress.map(id).join(', ')} isolate${ingress.length === 1 ? 's' : ''} ${dstEp.namespace}/${dstEp.pod} for ingress and no ingress rule admits ${srcEp ? `${srcEp.namespace}/${srcEp.pod}` : formatIP(ctx.src.ip)}${ingress.map((p) => enforcedOn(ctx.dst.node, p)).join('')}`);
+  if (egress.length > 0 && srcEp) parts.push(`${egress.map(id).join(', ')} isolate${egress.length === 1 ? 's' : ''} ${srcEp.namespace}/${srcEp.pod} for egress and no egress rule admits ${formatIP(ctx.dst.ip)}${egress.map((p) => enforcedOn(ctx.src.node, srcTable, p)).join('')}`);
+  if (ingress.length > 0 && dstEp) parts.push(`${ingress.map(id).join(', ')} isolate${ingress.length === 1 ? 's' : ''} ${dstEp.namespace}/${dstEp.pod} for ingress and no ingress rule admits ${srcEp ? `${srcEp.namespace}/${srcEp.pod}` : formatIP(ctx.src.ip)}${ingress.map((p) => enforcedOn(ctx.dst.node, dstTable, p)).join('')}`);
   const first = ingress[0] ?? egress[0];
   const side = ingress.length > 0 ? 'ingress' : 'egress';
   return {

@@ -12,7 +12,7 @@
 // them. Connections NATed on this host between pods (above all DNATed to a pod: kube-proxy's
 // ClusterIPs, portmap's hostPorts) stay tracked through a set their packets fill: see bypass.ts.
 // The learning half of the bypass table stays while a policy table exists.
-import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Cidr } from '../net/ip.js';
 import { nftApply, nftListJson } from '../nft/nft.js';
@@ -30,16 +30,16 @@ import type { PolicyWorld } from './model.js';
 /** Where the table lives: this process's namespace, or a named one (tests, the lab). */
 export interface NftRunner {
   /** Runs a script as one transaction. */
-  apply(script: string): void;
+  apply(script: string): Promise<void>;
   /**
    * `nft -j list table inet <table>` (default weft-policy), undefined when the table is absent;
    * `terse` leaves set elements out.
    */
-  listTable(table?: string, terse?: boolean): unknown[] | undefined;
+  listTable(table?: string, terse?: boolean): Promise<unknown[] | undefined>;
   /** bridge-nf-call-iptables in that namespace: undefined when br_netfilter is not there. */
   bridgeNetfilter(): boolean | undefined;
   /** /proc/net/nf_conntrack of that namespace, undefined when the kernel has none (seeds the bypass's sets). */
-  readConntrack?(): string | undefined;
+  readConntrack?(): Promise<string | undefined>;
 }
 
 export function localNft(): NftRunner {
@@ -47,9 +47,9 @@ export function localNft(): NftRunner {
     apply: (script) => nftApply(script),
     listTable: (table = POLICY_TABLE, terse = false) => nftListJson(['table', POLICY_FAMILY, table], { terse }),
     bridgeNetfilter: () => readBridgeNf(undefined),
-    readConntrack: () => {
+    readConntrack: async () => {
       try {
-        return readFileSync('/proc/net/nf_conntrack', 'utf8');
+        return await readFile('/proc/net/nf_conntrack', 'utf8');
       } catch {
         return undefined;
       }
@@ -71,7 +71,8 @@ export function netnsNft(netns: string): NftRunner {
     apply: (script) => nftApply(script, { netns }),
     listTable: (table = POLICY_TABLE, terse = false) => nftListJson(['table', POLICY_FAMILY, table], { netns, terse }),
     bridgeNetfilter: () => readBridgeNf(netnsPath(netns)),
-    readConntrack: () => {
+    // Tests and the lab only (weftd uses localNft), so the blocking `cat` is left as it was.
+    readConntrack: async () => {
       // A busy host's table runs to many megabytes; spawnSync's default 1 MiB would drop the seed.
       const r = runInNetns(netns, ['cat', '/proc/net/nf_conntrack'], { maxBufferBytes: 512 * 1024 * 1024 });
       return r.status === 0 ? r.stdout : undefined;
@@ -174,17 +175,17 @@ export class PolicyEnforcer {
    * someone changed in a way `add` cannot fix, e.g. a set of another type) is retried once with
    * the bypass table recreated.
    */
-  private applyWith(main: string, notrack: boolean): void {
+  private async applyWith(main: string, notrack: boolean): Promise<void> {
     if (this.bypass.length === 0) {
-      this.nft.apply(main + renderBypassRemove());
+      await this.nft.apply(main + renderBypassRemove());
       return;
     }
     try {
-      this.nft.apply(main + this.bypassScript(notrack, false));
+      await this.nft.apply(main + await this.bypassScript(notrack, false));
     } catch (err) {
       this.opts.log?.warn('conntrack bypass: transaction refused, retrying with its table recreated', { error: err instanceof Error ? err.message : String(err) });
       this.bypassChecked = false;
-      this.nft.apply(main + this.bypassScript(notrack, true));
+      await this.nft.apply(main + await this.bypassScript(notrack, true));
     }
     this.bypassChecked = true;
   }
@@ -197,25 +198,25 @@ export class PolicyEnforcer {
    * order, a connection made in between is learnt by the learn chains and one made before is in
    * conntrack's listing, so none meets the first notrack unknown.
    */
-  private bypassScript(notrack: boolean, forceRecreate: boolean): string {
+  private async bypassScript(notrack: boolean, forceRecreate: boolean): Promise<string> {
     let seed: NatSeed[] | undefined;
     if (!this.bypassChecked || forceRecreate) {
-      const plan = forceRecreate ? { recreate: true, fresh: true } : planBypass(this.bypassListing(), this.bypass);
+      const plan = forceRecreate ? { recreate: true, fresh: true } : planBypass(await this.bypassListing(), this.bypass);
       if (plan.fresh) {
-        this.nft.apply(renderBypass(this.bypass, { notrack: false, recreate: plan.recreate }));
-        seed = this.conntrackSeed();
+        await this.nft.apply(renderBypass(this.bypass, { notrack: false, recreate: plan.recreate }));
+        seed = await this.conntrackSeed();
       }
     }
     return renderBypass(this.bypass, { notrack, ...(seed && { seed }) });
   }
 
-  private bypassListing(): TableShape | undefined {
-    const items = this.nft.listTable(BYPASS_TABLE, true);
+  private async bypassListing(): Promise<TableShape | undefined> {
+    const items = await this.nft.listTable(BYPASS_TABLE, true);
     return items === undefined ? undefined : shapeOfListing(items);
   }
 
-  private conntrackSeed(): NatSeed[] {
-    const text = this.nft.readConntrack?.();
+  private async conntrackSeed(): Promise<NatSeed[]> {
+    const text = await this.nft.readConntrack?.();
     if (text === undefined) {
       this.opts.log?.warn('conntrack bypass: cannot read /proc/net/nf_conntrack, NATed connections made before now are not in its sets');
       return [];
@@ -234,7 +235,7 @@ export class PolicyEnforcer {
   }
 
   /** Brings the kernel to `world`. Throws WeftError when nft refuses (nothing half-applied). */
-  update(world: PolicyWorld, guard?: LocalGuard): EnforceResult {
+  async update(world: PolicyWorld, guard?: LocalGuard): Promise<EnforceResult> {
     const t0 = performance.now();
     const next = compilePolicies(world, this.opts.host, guard);
     const compileMs = performance.now() - t0;
@@ -244,7 +245,7 @@ export class PolicyEnforcer {
       if (diff.script === '') return { type: 'unchanged' };
       try {
         const t1 = performance.now();
-        this.nft.apply(diff.script);
+        await this.nft.apply(diff.script);
         this.current = next;
         this.opts.log?.debug('policy elements updated', { added: diff.added, removed: diff.removed, compileMs: round(compileMs), nftMs: round(performance.now() - t1) });
         return { type: 'elements', added: diff.added, removed: diff.removed };
@@ -256,9 +257,9 @@ export class PolicyEnforcer {
     return this.replace(next, prev ? 'rules changed' : 'first apply', compileMs);
   }
 
-  private replace(next: CompiledPolicy, reason: string, compileMs?: number): EnforceResult {
+  private async replace(next: CompiledPolicy, reason: string, compileMs?: number): Promise<EnforceResult> {
     const t1 = performance.now();
-    this.applyWith(renderReplace(next), false);
+    await this.applyWith(renderReplace(next), false);
     this.current = next;
     this.cleared = false;
     this.opts.log?.info('policy table replaced', {
@@ -272,25 +273,25 @@ export class PolicyEnforcer {
    * (and the bypass's learning half, without notrack) while enforcing, the whole bypass after
    * remove(). The bypass's set elements are the kernel's and not compared.
    */
-  repair(): RepairResult {
+  async repair(): Promise<RepairResult> {
     const want = this.current;
     if (!want) return this.cleared && this.bypass.length > 0 ? this.repairBypass() : { type: 'idle' };
-    const items = this.nft.listTable();
+    const items = await this.nft.listTable();
     let diff = items === undefined ? 'table is missing' : shapeDifference(expectedShape(want), shapeOfListing(items));
-    if (diff === undefined && this.bypass.length > 0) diff = bypassDifference(this.bypassListing(), this.bypass, false);
+    if (diff === undefined && this.bypass.length > 0) diff = bypassDifference(await this.bypassListing(), this.bypass, false);
     if (diff === undefined) return { type: 'ok' };
     this.bypassChecked = false;
-    this.applyWith(renderReplace(want), false);
+    await this.applyWith(renderReplace(want), false);
     this.opts.log?.warn('policy table repaired', { reason: diff });
     return { type: 'repaired', reason: diff };
   }
 
-  private repairBypass(): RepairResult {
-    const diff = bypassDifference(this.bypassListing(), this.bypass, true)
-      ?? (this.nft.listTable() !== undefined ? `${POLICY_TABLE} exists while no policy applies` : undefined);
+  private async repairBypass(): Promise<RepairResult> {
+    const diff = bypassDifference(await this.bypassListing(), this.bypass, true)
+      ?? ((await this.nft.listTable()) !== undefined ? `${POLICY_TABLE} exists while no policy applies` : undefined);
     if (diff === undefined) return { type: 'ok' };
     this.bypassChecked = false;
-    this.applyWith(renderRemove(), true);
+    await this.applyWith(renderRemove(), true);
     this.opts.log?.warn('conntrack bypass repaired', { reason: diff });
     return { type: 'repaired', reason: diff };
   }
@@ -299,8 +300,8 @@ export class PolicyEnforcer {
    * Deletes weft's policy table (everything becomes allowed again) and, in the same transaction,
    * puts the conntrack bypass in place when configured.
    */
-  remove(): void {
-    this.applyWith(renderRemove(), true);
+  async remove(): Promise<void> {
+    await this.applyWith(renderRemove(), true);
     this.current = undefined;
     this.cleared = true;
   }

@@ -151,3 +151,65 @@ describe('DataplaneSync with nexthop objects', () => {
     assert.equal(weftNexthops(ns.name).length, 0);
   });
 });
+
+/** Runs `p` and counts the event loop's turns (setImmediate callbacks) until it settles. */
+async function turnsWhile<T>(p: Promise<T>): Promise<{ value: T; turns: number }> {
+  let turns = 0;
+  let done = false;
+  const tick = (): void => { if (!done) { turns++; setImmediate(tick); } };
+  setImmediate(tick);
+  try {
+    return { value: await p, turns };
+  } finally {
+    done = true;
+  }
+}
+
+describe('DataplaneSync.syncOffLoop', () => {
+  it('keeps the first full pass on this thread and runs later ones on the worker thread, with the same outcome', async () => {
+    const { ns, nl, dev } = host();
+    const sync = new DataplaneSync(nl);
+    try {
+      const first = await turnsWhile(sync.syncOffLoop(peers(dev, 200), 'full'));
+      assert.deepEqual(first.value, { repairs: 800, removals: 0, errors: [] }); // route, object, neighbour, FDB entry each
+      assert.equal(first.turns, 0, 'the first pass ran without yielding');
+      assert.equal(sync.usesNexthopObjects, true);
+
+      ipIn(ns.name, ['route', 'del', '10.10.5.0/24']);
+      ipIn(ns.name, ['neigh', 'del', '10.10.6.0', 'dev', 'weft.1']);
+      ipIn(ns.name, ['nexthop', 'del', 'id', String(nexthopIdFor(parseIP('10.10.7.0')))]); // takes its route along
+      const repair = await turnsWhile(sync.syncOffLoop(peers(dev, 200), 'full'));
+      assert.deepEqual(repair.value, { repairs: 4, removals: 0, errors: [] });
+      assert.ok(repair.turns > 0, 'the event loop kept turning during the pass');
+      assert.equal(weftRoutes(ns.name).length, 200);
+      assert.equal(weftNexthops(ns.name).length, 200);
+
+      // What the worker wrote is remembered here: an incremental pass only writes the news.
+      assert.deepEqual(await sync.syncOffLoop(peers(dev, 201), 'incremental'), { repairs: 3, removals: 0, errors: [] });
+      assert.deepEqual(await sync.syncOffLoop(peers(dev, 201), 'full'), { repairs: 0, removals: 0, errors: [] });
+      // Unchanged state is not sent again: the thread repairs from the copy it kept.
+      ipIn(ns.name, ['route', 'del', '10.10.200.0/24']);
+      assert.deepEqual(await sync.syncOffLoop(peers(dev, 201), 'full'), { repairs: 1, removals: 0, errors: [] });
+      assert.equal(weftRoutes(ns.name).length, 201);
+    } finally {
+      await sync.close();
+    }
+  });
+
+  it('brings the kernel\'s refusals back from the worker, and the next pass tries those writes again', async () => {
+    const { ns, nl, dev } = host();
+    const sync = new DataplaneSync(nl);
+    try {
+      await sync.syncOffLoop(peers(dev, 2), 'full');
+      // A route through a device index that does not exist: the kernel refuses that one write.
+      const bad: DesiredState = { ...peers(dev, 2), routes: [...peers(dev, 2).routes, { dst: parseCidr('10.99.0.0/24'), gateway: parseIP('10.99.0.1'), oif: 9999, onlink: true }] };
+      const r = await sync.syncOffLoop(bad, 'full');
+      assert.ok(r.errors.length >= 1, JSON.stringify(r));
+      assert.equal(weftRoutes(ns.name).length, 2);
+      const again = await sync.syncOffLoop(bad, 'incremental');
+      assert.ok(again.repairs >= 1 && again.errors.length >= 1, `the refused route is not taken as written: ${JSON.stringify(again)}`);
+    } finally {
+      await sync.close();
+    }
+  });
+});

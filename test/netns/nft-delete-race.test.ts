@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { NetnsPool } from '../../src/netns/testing.js';
-import { nftApply, nftDeleteRulesWhere, nftListRules } from '../../src/nft/nft.js';
+import { nftDeleteRulesWhere, nftListRules } from '../../src/nft/nft.js';
 import { parseCidr, type Cidr } from '../../src/net/ip.js';
 import { addMasquerade, CNI_TABLE, removeAttachmentRules, ruleTag, type Attachment } from '../../src/plugins/pkg/cni-rules.js';
 
@@ -31,13 +31,20 @@ function ruleCount(ns: string): number {
   return items.filter((i) => i.rule?.comment === ruleTag(NETWORK, ATTACHMENT)).length;
 }
 
+/** Deletes rules by handle with nft itself, synchronously (the predicate below cannot wait). */
+function deleteHandles(ns: string, handles: number[]): void {
+  const script = handles.map((h) => `delete rule inet ${CNI_TABLE} postrouting handle ${h}`).join('\n') + '\n';
+  const r = spawnSync('nsenter', [`--net=/run/netns/${ns}`, '--', 'nft', '-f', '-'], { input: script, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+}
+
 /** A child process that removes the attachment's rules in `ns` once the wall clock reaches `at`. */
 function removerAt(ns: string, at: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const script = `
     const { removeAttachmentRules } = await import(${JSON.stringify(CNI_RULES_MODULE)});
     while (Date.now() < ${at}) {}
     try {
-      const n = removeAttachmentRules(${JSON.stringify(NETWORK)}, ${JSON.stringify(ATTACHMENT)}, { netns: ${JSON.stringify(ns)} });
+      const n = await removeAttachmentRules(${JSON.stringify(NETWORK)}, ${JSON.stringify(ATTACHMENT)}, { netns: ${JSON.stringify(ns)} });
       process.stdout.write(String(n));
     } catch (err) {
       process.stderr.write(String(err && err.message));
@@ -54,19 +61,20 @@ function removerAt(ns: string, at: number): Promise<{ code: number | null; stdou
 }
 
 describe('nftDeleteRulesWhere against a concurrent remover', () => {
-  it('deletes what is still there when part of its listed batch was removed in between', () => {
+  it('deletes what is still there when part of its listed batch was removed in between', async () => {
     const ns = pool.make().name;
-    addMasquerade(NETWORK, ATTACHMENT, addresses(20), [], { netns: ns });
+    await addMasquerade(NETWORK, ATTACHMENT, addresses(20), [], { netns: ns });
     assert.equal(ruleCount(ns), 20);
     const tag = ruleTag(NETWORK, ATTACHMENT);
     let interfered = false;
     // The predicate runs after the listing: the moment to play the other remover and delete
     // half of the handles this call is about to name.
-    const removed = nftDeleteRulesWhere('inet', CNI_TABLE, (comment) => {
+    const listed = (await nftListRules('inet', CNI_TABLE, { netns: ns })).filter((r) => r.comment === tag);
+    assert.ok(listed.every((r) => r.chain === 'postrouting'));
+    const removed = await nftDeleteRulesWhere('inet', CNI_TABLE, (comment) => {
       if (!interfered) {
         interfered = true;
-        const half = nftListRules('inet', CNI_TABLE, { netns: ns }).filter((r) => r.comment === tag).slice(0, 10);
-        nftApply(half.map((r) => `delete rule inet ${CNI_TABLE} ${r.chain} handle ${r.handle}`).join('\n') + '\n', { netns: ns });
+        deleteHandles(ns, listed.slice(0, 10).map((r) => r.handle));
       }
       return comment === tag;
     }, { netns: ns });
@@ -78,7 +86,7 @@ describe('nftDeleteRulesWhere against a concurrent remover', () => {
   it('two processes removing the same attachment both succeed and leave no rule behind', async () => {
     const ns = pool.make().name;
     for (let round = 0; round < 3; round++) {
-      addMasquerade(NETWORK, ATTACHMENT, addresses(RULES), [], { netns: ns });
+      await addMasquerade(NETWORK, ATTACHMENT, addresses(RULES), [], { netns: ns });
       assert.equal(ruleCount(ns), RULES);
       // Both start at the same instant (after their imports), so their listings overlap.
       const at = Date.now() + 1500;
@@ -89,6 +97,6 @@ describe('nftDeleteRulesWhere against a concurrent remover', () => {
       assert.equal(ruleCount(ns), 0);
     }
     // Removing what is already gone is a no-op, not an error.
-    assert.equal(removeAttachmentRules(NETWORK, ATTACHMENT, { netns: ns }), 0);
+    assert.equal(await removeAttachmentRules(NETWORK, ATTACHMENT, { netns: ns }), 0);
   });
 });

@@ -167,7 +167,7 @@ describe('conntrack bypass with DNAT to pods (weftd --conntrack-bypass, vxlan, 2
     await Promise.all(Object.values(pods).map((p) => serve(p)));
     // kube-proxy's part on host 0 (iptables or nftables mode: DNAT in nat prerouting), and the
     // observers on both hosts (after weftd's learning chain at filter - 10).
-    nftApply([
+    await nftApply([
       `add table ip ${PREFIX}-kube`,
       `add chain ip ${PREFIX}-kube pre { type nat hook prerouting priority dstnat; policy accept; }`,
       `add rule ip ${PREFIX}-kube pre ip daddr ${VIP_REMOTE} tcp dport 80 dnat to ${pods.b.ip}:8080`,
@@ -176,7 +176,7 @@ describe('conntrack bypass with DNAT to pods (weftd --conntrack-bypass, vxlan, 2
       `add rule ip ${PREFIX}-kube pre ip daddr ${VIP_LOCAL} udp dport 53 dnat to ${pods.c.ip}:5353`,
     ].join('\n') + '\n', { netns: hostNs(0) });
     for (let h = 0; h < 2; h++) {
-      nftApply([
+      await nftApply([
         ...observerScript(`${PREFIX}-observe`, -5, `ip saddr ${NETWORK} ip daddr ${NETWORK}`),
       ].join('\n') + '\n', { netns: hostNs(h) });
     }
@@ -284,7 +284,7 @@ describe('conntrack bypass with DNAT to pods (weftd --conntrack-bypass, vxlan, 2
 
   it('the bypass without its learning (as it was) breaks every one of these connections; weftd repairs it', async () => {
     await stopWeftd(weftds[0]!);
-    nftApply(`flush chain inet ${BYPASS_TABLE} learn-ip\nflush set inet ${BYPASS_TABLE} nat-tuples-ip\n`, { netns: hostNs(0) });
+    await nftApply(`flush chain inet ${BYPASS_TABLE} learn-ip\nflush set inet ${BYPASS_TABLE} nat-tuples-ip\n`, { netns: hostNs(0) });
     const broken = await probe(pods.a.netns, dnatTargets());
     process.stdout.write(`without learning: ${broken.map((r) => `${r.proto} ${r.ip}:${r.port} ${r.ok ? `answered from ${r.from}` : 'no answer'}`).join('; ')}\n`);
     // All but portmap's hairpin-masqueraded port: its replies go to a host address, which the
@@ -301,7 +301,7 @@ describe('conntrack bypass with DNAT to pods (weftd --conntrack-bypass, vxlan, 2
   it('a new bypass table is seeded from conntrack: a DNATed connection made before weftd turned the bypass on keeps working, server first', async () => {
     // As after an upgrade from a weftd without learning, or a start after --no-conntrack-bypass.
     await stopWeftd(weftds[0]!);
-    nftApply(`delete table inet ${BYPASS_TABLE}\n`, { netns: hostNs(0) });
+    await nftApply(`delete table inet ${BYPASS_TABLE}\n`, { netns: hostNs(0) });
     const held = hold(pods.a.netns, VIP_REMOTE, 80);
     try {
       await held.until('connected');

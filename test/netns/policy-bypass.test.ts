@@ -100,7 +100,7 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
     const b = pods[1]!;
     // The shape of portmap's rules: host port DNAT'd to pod b, masqueraded behind the bridge
     // address so that b's replies come back through this host. Plus the observer.
-    nftApply([
+    await nftApply([
       'add table ip wnt-hostport',
       'add chain ip wnt-hostport pre { type nat hook prerouting priority dstnat; policy accept; }',
       `add rule ip wnt-hostport pre ip daddr ${HOST_PORT_IP} tcp dport 8081 dnat to ${b.ip}:8080`,
@@ -110,7 +110,7 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
     ].join('\n') + '\n', { netns: host });
     await Promise.all(pods.map((p) => startServer(p.netns)));
     const inner = netnsNft(host);
-    const recording: NftRunner = { ...inner, apply: (s) => { scripts.push(s); inner.apply(s); } };
+    const recording: NftRunner = { ...inner, apply: async (s) => { scripts.push(s); await inner.apply(s); } };
     enforcer = new PolicyEnforcer({ host: 'node-a', nft: recording, conntrackBypass: [parseCidr(CLUSTER)] });
   });
 
@@ -120,7 +120,7 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
   });
 
   it('no policy: the bypass table is in place and pod-to-pod traffic is forwarded untracked', async () => {
-    enforcer.remove();
+    await enforcer.remove();
     // A new table: its learning half first, then (after reading conntrack for the seed) the
     // transaction that removes the policy table and turns notrack on.
     assert.equal(scripts.length, 2);
@@ -147,7 +147,7 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
   it('a policy appears: one transaction creates the policy table and ends notrack (the learning stays); allowed connections get their replies', async () => {
     const [a, b] = [pods[0]!, pods[1]!];
     const n = scripts.length;
-    const r = enforcer.update(world([policy({ podSelector: { matchLabels: { app: 'b' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'a' } } }], ports: [{ port: 8080 }] }] })]));
+    const r = await enforcer.update(world([policy({ podSelector: { matchLabels: { app: 'b' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'a' } } }], ports: [{ port: 8080 }] }] })]));
     assert.equal(r.type, 'replaced');
     assert.equal(scripts.length, n + 1, 'a single nft transaction');
     assert.ok(tables().includes(POLICY_TABLE));
@@ -161,38 +161,38 @@ describe('conntrack bypass while no policy applies', { timeout: 60_000 }, () => 
     assert.ok(after.tracked > before.tracked);
   });
 
-  it('repair() while enforcing: notrack that reappeared is removed, emptied learning refilled', () => {
-    nftApply(`add chain inet ${BYPASS_TABLE} prerouting { type filter hook prerouting priority raw; policy accept; }\n`, { netns: host });
-    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} notrack (chain prerouting) exists next to the policy table` });
+  it('repair() while enforcing: notrack that reappeared is removed, emptied learning refilled', async () => {
+    await nftApply(`add chain inet ${BYPASS_TABLE} prerouting { type filter hook prerouting priority raw; policy accept; }\n`, { netns: host });
+    assert.deepEqual(await enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} notrack (chain prerouting) exists next to the policy table` });
     assert.equal(bypassChains()?.prerouting, undefined);
-    assert.deepEqual(enforcer.repair(), { type: 'ok' });
-    nftApply(`flush chain inet ${BYPASS_TABLE} learn-ip\n`, { netns: host });
-    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} chain learn-ip has 0 rules, expected 4` });
+    assert.deepEqual(await enforcer.repair(), { type: 'ok' });
+    await nftApply(`flush chain inet ${BYPASS_TABLE} learn-ip\n`, { netns: host });
+    assert.deepEqual(await enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} chain learn-ip has 0 rules, expected 4` });
     assert.deepEqual(bypassChains(), bypassShape([parseCidr(CLUSTER)], false).chains);
-    assert.deepEqual(enforcer.repair(), { type: 'ok' });
+    assert.deepEqual(await enforcer.repair(), { type: 'ok' });
   });
 
   it('the policy goes: the bypass returns in the same transaction, traffic untracked again; repair() restores it', async () => {
     const [a, b] = [pods[0]!, pods[1]!];
     const n = scripts.length;
-    enforcer.remove();
+    await enforcer.remove();
     assert.equal(scripts.length, n + 1);
     assert.ok(tables().includes(BYPASS_TABLE));
     assert.ok(!tables().includes(POLICY_TABLE));
     const before = counted();
     assert.deepEqual(await probeFrom(a.netns, [{ ip: b.ip, proto: 'tcp', port: 9090 }]), [true]);
     assert.ok(counted().untracked > before.untracked);
-    assert.deepEqual(enforcer.repair(), { type: 'ok' });
-    nftApply(`delete table inet ${BYPASS_TABLE}\n`, { netns: host });
-    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} is missing` });
+    assert.deepEqual(await enforcer.repair(), { type: 'ok' });
+    await nftApply(`delete table inet ${BYPASS_TABLE}\n`, { netns: host });
+    assert.deepEqual(await enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} is missing` });
     assert.deepEqual(bypassChains(), bypassShape([parseCidr(CLUSTER)], true).chains);
-    nftApply(`flush chain inet ${BYPASS_TABLE} prerouting\n`, { netns: host });
-    assert.equal(enforcer.repair().type, 'repaired');
-    assert.deepEqual(enforcer.repair(), { type: 'ok' });
+    await nftApply(`flush chain inet ${BYPASS_TABLE} prerouting\n`, { netns: host });
+    assert.equal((await enforcer.repair()).type, 'repaired');
+    assert.deepEqual(await enforcer.repair(), { type: 'ok' });
     // A chain this version does not make: the table is recreated rather than rewritten in place.
-    nftApply(`add chain inet ${BYPASS_TABLE} stale { type filter hook forward priority 0; policy accept; }\n`, { netns: host });
-    assert.deepEqual(enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} has an unexpected chain stale` });
+    await nftApply(`add chain inet ${BYPASS_TABLE} stale { type filter hook forward priority 0; policy accept; }\n`, { netns: host });
+    assert.deepEqual(await enforcer.repair(), { type: 'repaired', reason: `${BYPASS_TABLE} has an unexpected chain stale` });
     assert.deepEqual(bypassChains(), bypassShape([parseCidr(CLUSTER)], true).chains);
-    assert.deepEqual(enforcer.repair(), { type: 'ok' });
+    assert.deepEqual(await enforcer.repair(), { type: 'ok' });
   });
 });

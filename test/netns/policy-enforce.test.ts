@@ -165,7 +165,7 @@ describe('network policy enforcement in namespaces', { timeout: 120_000 }, () =>
 
   const check = async (title: string, policies: NetworkPolicy[]) => {
     const w = world(policies);
-    const r = enforcer.update(w);
+    const r = await enforcer.update(w);
     const m = await matrix(title, w);
     assert.deepEqual(m.observed, m.expected, title);
     return r;
@@ -239,7 +239,7 @@ describe('network policy enforcement in namespaces', { timeout: 120_000 }, () =>
   it('a policy update keeps an established flow it still allows, and repair() restores a deleted table', async () => {
     const client = pods.find((p) => p.name === 'client')!;
     const web = pods.find((p) => p.name === 'web')!;
-    enforcer.update(world([policy('prod', 'from-dev', { podSelector: {}, ingress: [{ from: [{ namespaceSelector: { matchLabels: { env: 'dev' } } }] }] })]));
+    await enforcer.update(world([policy('prod', 'from-dev', { podSelector: {}, ingress: [{ from: [{ namespaceSelector: { matchLabels: { env: 'dev' } } }] }] })]));
     const p = spawn('ip', ['netns', 'exec', client.netns, process.execPath, PROBE, 'hold', web.ip, '8080'], { env: childEnv(), stdio: ['pipe', 'pipe', 'inherit'] });
     children.push(p);
     const lines = createInterface({ input: p.stdout! });
@@ -253,7 +253,7 @@ describe('network policy enforcement in namespaces', { timeout: 120_000 }, () =>
       p.stdin!.write('one\n');
       assert.equal(await next(), 'echo one');
       // A structurally different policy set (rules rebuilt, table replaced) that still allows dev→web.
-      const r = enforcer.update(world([
+      const r = await enforcer.update(world([
         policy('prod', 'from-dev-8080', { podSelector: { matchLabels: { app: 'web' } }, ingress: [{ from: [{ namespaceSelector: { matchLabels: { env: 'dev' } } }], ports: [{ port: 8080 }] }] }),
         policy('prod', 'deny', { podSelector: {} }),
       ]));
@@ -263,9 +263,9 @@ describe('network policy enforcement in namespaces', { timeout: 120_000 }, () =>
       // Someone deletes weft's table: repair notices and puts it back.
       const del = runInNetns(host, ['nft', 'delete', 'table', 'inet', 'weft-policy']);
       assert.equal(del.status, 0, del.stderr);
-      const rep = enforcer.repair();
+      const rep = await enforcer.repair();
       assert.deepEqual(rep, { type: 'repaired', reason: 'table is missing' });
-      assert.deepEqual(enforcer.repair(), { type: 'ok' });
+      assert.deepEqual(await enforcer.repair(), { type: 'ok' });
       p.stdin!.write('three\n');
       assert.equal(await next(), 'echo three');
     } finally {
@@ -274,8 +274,8 @@ describe('network policy enforcement in namespaces', { timeout: 120_000 }, () =>
     }
   });
 
-  it('remove() deletes the table', () => {
-    enforcer.remove();
+  it('remove() deletes the table', async () => {
+    await enforcer.remove();
     const r = runInNetns(host, ['nft', 'list', 'table', 'inet', 'weft-policy']);
     assert.notEqual(r.status, 0);
   });

@@ -89,7 +89,7 @@ describe('policy service: a burst of endpoint records', () => {
     assert.deepEqual(repeated, [], 'endpoints put more than once');
 
     // The kernel's view: every local address is a known workload, the selected third has a chain.
-    const items = netnsNft(ns).listTable();
+    const items = await netnsNft(ns).listTable();
     assert.ok(items, `no ${POLICY_FAMILY} ${POLICY_TABLE} table`);
     const elems = (name: string): number => {
       for (const it of items) {

@@ -44,7 +44,7 @@ function world() {
       assert.equal(config.type, backend.type);
       return backend;
     },
-    trafficRules: { inPlace: () => rulesApplied.length > 0, apply: (spec) => { rulesApplied.push(spec); } },
+    trafficRules: { inPlace: async () => rulesApplied.length > 0, apply: async (spec) => { rulesApplied.push(spec); } },
     clock,
   };
   const subnetFile = join(dir, 'subnet.env');

@@ -57,40 +57,40 @@ const allowClient = {
 const denyEgress = { metadata: { name: 'no-out', namespace: 'web' }, spec: { podSelector: { matchLabels: { app: 'client' } }, policyTypes: ['Egress'] } };
 
 describe('doctor policy hop', () => {
-  it('passes when no policy selects either end, and says so', () => {
-    const h = policyHop(ctx({ world: world([]) }));
+  it('passes when no policy selects either end, and says so', async () => {
+    const h = await policyHop(ctx({ world: world([]) }));
     assert.equal(h.status, 'ok');
     assert.match(h.detail, /no policy selects web\/a or web\/b/);
   });
 
-  it('names the ingress policy that isolates the destination and admits nothing', () => {
-    const h = policyHop(ctx({ world: world([denyIngress]) }));
+  it('names the ingress policy that isolates the destination and admits nothing', async () => {
+    const h = await policyHop(ctx({ world: world([denyIngress]) }));
     assert.equal(h.status, 'fail');
     assert.equal(h.cause, 'denied by NetworkPolicy web/lockdown');
     assert.match(h.detail, /web\/lockdown isolates web\/b for ingress and no ingress rule admits web\/a/);
     assert.match(h.fix ?? '', /weftctl policy delete lockdown -n web --store file --store-dir \/s$/);
   });
 
-  it('passes once another policy admits the connection, naming what selects it', () => {
-    const h = policyHop(ctx({ world: world([denyIngress, allowClient]) }));
+  it('passes once another policy admits the connection, naming what selects it', async () => {
+    const h = await policyHop(ctx({ world: world([denyIngress, allowClient]) }));
     assert.equal(h.status, 'ok');
     assert.match(h.detail, /allowed by .*web\/from-client/);
   });
 
-  it('evaluates the protocol and port given: the allowing rule is TCP 80 only', () => {
-    assert.equal(policyHop(ctx({ world: world([allowClient]), probe: { protocol: 'TCP', port: 81 } })).status, 'fail');
-    assert.equal(policyHop(ctx({ world: world([allowClient]), probe: { protocol: 'ICMP', port: 0 } })).status, 'fail');
+  it('evaluates the protocol and port given: the allowing rule is TCP 80 only', async () => {
+    assert.equal((await policyHop(ctx({ world: world([allowClient]), probe: { protocol: 'TCP', port: 81 } }))).status, 'fail');
+    assert.equal((await policyHop(ctx({ world: world([allowClient]), probe: { protocol: 'ICMP', port: 0 } }))).status, 'fail');
   });
 
-  it('names an egress policy at the source', () => {
-    const h = policyHop(ctx({ world: world([denyEgress]) }));
+  it('names an egress policy at the source', async () => {
+    const h = await policyHop(ctx({ world: world([denyEgress]) }));
     assert.equal(h.status, 'fail');
     assert.match(h.detail, /web\/no-out isolates web\/a for egress/);
     assert.match(h.fix ?? '', /add an egress rule/);
   });
 
-  it('skips when the store could not be read', () => {
-    assert.equal(policyHop(ctx({ world: undefined })).status, 'skip');
+  it('skips when the store could not be read', async () => {
+    assert.equal((await policyHop(ctx({ world: undefined }))).status, 'skip');
   });
 });
 

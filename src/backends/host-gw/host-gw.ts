@@ -50,11 +50,12 @@ class HostGwBackend implements Backend {
     }
     this.reported.clear();
     for (const k of unreachableNow) this.reported.add(k);
-    const r = this.dataplane!.sync({ routes, neighs: [], fdb: [] }, opts.full === false ? 'incremental' : 'full');
+    const r = await this.dataplane!.syncOffLoop({ routes, neighs: [], fdb: [] }, opts.full === false ? 'incremental' : 'full');
     return { repairs: r.repairs, removals: r.removals, problems: [...problems, ...r.errors] };
   }
 
   async close(opts: { keepDataplane: boolean }): Promise<void> {
+    await this.dataplane?.close();
     if (!opts.keepDataplane && this.host) removeWeftRoutes(this.host.nl);
   }
 }

@@ -166,7 +166,7 @@ class VxlanBackend implements Backend {
     }
     // A re-created device lost its neighbours and FDB entries: only a full pass sees that.
     const mode = opts.full === false && repairs === 0 ? 'incremental' : 'full';
-    const r = this.dataplane!.sync({ routes, neighs, fdb, device: dev.index }, mode);
+    const r = await this.dataplane!.syncOffLoop({ routes, neighs, fdb, device: dev.index }, mode);
     return { repairs: r.repairs + repairs, removals: r.removals, problems: [...problems, ...r.errors] };
   }
 
@@ -178,6 +178,7 @@ class VxlanBackend implements Backend {
   }
 
   async close(opts: { keepDataplane: boolean }): Promise<void> {
+    await this.dataplane?.close();
     if (opts.keepDataplane || !this.host) return;
     removeWeftRoutes(this.host.nl);
     this.host.nl.deleteLink(this.name);

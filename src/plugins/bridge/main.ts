@@ -132,11 +132,11 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
         enableForwarding(result.ips.map((i) => i.address.ip.family));
       }
       if (cfg.ipMasq || cfg.macspoofchk) {
-        undo.push('remove nftables rules', () => { removeAttachmentRules(ctx.conf.name, attachment(ctx)); });
+        undo.push('remove nftables rules', () => removeAttachmentRules(ctx.conf.name, attachment(ctx)));
       }
-      if (cfg.ipMasq) addMasquerade(ctx.conf.name, attachment(ctx), result.ips.map((i) => i.address), cfg.ipMasqExclude);
+      if (cfg.ipMasq) await addMasquerade(ctx.conf.name, attachment(ctx), result.ips.map((i) => i.address), cfg.ipMasqExclude);
       if (cfg.macspoofchk && veth.container.mac) {
-        addMacSpoofCheck(ctx.conf.name, attachment(ctx), veth.host.name, veth.container.mac);
+        await addMacSpoofCheck(ctx.conf.name, attachment(ctx), veth.host.name, veth.container.mac);
       }
       // The bridge's MAC and state may have changed when its first port joined.
       result.interfaces[0] = iface(hostNl.requireLink(bridge.index));
@@ -159,7 +159,7 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
     const [released, deleted] = await Promise.allSettled([ipamExecDel(ctx), ifaceDeleted]);
     if (released.status === 'rejected') throw released.reason;
     if (deleted.status === 'rejected') throw deleted.reason;
-    if (cfg.ipMasq || cfg.macspoofchk) removeAttachmentRules(ctx.conf.name, attachment(ctx));
+    if (cfg.ipMasq || cfg.macspoofchk) await removeAttachmentRules(ctx.conf.name, attachment(ctx));
   },
 
   async check(ctx) {
@@ -195,10 +195,10 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
         }
       }
     });
-    if (cfg.ipMasq && attachmentRuleCount(ctx.conf.name, attachment(ctx), {}, ['inet']) === 0) {
+    if (cfg.ipMasq && await attachmentRuleCount(ctx.conf.name, attachment(ctx), {}, ['inet']) === 0) {
       throw new WeftError(CniCode.Internal, `the masquerade rules of ${ctx.env.containerId}/${ctx.env.ifname} are missing`);
     }
-    if (cfg.macspoofchk && attachmentRuleCount(ctx.conf.name, attachment(ctx), {}, ['bridge']) === 0) {
+    if (cfg.macspoofchk && await attachmentRuleCount(ctx.conf.name, attachment(ctx), {}, ['bridge']) === 0) {
       throw new WeftError(CniCode.Internal, `the MAC spoof check rule of ${ctx.env.containerId}/${ctx.env.ifname} is missing`);
     }
   },
@@ -211,7 +211,7 @@ export const weftBridgePlugin: CniPlugin<BridgeConf> = {
     if (ctx.conf.ipam) await ipamExec(ctx, 'GC');
     const valid = ctx.conf.validAttachments;
     if (valid) {
-      const removed = removeStaleRules(ctx.conf.name, valid.map((a) => ({ containerId: a.containerID, ifname: a.ifname })));
+      const removed = await removeStaleRules(ctx.conf.name, valid.map((a) => ({ containerId: a.containerID, ifname: a.ifname })));
       if (removed > 0) ctx.log.info('gc removed stale nftables rules', { count: removed });
     }
   },

@@ -37,7 +37,7 @@ add chain inet ${CNI_TABLE} postrouting { type nat hook postrouting priority src
  * on other hosts must see the pod's own address, or source-based policy could not work), like the
  * reference bridge plugin's ipMasq.
  */
-export function addMasquerade(network: string, a: Attachment, addresses: Cidr[], exclude: readonly Cidr[] = [], opts: NftOptions = {}): void {
+export async function addMasquerade(network: string, a: Attachment, addresses: Cidr[], exclude: readonly Cidr[] = [], opts: NftOptions = {}): Promise<void> {
   const tag = nftQuote(ruleTag(network, a));
   const lines = [MASQ_CHAINS.trim()];
   for (const addr of addresses) {
@@ -48,52 +48,52 @@ export function addMasquerade(network: string, a: Attachment, addresses: Cidr[],
     const multicast = v4 ? '224.0.0.0/4' : 'ff00::/8';
     lines.push(`add rule inet ${CNI_TABLE} postrouting ${sel} saddr ${formatIP(addr.ip)}${daddr} ${sel} daddr != ${multicast} masquerade comment ${tag}`);
   }
-  nftApply(lines.join('\n') + '\n', opts);
+  await nftApply(lines.join('\n') + '\n', opts);
 }
 
 /**
  * Drops frames entering the bridge from the container's host-side veth whose source MAC is
  * not the container's own.
  */
-export function addMacSpoofCheck(network: string, a: Attachment, hostIfname: string, mac: string, opts: NftOptions = {}): void {
+export async function addMacSpoofCheck(network: string, a: Attachment, hostIfname: string, mac: string, opts: NftOptions = {}): Promise<void> {
   const tag = nftQuote(ruleTag(network, a));
-  nftApply(`add table bridge ${CNI_TABLE}
+  await nftApply(`add table bridge ${CNI_TABLE}
 add chain bridge ${CNI_TABLE} prerouting { type filter hook prerouting priority -300; policy accept; }
 add rule bridge ${CNI_TABLE} prerouting iifname ${nftQuote(hostIfname)} ether saddr != ${mac.toLowerCase()} drop comment ${tag}
 `, opts);
 }
 
 /** Removes every rule of this attachment (both tables). Absent tables or rules are fine. */
-export function removeAttachmentRules(network: string, a: Attachment, opts: NftOptions = {}): number {
+export async function removeAttachmentRules(network: string, a: Attachment, opts: NftOptions = {}): Promise<number> {
   const tag = ruleTag(network, a);
   let n = 0;
   for (const family of ['inet', 'bridge'] as const) {
-    if (!nftTableExists(family, CNI_TABLE, opts)) continue;
-    n += nftDeleteRulesWhere(family, CNI_TABLE, (c) => c === tag, opts);
+    if (!(await nftTableExists(family, CNI_TABLE, opts))) continue;
+    n += await nftDeleteRulesWhere(family, CNI_TABLE, (c) => c === tag, opts);
   }
   return n;
 }
 
 /** GC: removes this network's rules whose attachment is not in the valid list. */
-export function removeStaleRules(network: string, valid: Attachment[], opts: NftOptions = {}): number {
+export async function removeStaleRules(network: string, valid: Attachment[], opts: NftOptions = {}): Promise<number> {
   const prefix = networkPrefix(network);
   const keep = new Set(valid.map((a) => ruleTag(network, a)));
   let n = 0;
   for (const family of ['inet', 'bridge'] as const) {
-    if (!nftTableExists(family, CNI_TABLE, opts)) continue;
-    n += nftDeleteRulesWhere(family, CNI_TABLE, (c) => c.startsWith(prefix) && !keep.has(c), opts);
+    if (!(await nftTableExists(family, CNI_TABLE, opts))) continue;
+    n += await nftDeleteRulesWhere(family, CNI_TABLE, (c) => c.startsWith(prefix) && !keep.has(c), opts);
   }
   return n;
 }
 
 /** The attachment tags present for a network (CHECK uses it to confirm rules exist). */
-export function attachmentRuleCount(
+export async function attachmentRuleCount(
   network: string, a: Attachment, opts: NftOptions = {}, families: ReadonlyArray<'inet' | 'bridge'> = ['inet', 'bridge'],
-): number {
+): Promise<number> {
   const tag = ruleTag(network, a);
   let n = 0;
   for (const family of families) {
-    n += nftListRules(family, CNI_TABLE, opts).filter((r) => r.comment === tag).length;
+    n += (await nftListRules(family, CNI_TABLE, opts)).filter((r) => r.comment === tag).length;
   }
   return n;
 }
