@@ -2,6 +2,7 @@
 // rules, watch the other hosts' leases and keep the kernel equal to what they say — after every
 // batch of lease events and on a periodic repair pass. Restarting the agent disturbs nothing:
 // devices, routes and rules are found in place and only differences are written.
+import { CoalescingLoop } from '../coalescing-loop.js';
 import { CniCode, WeftError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { Netlink } from '../netlink/index.js';
@@ -122,10 +123,6 @@ export class Agent {
   private batchTimer: TimerHandle | undefined;
   /** host.clock.now() when the last pass for lease events ended (-Infinity: none yet). */
   private lastEventPassEnd = -Infinity;
-  private reconciling: Promise<void> | undefined;
-  private again = false;
-  /** The reason of a full pass requested while another pass ran. */
-  private pendingFull: string | undefined;
   private stopped = false;
   private fatalHandler: ((err: WeftError) => void) | undefined;
   // Readiness pieces.
@@ -280,7 +277,7 @@ export class Agent {
 
     // 6. Watch the others; the first listing arrives as one batch of `added`.
     this.phase = 'watching leases';
-    const watcher = manager.watchOthers(() => { if (!this.batchTimer && !this.reconciling) this.log.debug('lease event after a quiet spell', { at: Math.round(performance.timeOrigin + performance.now()) }); this.scheduleReconcile(); }, (s) => { this.watchState = s; });
+    const watcher = manager.watchOthers(() => { if (!this.batchTimer && !this.passes.busy) this.log.debug('lease event after a quiet spell', { at: Math.round(performance.timeOrigin + performance.now()) }); this.scheduleReconcile(); }, (s) => { this.watchState = s; });
     this.watcher = watcher;
     await withTimeout(this.timed('list', watcher.start()), storeTimeout, `listing leases in ${o.store.where}`, CniCode.Store);
     this.abortIfStopped();
@@ -361,26 +358,13 @@ export class Agent {
    * (repair, start-up) requested meanwhile is never folded into an incremental one: under steady
    * lease churn the kernel would otherwise never be re-checked.
    */
+  private readonly passes = new CoalescingLoop<string>(async (why) => {
+    await this.reconcileOnce(why);
+    if (why === 'lease events') this.lastEventPassEnd = this.host.clock.now();
+  }, (owed, next) => (next === 'lease events' ? owed : next));
+
   private reconcileNow(why: string): Promise<void> {
-    if (why !== 'lease events') this.pendingFull = why;
-    if (this.reconciling) {
-      this.again = true;
-      return this.reconciling;
-    }
-    this.reconciling = (async () => {
-      let next = why;
-      do {
-        this.again = false;
-        if (this.pendingFull !== undefined) {
-          next = this.pendingFull;
-          this.pendingFull = undefined;
-        }
-        await this.reconcileOnce(next);
-        if (next === 'lease events') this.lastEventPassEnd = this.host.clock.now();
-        next = 'lease events';
-      } while (this.again && !this.stopped);
-    })().finally(() => { this.reconciling = undefined; });
-    return this.reconciling;
+    return this.passes.request(why);
   }
 
   private async reconcileOnce(why: string): Promise<void> {
@@ -452,7 +436,7 @@ export class Agent {
     this.stopped = true;
     this.repairTimer?.cancel();
     this.batchTimer?.cancel();
-    await this.reconciling?.catch(() => {});
+    await this.passes.idle();
     for (const { name, svc } of this.running.splice(0).reverse()) {
       await svc.close().catch((err: unknown) => this.log.warn('service did not close cleanly', { service: name, error: String(err) }));
     }

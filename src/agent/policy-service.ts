@@ -8,6 +8,7 @@
 // `endpoints/<host>/<ns>/<pod>/<ifname>` for the other hosts (stale keys of this host removed).
 // Every change is coalesced into one pass; the enforcer turns it into element updates when only
 // memberships moved. In weftd's fast path the plugin's ADD awaits the pass that includes its pod.
+import { CoalescingLoop } from '../coalescing-loop.js';
 import { mkdirSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { CniCode, WeftError } from '../errors.js';
@@ -154,8 +155,15 @@ export class PolicyService implements AgentService {
   private unlisten: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private repairTimer: NodeJS.Timeout | undefined;
-  /** The pass in progress (passes never overlap) and whether another one is owed. */
-  private running: Promise<void> | undefined;
+  /**
+   * Passes and repairs, one at a time (never interleaving their nft calls); a repair owed covers
+   * a pass owed, as it begins with one.
+   */
+  private readonly loop = new CoalescingLoop<'pass' | 'repair'>(async (kind) => {
+    if (this.dirty) await this.passOnce();
+    if (kind === 'repair') await this.repairOnce();
+  }, (owed, next) => (owed === 'repair' ? owed : next));
+  /** The world changed since the last pass. */
   private dirty = false;
   private dirtySince = 0;
   private synced = { policies: false, namespaces: false, endpoints: false, pods: false };
@@ -198,7 +206,7 @@ export class PolicyService implements AgentService {
     this.unlisten = this.opts.endpointChanges?.listen((c) => this.endpointChanged(c));
     this.dirty = true;
     this.dirtySince = performance.now();
-    await this.pass();
+    await this.loop.request('pass');
     const period = this.opts.repairIntervalMs ?? 5000;
     this.repairTimer = setInterval(() => { void this.repairPass(); }, period);
     this.repairTimer.unref?.();
@@ -280,65 +288,48 @@ export class PolicyService implements AgentService {
     if (!this.dirty) this.dirtySince = performance.now();
     this.dirty = true;
     if (this.timer) return;
-    this.timer = setTimeout(() => { this.timer = undefined; void this.pass(); }, this.opts.batchDelayMs ?? 10);
+    this.timer = setTimeout(() => { this.timer = undefined; void this.loop.request('pass'); }, this.opts.batchDelayMs ?? 10);
   }
 
   /** Runs passes until nothing is owed. */
   private async flush(): Promise<void> {
     if (!this.dirty) this.dirtySince = performance.now();
     this.dirty = true;
-    while ((this.dirty || this.running) && !this.closed) {
-      if (this.running) await this.running;
-      else await this.pass();
-    }
+    while (this.dirty && !this.closed) await this.loop.request('pass');
   }
 
-  private pass(): Promise<void> {
-    if (this.running) return this.running;
-    if (!this.dirty || this.closed) return Promise.resolve();
-    this.running = (async () => {
-      const since = this.dirtySince;
-      const began = performance.now();
-      this.dirty = false;
-      const { world, extraKnown } = this.world();
-      this.opts.log.debug('policy pass', { waitedMs: Math.round(began - since), worldMs: Math.round(performance.now() - began), policies: world.policies.length, endpoints: world.endpoints.length });
-      try {
-        // No policy anywhere: no table at all, so hosts without policies pay nothing per packet
-        // (and pod-to-pod traffic skips conntrack when the bypass is configured). The first pass
-        // clears too: a table left by an earlier run must not outlive the policies it came from.
-        let r: EnforceResult | { type: 'removed' };
-        if (world.policies.length === 0) {
-          if (!this.enforcer.idle) { await this.enforcer.remove(); r = { type: 'removed' }; } else r = { type: 'unchanged' };
-        } else {
-          r = await this.enforcer.update(world, { subnets: this.opts.subnets, extraKnown });
-        }
-        this.opts.metrics?.updates.inc({ result: r.type });
-        this.opts.metrics?.seconds.observe((performance.now() - since) / 1000);
-        this.stateNow = {
-          type: 'enforcing', last: r.type, at: new Date().toISOString(), skipped: this.policies.bad() + this.namespaces.bad() + this.endpoints.bad(),
-          policies: world.policies.length, endpoints: world.endpoints.length,
-        };
-      } catch (err) {
-        const reason = err instanceof Error ? err.message : String(err);
-        this.opts.metrics?.errors.inc({ kind: 'apply' });
-        this.opts.log.error('policy table not applied', { reason });
-        this.stateNow = { type: 'failed', reason, at: new Date().toISOString() };
+  private async passOnce(): Promise<void> {
+    const since = this.dirtySince;
+    const began = performance.now();
+    this.dirty = false;
+    const { world, extraKnown } = this.world();
+    this.opts.log.debug('policy pass', { waitedMs: Math.round(began - since), worldMs: Math.round(performance.now() - began), policies: world.policies.length, endpoints: world.endpoints.length });
+    try {
+      // No policy anywhere: no table at all, so hosts without policies pay nothing per packet
+      // (and pod-to-pod traffic skips conntrack when the bypass is configured). The first pass
+      // clears too: a table left by an earlier run must not outlive the policies it came from.
+      let r: EnforceResult | { type: 'removed' };
+      if (world.policies.length === 0) {
+        if (!this.enforcer.idle) { await this.enforcer.remove(); r = { type: 'removed' }; } else r = { type: 'unchanged' };
+      } else {
+        r = await this.enforcer.update(world, { subnets: this.opts.subnets, extraKnown });
       }
-      this.publishing = this.publishing.then(() => this.publish()).catch((err: unknown) => {
-        this.opts.metrics?.errors.inc({ kind: 'publish' });
-        this.opts.log.warn('endpoint records not published', { reason: err instanceof Error ? err.message : String(err) });
-      });
-    })().finally(() => this.enforcerIdle());
-    return this.running;
-  }
-
-  /**
-   * Ends a pass or repair. nft runs asynchronously, so changes can arrive while one is in flight;
-   * their timer then found it running and left the work to whoever ends it.
-   */
-  private enforcerIdle(): void {
-    this.running = undefined;
-    if (this.dirty && !this.closed) this.schedule();
+      this.opts.metrics?.updates.inc({ result: r.type });
+      this.opts.metrics?.seconds.observe((performance.now() - since) / 1000);
+      this.stateNow = {
+        type: 'enforcing', last: r.type, at: new Date().toISOString(), skipped: this.policies.bad() + this.namespaces.bad() + this.endpoints.bad(),
+        policies: world.policies.length, endpoints: world.endpoints.length,
+      };
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      this.opts.metrics?.errors.inc({ kind: 'apply' });
+      this.opts.log.error('policy table not applied', { reason });
+      this.stateNow = { type: 'failed', reason, at: new Date().toISOString() };
+    }
+    this.publishing = this.publishing.then(() => this.publish()).catch((err: unknown) => {
+      this.opts.metrics?.errors.inc({ kind: 'publish' });
+      this.opts.log.warn('endpoint records not published', { reason: err instanceof Error ? err.message : String(err) });
+    });
   }
 
   /** The store's world with this host's endpoints taken from the local records. */
@@ -426,25 +417,23 @@ export class PolicyService implements AgentService {
   }
 
   private async repairPass(): Promise<void> {
-    if (this.closed || this.running) return;
+    if (this.closed || this.loop.busy) return;
     try {
       await this.requestRescan();
-      await this.flush();
     } catch (err) {
       this.repairFailed(err);
       return;
     }
-    // The repair holds `running` as a pass does, so the two never interleave their nft calls.
-    if (this.closed || this.running) return;
-    this.running = (async () => {
-      try {
-        const r = await this.enforcer.repair();
-        if (r.type === 'repaired') this.opts.metrics?.updates.inc({ result: 'repaired' });
-      } catch (err) {
-        this.repairFailed(err);
-      }
-    })().finally(() => this.enforcerIdle());
-    await this.running;
+    await this.loop.request('repair');
+  }
+
+  private async repairOnce(): Promise<void> {
+    try {
+      const r = await this.enforcer.repair();
+      if (r.type === 'repaired') this.opts.metrics?.updates.inc({ result: 'repaired' });
+    } catch (err) {
+      this.repairFailed(err);
+    }
   }
 
   private repairFailed(err: unknown): void {
@@ -473,7 +462,8 @@ export class PolicyService implements AgentService {
     this.dirWatch?.close();
     await Promise.all(this.watches.map((w) => w.close()));
     await this.rescanning;
-    await this.running;
+    this.loop.close();
+    await this.loop.idle();
     await this.publishing;
   }
 }
