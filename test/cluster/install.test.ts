@@ -10,6 +10,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from '../netns/install-harness.js';
+import { systemdUnit } from '../../src/install/files.js';
+import { resolveLayout } from '../../src/install/layout.js';
 
 const roots: string[] = [];
 after(() => { for (const r of roots) rmSync(r, { recursive: true, force: true }); });
@@ -148,6 +150,10 @@ describe('weftctl install / uninstall (files under --root)', { timeout: 120_000 
     const bad = weftctl(['install', '--root', newRoot(), '--cni-version', '2.0.0']);
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /--cni-version: "2\.0\.0" is not a CNI version weft speaks/);
+  });
+
+  it('deploy/systemd holds the unit the installer writes with its defaults', () => {
+    assert.equal(readFileSync(join(REPO, 'deploy/systemd/weftd.service'), 'utf8'), systemdUnit(resolveLayout({}), { seedConfig: true }));
   });
 
   it('bad flags are named', () => {
