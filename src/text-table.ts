@@ -24,11 +24,14 @@ export function paint(text: string, tone: Tone, colour: boolean): string {
   return colour && tone !== 'plain' ? `${CODES[tone]}${text}\x1b[0m` : text;
 }
 
+/** No `head` (an empty list): rows only, e.g. the key/value layout of one object (weftctl status). */
 export function renderTable(head: readonly string[], rows: readonly (readonly (Cell | string)[])[], opts: TableOptions = {}): string {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'string' ? { text: c } : c)));
-  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.text.length ?? 0)));
+  const columns = Math.max(head.length, ...cells.map((r) => r.length));
+  const widths = Array.from({ length: columns }, (_, i) => Math.max(head[i]?.length ?? 0, ...cells.map((r) => r[i]?.text.length ?? 0)));
   const cell = (c: Cell, w: number, last: boolean) => paint(last ? c.text : c.text.padEnd(w), c.tone ?? 'plain', opts.colour === true);
   const line = (r: readonly Cell[]) => r.map((c, i) => cell(c, widths[i] ?? 0, i === r.length - 1)).join('  ');
   const rule = opts.rule === true ? [widths.map((w) => '─'.repeat(w)).join('  ')] : [];
-  return [line(head.map((h) => ({ text: h }))), ...rule, ...cells.map(line)].join('\n') + '\n';
+  const header = head.length > 0 ? [line(head.map((h) => ({ text: h })))] : [];
+  return [...header, ...rule, ...cells.map(line)].join('\n') + '\n';
 }

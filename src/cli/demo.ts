@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CliCommand } from './command.js';
 import { ExitCode } from './command.js';
-import { Progress, renderTable } from './ui/progress.js';
+import { Progress } from './ui/progress.js';
+import { renderTable } from '../text-table.js';
 import { createNamedNetns, deleteNamedNetns, netnsPath } from '../netns/index.js';
 import { Netlink } from '../netlink/index.js';
 import { parseCidr, parseIP } from '../net/ip.js';
@@ -134,7 +135,7 @@ Exit code 0 when every check passed.`,
       rmSync(dataDir, { recursive: true, force: true });
       progress.done();
     }
-    process.stdout.write('\n' + renderTable(['check', 'result', 'detail'], rows.map((r) => [r.check, r.result, r.detail])));
+    process.stdout.write('\n' + renderTable(['check', 'result', 'detail'], rows.map((r) => [r.check, r.result, r.detail]), { rule: true }));
     process.stdout.write(failed ? '\ndemo FAILED\n' : '\ndemo passed: weft-bridge plugged two containers in, they talked, and left nothing behind\n');
     return failed ? ExitCode.Failure : ExitCode.Ok;
   },

@@ -7,6 +7,7 @@ import { ExitCode, UsageError } from './command.js';
 import { parseCommandArgs } from './args.js';
 import { findKubeBinaries, kubeVersion } from '../kube/binaries.js';
 import { startControlPlane, stopControlPlane } from '../kube/controlplane.js';
+import { renderTable } from '../text-table.js';
 
 const help = () => `weftctl kube — a throwaway Kubernetes control plane (etcd + kube-apiserver)
 
@@ -91,7 +92,7 @@ export const kubeCommand: CliCommand = {
         ['processes', cp.processes.map((p) => `${p.role} ${p.pid}`).join(', ')],
         ['ready in', `${(cp.startupMs / 1000).toFixed(1)} s`],
       ];
-      process.stdout.write(rows.map(([k, val]) => `${k.padEnd(11)} ${val}`).join('\n') + `\n\nexport KUBECONFIG=${cp.adminKubeconfig}\n`);
+      process.stdout.write(`${renderTable([], rows)}\nexport KUBECONFIG=${cp.adminKubeconfig}\n`);
     }
     return ExitCode.Ok;
   },

@@ -12,6 +12,7 @@ import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/proto
 import { Netlink } from '../netlink/index.js';
 import { cidrContains, formatCidr, formatIP, networkOf, type Cidr, type IP } from '../net/ip.js';
 import { WeftError } from '../errors.js';
+import { renderTable } from '../text-table.js';
 
 const help = `weftctl status — the local node: lease, backend, peers, repairs, policy, CNI fast path, store
 
@@ -175,8 +176,7 @@ export function renderNodeStatus(s: NodeStatus): string {
       for (const x of b.sessions) rows.push(['', `${x.peer} AS ${x.asn} ${x.state} ${formatUptime(x.uptimeSeconds)} rx ${x.prefixesReceived} tx ${x.prefixesSent}`]);
     }
   }
-  const width = Math.max(...rows.map(([a]) => a.length));
-  return rows.map(([a, b]) => `${a.padEnd(width)}  ${b}`).join('\n') + '\n';
+  return renderTable([], rows);
 }
 
 /** Addresses and prefixes (bigint inside) as their text, for --json. */
