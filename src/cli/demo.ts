@@ -56,7 +56,7 @@ Exit code 0 when every check passed.`,
     const names = { host: `weftdemo-${id}-host`, out: `weftdemo-${id}-out`, c1: `weftdemo-${id}-c1`, c2: `weftdemo-${id}-c2` };
     const dataDir = mkdtempSync(join(tmpdir(), 'weft-demo-'));
     const conf = JSON.stringify({
-      cniVersion: '1.1.0', name: 'weft-demo', type: 'weft-bridge', bridge: 'weft0', isDefaultGateway: true, ipMasq: true,
+      cniVersion: '1.1.0', name: 'weft-demo', type: 'weft-bridge', bridge: 'weft0', isDefaultGateway: true, ipMasq: true, hairpinMode: true,
       ipam: { type: 'weft-ipam', ranges: [[{ subnet: '10.88.0.0/24' }]], dataDir },
     });
     const rows: Row[] = [];
