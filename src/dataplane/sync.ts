@@ -276,6 +276,8 @@ export class DataplaneSync {
   private generation = 0;
   /** `generation` right after the thread's last pass was absorbed (-1: it holds nothing yet). */
   private threadGeneration = -1;
+  /** The state the thread's last pass was given (or confirmed), by identity (see DesiredMemo). */
+  private threadWant: DesiredState | undefined;
   /** The last syncOffLoop call, which the next one waits for. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -415,8 +417,11 @@ export class DataplaneSync {
       const thread = (this.thread ??= new FullPassThread());
       // A repair pass mostly wants what the last one did: then the thread checks the kernel against
       // the copy it kept, and neither side copies or re-remembers thousands of objects again.
-      const same = thread.holdsWant && this.threadGeneration === this.generation && this.device === want.device && this.plan(want, this.routes).ops.length === 0;
+      // The very object the thread last had needs no diff to know it is the same.
+      const same = thread.holdsWant && this.threadGeneration === this.generation && this.device === want.device
+        && (want === this.threadWant || this.plan(want, this.routes).ops.length === 0);
       const out = await thread.run(this.nl.nsPath, same ? undefined : want, this.nexthopObjects);
+      this.threadWant = want;
       if (same && out.refused.length === 0 && out.nexthopObjects === this.nexthopObjects && sameIds(out.foreign, this.foreign)) {
         return { repairs: out.repairs, removals: out.removals, errors: out.errors };
       }

@@ -6,7 +6,8 @@ import { CniCode, WeftError } from '../../errors.js';
 import { type Cidr, cidrContains, formatCidr, formatIP, networkOf } from '../../net/ip.js';
 import { noLeaseData } from '../schema.js';
 import type { Lease } from '../../store/lease.js';
-import { type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
+import { type DesiredRoute, type DesiredState, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
+import { DesiredMemo } from '../../dataplane/desired-memo.js';
 import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
 
 class HostGwBackend implements Backend {
@@ -15,6 +16,7 @@ class HostGwBackend implements Backend {
   private dataplane: DataplaneSync | undefined;
   /** Peers already reported as unreachable, so the log says it once, not every repair pass. */
   private readonly reported = new Set<string>();
+  private readonly desired = new DesiredMemo<{ want: DesiredState; problems: string[] }>();
 
   async prepare(host: HostContext): Promise<BackendPreparation> {
     this.host = host;
@@ -29,6 +31,15 @@ class HostGwBackend implements Backend {
     if (!host) throw new WeftError(CniCode.Internal, 'host-gw backend: reconcile before prepare');
     const onLink: Cidr[] = host.nl.listAddresses({ link: host.publicIface.index, family: 4 })
       .map((a) => networkOf(a.cidr));
+    const facts = `${host.publicIface.index} ${onLink.map(formatCidr).join(',')}`;
+    const { want, problems } = this.desired.get(peers, facts, () => this.build(peers, onLink));
+    const r = await this.dataplane!.syncOffLoop(want, opts.full === false ? 'incremental' : 'full');
+    return { repairs: r.repairs, removals: r.removals, problems: [...problems, ...r.errors] };
+  }
+
+  /** A route per reachable peer, and a problem (logged once per peer) for each unreachable one. */
+  private build(peers: readonly Lease[], onLink: readonly Cidr[]): { want: DesiredState; problems: string[] } {
+    const host = this.host!;
     const routes: DesiredRoute[] = [];
     const problems: string[] = [];
     const unreachableNow = new Set<string>();
@@ -50,8 +61,7 @@ class HostGwBackend implements Backend {
     }
     this.reported.clear();
     for (const k of unreachableNow) this.reported.add(k);
-    const r = await this.dataplane!.syncOffLoop({ routes, neighs: [], fdb: [] }, opts.full === false ? 'incremental' : 'full');
-    return { repairs: r.repairs, removals: r.removals, problems: [...problems, ...r.errors] };
+    return { want: { routes, neighs: [], fdb: [] }, problems };
   }
 
   async close(opts: { keepDataplane: boolean }): Promise<void> {

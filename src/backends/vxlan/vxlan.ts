@@ -9,7 +9,8 @@ import type { Link, Netlink } from '../../netlink/index.js';
 import { type Cidr, cidrContains, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../../net/ip.js';
 import type { Lease } from '../../store/lease.js';
 import type { Logger } from '../../log.js';
-import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
+import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, type DesiredState, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
+import { DesiredMemo } from '../../dataplane/desired-memo.js';
 import { PeerLeaseData } from '../lease-data.js';
 import { mtu, port } from '../schema.js';
 import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
@@ -49,6 +50,7 @@ class VxlanBackend implements Backend {
   private ownSubnet: Cidr | undefined;
   private dataplane: DataplaneSync | undefined;
   private readonly peerData = new PeerLeaseData(vxlan);
+  private readonly desired = new DesiredMemo<{ want: DesiredState; problems: string[] }>();
 
   constructor(private readonly cfg: VxlanConfig) {}
 
@@ -140,6 +142,17 @@ class VxlanBackend implements Backend {
     this.ensureAddress();
     const dev = this.device;
     const publicNet = this.publicPrefix();
+    const facts = `${dev.index} ${publicNet ? formatCidr(publicNet) : '-'} ${host.publicIface.index}`;
+    const { want, problems } = this.desired.get(peers, facts, () => this.build(peers, dev, publicNet));
+    // A re-created device lost its neighbours and FDB entries: only a full pass sees that.
+    const mode = opts.full === false && repairs === 0 ? 'incremental' : 'full';
+    const r = await this.dataplane!.syncOffLoop(want, mode);
+    return { repairs: r.repairs + repairs, removals: r.removals, problems: [...problems, ...r.errors] };
+  }
+
+  /** The routes, neighbours and FDB entries for these peers (and why any peer was skipped). */
+  private build(peers: readonly Lease[], dev: Link, publicNet: Cidr | undefined): { want: DesiredState; problems: string[] } {
+    const host = this.host!;
     const routes: DesiredRoute[] = [];
     const neighs: DesiredNeigh[] = [];
     const fdb: DesiredFdb[] = [];
@@ -164,10 +177,7 @@ class VxlanBackend implements Backend {
       neighs.push({ ip: vtep, mac: data.data.VtepMAC });
       fdb.push({ mac: data.data.VtepMAC, dst: p.attrs.publicIP });
     }
-    // A re-created device lost its neighbours and FDB entries: only a full pass sees that.
-    const mode = opts.full === false && repairs === 0 ? 'incremental' : 'full';
-    const r = await this.dataplane!.syncOffLoop({ routes, neighs, fdb, device: dev.index }, mode);
-    return { repairs: r.repairs + repairs, removals: r.removals, problems: [...problems, ...r.errors] };
+    return { want: { routes, neighs, fdb, device: dev.index }, problems };
   }
 
   /** The on-link prefix of the public address (for DirectRouting). */
