@@ -150,6 +150,12 @@ async function bundle(name, { metafile, minify }) {
  * ~150 ms of an etcd restart); the CNI server's worker threads load tsc's output
  * (dist/src/agent/cni-worker.js), which the rewritten import.meta.url finds.
  */
+const WEFTD_WORKERS = [
+  ['cni-worker', join(root, 'src', 'agent', 'cni-worker.ts')],
+  ['full-pass-worker', join(root, 'src', 'dataplane', 'full-pass-worker.ts')],
+  ['spawn-worker', join(root, 'src', 'proc', 'spawn-worker.ts')],
+];
+
 async function bundleWeftd({ metafile, minify }) {
   const dir = join(root, 'dist', 'weftd');
   await mkdir(dir, { recursive: true });
@@ -179,14 +185,16 @@ async function bundleWeftd({ metafile, minify }) {
     plugins: [importMetaUrlPerModule(entry, dir), dirnamePerPackageFile(dir)],
   });
   if (metafile) await writeFile(`${outfile}.meta.json`, JSON.stringify(result.metafile));
-  // The CNI server's worker threads: a bundle of their own beside weftd's (cni-server.ts prefers
-  // it), so a running weftd needs neither tsc's module tree nor node_modules.
-  const workerEntry = join(root, 'src', 'agent', 'cni-worker.ts');
-  await build({
-    entryPoints: [workerEntry], bundle: true, platform: 'node', format: 'cjs', target: 'node20', minify, sourcemap: 'linked',
-    legalComments: 'none', banner: { js: WEFTD_BANNER }, outfile: join(dir, 'cni-worker.bundle.cjs'), logLevel: 'warning',
-    plugins: [importMetaUrlPerModule(workerEntry, dir), dirnamePerPackageFile(dir)],
-  });
+  // weftd's worker threads (the CNI server's interface deleters, the dataplane's full passes): a
+  // bundle each beside weftd's (src/worker-script.ts finds them), so a running weftd needs
+  // neither tsc's module tree nor node_modules.
+  for (const [name, entry] of WEFTD_WORKERS) {
+    await build({
+      entryPoints: [entry], bundle: true, platform: 'node', format: 'cjs', target: 'node20', minify, sourcemap: 'linked',
+      legalComments: 'none', banner: { js: WEFTD_BANNER }, outfile: join(dir, `${name}.bundle.cjs`), logLevel: 'warning',
+      plugins: [importMetaUrlPerModule(entry, dir), dirnamePerPackageFile(dir)],
+    });
+  }
   const launcher = join(dir, 'weftd.cjs');
   await copyFile(join(root, 'scripts', 'weftd-launcher.cjs'), launcher);
   // The flags bin/weftd runs it with: V8 rejects a cache made under other flags.

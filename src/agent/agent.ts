@@ -436,6 +436,7 @@ export class Agent {
     this.stopped = true;
     this.repairTimer?.cancel();
     this.batchTimer?.cancel();
+    this.passes.close();
     await this.passes.idle();
     for (const { name, svc } of this.running.splice(0).reverse()) {
       await svc.close().catch((err: unknown) => this.log.warn('service did not close cleanly', { service: name, error: String(err) }));

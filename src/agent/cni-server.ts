@@ -6,7 +6,7 @@
 // serialises what must be serialised (allocation). The socket path is claimed with a lock file
 // held for the server's life (SOCKET.lock, naming the owner's PID), so two weftds configured with
 // one path cannot both take it.
-import { existsSync } from 'node:fs';
+import { workerScript } from '../worker-script.js';
 import { lstat, chmod, rename, rm } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname, join, basename } from 'node:path';
@@ -66,12 +66,6 @@ export interface CniServer {
  */
 function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInterfaceDeleter; warm(count: number): void; close(): Promise<void> } {
   interface Waiter { resolve(): void; reject(e: Error): void }
-  // Bundled weftd (dist/weftd, an install) runs the worker's bundle beside it; tsc's output
-  // otherwise. (Under the bundle this module's URL is its tsc path, dist/src/agent/.)
-  const workerScript = (): URL => {
-    const bundled = new URL('../../weftd/cni-worker.bundle.cjs', import.meta.url);
-    return existsSync(bundled) ? bundled : new URL('./cni-worker.js', import.meta.url);
-  };
   interface Slot { worker: Worker; pending: Map<number, Waiter> }
   const slots: Array<Slot | undefined> = Array.from({ length: size }, () => undefined);
   const queued: Array<{ req: DeleteInterfaceRequest; waiter: Waiter }> = [];
@@ -83,7 +77,7 @@ function interfaceDeletePool(size: number, log: Logger): { deleter: ContainerInt
     slot.worker.postMessage({ requests: batch.map((q) => q.req) } satisfies DeleteInterfaceBatch);
   };
   const spawnSlot = (i: number): Slot => {
-    const worker = new Worker(workerScript());
+    const worker = new Worker(workerScript(import.meta.url, 'cni-worker'));
     const slot: Slot = { worker, pending: new Map() };
     worker.unref();
     worker.on('message', (report: BatchReport) => {

@@ -3,7 +3,7 @@
 // masquerade for pod traffic leaving it. The table is written whole in one transaction
 // (create, flush, fill), so re-applying is idempotent and never leaves a half state.
 import { type Cidr, formatCidr } from '../net/ip.js';
-import { nftApply, nftListJson, nftListRules } from '../nft/nft.js';
+import { nftApply, nftListRules } from '../nft/nft.js';
 
 export const AGENT_TABLE = 'weft';
 
@@ -47,8 +47,4 @@ export async function applyAgentRules(s: AgentRulesSpec): Promise<void> {
 export async function agentRulesInPlace(s: AgentRulesSpec): Promise<boolean> {
   const rules = await nftListRules('inet', AGENT_TABLE);
   return rules.length === agentRuleCount(s) && rules.every((r) => r.comment?.startsWith('weft: '));
-}
-
-export async function removeAgentRules(): Promise<void> {
-  if ((await nftListJson(['table', 'inet', AGENT_TABLE])) !== undefined) await nftApply(`delete table inet ${AGENT_TABLE}\n`);
 }

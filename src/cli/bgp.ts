@@ -1,15 +1,13 @@
 // weftctl bgp status: the BGP sessions of the weftd on this host, read from weftd's health
 // endpoint (/bgp/status, JSON) — the same address as weftd's --health-addr.
 import { renderTable } from '../text-table.js';
-import { request } from 'node:http';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { CniCode, WeftError } from '../errors.js';
-import { parseHostPort } from '../agent/http.js';
 import type { CliCommand } from './command.js';
 import { ExitCode, UsageError } from './command.js';
+import { DEFAULT_HEALTH_ADDR, healthAddr, weftdGet } from './weftd-http.js';
 
-export const DEFAULT_BGP_STATUS_ADDR = '127.0.0.1:9417';
 
 const help = `weftctl bgp — the BGP backend of the weftd on this host
 
@@ -27,7 +25,7 @@ status    one line per BGP session: PEER, ASN, TYPE (ibgp/ebgp), ORIGIN (node = 
           (prefixesRejected: received but refused by the import policy, see Backend.ImportPrefixes)
 
 How it reaches weftd: HTTP GET http://ADDR/bgp/status, where ADDR is weftd's --health-addr
-(--addr, else env WEFTD_HEALTH_ADDR, else ${DEFAULT_BGP_STATUS_ADDR}). Run it where weftd's health
+(--addr, else env WEFTD_HEALTH_ADDR, else ${DEFAULT_HEALTH_ADDR}). Run it where weftd's health
 address is reachable (on the host, or inside the host's network namespace in a lab).
 `;
 
@@ -58,21 +56,6 @@ export const bgpStatusSchema = z.object({
 }).passthrough();
 export type BgpStatusDoc = z.infer<typeof bgpStatusSchema>;
 
-/** GET on weftd's health address; any HTTP status resolves (the body says why on 503). */
-export function weftdGet(addr: string, path: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
-  const { host, port } = parseHostPort(addr);
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, method: 'GET', timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => reject(new WeftError(CniCode.TryAgainLater, `cannot reach weftd at ${addr} (its --health-addr): ${err.message}`)));
-    req.end();
-  });
-}
 
 export async function fetchBgpStatus(addr: string): Promise<BgpStatusDoc> {
   const r = await weftdGet(addr, '/bgp/status');
@@ -129,8 +112,7 @@ export const bgpCommand: CliCommand = {
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
-    const envAddr = process.env.WEFTD_HEALTH_ADDR;
-    const addr = values.addr ?? (envAddr !== undefined && envAddr !== '' ? envAddr : DEFAULT_BGP_STATUS_ADDR);
+    const addr = healthAddr(values.addr);
     const doc = await fetchBgpStatus(addr);
     process.stdout.write(values.json ? JSON.stringify(doc, null, 2) + '\n' : renderBgpStatus(doc));
     return doc.sessions.every((s) => s.state === 'Established') ? ExitCode.Ok : ExitCode.Failure;

@@ -15,7 +15,7 @@ import { parseCniArgs, validateContainerId, validateIfname, type CniEnv } from '
 import { invokeDelegate } from '../cni/exec.js';
 import { parseResult, resultToJson, type CniResult } from '../cni/result.js';
 import { SUPPORTED_VERSIONS, requireCommandAllowed, requireSupportedVersion, type CniCommand, type CniVersion } from '../cni/version.js';
-import { highestVersion, negotiateVersion, type PluginVersions } from '../cni/negotiate.js';
+import { describeLaggards, highestVersion, negotiateVersion, type PluginVersions } from '../cni/negotiate.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/src/cli → the project's bin/cni, then the distribution's reference plugins. */
@@ -286,8 +286,8 @@ export async function versionHint(run: ListRun): Promise<string | undefined> {
   const lacking = answers.filter((a) => a.kind === 'versions' && !a.supported.includes(run.list.cniVersion));
   if (lacking.length === 0) return undefined;
   const n = negotiateVersion(SUPPORTED_VERSIONS, answers);
-  const who = lacking.map((a) => `${a.type} (supports up to ${a.kind === 'versions' ? highestVersion(a.supported) ?? 'nothing' : '?'})`).join(', ');
-  return `cniVersion ${run.list.cniVersion} is not supported by ${who}; ${n.version ? `the highest version every plugin in the list supports is ${n.version}: set "cniVersion": "${n.version}"` : 'no version is supported by every plugin'}`;
+  const who = describeLaggards(lacking.map((a) => ({ type: a.type, highest: (a.kind === 'versions' ? highestVersion(a.supported) : undefined) ?? 'nothing' })));
+  return `cniVersion ${run.list.cniVersion}: ${who}; ${n.version ? `the highest version every plugin in the list supports is ${n.version}: set "cniVersion": "${n.version}"` : 'no version is supported by every plugin'}`;
 }
 
 const SUBCOMMANDS = ['add', 'check', 'del', 'status', 'gc', 'version'] as const;

@@ -6,11 +6,12 @@ import { connect } from 'node:net';
 import type { CliCommand } from './command.js';
 import { ExitCode } from './command.js';
 import { parseCommandArgs } from './args.js';
-import { DEFAULT_BGP_STATUS_ADDR, fetchBgpStatus, formatUptime, weftdGet, type BgpStatusDoc } from './bgp.js';
+import { fetchBgpStatus, formatUptime, type BgpStatusDoc } from './bgp.js';
+import { DEFAULT_HEALTH_ADDR, healthAddr, weftdGet } from './weftd-http.js';
 import { DEFAULT_SUBNET_FILE, loadSubnetEnv, type SubnetEnv } from '../cni/subnet-env.js';
 import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
 import { Netlink } from '../netlink/index.js';
-import { cidrContains, formatCidr, formatIP, networkOf, type Cidr, type IP } from '../net/ip.js';
+import { cidrContains, cidrEquals, formatCidr, formatIP, networkOf, type Cidr, type IP } from '../net/ip.js';
 import { WeftError } from '../errors.js';
 import { renderTable } from '../text-table.js';
 
@@ -18,7 +19,7 @@ const help = `weftctl status — the local node: lease, backend, peers, repairs,
 
 Usage: weftctl status [--addr HOST:PORT] [--subnet-file PATH] [--json]
 
---addr HOST:PORT     weftd's --health-addr (default: env WEFTD_HEALTH_ADDR, else ${DEFAULT_BGP_STATUS_ADDR})
+--addr HOST:PORT     weftd's --health-addr (default: env WEFTD_HEALTH_ADDR, else ${DEFAULT_HEALTH_ADDR})
 --subnet-file PATH   the subnet.env weftd writes (default ${DEFAULT_SUBNET_FILE})
 --json               everything as one JSON document
 
@@ -83,7 +84,7 @@ function readKernel(env: SubnetEnv | undefined): NodeStatus['kernel'] {
     const own = env?.subnet ? networkOf(env.subnet) : undefined;
     const ours = routes.filter((r) => r.protocol === WEFT_ROUTE_PROTOCOL || r.protocol === WEFT_BGP_ROUTE_PROTOCOL);
     const toPeers = ours.filter((r) => r.dst !== undefined && (network === undefined || cidrContains(network, r.dst.ip))
-      && !(own !== undefined && sameCidr(r.dst, own)) && r.dst.prefix > (network?.prefix ?? 0));
+      && !(own !== undefined && cidrEquals(r.dst, own)) && r.dst.prefix > (network?.prefix ?? 0));
     return {
       weftRoutes: ours.filter((r) => r.protocol === WEFT_ROUTE_PROTOCOL).length,
       bgpRoutes: ours.filter((r) => r.protocol === WEFT_BGP_ROUTE_PROTOCOL).length,
@@ -96,9 +97,6 @@ function readKernel(env: SubnetEnv | undefined): NodeStatus['kernel'] {
   }
 }
 
-function sameCidr(a: Cidr, b: Cidr): boolean {
-  return a.prefix === b.prefix && formatCidr(a) === formatCidr(b);
-}
 
 function probeSocket(path: string | undefined, timeoutMs = 2000): Promise<NodeStatus['cniFastPath']> {
   if (path === undefined) return Promise.resolve({ socket: null, answering: false, reason: 'subnet.env names no WEFT_CNI_SOCKET' });
@@ -194,8 +192,7 @@ export const statusCommand: CliCommand = {
   help,
   async run(argv) {
     const { values } = parseCommandArgs(argv, { addr: { type: 'string' }, 'subnet-file': { type: 'string' }, json: { type: 'boolean' } } as const, 0);
-    const envAddr = process.env.WEFTD_HEALTH_ADDR;
-    const addr = values.addr ?? (envAddr !== undefined && envAddr !== '' ? envAddr : DEFAULT_BGP_STATUS_ADDR);
+    const addr = healthAddr(values.addr);
     const s = await nodeStatus(addr, values['subnet-file'] ?? process.env.WEFTD_SUBNET_FILE ?? DEFAULT_SUBNET_FILE);
     process.stdout.write(values.json ? JSON.stringify(s, jsonValue, 2) + '\n' : renderNodeStatus(s));
     return s.weftd.reachable && s.weftd.readyz.ready === true ? ExitCode.Ok : ExitCode.Failure;

@@ -4,6 +4,7 @@
 // spec's VERSION command does, and the highest version all of them name is the one to write.
 import { spawnSync } from 'node:child_process';
 import { compareVersions } from './version.js';
+import { parseDelegateOutput } from './exec.js';
 
 /** What one plugin answered to VERSION, or why it could not be asked. */
 export type PluginVersions =
@@ -19,13 +20,12 @@ export function askPluginVersions(type: string, binary: string, timeoutMs = 10_0
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', CNI_COMMAND: 'VERSION', CNI_PATH: '' };
   const r = spawnSync(binary, [], { input: '{"cniVersion":"0.3.0"}', env, encoding: 'utf8', timeout: timeoutMs });
   if (r.error) return { type, kind: 'unknown', reason: `cannot run ${binary}: ${r.error.message}` };
-  if (r.status !== 0) return { type, kind: 'unknown', reason: `${binary} VERSION exited ${r.status ?? r.signal}` };
   try {
-    const j = JSON.parse(r.stdout) as { supportedVersions?: unknown };
-    if (Array.isArray(j.supportedVersions) && j.supportedVersions.every((v) => typeof v === 'string')) {
-      return { type, kind: 'versions', supported: j.supportedVersions as string[] };
-    }
-  } catch { /* falls through */ }
+    const o = parseDelegateOutput(type, 'VERSION', r.status ?? 1, r.stdout, r.stderr);
+    if (o.kind === 'versions') return { type, kind: 'versions', supported: o.supportedVersions };
+  } catch (err) {
+    return { type, kind: 'unknown', reason: err instanceof Error ? err.message : String(err) };
+  }
   return { type, kind: 'unknown', reason: `${binary} VERSION printed no supportedVersions` };
 }
 
@@ -59,9 +59,14 @@ export function negotiateVersion(candidates: readonly string[], plugins: readonl
   return { version: highestVersion(common), behind, unknown };
 }
 
+/** "portmap supports up to 1.0.0, …": the plugins that hold a list back. */
+export function describeLaggards(behind: ReadonlyArray<{ readonly type: string; readonly highest: string }>): string {
+  return behind.map((b) => `${b.type} supports up to ${b.highest}`).join(', ');
+}
+
 /** One line saying which plugins hold a list below `wanted`, for errors and warnings. */
 export function describeBehind(wanted: string, n: Negotiated): string {
-  const who = n.behind.map((b) => `${b.type} supports up to ${b.highest}`).join(', ');
+  const who = describeLaggards(n.behind);
   const pick = n.version ? `; the highest version every plugin supports is ${n.version}` : '; no version is supported by every plugin';
   return `cniVersion ${wanted}: ${who || 'a plugin does not support it'}${pick}`;
 }

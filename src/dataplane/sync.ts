@@ -11,6 +11,7 @@ import { isNetlinkError, type FdbInput, type Netlink, type NetlinkOp, type Neigh
 import { type Cidr, type IP, ipEquals } from '../net/ip.js';
 
 import { Worker } from 'node:worker_threads';
+import { workerScript } from '../worker-script.js';
 import { CniCode, WeftError } from '../errors.js';
 import { WEFT_ROUTE_PROTOCOL } from './protocols.js';
 import type { FullPassReply, FullPassRequest } from './full-pass-worker.js';
@@ -217,7 +218,7 @@ class FullPassThread {
   }
 
   private start(): Worker {
-    const w = new Worker(new URL('./full-pass-worker.js', import.meta.url));
+    const w = new Worker(workerScript(import.meta.url, 'full-pass-worker'));
     w.unref();
     w.on('message', (r: FullPassReply) => {
       const p = this.pending.get(r.id);

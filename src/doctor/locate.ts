@@ -2,6 +2,7 @@
 // namespace, pod namespace, address and weftd. On a node, pods are the weft plugin's endpoint
 // records beside subnet.env (src/policy/endpoint-record.ts), their namespaces come from the CNI
 // result cache (the interface's "sandbox"), and pods of other nodes from the store's endpoints.
+import { healthAddr, weftdGet } from '../cli/weftd-http.js';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -71,12 +72,11 @@ export interface NodeOptions {
 }
 
 async function httpHealth(addr: string): Promise<{ ok: boolean; detail: string }> {
-  const url = `http://${addr.startsWith(':') ? `127.0.0.1${addr}` : addr}/healthz`;
   try {
-    const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
-    return { ok: r.ok, detail: `${url} answered ${r.status}` };
+    const r = await weftdGet(addr, '/healthz', 1000);
+    return { ok: r.status === 200, detail: `weftd at ${addr} answered ${r.status} for /healthz` };
   } catch (err) {
-    return { ok: false, detail: `${url} did not answer (${err instanceof Error ? err.message : String(err)})` };
+    return { ok: false, detail: `weftd at ${addr} did not answer /healthz (${err instanceof Error ? err.message : String(err)})` };
   }
 }
 
@@ -110,7 +110,7 @@ export async function nodeTopology(o: NodeOptions): Promise<Topology> {
   const name = o.nodeName ?? hostname();
   const local: DoctorNode = {
     name, nsName: undefined, nsPath: undefined, subnetFile: o.subnetFile, ...readEnv(o.subnetFile),
-    ...(o.healthAddr !== undefined && { health: () => httpHealth(o.healthAddr ?? '') }),
+    health: () => httpHealth(healthAddr(o.healthAddr)),
     agentHint: `start weftd on ${name} (e.g. systemctl restart weftd) and read its log`,
   };
   const { records } = await readEndpointRecords(endpointRecordDir(o.subnetFile));

@@ -4,21 +4,22 @@
 // weftd's (see src/backends/vxlan/vxlan.ts); a missing one is put back by its next repair pass.
 import { cidrContains, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../net/ip.js';
 import { WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
-import { vxlanDeviceName } from '../backends/vxlan/vxlan.js';
+import { vxlan, vxlanDeviceName } from '../backends/vxlan/vxlan.js';
+import { checkLeaseData } from '../backends/lease-data.js';
 import type { Lease } from '../store/lease.js';
 import { bridgeCmd, describeRoute, ipCmd, lookupRoute, withNl } from './kernel.js';
 import { repairHint } from './repair.js';
 import type { DoctorContext, DoctorNode, Hop } from './types.js';
 
+/** The peer's VtepMAC as weftd's vxlan backend reads it (undefined when its lease data is bad). */
 function vtepMac(l: Lease): string | undefined {
-  const d = l.attrs.backendData;
-  if (typeof d !== 'object' || d === null) return undefined;
-  const m = (d as Record<string, unknown>).VtepMAC;
-  return typeof m === 'string' ? m.toLowerCase() : undefined;
+  const d = checkLeaseData(vxlan, l.attrs.backendData);
+  return d.ok ? d.data.VtepMAC.toLowerCase() : undefined;
 }
 
 export function vxlanHops(ctx: DoctorContext, node: DoctorNode, lease: Lease): Hop[] {
-  const vni = typeof ctx.backend?.settings.VNI === 'number' ? ctx.backend.settings.VNI : 1;
+  // The parsed config carries its defaults (VNI 1 when the config names none).
+  const vni = Number(ctx.backend?.settings.VNI ?? 1);
   const devName = vxlanDeviceName(vni);
   const where = `node ${node.name}`;
   const ip = ipCmd(node);

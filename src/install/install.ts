@@ -31,7 +31,7 @@ import {
 import { resolveLayout, type Layout, type LayoutOptions } from './layout.js';
 import { readManifest, renderManifest, sha256, type Manifest, type ManifestEntry } from './manifest.js';
 import { checkSource, copyPayload, defaultSourceRoot } from './payload.js';
-import { askPluginVersions, describeBehind, negotiateVersion, type PluginVersions } from '../cni/negotiate.js';
+import { askPluginVersions, describeBehind, describeLaggards, negotiateVersion, type PluginVersions } from '../cni/negotiate.js';
 import { SUPPORTED_VERSIONS, compareVersions, isCniVersion } from '../cni/version.js';
 
 export interface InstallOptions extends LayoutOptions {
@@ -224,7 +224,7 @@ function chooseConflistVersion(wanted: string | undefined, chain: readonly Plugi
     warnings.push(`${describeBehind(DEFAULT_CONFLIST_VERSION, n)}: writing ${DEFAULT_CONFLIST_VERSION}`);
     return DEFAULT_CONFLIST_VERSION;
   }
-  if (n.version !== DEFAULT_CONFLIST_VERSION) warnings.push(`conflist written as cniVersion ${n.version}: ${n.behind.map((b) => `${b.type} supports up to ${b.highest}`).join(', ')}`);
+  if (n.version !== DEFAULT_CONFLIST_VERSION) warnings.push(`conflist written as cniVersion ${n.version}: ${describeLaggards(n.behind)}`);
   return n.version;
 }
 

@@ -77,7 +77,9 @@ describe('runtime cycle against installed weft on two hosts', { timeout: 180_000
     for (const n of nodes) {
       const unit = unitService(join(n.inst.root, 'etc/systemd/system/weftd.service'));
       // Debug level: weftd then logs each CNI request it answered, and through which client.
-      const env: Record<string, string> = { ...unit.env, PATH: MINIMAL_PATH, WEFT_LOG_LEVEL: 'debug' };
+      // A repair pass every second: the installed weftd must run its full passes on the worker
+      // thread's bundle (an install has no tsc output to start it from).
+      const env: Record<string, string> = { ...unit.env, PATH: MINIMAL_PATH, WEFT_LOG_LEVEL: 'debug', WEFTD_REPAIR_INTERVAL: '1' };
       assert.equal(env.WEFTD_SUBNET_FILE, n.inst.subnetFile);
       assert.equal(env.WEFTD_IP_MASQ, 'true', 'weftd masquerades egress by default, so the bridge does not masquerade pod-to-pod traffic');
       for (const argv of unit.pre) {
@@ -163,6 +165,11 @@ describe('runtime cycle against installed weft on two hosts', { timeout: 180_000
       assert.deepEqual(held.map((e) => e.name), [], 'address released');
       const cache = join(c.node.inst.root, 'var/lib/cni/results');
       assert.deepEqual(existsSync(cache) ? readdirSync(cache, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name) : [], [], 'cached result dropped');
+    }
+    for (const n of nodes) {
+      const passes = () => n.weftdLog.join('').split('\n').filter((l) => l.includes('"msg":"reconcile pass"') && l.includes('"why":"repair"')).length;
+      await waitFor(`two repair passes on host${n.index} (log: ${n.weftdLog.join('').slice(-800)})`, () => passes() >= 2 || undefined, 10_000, 200);
+      assert.doesNotMatch(n.weftdLog.join(''), /"msg":"reconcile failed"/, `host${n.index}: a repair pass failed`);
     }
     for (const n of nodes) await stopWeftd(n);
 

@@ -191,7 +191,7 @@ describe('weftctl install / uninstall (files under --root)', { timeout: 120_000 
     const root = newRoot();
     installJson(root, ['--backend', 'vxlan']);
     const lib = join(root, 'opt/weft');
-    for (const f of ['dist/weftd/weftd.cjs', 'dist/weftd/weftd.bundle.cjs', 'dist/weftd/weftd.bundle.cache', 'dist/weftd/cni-worker.bundle.cjs', 'dist/weftctl/weftctl.bundle.cjs', 'libexec/weftd', 'libexec/weftctl', 'node_modules/etcd3/proto/rpc.proto']) {
+    for (const f of ['dist/weftd/weftd.cjs', 'dist/weftd/weftd.bundle.cjs', 'dist/weftd/weftd.bundle.cache', 'dist/weftd/cni-worker.bundle.cjs', 'dist/weftd/full-pass-worker.bundle.cjs', 'dist/weftctl/weftctl.bundle.cjs', 'libexec/weftd', 'libexec/weftctl', 'node_modules/etcd3/proto/rpc.proto']) {
       assert.ok(existsSync(join(lib, f)), `${f} installed`);
     }
     assert.equal(existsSync(join(lib, 'dist/src')), false, 'no tsc output');

@@ -100,7 +100,7 @@ describe('weft-bridge chained with portmap and bandwidth via weftctl cni', () =>
     const add = await runWeftctlCni(host.path, ['add', '--conf', confFile, '--netns', ctr.path, '--container-id', 'lagging', '--cache-dir', join(scratch(), 'cache-lag'), '--cni-path', CNI_PATH]);
     assert.notEqual(add.code, 0);
     assert.match(add.stderr, /plugin portmap ADD: incompatible CNI versions/);
-    assert.match(add.stderr, /hint: cniVersion 1\.1\.0 is not supported by portmap \(supports up to [\d.]+\); the highest version every plugin in the list supports is 1\.0\.0/);
+    assert.match(add.stderr, /hint: cniVersion 1\.1\.0: portmap supports up to [\d.]+; the highest version every plugin in the list supports is 1\.0\.0/);
     assert.deepEqual(allocations(dataDir, 'wbtlag'), [], 'the address weft-bridge took was released by the undo');
     assert.deepEqual(hostVeths(host.name), [], 'no veth left on the host');
   });
