@@ -153,7 +153,6 @@ async function bundle(name, { metafile, minify }) {
 const WEFTD_WORKERS = [
   ['cni-worker', join(root, 'src', 'agent', 'cni-worker.ts')],
   ['full-pass-worker', join(root, 'src', 'dataplane', 'full-pass-worker.ts')],
-  ['spawn-worker', join(root, 'src', 'proc', 'spawn-worker.ts')],
 ];
 
 async function bundleWeftd({ metafile, minify }) {

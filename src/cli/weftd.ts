@@ -2,8 +2,6 @@
 // it keeping the dataplane and the lease, so a restart (even after SIGKILL) changes nothing.
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.js';
-import { startNftFromThread } from '../nft/nft.js';
-import { SpawnThread } from '../proc/spawn-thread.js';
 import { cniServerService } from '../agent/cni-server.js';
 import { policyServiceStarter } from '../agent/policy-service.js';
 import { EndpointChanges, endpointRecordDir } from '../policy/endpoint-record.js';
@@ -261,8 +259,6 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     store = opened;
     const checked = await untilSignal(checkStoredConfigSupported(opened, STORE_TIMEOUT_MS));
     if (checked.type === 'signal') return await interrupted(checked.signal);
-    // Each nft start forks weftd's whole heap: done from a thread, the event loop does not wait on it.
-    startNftFromThread(new SpawnThread());
     const a = new Agent({
       store: opened,
       subnetFile,

@@ -25,7 +25,6 @@ const BUNDLES = [
   join('dist', 'weftd', 'weftd.bundle.cjs'),
   join('dist', 'weftd', 'cni-worker.bundle.cjs'),
   join('dist', 'weftd', 'full-pass-worker.bundle.cjs'),
-  join('dist', 'weftd', 'spawn-worker.bundle.cjs'),
   join('dist', 'weftctl', 'weftctl.bundle.cjs'),
   ...WEFT_PLUGINS.flatMap((p) => [join('dist', 'cni', `${p}.cjs`), join('dist', 'cni', `${p}.bundle.cjs`)]),
 ];

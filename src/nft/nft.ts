@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { CniCode, WeftError } from '../errors.js';
 import { netnsPath } from '../netns/netns.js';
-import type { SpawnThread } from '../proc/spawn-thread.js';
 
 export type NftFamily = 'ip' | 'ip6' | 'inet' | 'bridge' | 'arp' | 'netdev';
 
@@ -34,27 +33,11 @@ interface NftRun {
   readonly stderr: string;
 }
 
-/**
- * Where nft processes are started from: this thread (default), or a SpawnThread a long-lived
- * process with a large heap (weftd) sets once at start-up, so the fork of each nft start does
- * not stall its event loop (bench blocking measured that fork at about a second per 4 s of
- * back-to-back repair passes and CNI ADDs on weftd's loop).
- */
-let spawner: SpawnThread | undefined;
-export function startNftFromThread(thread: SpawnThread): void {
-  spawner = thread;
-}
-
 /** Runs nft (the script, if any, on stdin); rejects only when nft cannot be started. */
 function runNft(args: readonly string[], opts: NftOptions, input?: string): Promise<NftRun> {
   const [cmd, argv] = opts.netns === undefined
     ? [NFT, args]
     : ['nsenter', [`--net=${netnsPath(opts.netns)}`, '--', NFT, ...args]];
-  if (spawner) {
-    return spawner.run(cmd, argv, input ?? '').catch((e: unknown) => {
-      throw new WeftError(CniCode.IoFailure, `cannot run nft: ${e instanceof Error ? e.message : String(e)}`);
-    });
-  }
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
