@@ -72,7 +72,10 @@ describe('etcd store on a 3-member cluster', () => {
         try { return (await writer.writeSubnet(parseCidr('10.50.101.0/24'), attrs('198.18.10.101'), 60, { type: 'absent' })).type === 'written'; } catch { return false; }
       }, 15_000);
       await until('watch delivers after recovery', () => events.some((e) => e.type === 'added' && formatCidr(e.lease.subnet) === '10.50.101.0/24'), 15_000);
-      assert.ok(statuses.includes('not-ready') && statuses.at(-1) === 'ready', `statuses ${statuses.join(',')}`);
+      // A renewal right after the restarts may still miss (a new leader being elected): what
+      // counts is that the outage was reported and that the manager ends up ready.
+      await until('ready after recovery', () => m.status.type === 'ready', 15_000);
+      assert.ok(statuses.includes('not-ready'), `statuses ${statuses.join(',')}`);
     } finally {
       await w.close();
       await m.stop();
