@@ -15,11 +15,10 @@ import { createContainerVeth, enableForwarding, ensureBridge, ensureGatewayAddre
 import {
   configureContainerInterface, openContainerNetns, requestedMac, requireResultInterface, runAddTransaction,
   verifyContainerInterface, verifyMac,
+  macSchema,
 } from '../pkg/iface.js';
 import { addMacSpoofCheck, addMasquerade, attachmentRuleCount, removeAttachmentRules, removeStaleRules } from '../pkg/cni-rules.js';
 import { checkIpam, ipamExec, ipamExecAdd, ipamExecDel } from '../ipam/main.js';
-
-const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
 const confSchema = z
   .object({

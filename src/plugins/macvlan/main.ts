@@ -20,11 +20,10 @@ import {
   runAddTransaction,
   verifyContainerInterface,
   verifyMac,
+  macSchema,
 } from '../pkg/iface.js';
 import { resolveMaster } from './master.js';
 import { checkIpam, ipamExec, ipamExecAdd, ipamExecDel } from '../ipam/main.js';
-
-const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
 const confSchema = z
   .object({

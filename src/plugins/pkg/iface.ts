@@ -1,6 +1,7 @@
 // The container side of every main plugin: put the IPAM result's addresses and routes on the
 // container's interface, and verify them again for CHECK. Mirrors the reference plugins'
 // ipam.ConfigureIface and ValidateExpectedInterfaceIPs/Route.
+import { z } from 'zod';
 import type { CniResult, CniRoute } from '../../cni/result.js';
 import { CniCode, WeftError } from '../../errors.js';
 import { Netlink, type Link } from '../../netlink/index.js';
@@ -16,6 +17,9 @@ function defaultGatewayFor(result: CniResult, route: CniRoute): IP | undefined {
   if (route.gw) return route.gw;
   return result.ips.find((i) => i.gateway && i.gateway.family === route.dst.ip.family)?.gateway;
 }
+
+/** A MAC address as the plugins' configs and runtimeConfig carry it. */
+export const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
 /**
  * Adds the result's addresses that belong to interface `ifIndexInResult`, brings the link up and

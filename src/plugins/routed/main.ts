@@ -11,6 +11,7 @@ import { Netlink } from '../../netlink/index.js';
 import { cidrContains, formatCidr, parseCidr, type Cidr } from '../../net/ip.js';
 import {
   deleteContainerInterface, openContainerNetns, requestedMac, requireResultInterface, runAddTransaction, verifyContainerInterface, verifyMac,
+  macSchema,
 } from '../pkg/iface.js';
 import {
   configureContainerSide,
@@ -23,8 +24,6 @@ import {
   verifyHostSide,
 } from './routed.js';
 import { checkIpam, ipamExec, ipamExecAdd, ipamExecDel } from '../ipam/main.js';
-
-const macSchema = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address like 0a:58:0a:f4:01:02');
 
 const confSchema = z
   .object({
