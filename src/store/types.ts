@@ -1,6 +1,7 @@
 // The SubnetStore contract both backends (etcd, file) implement. It speaks in raw entries —
 // key plus the stored text — so that parsing, and skipping garbage, happens once, in lease.ts.
 import type { Cidr } from '../net/ip.js';
+import type { KvWatchState } from './core.js';
 import type { LeaseManagerOptions, SubnetLeaser } from './lease-manager.js';
 
 /** One stored subnet key as the store holds it. */
@@ -54,9 +55,8 @@ export type StoreEvent =
    */
   | { readonly type: 'resync'; readonly reason: string };
 
-export type WatchState =
-  | { readonly type: 'connected' }
-  | { readonly type: 'disconnected'; readonly reason: string };
+/** A subnet watch's connection, as the core's watch reports it. */
+export type WatchState = KvWatchState;
 
 export interface RawWatch {
   /**
