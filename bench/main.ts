@@ -25,6 +25,7 @@ const registry: Record<string, () => Promise<Benchmark>> = {
   bgp: async () => (await import('./bgp.js')).benchmark,
   kube: async () => (await import('./kube.js')).benchmark,
   blocking: async () => (await import('./blocking.js')).benchmark,
+  ui: async () => (await import('./ui.js')).benchmark,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -18,8 +18,9 @@ import {
   type EndpointChange, type EndpointChanges, type EndpointRecord, endpointStoreKey, readEndpointRecords, recordToEndpoint,
 } from '../policy/endpoint-record.js';
 import { type EnforceResult, localNft, type NftRunner, PolicyEnforcer } from '../policy/enforcer.js';
-import { type Endpoint, type Namespace, type NetworkPolicy, type PolicyWorld, parseEndpoint, parseNamespace, parsePolicy } from '../policy/model.js';
-import { ENDPOINTS, NAMESPACES, PODS, POLICIES, policyKey } from '../policy/store.js';
+import { type Endpoint, type PolicyWorld } from '../policy/model.js';
+import { ENDPOINTS, NAMESPACES, PODS, POLICIES } from '../policy/store.js';
+import { ParsedCache, endpointCache, namespaceCache, policyCache } from '../policy/parsed-cache.js';
 import type { KeyValueEvent, KeyValueStore, KeyValueWatch } from '../store/kv.js';
 import type { AgentContext, AgentService, ServiceStarter } from './agent.js';
 
@@ -95,42 +96,12 @@ export type PolicyState =
   }
   | { readonly type: 'failed'; readonly reason: string; readonly at: string };
 
-/** Parses each store value once; a value that fails is reported once per (key, value). */
-class ParsedCache<T> {
-  private readonly byKey = new Map<string, { value: string; parsed: T | undefined; reason?: string }>();
-  constructor(private readonly parse: (key: string, v: unknown) => T) {}
-
-  set(key: string, value: string): void {
-    if (this.byKey.get(key)?.value === value) return;
-    try {
-      this.byKey.set(key, { value, parsed: this.parse(key, JSON.parse(value) as unknown) });
-    } catch (err) {
-      this.byKey.set(key, { value, parsed: undefined, reason: err instanceof Error ? err.message : String(err) });
-    }
-  }
-
-  delete(key: string): void { this.byKey.delete(key); }
-  replaceAll(entries: readonly { key: string; value: string }[]): void {
-    const keep = new Set(entries.map((e) => e.key));
-    for (const k of [...this.byKey.keys()]) if (!keep.has(k)) this.byKey.delete(k);
-    for (const e of entries) this.set(e.key, e.value);
-  }
-  keys(): IterableIterator<string> { return this.byKey.keys(); }
-  raw(key: string): string | undefined { return this.byKey.get(key)?.value; }
-  get(key: string): T | undefined { return this.byKey.get(key)?.parsed; }
-  values(): T[] { return [...this.byKey.values()].flatMap((e) => (e.parsed === undefined ? [] : [e.parsed])); }
-  bad(): number { return [...this.byKey.values()].filter((e) => e.parsed === undefined).length; }
-}
 
 export class PolicyService implements AgentService {
   private readonly enforcer: PolicyEnforcer;
-  private readonly policies = new ParsedCache<NetworkPolicy>((key, v) => {
-    const p = parsePolicy(v, `${key}: `);
-    if (key !== policyKey(p.namespace, p.name)) throw new WeftError(CniCode.InvalidNetworkConfig, `${key} holds ${p.namespace}/${p.name}`);
-    return p;
-  });
-  private readonly namespaces = new ParsedCache<Namespace>((key, v) => parseNamespace(v, `${key}: `));
-  private readonly endpoints = new ParsedCache<Endpoint>((key, v) => parseEndpoint(v, `${key}: `));
+  private readonly policies = policyCache();
+  private readonly namespaces = namespaceCache();
+  private readonly endpoints = endpointCache();
   private readonly pods = new ParsedCache<PodInfo>(parsePodInfo);
   private records = new Map<string, EndpointRecord>();
   /** Local records as endpoints, parsed once per record content (a pass must not re-parse hundreds). */

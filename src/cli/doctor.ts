@@ -7,12 +7,11 @@ import type { CliCommand } from './command.js';
 import { parseCommandArgs } from './args.js';
 import { ExitCode, UsageError } from './command.js';
 import { DEFAULT_SUBNET_FILE } from '../cni/subnet-env.js';
-import { DEFAULT_PREFIX, storeFlagOptions, storeFlagsHelp, storeSettingsFrom, type StoreSettings } from '../store/flags.js';
+import { storeFlagOptions, storeFlagsHelp, storeFlagText, storeSettingsFrom, type StoreSettings } from '../store/flags.js';
 import { DEFAULT_CACHE_DIR } from './cni.js';
 import { parseLabName } from '../lab/naming.js';
-import { LabDirs, type LabRecord } from '../lab/state.js';
 import { cleanEnv, WEFTCTL_BIN } from '../lab/exec.js';
-import { kubeStoreArgs } from '../lab/kube.js';
+import { labStore } from '../lab/lab-store.js';
 import { labTopology, nodeTopology, type Topology } from '../doctor/locate.js';
 import { readStore, runDoctor } from '../doctor/doctor.js';
 import { renderReport } from '../doctor/render.js';
@@ -75,20 +74,6 @@ function parseProbe(protocol: string | undefined, port: string | undefined): Pro
   return { protocol: p, port: n };
 }
 
-/** The store flags as an operator would type them (for the fixes doctor prints). */
-function flagText(values: Record<string, unknown>): string {
-  return Object.keys(storeFlagOptions).flatMap((k) => (typeof values[k] === 'string' && !k.includes('password') ? [`--${k} ${String(values[k])}`] : [])).join(' ');
-}
-
-function labStore(rec: LabRecord): { settings: StoreSettings; flags: string } {
-  const dirs = LabDirs.of(parseLabName(rec.name));
-  if (rec.store === 'file') return { settings: { type: 'file', dir: dirs.store, prefix: DEFAULT_PREFIX }, flags: `--store file --store-dir ${dirs.store}` };
-  const args = rec.store === 'etcd' ? ['--store', 'etcd', '--etcd-endpoints', rec.etcdUrl ?? ''] : kubeStoreArgs(dirs);
-  const values: Record<string, string> = {};
-  for (let i = 0; i + 1 < args.length; i += 2) values[(args[i] ?? '').replace(/^--/, '')] = args[i + 1] ?? '';
-  return { settings: storeSettingsFrom(values, {}), flags: args.join(' ') };
-}
-
 /** Runs this very command again inside ns (where a lab's etcd or API server is reachable). */
 function rerunInside(ns: string, argv: string[]): Promise<number> {
   return new Promise((resolve) => {
@@ -134,7 +119,7 @@ export const doctorCommand: CliCommand = {
         subnetFile: v['subnet-file'] ?? DEFAULT_SUBNET_FILE, cacheDir: v['cache-dir'] ?? DEFAULT_CACHE_DIR,
         nodeName: v['node-name'], healthAddr: v['health-addr'],
       });
-      store = { settings: storeSettingsFrom(v), flags: flagText(v) };
+      store = { settings: storeSettingsFrom(v), flags: storeFlagText(v) };
     }
     // An agent-less lab (macvlan) never made a store: nothing to read, nothing to warn about.
     const view = store.settings.type === 'file' && v.lab !== undefined && !existsSync(store.settings.dir)

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import type { CliCommand } from './command.js';
 import { ExitCode, UsageError } from './command.js';
 import { Progress } from './ui/progress.js';
+import { DEFAULT_UI_ADDR } from '../ui/server.js';
 import { labBackendNames, labBackend } from '../lab/backends.js';
 import { labBench, type BenchReport } from '../lab/bench.js';
 import { LAB_POD_NAMESPACE as LAB_NS } from '../lab/kube.js';
@@ -152,6 +153,7 @@ async function up(spec: LabSpec): Promise<number> {
   }
   out('\n' + renderStatus(labStatus(spec.name), useColour()));
   out(`\nnext: weftctl lab check --name ${spec.name}   ·   weftctl lab bench --name ${spec.name}   ·   weftctl lab down --name ${spec.name}\n`);
+  out(`see it: weftctl ui --lab ${spec.name}   (a live web view on http://${DEFAULT_UI_ADDR}/)\n`);
   return ExitCode.Ok;
 }
 

@@ -21,6 +21,7 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   status: async () => (await import('./status.js')).statusCommand,
   kube: async () => (await import('./kube.js')).kubeCommand,
   doctor: async () => (await import('./doctor.js')).doctorCommand,
+  ui: async () => (await import('./ui.js')).uiCommand,
 };
 
 const summaries: Record<string, string> = {
@@ -37,6 +38,7 @@ const summaries: Record<string, string> = {
   bgp: 'BGP sessions of the local weftd (bgp backend): state, uptime, prefixes',
   kube: 'a throwaway Kubernetes control plane (etcd + kube-apiserver) for tests and labs',
   doctor: 'why pod A cannot reach pod B: each hop of the path, OK or the broken link and its fix',
+  ui: 'a live web view of hosts, links, BGP sessions, pods and policies, with doctor between two pods',
 };
 
 function topHelp(): string {

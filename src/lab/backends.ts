@@ -88,6 +88,9 @@ function weftConflist(ctx: LabHostContext): Record<string, unknown> {
     name: LAB_CNI_NETWORK_NAME,
     plugins: [{
       type: 'weft',
+      // The pods' labels arrive as runtimeConfig (weftctl cni add --runtime-config), as a
+      // runtime passing them would, so the endpoint records carry them in every store.
+      capabilities: { labels: true },
       ...(!ctx.ipMasq && { delegate: { ipMasq: false } }),
       subnetFile: ctx.dirs.subnetFile(ctx.index),
       dataDir: ctx.dirs.pluginState(ctx.index),

@@ -18,7 +18,7 @@ import { ensureMacvlanShim } from '../plugins/macvlan/shim.js';
 import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, tail } from './exec.js';
 import { mapLimit } from '../map-limit.js';
 import { LAB_NS_PREFIX, type LabName, labNsPrefix, labRoot } from './naming.js';
-import { createPods, kubeletCniArgs, kubeStoreArgs, type LabKube, podManifest, postPodIP, startLabKube } from './kube.js';
+import { createPods, kubeletCniArgs, kubeStoreArgs, type LabKube, podLabels, podManifest, postPodIP, startLabKube } from './kube.js';
 import { type LabProcess, isSameProcess, killAndWait, processStartTime, processesInNamespaces, startInNamespace } from './procs.js';
 import type { LabSpec } from './spec.js';
 import { LabDirs, type LabRecord, readRecord, writeRecord } from './state.js';
@@ -263,9 +263,10 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
       const r = await execIn(h.ns, [
         WEFTCTL_BIN, 'cni', 'add', '--conf', dirs.conflist(h.index), '--netns', netnsPath(c.ns),
         '--container-id', c.containerId, '--cache-dir', dirs.cniCache(h.index), '--cni-path', `${CNI_BIN_DIR}:/usr/lib/cni`,
-        // Every store: the endpoint records then name the pod (lab/h0c1), so NetworkPolicy
-        // applied with weftctl policy selects lab pods in file and etcd labs too.
-        '--args', kubeletCniArgs(c.name),
+        // Every store: the endpoint records then name the pod (lab/h0c1) and carry the labels its
+        // Pod has in a kube lab, so NetworkPolicy applied with weftctl policy selects lab pods in
+        // file and etcd labs too.
+        '--args', kubeletCniArgs(c.name), '--runtime-config', JSON.stringify({ labels: podLabels(c.name, c.host) }),
       ], { timeoutMs: 30_000 });
       if (r.code !== 0) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} on h${h.index} failed: ${r.stderr.trim() || r.stdout.trim()}`);
       const result = JSON.parse(r.stdout) as { ips?: Array<{ address?: string }> };

@@ -170,3 +170,8 @@ export async function openStore(s: StoreSettings, opts: OpenOptions = {}): Promi
   const { type: _type, ...etcdOpts } = s;
   return new EtcdStore(etcdOpts);
 }
+
+/** The store flags given, as an operator would type them after a command (no password), for fixes printed. */
+export function storeFlagText(values: Record<string, unknown>): string {
+  return Object.keys(storeFlagOptions).flatMap((k) => (typeof values[k] === 'string' && !k.includes('password') ? [`--${k} ${String(values[k])}`] : [])).join(' ');
+}

@@ -1,0 +1,140 @@
+// The web view's model from what the server gathered: the store's leases, network config and
+// policy world, and each host's weftd's answer. Pure, so the rules (which name a host gets, which
+// peers an agent lacks, which policies select a pod) are unit-tested without a store or a browser.
+import { type Cidr, type IP, cidrContains, formatCidr, formatIP, networkOf } from '../net/ip.js';
+import type { Lease } from '../store/lease.js';
+import type { Endpoint, PolicyWorld } from '../policy/model.js';
+import { policySelects } from '../policy/evaluate.js';
+import { UI_MODEL_VERSION, type UiAgent, type UiBgpSession, type UiHost, type UiModel, type UiPod, type UiPolicy } from './model.js';
+
+/** What asking one host's weftd gave. */
+export type AgentAnswer =
+  | {
+    readonly type: 'answered';
+    /** The node name weftd runs with. */
+    readonly node: string;
+    readonly ready: boolean;
+    readonly detail: string;
+    /** Peer subnets (formatCidr) in its dataplane after its last pass. */
+    readonly programmed: readonly string[];
+    readonly problems: readonly string[];
+    readonly bgp?: { readonly asn: number; readonly sessions: readonly UiBgpSession[] };
+  }
+  | { readonly type: 'down'; readonly detail: string }
+  | { readonly type: 'unknown'; readonly detail: string };
+
+export interface ModelInput {
+  readonly seq: number;
+  readonly at: number;
+  readonly source: UiModel['source'];
+  readonly network: UiModel['network'];
+  readonly leases: readonly Lease[];
+  /** By lease subnet (formatCidr); a lease without an entry is 'unknown'. */
+  readonly agents: ReadonlyMap<string, AgentAnswer>;
+  /** Node names known from outside the store (a lab's hosts), by lease subnet. */
+  readonly names: ReadonlyMap<string, string>;
+  readonly world: PolicyWorld | undefined;
+  readonly problems: readonly string[];
+}
+
+const NOT_ASKED: AgentAnswer = { type: 'unknown', detail: 'no way to ask this host\'s weftd from here' };
+
+/** Finds the lease holding an address without a scan per address: one map per prefix length. */
+export class SubnetIndex {
+  private readonly byPrefix = new Map<number, Map<string, string>>();
+
+  constructor(subnets: readonly Cidr[]) {
+    for (const s of subnets) {
+      let m = this.byPrefix.get(s.prefix);
+      if (!m) this.byPrefix.set(s.prefix, (m = new Map()));
+      m.set(formatCidr(networkOf(s)), formatCidr(s));
+    }
+  }
+
+  /** The id (formatCidr) of the subnet holding ip, the longest prefix first. */
+  find(ip: IP): string | undefined {
+    for (const prefix of [...this.byPrefix.keys()].sort((a, b) => b - a)) {
+      if (prefix > (ip.family === 4 ? 32 : 128)) continue;
+      const key = formatCidr(networkOf({ ip, prefix }));
+      const hit = this.byPrefix.get(prefix)?.get(key);
+      if (hit !== undefined) return hit;
+    }
+    return undefined;
+  }
+}
+
+function agentOf(answer: AgentAnswer, self: string, hostIds: readonly string[]): UiAgent {
+  if (answer.type !== 'answered') return { state: answer.type, detail: answer.detail };
+  const have = new Set(answer.programmed);
+  return {
+    state: answer.ready ? 'ready' : 'not-ready',
+    detail: answer.detail,
+    programmed: answer.programmed.length,
+    missing: hostIds.filter((id) => id !== self && !have.has(id)),
+    problems: answer.problems,
+  };
+}
+
+function podsOf(endpoints: readonly Endpoint[], index: SubnetIndex): Map<string, { ep: Endpoint; ips: string[]; hostId: string | undefined }> {
+  const pods = new Map<string, { ep: Endpoint; ips: string[]; hostId: string | undefined }>();
+  for (const ep of endpoints) {
+    const id = `${ep.namespace}/${ep.pod}`;
+    const ips = ep.ips.map(formatIP);
+    const hostId = ep.ips.map((ip) => index.find(ip)).find((h) => h !== undefined);
+    const seen = pods.get(id);
+    // A pod with a second interface (net1) is one pod with more addresses.
+    if (seen) { for (const ip of ips) if (!seen.ips.includes(ip)) seen.ips.push(ip); seen.hostId ??= hostId; } else pods.set(id, { ep, ips, hostId });
+  }
+  return pods;
+}
+
+export function buildModel(input: ModelInput): UiModel {
+  const leases = [...input.leases].sort((a, b) => (a.subnet.ip.value < b.subnet.ip.value ? -1 : a.subnet.ip.value > b.subnet.ip.value ? 1 : a.subnet.prefix - b.subnet.prefix));
+  const ids = leases.map((l) => formatCidr(l.subnet));
+  const index = new SubnetIndex(leases.map((l) => l.subnet));
+  const world = input.world;
+  const pods = podsOf(world?.endpoints ?? [], index);
+  // A host's name from its pods' endpoints, where neither weftd nor the lab named it.
+  const nodeOfHost = new Map<string, string>();
+  for (const p of pods.values()) if (p.hostId !== undefined && !nodeOfHost.has(p.hostId)) nodeOfHost.set(p.hostId, p.ep.host);
+
+  const hosts: UiHost[] = leases.map((l, i) => {
+    const id = ids[i] ?? formatCidr(l.subnet);
+    const answer = input.agents.get(id) ?? NOT_ASKED;
+    const name = (answer.type === 'answered' ? answer.node : undefined) ?? input.names.get(id) ?? nodeOfHost.get(id) ?? formatIP(l.attrs.publicIP);
+    return {
+      id, name, subnet: id, publicIP: formatIP(l.attrs.publicIP), backend: l.attrs.backendType,
+      ...(l.expiresAt !== undefined && { expiresAt: l.expiresAt }),
+      agent: agentOf(answer, id, ids),
+      ...(answer.type === 'answered' && answer.bgp && { bgp: answer.bgp }),
+    };
+  });
+
+  const policies = world?.policies ?? [];
+  const policyIds = policies.map((p) => `${p.namespace}/${p.name}`);
+  const uiPods: UiPod[] = [...pods.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, { ep, ips, hostId }]) => {
+    const selecting = policies.filter((p) => policySelects(p, ep));
+    return {
+      id, namespace: ep.namespace, pod: ep.pod, node: ep.host, ...(hostId !== undefined && { hostId }), ips, labels: ep.labels,
+      policies: selecting.map((p) => `${p.namespace}/${p.name}`),
+      isolated: { ingress: selecting.some((p) => p.types.ingress), egress: selecting.some((p) => p.types.egress) },
+    };
+  });
+  const uiPolicies: UiPolicy[] = policies.map((p, i) => ({
+    id: policyIds[i] ?? `${p.namespace}/${p.name}`, namespace: p.namespace, name: p.name,
+    types: [...(p.types.ingress ? ['Ingress' as const] : []), ...(p.types.egress ? ['Egress' as const] : [])],
+    selects: uiPods.filter((pod) => pod.policies.includes(`${p.namespace}/${p.name}`)).map((pod) => pod.id),
+  })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+
+  return {
+    version: UI_MODEL_VERSION, seq: input.seq, at: input.at, source: input.source,
+    ...(input.network !== undefined && { network: input.network }),
+    hosts, pods: uiPods, policies: uiPolicies, problems: input.problems,
+  };
+}
+
+/** The host id holding an address, for the doctor's answer. */
+export function hostIdOf(leases: readonly Lease[], ip: IP): string | undefined {
+  const l = leases.find((x) => cidrContains(x.subnet, ip));
+  return l ? formatCidr(l.subnet) : undefined;
+}

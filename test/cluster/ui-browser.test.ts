@@ -1,0 +1,148 @@
+// weftctl ui in headless Chromium against a real lab (vxlan, 3 hosts × 1 pod, file store): the
+// page shows the three hosts, their subnets and ok links; a lease removed from the store leaves
+// the page without a reload; a deny NetworkPolicy is the first broken hop of the doctor path
+// clicked between two pods; a stopped weftd turns its host down and its links not ok. How fast the
+// page follows is measured by `npm run bench -- ui`; here each wait is generous and the time
+// seen is reported as a diagnostic. Run under /tmp/weft-netns.lock.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import type { LabRecord } from '../../src/lab/state.js';
+import type { UiModel } from '../../src/ui/model.js';
+import { openBrowser, type BrowserSession } from '../ui/browser.js';
+import { WEFTCTL, cleanEnv, downQuietly, labName, stateDir, upOk } from './lab-harness.js';
+
+const name = labName('wui');
+const SPARE = '10.244.250.0/24';
+let rec: LabRecord;
+let ui: ChildProcess | undefined;
+let session: BrowserSession | undefined;
+let page: Page;
+
+function storeFlags(): string[] {
+  return ['--store', 'file', '--store-dir', join(stateDir(name), 'store')];
+}
+
+function weftctl(args: string[], input?: string): string {
+  const r = spawnSync(WEFTCTL, args, { encoding: 'utf8', env: cleanEnv(), timeout: 30_000, ...(input !== undefined && { input }) });
+  assert.equal(r.status, 0, `weftctl ${args.join(' ')}: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** Starts weftctl ui on a free port and returns the URL it prints. */
+function startUi(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(WEFTCTL, ['ui', '--lab', name, '--listen', '127.0.0.1:0', '--interval', '300'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    ui = child;
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`weftctl ui printed no URL within 30 s: ${out}${err}`)), 30_000);
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      out += c;
+      const m = /weft ui: (http:\/\/\S+)/.exec(out);
+      if (m?.[1]) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.stderr.setEncoding('utf8').on('data', (c: string) => { err += c; });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`weftctl ui exited ${code}: ${out}${err}`)); });
+  });
+}
+
+async function model(): Promise<UiModel> {
+  return await page.evaluate('fetch("/api/model").then((r) => r.json())') as UiModel;
+}
+
+function hostId(i: number, m: UiModel): string {
+  const h = m.hosts.find((x) => x.name === `h${i}`);
+  assert.ok(h, `the model names h${i}: ${JSON.stringify(m.hosts.map((x) => x.name))}`);
+  return h.id;
+}
+
+const linkSel = (a: string, b: string): string => `[data-link="${[a, b].sort().join('|')}"]`;
+
+describe('weftctl ui in a browser, on a 3-host vxlan lab', { timeout: 300_000 }, () => {
+  before(async () => {
+    rec = upOk(['--name', name, '--hosts', '3', '--pods', '1', '--backend', 'vxlan']);
+    const url = await startUi();
+    session = await openBrowser();
+    page = session.page;
+    await page.goto(url);
+  });
+
+  after(async () => {
+    await session?.close();
+    if (ui?.pid !== undefined && ui.exitCode === null) {
+      const exited = new Promise((r) => ui?.once('exit', r));
+      ui.kill('SIGTERM');
+      await exited;
+    }
+    downQuietly(name);
+  });
+
+  it('shows the three hosts with their subnets, their pods, and every link programmed on both ends', async () => {
+    await page.waitForFunction(`document.querySelectorAll('[data-host-id]').length === 3 && document.querySelectorAll('[data-link][data-state="ok"]').length === 3`, undefined, { timeout: 30_000 });
+    const m = await model();
+    for (const h of m.hosts) {
+      const el = page.locator(`[data-host-id="${h.id}"]`).first();
+      assert.match(await el.innerText(), new RegExp(h.subnet.replace(/\./g, '\\.').replace('/', '\\/')), `host ${h.name} shows its subnet`);
+      assert.equal(await el.getAttribute('data-agent-state'), 'ready');
+    }
+    assert.deepEqual(m.hosts.map((h) => h.name).sort(), ['h0', 'h1', 'h2']);
+    for (let i = 0; i < 3; i++) assert.equal(await page.locator(`[data-pod-id="lab/h${i}c0"]`).count() > 0, true, `pod h${i}c0 is drawn`);
+    assert.deepEqual(m.pods.find((p) => p.id === 'lab/h1c0')?.labels, { app: 'echo', host: 'h1', pod: 'h1c0' });
+  });
+
+  it('a lease removed in the store leaves the page without a reload', async (t) => {
+    weftctl(['leases', 'reserve', SPARE, '--public-ip', '198.18.0.250', ...storeFlags()]);
+    await page.waitForSelector(`[data-host-id="${SPARE}"]`, { timeout: 10_000 });
+    const seqBefore = Number(await page.evaluate('document.body.dataset.seq'));
+    const t0 = Date.now();
+    weftctl(['leases', 'release', SPARE, ...storeFlags()]);
+    await page.waitForSelector(`[data-host-id="${SPARE}"]`, { state: 'detached', timeout: 10_000 });
+    t.diagnostic(`lease release → gone from the page in ${Date.now() - t0} ms (includes weftctl's own start)`);
+    assert.ok(Number(await page.evaluate('document.body.dataset.seq')) > seqBefore, 'a newer model, not a reload');
+  });
+
+  it('a deny NetworkPolicy is the first broken hop of the path clicked between two pods', async () => {
+    const policy = {
+      apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny-to-h1', namespace: 'lab' },
+      spec: { podSelector: { matchLabels: { host: 'h1' } }, policyTypes: ['Ingress'] },
+    };
+    const file = join(stateDir(name), 'deny-to-h1.json');
+    writeFileSync(file, JSON.stringify(policy));
+    weftctl(['policy', 'apply', '-f', file, ...storeFlags()]);
+    await page.waitForSelector('[data-policy-id="lab/deny-to-h1"]', { timeout: 10_000 });
+    await page.locator('[data-pod-id="lab/h0c0"]').first().click();
+    await page.locator('[data-pod-id="lab/h1c0"]').first().click();
+    const first = page.locator('#doctor [data-first-failure]');
+    await first.waitFor({ timeout: 30_000 });
+    assert.equal(await first.getAttribute('data-hop-id'), 'policy');
+    assert.equal(await first.getAttribute('data-status'), 'fail');
+    assert.match(await first.innerText(), /deny-to-h1/);
+    // The hops before it passed: the path itself is fine, the policy stops it.
+    const hops = page.locator('#doctor [data-hop-id]');
+    const before: Array<[string | null, string | null]> = [];
+    for (let k = 0; k < await hops.count(); k++) before.push([await hops.nth(k).getAttribute('data-hop-id'), await hops.nth(k).getAttribute('data-status')]);
+    const i = before.findIndex(([id]) => id === 'policy');
+    assert.ok(i > 0);
+    assert.deepEqual(before.slice(0, i).filter(([, s]) => s === 'fail'), []);
+  });
+
+  it('a stopped weftd shows its host down and its links not ok', async (t) => {
+    const m = await model();
+    const [h0, h1, h2] = [hostId(0, m), hostId(1, m), hostId(2, m)];
+    const weftd = rec.processes.find((p) => p.role === 'weftd h2');
+    assert.ok(weftd, 'the lab recorded weftd h2');
+    const t0 = Date.now();
+    process.kill(weftd.pid, 'SIGTERM');
+    await page.waitForSelector(`[data-host-id="${h2}"][data-agent-state="down"]`, { timeout: 15_000 });
+    t.diagnostic(`weftd h2 stopped → shown down in ${Date.now() - t0} ms`);
+    for (const other of [h0, h1]) {
+      await page.waitForFunction(`(() => { const e = document.querySelector(${JSON.stringify(linkSel(other, h2))}); return e !== null && e.getAttribute('data-state') !== 'ok'; })()`, undefined, { timeout: 10_000 });
+      assert.equal(await page.locator(linkSel(other, h2)).first().getAttribute('data-state'), 'one-sided');
+    }
+    assert.equal(await page.locator(linkSel(h0, h1)).first().getAttribute('data-state'), 'ok', 'the other hosts\' link stays ok');
+  });
+});
