@@ -205,7 +205,7 @@ describe('agent', () => {
     const r = w.agent.readiness();
     assert.equal(r.ready, false);
     assert.equal((r.details as { reconcileError?: string }).reconcileError, 'netlink: EPERM');
-    w.backend.report = { repairs: 1, removals: 0, problems: [] };
+    w.backend.report = { repairs: 1, removals: 0, problems: [], skipped: [] };
     w.clock.advance(REPAIR_MS);
     await settle();
     assert.equal(w.agent.readiness().ready, true);
