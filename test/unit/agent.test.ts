@@ -64,7 +64,8 @@ function world(extra: Partial<AgentOptions> = {}) {
     assert.equal(r.type, 'written', subnet);
   };
   const removePeer = async (subnet: string) => { assert.ok(await other.deleteSubnet(parseCidr(subnet)), subnet); };
-  const configure = () => store.putConfig(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } }));
+  // The agent's own lease comes from the upper half, so it never takes a subnet a test adds as a peer.
+  const configure = () => store.putConfig(JSON.stringify({ Network: '10.244.0.0/16', SubnetMin: '10.244.128.0', Backend: { Type: 'host-gw' } }));
   return { dir, store, other, clock, backend, agent, subnetFile, rulesApplied, addPeer, removePeer, configure, netlinkClosed: () => netlinkClosed };
 }
 
