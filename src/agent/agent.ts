@@ -15,12 +15,15 @@ import type { SubnetStore } from '../store/types.js';
 import { type AgentRulesSpec, agentRulesInPlace, applyAgentRules } from './traffic-rules.js';
 import { type BackendConfig, createBackend } from '../backends/registry.js';
 import type { Backend, HostContext, ReconcileReport } from '../backends/types.js';
-import { type HealthServer, type Readiness, startHealthServer } from './http.js';
+import { type HealthServer, type Readiness, healthHandler, startApiSocket, startHealthServer } from './http.js';
+import { type PeerSplit, type PeersDocument, splitPeers } from './peers.js';
 import { type AgentMetrics, createAgentMetrics } from './metrics.js';
 import { pickPublicInterface, type PublicInterface } from './public-iface.js';
 import { readPreviousSubnet, writeSubnetFile } from './subnet-file.js';
 import { withTimeout } from '../timeout.js';
 import type { Clock, TimerHandle } from '../clock.js';
+import type { Lease } from '../store/lease.js';
+import { hostname } from 'node:os';
 
 /** The shortest time between two traffic-rules checks by repair passes (see repairPass). */
 const RULES_CHECK_MIN_MS = 1000;
@@ -60,8 +63,10 @@ export interface AgentOptions {
   readonly ipMasq: boolean;
   readonly iface?: string;
   readonly publicIP?: string;
-  /** host:port for /healthz, /readyz, /metrics; none when undefined. */
+  /** host:port for /healthz, /readyz, /metrics, /peers; none when undefined. */
   readonly healthAddr?: string;
+  /** A unix socket (mode 0600) serving the same endpoints; none when undefined. */
+  readonly apiSocket?: string;
   readonly nodeName?: string;
   /** Period of the repair pass (default 5 s; the contract is ≤ 10 s). */
   readonly repairIntervalMs?: number;
@@ -118,6 +123,7 @@ export class Agent {
   private manager: SubnetLeaser | undefined;
   private watcher: LeaseWatcher | undefined;
   private health: HealthServer | undefined;
+  private api: HealthServer | undefined;
   private network: NetworkConfig | undefined;
   private rules: AgentRulesSpec | undefined;
   private ctx: AgentContext | undefined;
@@ -138,6 +144,10 @@ export class Agent {
   private rulesOk = false;
   private subnetFileOk = false;
   private lastReport: (ReconcileReport & { at: string }) | undefined;
+  /** The peers given to the pass behind lastReport. */
+  private lastPeers: readonly Lease[] = [];
+  /** lastPeers split by lastReport.skipped, worked out on the first /peers after a pass. */
+  private split: { report: ReconcileReport; value: PeerSplit } | undefined;
   private lastReconcileError: string | undefined;
 
   constructor(private readonly opts: AgentOptions) {
@@ -193,6 +203,37 @@ export class Agent {
     };
   }
 
+  /**
+   * GET /peers: the peers the last successful pass programmed (given to it, not skipped by the
+   * backend). Split once per pass, on the first request after it, so asking costs a serialise.
+   */
+  peers(): PeersDocument {
+    const report = this.lastReport;
+    let split: PeerSplit = { programmed: [], skipped: [] };
+    if (report) {
+      if (this.split?.report !== report) this.split = { report, value: splitPeers(this.lastPeers, report.skipped) };
+      split = this.split.value;
+    }
+    const l = this.leaseStatus;
+    const subnet = l.type === 'ready' || l.type === 'not-ready' ? l.lease.subnet : this.ctx?.subnet;
+    return {
+      node: this.opts.nodeName ?? hostname(),
+      subnet: subnet ? formatCidr(subnet) : null,
+      backend: this.backend?.type ?? null,
+      ready: this.readiness().ready,
+      programmed: split.programmed,
+      skipped: split.skipped,
+      lastReconcile: report?.at ?? null,
+      ...(this.lastReconcileError !== undefined && { reconcileError: this.lastReconcileError }),
+    };
+  }
+
+  /** The JSON documents besides /healthz, /readyz and /metrics. */
+  private document(path: string): unknown {
+    if (path === '/peers') return this.peers();
+    return this.backendStatus(path);
+  }
+
   /** /<backend type>/status: the backend's own view (e.g. BGP sessions), once it runs. */
   private backendStatus(path: string): unknown {
     const b = this.backend;
@@ -211,9 +252,14 @@ export class Agent {
 
   async start(): Promise<AgentContext> {
     const o = this.opts;
+    const handler = healthHandler(() => this.readiness(), this.metrics.registry, (path) => this.document(path));
     if (o.healthAddr !== undefined) {
-      this.health = await startHealthServer(o.healthAddr, () => this.readiness(), this.metrics.registry, (path) => this.backendStatus(path));
+      this.health = await startHealthServer(o.healthAddr, handler);
       this.log.info('health endpoint listening', { address: this.health.address });
+    }
+    if (o.apiSocket !== undefined) {
+      this.api = await startApiSocket(o.apiSocket, handler);
+      this.log.info('api socket listening', { socket: o.apiSocket });
     }
     const storeTimeout = o.storeTimeoutMs ?? 10_000;
 
@@ -389,6 +435,7 @@ export class Agent {
       this.metrics.peers.set(peers.length);
       const before = this.lastReport?.problems.join('\n');
       this.lastReport = { ...report, at: new Date().toISOString() };
+      this.lastPeers = peers;
       this.lastReconcileError = undefined;
       if (report.repairs + report.removals > 0) this.log.info('dataplane reconciled', { why, peers: peers.length, written: report.repairs, removed: report.removals });
       if (report.problems.length > 0 && report.problems.join('\n') !== before) this.log.warn('dataplane problems', { problems: report.problems });
@@ -457,6 +504,7 @@ export class Agent {
     await this.manager?.stop({ release: opts.release ?? false });
     await this.backend?.close({ keepDataplane: opts.keepDataplane ?? true }).catch(() => {});
     await this.health?.close();
+    await this.api?.close();
     this.nl?.close();
     this.phase = 'stopped';
   }

@@ -7,9 +7,8 @@
 // held for the server's life (SOCKET.lock, naming the owner's PID), so two weftds configured with
 // one path cannot both take it.
 import { workerScript } from '../worker-script.js';
-import { lstat, chmod, rename, rm } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import { dirname, join, basename } from 'node:path';
+import { createServer, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
 import { z } from 'zod';
 import { encodeRawReply, fastPathEnv, type FastPathReply } from '../cni/fastpath-client.js';
 import { CniCode, WeftError } from '../errors.js';
@@ -17,6 +16,7 @@ import { tryFileLock } from '../fs/lock.js';
 import { mkdirp } from '../fs/mkdir.js';
 import type { Logger } from '../log.js';
 import type { ServiceStarter } from './agent.js';
+import { claimSocketPath, listenPrivate, removeSocketIfOurs } from './unix-socket.js';
 import { runWeftLocally } from '../plugins/weft/standalone.js';
 import type { ContainerInterfaceDeleter, PluginHost } from '../cni/skel.js';
 import { standalonePluginHost } from '../plugins/pkg/host.js';
@@ -139,38 +139,6 @@ const DEFAULT_DELETE_WORKERS = 2;
 
 const requestSchema = z.object({ env: z.record(z.string()), stdin: z.string(), reply: z.enum(['json', 'raw']).default('json') });
 
-/** True when something accepts connections on path (a live weftd), false for a stale socket. */
-function socketIsLive(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ path });
-    const done = (live: boolean): void => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(live);
-    };
-    const timer = setTimeout(() => done(false), 500);
-    s.on('connect', () => done(true));
-    s.on('error', () => done(false));
-  });
-}
-
-/**
- * Refuses to displace a live server or anything that is not a socket; a stale socket is replaced
- * later by the rename. Callers hold the path's claim (the lock file) already: this catches a
- * server that predates claims.
- */
-async function claimPath(path: string): Promise<void> {
-  let st;
-  try {
-    st = await lstat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!st.isSocket()) throw new WeftError(CniCode.IoFailure, `CNI socket path ${path} exists and is not a socket`);
-  if (await socketIsLive(path)) throw new WeftError(CniCode.IoFailure, `another process already serves the CNI socket ${path}`);
-}
-
 export async function startCniServer(opts: CniServerOptions): Promise<CniServer> {
   const { socketPath, log } = opts;
   const maxBytes = opts.maxRequestBytes ?? 1 << 20;
@@ -280,39 +248,22 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     throw new WeftError(CniCode.IoFailure, `CNI socket ${socketPath}: another weftd already serves it (pid ${claim.heldBy}, which holds ${lockPath})`);
   }
   const lock = claim;
+  // The lock is the claim; this catches a server that predates claims (or a stale socket).
   try {
-    await claimPath(socketPath);
+    await claimSocketPath(socketPath, 'CNI socket');
   } catch (err) {
     lock.release();
     await releasePool();
     throw err;
   }
-  // Bound under a temporary name, restricted, then renamed into place: no moment where the
-  // socket is reachable with the default mode, and a stale socket is replaced atomically.
-  const tmpPath = join(dirname(socketPath), `.${basename(socketPath)}.${process.pid}.tmp`);
-  await rm(tmpPath, { force: true });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ path: tmpPath }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  }).catch(async (err: unknown) => {
+  let ino: number;
+  try {
+    ino = await listenPrivate(server, socketPath, 'CNI socket');
+  } catch (err) {
     lock.release();
     await releasePool();
     throw err;
-  });
-  try {
-    await chmod(tmpPath, 0o600);
-    await rename(tmpPath, socketPath);
-  } catch (err) {
-    server.close();
-    await rm(tmpPath, { force: true });
-    lock.release();
-    await releasePool();
-    throw new WeftError(CniCode.IoFailure, `cannot publish the CNI socket ${socketPath}: ${(err as Error).message}`);
   }
-  const { ino } = await lstat(socketPath);
   server.on('error', (err) => log.error('cni server error', { error: err.message }));
   log.info('cni fast path listening', { socket: socketPath });
 
@@ -323,9 +274,7 @@ export async function startCniServer(opts: CniServerOptions): Promise<CniServer>
     close() {
       closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-        // Only remove the path while it is still ours (a newer weftd may have taken it over).
-        const st = await lstat(socketPath).catch(() => undefined);
-        if (st?.ino === ino) await rm(socketPath, { force: true });
+        await removeSocketIfOurs(socketPath, ino);
         lock.release();
         for (const s of reading) s.destroy();
         let timer: NodeJS.Timeout | undefined;

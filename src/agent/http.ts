@@ -1,8 +1,14 @@
-// /healthz (the process is alive and serving), /readyz (200 only once lease, subnet.env, rules
-// and backend are in place and the store is reachable; JSON details either way) and /metrics.
-import { createServer, type Server } from 'node:http';
+// weftd's HTTP endpoints: /healthz (the process is alive and serving), /readyz (200 only once
+// lease, subnet.env, rules and backend are in place and the store is reachable; JSON details
+// either way), /metrics, and the agent's own JSON documents (/peers, /<backend>/status). One
+// handler serves them on --health-addr (TCP) and on --api-socket (a unix socket, reachable from
+// any network namespace).
+import { createServer, type RequestListener, type Server } from 'node:http';
 import { CniCode, WeftError } from '../errors.js';
+import { dirname } from 'node:path';
 import type { Registry } from 'prom-client';
+import { mkdirp } from '../fs/mkdir.js';
+import { claimSocketPath, listenPrivate, removeSocketIfOurs } from './unix-socket.js';
 
 export interface Readiness {
   readonly ready: boolean;
@@ -32,9 +38,12 @@ function extraDoc(extra: ExtraRoute, path: string): unknown {
   }
 }
 
-export async function startHealthServer(addr: string, readiness: () => Readiness, registry: Registry, extra?: ExtraRoute): Promise<HealthServer> {
-  const { host, port } = parseHostPort(addr);
-  const server: Server = createServer((req, res) => {
+/** What a request for an unknown path is told. */
+export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers or /<backend>/status (e.g. /bgp/status)\n';
+
+/** The one request handler behind --health-addr and --api-socket. */
+export function healthHandler(readiness: () => Readiness, registry: Registry, extra?: ExtraRoute): RequestListener {
+  return (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
@@ -49,17 +58,49 @@ export async function startHealthServer(addr: string, readiness: () => Readiness
     } else {
       const doc = path !== undefined && extra !== undefined ? extraDoc(extra, path) : undefined;
       if (doc !== undefined) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(doc) + '\n');
-      else res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
+      else res.writeHead(404, { 'content-type': 'text/plain' }).end(NOT_FOUND);
     }
-  });
+  };
+}
+
+function closer(server: Server): () => Promise<void> {
+  return () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); });
+}
+
+export async function startHealthServer(addr: string, handler: RequestListener): Promise<HealthServer> {
+  const { host, port } = parseHostPort(addr);
+  const server: Server = createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new WeftError(CniCode.InvalidEnvironment, `--health-addr ${addr}: cannot listen: ${err.message}`)));
     server.listen(port, host, () => resolve());
   });
   const a = server.address();
   const address = typeof a === 'object' && a ? `${a.address}:${a.port}` : addr;
+  return { address, close: closer(server) };
+}
+
+/**
+ * The same handler on a unix socket (mode 0600; a stale socket replaced, a live one refused),
+ * removed again by close(). A unix socket is reachable from every network namespace, so tools
+ * can ask a weftd that runs in another one (a lab host) without entering it.
+ */
+export async function startApiSocket(path: string, handler: RequestListener): Promise<HealthServer> {
+  const what = 'API socket';
+  const server: Server = createServer(handler);
+  let ino: number;
+  try {
+    mkdirp(dirname(path));
+    await claimSocketPath(path, what);
+    ino = await listenPrivate(server, path, what);
+  } catch (err) {
+    throw err instanceof WeftError ? err : WeftError.wrap(err, CniCode.IoFailure, `--api-socket ${path}: cannot listen`);
+  }
+  const close = closer(server);
   return {
-    address,
-    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    address: `unix:${path}`,
+    close: async () => {
+      await removeSocketIfOurs(path, ino);
+      await close();
+    },
   };
 }

@@ -30,7 +30,15 @@ export interface BackendPreparation {
   readonly mtu: number;
 }
 
-/** The outcome of one reconcile pass, for logs, metrics and /readyz. */
+/** A peer given to reconcile that the backend did not program, and why. */
+export interface SkippedPeer {
+  /** The peer's subnet, as formatCidr writes it. */
+  readonly subnet: string;
+  /** Why: the same text as the problem the pass reports for this peer. */
+  readonly reason: string;
+}
+
+/** The outcome of one reconcile pass, for logs, metrics, /readyz and /peers. */
 export interface ReconcileReport {
   /** Kernel objects that were missing or wrong and were written. */
   readonly repairs: number;
@@ -38,6 +46,12 @@ export interface ReconcileReport {
   readonly removals: number;
   /** Problems that need an operator (e.g. host-gw peer not on this L2 segment). */
   readonly problems: readonly string[];
+  /**
+   * The peers of this pass that have no dataplane state from it (another backend, unusable
+   * BackendData, not reachable, no route learnt …): every other peer given to reconcile is
+   * programmed. weftd's /peers is built from it.
+   */
+  readonly skipped: readonly SkippedPeer[];
 }
 
 export interface ReconcileOptions {

@@ -1,5 +1,6 @@
-// Talking to the local weftd over its --health-addr (/healthz, /readyz, /bgp/status): where it is
-// (a flag, else env WEFTD_HEALTH_ADDR as weftd itself reads it, else the default) and one GET.
+// Talking to weftd over its --health-addr (/healthz, /readyz, /peers, /bgp/status): where it is
+// (a flag, else env WEFTD_HEALTH_ADDR as weftd itself reads it, else the default) and one GET —
+// or over its --api-socket, written `unix:PATH`, which reaches a weftd in any network namespace.
 // weftctl status, bgp status and doctor all ask this way.
 import { request } from 'node:http';
 import { CniCode, WeftError } from '../errors.js';
@@ -13,18 +14,24 @@ export function healthAddr(flag: string | undefined, env: NodeJS.ProcessEnv = pr
   return flag ?? (fromEnv !== undefined && fromEnv !== '' ? fromEnv : DEFAULT_HEALTH_ADDR);
 }
 
-/** GET on weftd's health address; any HTTP status resolves (the body says why on 503). */
+/** A weftd address: host:port (--health-addr), or unix:PATH (--api-socket). */
+function target(addr: string): { socketPath: string } | { host: string; port: number } {
+  return addr.startsWith('unix:') ? { socketPath: addr.slice('unix:'.length) } : parseHostPort(addr);
+}
+
+/** GET on weftd's health address or API socket; any HTTP status resolves (the body says why on 503). */
 export function weftdGet(addr: string, path: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
-  const { host, port } = parseHostPort(addr);
+  const where = target(addr);
+  const flag = 'socketPath' in where ? '--api-socket' : '--health-addr';
   return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, method: 'GET', timeout: timeoutMs }, (res) => {
+    const req = request({ ...where, path, method: 'GET', timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => { body += c; });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => reject(new WeftError(CniCode.TryAgainLater, `cannot reach weftd at ${addr} (its --health-addr): ${err.message}`)));
+    req.on('error', (err) => reject(new WeftError(CniCode.TryAgainLater, `cannot reach weftd at ${addr} (its ${flag}): ${err.message}`, '', { cause: err })));
     req.end();
   });
 }

@@ -12,6 +12,7 @@ import { defaultCniSocket } from '../cni/fastpath-client.js';
 import { WeftError } from '../errors.js';
 import { DEFAULT_SUBNET_FILE } from '../cni/subnet-env.js';
 import { parseHostPort } from '../agent/http.js';
+import { UNIX_PATH_MAX } from '../agent/unix-socket.js';
 import { checkStoredConfigSupported } from './weftd-config-check.js';
 import { createLogger } from '../log.js';
 import { explainParseError } from '../suggest.js';
@@ -30,6 +31,7 @@ const options = {
   'conntrack-bypass': { type: 'boolean' },
   'no-conntrack-bypass': { type: 'boolean' },
   'health-addr': { type: 'string' },
+  'api-socket': { type: 'string' },
   'node-name': { type: 'string' },
   'repair-interval': { type: 'string' },
   'lease-ttl': { type: 'string' },
@@ -50,9 +52,17 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
   --public-ip IP           address published to other hosts (default: the interface's first)
   --subnet-file PATH       where subnet.env is written (default ${DEFAULT_SUBNET_FILE})
   --ip-masq                masquerade pod traffic leaving the cluster network (default off)
-  --health-addr HOST:PORT  serve /healthz, /readyz and /metrics here (default: off); :PORT
-                           without a host listens on all addresses (0.0.0.0), so a
-                           Prometheus elsewhere can scrape it; 127.0.0.1:PORT keeps it local
+  --health-addr HOST:PORT  serve weftd's HTTP endpoints here (default: off); :PORT without a
+                           host listens on all addresses (0.0.0.0), so a Prometheus elsewhere
+                           can scrape it; 127.0.0.1:PORT keeps it local. Endpoints: /healthz,
+                           /readyz (200 once ready, JSON details), /metrics (Prometheus),
+                           /peers (JSON: the peer subnets this host's dataplane has programmed
+                           and those it skipped, with why) and /<backend>/status (bgp)
+  --api-socket PATH        serve the same endpoints on this unix socket too (mode 0600; a
+                           stale socket is replaced, the file removed when weftd stops). A
+                           unix socket is reachable from every network namespace, so tools
+                           can ask a weftd running in another one; with or without
+                           --health-addr (default: off)
   --node-name NAME         this node's name: with --store kube its Node object (default the
                            hostname, as the kubelet's); names this host's endpoints in policy
   --repair-interval SECS   period of the repair pass (default 5, at most 10)
@@ -74,7 +84,7 @@ or with --store kube from --net-config (the weft-config ConfigMap's net-conf.jso
 Exit: 0 after SIGTERM/SIGINT, also during start-up (dataplane and lease kept), 1 on a fatal
 error (including a network config weftd cannot serve yet, e.g. EnableIPv6, and the own lease
 removed or taken over by another writer), 2 on bad flags or flag env values (also a path under
-/proc or /sys for --subnet-file, --cni-socket or --store-dir).
+/proc or /sys for --subnet-file, --cni-socket, --api-socket or --store-dir).
 `;
 
 type Values = { [K in keyof typeof options]?: (typeof options)[K]['type'] extends 'boolean' ? boolean : string };
@@ -165,6 +175,7 @@ interface WeftdFlags {
   readonly iface: string | undefined;
   readonly publicIP: string | undefined;
   readonly healthAddr: string | undefined;
+  readonly apiSocket: string | undefined;
 }
 
 /** Flags and their WEFTD_* env values, checked; any bad value is a UsageError (exit 2). */
@@ -186,6 +197,11 @@ function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
     }
   }
   const subnetFile = writablePath('subnet-file', envOr(values, 'subnet-file', env) ?? DEFAULT_SUBNET_FILE);
+  const apiSocket = envOr(values, 'api-socket', env);
+  if (apiSocket !== undefined) {
+    writablePath('api-socket', apiSocket);
+    if (Buffer.byteLength(apiSocket) > UNIX_PATH_MAX) throw new UsageError(`--api-socket ${apiSocket}: too long for a unix socket (${Buffer.byteLength(apiSocket)} bytes; at most ${UNIX_PATH_MAX})`);
+  }
   const cniSocket = envOr(values, 'cni-socket', env) ?? defaultCniSocket(subnetFile);
   if (cniSocket !== 'off') writablePath('cni-socket', cniSocket);
   if (settings.type === 'file') writablePath('store-dir', settings.dir);
@@ -201,6 +217,7 @@ function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
     iface: envOr(values, 'iface', env),
     publicIP: envOr(values, 'public-ip', env),
     healthAddr,
+    apiSocket,
   };
 }
 
@@ -228,7 +245,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.stderr.write(`weftd: ${err.message}\n(see weftd --help)\n`);
     return ExitCode.Usage;
   }
-  const { nodeName, repair, ttl, iface, publicIP, healthAddr, subnetFile } = flags;
+  const { nodeName, repair, ttl, iface, publicIP, healthAddr, apiSocket, subnetFile } = flags;
   // In kube mode the node name picks this host's Node; the kubelet's default is the hostname.
   const settings: StoreSettings = flags.settings.type === 'kube' ? { ...flags.settings, nodeName: nodeName ?? hostname().toLowerCase() } : flags.settings;
   const log = createLogger({ component: 'weftd', ...(nodeName !== undefined && { node: nodeName }) });
@@ -266,6 +283,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       ...(iface !== undefined && { iface }),
       ...(publicIP !== undefined && { publicIP }),
       ...(healthAddr !== undefined && { healthAddr }),
+      ...(apiSocket !== undefined && { apiSocket }),
       ...(nodeName !== undefined && { nodeName }),
       ...(repair !== undefined && { repairIntervalMs: repair * 1000 }),
       ...(ttl !== undefined && { leaseTtlSeconds: Math.round(ttl) }),

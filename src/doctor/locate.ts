@@ -13,7 +13,6 @@ import { NETNS_RUN_DIR, netnsPath } from '../netns/index.js';
 import { endpointRecordDir, readEndpointRecords } from '../policy/endpoint-record.js';
 import type { Endpoint } from '../policy/model.js';
 import { execIn } from '../lab/exec.js';
-import { HEALTH_PORT } from '../lab/lab.js';
 import { LabDirs, type LabRecord } from '../lab/state.js';
 import { parseLabName } from '../lab/naming.js';
 import type { DoctorNode, DoctorPod, Place } from './types.js';
@@ -38,12 +37,20 @@ function namedPlace(ns: string): Place {
   return { nsName: ns, nsPath: netnsPath(ns) };
 }
 
-/** weftd's /healthz inside a lab host (curl there: the address is the host namespace's loopback). */
-async function labHealth(ns: string): Promise<{ ok: boolean; detail: string }> {
-  const r = await execIn(ns, ['curl', '-sS', '--max-time', '1', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${HEALTH_PORT}/healthz`], { timeoutMs: 3000 });
-  const code = r.stdout.trim();
-  if (r.code === 0 && code === '200') return { ok: true, detail: `/healthz 200 on 127.0.0.1:${HEALTH_PORT}` };
-  return { ok: false, detail: `/healthz on 127.0.0.1:${HEALTH_PORT} ${code !== '' && code !== '000' ? `answered ${code}` : `did not answer (${r.stderr.trim().split('\n').pop() ?? 'no connection'})`}` };
+/**
+ * weftd's /healthz on a lab host, over the host's API socket: a unix socket answers from this
+ * namespace, so nothing needs to run inside the host's.
+ */
+async function labHealth(socket: string): Promise<{ ok: boolean; detail: string }> {
+  const where = `unix:${socket}`;
+  try {
+    const r = await weftdGet(where, '/healthz', 1000);
+    if (r.status === 200) return { ok: true, detail: `/healthz 200 on ${where}` };
+    return { ok: false, detail: `/healthz on ${where} answered ${r.status}` };
+  } catch (err) {
+    const cause = err instanceof WeftError && err.cause instanceof Error ? err.cause.message : err instanceof Error ? err.message : String(err);
+    return { ok: false, detail: `/healthz on ${where} did not answer (${cause})` };
+  }
 }
 
 export function labTopology(rec: LabRecord): Topology {
@@ -52,7 +59,7 @@ export function labTopology(rec: LabRecord): Topology {
     const weftd = rec.processes.find((p) => p.role === `weftd h${h.index}`);
     return {
       name: `h${h.index}`, ...namedPlace(h.ns), subnetFile: dirs.subnetFile(h.index), ...readEnv(dirs.subnetFile(h.index)),
-      health: () => labHealth(h.ns),
+      health: () => labHealth(dirs.apiSocket(h.index)),
       agentHint: `weftd h${h.index}${weftd ? ` (lab pid ${weftd.pid})` : ''} is the lab's; its log is ${dirs.weftdLog(h.index)}; rebuild the lab to restart it: weftctl lab down --name ${rec.name}, then lab up again`,
     };
   });

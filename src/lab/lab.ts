@@ -198,7 +198,7 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
   for (const h of rec.hostList) {
     const p = startInNamespace(`weftd h${h.index}`, h.ns, [
       WEFTD_BIN, '--iface', 'eth0', ...(spec.ipMasq ? ['--ip-masq'] : []), '--node-name', `h${h.index}`,
-      '--subnet-file', dirs.subnetFile(h.index), '--health-addr', `127.0.0.1:${HEALTH_PORT}`,
+      '--subnet-file', dirs.subnetFile(h.index), '--health-addr', `127.0.0.1:${HEALTH_PORT}`, '--api-socket', dirs.apiSocket(h.index),
       ...storeArgs(rec, dirs), ...spec.backend.weftdArgs,
     ], dirs.weftdLog(h.index));
     agents.push(p);

@@ -6,7 +6,7 @@
 //   store/                                file store shared by the hosts' weftd
 //   etcd/                                 etcd data (store etcd)
 //   kube/, weft.kubeconfig, net-conf.json control plane state, weftd's identity, network config (store kube)
-//   hosts/hI/{subnet.env,cni.sock,weftd.log,net.d/,cni-cache/,weft-state/,ipam/}
+//   hosts/hI/{subnet.env,cni.sock,api.sock,weftd.log,net.d/,cni-cache/,weft-state/,ipam/}
 //   procs/ROLE.log                        echo servers, etcd
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -98,6 +98,8 @@ export class LabDirs {
   host(i: number): string { return join(this.root, 'hosts', `h${i}`); }
   subnetFile(i: number): string { return join(this.host(i), 'subnet.env'); }
   weftdLog(i: number): string { return join(this.host(i), 'weftd.log'); }
+  /** weftd's --api-socket: its HTTP endpoints, reachable from any namespace (doctor, weftctl ui). */
+  apiSocket(i: number): string { return join(this.host(i), 'api.sock'); }
   netd(i: number): string { return join(this.host(i), 'net.d'); }
   conflist(i: number): string { return join(this.netd(i), '10-weft-lab.conflist'); }
   cniCache(i: number): string { return join(this.host(i), 'cni-cache'); }

@@ -23,7 +23,7 @@ export class RecordingBackend implements Backend {
   readonly ops: string[] = [];
   readonly reconciles: ReconcileCall[] = [];
   /** What the next reconcile passes return, or throw. */
-  report: ReconcileReport | Error = { repairs: 0, removals: 0, problems: [] };
+  report: ReconcileReport | Error = { repairs: 0, removals: 0, problems: [], skipped: [] };
   private readonly gates = new Map<Op, { entered: () => void; released: Promise<void> }>();
 
   constructor(readonly type: string, private readonly prep: BackendPreparation = { backendData: null, mtu: 1500 }) {}

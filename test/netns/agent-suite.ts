@@ -3,13 +3,15 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Topology, type TopologyContainer } from '../../src/lab/topology.js';
 import { type Cidr, formatCidr, formatIP } from '../../src/net/ip.js';
 import { bridgeJson, ipIn, ipJson } from '../../src/netns/testing.js';
+import type { PeersDocument } from '../../src/agent/peers.js';
+import { weftdGet } from '../../src/cli/weftd-http.js';
 import {
   WEFTCTL, cleanEnv, echoProbe, inNs, leasedSubnet, metricsText, pingAll, readyz, setConfig, startEchoServer,
   startWeftd, stopAll, stopWeftd, tempDir, waitFor, waitReady, waitUp, type Weftd,
@@ -61,8 +63,15 @@ export function backendSuite(o: SuiteOptions): void {
     const containers: TopologyContainer[] = [];
     // One directory per host, as on real machines (weftd puts its CNI socket next to the file).
     const subnetFile = (i: number) => join(tmp.path, `h${i}`, 'subnet.env');
+    // weftd's endpoints on a unix socket: asked from the test's own namespace, as weftctl ui does.
+    const apiSocket = (i: number) => join(tmp.path, `h${i}`, 'api.sock');
+    const peersOf = async (i: number): Promise<PeersDocument> => {
+      const r = await weftdGet(`unix:${apiSocket(i)}`, '/peers', 2000);
+      assert.equal(r.status, 200, r.body);
+      return JSON.parse(r.body) as PeersDocument;
+    };
     const start = (i: number, extra: string[] = []) => {
-      const w = startWeftd(topo.host(i).ns, ['--iface', 'eth0', '--ip-masq', '--node-name', `h${i}`, ...storeArgs, ...extra], subnetFile(i));
+      const w = startWeftd(topo.host(i).ns, ['--iface', 'eth0', '--ip-masq', '--node-name', `h${i}`, '--api-socket', apiSocket(i), ...storeArgs, ...extra], subnetFile(i));
       agents[i] = w;
       return w;
     };
@@ -138,6 +147,22 @@ export function backendSuite(o: SuiteOptions): void {
       }
     });
 
+    it('GET /peers on the --api-socket (mode 0600) lists the other hosts\' subnets as programmed', async () => {
+      assert.equal(statSync(apiSocket(0)).mode & 0o777, 0o600);
+      const others = [1, 2].map((j) => formatCidr(subnets[j]!)).sort();
+      const doc = await waitFor('h0 to have programmed both peers', async () => {
+        const d = await peersOf(0);
+        return [...d.programmed].sort().join() === others.join() ? d : undefined;
+      }, 10_000);
+      assert.equal(doc.node, 'h0');
+      assert.equal(doc.subnet, formatCidr(subnets[0]!));
+      assert.equal(doc.backend, o.backend);
+      assert.equal(doc.ready, true);
+      assert.deepEqual(doc.skipped, []);
+      assert.ok(doc.lastReconcile !== null && !Number.isNaN(Date.parse(doc.lastReconcile)), String(doc.lastReconcile));
+      assert.equal(doc.reconcileError, undefined);
+    });
+
     if (o.backend === 'vxlan') {
       it('has weft.1 (VNI 1, port 8472, no learning, local = public IP) with neighbour and FDB entries per peer', () => {
         for (let i = 0; i < 3; i++) {
@@ -209,6 +234,7 @@ export function backendSuite(o: SuiteOptions): void {
     it('a host that leaves loses its state on the others; when it comes back it is reprogrammed', async () => {
       const gone = formatCidr(subnets[2]!);
       assert.equal(await stopWeftd(agent(2)), 0, 'SIGTERM exits 0');
+      assert.equal(existsSync(apiSocket(2)), false, 'weftd removes its --api-socket when it stops');
       const rel = inNs(topo.host(2).ns, [WEFTCTL, 'leases', 'release', gone, ...storeArgs]);
       assert.equal(rel.code, 0, rel.stderr);
       for (const i of [0, 1]) await waitFor(`host ${i} to drop ${gone}`, () => !weftRoutes(i).some((r) => r.dst === gone), 10_000);
@@ -241,7 +267,9 @@ export function backendSuite(o: SuiteOptions): void {
       const before = { routes: weftRoutes(1), link: ipJson<{ ifindex: number; address: string }[]>(topo.host(1).ns, ['link', 'show'])
         .filter((l) => o.backend !== 'vxlan' || (l as { ifname?: string }).ifname === 'weft.1') };
       await stopWeftd(agent(1), 'SIGKILL');
+      assert.ok(statSync(apiSocket(1)).isSocket(), 'SIGKILL leaves the socket behind');
       await waitReady(start(1));
+      assert.equal((await peersOf(1)).node, 'h1', 'the restarted weftd replaced the stale socket');
       assert.equal(formatCidr(leasedSubnet(subnetFile(1)).subnet), formatCidr(subnets[1]!));
       assert.deepEqual(weftRoutes(1), before.routes);
       assert.deepEqual(ipJson<{ ifindex: number; address: string }[]>(topo.host(1).ns, ['link', 'show'])
@@ -269,6 +297,13 @@ export function backendSuite(o: SuiteOptions): void {
         }, 10_000);
         assert.match(body.problems!.join('\n'), /not directly reachable/);
         assert.ok(!weftRoutes(0).some((x) => x.dst === far));
+        const doc = await waitFor('/peers to list the unreachable peer as skipped', async () => {
+          const d = await peersOf(0);
+          return d.skipped.some((x) => x.subnet === far) ? d : undefined;
+        }, 10_000);
+        assert.match(doc.skipped.find((x) => x.subnet === far)?.reason ?? '', /198\.19\.5\.5 is not directly reachable/);
+        assert.ok(!doc.programmed.includes(far));
+        assert.deepEqual([...doc.programmed].sort(), [1, 2].map((j) => formatCidr(subnets[j]!)).sort());
         await waitFor('the log to name the unreachable peer', () => /peer not directly reachable.*198\.19\.5\.5/.test(agent(0).stderr.join('')), 5000);
         inNs(topo.host(0).ns, [WEFTCTL, 'leases', 'release', far, ...storeArgs]);
         await waitFor('the problem to clear', () => readyz(agent(0)).body?.problems?.length === 0, 10_000);

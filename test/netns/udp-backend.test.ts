@@ -55,7 +55,7 @@ describe('udp backend across three hosts', () => {
   it('carries ping and TCP between containers once peers are reconciled, and the counters move', async () => {
     for (const h of topo.hosts) {
       const report = await backend(h.index).reconcile(topo.peersOf(h.index));
-      assert.deepEqual(report, { repairs: 2, removals: 0, problems: [] });
+      assert.deepEqual(report, { repairs: 2, removals: 0, problems: [], skipped: [] });
     }
     const [h1, h2, h3] = [topo.host(1), topo.host(2), topo.host(3)];
     const before1 = backend(1).stats();
@@ -75,18 +75,18 @@ describe('udp backend across three hosts', () => {
   });
 
   it('a second reconcile with the same peers changes nothing', async () => {
-    assert.deepEqual(await backend(1).reconcile(topo.peersOf(1)), { repairs: 0, removals: 0, problems: [] });
+    assert.deepEqual(await backend(1).reconcile(topo.peersOf(1)), { repairs: 0, removals: 0, problems: [], skipped: [] });
   });
 
   it('route table updates take effect: a removed peer is unreachable and counted, re-adding it restores traffic', async () => {
     const [h1, h2, h3] = [topo.host(1), topo.host(2), topo.host(3)];
     const report = await backend(1).reconcile([h3.lease()]);
-    assert.deepEqual(report, { repairs: 0, removals: 1, problems: [] });
+    assert.deepEqual(report, { repairs: 0, removals: 1, problems: [], skipped: [] });
     const drops = backend(1).stats()?.dropNoRoute ?? 0;
     assert.equal(topo.ping(h1, h2.podIP), false, 'host 2 was removed from host 1 table');
     assert.ok((backend(1).stats()?.dropNoRoute ?? 0) > drops, 'the pump counted the unroutable packet');
     assert.ok(topo.ping(h1, h3.podIP), 'host 3 is still routed');
-    assert.deepEqual(await backend(1).reconcile(topo.peersOf(1)), { repairs: 1, removals: 0, problems: [] });
+    assert.deepEqual(await backend(1).reconcile(topo.peersOf(1)), { repairs: 1, removals: 0, problems: [], skipped: [] });
     assert.ok(topo.ping(h1, h2.podIP), 'host 2 is reachable again');
   });
 
@@ -95,6 +95,7 @@ describe('udp backend across three hosts', () => {
     const report = await backend(1).reconcile([h2.lease('vxlan'), h3.lease()]);
     assert.equal(report.problems.length, 1);
     assert.match(report.problems[0] ?? '', /10\.244\.2\.0\/24.*vxlan/);
+    assert.deepEqual(report.skipped, [{ subnet: '10.244.2.0/24', reason: report.problems[0] }]);
     assert.equal(topo.ping(h1, h2.podIP), false);
     await backend(1).reconcile(topo.peersOf(1));
   });

@@ -3,10 +3,14 @@
 // lost lease does mid-way — without a kernel, etcd or a wait.
 import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent, type AgentHost, type AgentService } from '../../src/agent/agent.js';
+import { Agent, type AgentHost, type AgentOptions, type AgentService } from '../../src/agent/agent.js';
+import { splitPeers } from '../../src/agent/peers.js';
+import { weftdGet } from '../../src/cli/weftd-http.js';
 import type { AgentRulesSpec } from '../../src/agent/traffic-rules.js';
 import { FakeClock } from '../../src/clock.js';
 import { createLogger } from '../../src/log.js';
@@ -25,7 +29,7 @@ const settle = () => new Promise<void>((r) => setImmediate(r));
 const dirs: string[] = [];
 after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
 
-function world() {
+function world(extra: Partial<AgentOptions> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'weft-agent-unit-'));
   dirs.push(dir);
   const space = new MemorySpace();
@@ -51,6 +55,7 @@ function world() {
   const agent = new Agent({
     store, subnetFile, ipMasq: true, host, repairIntervalMs: REPAIR_MS, batchDelayMs: BATCH_MS,
     log: createLogger({}, { write: () => {} }),
+    ...extra,
   });
   let peerIP = 10;
   const addPeer = async (subnet: string) => {
@@ -59,16 +64,19 @@ function world() {
     assert.equal(r.type, 'written', subnet);
   };
   const removePeer = async (subnet: string) => { assert.ok(await other.deleteSubnet(parseCidr(subnet)), subnet); };
-  const configure = () => store.putConfig(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } }));
-  return { store, other, clock, backend, agent, subnetFile, rulesApplied, addPeer, removePeer, configure, netlinkClosed: () => netlinkClosed };
+  // The agent's own lease comes from the upper half, so it never takes a subnet a test adds as a peer.
+  const configure = () => store.putConfig(JSON.stringify({ Network: '10.244.0.0/16', SubnetMin: '10.244.128.0', Backend: { Type: 'host-gw' } }));
+  return { dir, store, other, clock, backend, agent, subnetFile, rulesApplied, addPeer, removePeer, configure, netlinkClosed: () => netlinkClosed };
 }
 
 type World = ReturnType<typeof world>;
 const running: World[] = [];
 afterEach(async () => { for (const w of running.splice(0)) await w.agent.stop(); });
 
-async function started(prepare?: (w: World) => Promise<void>): Promise<World & { subnet: Cidr }> {
-  const w = world();
+async function started(prepare?: (w: World) => Promise<void>, extra: (dir: string) => Partial<AgentOptions> = () => ({})): Promise<World & { subnet: Cidr }> {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-agent-unit-api-'));
+  dirs.push(dir);
+  const w = world(extra(dir));
   running.push(w);
   await w.configure();
   await prepare?.(w);
@@ -205,7 +213,7 @@ describe('agent', () => {
     const r = w.agent.readiness();
     assert.equal(r.ready, false);
     assert.equal((r.details as { reconcileError?: string }).reconcileError, 'netlink: EPERM');
-    w.backend.report = { repairs: 1, removals: 0, problems: [] };
+    w.backend.report = { repairs: 1, removals: 0, problems: [], skipped: [] };
     w.clock.advance(REPAIR_MS);
     await settle();
     assert.equal(w.agent.readiness().ready, true);
@@ -261,5 +269,77 @@ describe('agent', () => {
     assert.deepEqual(closed.sort(), ['first', 'slow']);
     assert.deepEqual((await w.store.listSubnets()).entries, [], 'released on stop');
     assert.equal(w.clock.pending, 0);
+  });
+
+  it('/peers: the last good pass\'s peers less what the backend skipped, sorted; kept while a pass fails', async () => {
+    const w = await started(async (w) => { for (const p of ['10.244.10.0/24', '10.244.9.0/24', '10.244.2.0/24']) await w.addPeer(p); });
+    assert.deepEqual(w.agent.peers().programmed, ['10.244.2.0/24', '10.244.9.0/24', '10.244.10.0/24']);
+    w.backend.report = { repairs: 0, removals: 0, problems: ['far away'], skipped: [{ subnet: '10.244.9.0/24', reason: 'far away' }] };
+    w.clock.advance(REPAIR_MS);
+    await settle();
+    const doc = w.agent.peers();
+    assert.deepEqual(doc, {
+      node: hostname(), subnet: formatCidr(w.subnet), backend: 'host-gw', ready: true,
+      programmed: ['10.244.2.0/24', '10.244.10.0/24'], skipped: [{ subnet: '10.244.9.0/24', reason: 'far away' }],
+      lastReconcile: doc.lastReconcile,
+    });
+    assert.ok(!Number.isNaN(Date.parse(doc.lastReconcile ?? '')), doc.lastReconcile ?? 'null');
+    assert.equal(w.agent.peers().programmed, doc.programmed, 'split once per pass, not per request');
+    // A failing pass changes nothing programmed, and says why.
+    w.backend.report = new Error('netlink: EPERM');
+    w.clock.advance(REPAIR_MS);
+    await settle();
+    const failed = w.agent.peers();
+    assert.equal(failed.ready, false);
+    assert.equal(failed.reconcileError, 'netlink: EPERM');
+    assert.deepEqual(failed.programmed, ['10.244.2.0/24', '10.244.10.0/24']);
+    assert.equal(failed.lastReconcile, doc.lastReconcile);
+  });
+
+  it('serves /healthz, /readyz, /peers on --api-socket (mode 0600, a stale socket replaced) and removes it on stop', async () => {
+    let socket = '';
+    const w = await started(async (w) => {
+      await w.addPeer('10.244.7.0/24');
+      // A weftd killed -9 leaves its socket behind: bound, renamed into place, never removed.
+      const stale = createServer();
+      await new Promise<void>((r) => stale.listen(`${socket}.old`, () => r()));
+      await rename(`${socket}.old`, socket);
+      await new Promise<void>((r) => stale.close(() => r()));
+      assert.ok(statSync(socket).isSocket());
+    }, (dir) => {
+      socket = join(dir, 'api.sock');
+      return { apiSocket: socket, nodeName: 'h0' };
+    });
+    assert.equal(statSync(socket).mode & 0o777, 0o600);
+    const at = `unix:${socket}`;
+    assert.deepEqual(await weftdGet(at, '/healthz'), { status: 200, body: 'ok\n' });
+    assert.equal((await weftdGet(at, '/readyz')).status, 200);
+    const peers = await weftdGet(at, '/peers');
+    assert.equal(peers.status, 200);
+    assert.deepEqual(JSON.parse(peers.body), JSON.parse(JSON.stringify(w.agent.peers())));
+    assert.deepEqual(JSON.parse(peers.body).programmed, ['10.244.7.0/24']);
+    assert.equal(JSON.parse(peers.body).node, 'h0');
+    const missing = await weftdGet(at, '/nope');
+    assert.equal(missing.status, 404);
+    assert.match(missing.body, /\/peers/);
+    await w.agent.stop();
+    assert.equal(existsSync(socket), false, 'removed on stop');
+    await assert.rejects(weftdGet(at, '/healthz', 500), /cannot reach weftd at unix:.*\(its --api-socket\)/);
+  });
+});
+
+describe('splitPeers', () => {
+  const lease = (subnet: string) => ({ subnet: parseCidr(subnet), attrs: { publicIP: parseIP('198.18.0.9'), publicIPv6: undefined, backendType: 'vxlan', backendData: null }, expiresAt: undefined, revision: 1n });
+
+  it('programmed = given less skipped, by address (not as text); skipped by subnet too', () => {
+    const r = splitPeers(['10.244.100.0/24', '10.244.9.0/24', '10.244.10.0/24', '10.244.1.0/24'].map(lease), [
+      { subnet: '10.244.10.0/24', reason: 'b' }, { subnet: '10.244.9.0/24', reason: 'a' },
+    ]);
+    assert.deepEqual(r.programmed, ['10.244.1.0/24', '10.244.100.0/24']);
+    assert.deepEqual(r.skipped, [{ subnet: '10.244.9.0/24', reason: 'a' }, { subnet: '10.244.10.0/24', reason: 'b' }]);
+  });
+
+  it('nothing given, nothing programmed', () => {
+    assert.deepEqual(splitPeers([], []), { programmed: [], skipped: [] });
   });
 });

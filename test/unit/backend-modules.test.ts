@@ -31,7 +31,7 @@ class TestBackend implements Backend {
   constructor(readonly cfg: TestConfig) {}
   async prepare(host: HostContext) { return { backendData: { Color: this.cfg.Color }, mtu: host.publicIface.mtu }; }
   async activate() {}
-  async reconcile(): Promise<ReconcileReport> { return { repairs: 0, removals: 0, problems: [] }; }
+  async reconcile(): Promise<ReconcileReport> { return { repairs: 0, removals: 0, problems: [], skipped: [] }; }
   async close() {}
 }
 

@@ -3,6 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { planPeers } from '../../src/backends/bgp/plan.js';
+import { skippedLeases } from '../../src/backends/bgp/skipped.js';
 import { bgpStatusSchema, formatUptime, renderBgpStatus } from '../../src/cli/bgp.js';
 import { renderRackBirdConfig } from '../../src/lab/racks.js';
 import { parseCidr, parseIPv4 } from '../../src/net/ip.js';
@@ -15,6 +16,30 @@ function lease(subnet: string, ip: string, backendType = 'bgp'): Lease {
 
 const others = [lease('10.244.2.0/24', '198.18.0.2'), lease('10.244.3.0/24', '198.18.0.3'), lease('10.244.4.0/24', '198.18.0.4', 'vxlan')];
 const me = parseIPv4('198.18.0.1');
+
+describe('skippedLeases (what /peers says a bgp pass did not program)', () => {
+  it('a peer is programmed when its subnet has a bgp route in the kernel; otherwise the first reason that applies', () => {
+    const peers = [
+      lease('10.244.2.0/24', '198.18.0.2'), // installed
+      lease('10.244.3.0/24', '198.18.0.3'), // held by a static route
+      lease('10.244.4.0/24', '198.18.0.4', 'vxlan'), // another backend, nothing learnt
+      lease('10.244.5.0/24', '198.18.1.5'), // learnt, next hop unreachable
+      lease('10.244.6.0/24', '198.18.0.6'), // nothing learnt yet
+      lease('10.244.7.0/24', '198.18.0.7', 'host-gw'), // another backend, but a router carries it
+    ];
+    const skipped = skippedLeases(peers, {
+      installed: new Set(['10.244.2.0/24', '10.244.7.0/24']),
+      learnt: new Map([['10.244.2.0/24', '198.18.0.2'], ['10.244.3.0/24', '198.18.0.3'], ['10.244.5.0/24', '198.18.1.5'], ['10.244.7.0/24', '198.18.0.254']]),
+      held: new Map([['10.244.3.0/24', 4]]),
+    });
+    assert.deepEqual(skipped, [
+      { subnet: '10.244.3.0/24', reason: 'bgp: 10.244.3.0/24 is held by another route in the kernel (proto static (4)); not replaced' },
+      { subnet: '10.244.4.0/24', reason: 'peer 10.244.4.0/24 (198.18.0.4) runs backend vxlan, not bgp; not peered, and no route for it learnt' },
+      { subnet: '10.244.5.0/24', reason: 'bgp: 10.244.5.0/24 via 198.18.1.5: no route to the next hop; not installed' },
+      { subnet: '10.244.6.0/24', reason: 'peer 10.244.6.0/24 (198.18.0.6): no route for it learnt over BGP (yet); nothing installed' },
+    ]);
+  });
+});
 
 describe('planPeers', () => {
   it('full mesh: every bgp node over iBGP plus configured routers; other backends reported, not peered', () => {

@@ -27,6 +27,7 @@ import {
 } from './kernel.js';
 import { registerBgpMetrics } from './metrics.js';
 import { type PlannedPeer, planPeers } from './plan.js';
+import { skippedLeases } from './skipped.js';
 
 import { WEFT_BGP_ROUTE_PROTOCOL } from '../../dataplane/protocols.js';
 
@@ -284,16 +285,21 @@ export class BgpBackend implements Backend {
     this.syncKernel();
   }
 
-  private syncKernel(): { written: number; removed: number; problems: readonly string[] } {
+  /** Writes the learnt routes; `learnt` is what the speaker holds, prefix → next hop. */
+  private syncKernel(): { written: number; removed: number; problems: readonly string[]; learnt: ReadonlyMap<string, string> } {
     const run = this.need();
     this.flush();
-    const want: LearnedRoute[] = run.speaker.learnedRoutes().map((r) => ({ prefix: parseCidr(r.prefix), nextHop: parseIPv4(r.nextHop) }));
+    const learnt = new Map<string, string>();
+    const want: LearnedRoute[] = run.speaker.learnedRoutes().map((r) => {
+      learnt.set(r.prefix, r.nextHop);
+      return { prefix: parseCidr(r.prefix), nextHop: parseIPv4(r.nextHop) };
+    });
     const r = syncBgpRoutes(run.host.nl, want, { keepUnknown: this.inRestartWindow(), ...(this.view && { view: this.view }) });
     this.writes += r.written + r.removed;
     this.noteHeld(r.held, true);
     this.installed.clear();
     for (const k of run.host.nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL })) this.installed.add(formatCidr(k.dst));
-    return r;
+    return { ...r, learnt };
   }
 
   async reconcile(peers: readonly Lease[]): Promise<ReconcileReport> {
@@ -310,7 +316,10 @@ export class BgpBackend implements Backend {
     const r = this.syncKernel();
     const notUp = run.speaker.status().filter((s) => s.state !== 'Established')
       .map((s) => `bgp session with ${s.peer} (AS ${s.asn}) is ${s.state}, not Established${s.lastDown ? ` (last down: ${describeDown(s.lastDown)})` : ''}`);
-    return { repairs: r.written, removals: r.removed, problems: [...skipped, ...notUp, ...r.problems] };
+    // A peer counts as programmed when the kernel has a learnt route for its subnet now; one
+    // learnt after this pass is installed by the next flush, and shows here from the next pass.
+    const unrouted = skippedLeases(peers, { installed: this.installed, learnt: r.learnt, held: this.held });
+    return { repairs: r.written, removals: r.removed, problems: [...skipped, ...notUp, ...r.problems], skipped: unrouted };
   }
 
   status(): BgpStatus {

@@ -8,7 +8,7 @@ import { noLeaseData } from '../schema.js';
 import type { Lease } from '../../store/lease.js';
 import { type DesiredRoute, type DesiredState, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
 import { DesiredMemo } from '../../dataplane/desired-memo.js';
-import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
+import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport, SkippedPeer } from '../types.js';
 
 class HostGwBackend implements Backend {
   readonly type = 'host-gw';
@@ -16,7 +16,7 @@ class HostGwBackend implements Backend {
   private dataplane: DataplaneSync | undefined;
   /** Peers already reported as unreachable, so the log says it once, not every repair pass. */
   private readonly reported = new Set<string>();
-  private readonly desired = new DesiredMemo<{ want: DesiredState; problems: string[] }>();
+  private readonly desired = new DesiredMemo<{ want: DesiredState; problems: string[]; skipped: SkippedPeer[] }>();
 
   async prepare(host: HostContext): Promise<BackendPreparation> {
     this.host = host;
@@ -32,20 +32,23 @@ class HostGwBackend implements Backend {
     const onLink: Cidr[] = host.nl.listAddresses({ link: host.publicIface.index, family: 4 })
       .map((a) => networkOf(a.cidr));
     const facts = `${host.publicIface.index} ${onLink.map(formatCidr).join(',')}`;
-    const { want, problems } = this.desired.get(peers, facts, () => this.build(peers, onLink));
+    const { want, problems, skipped } = this.desired.get(peers, facts, () => this.build(peers, onLink));
     const r = await this.dataplane!.syncOffLoop(want, opts.full === false ? 'incremental' : 'full');
-    return { repairs: r.repairs, removals: r.removals, problems: [...problems, ...r.errors] };
+    return { repairs: r.repairs, removals: r.removals, problems: [...problems, ...r.errors], skipped };
   }
 
   /** A route per reachable peer, and a problem (logged once per peer) for each unreachable one. */
-  private build(peers: readonly Lease[], onLink: readonly Cidr[]): { want: DesiredState; problems: string[] } {
+  private build(peers: readonly Lease[], onLink: readonly Cidr[]): { want: DesiredState; problems: string[]; skipped: SkippedPeer[] } {
     const host = this.host!;
     const routes: DesiredRoute[] = [];
     const problems: string[] = [];
+    const skipped: SkippedPeer[] = [];
     const unreachableNow = new Set<string>();
     for (const p of peers) {
       if (p.attrs.backendType !== 'host-gw') {
-        problems.push(`peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) runs backend ${p.attrs.backendType}, not host-gw; skipped`);
+        const reason = `peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) runs backend ${p.attrs.backendType}, not host-gw; skipped`;
+        problems.push(reason);
+        skipped.push({ subnet: formatCidr(p.subnet), reason });
         continue;
       }
       if (!onLink.some((c) => cidrContains(c, p.attrs.publicIP))) {
@@ -53,6 +56,7 @@ class HostGwBackend implements Backend {
           + `${host.publicIface.name} (${onLink.map(formatCidr).join(', ') || 'no IPv4 address'}); host-gw needs every host on one L2 segment, so no route was installed (use vxlan across subnets)`;
         problems.push(msg);
         const key = formatCidr(p.subnet);
+        skipped.push({ subnet: key, reason: msg });
         unreachableNow.add(key);
         if (!this.reported.has(key)) host.log.error('peer not directly reachable; no route installed', { peer: key, publicIP: formatIP(p.attrs.publicIP), iface: host.publicIface.name });
         continue;
@@ -61,7 +65,7 @@ class HostGwBackend implements Backend {
     }
     this.reported.clear();
     for (const k of unreachableNow) this.reported.add(k);
-    return { want: { routes, neighs: [], fdb: [] }, problems };
+    return { want: { routes, neighs: [], fdb: [] }, problems, skipped };
   }
 
   async close(opts: { keepDataplane: boolean }): Promise<void> {

@@ -1,12 +1,15 @@
 // Peer leases → the pump's table. Pure, so the rules are unit-testable without a kernel.
 import { formatCidr, formatIP } from '../../net/ip.js';
 import type { Lease } from '../../store/lease.js';
+import type { SkippedPeer } from '../types.js';
 import type { PumpRoute } from './pump.js';
 
 export interface PeerTable {
   readonly routes: readonly PumpRoute[];
   /** Leases that could not become routes, each named. */
   readonly problems: readonly string[];
+  /** The same leases by subnet, each with its problem as the reason. */
+  readonly skipped: readonly SkippedPeer[];
 }
 
 /**
@@ -17,19 +20,24 @@ export interface PeerTable {
 export function peerTable(peers: readonly Lease[], port: number): PeerTable {
   const routes: PumpRoute[] = [];
   const problems: string[] = [];
+  const skipped: SkippedPeer[] = [];
+  const skip = (subnet: string, reason: string): void => {
+    problems.push(reason);
+    skipped.push({ subnet, reason });
+  };
   for (const lease of peers) {
     const subnet = formatCidr(lease.subnet);
     if (lease.attrs.backendType !== 'udp') {
-      problems.push(`peer ${subnet} (${formatIP(lease.attrs.publicIP)}) runs backend ${JSON.stringify(lease.attrs.backendType)}, not udp: unreachable through the udp tunnel`);
+      skip(subnet, `peer ${subnet} (${formatIP(lease.attrs.publicIP)}) runs backend ${JSON.stringify(lease.attrs.backendType)}, not udp: unreachable through the udp tunnel`);
       continue;
     }
     if (lease.subnet.ip.family !== 4) {
-      problems.push(`peer ${subnet}: the udp backend carries IPv4 subnets only`);
+      skip(subnet, `peer ${subnet}: the udp backend carries IPv4 subnets only`);
       continue;
     }
     routes.push({ subnet: lease.subnet, peerIP: lease.attrs.publicIP, peerPort: port });
   }
-  return { routes, problems };
+  return { routes, problems, skipped };
 }
 
 /** A stable key per route, to count what a new table adds and removes. */

@@ -107,7 +107,7 @@ export class UdpBackend implements Backend {
     const device = this.ensureDevice(a);
     repairs += device.repairs;
     for (const p of table.problems) a.host.log.warn('udp backend: peer skipped', { problem: p });
-    return { repairs, removals: removals + device.removals, problems: table.problems };
+    return { repairs, removals: removals + device.removals, problems: table.problems, skipped: table.skipped };
   }
 
   async close(opts: { keepDataplane: boolean }): Promise<void> {

@@ -13,7 +13,7 @@ import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, type DesiredStat
 import { DesiredMemo } from '../../dataplane/desired-memo.js';
 import { PeerLeaseData } from '../lease-data.js';
 import { mtu, port } from '../schema.js';
-import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport } from '../types.js';
+import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport, SkippedPeer } from '../types.js';
 
 export const vxlanConfig = z.object({
   VNI: z.number().int().min(1).max(16777215).default(1),
@@ -50,7 +50,7 @@ class VxlanBackend implements Backend {
   private ownSubnet: Cidr | undefined;
   private dataplane: DataplaneSync | undefined;
   private readonly peerData = new PeerLeaseData(vxlan);
-  private readonly desired = new DesiredMemo<{ want: DesiredState; problems: string[] }>();
+  private readonly desired = new DesiredMemo<{ want: DesiredState; problems: string[]; skipped: SkippedPeer[] }>();
 
   constructor(private readonly cfg: VxlanConfig) {}
 
@@ -143,28 +143,33 @@ class VxlanBackend implements Backend {
     const dev = this.device;
     const publicNet = this.publicPrefix();
     const facts = `${dev.index} ${publicNet ? formatCidr(publicNet) : '-'} ${host.publicIface.index}`;
-    const { want, problems } = this.desired.get(peers, facts, () => this.build(peers, dev, publicNet));
+    const { want, problems, skipped } = this.desired.get(peers, facts, () => this.build(peers, dev, publicNet));
     // A re-created device lost its neighbours and FDB entries: only a full pass sees that.
     const mode = opts.full === false && repairs === 0 ? 'incremental' : 'full';
     const r = await this.dataplane!.syncOffLoop(want, mode);
-    return { repairs: r.repairs + repairs, removals: r.removals, problems: [...problems, ...r.errors] };
+    return { repairs: r.repairs + repairs, removals: r.removals, problems: [...problems, ...r.errors], skipped };
   }
 
   /** The routes, neighbours and FDB entries for these peers (and why any peer was skipped). */
-  private build(peers: readonly Lease[], dev: Link, publicNet: Cidr | undefined): { want: DesiredState; problems: string[] } {
+  private build(peers: readonly Lease[], dev: Link, publicNet: Cidr | undefined): { want: DesiredState; problems: string[]; skipped: SkippedPeer[] } {
     const host = this.host!;
     const routes: DesiredRoute[] = [];
     const neighs: DesiredNeigh[] = [];
     const fdb: DesiredFdb[] = [];
     const problems: string[] = [];
+    const skipped: SkippedPeer[] = [];
+    const skip = (p: Lease, reason: string): void => {
+      problems.push(reason);
+      skipped.push({ subnet: formatCidr(p.subnet), reason });
+    };
     for (const p of peers) {
       if (p.attrs.backendType !== 'vxlan') {
-        problems.push(`peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) runs backend ${p.attrs.backendType}, not vxlan; skipped`);
+        skip(p, `peer ${formatCidr(p.subnet)} (${formatIP(p.attrs.publicIP)}) runs backend ${p.attrs.backendType}, not vxlan; skipped`);
         continue;
       }
       const data = this.peerData.get(p, this.log);
       if (!data.ok) {
-        problems.push(data.reason);
+        skip(p, data.reason);
         continue;
       }
       const vtep = networkOf(p.subnet).ip;
@@ -177,7 +182,7 @@ class VxlanBackend implements Backend {
       neighs.push({ ip: vtep, mac: data.data.VtepMAC });
       fdb.push({ mac: data.data.VtepMAC, dst: p.attrs.publicIP });
     }
-    return { want: { routes, neighs, fdb, device: dev.index }, problems };
+    return { want: { routes, neighs, fdb, device: dev.index }, problems, skipped };
   }
 
   /** The on-link prefix of the public address (for DirectRouting). */
