@@ -65,7 +65,7 @@ async function fillStore(dir: string, hosts: number): Promise<void> {
     await store.putConfig(JSON.stringify({ Network: formatCidr(NETWORK), SubnetLen: 24, Backend: { Type: 'vxlan' } }));
     const items = Array.from({ length: hosts }, (_, i) => ({
       subnet: nthSubnet(NETWORK, 24, i),
-      value: JSON.stringify({ PublicIP: `198.18.${i >> 8}.${(i & 255) + 1}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VtepMAC: '02:00:00:00:00:01' } }),
+      value: JSON.stringify({ PublicIP: `198.18.${i >> 7}.${(i & 127) + 1}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VtepMAC: '02:00:00:00:00:01' } }),
     }));
     await store.writeSubnetsIfAbsent(items, null);
     for (let i = 0; i < hosts; i++) {

@@ -81,7 +81,8 @@ export async function askAgent(target: AgentTarget, timeoutMs = 1000): Promise<A
       }
     }
     const detail = peers.ready
-      ? `ready, ${peers.programmed.length} peers programmed${peers.lastReconcile ? `, last pass ${peers.lastReconcile}` : ''}`
+      // No pass time here: it moves every repair pass, and each move would be a new model.
+      ? `ready, ${peers.programmed.length} peers programmed`
       : `not ready: ${notReadyReason(readyz)}`;
     return {
       target, subnet: peers.subnet ?? target.subnet,

@@ -61,7 +61,7 @@ describe('ui model', () => {
     assert.equal(linkState(aLacksB, bDown), 'broken');
     assert.equal(linkState(a, u), 'unknown');
     assert.equal(linkState(u, host('V', { state: 'unknown', detail: '' })), 'unknown');
-    assert.equal(linkState(aLacksB, u), 'broken');
+    assert.equal(linkState(host('A', ok(['U'])), u), 'broken', 'one end lacks it and the other cannot be asked');
   });
 
   it('pods: on the host whose subnet holds them, one entry per pod over its interfaces, with the policies selecting and isolating them', () => {
@@ -95,7 +95,7 @@ describe('ui model', () => {
   });
 
   it('a thousand hosts with a pod each: every pod finds its host and names it', () => {
-    const leases = Array.from({ length: 1000 }, (_, i) => lease(`10.${100 + (i >> 8)}.${i & 255}.0/24`, `198.18.${i >> 8}.${(i & 255) + 1}`));
+    const leases = Array.from({ length: 1000 }, (_, i) => lease(`10.${100 + (i >> 8)}.${i & 255}.0/24`, `198.18.${i >> 7}.${(i & 127) + 1}`));
     const endpoints = leases.map((l, i) => ep('web', `p${i}`, `10.${100 + (i >> 8)}.${i & 255}.5`, `n${i}`));
     const m = buildModel(input({ leases, world: { policies: [], namespaces: [], endpoints } }));
     assert.equal(m.hosts.length, 1000);
