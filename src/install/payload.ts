@@ -26,6 +26,7 @@ const BUNDLES = [
   join('dist', 'weftd', 'cni-worker.bundle.cjs'),
   join('dist', 'weftd', 'full-pass-worker.bundle.cjs'),
   join('dist', 'weftctl', 'weftctl.bundle.cjs'),
+  join('dist', 'ui', 'app.js'),
   ...WEFT_PLUGINS.flatMap((p) => [join('dist', 'cni', `${p}.cjs`), join('dist', 'cni', `${p}.bundle.cjs`)]),
 ];
 
@@ -86,7 +87,8 @@ function dataFiles(dir: string): string[] {
 /** Copies the payload from `source` into `dest` (which must not exist yet). */
 export function copyPayload(source: string, dest: string): void {
   const noMaps = (p: string): boolean => !p.endsWith('.map') && !p.endsWith('.meta.json');
-  for (const dir of ['weftd', 'weftctl', 'cni']) cpSync(join(source, 'dist', dir), join(dest, 'dist', dir), { recursive: true, filter: noMaps });
+  // dist/ui: the web view's page, which an installed weftctl ui serves.
+  for (const dir of ['weftd', 'weftctl', 'cni', 'ui']) cpSync(join(source, 'dist', dir), join(dest, 'dist', dir), { recursive: true, filter: noMaps });
   cpSync(join(source, PACKAGE_DATA_REL), join(dest, PACKAGE_DATA_REL));
   cpSync(join(source, ADDON_REL), join(dest, ADDON_REL));
   for (const cmd of ['weftd', 'weftctl'] as const) cpSync(launcherSource(source, cmd), join(dest, 'libexec', cmd));
