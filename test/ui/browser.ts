@@ -1,0 +1,53 @@
+// Headless Chromium for the web view's tests and scripts: Debian's /usr/bin/chromium (or
+// $WEFT_CHROMIUM) driven by playwright-core, which downloads no browser of its own. --no-sandbox
+// because the tests run as root, where Chromium's sandbox refuses to start.
+
+import { existsSync } from 'node:fs';
+import { chromium, type Browser, type Page } from 'playwright-core';
+
+export function chromiumPath(): string {
+  return process.env['WEFT_CHROMIUM'] ?? '/usr/bin/chromium';
+}
+
+export async function launchBrowser(): Promise<Browser> {
+  const executablePath = chromiumPath();
+  if (!existsSync(executablePath)) {
+    throw new Error(`no Chromium at ${executablePath}: apt-get install chromium (scripts/setup.sh does), or set WEFT_CHROMIUM to a Chromium binary`);
+  }
+  return chromium.launch({ executablePath, headless: true, args: ['--no-sandbox'] });
+}
+
+export interface PageOptions {
+  readonly width?: number;
+  readonly height?: number;
+}
+
+export interface PageRun {
+  readonly page: Page;
+  /** Uncaught exceptions and console errors of the page so far. */
+  readonly errors: readonly string[];
+}
+
+/**
+ * Opens `url` in a fresh headless Chromium, runs `fn`, and closes the browser whatever happens
+ * (also when `fn` throws or the page never loads).
+ */
+export async function withPage<T>(url: string, fn: (run: PageRun) => Promise<T>, opts: PageOptions = {}): Promise<T> {
+  const browser = await launchBrowser();
+  try {
+    const context = await browser.newContext({ viewport: { width: opts.width ?? 1440, height: opts.height ?? 900 } });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    page.on('console', (msg) => { if (msg.type() === 'error') errors.push(msg.text()); });
+    await page.goto(url);
+    return await fn({ page, errors });
+  } finally {
+    await browser.close();
+  }
+}
+
+/** Waits until the page has drawn a model whose seq is at least `seq` (body[data-seq]). */
+export async function waitForSeq(page: Page, seq: number, timeoutMs = 10_000): Promise<void> {
+  await page.waitForFunction(`Number(document.body.dataset.seq ?? -1) >= ${Number(seq)}`, undefined, { timeout: timeoutMs });
+}
