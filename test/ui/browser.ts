@@ -22,17 +22,17 @@ export interface PageOptions {
   readonly height?: number;
 }
 
-export interface PageRun {
+/** A headless Chromium with one page open; close() ends the browser (safe to call twice). */
+export interface BrowserSession {
+  readonly browser: Browser;
   readonly page: Page;
   /** Uncaught exceptions and console errors of the page so far. */
   readonly errors: readonly string[];
+  close(): Promise<void>;
 }
 
-/**
- * Opens `url` in a fresh headless Chromium, runs `fn`, and closes the browser whatever happens
- * (also when `fn` throws or the page never loads).
- */
-export async function withPage<T>(url: string, fn: (run: PageRun) => Promise<T>, opts: PageOptions = {}): Promise<T> {
+/** Launches Chromium and opens a page of the given size (default 1440 × 900). */
+export async function openBrowser(opts: PageOptions = {}): Promise<BrowserSession> {
   const browser = await launchBrowser();
   try {
     const context = await browser.newContext({ viewport: { width: opts.width ?? 1440, height: opts.height ?? 900 } });
@@ -40,10 +40,24 @@ export async function withPage<T>(url: string, fn: (run: PageRun) => Promise<T>,
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));
     page.on('console', (msg) => { if (msg.type() === 'error') errors.push(msg.text()); });
-    await page.goto(url);
-    return await fn({ page, errors });
-  } finally {
+    return { browser, page, errors, close: () => browser.close() };
+  } catch (err) {
     await browser.close();
+    throw err;
+  }
+}
+
+/**
+ * Opens `url` in a fresh headless Chromium, runs `fn`, and closes the browser whatever happens
+ * (also when `fn` throws or the page never loads).
+ */
+export async function withPage<T>(url: string, fn: (session: BrowserSession) => Promise<T>, opts: PageOptions = {}): Promise<T> {
+  const session = await openBrowser(opts);
+  try {
+    await session.page.goto(url);
+    return await fn(session);
+  } finally {
+    await session.close();
   }
 }
 
