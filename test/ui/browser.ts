@@ -20,6 +20,13 @@ export async function launchBrowser(): Promise<Browser> {
 export interface PageOptions {
   readonly width?: number;
   readonly height?: number;
+  /**
+   * Keep the page's Content-Security-Policy in force. By default it is bypassed: weftctl ui
+   * serves `default-src 'self'`, which forbids eval, and Playwright evaluates string predicates
+   * (waitForFunction('…'), evaluate('…')) with it. A test that checks the page itself runs under
+   * that policy sets this and uses selectors and function predicates only.
+   */
+  readonly keepCsp?: boolean;
 }
 
 /** A headless Chromium with one page open; close() ends the browser (safe to call twice). */
@@ -35,7 +42,7 @@ export interface BrowserSession {
 export async function openBrowser(opts: PageOptions = {}): Promise<BrowserSession> {
   const browser = await launchBrowser();
   try {
-    const context = await browser.newContext({ viewport: { width: opts.width ?? 1440, height: opts.height ?? 900 } });
+    const context = await browser.newContext({ viewport: { width: opts.width ?? 1440, height: opts.height ?? 900 }, bypassCSP: opts.keepCsp !== true });
     const page = await context.newPage();
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));
