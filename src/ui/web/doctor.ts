@@ -152,11 +152,12 @@ export class DoctorPanel {
         : null);
     }
     const firstFail = r.hops.findIndex((hop) => hop.status === 'fail');
+    const skipped = r.hops.filter((hop) => hop.status === 'skip').length;
     const end = (e: UiDoctorReport['src']): string => `${e.name} (${e.ip}${e.node !== undefined ? ` on ${e.node}` : ''})`;
     replace(this.result,
       h('p', { 'class': 'summary', 'data-ok': r.ok },
         end(r.src), ' → ', end(r.dst), h('br'),
-        h('b', null, r.ok ? 'every hop passes' : r.firstFailure ? `broken at: ${r.firstFailure.title}` : 'not ok')),
+        h('b', null, r.ok ? `no hop fails${skipped > 0 ? ` (${skipped} of ${r.hops.length} not checked from here)` : ''}` : r.firstFailure ? `broken at: ${r.firstFailure.title}` : 'not ok')),
       h('ol', { class: 'hops' }, ...r.hops.map((hop, i) => hopItem(hop, i === firstFail))));
   }
 }
