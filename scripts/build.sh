@@ -12,6 +12,9 @@ if [ -f binding.gyp ]; then
   node "$gyp" build -j 2 --loglevel=warn
 fi
 npx tsc -p tsconfig.json
+# The web view's page (src/ui/web: DOM, no Node) is checked on its own and bundled into dist/ui.
+npx tsc -p tsconfig.web.json
+node scripts/bundle-ui.mjs
 # One file per CNI plugin for the bin/cni shims (fast start), and weftd's for bin/weftd (a
 # restart programs its peers sooner); always rebuilt from src/.
 node scripts/bundle-plugins.mjs
