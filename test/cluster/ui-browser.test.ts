@@ -86,7 +86,7 @@ describe('weftctl ui in a browser, on a 3-host vxlan lab', { timeout: 300_000 },
     const m = await model();
     for (const h of m.hosts) {
       const el = page.locator(`[data-host-id="${h.id}"]`).first();
-      assert.match(await el.innerText(), new RegExp(h.subnet.replace(/\./g, '\\.').replace('/', '\\/')), `host ${h.name} shows its subnet`);
+      assert.match(await el.textContent() ?? '', new RegExp(h.subnet.replace(/\./g, '\\.').replace('/', '\\/')), `host ${h.name} shows its subnet`);
       assert.equal(await el.getAttribute('data-agent-state'), 'ready');
     }
     assert.deepEqual(m.hosts.map((h) => h.name).sort(), ['h0', 'h1', 'h2']);
@@ -120,7 +120,7 @@ describe('weftctl ui in a browser, on a 3-host vxlan lab', { timeout: 300_000 },
     await first.waitFor({ timeout: 30_000 });
     assert.equal(await first.getAttribute('data-hop-id'), 'policy');
     assert.equal(await first.getAttribute('data-status'), 'fail');
-    assert.match(await first.innerText(), /deny-to-h1/);
+    assert.match(await first.textContent() ?? '', /deny-to-h1/);
     // The hops before it passed: the path itself is fine, the policy stops it.
     const hops = page.locator('#doctor [data-hop-id]');
     const before: Array<[string | null, string | null]> = [];
