@@ -1,7 +1,8 @@
 // The web view's live model: follows the store (every lease, the network config, policies,
 // namespaces and endpoints) and asks the agents every interval, and hands out a new model each
 // time something the page shows changed. Lease and policy changes arrive through the store's
-// watches, so the page hears of them within a debounce of the store's own event.
+// watches: the first change after a quiet spell goes out at once, a burst after it as one model
+// at most every debounceMs.
 import { formatCidr } from '../net/ip.js';
 import { createLogger } from '../log.js';
 import { parseNetworkConfig } from '../store/config.js';
@@ -24,7 +25,7 @@ export interface ModelFeedOptions {
   readonly agents: (leases: StoreView['leases']) => AgentTarget[];
   /** How often the agents are asked and the network config read; default 1000 ms. */
   readonly intervalMs?: number;
-  /** Changes closer together than this make one model; default 50 ms. */
+  /** At most one model this often (a burst of changes is folded into it); default 50 ms. */
   readonly debounceMs?: number;
 }
 
@@ -45,6 +46,7 @@ export class ModelFeed {
   private lastContent = '';
   private seq = 0;
   private debounce: NodeJS.Timeout | undefined;
+  private lastEmitAt = 0;
   private ticker: NodeJS.Timeout | undefined;
   private ticking = false;
   private closed = false;
@@ -164,7 +166,9 @@ export class ModelFeed {
 
   private changed(): void {
     if (this.closed || this.debounce) return;
-    this.debounce = setTimeout(() => { this.debounce = undefined; this.emit(); }, this.opts.debounceMs ?? 50);
+    // A timer even when no wait is owed: changes delivered in the same turn still make one model.
+    const wait = Math.max(0, this.lastEmitAt + (this.opts.debounceMs ?? 50) - Date.now());
+    this.debounce = setTimeout(() => { this.debounce = undefined; this.lastEmitAt = Date.now(); this.emit(); }, wait);
   }
 
   private build(): UiModel {

@@ -32,7 +32,8 @@ export function renderHeader(d: Derived, els: { source: HTMLElement; network: HT
     ? h('span', null, h('b', null, m.network.cidr), ' · ', m.network.backend)
     : h('span', { class: 'warn' }, 'no network config'));
   const a = d.agents;
-  const notOk = d.links.broken + d.links['one-sided'] + d.links.unknown;
+  // Unknown links are not known to be broken (nobody could be asked): counted on their own.
+  const notOk = d.links.broken + d.links['one-sided'];
   const chip = (kind: string, n: number, label: string, title?: string): HTMLElement =>
     h('span', { 'class': 'chip', 'data-kind': kind, 'data-zero': n === 0, title }, h('b', null, String(n)), ` ${label}`);
   replace(els.counts,
@@ -43,8 +44,9 @@ export function renderHeader(d: Derived, els: { source: HTMLElement; network: HT
       chip('down', a.down, 'down'),
       chip('unknown', a.unknown, 'unknown')),
     h('span', { 'class': 'chip', 'data-kind': d.links.broken > 0 ? 'broken' : notOk > 0 ? 'one-sided' : 'ok', 'data-zero': notOk === 0, 'id': 'links-not-ok',
-      'title': `links not ok: ${d.links.broken} broken, ${d.links['one-sided']} one-sided, ${d.links.unknown} unknown (of ${d.links.ok + notOk})` },
+      'title': `links not ok: ${d.links.broken} broken, ${d.links['one-sided']} one-sided (of ${d.links.ok + notOk + d.links.unknown})` },
     h('b', null, String(notOk)), ' links not ok'),
+    d.links.unknown > 0 ? chip('unknown', d.links.unknown, 'links unknown', 'links no end of which can say whether it is programmed (its weftd cannot be asked from here)') : null,
     chip('pods', m.pods.length, m.pods.length === 1 ? 'pod' : 'pods'),
     chip('policies', m.policies.length, m.policies.length === 1 ? 'policy' : 'policies'),
   );
