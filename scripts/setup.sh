@@ -9,7 +9,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 
 # podman, runc and busybox-static: the real-runtime test (test/cluster/podman.test.ts) runs
 # Debian's podman 4.3 against the installed weft with an image imported from busybox.
-# chromium: the web view's browser tests (test/ui) drive Debian's Chromium through playwright-core.
+# chromium: the web view's browser tests (test/cluster/ui-browser.test.ts, bench ui) drive Debian's Chromium through playwright-core.
 PACKAGES=(iproute2 nftables etcd-server etcd-client iperf3 bird2 containernetworking-plugins
           python3 make g++ procps iputils-ping iptables util-linux curl openssl
           podman runc busybox-static chromium)
