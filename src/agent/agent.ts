@@ -216,16 +216,35 @@ export class Agent {
     }
     const l = this.leaseStatus;
     const subnet = l.type === 'ready' || l.type === 'not-ready' ? l.lease.subnet : this.ctx?.subnet;
+    const ready = this.readiness().ready;
     return {
       node: this.opts.nodeName ?? hostname(),
       subnet: subnet ? formatCidr(subnet) : null,
       backend: this.backend?.type ?? null,
-      ready: this.readiness().ready,
+      ready,
+      ...(!ready && { why: this.notReadyReason() }),
+      problems: report?.problems ?? [],
       programmed: split.programmed,
       skipped: split.skipped,
       lastReconcile: report?.at ?? null,
       ...(this.lastReconcileError !== undefined && { reconcileError: this.lastReconcileError }),
     };
+  }
+
+  /** The first reason /readyz is not 200, in a line (for /peers; /readyz has them all). */
+  private notReadyReason(): string {
+    const l = this.leaseStatus;
+    if (this.phase !== 'running') return `phase ${this.phase}`;
+    if (l.type === 'fatal') return `lease: ${l.error.message}`;
+    if (l.type === 'waiting' || l.type === 'not-ready') return `lease ${l.type}: ${l.reason}`;
+    if (l.type !== 'ready') return `lease ${l.type}`;
+    if (this.watchState.type !== 'ready') return `lease watch ${this.watchState.type}${'reason' in this.watchState ? `: ${String(this.watchState.reason)}` : ''}`;
+    if (this.storeError !== undefined) return `store unreachable: ${this.storeError}`;
+    if (!this.rulesOk) return 'traffic rules not in place';
+    if (!this.subnetFileOk) return 'subnet.env not written';
+    if (this.lastReconcileError !== undefined) return `last pass failed: ${this.lastReconcileError}`;
+    const svc = this.running.find(({ svc: x }) => x.readiness && !x.readiness().ready);
+    return svc ? `${svc.name} not ready` : 'not ready';
   }
 
   /** The JSON documents besides /healthz, /readyz and /metrics. */

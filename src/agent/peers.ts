@@ -13,6 +13,10 @@ export interface PeersDocument {
   readonly backend: string | null;
   /** As /readyz answers. */
   readonly ready: boolean;
+  /** Only when not ready: the first of /readyz's reasons, in a line. */
+  readonly why?: string;
+  /** What the last pass says needs an operator (as /readyz's problems). */
+  readonly problems: readonly string[];
   /** Peer subnets the last successful pass programmed, sorted by address. */
   readonly programmed: readonly string[];
   /** Peers that pass did not program, and why, sorted by subnet. */

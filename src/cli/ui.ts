@@ -2,8 +2,8 @@
 // weftds it can reach what they have programmed, and serves a live page of hosts, links, BGP
 // sessions, pods and policies, with doctor's path check between two pods (src/ui).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { createServer, connect, type Server } from 'node:net';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { CliCommand } from './command.js';
 import { parseCommandArgs } from './args.js';
 import { ExitCode, UsageError } from './command.js';
@@ -24,9 +24,11 @@ import type { AgentTarget } from '../ui/agents.js';
 import { doctorFor } from '../ui/doctor.js';
 import { ModelFeed } from '../ui/feed.js';
 import type { UiModel } from '../ui/model.js';
-import { DEFAULT_UI_ADDR, startUiServer } from '../ui/server.js';
+import { DEFAULT_UI_ADDR, serverUrl, startUiServer } from '../ui/server.js';
 
 const INSIDE_ENV = 'WEFT_UI_IN_LAB_HOST';
+/** The host the proxy in front of an in-lab view listens on: the view's Host check accepts it. */
+const PUBLIC_HOST_ENV = 'WEFT_UI_PUBLIC_HOST';
 
 const help = `weftctl ui — a live web view of the network: hosts, subnets, links, BGP, pods, policies
 
@@ -35,13 +37,14 @@ Usage:
   weftctl ui [store flags] [--listen HOST:PORT] [--agent-port N] [--health-addr A] [--subnet-file F]
 
 Serves a page (open the URL it prints) that draws every host holding a lease — its subnet and
-public IP — and the link between each pair of hosts, coloured by whether both ends have
-programmed each other (ok), one only (one-sided: the other's weftd is down or has not), neither
-(broken), or nobody can be asked (unknown); BGP sessions with their state and prefix counts;
-the pods of each host with their labels; and each NetworkPolicy with the pods it selects. It
-follows the store's watches and asks the weftds every --interval, so a change shows within about
-a second, without reloading. Click two pods to run doctor's path check (weftctl doctor) between
-them: the page lists every hop and marks the first broken one. Read-only.
+public IP — and the link between each pair of hosts: ok (both ends have programmed each other),
+one-sided (one has; the other's weftd is down or lacks it), broken (no end that could be asked
+has it) or unknown (no end can be asked, or only one, which has it); BGP sessions with their
+state and prefix counts; the pods of each host with their labels; and each NetworkPolicy with
+the pods it selects. It follows the store's watches and asks the weftds every --interval, so a
+change shows within about a second, without reloading (a weftd that does not answer is asked
+less and less often, every 8 s at most). Click two pods to run doctor's path check (weftctl
+doctor) between them: the page lists every hop and marks the first broken one. Read-only.
 
 --lab NAME          a lab made by weftctl lab up: its store, and every host's weftd through its
                     --api-socket (etcd and kube labs: the view runs inside host 0, where the store
@@ -112,7 +115,8 @@ async function serve(settings: StoreSettings, source: UiModel['source'], listen:
   const feed = new ModelFeed({ store, kv, source, agents, ...(intervalMs !== undefined && { intervalMs }) });
   try {
     await feed.start();
-    const server = await startUiServer({ listen, feed, doctor: doctorFor(feed, topology, storeFlags) });
+    const publicHost = process.env[INSIDE_ENV] === '1' ? process.env[PUBLIC_HOST_ENV] : undefined;
+    const server = await startUiServer({ listen, feed, doctor: doctorFor(feed, topology, storeFlags), ...(publicHost && { publicHost }) });
     process.stdout.write(`weft ui: ${server.url} (${source.label}); Ctrl-C stops it\n`);
     await untilSignal();
     await server.close();
@@ -132,36 +136,46 @@ async function serveFromLabHost(rec: LabRecord, argv: string[], listen: string):
   const host0 = rec.hostList[0];
   if (!host0) throw new WeftError(CniCode.InvalidEnvironment, `lab ${rec.name} has no hosts`);
   const dirs = LabDirs.of(parseLabName(rec.name));
-  const sock = `${dirs.root}/ui.sock`;
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', host0.ns, WEFTCTL_BIN, 'ui', ...argv.filter((a, i) => a !== '--listen' && argv[i - 1] !== '--listen'), '--listen', `unix:${sock}`], {
-    stdio: ['ignore', 'ignore', 'inherit'], env: cleanEnv({ [INSIDE_ENV]: '1' }),
+  // One socket per view: two views of one lab must not take each other's.
+  const sock = `${dirs.root}/ui-${process.pid}.sock`;
+  rmSync(sock, { force: true });
+  const { host, port } = parseHostPort(listen);
+  const inner = [...argv.filter((a, i) => a !== '--listen' && argv[i - 1] !== '--listen'), '--listen', `unix:${sock}`];
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', host0.ns, WEFTCTL_BIN, 'ui', ...inner], {
+    stdio: ['ignore', 'ignore', 'inherit'], env: cleanEnv({ [INSIDE_ENV]: '1', [PUBLIC_HOST_ENV]: host }),
   });
-  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? ExitCode.Failure)));
+  const exited = new Promise<number>((resolve) => {
+    child.on('error', (err) => { process.stderr.write(`weftctl ui: cannot start the view inside ${host0.ns}: ${err.message}\n`); resolve(ExitCode.Failure); });
+    child.on('close', (code) => resolve(code ?? ExitCode.Failure));
+  });
+  const conns = new Set<Socket>();
   let proxy: Server | undefined;
   try {
     for (let waited = 0; !existsSync(sock); waited += 100) {
-      if (child.exitCode !== null || waited > 30_000) throw new WeftError(CniCode.InvalidEnvironment, `the view inside ${host0.ns} did not start (its errors are above)`);
+      if (child.exitCode !== null || child.signalCode !== null || waited > 30_000) throw new WeftError(CniCode.InvalidEnvironment, `the view inside ${host0.ns} did not start (its errors are above)`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const { host, port } = parseHostPort(listen);
     const server = createServer((c) => {
       const up = connect(sock);
+      conns.add(c);
+      conns.add(up);
       c.pipe(up).pipe(c);
-      const drop = () => { c.destroy(); up.destroy(); };
-      c.on('error', drop);
-      up.on('error', drop);
+      const drop = () => { c.destroy(); up.destroy(); conns.delete(c); conns.delete(up); };
+      c.on('error', drop).on('close', drop);
+      up.on('error', drop).on('close', drop);
     });
     proxy = server;
     await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, host, () => resolve()); });
-    const a = server.address();
-    const url = typeof a === 'object' && a ? `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/` : listen;
-    process.stdout.write(`weft ui: ${url} (lab ${rec.name}, ${rec.backend}, ${rec.store} store, served from ${host0.ns}); Ctrl-C stops it\n`);
+    process.stdout.write(`weft ui: ${serverUrl(server, listen)} (lab ${rec.name}, ${rec.backend}, ${rec.store} store, served from ${host0.ns}); Ctrl-C stops it\n`);
     const how = await Promise.race([untilSignal().then(() => 'signal' as const), exited.then(() => 'child' as const)]);
     return how === 'child' ? ExitCode.Failure : ExitCode.Ok;
   } finally {
+    // Open pages hold their event streams: cut them, or close() would wait for them forever.
+    for (const c of conns) c.destroy();
     await new Promise<void>((r) => (proxy ? proxy.close(() => r()) : r()));
-    if (child.exitCode === null) child.kill('SIGTERM');
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     await exited;
+    rmSync(sock, { force: true });
   }
 }
 
@@ -180,7 +194,7 @@ export const uiCommand: CliCommand = {
       interval: { type: 'string' },
     } as const, 0);
     const listen = v.listen ?? DEFAULT_UI_ADDR;
-    if (!listen.startsWith('unix:')) parseHostPort(listen);
+    if (!listen.startsWith('unix:') && !/^(?:\[[^\]]+\]|[^:]*):\d{1,5}$/.test(listen)) throw new UsageError(`--listen: expected HOST:PORT (e.g. ${DEFAULT_UI_ADDR}), got ${JSON.stringify(listen)}`);
     const intervalMs = positiveInt(v.interval, 'interval', 60_000);
     if (v.lab !== undefined) {
       const local = ['agent-port', 'health-addr', 'subnet-file', ...Object.keys(storeFlagOptions)].filter((k) => (v as Record<string, unknown>)[k] !== undefined);

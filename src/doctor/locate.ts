@@ -12,7 +12,6 @@ import { type IP, formatIP, ipEquals, tryParseIP } from '../net/ip.js';
 import { NETNS_RUN_DIR, netnsPath } from '../netns/index.js';
 import { endpointRecordDir, readEndpointRecords } from '../policy/endpoint-record.js';
 import type { Endpoint } from '../policy/model.js';
-import { execIn } from '../lab/exec.js';
 import { LabDirs, type LabRecord } from '../lab/state.js';
 import { parseLabName } from '../lab/naming.js';
 import type { DoctorNode, DoctorPod, Place } from './types.js';

@@ -63,8 +63,24 @@ export class SubnetIndex {
   }
 }
 
-function agentOf(answer: AgentAnswer, self: string, hostIds: readonly string[]): UiAgent {
+/**
+ * An answer's UiAgent for one set of hosts. An answer is reused while weftd's /peers is unchanged
+ * (src/ui/agents.ts) and the hosts mostly are too, so its missing list — a look at every host — is
+ * worked out again only when one of them changes: with every weftd answering, a model of n hosts
+ * is n² looks, not to be done each second.
+ */
+const agentMemo = new WeakMap<AgentAnswer, { readonly hostsKey: string; readonly agent: UiAgent }>();
+
+function agentOf(answer: AgentAnswer, self: string, hostIds: readonly string[], hostsKey: string): UiAgent {
   if (answer.type !== 'answered') return { state: answer.type, detail: answer.detail };
+  const memo = agentMemo.get(answer);
+  if (memo?.hostsKey === hostsKey) return memo.agent;
+  const agent = missingOf(answer, self, hostIds);
+  agentMemo.set(answer, { hostsKey, agent });
+  return agent;
+}
+
+function missingOf(answer: Extract<AgentAnswer, { type: 'answered' }>, self: string, hostIds: readonly string[]): UiAgent {
   const have = new Set(answer.programmed);
   return {
     state: answer.ready ? 'ready' : 'not-ready',
@@ -91,6 +107,7 @@ function podsOf(endpoints: readonly Endpoint[], index: SubnetIndex): Map<string,
 export function buildModel(input: ModelInput): UiModel {
   const leases = [...input.leases].sort((a, b) => (a.subnet.ip.value < b.subnet.ip.value ? -1 : a.subnet.ip.value > b.subnet.ip.value ? 1 : a.subnet.prefix - b.subnet.prefix));
   const ids = leases.map((l) => formatCidr(l.subnet));
+  const hostsKey = ids.join(',');
   const index = new SubnetIndex(leases.map((l) => l.subnet));
   const world = input.world;
   const pods = podsOf(world?.endpoints ?? [], index);
@@ -105,7 +122,7 @@ export function buildModel(input: ModelInput): UiModel {
     return {
       id, name, subnet: id, publicIP: formatIP(l.attrs.publicIP), backend: l.attrs.backendType,
       ...(l.expiresAt !== undefined && { expiresAt: l.expiresAt }),
-      agent: agentOf(answer, id, ids),
+      agent: agentOf(answer, id, ids, hostsKey),
       ...(answer.type === 'answered' && answer.bgp && { bgp: answer.bgp }),
     };
   });

@@ -14,7 +14,8 @@ import { endpointCache, namespaceCache, policyCache, type ParsedCache } from '..
 import type { PolicyWorld } from '../policy/model.js';
 import type { StoreView } from '../doctor/doctor.js';
 import { type AgentAnswer, buildModel } from './build.js';
-import { type AgentTarget, askAgents } from './agents.js';
+import { AgentPoller, type AgentTarget } from './agents.js';
+import { CoalescingLoop } from '../coalescing-loop.js';
 import type { UiModel } from './model.js';
 
 export interface ModelFeedOptions {
@@ -36,19 +37,21 @@ export class ModelFeed {
   private readonly caches = { policies: policyCache(), namespaces: namespaceCache(), endpoints: endpointCache() };
   private readonly watches: KeyValueWatch[] = [];
   private readonly listeners = new Set<Listener>();
-  private agents = new Map<string, AgentAnswer>();
-  private names = new Map<string, string>();
+  private readonly poller: AgentPoller;
+  /** Config reads and target updates, one at a time; close() waits for the one running. */
+  private readonly rounds = new CoalescingLoop<'round'>(() => this.round());
   private network: UiModel['network'];
   private config: { readonly type: string; readonly settings: Readonly<Record<string, unknown>> } | undefined;
   private readonly storeProblems = new Map<string, string>();
   private model: UiModel;
+  /** The model as JSON, made once per model for every page. */
+  private modelJson: string;
   /** The last model's content without seq and at: an unchanged round sends nothing. */
   private lastContent = '';
   private seq = 0;
   private debounce: NodeJS.Timeout | undefined;
   private lastEmitAt = 0;
   private ticker: NodeJS.Timeout | undefined;
-  private ticking = false;
   private closed = false;
 
   constructor(private readonly opts: ModelFeedOptions) {
@@ -58,13 +61,17 @@ export class ModelFeed {
       onState: (s) => { this.problem('leases', s.type === 'ready' ? undefined : `lease watch: ${s.reason}`); },
       log: createLogger({ component: 'ui' }, { level: 'error' }),
     });
+    this.poller = new AgentPoller({ intervalMs: opts.intervalMs ?? 1000, onChange: () => this.changed() });
     this.model = this.build();
+    this.modelJson = JSON.stringify(this.model);
   }
 
   async start(): Promise<void> {
     await this.readConfig();
+    if (this.closed) return;
     await this.watcher.start();
     const follow = (prefix: string, cache: ParsedCache<unknown>): Promise<void> => new Promise((resolve) => {
+      if (this.closed) { resolve(); return; }
       this.watches.push(this.opts.kv.watch(prefix, (ev) => {
         switch (ev.type) {
           case 'snapshot': cache.replaceAll(ev.entries); this.problem(prefix, undefined); resolve(); break;
@@ -80,14 +87,19 @@ export class ModelFeed {
       follow(NAMESPACES, this.caches.namespaces as ParsedCache<unknown>),
       follow(ENDPOINTS, this.caches.endpoints as ParsedCache<unknown>),
     ]);
-    await this.tick();
+    if (this.closed) return;
+    await this.rounds.request('round');
     this.emit();
-    const every = this.opts.intervalMs ?? 1000;
-    this.ticker = setInterval(() => { void this.tick(); }, every);
+    this.ticker = setInterval(() => { void this.rounds.request('round'); }, this.opts.intervalMs ?? 1000);
   }
 
   current(): UiModel {
     return this.model;
+  }
+
+  /** current() as JSON. */
+  currentJson(): string {
+    return this.modelJson;
   }
 
   /** Calls back with every new model (not with the current one). */
@@ -108,6 +120,9 @@ export class ModelFeed {
     this.closed = true;
     if (this.ticker) clearInterval(this.ticker);
     if (this.debounce) clearTimeout(this.debounce);
+    this.rounds.close();
+    await this.rounds.idle();
+    await this.poller.close();
     await Promise.all(this.watches.splice(0).map((w) => w.close().catch(() => {})));
     await this.watcher.close().catch(() => {});
   }
@@ -124,6 +139,12 @@ export class ModelFeed {
   }
 
   private async readConfig(): Promise<void> {
+    const before = JSON.stringify(this.network);
+    await this.readConfigOnce();
+    if (JSON.stringify(this.network) !== before) this.changed();
+  }
+
+  private async readConfigOnce(): Promise<void> {
     try {
       const text = await this.opts.store.getConfig();
       if (text === undefined) {
@@ -142,26 +163,12 @@ export class ModelFeed {
     }
   }
 
-  /** One round: the network config and every agent. Rounds never overlap. */
-  private async tick(): Promise<void> {
-    if (this.ticking || this.closed) return;
-    this.ticking = true;
-    try {
-      await this.readConfig();
-      const asked = await askAgents(this.opts.agents(this.watcher.leases()));
-      const agents = new Map<string, AgentAnswer>();
-      const names = new Map<string, string>();
-      for (const a of asked) {
-        if (a.subnet === undefined) continue;
-        agents.set(a.subnet, a.answer);
-        if (a.target.name !== undefined) names.set(a.subnet, a.target.name);
-      }
-      this.agents = agents;
-      this.names = names;
-      this.changed();
-    } finally {
-      this.ticking = false;
-    }
+  /** One round: the network config, and which weftds to ask (they may follow the leases). */
+  private async round(): Promise<void> {
+    if (this.closed) return;
+    await this.readConfig();
+    if (this.closed) return;
+    this.poller.update(this.opts.agents(this.watcher.leases()));
   }
 
   private changed(): void {
@@ -172,9 +179,16 @@ export class ModelFeed {
   }
 
   private build(): UiModel {
+    const agents = new Map<string, AgentAnswer>();
+    const names = new Map<string, string>();
+    for (const a of this.poller?.answers() ?? []) {
+      if (a.subnet === undefined) continue;
+      agents.set(a.subnet, a.answer);
+      if (a.target.name !== undefined) names.set(a.subnet, a.target.name);
+    }
     return buildModel({
       seq: this.seq, at: Date.now(), source: this.opts.source, network: this.network,
-      leases: this.watcher.leases(), agents: this.agents, names: this.names, world: this.world(),
+      leases: this.watcher.leases(), agents, names, world: this.world(),
       problems: [...this.storeProblems.values(), ...this.skippedObjects()],
     });
   }
@@ -187,12 +201,14 @@ export class ModelFeed {
   private emit(): void {
     if (this.closed) return;
     const next = this.build();
-    const { seq: _s, at: _a, ...content } = next;
+    const { seq: _s, at, ...content } = next;
     const text = JSON.stringify(content);
     if (text === this.lastContent) return;
     this.lastContent = text;
     this.seq += 1;
     this.model = { ...next, seq: this.seq };
+    // The same document with seq and at in front (key order means nothing in JSON).
+    this.modelJson = `{"seq":${this.seq},"at":${at},${text.slice(1)}`;
     for (const l of this.listeners) l(this.model);
   }
 }

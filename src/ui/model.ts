@@ -18,9 +18,12 @@ export type UiAgent =
     /** What weftd says needs an operator (its /readyz problems). */
     readonly problems: readonly string[];
   }
-  /** weftd was asked and did not answer: nothing keeps this host's side of its links. */
+  /** weftd could not be reached (refused, no socket, no answer in time): nothing keeps this host's side of its links. */
   | { readonly state: 'down'; readonly detail: string }
-  /** The view has no way to ask this host's weftd (e.g. a lease written by another tool). */
+  /**
+   * The view has no way to ask this host's weftd (e.g. a lease written by another tool), or what
+   * answered was not weftd's /peers (an older weftd, another program on the port).
+   */
   | { readonly state: 'unknown'; readonly detail: string };
 
 export interface UiBgpSession {
@@ -106,9 +109,9 @@ export function linkSide(from: UiHost, to: UiHost): LinkSide {
 }
 
 /**
- * A link between two hosts: ok when both ends have programmed each other; one-sided when only one
- * has (the other's agent is down, or has not programmed it); broken when neither has; unknown
- * when no end can be asked, or one cannot be asked and the other has it programmed.
+ * A link between two hosts: ok when both ends have programmed each other; one-sided when one has
+ * and the other's weftd is down or lacks it; broken when no end that could be asked has it;
+ * unknown when that cannot be told — no end can be asked, or only one, which has it.
  */
 export type LinkState = 'ok' | 'one-sided' | 'broken' | 'unknown';
 

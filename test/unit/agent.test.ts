@@ -279,7 +279,7 @@ describe('agent', () => {
     await settle();
     const doc = w.agent.peers();
     assert.deepEqual(doc, {
-      node: hostname(), subnet: formatCidr(w.subnet), backend: 'host-gw', ready: true,
+      node: hostname(), subnet: formatCidr(w.subnet), backend: 'host-gw', ready: true, problems: ['far away'],
       programmed: ['10.244.2.0/24', '10.244.10.0/24'], skipped: [{ subnet: '10.244.9.0/24', reason: 'far away' }],
       lastReconcile: doc.lastReconcile,
     });
@@ -292,6 +292,7 @@ describe('agent', () => {
     const failed = w.agent.peers();
     assert.equal(failed.ready, false);
     assert.equal(failed.reconcileError, 'netlink: EPERM');
+    assert.equal(failed.why, 'last pass failed: netlink: EPERM');
     assert.deepEqual(failed.programmed, ['10.244.2.0/24', '10.244.10.0/24']);
     assert.equal(failed.lastReconcile, doc.lastReconcile);
   });

@@ -63,6 +63,8 @@ export class DoctorPanel {
       this.dst = undefined;
       this.report = undefined;
       this.error = undefined;
+      // A trace still running belongs to the old pair: its answer must not land on this one.
+      this.request += 1;
     } else if (id !== this.src) {
       this.dst = id;
     }
