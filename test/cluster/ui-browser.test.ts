@@ -7,7 +7,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import type { LabRecord } from '../../src/lab/state.js';
@@ -33,10 +34,10 @@ function weftctl(args: string[], input?: string): string {
 }
 
 /** Starts weftctl ui on a free port and returns the URL it prints. */
-function startUi(): Promise<string> {
+function startUi(lab = name, onChild: (c: ChildProcess) => void = (c) => { ui = c; }): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(WEFTCTL, ['ui', '--lab', name, '--listen', '127.0.0.1:0', '--interval', '300'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    ui = child;
+    const child = spawn(WEFTCTL, ['ui', '--lab', lab, '--listen', '127.0.0.1:0', '--interval', '300'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    onChild(child);
     let out = '';
     let err = '';
     const timer = setTimeout(() => reject(new Error(`weftctl ui printed no URL within 30 s: ${out}${err}`)), 30_000);
@@ -144,5 +145,62 @@ describe('weftctl ui in a browser, on a 3-host vxlan lab', { timeout: 300_000 },
       assert.equal(await page.locator(linkSel(other, h2)).first().getAttribute('data-state'), 'one-sided');
     }
     assert.equal(await page.locator(linkSel(h0, h1)).first().getAttribute('data-state'), 'ok', 'the other hosts\' link stays ok');
+  });
+});
+
+/** GET with a chosen Host header; resolves with the status once the headers arrive. */
+function getStatus(url: string, path: string, host?: string): Promise<number> {
+  const u = new URL(path, url);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, path: u.pathname, headers: host ? { host } : {} }, (res) => { resolve(res.statusCode ?? 0); res.resume(); });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('weftctl ui on an etcd lab (served from host 0 behind a proxy)', { timeout: 300_000 }, () => {
+  const etcdLab = labName('wue');
+  let child: ChildProcess | undefined;
+  let url = '';
+
+  before(async () => {
+    upOk(['--name', etcdLab, '--hosts', '2', '--pods', '1', '--backend', 'vxlan', '--store', 'etcd']);
+    url = await startUi(etcdLab, (c) => { child = c; });
+  });
+
+  after(async () => {
+    if (child?.pid !== undefined && child.exitCode === null) {
+      // SIGTERM lets it stop the view it runs inside host 0; SIGKILL only if that hangs.
+      const exited = new Promise((r) => child?.once('exit', r));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child?.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(t);
+    }
+    downQuietly(etcdLab);
+  });
+
+  it('the model through the proxy, the Host check behind it, and Ctrl-C with a page open ends it and its socket', async () => {
+    let model: UiModel | undefined;
+    for (let i = 0; i < 100; i++) {
+      model = JSON.parse(await fetch(new URL('/api/model', url)).then((r) => r.text())) as UiModel;
+      if (model.hosts.length === 2 && model.hosts.every((h) => h.agent.state === 'ready')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(model?.hosts.map((h) => [h.name, h.agent.state]).sort(), [['h0', 'ready'], ['h1', 'ready']]);
+    assert.equal(model?.source.store, 'etcd');
+    assert.equal(await getStatus(url, '/api/model', 'evil.example'), 403, 'DNS rebinding refused behind the proxy too');
+    // An open page: its event stream stays open until the view ends it.
+    const page = new URL('/api/events', url);
+    const stream = request({ host: page.hostname, port: page.port, path: page.pathname });
+    stream.on('error', () => {});
+    stream.end();
+    await new Promise((r) => setTimeout(r, 300));
+    const exited = new Promise<number | null>((r) => child?.once('exit', (code) => r(code)));
+    child?.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
+    stream.destroy();
+    assert.equal(code, 0, 'weftctl ui ended on SIGTERM with a page open');
+    assert.deepEqual(readdirSync(stateDir(etcdLab)).filter((f) => f.startsWith('ui-') && f.endsWith('.sock')), [], 'its socket is gone');
   });
 });
