@@ -104,6 +104,8 @@ export interface AgentContext {
 
 export interface AgentService {
   close(): Promise<void>;
+  /** A JSON document the service serves on weftd's health server (e.g. /flows); undefined: not its path. */
+  document?(path: string, query: URLSearchParams): unknown;
   /** Optional part of /readyz: the agent is ready only while every service says so. */
   readiness?(): { ready: boolean; details: unknown };
 }
@@ -248,8 +250,12 @@ export class Agent {
   }
 
   /** The JSON documents besides /healthz, /readyz and /metrics. */
-  private document(path: string): unknown {
+  private document(path: string, query: URLSearchParams): unknown {
     if (path === '/peers') return this.peers();
+    for (const { svc } of this.running) {
+      const doc = svc.document?.(path, query);
+      if (doc !== undefined) return doc;
+    }
     return this.backendStatus(path);
   }
 
@@ -271,7 +277,7 @@ export class Agent {
 
   async start(): Promise<AgentContext> {
     const o = this.opts;
-    const handler = healthHandler(() => this.readiness(), this.metrics.registry, (path) => this.document(path));
+    const handler = healthHandler(() => this.readiness(), this.metrics.registry, (path, query) => this.document(path, query));
     if (o.healthAddr !== undefined) {
       this.health = await startHealthServer(o.healthAddr, handler);
       this.log.info('health endpoint listening', { address: this.health.address });

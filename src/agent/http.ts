@@ -29,23 +29,23 @@ export function parseHostPort(s: string): { host: string; port: number } {
 }
 
 /** A JSON document for a path other than the built-in ones (undefined: not found). */
-export type ExtraRoute = (path: string) => unknown;
+export type ExtraRoute = (path: string, query: URLSearchParams) => unknown;
 
-function extraDoc(extra: ExtraRoute, path: string): unknown {
+function extraDoc(extra: ExtraRoute, path: string, query: URLSearchParams): unknown {
   try {
-    return extra(path);
+    return extra(path, query);
   } catch {
     return undefined;
   }
 }
 
 /** What a request for an unknown path is told. */
-export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers or /<backend>/status (e.g. /bgp/status)\n';
+export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers, /flows or /<backend>/status (e.g. /bgp/status)\n';
 
 /** The one request handler behind --health-addr and --api-socket. */
 export function healthHandler(readiness: () => Readiness, registry: Registry, extra?: ExtraRoute): RequestListener {
   return (req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const [path, search] = (req.url ?? '/').split('?');
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
@@ -57,7 +57,7 @@ export function healthHandler(readiness: () => Readiness, registry: Registry, ex
         (err: unknown) => res.writeHead(500).end(String(err)),
       );
     } else {
-      const doc = path !== undefined && extra !== undefined ? extraDoc(extra, path) : undefined;
+      const doc = path !== undefined && extra !== undefined ? extraDoc(extra, path, new URLSearchParams(search ?? '')) : undefined;
       if (doc === undefined) { res.writeHead(404, { 'content-type': 'text/plain' }).end(NOT_FOUND); return; }
       // An ETag per document, so a poller (the web view asks every weftd each second) is told
       // "unchanged" in a few bytes instead of re-reading thousands of peers.

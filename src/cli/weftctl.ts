@@ -22,6 +22,7 @@ const loaders: Record<string, () => Promise<CliCommand>> = {
   kube: async () => (await import('./kube.js')).kubeCommand,
   doctor: async () => (await import('./doctor.js')).doctorCommand,
   ui: async () => (await import('./ui.js')).uiCommand,
+  flows: async () => (await import('./flows.js')).flowsCommand,
 };
 
 const summaries: Record<string, string> = {
@@ -39,6 +40,7 @@ const summaries: Record<string, string> = {
   kube: 'a throwaway Kubernetes control plane (etcd + kube-apiserver) for tests and labs',
   doctor: 'why pod A cannot reach pod B: each hop of the path, OK or the broken link and its fix',
   ui: 'a live web view of hosts, links, BGP sessions, pods and policies, with doctor between two pods',
+  flows: 'connections between pods with their verdict (forwarded, or dropped by policy NAME), from every node',
 };
 
 function topHelp(): string {

@@ -27,6 +27,13 @@ export class FlowRing {
     return seq;
   }
 
+  /** Puts r in place of record `seq` (completing it); false when the ring has moved past it. */
+  replace(seq: number, r: FlowRecord): boolean {
+    if (seq < 1 || seq >= this.nextSeq || seq <= this.nextSeq - 1 - this.capacity) return false;
+    this.buf[(seq - 1) % this.capacity] = r;
+    return true;
+  }
+
   get size(): number {
     return Math.min(this.nextSeq - 1, this.capacity);
   }
