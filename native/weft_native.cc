@@ -9,6 +9,7 @@
 // Written against the plain C N-API (node_api.h) so there is no dependency beyond Node's headers.
 
 #include <node_api.h>
+#include <uv.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -331,19 +332,26 @@ napi_value Send(napi_env env, napi_callback_info info) {
   return make_int(env, n);
 }
 
-// recv(fd: number, buf: Uint8Array): number — blocks up to the socket's timeout. Returns the
-// datagram's full length, which exceeds buf.length when it was truncated (MSG_TRUNC).
+// recv(fd: number, buf: Uint8Array, dontWait?: boolean): number — blocks up to the socket's
+// timeout. Returns the datagram's full length, which exceeds buf.length when it was truncated
+// (MSG_TRUNC). With dontWait it never blocks and returns -1 when nothing is queued (event
+// sockets drain this way when watchReadable says there is data).
 napi_value Recv(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv, nullptr)) return nullptr;
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv, nullptr)) return nullptr;
   int32_t fd;
   void* data;
   size_t len;
   if (!get_int(env, argv[0], &fd, "fd") || !get_bytes(env, argv[1], &data, &len)) return nullptr;
+  bool dont_wait = false;
+  napi_valuetype t;
+  napi_typeof(env, argv[2], &t);
+  if (t == napi_boolean) napi_get_value_bool(env, argv[2], &dont_wait);
   ssize_t n;
   do {
-    n = recv(fd, data, len, MSG_TRUNC);
+    n = recv(fd, data, len, MSG_TRUNC | (dont_wait ? MSG_DONTWAIT : 0));
   } while (n < 0 && errno == EINTR);
+  if (n < 0 && dont_wait && (errno == EAGAIN || errno == EWOULDBLOCK)) return make_int(env, -1);
   if (n < 0) {
     int err = errno == EWOULDBLOCK ? ETIMEDOUT : errno;
     throw_errno(env, err, "recv", nullptr);
@@ -362,6 +370,170 @@ napi_value Close(napi_env env, napi_callback_info info) {
   if (close(fd) < 0 && errno != EINTR) {
     throw_errno(env, errno, "close", nullptr);
     return nullptr;
+  }
+  return undefined(env);
+}
+
+// setSockOptInt(fd: number, level: number, name: number, value: number): void — an int option,
+// e.g. NETLINK_ADD_MEMBERSHIP (SOL_NETLINK) to join a multicast group, or SO_RCVBUFFORCE.
+napi_value SetSockOptInt(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv, nullptr)) return nullptr;
+  int32_t fd, level, name, value;
+  if (!get_int(env, argv[0], &fd, "fd") || !get_int(env, argv[1], &level, "level") ||
+      !get_int(env, argv[2], &name, "name") || !get_int(env, argv[3], &value, "value")) {
+    return nullptr;
+  }
+  int v = value;
+  if (setsockopt(fd, level, name, &v, sizeof v) < 0) {
+    throw_errno(env, errno, "setsockopt", nullptr);
+    return nullptr;
+  }
+  return undefined(env);
+}
+
+// ---- readiness watch ------------------------------------------------------------------------
+
+// Event sockets (conntrack events, NFLOG) must not block the JS thread, so the loop watches
+// their fd (uv_poll, level-triggered) and calls back when it is readable; the callback drains
+// the socket with recv(fd, buf, true) until it returns -1. Only readiness lives here: reading,
+// decoding and error policy stay in TypeScript.
+struct FdWatch {
+  uv_poll_t poll;
+  napi_env env = nullptr;
+  napi_ref callback = nullptr;
+  napi_async_context context = nullptr;
+  bool stopped = false;    // unwatchReadable ran (or start failed): no more callbacks
+  bool uv_closed = false;  // libuv is done with the handle
+  bool finalized = false;  // the JS handle is gone
+};
+
+void free_watch_if_done(FdWatch* w) {
+  if (w->uv_closed && w->finalized) delete w;
+}
+
+void on_watch_closed(uv_handle_t* h) {
+  FdWatch* w = static_cast<FdWatch*>(h->data);
+  napi_handle_scope scope;
+  napi_open_handle_scope(w->env, &scope);
+  if (w->callback) napi_delete_reference(w->env, w->callback);
+  if (w->context) napi_async_destroy(w->env, w->context);
+  napi_close_handle_scope(w->env, scope);
+  w->callback = nullptr;
+  w->context = nullptr;
+  w->uv_closed = true;
+  free_watch_if_done(w);
+}
+
+void finalize_watch(napi_env, void* data, void*) {
+  FdWatch* w = static_cast<FdWatch*>(data);
+  w->finalized = true;
+  free_watch_if_done(w);
+}
+
+void on_readable(uv_poll_t* h, int status, int) {
+  FdWatch* w = static_cast<FdWatch*>(h->data);
+  if (w->stopped) return;
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, self, arg, result;
+  napi_get_reference_value(env, w->callback, &cb);
+  napi_get_global(env, &self);  // napi_make_callback needs an object as receiver
+  // 0, or the positive errno of a poll error (libuv reports a socket error, such as a netlink
+  // overrun's ENOBUFS, as UV_EBADF and stops the handle).
+  napi_create_int32(env, status < 0 ? -status : 0, &arg);
+  napi_make_callback(env, w->context, self, cb, 1, &arg, &result);
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  // After a poll error libuv has stopped the handle; the callback has read the error (recv
+  // clears a socket's pending error), so watch again unless it asked us to stop.
+  if (status < 0 && !w->stopped) {
+    int rc = uv_poll_start(&w->poll, UV_READABLE, on_readable);
+    if (rc < 0) {
+      napi_create_int32(env, -rc, &arg);
+      napi_make_callback(env, w->context, self, cb, 1, &arg, &result);
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value err;
+        napi_get_and_clear_last_exception(env, &err);
+        napi_fatal_exception(env, err);
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+// watchReadable(fd: number, callback: (errno: number) => void): handle — calls back on the JS
+// thread whenever fd has data (errno 0) or a pending error (errno > 0). libuv makes fd
+// non-blocking. The watch keeps the event loop alive until unwatchReadable(handle); stop it
+// before closing fd.
+napi_value WatchReadable(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv, nullptr)) return nullptr;
+  int32_t fd;
+  if (!get_int(env, argv[0], &fd, "fd")) return nullptr;
+  napi_valuetype t;
+  napi_typeof(env, argv[1], &t);
+  if (t != napi_function) {
+    throw_type(env, "callback must be a function");
+    return nullptr;
+  }
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+    throw_type(env, "no event loop");
+    return nullptr;
+  }
+  FdWatch* w = new FdWatch();
+  w->env = env;
+  int rc = uv_poll_init(loop, &w->poll, fd);
+  if (rc < 0) {
+    delete w;
+    throw_errno(env, -rc, "uv_poll_init", nullptr);
+    return nullptr;
+  }
+  w->poll.data = w;
+  napi_value name;
+  napi_create_string_utf8(env, "weft:netlink-watch", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, nullptr, name, &w->context);
+  napi_create_reference(env, argv[1], 1, &w->callback);
+  rc = uv_poll_start(&w->poll, UV_READABLE, on_readable);
+  if (rc < 0) {
+    w->stopped = true;
+    w->finalized = true;  // no JS handle will ever own it
+    uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), on_watch_closed);
+    throw_errno(env, -rc, "uv_poll_start", nullptr);
+    return nullptr;
+  }
+  napi_value handle;
+  napi_create_external(env, w, finalize_watch, nullptr, &handle);
+  return handle;
+}
+
+// unwatchReadable(handle): void — idempotent; no callback runs after it returns.
+napi_value UnwatchReadable(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, nullptr)) return nullptr;
+  napi_valuetype t;
+  napi_typeof(env, argv[0], &t);
+  if (t != napi_external) {
+    throw_type(env, "handle must come from watchReadable");
+    return nullptr;
+  }
+  void* data = nullptr;
+  napi_get_value_external(env, argv[0], &data);
+  FdWatch* w = static_cast<FdWatch*>(data);
+  if (!w->stopped) {
+    w->stopped = true;
+    uv_poll_stop(&w->poll);
+    // References and the async context are released in the close callback, outside any
+    // callback that may be running for this watch right now.
+    uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), on_watch_closed);
   }
   return undefined(env);
 }
@@ -631,6 +803,9 @@ napi_value Init(napi_env env, napi_value exports) {
       {"send", nullptr, Send, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"recv", nullptr, Recv, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"close", nullptr, Close, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"setSockOptInt", nullptr, SetSockOptInt, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"watchReadable", nullptr, WatchReadable, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"unwatchReadable", nullptr, UnwatchReadable, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"createNetns", nullptr, CreateNetns, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"deleteNetns", nullptr, DeleteNetns, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"readSysctl", nullptr, ReadSysctl, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -81,6 +81,12 @@ export const nla = {
     b.writeUInt16BE(n);
     return { type, value: b };
   },
+  /** A 32-bit value in network byte order (every nfnetlink integer). */
+  be32: (type: number, n: number): Attr => {
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32BE(n >>> 0);
+    return { type, value: b };
+  },
   u32: (type: number, n: number): Attr => {
     const b = Buffer.allocUnsafe(4); // every byte is written below
     b.writeUInt32LE(n >>> 0);
@@ -154,6 +160,17 @@ export class AttrSet {
   u32(type: number): number | undefined {
     const b = this.bytes(type);
     return b && b.length >= 4 ? b.readUInt32LE(0) : undefined;
+  }
+
+  be32(type: number): number | undefined {
+    const b = this.bytes(type);
+    return b && b.length >= 4 ? b.readUInt32BE(0) : undefined;
+  }
+
+  /** A big-endian u64 (nfnetlink counters, timestamps). */
+  be64(type: number): bigint | undefined {
+    const b = this.bytes(type);
+    return b && b.length >= 8 ? b.readBigUInt64BE(0) : undefined;
   }
 
   i32(type: number): number | undefined {

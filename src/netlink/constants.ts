@@ -204,3 +204,119 @@ export const NETNSA_PID = 2;
 export const NETNSA_FD = 3;
 /** NETNSA_NSID when the namespace has no id in the asking one. */
 export const NETNSA_NSID_NOT_ASSIGNED = -1;
+
+// ---- netfilter over netlink (linux/netfilter/nfnetlink*.h) ----
+// Every nfnetlink message starts with struct nfgenmsg {family u8, version u8, res_id be16}; its
+// type is (subsystem << 8) | message. Attribute values are big endian throughout.
+export const NETLINK_NETFILTER = 12;
+export const SOL_NETLINK = 270;
+export const NETLINK_ADD_MEMBERSHIP = 1;
+export const SOL_SOCKET = 1;
+export const SO_RCVBUF = 8;
+/** SO_RCVBUF beyond net.core.rmem_max; needs CAP_NET_ADMIN. */
+export const SO_RCVBUFFORCE = 33;
+
+export const NFNETLINK_V0 = 0;
+export const NFGENMSG_LEN = 4;
+export const NFNL_SUBSYS_CTNETLINK = 1;
+export const NFNL_SUBSYS_ULOG = 4;
+
+export const NFNLGRP_CONNTRACK_NEW = 1;
+export const NFNLGRP_CONNTRACK_UPDATE = 2;
+export const NFNLGRP_CONNTRACK_DESTROY = 3;
+
+// ctnetlink messages and attributes (nfnetlink_conntrack.h)
+export const IPCTNL_MSG_CT_NEW = 0;
+export const IPCTNL_MSG_CT_GET = 1;
+export const IPCTNL_MSG_CT_DELETE = 2;
+
+export const CTA_TUPLE_ORIG = 1;
+export const CTA_TUPLE_REPLY = 2;
+export const CTA_STATUS = 3;
+export const CTA_PROTOINFO = 4;
+export const CTA_TIMEOUT = 7;
+export const CTA_MARK = 8;
+export const CTA_COUNTERS_ORIG = 9;
+export const CTA_COUNTERS_REPLY = 10;
+export const CTA_USE = 11;
+export const CTA_ID = 12;
+export const CTA_ZONE = 18;
+export const CTA_TIMESTAMP = 20;
+/** be64 wall-clock ns when the event happened (Linux 6.14+, with nf_conntrack_timestamp=1). */
+export const CTA_TIMESTAMP_EVENT = 27;
+
+export const CTA_TUPLE_IP = 1;
+export const CTA_TUPLE_PROTO = 2;
+export const CTA_TUPLE_ZONE = 3;
+
+export const CTA_IP_V4_SRC = 1;
+export const CTA_IP_V4_DST = 2;
+export const CTA_IP_V6_SRC = 3;
+export const CTA_IP_V6_DST = 4;
+
+export const CTA_PROTO_NUM = 1;
+export const CTA_PROTO_SRC_PORT = 2;
+export const CTA_PROTO_DST_PORT = 3;
+export const CTA_PROTO_ICMP_ID = 4;
+export const CTA_PROTO_ICMP_TYPE = 5;
+export const CTA_PROTO_ICMP_CODE = 6;
+export const CTA_PROTO_ICMPV6_ID = 7;
+export const CTA_PROTO_ICMPV6_TYPE = 8;
+export const CTA_PROTO_ICMPV6_CODE = 9;
+
+export const CTA_PROTOINFO_TCP = 1;
+export const CTA_PROTOINFO_TCP_STATE = 1;
+
+export const CTA_COUNTERS_PACKETS = 1; // be64
+export const CTA_COUNTERS_BYTES = 2; // be64
+export const CTA_COUNTERS32_PACKETS = 3; // be32, very old kernels
+export const CTA_COUNTERS32_BYTES = 4;
+
+export const CTA_TIMESTAMP_START = 1; // be64 ns, wall clock
+export const CTA_TIMESTAMP_STOP = 2;
+
+// conntrack status bits (nf_conntrack_common.h)
+export const IPS_EXPECTED = 1 << 0;
+export const IPS_SEEN_REPLY = 1 << 1;
+export const IPS_ASSURED = 1 << 2;
+export const IPS_CONFIRMED = 1 << 3;
+export const IPS_SRC_NAT = 1 << 4;
+export const IPS_DST_NAT = 1 << 5;
+export const IPS_DYING = 1 << 9;
+export const IPS_UNTRACKED = 1 << 12;
+export const IPS_OFFLOAD = 1 << 14;
+
+// nfnetlink_log (NFLOG) messages and attributes (nfnetlink_log.h)
+export const NFULNL_MSG_PACKET = 0;
+export const NFULNL_MSG_CONFIG = 1;
+
+export const NFULA_PACKET_HDR = 1; // {hw_protocol be16, hook u8, pad u8}
+export const NFULA_MARK = 2;
+export const NFULA_TIMESTAMP = 3; // {sec be64, usec be64}
+export const NFULA_IFINDEX_INDEV = 4;
+export const NFULA_IFINDEX_OUTDEV = 5;
+export const NFULA_IFINDEX_PHYSINDEV = 6;
+export const NFULA_IFINDEX_PHYSOUTDEV = 7;
+export const NFULA_HWADDR = 8; // {hw_addrlen be16, pad u16, hw_addr[8]}
+export const NFULA_PAYLOAD = 9;
+export const NFULA_PREFIX = 10;
+export const NFULA_UID = 11;
+export const NFULA_SEQ = 12;
+export const NFULA_SEQ_GLOBAL = 13;
+export const NFULA_GID = 14;
+
+export const NFULNL_CFG_CMD_BIND = 1;
+export const NFULNL_CFG_CMD_UNBIND = 2;
+export const NFULNL_CFG_CMD_PF_BIND = 3;
+export const NFULNL_CFG_CMD_PF_UNBIND = 4;
+
+export const NFULA_CFG_CMD = 1; // {command u8}
+export const NFULA_CFG_MODE = 2; // {copy_range be32, copy_mode u8, pad u8}, packed: 6 bytes
+export const NFULA_CFG_NLBUFSIZ = 3;
+export const NFULA_CFG_TIMEOUT = 4; // be32, 1/100 s
+export const NFULA_CFG_QTHRESH = 5;
+export const NFULA_CFG_FLAGS = 6; // be16
+
+export const NFULNL_COPY_NONE = 0;
+export const NFULNL_COPY_META = 1;
+export const NFULNL_COPY_PACKET = 2;

@@ -9,3 +9,9 @@ export { NetlinkError, isNetlinkError } from './error.js';
 export { NetlinkSocket } from './socket.js';
 export { openTun, type TunDevice, type TunOptions } from './tun.js';
 export * as nlconst from './constants.js';
+export {
+  watchConntrack, dumpConntrack, enableConntrackAccounting, decodeConntrackEvent, decodeConntrackFlow,
+  type ConntrackEvent, type ConntrackEventType, type ConntrackFlow, type ConntrackTuple, type ConntrackCounter, type ConntrackWatch, type ConntrackWatchOptions, type TcpConntrackState,
+} from './conntrack.js';
+export { watchNflog, decodeNflogPacket, type NflogEvent, type NflogPacket, type NflogWatch, type NflogWatchOptions, type NflogCopyMode } from './nflog.js';
+export type { ListenerProblem } from './listener.js';

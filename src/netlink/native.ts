@@ -20,15 +20,32 @@ export interface NativeError extends Error {
 export interface NativeAddon {
   openNetlinkSocket(nsPath: string | null, protocol: number, timeoutMs?: number): number;
   send(fd: number, buf: Uint8Array): number;
-  /** Returns the datagram's real length; larger than buf.length means it was truncated. */
-  recv(fd: number, buf: Uint8Array): number;
+  /**
+   * Returns the datagram's real length; larger than buf.length means it was truncated. With
+   * dontWait it never blocks and returns -1 when nothing is queued.
+   */
+  recv(fd: number, buf: Uint8Array, dontWait?: boolean): number;
   close(fd: number): void;
+  setSockOptInt(fd: number, level: number, name: number, value: number): void;
+  /**
+   * Calls back on the JS thread whenever fd is readable (errno 0) or has a pending socket error
+   * (errno > 0, e.g. after a netlink overrun). Makes fd non-blocking. Keeps the event loop alive
+   * until unwatchReadable; unwatch before closing fd.
+   */
+  watchReadable(fd: number, callback: (errno: number) => void): NativeWatch;
+  unwatchReadable(watch: NativeWatch): void;
   createNetns(path: string): void;
   deleteNetns(path: string): void;
   /** keyPath is relative to /proc/sys, slash separated. */
   readSysctl(nsPath: string | null, keyPath: string): string;
   writeSysctl(nsPath: string | null, keyPath: string, value: string): void;
   openTun(name: string, flags: number, nsPath?: string | null): { fd: number; name: string };
+}
+
+declare const nativeWatchBrand: unique symbol;
+/** An opaque handle from watchReadable. */
+export interface NativeWatch {
+  readonly [nativeWatchBrand]: true;
 }
 
 export function isNativeError(err: unknown): err is NativeError {
