@@ -26,6 +26,7 @@ const registry: Record<string, () => Promise<Benchmark>> = {
   kube: async () => (await import('./kube.js')).benchmark,
   blocking: async () => (await import('./blocking.js')).benchmark,
   ui: async () => (await import('./ui.js')).benchmark,
+  flows: async () => (await import('./flows.js')).benchmark,
 };
 
 async function main(argv: string[]): Promise<number> {

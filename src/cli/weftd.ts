@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.js';
 import { cniServerService } from '../agent/cni-server.js';
 import { policyServiceStarter } from '../agent/policy-service.js';
+import { flowServiceStarter } from '../agent/flow-service.js';
 import { EndpointChanges, endpointRecordDir } from '../policy/endpoint-record.js';
 import { openKeyValueStore } from '../store/kv.js';
 import { hostname } from 'node:os';
@@ -36,9 +37,15 @@ const options = {
   'repair-interval': { type: 'string' },
   'lease-ttl': { type: 'string' },
   'cni-socket': { type: 'string' },
+  'flow-records': { type: 'string' },
+  'flow-log': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const;
+
+const DEFAULT_FLOW_RECORDS = 10_000;
+/** The NFLOG group policy drops are logged to (weftd --flow-log-group when it exists). */
+const FLOW_LOG_GROUP = 7;
 
 const HELP = `weftd — weft's node agent: leases this host's pod subnet, writes subnet.env, and programs
 routes, tunnels and traffic rules so pods on every host reach each other.
@@ -77,6 +84,13 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
                            learnt as they pass. Default off: on this kind of machine its
                            rules cost more per packet than conntrack does (bench dataplane);
                            --no-conntrack-bypass (or WEFTD_CONNTRACK_BYPASS=false) keeps it off
+  --flow-records N         keep the last N flow records (connections between pods and to the
+                           outside, forwarded or dropped by policy) from conntrack events and
+                           the policy's NFLOG group, served at /flows (weftctl flows); turns on
+                           conntrack accounting and timestamps in this namespace (default
+                           ${DEFAULT_FLOW_RECORDS}; 0 = off)
+  --flow-log PATH          also append every completed flow record to PATH as a JSON line
+                           (for log shippers; default: off)
 ${storeFlagsHelp}
 
 The network config (Network, SubnetLen, Backend …) is read from the store (weftctl config set),
@@ -176,6 +190,8 @@ interface WeftdFlags {
   readonly publicIP: string | undefined;
   readonly healthAddr: string | undefined;
   readonly apiSocket: string | undefined;
+  readonly flowRecords: number;
+  readonly flowLog: string | undefined;
 }
 
 /** Flags and their WEFTD_* env values, checked; any bad value is a UsageError (exit 2). */
@@ -218,7 +234,19 @@ function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
     publicIP: envOr(values, 'public-ip', env),
     healthAddr,
     apiSocket,
+    flowRecords: count('flow-records', envOr(values, 'flow-records', env), DEFAULT_FLOW_RECORDS, 1_000_000),
+    flowLog: flowLogPath(envOr(values, 'flow-log', env)),
   };
+}
+
+function count(flag: string, v: string | undefined, dflt: number, max: number): number {
+  if (v === undefined) return dflt;
+  if (!/^\d+$/.test(v) || Number(v) > max) throw new UsageError(`--${flag}: expected 0..${max}, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+function flowLogPath(v: string | undefined): string | undefined {
+  return v === undefined ? undefined : writablePath('flow-log', v);
 }
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -295,6 +323,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     // channel. Policy starts first so the fast path's first ADD already waits for enforcement.
     const endpointChanges = new EndpointChanges();
     a.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), endpointChanges, repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube'));
+    if (flags.flowRecords > 0) {
+      a.addService('flows', flowServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), {
+        capacity: flags.flowRecords, logGroup: FLOW_LOG_GROUP, ...(flags.flowLog !== undefined && { exportFile: flags.flowLog }),
+      }));
+    }
     if (flags.cniSocket !== 'off') a.addService('cni-server', cniServerService(flags.cniSocket, endpointChanges.announce));
     const fatal = new Promise<WeftError>((resolve) => a.onFatal(resolve));
     const started = await untilSignal(a.start());

@@ -59,7 +59,7 @@ export function protoName(n: number): FlowProto {
 export class FlowObserver {
   readonly ring: FlowRing;
   /** conntrack id → the open record's ring sequence number and the record. */
-  private readonly open = new Map<number, { seq: number; rec: FlowRecord }>();
+  private readonly open = new Map<number, { seq: number; rec: FlowRecord; closedAt?: string }>();
   /** 5-tuple → the drop record being counted into. */
   private readonly drops = new Map<string, { seq: number; rec: FlowRecord; last: number }>();
   /** Events the kernel dropped before they were read (conntrack overruns). */
@@ -98,19 +98,37 @@ export class FlowObserver {
     }
   }
 
-  /** The connection is gone: its record completed in place (or added, if it was not seen start). */
-  ended(f: CtFlow): void {
+  /**
+   * The connection is over. `final`: conntrack destroyed the entry — the record is completed in
+   * place (or added, if its start was not seen) and exported. Not final: a TCP connection that
+   * closed (FIN or RST seen) — conntrack keeps it in TIME_WAIT for minutes, and counters only
+   * come with the destroy, so the service reads them from a dump and completes the record now;
+   * the destroy later completes it again, in place.
+   */
+  ended(f: CtFlow, final = true): void {
     if (!this.relevant(f.original)) return;
     const known = f.id !== undefined ? this.open.get(f.id) : undefined;
-    if (f.id !== undefined) this.open.delete(f.id);
+    if (final && f.id !== undefined) this.open.delete(f.id);
     const c = f.counters;
+    // The end is when it closed, even if the entry lingered in TIME_WAIT before its destroy.
+    const end = known?.closedAt ?? new Date(f.stopMs ?? this.now()).toISOString();
     const rec: FlowRecord = {
       ...this.base(f.original),
       bytes: c ? c.original.bytes + c.reply.bytes : 0, packets: c ? c.original.packets + c.reply.packets : 0, verdict: 'forwarded',
-      start: known?.rec.start ?? new Date(f.startMs ?? this.now()).toISOString(), end: new Date(f.stopMs ?? this.now()).toISOString(),
+      start: known?.rec.start ?? new Date(f.startMs ?? this.now()).toISOString(), end,
     };
-    if (!known || !this.ring.replace(known.seq, rec)) this.ring.push(rec);
-    this.o.onRecord?.(rec);
+    if (known && this.ring.replace(known.seq, rec)) {
+      if (!final) { known.rec = rec; known.closedAt = end; }
+    } else {
+      const seq = this.ring.push(rec);
+      if (!final && f.id !== undefined) this.open.set(f.id, { seq, rec, closedAt: end });
+    }
+    if (final) this.o.onRecord?.(rec);
+  }
+
+  /** Ids of open connections, for the service to find them in a dump. */
+  isOpen(id: number): boolean {
+    return this.open.has(id);
   }
 
   /** A packet the policy dropped; anything else on the group (another program's log) is ignored. */

@@ -41,6 +41,26 @@ describe('flow observer', () => {
     assert.deepEqual(done, [rec]);
   });
 
+  it('a TCP connection that closed is completed from a dump at once, and again by its destroy minutes later: one record, exported once', () => {
+    const now = { t: Date.parse('2026-12-07T10:00:00Z') };
+    const done: FlowRecord[] = [];
+    const o = observer(now, done);
+    o.started({ original: tuple, id: 3, startMs: now.t });
+    now.t += 2000;
+    o.ended({ original: tuple, id: 3, counters: { original: { packets: 5, bytes: 500 }, reply: { packets: 4, bytes: 300 } } }, false);
+    assert.equal(o.isOpen(3), true);
+    let [rec] = o.ring.after(0).records;
+    assert.deepEqual({ bytes: rec?.bytes, end: rec?.end }, { bytes: 800, end: '2026-12-07T10:00:02.000Z' });
+    assert.deepEqual(done, [], 'exported with its destroy');
+    now.t += 120_000;
+    o.ended({ original: tuple, id: 3, counters: { original: { packets: 6, bytes: 552 }, reply: { packets: 4, bytes: 300 } }, stopMs: now.t });
+    assert.equal(o.ring.size, 1);
+    [rec] = o.ring.after(0).records;
+    assert.deepEqual({ bytes: rec?.bytes, end: rec?.end }, { bytes: 852, end: '2026-12-07T10:00:02.000Z' }, 'the end stays when it closed');
+    assert.equal(done.length, 1);
+    assert.equal(o.isOpen(3), false);
+  });
+
   it('a destroy never seen start is still recorded; traffic with no end in the network is not', () => {
     const o = observer({ t: 0 });
     o.ended({ original: tuple, id: 9 });
