@@ -3,17 +3,16 @@
 // value and use count, in one dump (NFT_MSG_GETOBJ). `nft -j list counters` would answer the
 // same, but each call starts a process, and weftd forks its whole heap to start one; this is a
 // single request on a socket weftd keeps. Writes stay with nft(8) (src/nft/nft.ts).
-//
-// nfnetlink messages are struct nfgenmsg {family u8, version u8, res_id be16} followed by
-// attributes whose integers are big endian (unlike rtnetlink's).
+// nfnetlink's framing is src/netlink/nfnetlink.ts; attribute integers are big endian (unlike
+// rtnetlink's).
 import { WeftError, CniCode } from '../errors.js';
-import { AttrSet, nla, smallBuffer, type Attr } from './attrs.js';
+import { AttrSet, nla, type Attr } from './attrs.js';
 import type { NlMessage, RequestSpec } from './message.js';
-import { NLM_F_DUMP, NLM_F_REQUEST } from './constants.js';
+import { NETLINK_NETFILTER, NFGENMSG_LEN, NLM_F_DUMP, NLM_F_REQUEST } from './constants.js';
+import { nfgenmsg, nfnlType } from './nfnetlink.js';
 import { NetlinkSocket } from './socket.js';
 import { isNetlinkError } from './error.js';
 
-export const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFT_MSG_NEWOBJ = 18;
 const NFT_MSG_GETOBJ = 19;
@@ -25,13 +24,12 @@ const NFTA_OBJ_USE = 5;
 const NFT_OBJECT_COUNTER = 1;
 const NFTA_COUNTER_BYTES = 1;
 const NFTA_COUNTER_PACKETS = 2;
-const NFGENMSG_LEN = 4;
 
 /** nft's family names as nfgenmsg numbers them (NFPROTO_*). */
 export const NFPROTO = { inet: 1, ip: 2, arp: 3, netdev: 5, bridge: 7, ip6: 10 } as const;
 export type NfFamily = keyof typeof NFPROTO;
 
-const msgType = (m: number): number => (NFNL_SUBSYS_NFTABLES << 8) | m;
+const msgType = (m: number): number => nfnlType(NFNL_SUBSYS_NFTABLES, m);
 
 export interface NftCounter {
   readonly name: string;
@@ -52,8 +50,7 @@ function be32(type: number, n: number): Attr {
 
 /** Dumps the named counters of one table (the kernel filters by family, table and type). */
 export function counterDumpRequest(family: NfFamily, table: string): RequestSpec {
-  const fixed = smallBuffer(NFGENMSG_LEN);
-  fixed.writeUInt8(NFPROTO[family], 0); // version NFNETLINK_V0 and res_id 0 stay zero
+  const fixed = nfgenmsg(NFPROTO[family]);
   return {
     type: msgType(NFT_MSG_GETOBJ),
     flags: NLM_F_REQUEST | NLM_F_DUMP,
