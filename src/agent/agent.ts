@@ -100,6 +100,11 @@ export interface AgentContext {
   readonly metrics: AgentMetrics;
   /** Adds or changes a KEY=VALUE line in subnet.env (rewritten atomically). */
   setSubnetEnv(key: string, value: string): void;
+  /**
+   * Calls fn with the peers (other hosts' leases) now, and after every successful reconcile
+   * pass with the peers it was given. Returns the undo.
+   */
+  watchPeers(fn: (peers: readonly Lease[]) => void): () => void;
 }
 
 export interface AgentService {
@@ -151,6 +156,7 @@ export class Agent {
   /** lastPeers split by lastReport.skipped, worked out on the first /peers after a pass. */
   private split: { report: ReconcileReport; value: PeerSplit } | undefined;
   private lastReconcileError: string | undefined;
+  private readonly peerWatchers = new Set<(peers: readonly Lease[]) => void>();
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log ?? createLogger({ component: 'weftd' });
@@ -348,7 +354,7 @@ export class Agent {
     };
     writeEnv();
     this.phase = 'applying traffic rules';
-    this.rules = { network: clusterNetwork, ipMasq: o.ipMasq };
+    this.rules = { network: clusterNetwork, ipMasq: o.ipMasq, subnet: lease.subnet };
     await this.ensureRules();
 
     // 6. Watch the others; the first listing arrives as one batch of `added`.
@@ -368,6 +374,11 @@ export class Agent {
       nl, network, clusterNetwork, subnet: lease.subnet, mtu: prep.mtu, ipMasq: o.ipMasq, publicIP: pub,
       backendType: backend.type, subnetFile: o.subnetFile, nodeName: o.nodeName, log: this.log, metrics: this.metrics,
       setSubnetEnv: (key, value) => { this.extraEnv.set(key, value); writeEnv(); },
+      watchPeers: (fn) => {
+        this.peerWatchers.add(fn);
+        fn(this.lastPeers);
+        return () => { this.peerWatchers.delete(fn); };
+      },
     };
     for (const s of this.services) {
       const svc = await s.start(this.ctx);
@@ -462,6 +473,13 @@ export class Agent {
       this.lastReport = { ...report, at: new Date().toISOString() };
       this.lastPeers = peers;
       this.lastReconcileError = undefined;
+      for (const fn of this.peerWatchers) {
+        try {
+          fn(peers);
+        } catch (err) {
+          this.log.warn('peer watcher failed', { error: err instanceof Error ? err.message : String(err) });
+        }
+      }
       if (report.repairs + report.removals > 0) this.log.info('dataplane reconciled', { why, peers: peers.length, written: report.repairs, removed: report.removals });
       if (report.problems.length > 0 && report.problems.join('\n') !== before) this.log.warn('dataplane problems', { problems: report.problems });
     } catch (err) {

@@ -1,9 +1,13 @@
 // weftd's nftables rules, all in its own table `inet weft` (the CNI plugins use `weft-cni`;
-// nothing else is touched): forward accept for the cluster network, and with --ip-masq
-// masquerade for pod traffic leaving it. The table is written whole in one transaction
-// (create, flush, fill), so re-applying is idempotent and never leaves a half state.
+// nothing else is touched): forward accept for the cluster network, with --ip-masq masquerade
+// for pod traffic leaving it, and, once the node's subnet is known, the per-peer traffic
+// counters' maps and rules (src/agent/peer-traffic.ts). The table is written whole in one
+// transaction (create, flush, fill), so re-applying is idempotent and never leaves a half state;
+// `flush table` removes rules only, so the counters and map elements weftd keeps for its peers
+// survive it.
 import { type Cidr, formatCidr } from '../net/ip.js';
 import { nftApply, nftListRules } from '../nft/nft.js';
+import { PEER_RULES, peerAccountingScript } from './peer-traffic.js';
 
 export const AGENT_TABLE = 'weft';
 
@@ -11,6 +15,8 @@ export interface AgentRulesSpec {
   /** The whole cluster network (FLANNEL_NETWORK). */
   readonly network: Cidr;
   readonly ipMasq: boolean;
+  /** This node's pod subnet: with it the table also counts traffic per peer subnet. */
+  readonly subnet?: Cidr;
 }
 
 export function agentRulesScript(s: AgentRulesSpec): string {
@@ -31,12 +37,13 @@ export function agentRulesScript(s: AgentRulesSpec): string {
       `add rule ${t} postrouting ip saddr ${net} ip daddr != 224.0.0.0/4 masquerade fully-random comment "weft: leaving the cluster network"`,
     );
   }
+  if (s.subnet) lines.push(...peerAccountingScript(AGENT_TABLE, s.network, s.subnet));
   return lines.join('\n') + '\n';
 }
 
 /** How many rules agentRulesScript puts in the table, for the repair check. */
 export function agentRuleCount(s: AgentRulesSpec): number {
-  return s.ipMasq ? 4 : 2;
+  return (s.ipMasq ? 4 : 2) + (s.subnet ? PEER_RULES : 0);
 }
 
 export async function applyAgentRules(s: AgentRulesSpec): Promise<void> {

@@ -5,6 +5,7 @@ import { Agent } from '../agent/agent.js';
 import { cniServerService } from '../agent/cni-server.js';
 import { policyServiceStarter } from '../agent/policy-service.js';
 import { flowServiceStarter } from '../agent/flow-service.js';
+import { trafficMetricsStarter } from '../agent/traffic-metrics.js';
 import { EndpointChanges, endpointRecordDir } from '../policy/endpoint-record.js';
 import { openKeyValueStore } from '../store/kv.js';
 import { hostname } from 'node:os';
@@ -62,7 +63,8 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
   --health-addr HOST:PORT  serve weftd's HTTP endpoints here (default: off); :PORT without a
                            host listens on all addresses (0.0.0.0), so a Prometheus elsewhere
                            can scrape it; 127.0.0.1:PORT keeps it local. Endpoints: /healthz,
-                           /readyz (200 once ready, JSON details), /metrics (Prometheus),
+                           /readyz (200 once ready, JSON details), /metrics (Prometheus;
+                           also per-pod and per-peer traffic, README: Traffic metrics),
                            /peers (JSON: the peer subnets this host's dataplane has programmed
                            and those it skipped, with why) and /<backend>/status (bgp)
   --api-socket PATH        serve the same endpoints on this unix socket too (mode 0600; a
@@ -329,6 +331,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       }));
     }
     if (flags.cniSocket !== 'off') a.addService('cni-server', cniServerService(flags.cniSocket, endpointChanges.announce));
+    // Per-pod and per-peer traffic on /metrics, read from the kernel's counters on scrape.
+    a.addService('traffic-metrics', trafficMetricsStarter(endpointRecordDir(subnetFile)));
     const fatal = new Promise<WeftError>((resolve) => a.onFatal(resolve));
     const started = await untilSignal(a.start());
     if (started.type === 'signal') return await interrupted(started.signal);

@@ -10,6 +10,8 @@ export interface IperfResult {
   readonly gbps: number;
   readonly retransmits: number;
   readonly seconds: number;
+  /** Payload bytes the client sent (iperf3's end.sum_sent.bytes; without the -O seconds). */
+  readonly sentBytes: number;
 }
 
 const IPERF_PORT = 5201;
@@ -43,7 +45,7 @@ export async function iperf(serverNs: string, clientNs: string, target: string, 
       server.once('exit', (code) => { clearTimeout(timer); reject(new WeftError(CniCode.Internal, `iperf3 server in ${serverNs} exited ${code}: ${out}`)); });
     });
     const r = await execIn(clientNs, ['iperf3', '-c', target, '-p', String(IPERF_PORT), '-t', String(seconds), ...omit, ...clientPin, '-J'], { timeoutMs: (seconds + (opts.omitSeconds ?? 0) + 15) * 1000 });
-    let j: { error?: string; end?: { sum_received?: { bits_per_second?: number; seconds?: number }; sum_sent?: { retransmits?: number } } };
+    let j: { error?: string; end?: { sum_received?: { bits_per_second?: number; seconds?: number }; sum_sent?: { retransmits?: number; bytes?: number } } };
     try {
       j = JSON.parse(r.stdout) as typeof j;
     } catch {
@@ -52,7 +54,7 @@ export async function iperf(serverNs: string, clientNs: string, target: string, 
     if (j.error !== undefined || j.end?.sum_received?.bits_per_second === undefined) {
       throw new WeftError(CniCode.Internal, `iperf3 ${clientNs} → ${target}: ${j.error ?? 'no result'}`);
     }
-    return { gbps: j.end.sum_received.bits_per_second / 1e9, retransmits: j.end.sum_sent?.retransmits ?? 0, seconds: j.end.sum_received.seconds ?? seconds };
+    return { gbps: j.end.sum_received.bits_per_second / 1e9, retransmits: j.end.sum_sent?.retransmits ?? 0, seconds: j.end.sum_received.seconds ?? seconds, sentBytes: j.end.sum_sent?.bytes ?? 0 };
   } finally {
     if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
   }

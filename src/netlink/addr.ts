@@ -102,11 +102,22 @@ export function addressDeleteRequest(index: number, cidr: Cidr): RequestSpec {
   };
 }
 
-/** With strict checking the kernel filters by ifa_index itself. */
-export function addressDumpRequest(family?: IPFamily, index?: number): RequestSpec {
+/**
+ * With strict checking the kernel filters by ifa_index itself. netnsId dumps the namespace with
+ * that id (as the socket's namespace numbers it, e.g. a veth's IFLA_LINK_NETNSID) instead of the
+ * socket's own; index is then an index in that namespace.
+ */
+export function addressDumpRequest(family?: IPFamily, index?: number, netnsId?: number): RequestSpec {
+  const attrs: Attr[] = [];
+  if (netnsId !== undefined) {
+    const b = Buffer.allocUnsafe(4);
+    b.writeInt32LE(netnsId);
+    attrs.push(nla.bytes(C.IFA_TARGET_NETNSID, b));
+  }
   return {
     type: C.RTM_GETADDR,
     flags: C.NLM_F_REQUEST | C.NLM_F_DUMP,
     fixed: ifaddrmsg({ family: family ? afOf(family) : C.AF_UNSPEC, index: index ?? 0 }),
+    ...(attrs.length > 0 && { attrs }),
   };
 }

@@ -91,6 +91,62 @@ export interface Link {
   readonly bridgePort?: BridgePortInfo;
   /** Device group (IFLA_GROUP); absent for the default group 0. */
   readonly group?: number;
+  /** The kernel's counters (IFLA_STATS64); only in answers to requests that ask for them. */
+  readonly stats?: LinkStats;
+}
+
+/**
+ * struct rtnl_link_stats64, as the device reports it (for a veth: what that end sent and
+ * received). Values are u64 in the kernel; they are exact here up to 2^53 (8 PiB).
+ */
+export interface LinkStats {
+  readonly rxPackets: number;
+  readonly txPackets: number;
+  readonly rxBytes: number;
+  readonly txBytes: number;
+  readonly rxErrors: number;
+  readonly txErrors: number;
+  readonly rxDropped: number;
+  readonly txDropped: number;
+  readonly multicast: number;
+  readonly collisions: number;
+  readonly rxLengthErrors: number;
+  readonly rxOverErrors: number;
+  readonly rxCrcErrors: number;
+  readonly rxFrameErrors: number;
+  readonly rxFifoErrors: number;
+  readonly rxMissedErrors: number;
+  readonly txAbortedErrors: number;
+  readonly txCarrierErrors: number;
+  readonly txFifoErrors: number;
+  readonly txHeartbeatErrors: number;
+  readonly txWindowErrors: number;
+  readonly rxCompressed: number;
+  readonly txCompressed: number;
+  /** Frames no protocol handler took (kernel 4.6+). */
+  readonly rxNohandler?: number;
+  /** Frames for another host's MAC address dropped by IP (kernel 5.19+). */
+  readonly rxOtherhostDropped?: number;
+}
+
+/** The fields of rtnl_link_stats64 in kernel order; older kernels send a prefix of them. */
+const STATS64_FIELDS = [
+  'rxPackets', 'txPackets', 'rxBytes', 'txBytes', 'rxErrors', 'txErrors', 'rxDropped', 'txDropped', 'multicast', 'collisions',
+  'rxLengthErrors', 'rxOverErrors', 'rxCrcErrors', 'rxFrameErrors', 'rxFifoErrors', 'rxMissedErrors',
+  'txAbortedErrors', 'txCarrierErrors', 'txFifoErrors', 'txHeartbeatErrors', 'txWindowErrors',
+  'rxCompressed', 'txCompressed', 'rxNohandler', 'rxOtherhostDropped',
+] as const satisfies readonly (keyof LinkStats)[];
+
+/** The fields every kernel weft runs on sends (up to txCompressed, since 2.6). */
+const STATS64_REQUIRED = 23;
+
+/** Decodes an IFLA_STATS64 value; undefined when it is shorter than any kernel sends. */
+export function decodeLinkStats(b: Buffer): LinkStats | undefined {
+  const n = Math.min(STATS64_FIELDS.length, Math.floor(b.length / 8));
+  if (n < STATS64_REQUIRED) return undefined;
+  const out: Partial<Record<keyof LinkStats, number>> = {};
+  for (let i = 0; i < n; i++) out[STATS64_FIELDS[i]!] = Number(b.readBigUInt64LE(i * 8));
+  return out as LinkStats;
 }
 
 export function decodeLink(msg: NlMessage): Link {
@@ -110,6 +166,8 @@ export function decodeLink(msg: NlMessage): Link {
   const info = linkinfo && kind ? decodeLinkInfo(kind, linkinfo.nested(C.IFLA_INFO_DATA)) : undefined;
   const slaveKind = linkinfo?.str(C.IFLA_INFO_SLAVE_KIND);
   const slaveData = linkinfo?.nested(C.IFLA_INFO_SLAVE_DATA);
+  const statsRaw = a.bytes(C.IFLA_STATS64);
+  const stats = statsRaw ? decodeLinkStats(statsRaw) : undefined;
   return {
     index,
     name: a.str(C.IFLA_IFNAME) ?? '',
@@ -130,6 +188,7 @@ export function decodeLink(msg: NlMessage): Link {
     ...(info && { info }),
     ...(slaveKind === 'bridge' && { bridgePort: { hairpin: (slaveData?.u8(C.IFLA_BRPORT_MODE) ?? 0) !== 0 } }),
     ...(group !== undefined && group !== 0 && { group }),
+    ...(stats && { stats }),
   };
 }
 
@@ -313,12 +372,17 @@ export function linkGetRequest(ref: LinkRef): RequestSpec {
   return { type: C.RTM_GETLINK, flags: C.NLM_F_REQUEST, fixed, attrs };
 }
 
-export function linkDumpRequest(): RequestSpec {
+/**
+ * Every link of the namespace. Without `stats` the kernel leaves the counters out (a third of a
+ * veth's reply); with it each link carries IFLA_STATS64, read from the devices' own per-CPU
+ * counters at dump time — what `ip -s link` shows, at no cost to the packets themselves.
+ */
+export function linkDumpRequest(opts: { readonly stats?: boolean } = {}): RequestSpec {
   return {
     type: C.RTM_GETLINK,
     flags: C.NLM_F_REQUEST | C.NLM_F_DUMP,
     fixed: ifinfomsg(),
-    attrs: [nla.u32(C.IFLA_EXT_MASK, C.RTEXT_FILTER_SKIP_STATS)],
+    attrs: [nla.u32(C.IFLA_EXT_MASK, opts.stats ? 0 : C.RTEXT_FILTER_SKIP_STATS)],
   };
 }
 

@@ -235,8 +235,9 @@ export class Netlink {
 
   // ---- links ----
 
-  listLinks(): Link[] {
-    return this.sock.dump(linkDumpRequest(), `list links${this.where()}`, C.RTM_NEWLINK).map(decodeLink);
+  /** Every link; `stats` adds each one's counters (Link.stats). */
+  listLinks(opts: { readonly stats?: boolean } = {}): Link[] {
+    return this.sock.dump(linkDumpRequest(opts), `list links${this.where()}`, C.RTM_NEWLINK).map(decodeLink);
   }
 
   getLink(ref: LinkRef): Link | undefined {
@@ -451,10 +452,19 @@ export class Netlink {
     );
   }
 
-  listAddresses(filter: { link?: LinkRef; family?: IPFamily } = {}): Address[] {
+  /**
+   * The addresses of this namespace, or with netnsId of the namespace this one numbers so (a
+   * veth's linkNetnsId: its peer's namespace, which needs no path to be read); link is then an
+   * index in that namespace.
+   */
+  listAddresses(filter: { link?: LinkRef; family?: IPFamily; netnsId?: number } = {}): Address[] {
+    if (filter.netnsId !== undefined && filter.link !== undefined && typeof filter.link !== 'number') {
+      throw new WeftError(CniCode.Netlink, 'listing addresses in another namespace takes a link index of that namespace, not a name');
+    }
     const index = filter.link !== undefined ? this.indexOf(filter.link) : undefined;
+    const where = filter.netnsId !== undefined ? ` in namespace id ${filter.netnsId}${this.nsPath ? ` (as ${this.nsPath} numbers it)` : ''}` : this.where();
     return this.sock
-      .dump(addressDumpRequest(filter.family, index), `list addresses${this.where()}`, C.RTM_NEWADDR)
+      .dump(addressDumpRequest(filter.family, index, filter.netnsId), `list addresses${where}`, C.RTM_NEWADDR)
       .map(decodeAddress)
       .filter((a): a is Address => a !== undefined && (index === undefined || a.index === index) && (filter.family === undefined || a.family === filter.family));
   }

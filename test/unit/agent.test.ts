@@ -123,6 +123,32 @@ describe('agent', () => {
     assert.deepEqual(calls(w), ['full []', 'incremental [10.244.1.0/24 10.244.2.0/24 10.244.3.0/24]']);
   });
 
+  it('watchPeers: the peers at once, then those of every successful pass; the undo stops it', async () => {
+    const w = await started(async (w) => { await w.addPeer('10.244.7.0/24'); });
+    assert.equal(formatCidr(w.rulesApplied[0]!.subnet!), formatCidr(w.subnet), 'the rules know the subnet (per-peer counters)');
+    const ctx = w.agent.context;
+    assert.ok(ctx);
+    const seen: string[][] = [];
+    const undo = ctx.watchPeers((peers) => seen.push(peers.map((p) => formatCidr(p.subnet)).sort()));
+    assert.deepEqual(seen, [['10.244.7.0/24']]);
+    await w.addPeer('10.244.8.0/24');
+    await settle();
+    w.clock.advance(0);
+    await settle();
+    assert.deepEqual(seen.at(-1), ['10.244.7.0/24', '10.244.8.0/24']);
+    w.backend.report = new Error('kernel says no');
+    await w.removePeer('10.244.7.0/24');
+    await settle();
+    w.clock.advance(BATCH_MS);
+    await settle();
+    assert.equal(seen.length, 2, 'a failed pass tells nobody');
+    w.backend.report = { repairs: 0, removals: 0, problems: [], skipped: [] };
+    undo();
+    w.clock.advance(REPAIR_MS);
+    await settle();
+    assert.equal(seen.length, 2, 'nothing after the undo');
+  });
+
   it('keeps batchDelayMs between the end of one event pass and the start of the next', async () => {
     const w = await started();
     await w.addPeer('10.244.1.0/24');
