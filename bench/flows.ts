@@ -16,8 +16,9 @@ import { cleanEnv, cpuSeconds, rssMB } from './common/process.js';
 import { iperf } from '../src/lab/bench.js';
 import { execIn } from '../src/lab/exec.js';
 import { ECHO_PORT } from '../src/lab/lab.js';
-import { labStateDir } from '../src/lab/naming.js';
-import { labRecordSchema, type LabRecord } from '../src/lab/state.js';
+import { labStateDir, parseLabName } from '../src/lab/naming.js';
+import { weftdGet } from '../src/cli/weftd-http.js';
+import { LabDirs, labRecordSchema, type LabRecord } from '../src/lab/state.js';
 import { readFileSync } from 'node:fs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -85,6 +86,15 @@ function recordCount(lab: Lab): number {
   return r.stdout.split('\n').filter((l) => l.trim() !== '').length;
 }
 
+/** Kernel events each weftd lost before reading them (its /flows says). */
+async function lostEvents(lab: Lab): Promise<number[]> {
+  const dirs = LabDirs.of(parseLabName(lab.name));
+  return Promise.all(lab.rec.hostList.map(async (h) => {
+    const r = await weftdGet(`unix:${dirs.apiSocket(h.index)}`, '/flows?after=999999999');
+    return (JSON.parse(r.body) as { lostEvents?: number }).lostEvents ?? NaN;
+  }));
+}
+
 export const benchmark: Benchmark = {
   name: 'flows',
   summary: 'flow records on vs off: iperf3 throughput (target ≥ 0.95×), weftd CPU and RSS at 10k flows/min',
@@ -113,6 +123,7 @@ export const benchmark: Benchmark = {
       const loadOn = await load(on, minutes * 60);
       const loadOff = await load(off, minutes * 60);
       const kept = recordCount(on);
+      const lost = await lostEvents(on);
       const ratio = median(gbps.on) / median(gbps.off);
       const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
       const f1 = (x: number) => x.toFixed(1);
@@ -127,7 +138,7 @@ export const benchmark: Benchmark = {
         `| connections opened / answered in ${minutes} min | ${loadOn.made} / ${loadOn.answered} | ${loadOff.made} / ${loadOff.answered} | |`,
         `| weftd CPU seconds over those ${minutes} min, h0 + h1 (h0 / h1) | ${f1(sum(loadOn.cpu))} (${loadOn.cpu.map(f1).join(' / ')}) | ${f1(sum(loadOff.cpu))} (${loadOff.cpu.map(f1).join(' / ')}) | ${(sum(loadOn.cpu) / Math.max(0.01, sum(loadOff.cpu))).toFixed(2)} |`,
         `| weftd RSS idle → after, h0 / h1 (MB) | ${idleOn.map(f1).join(' / ')} → ${loadOn.rss.map(f1).join(' / ')} | ${idleOff.map(f1).join(' / ')} → ${loadOff.rss.map(f1).join(' / ')} | |`,
-        `| flow records kept (weftctl flows --lab) | ${kept} | – | |`,
+        `| flow records kept (weftctl flows --lab), events lost h0 / h1 | ${kept}, ${lost.join(' / ')} | – | |`,
         '',
         `Throughput rounds alternate the labs (ABBA), pinned (client CPU 0, server CPU 1), the first second of each run left out; each value: ${gbps.on.map((x) => x.toFixed(2)).join(', ')} (on) and ${gbps.off.map((x) => x.toFixed(2)).join(', ')} (off). The connection load is ${RATE} connections a second (10k a minute), each a line echoed back and closed; CPU is weftd's own (user + system) on both hosts, the ring holds at most 10000 records, so at 10k flows a minute it keeps about the last minute.`,
       ];

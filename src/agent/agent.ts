@@ -61,6 +61,8 @@ export interface AgentOptions {
   readonly store: SubnetStore;
   readonly subnetFile: string;
   readonly ipMasq: boolean;
+  /** Make sure the kernel tracks forwarded connections (flow records read conntrack's events). */
+  readonly trackConnections?: boolean;
   readonly iface?: string;
   readonly publicIP?: string;
   /** host:port for /healthz, /readyz, /metrics, /peers; none when undefined. */
@@ -354,7 +356,7 @@ export class Agent {
     };
     writeEnv();
     this.phase = 'applying traffic rules';
-    this.rules = { network: clusterNetwork, ipMasq: o.ipMasq, subnet: lease.subnet };
+    this.rules = { network: clusterNetwork, ipMasq: o.ipMasq, subnet: lease.subnet, ...(o.trackConnections && { track: true }) };
     await this.ensureRules();
 
     // 6. Watch the others; the first listing arrives as one batch of `added`.

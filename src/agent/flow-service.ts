@@ -6,7 +6,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { Counter, Gauge } from 'prom-client';
 import { formatIP, type IP } from '../net/ip.js';
-import { dumpConntrack, enableConntrackAccounting, watchConntrack, type ConntrackWatch } from '../netlink/conntrack.js';
+import { ConntrackReader, enableConntrackAccounting, watchConntrack, type ConntrackWatch } from '../netlink/conntrack.js';
 import { watchNflog, type NflogWatch } from '../netlink/nflog.js';
 import { endpointCache } from '../policy/parsed-cache.js';
 import { ENDPOINTS } from '../policy/store.js';
@@ -60,22 +60,9 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
     let watch: KeyValueWatch | undefined;
     let ct: ConntrackWatch | undefined;
     let nflog: NflogWatch | undefined;
-    /** TCP connections that closed since the last sweep (conntrack ids), waiting for their counters. */
-    let closing = new Set<number>();
-    const sweep = setInterval(() => {
-      observer.closeQuietDrops();
-      if (closing.size === 0) return;
-      const ids = closing;
-      closing = new Set();
-      // One dump for every connection closed this second: counters only come with a destroy,
-      // which TIME_WAIT puts off for two minutes.
-      try {
-        for (const f of dumpConntrack()) if (f.id !== undefined && ids.has(f.id)) observer.ended(f, false);
-      } catch (err) {
-        log.warn('conntrack dump', { error: err instanceof Error ? err.message : String(err) });
-      }
-    }, 1000);
+    const sweep = setInterval(() => observer.closeQuietDrops(), 1000);
     sweep.unref();
+    const reader = new ConntrackReader();
     try {
       watch = kv.watch(ENDPOINTS, (ev) => {
         if (ev.type === 'snapshot') endpoints.replaceAll(ev.entries);
@@ -88,9 +75,18 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
       enableConntrackAccounting(undefined);
       ct = watchConntrack((ev) => {
         if (ev.type === 'new') observer.started(ev.flow);
-        else if (ev.type === 'destroy') { observer.ended(ev.flow); if (ev.flow.id !== undefined) closing.delete(ev.flow.id); } else if (ev.type === 'update') {
+        else if (ev.type === 'destroy') observer.ended(ev.flow);
+        else if (ev.type === 'update') {
+          // A TCP connection that closed stays in TIME_WAIT for minutes before its destroy, and
+          // counters come only with that destroy or a read: read this one entry now.
           const st = ev.flow.tcpState;
-          if ((st === 'time-wait' || st === 'close') && ev.flow.id !== undefined && observer.isOpen(ev.flow.id)) closing.add(ev.flow.id);
+          if ((st !== 'time-wait' && st !== 'close') || ev.flow.id === undefined || !observer.isOpen(ev.flow.id)) return;
+          try {
+            const now = reader.get(ev.flow.original);
+            if (now) observer.ended(now, false);
+          } catch (err) {
+            log.warn('conntrack read', { error: err instanceof Error ? err.message : String(err) });
+          }
         }
         else if (ev.type === 'overrun') { observer.lostEvents += 1; lost.set(observer.lostEvents); } else if (ev.type === 'error') log.warn('conntrack events', { error: ev.error.message, fatal: ev.fatal });
       });
@@ -102,6 +98,7 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
       }
     } catch (err) {
       clearInterval(sweep);
+      reader.close();
       ct?.close();
       nflog?.close();
       await watch?.close();
@@ -119,6 +116,7 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
       close: async () => {
         clearInterval(sweep);
         ct?.close();
+        reader.close();
         nflog?.close();
         observer.closeQuietDrops(Number.POSITIVE_INFINITY);
         await watch?.close();

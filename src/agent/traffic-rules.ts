@@ -17,6 +17,11 @@ export interface AgentRulesSpec {
   readonly ipMasq: boolean;
   /** This node's pod subnet: with it the table also counts traffic per peer subnet. */
   readonly subnet?: Cidr;
+  /**
+   * A `ct` match in the forward chain: the kernel tracks a namespace's connections only once some
+   * rule there uses conntrack (masquerade, a policy), and flow records come from its events.
+   */
+  readonly track?: boolean;
 }
 
 export function agentRulesScript(s: AgentRulesSpec): string {
@@ -26,6 +31,7 @@ export function agentRulesScript(s: AgentRulesSpec): string {
     `add table ${t}`,
     `flush table ${t}`,
     `add chain ${t} forward { type filter hook forward priority filter; policy accept; }`,
+    ...(s.track ? [`add rule ${t} forward ct state invalid counter comment "weft: connections tracked (flow records)"`] : []),
     `add rule ${t} forward ip saddr ${net} accept comment "weft: from the cluster network"`,
     `add rule ${t} forward ip daddr ${net} accept comment "weft: to the cluster network"`,
   ];
@@ -43,7 +49,7 @@ export function agentRulesScript(s: AgentRulesSpec): string {
 
 /** How many rules agentRulesScript puts in the table, for the repair check. */
 export function agentRuleCount(s: AgentRulesSpec): number {
-  return (s.ipMasq ? 4 : 2) + (s.subnet ? PEER_RULES : 0);
+  return (s.ipMasq ? 4 : 2) + (s.subnet ? PEER_RULES : 0) + (s.track ? 1 : 0);
 }
 
 export async function applyAgentRules(s: AgentRulesSpec): Promise<void> {

@@ -123,9 +123,14 @@ export async function main(rawArgv: string[]): Promise<number> {
 // A command is done when it returns: exit then, rather than when the event loop drains. A gRPC
 // connection attempt to an etcd member behind a black hole outlives its client's close() until
 // the kernel gives up on the SYN (minutes); the request had long failed with its deadline.
-// (stdout and stderr are synchronous on Linux for files, pipes and terminals: nothing is lost.)
+// Output still queued for a full pipe goes first: a reader slower than the command (weftctl flows
+// --json | …) otherwise lost all but the first pipe-buffer's worth.
+function exitAfterOutput(code: number): void {
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
+
 main(process.argv.slice(2)).then(
-  (code) => { process.exit(code); },
+  (code) => { exitAfterOutput(code); },
   (err: unknown) => {
     process.stderr.write(`weftctl: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
     process.exit(ExitCode.Failure);

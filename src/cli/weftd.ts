@@ -310,6 +310,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       store: opened,
       subnetFile,
       ipMasq: flags.ipMasq,
+      ...(flags.flowRecords > 0 && { trackConnections: true }),
       ...(iface !== undefined && { iface }),
       ...(publicIP !== undefined && { publicIP }),
       ...(healthAddr !== undefined && { healthAddr }),

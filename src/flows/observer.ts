@@ -126,9 +126,10 @@ export class FlowObserver {
     if (final) this.o.onRecord?.(rec);
   }
 
-  /** Ids of open connections, for the service to find them in a dump. */
+  /** A connection recorded open and not yet seen closing: its counters are still to be read. */
   isOpen(id: number): boolean {
-    return this.open.has(id);
+    const o = this.open.get(id);
+    return o !== undefined && o.closedAt === undefined;
   }
 
   /** A packet the policy dropped; anything else on the group (another program's log) is ignored. */

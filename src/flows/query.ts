@@ -35,27 +35,29 @@ const SAME_START_MS = 2000;
  * that dropped it knows why), and every node's name.
  */
 export function mergeFlows(lists: readonly (readonly FlowRecord[])[]): FlowRecord[] {
-  const all = lists.flat().sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
-  const open = new Map<string, FlowRecord[]>();
+  const all = lists.flat().map((r) => ({ r, t: Date.parse(r.start) })).sort((a, b) => a.t - b.t);
+  /** Per connection key, the records kept so far: their place in `out` and start time. */
+  const byKey = new Map<string, Array<{ at: number; t: number }>>();
   const out: FlowRecord[] = [];
-  for (const r of all) {
+  for (const { r, t } of all) {
     const key = flowKey(r);
-    const same = (open.get(key) ?? []).find((m) => Math.abs(Date.parse(m.start) - Date.parse(r.start)) <= SAME_START_MS && !m.node.split(',').includes(r.node));
+    const kept = byKey.get(key) ?? [];
+    const same = kept.find((k) => Math.abs(k.t - t) <= SAME_START_MS && !(out[k.at]?.node.split(',').includes(r.node) ?? true));
     if (!same) {
+      kept.push({ at: out.length, t });
+      byKey.set(key, kept);
       out.push(r);
-      open.set(key, [...(open.get(key) ?? []), r]);
       continue;
     }
-    const merged: FlowRecord = {
-      ...same,
-      src: { ...r.src, ...same.src }, dst: { ...r.dst, ...same.dst },
-      bytes: Math.max(same.bytes, r.bytes), packets: Math.max(same.packets, r.packets),
-      ...(r.verdict === 'dropped' && same.verdict !== 'dropped' ? { verdict: 'dropped' as const, ...(r.policy !== undefined && { policy: r.policy }) } : {}),
-      ...(r.end !== undefined && (same.end === undefined || r.end > same.end) ? { end: r.end } : {}),
-      node: `${same.node},${r.node}`,
+    const m = out[same.at] as FlowRecord;
+    out[same.at] = {
+      ...m,
+      src: { ...r.src, ...m.src }, dst: { ...r.dst, ...m.dst },
+      bytes: Math.max(m.bytes, r.bytes), packets: Math.max(m.packets, r.packets),
+      ...(r.verdict === 'dropped' && m.verdict !== 'dropped' ? { verdict: 'dropped' as const, ...(r.policy !== undefined && { policy: r.policy }) } : {}),
+      ...(r.end !== undefined && (m.end === undefined || r.end > m.end) ? { end: r.end } : {}),
+      node: `${m.node},${r.node}`,
     };
-    out[out.indexOf(same)] = merged;
-    open.set(key, (open.get(key) ?? []).map((m) => (m === same ? merged : m)));
   }
   return out;
 }

@@ -14,9 +14,10 @@
 // uses conntrack (an nftables `ct` match, NAT).
 
 import { WeftError, CniCode } from '../errors.js';
-import type { IP, IPFamily } from '../net/ip.js';
+import { type IP, type IPFamily, ipToBytes } from '../net/ip.js';
 import { writeSysctl } from '../netns/sysctl.js';
-import { AttrSet } from './attrs.js';
+import { type Attr, AttrSet } from './attrs.js';
+import { NetlinkError } from './error.js';
 import * as C from './constants.js';
 import { familyOfAf } from './family.js';
 import { DEFAULT_EVENT_BUFFER_BYTES, NetlinkListener, type ListenerProblem } from './listener.js';
@@ -226,6 +227,55 @@ export function dumpConntrack(opts: ConntrackDumpOptions = {}): ConntrackFlow[] 
     return sock.dump(conntrackDumpRequest(opts.family), `dump conntrack table${where}`, CT_NEW).map(decodeConntrackFlow);
   } finally {
     sock.close();
+  }
+}
+
+/** IPCTNL_MSG_CT_GET for the one entry whose original direction is `t` (ports: TCP, UDP, SCTP). */
+export function conntrackGetRequest(t: ConntrackTuple): RequestSpec {
+  const v4 = t.src.family === 4;
+  const proto: Attr[] = [{ type: C.CTA_PROTO_NUM, value: Uint8Array.of(t.proto) }];
+  const be16 = (n: number) => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
+  if (t.srcPort !== undefined) proto.push({ type: C.CTA_PROTO_SRC_PORT, value: be16(t.srcPort) });
+  if (t.dstPort !== undefined) proto.push({ type: C.CTA_PROTO_DST_PORT, value: be16(t.dstPort) });
+  return {
+    type: CT_GET,
+    flags: C.NLM_F_REQUEST,
+    fixed: nfgenmsg(v4 ? C.AF_INET : C.AF_INET6),
+    attrs: [{
+      type: C.CTA_TUPLE_ORIG, nestedFlag: true, value: [
+        { type: C.CTA_TUPLE_IP, nestedFlag: true, value: [
+          { type: v4 ? C.CTA_IP_V4_SRC : C.CTA_IP_V6_SRC, value: ipToBytes(t.src) },
+          { type: v4 ? C.CTA_IP_V4_DST : C.CTA_IP_V6_DST, value: ipToBytes(t.dst) },
+        ] },
+        { type: C.CTA_TUPLE_PROTO, nestedFlag: true, value: proto },
+      ],
+    }],
+  };
+}
+
+/**
+ * Reads single entries by their original tuple, on one socket kept open: counters come only
+ * with a destroy event or a read, and a read of one entry costs what it returns, unlike a dump of
+ * the whole table. undefined when the entry is gone.
+ */
+export class ConntrackReader {
+  private sock: NetlinkSocket | undefined;
+
+  constructor(private readonly nsPath?: string) {}
+
+  get(t: ConntrackTuple): ConntrackFlow | undefined {
+    this.sock ??= NetlinkSocket.open({ ...(this.nsPath !== undefined && { nsPath: this.nsPath }), protocol: C.NETLINK_NETFILTER });
+    try {
+      return decodeConntrackFlow(this.sock.query(conntrackGetRequest(t), 'read a conntrack entry', CT_NEW));
+    } catch (err) {
+      if (err instanceof NetlinkError && err.errno === 2 /* ENOENT */) return undefined;
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.sock?.close();
+    this.sock = undefined;
   }
 }
 

@@ -48,7 +48,7 @@ describe('flow observer', () => {
     o.started({ original: tuple, id: 3, startMs: now.t });
     now.t += 2000;
     o.ended({ original: tuple, id: 3, counters: { original: { packets: 5, bytes: 500 }, reply: { packets: 4, bytes: 300 } } }, false);
-    assert.equal(o.isOpen(3), true);
+    assert.equal(o.isOpen(3), false, 'closed: no second read');
     let [rec] = o.ring.after(0).records;
     assert.deepEqual({ bytes: rec?.bytes, end: rec?.end }, { bytes: 800, end: '2026-12-07T10:00:02.000Z' });
     assert.deepEqual(done, [], 'exported with its destroy');
