@@ -27,7 +27,7 @@ export function parseHostPort(s: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
-/** A JSON document for a path other than the built-in ones (undefined: not found). */
+/** A JSON document (or a promise of one) for a path other than the built-in ones (undefined: not found). */
 export type ExtraRoute = (path: string) => unknown;
 
 function extraDoc(extra: ExtraRoute, path: string): unknown {
@@ -39,7 +39,7 @@ function extraDoc(extra: ExtraRoute, path: string): unknown {
 }
 
 /** What a request for an unknown path is told. */
-export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers or /<backend>/status (e.g. /bgp/status)\n';
+export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers, /policy/counters or /<backend>/status (e.g. /bgp/status)\n';
 
 /** The one request handler behind --health-addr and --api-socket. */
 export function healthHandler(readiness: () => Readiness, registry: Registry, extra?: ExtraRoute): RequestListener {
@@ -57,8 +57,13 @@ export function healthHandler(readiness: () => Readiness, registry: Registry, ex
       );
     } else {
       const doc = path !== undefined && extra !== undefined ? extraDoc(extra, path) : undefined;
-      if (doc !== undefined) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(doc) + '\n');
-      else res.writeHead(404, { 'content-type': 'text/plain' }).end(NOT_FOUND);
+      const send = (d: unknown) => {
+        if (d !== undefined) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(d) + '\n');
+        else res.writeHead(404, { 'content-type': 'text/plain' }).end(NOT_FOUND);
+      };
+      // Documents read from the kernel (e.g. /policy/counters) come as promises.
+      if (doc instanceof Promise) doc.then(send, (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err instanceof Error ? err.message : String(err)}\n`));
+      else send(doc);
     }
   };
 }
