@@ -111,6 +111,8 @@ export interface AgentService {
   close(): Promise<void>;
   /** Optional part of /readyz: the agent is ready only while every service says so. */
   readiness?(): { ready: boolean; details: unknown };
+  /** A JSON document the service serves on weftd's HTTP endpoints (undefined: not its path). */
+  document?(path: string): unknown;
 }
 
 /** A service started once the agent is ready, and closed on shutdown. */
@@ -256,6 +258,10 @@ export class Agent {
   /** The JSON documents besides /healthz, /readyz and /metrics. */
   private document(path: string): unknown {
     if (path === '/peers') return this.peers();
+    for (const { svc } of this.running) {
+      const doc = svc.document?.(path);
+      if (doc !== undefined) return doc;
+    }
     return this.backendStatus(path);
   }
 
