@@ -111,10 +111,13 @@ export interface AgentContext {
 
 export interface AgentService {
   close(): Promise<void>;
-  /** A JSON document the service serves on weftd's health server (e.g. /flows); undefined: not its path. */
-  document?(path: string, query: URLSearchParams): unknown;
   /** Optional part of /readyz: the agent is ready only while every service says so. */
   readiness?(): { ready: boolean; details: unknown };
+  /**
+   * A JSON document (or a promise of one) the service serves on weftd's HTTP endpoints, e.g.
+   * /flows?after=N or /policy/counters; undefined: not its path.
+   */
+  document?(path: string, query: URLSearchParams): unknown;
 }
 
 /** A service started once the agent is ready, and closed on shutdown. */

@@ -28,7 +28,7 @@ export function parseHostPort(s: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
-/** A JSON document for a path other than the built-in ones (undefined: not found). */
+/** A JSON document (or a promise of one) for a path other than the built-in ones (undefined: not found). */
 export type ExtraRoute = (path: string, query: URLSearchParams) => unknown;
 
 function extraDoc(extra: ExtraRoute, path: string, query: URLSearchParams): unknown {
@@ -40,7 +40,7 @@ function extraDoc(extra: ExtraRoute, path: string, query: URLSearchParams): unkn
 }
 
 /** What a request for an unknown path is told. */
-export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers, /flows or /<backend>/status (e.g. /bgp/status)\n';
+export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers, /flows, /policy/counters or /<backend>/status (e.g. /bgp/status)\n';
 
 /** The one request handler behind --health-addr and --api-socket. */
 export function healthHandler(readiness: () => Readiness, registry: Registry, extra?: ExtraRoute): RequestListener {
@@ -58,13 +58,18 @@ export function healthHandler(readiness: () => Readiness, registry: Registry, ex
       );
     } else {
       const doc = path !== undefined && extra !== undefined ? extraDoc(extra, path, new URLSearchParams(search ?? '')) : undefined;
-      if (doc === undefined) { res.writeHead(404, { 'content-type': 'text/plain' }).end(NOT_FOUND); return; }
-      // An ETag per document, so a poller (the web view asks every weftd each second) is told
-      // "unchanged" in a few bytes instead of re-reading thousands of peers.
-      const text = JSON.stringify(doc) + '\n';
-      const etag = `"${createHash('sha1').update(text).digest('base64url').slice(0, 16)}"`;
-      if (req.headers['if-none-match'] === etag) res.writeHead(304, { etag }).end();
-      else res.writeHead(200, { 'content-type': 'application/json', etag }).end(text);
+      const send = (d: unknown) => {
+        if (d === undefined) { res.writeHead(404, { 'content-type': 'text/plain' }).end(NOT_FOUND); return; }
+        // An ETag per document, so a poller (the web view asks every weftd each second) is told
+        // "unchanged" in a few bytes instead of re-reading thousands of peers.
+        const text = JSON.stringify(d) + '\n';
+        const etag = `"${createHash('sha1').update(text).digest('base64url').slice(0, 16)}"`;
+        if (req.headers['if-none-match'] === etag) res.writeHead(304, { etag }).end();
+        else res.writeHead(200, { 'content-type': 'application/json', etag }).end(text);
+      };
+      // Documents read from the kernel (e.g. /policy/counters) come as promises.
+      if (doc instanceof Promise) doc.then(send, (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err instanceof Error ? err.message : String(err)}\n`));
+      else send(doc);
     }
   };
 }

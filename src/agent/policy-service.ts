@@ -17,7 +17,8 @@ import { type Cidr, type IP, tryParseIP } from '../net/ip.js';
 import {
   type EndpointChange, type EndpointChanges, type EndpointRecord, endpointStoreKey, readEndpointRecords, recordToEndpoint,
 } from '../policy/endpoint-record.js';
-import { type EnforceResult, localNft, type NftRunner, PolicyEnforcer } from '../policy/enforcer.js';
+import { type CounterReading, type EnforceResult, localNft, type NftRunner, PolicyEnforcer } from '../policy/enforcer.js';
+import { POLICY_COUNTERS_PATH, type PolicyCountersDoc } from '../policy/counters.js';
 import { type Endpoint, type PolicyWorld } from '../policy/model.js';
 import { ENDPOINTS, NAMESPACES, PODS, POLICIES } from '../policy/store.js';
 import { ParsedCache, endpointCache, namespaceCache, policyCache } from '../policy/parsed-cache.js';
@@ -57,6 +58,8 @@ export interface PolicyServiceOptions {
    * gives its CNI server). Absent: only the record directory is followed.
    */
   readonly endpointChanges?: EndpointChanges;
+  /** NFLOG group of packets a policy denied (weftd's --flow-log-group; 0: none; default 7). */
+  readonly logGroup?: number;
 }
 
 /** A Pod's policy-relevant metadata in the kube view (`pods/<ns>/<name>`). */
@@ -85,6 +88,42 @@ export function createPolicyMetrics(registers: AgentContext['metrics']['registry
     endpoints: new Gauge({ name: 'weft_policy_endpoints', help: 'Endpoints known to the policy service (local records, all in the store)', labelNames: ['where'] as const, registers }),
     errors: new Counter({ name: 'weft_policy_errors_total', help: 'Policy errors by kind (apply, publish, record, store)', labelNames: ['kind'] as const, registers }),
   };
+}
+
+/** The least time between two readings of the table's counters (each is an nft process). */
+export const COUNTER_READ_MIN_MS = 1000;
+
+/**
+ * weftd's verdict counters on /metrics, read from the kernel when scraped (through the service's
+ * cache). They are counters over totals kept monotonic by the enforcer, so each scrape sets them
+ * anew; a failed reading leaves the last values.
+ */
+export function createVerdictMetrics(registers: AgentContext['metrics']['registry'][], read: () => Promise<CounterReading>, log?: Logger): void {
+  let reading: Promise<CounterReading | undefined> | undefined;
+  const shared = (): Promise<CounterReading | undefined> => {
+    // One reading serves the four metrics of a scrape.
+    reading ??= read().catch((err: unknown) => {
+      log?.warn('policy counters not read', { reason: err instanceof Error ? err.message : String(err) });
+      return undefined;
+    }).finally(() => { setImmediate(() => { reading = undefined; }); });
+    return reading;
+  };
+  const metric = <L extends string>(name: string, help: string, labelNames: readonly L[], rows: (r: CounterReading) => { labels: Record<L, string>; value: number }[]) => new Counter({
+    name, help, labelNames, registers,
+    async collect() {
+      const r = await shared();
+      if (!r) return;
+      this.reset();
+      for (const row of rows(r)) this.inc(row.labels, row.value);
+    },
+  });
+  const policyRows = (field: 'packets' | 'bytes') => (r: CounterReading) => r.policies.map((c) => ({ labels: { policy: c.policy, direction: c.direction, verdict: c.verdict }, value: c[field] }));
+  const endpointRows = (field: 'packets' | 'bytes') => (r: CounterReading) => r.endpoints.map((c) => ({ labels: { namespace: c.namespace, pod: c.pod, direction: c.direction, verdict: c.verdict }, value: c[field] }));
+  const judged = 'judged by the policy chains (the first packet of each connection, and every denied one)';
+  metric('weft_policy_packets_total', `Packets ${judged}, per policy ("ns/name"): allowed by one of its rules, or denied while it isolated the endpoint`, ['policy', 'direction', 'verdict'] as const, policyRows('packets'));
+  metric('weft_policy_bytes_total', `Bytes of the packets ${judged}, per policy`, ['policy', 'direction', 'verdict'] as const, policyRows('bytes'));
+  metric('weft_policy_endpoint_packets_total', `Packets ${judged}, per local endpoint isolated in that direction`, ['namespace', 'pod', 'direction', 'verdict'] as const, endpointRows('packets'));
+  metric('weft_policy_endpoint_bytes_total', `Bytes of the packets ${judged}, per local endpoint`, ['namespace', 'pod', 'direction', 'verdict'] as const, endpointRows('bytes'));
 }
 
 export type PolicyState =
@@ -142,14 +181,40 @@ export class PolicyService implements AgentService {
   private stateNow: PolicyState = { type: 'starting' };
   private publishing: Promise<void> = Promise.resolve();
 
+  /** The last counter reading (or the one under way) and when it began. */
+  private counterCache: { at: number; reading: Promise<CounterReading> } | undefined;
+
   constructor(private readonly opts: PolicyServiceOptions) {
     this.enforcer = new PolicyEnforcer({
       host: opts.host, nft: opts.nft, log: opts.log, ...(opts.conntrackBypass && { conntrackBypass: opts.conntrackBypass }),
+      ...(opts.logGroup !== undefined && { logGroup: opts.logGroup }),
     });
   }
 
   get state(): PolicyState {
     return this.stateNow;
+  }
+
+  /**
+   * The verdict counters, read from the kernel at most once per COUNTER_READ_MIN_MS: every
+   * reading starts nft, and each start forks weftd's whole heap, so scrapes and CLI calls in
+   * between share the last one.
+   */
+  counters(maxAgeMs = COUNTER_READ_MIN_MS): Promise<CounterReading> {
+    const now = performance.now();
+    const cached = this.counterCache;
+    if (cached && now - cached.at < maxAgeMs) return cached.reading;
+    const reading = this.enforcer.readCounters();
+    const entry = { at: now, reading };
+    this.counterCache = entry;
+    reading.catch(() => { if (this.counterCache === entry) this.counterCache = undefined; });
+    return reading;
+  }
+
+  /** GET /policy/counters. */
+  async countersDoc(): Promise<PolicyCountersDoc> {
+    const r = await this.counters();
+    return { node: this.opts.host, at: r.at.toISOString(), policies: r.policies, endpoints: r.endpoints };
   }
 
   /** Lists everything, applies the first table, then follows changes. */
@@ -442,19 +507,23 @@ export class PolicyService implements AgentService {
 /** weftd's hook: the service on the agent's store, subnet and repair period. */
 export function policyServiceStarter(
   open: () => Promise<KeyValueStore>, host: string, recordDir: string, endpointChanges: EndpointChanges,
-  repairIntervalMs?: number, conntrackBypass = false, podsFromStore = false,
+  repairIntervalMs?: number, conntrackBypass = false, podsFromStore = false, logGroup?: number,
 ): ServiceStarter {
   return async (ctx) => {
     const kv = await open();
+    const log = ctx.log.child({ service: 'policy' });
     const svc = new PolicyService({
-      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log: ctx.log.child({ service: 'policy' }), podsFromStore, endpointChanges,
+      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log, podsFromStore, endpointChanges,
       ...(conntrackBypass && { conntrackBypass: [ctx.clusterNetwork] }),
       metrics: createPolicyMetrics([ctx.metrics.registry]),
       ...(repairIntervalMs !== undefined && { repairIntervalMs }),
+      ...(logGroup !== undefined && { logGroup }),
     });
     await svc.start();
+    createVerdictMetrics([ctx.metrics.registry], () => svc.counters(), log);
     return {
       readiness: () => svc.readiness(),
+      document: (path) => (path === POLICY_COUNTERS_PATH ? svc.countersDoc() : undefined),
       close: async () => { await svc.close(); await kv.close(); },
     } satisfies AgentService;
   };

@@ -7,6 +7,7 @@ import { policyServiceStarter } from '../agent/policy-service.js';
 import { flowServiceStarter } from '../agent/flow-service.js';
 import { trafficMetricsStarter } from '../agent/traffic-metrics.js';
 import { EndpointChanges, endpointRecordDir } from '../policy/endpoint-record.js';
+import { DEFAULT_DENY_LOG_GROUP } from '../policy/compile.js';
 import { openKeyValueStore } from '../store/kv.js';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
@@ -38,6 +39,7 @@ const options = {
   'repair-interval': { type: 'string' },
   'lease-ttl': { type: 'string' },
   'cni-socket': { type: 'string' },
+  'flow-log-group': { type: 'string' },
   'flow-records': { type: 'string' },
   'flow-log': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -45,8 +47,6 @@ const options = {
 } as const;
 
 const DEFAULT_FLOW_RECORDS = 10_000;
-/** The NFLOG group policy drops are logged to (weftd --flow-log-group when it exists). */
-const FLOW_LOG_GROUP = 7;
 
 const HELP = `weftd — weft's node agent: leases this host's pod subnet, writes subnet.env, and programs
 routes, tunnels and traffic rules so pods on every host reach each other.
@@ -66,7 +66,9 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
                            /readyz (200 once ready, JSON details), /metrics (Prometheus;
                            also per-pod and per-peer traffic, README: Traffic metrics),
                            /peers (JSON: the peer subnets this host's dataplane has programmed
-                           and those it skipped, with why) and /<backend>/status (bgp)
+                           and those it skipped, with why), /policy/counters (JSON: packets and
+                           bytes NetworkPolicy allowed and denied here, per policy and pod) and
+                           /<backend>/status (bgp)
   --api-socket PATH        serve the same endpoints on this unix socket too (mode 0600; a
                            stale socket is replaced, the file removed when weftd stops). A
                            unix socket is reachable from every network namespace, so tools
@@ -86,6 +88,10 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
                            learnt as they pass. Default off: on this kind of machine its
                            rules cost more per packet than conntrack does (bench dataplane);
                            --no-conntrack-bypass (or WEFTD_CONNTRACK_BYPASS=false) keeps it off
+  --flow-log-group N       NFLOG group that packets denied by a NetworkPolicy are logged to
+                           (at most 100 a second per host; prefix
+                           weft-deny:<direction>:<ns>/<policy>[,…]), for weft's flow records or
+                           any NFLOG reader; 0 turns the log off (default ${DEFAULT_DENY_LOG_GROUP})
   --flow-records N         keep the last N flow records (connections between pods and to the
                            outside, forwarded or dropped by policy) from conntrack events and
                            the policy's NFLOG group, served at /flows (weftctl flows); turns on
@@ -194,6 +200,15 @@ interface WeftdFlags {
   readonly apiSocket: string | undefined;
   readonly flowRecords: number;
   readonly flowLog: string | undefined;
+  readonly flowLogGroup: number;
+}
+
+/** An NFLOG group number (nft takes 0-65535; 0 here means no log). */
+function logGroup(v: string | undefined): number {
+  if (v === undefined) return DEFAULT_DENY_LOG_GROUP;
+  const n = /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0 && n <= 65535)) throw new UsageError(`--flow-log-group: expected an NFLOG group 0-65535 (0: off), got ${JSON.stringify(v)}`);
+  return n;
 }
 
 /** Flags and their WEFTD_* env values, checked; any bad value is a UsageError (exit 2). */
@@ -238,6 +253,7 @@ function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
     apiSocket,
     flowRecords: count('flow-records', envOr(values, 'flow-records', env), DEFAULT_FLOW_RECORDS, 1_000_000),
     flowLog: flowLogPath(envOr(values, 'flow-log', env)),
+    flowLogGroup: logGroup(envOr(values, 'flow-log-group', env)),
   };
 }
 
@@ -325,10 +341,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     // The CNI server's plugins tell the policy service of each ADD/DEL through this agent's own
     // channel. Policy starts first so the fast path's first ADD already waits for enforcement.
     const endpointChanges = new EndpointChanges();
-    a.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), endpointChanges, repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube'));
+    a.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), endpointChanges, repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube', flags.flowLogGroup));
     if (flags.flowRecords > 0) {
       a.addService('flows', flowServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), {
-        capacity: flags.flowRecords, logGroup: FLOW_LOG_GROUP, ...(flags.flowLog !== undefined && { exportFile: flags.flowLog }),
+        capacity: flags.flowRecords, logGroup: flags.flowLogGroup, ...(flags.flowLog !== undefined && { exportFile: flags.flowLog }),
       }));
     }
     if (flags.cniSocket !== 'off') a.addService('cni-server', cniServerService(flags.cniSocket, endpointChanges.announce));

@@ -8,9 +8,19 @@
 //                   endpoint's address. An address in no map belongs to no selected local pod and
 //                   is not isolated in that direction.
 //   chain ing-… / egr-…   one per distinct rule body: endpoints with the same policies share a
-//                   chain, so a new pod selected by existing policies is one map element.
+//                   chain, so a new pod selected by existing policies is one element in the map
+//                   and one in the deny set of each direction it is isolated in.
 //                   Ingress accepts on a match, egress returns (so ingress is still checked when
-//                   both ends are local); both end in drop.
+//                   both ends are local); both end in the default deny: a rate-limited `log …
+//                   group N` (NFLOG, prefix from deny-log.ts), then a drop that looks the endpoint
+//                   up in the deny set.
+//   map ingress-F / egress-F, set ingress-deny-F / egress-deny-F   keyed by local endpoint
+//                   address, each element with its own counter: the map's counts the packets
+//                   an endpoint's chain judged, the deny set's those it dropped. Every rule that
+//                   allows or drops carries a counter too; `layout` says which policy each
+//                   counts for (see counters.ts). Only packets the chains see are counted: the
+//                   first of each connection (later ones pass by conntrack at the head of
+//                   forward) and every denied one.
 //   set pods-…      the addresses of the pods one peer selector covers, cluster-wide. Pods coming
 //                   and going, or changing labels, are element updates, never rule rebuilds.
 //   set np-NAME-…   address . protocol . port of every pod declaring named port NAME (egress
@@ -25,6 +35,7 @@
 // chains for its own endpoints.
 import { createHash } from 'node:crypto';
 import { type Cidr, type IP, type IPFamily, formatCidr, formatIP, networkOf } from '../net/ip.js';
+import { type DenyDirection, formatDenyPrefix } from './deny-log.js';
 import { namespaceLabels, selectorMatches } from './evaluate.js';
 import type { Endpoint, LabelSelector, NetworkPolicy, Peer, PolicyPort, PolicyWorld } from './model.js';
 
@@ -39,6 +50,36 @@ export interface CompiledSet {
   readonly comment: string;
   /** Elements as nft writes them (`10.0.0.2`, `10.0.0.2 . tcp . 80`, `10.0.0.2 : jump ing-…`). */
   readonly elements: readonly string[];
+  /** Every element carries a counter (nft `counter` in the set's declaration). */
+  readonly counter?: boolean;
+}
+
+/** What one rule's counter counts: packets allowed or denied in a direction, for these policies. */
+export interface RuleCounter {
+  readonly direction: Direction;
+  readonly verdict: 'allowed' | 'denied';
+  /** "ns/name": the policy whose rule allowed, or every policy isolating the chain's endpoints (denied). */
+  readonly policies: readonly string[];
+  /** The rule's comment as the kernel lists it: a listing whose rule says otherwise is not this rule. */
+  readonly comment: string;
+}
+
+/** Where the table's counters are and what they mean, for reading them back (counters.ts). */
+export interface CounterLayout {
+  /** Per chain, one entry per rule: its counter's meaning, undefined for rules without one. */
+  readonly rules: ReadonlyMap<string, readonly (RuleCounter | undefined)[]>;
+  /** Sets and maps with element counters: `seen` counts what an endpoint's chain judged, `denied` what it dropped. */
+  readonly elementSets: ReadonlyMap<string, { readonly direction: Direction; readonly counts: 'seen' | 'denied' }>;
+  /** Address (as nft lists it) → "ns/pod", for this host's endpoints. */
+  readonly addresses: ReadonlyMap<string, string>;
+  /** "ns/name" of every policy isolating some local endpoint, per direction (series exported even at zero). */
+  readonly isolating: ReadonlyMap<Direction, ReadonlySet<string>>;
+  /** "ns/pod" of every local endpoint isolated, per direction. */
+  readonly isolated: ReadonlyMap<Direction, ReadonlySet<string>>;
+  /** "ns/name" of every policy in the world: counts kept for others are dropped. */
+  readonly policies: ReadonlySet<string>;
+  /** "ns/pod" of every local endpoint: counts kept for others are dropped. */
+  readonly pods: ReadonlySet<string>;
 }
 
 export interface CompiledChain {
@@ -46,16 +87,35 @@ export interface CompiledChain {
   /** The base chain's header line(s) (hook), empty for regular chains. */
   readonly header: string;
   readonly rules: readonly string[];
+  /** Parallel to rules: what each rule's counter counts (absent: none counts). */
+  readonly counters?: readonly (RuleCounter | undefined)[];
 }
 
 export interface CompiledPolicy {
   readonly sets: ReadonlyMap<string, CompiledSet>;
   readonly chains: ReadonlyMap<string, CompiledChain>;
+  /** The NFLOG group denied packets are logged to (0: not logged). */
+  readonly logGroup: number;
+  readonly layout: CounterLayout;
   /** The table without set/map elements: equal structures differ only by element updates. */
   readonly structure: string;
 }
 
-type Direction = 'ingress' | 'egress';
+type Direction = DenyDirection;
+
+/** weftd's default --flow-log-group: the NFLOG group of denied packets. */
+export const DEFAULT_DENY_LOG_GROUP = 7;
+/**
+ * One named limit for every chain's log rule: a flood of denied packets logs at most this many a
+ * second per host, however many chains it hits (excess packets are still counted and dropped).
+ */
+export const DENY_LOG_LIMIT = 'deny-log';
+export const DENY_LOG_RATE = 'rate 100/second burst 20 packets';
+
+export interface CompileOptions {
+  /** NFLOG group for denied packets; 0 turns the log rules off (default DEFAULT_DENY_LOG_GROUP). */
+  readonly logGroup?: number;
+}
 
 const hash = (s: string, n = 12): string => createHash('sha256').update(s).digest('hex').slice(0, n);
 
@@ -79,8 +139,13 @@ function podPeerKey(peer: Extract<Peer, { type: 'pods' }>, policyNs: string): st
   });
 }
 
+/** A comment's text as nft keeps and lists it: printable ASCII, no quotes, at most 120 characters. */
+function nftText(s: string): string {
+  return s.replace(/[^\x20-\x7e]/g, '').replace(/["\\]/g, '').slice(0, 120);
+}
+
 function nftString(s: string): string {
-  return `"${s.replace(/[^\x20-\x7e]/g, '').replace(/["\\]/g, '').slice(0, 120)}"`;
+  return `"${nftText(s)}"`;
 }
 
 function describeSelector(s: LabelSelector | undefined): string {
@@ -261,24 +326,43 @@ function isolatingPolicies(b: Builder, ep: Endpoint, dir: Direction): NetworkPol
     .filter((p) => (dir === 'ingress' ? p.types.ingress : p.types.egress) && selectorMatches(p.podSelector, ep.labels));
 }
 
-/** The rules of one endpoint's chain in one direction, given the policies isolating it (not none). */
-function chainRules(b: Builder, ep: Endpoint, dir: Direction, isolating: readonly NetworkPolicy[]): string[] {
+const policyName = (p: NetworkPolicy): string => `${p.namespace}/${p.name}`;
+
+/**
+ * The rules of one endpoint's chain in one direction, given the policies isolating it (not none),
+ * with what each rule's counter counts.
+ */
+function chainRules(b: Builder, ep: Endpoint, dir: Direction, isolating: readonly NetworkPolicy[], logGroup: number): { rules: string[]; counters: (RuleCounter | undefined)[] } {
   const verdict = dir === 'ingress' ? 'accept' : 'return';
-  const lines: string[] = [];
+  // Keyed by the rule's text: a rule written twice (equal peers or ports) is one rule.
+  const lines = new Map<string, RuleCounter | undefined>();
   for (const p of isolating) {
     (dir === 'ingress' ? p.ingress : p.egress).forEach((rule, i) => {
-      const comment = `comment ${nftString(`${p.namespace}/${p.name} ${dir}[${i}]`)}`;
+      const comment = nftText(`${policyName(p)} ${dir}[${i}]`);
+      const counter: RuleCounter = { direction: dir, verdict: 'allowed', policies: [policyName(p)], comment };
       for (const f of b.families) {
         const ports = portExprs(b, rule.ports, dir, ep, f);
         if (!ports) continue;
         for (const peer of peerExprs(b, rule.peers, dir, p.namespace, f)) {
-          for (const port of ports) lines.push([peer, port, verdict, comment].filter((s) => s !== '').join(' '));
+          for (const port of ports) {
+            const line = [peer, port, 'counter', verdict, `comment "${comment}"`].filter((s) => s !== '').join(' ');
+            if (!lines.has(line)) lines.set(line, counter);
+          }
         }
       }
     });
   }
-  lines.push(`drop comment ${nftString(`${dir} not allowed by ${isolating.map((p) => `${p.namespace}/${p.name}`).join(', ')}`)}`);
-  return [...new Set(lines)];
+  // The default deny. The log rule has no verdict (a packet over the rate limit skips only the
+  // log); the drops that follow count per policy (the rule) and per endpoint (the deny set's
+  // element the lookup hits). Every packet here came through this family's map, whose keys the
+  // deny set shares, so the last drop is there only for a table someone else edited.
+  const names = isolating.map(policyName);
+  if (logGroup > 0) lines.set(`limit name "${DENY_LOG_LIMIT}" log prefix "${formatDenyPrefix(dir, names)}" group ${logGroup}`, undefined);
+  const comment = nftText(`${dir} not allowed by ${names.join(', ')}`);
+  const denied: RuleCounter = { direction: dir, verdict: 'denied', policies: names, comment };
+  for (const f of b.families) lines.set(`${addrKw(f)} ${dir === 'ingress' ? 'daddr' : 'saddr'} @${dir}-deny-${f} counter drop comment "${comment}"`, denied);
+  lines.set(`counter drop comment "${comment}"`, denied);
+  return { rules: [...lines.keys()], counters: [...lines.values()] };
 }
 
 function familiesOf(world: PolicyWorld): IPFamily[] {
@@ -300,32 +384,52 @@ export interface LocalGuard {
   readonly extraKnown: readonly IP[];
 }
 
-export function compilePolicies(world: PolicyWorld, host: string, guard?: LocalGuard): CompiledPolicy {
+export function compilePolicies(world: PolicyWorld, host: string, guard?: LocalGuard, opts: CompileOptions = {}): CompiledPolicy {
+  const logGroup = opts.logGroup ?? DEFAULT_DENY_LOG_GROUP;
   const families = familiesOf(world);
   const b = new Builder(world, families);
   const maps: Record<Direction, Map<IPFamily, string[]>> = { ingress: new Map(), egress: new Map() };
+  const denySets: Record<Direction, Map<IPFamily, string[]>> = { ingress: new Map(), egress: new Map() };
   const local = world.endpoints.filter((e) => e.host === host);
+  const podName = (e: Endpoint) => `${e.namespace}/${e.pod}`;
+  const isolatingNames = new Map<Direction, Set<string>>();
+  const isolated = new Map<Direction, Set<string>>();
+  const elementSets = new Map<string, { direction: Direction; counts: 'seen' | 'denied' }>();
   // Endpoints isolated by the same policies (and, for ingress, declaring the same named ports,
   // which ingress rules resolve per endpoint) get the same chain: its rules are built once.
   const policyIds = new Map(world.policies.map((p, i) => [p, i]));
   for (const dir of ['ingress', 'egress'] as const) {
-    for (const f of families) maps[dir].set(f, []);
+    for (const f of families) { maps[dir].set(f, []); denySets[dir].set(f, []); }
     const chainFor = new Map<string, string>();
+    const names = new Set<string>();
+    const pods = new Set<string>();
     for (const ep of local) {
       const isolating = isolatingPolicies(b, ep, dir);
       if (isolating.length === 0) continue;
       const key = `${isolating.map((p) => policyIds.get(p)).join(',')}|${dir === 'ingress' ? JSON.stringify(ep.namedPorts ?? null) : ''}`;
       let name = chainFor.get(key);
       if (name === undefined) {
-        const rules = chainRules(b, ep, dir, isolating);
+        const { rules, counters } = chainRules(b, ep, dir, isolating, logGroup);
         name = `${dir === 'ingress' ? 'ing' : 'egr'}-${hash(rules.join('\n'))}`;
-        b.chains.set(name, { name, header: '', rules });
+        b.chains.set(name, { name, header: '', rules, counters });
         chainFor.set(key, name);
+        for (const p of isolating) names.add(policyName(p));
       }
-      for (const f of families) for (const a of b.addressesOf(ep, f)) maps[dir].get(f)?.push(`${a} : jump ${name}`);
+      pods.add(podName(ep));
+      for (const f of families) {
+        for (const a of b.addressesOf(ep, f)) {
+          maps[dir].get(f)?.push(`${a} : jump ${name}`);
+          denySets[dir].get(f)?.push(a);
+        }
+      }
     }
+    isolatingNames.set(dir, names);
+    isolated.set(dir, pods);
     for (const f of families) {
-      b.addSet({ name: `${dir}-${f}`, kind: 'map', type: `${addrType(f)} : verdict`, comment: `${dir} chain by local endpoint address`, elements: maps[dir].get(f) ?? [] });
+      b.addSet({ name: `${dir}-${f}`, kind: 'map', type: `${addrType(f)} : verdict`, comment: `${dir} chain by local endpoint address`, elements: maps[dir].get(f) ?? [], counter: true });
+      b.addSet({ name: `${dir}-deny-${f}`, kind: 'set', type: addrType(f), comment: `local endpoints isolated for ${dir}: packets denied`, elements: denySets[dir].get(f) ?? [], counter: true });
+      elementSets.set(`${dir}-${f}`, { direction: dir, counts: 'seen' });
+      elementSets.set(`${dir}-deny-${f}`, { direction: dir, counts: 'denied' });
     }
   }
   b.finishSets();
@@ -346,12 +450,22 @@ export function compilePolicies(world: PolicyWorld, host: string, guard?: LocalG
   b.chains.set('forward', { name: 'forward', header: 'type filter hook forward priority filter; policy accept;', rules: forward });
   const sets = new Map([...b.sets].sort(([x], [y]) => (x < y ? -1 : 1)));
   const chains = new Map([...b.chains].sort(([x], [y]) => (x === 'forward' ? -1 : y === 'forward' ? 1 : x < y ? -1 : 1)));
-  const compiled = { sets, chains, structure: '' };
+  const addresses = new Map<string, string>();
+  for (const e of local) for (const ip of e.ips) addresses.set(formatIP(ip), podName(e));
+  const layout: CounterLayout = {
+    rules: new Map([...chains.values()].flatMap((c) => (c.counters ? [[c.name, c.counters] as const] : []))),
+    elementSets, addresses, isolating: isolatingNames, isolated,
+    policies: new Set(world.policies.map(policyName)),
+    pods: new Set(local.map(podName)),
+  };
+  const compiled = { sets, chains, logGroup, layout, structure: '' };
   return { ...compiled, structure: renderTable(compiled, false) };
 }
 
 function renderSet(s: CompiledSet, withElements: boolean): string {
-  const lines = [`\t${s.kind} ${s.name} {`, `\t\ttype ${s.type}`, `\t\tcomment ${nftString(s.comment)}`];
+  const lines = [`\t${s.kind} ${s.name} {`, `\t\ttype ${s.type}`];
+  if (s.counter) lines.push('\t\tcounter');
+  lines.push(`\t\tcomment ${nftString(s.comment)}`);
   if (withElements && s.elements.length > 0) lines.push(`\t\telements = { ${s.elements.join(',\n\t\t\t')} }`);
   lines.push('\t}');
   return lines.join('\n');
@@ -359,6 +473,9 @@ function renderSet(s: CompiledSet, withElements: boolean): string {
 
 function renderTable(c: Omit<CompiledPolicy, 'structure'>, withElements: boolean): string {
   const parts = [`table ${POLICY_FAMILY} ${POLICY_TABLE} {`];
+  if (c.logGroup > 0 && [...c.chains.values()].some((ch) => ch.counters)) {
+    parts.push(`\tlimit ${DENY_LOG_LIMIT} {`, `\t\tcomment "log rate of denied packets, all chains together"`, `\t\t${DENY_LOG_RATE}`, '\t}');
+  }
   for (const s of c.sets.values()) parts.push(renderSet(s, withElements));
   for (const ch of c.chains.values()) {
     parts.push(`\tchain ${ch.name} {`);

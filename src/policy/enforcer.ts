@@ -12,6 +12,14 @@
 // them. Connections NATed on this host between pods (above all DNATed to a pod: kube-proxy's
 // ClusterIPs, portmap's hostPorts) stay tracked through a set their packets fill: see bypass.ts.
 // The learning half of the bypass table stays while a policy table exists.
+//
+// The table's counters (see counters.ts) are read back here, under the same lock as every change.
+// Every repair pass lists the table anyway and takes that reading; once someone has asked for the
+// counters (a scrape, weftctl), a change that would zero counters of policies or endpoints that
+// stay (a replace, an endpoint moving to another chain) also reads them first, so the totals are
+// exact. Before that, a replace costs what it did without counters (the listing is ~100 ms of a
+// loaded host's replace), and at most the counts since the last repair pass are missed. The
+// totals are monotonic either way.
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Cidr } from '../net/ip.js';
@@ -22,9 +30,10 @@ import {
   BYPASS_TABLE, type NatSeed, bypassDifference, parseConntrackNat, planBypass, renderBypass, renderBypassRemove,
 } from './bypass.js';
 import {
-  type CompiledPolicy, type LocalGuard, type TableShape, POLICY_FAMILY, POLICY_TABLE, compilePolicies, diffElements, expectedShape,
+  type CompiledPolicy, type LocalGuard, type TableShape, DEFAULT_DENY_LOG_GROUP, POLICY_FAMILY, POLICY_TABLE, compilePolicies, diffElements, expectedShape,
   renderRemove, renderReplace,
 } from './compile.js';
+import { type EndpointCounter, type PolicyCounter, VerdictCounters, readSources } from './counters.js';
 import type { PolicyWorld } from './model.js';
 
 /** Where the table lives: this process's namespace, or a named one (tests, the lab). */
@@ -137,7 +146,33 @@ export interface PolicyEnforcerOptions {
    * bypass table an earlier run left is deleted with the first transaction.
    */
   readonly conntrackBypass?: readonly Cidr[];
+  /** NFLOG group of denied packets (0: none; default compile.ts's DEFAULT_DENY_LOG_GROUP). */
+  readonly logGroup?: number;
   readonly log?: Logger;
+}
+
+/** The verdict counters at one reading. */
+export interface CounterReading {
+  readonly at: Date;
+  readonly policies: readonly PolicyCounter[];
+  readonly endpoints: readonly EndpointCounter[];
+}
+
+/**
+ * Whether applying `next` over `prev` by element updates deletes a counting element of an
+ * address that stays local (an endpoint moving to another chain, or no longer isolated): its
+ * count must be read first. Elements of pods that go away need no reading, their series go too.
+ */
+function elementUpdateResetsCounters(prev: CompiledPolicy, next: CompiledPolicy): boolean {
+  for (const name of next.layout.elementSets.keys()) {
+    const after = new Set(next.sets.get(name)?.elements ?? []);
+    for (const e of prev.sets.get(name)?.elements ?? []) {
+      if (after.has(e)) continue;
+      const at = e.indexOf(' : ');
+      if (next.layout.addresses.has(at < 0 ? e : e.slice(0, at))) return true;
+    }
+  }
+  return false;
 }
 
 export class PolicyEnforcer {
@@ -151,10 +186,49 @@ export class PolicyEnforcer {
    * connection: later transactions rewrite it in place and seed nothing.
    */
   private bypassChecked = false;
+  private readonly counters = new VerdictCounters();
+  /** The NFLOG group the tables get; 0 once the kernel refused log rules (see replaceOrWithoutLog). */
+  private logGroup: number;
+  /** readCounters has been called: changes that zero counters read them first. */
+  private countersInUse = false;
+  /** Every nft call of this enforcer, one at a time: a counter reading never meets half a change. */
+  private lock: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly opts: PolicyEnforcerOptions) {
     this.nft = opts.nft;
     this.bypass = opts.conntrackBypass ?? [];
+    this.logGroup = opts.logGroup ?? DEFAULT_DENY_LOG_GROUP;
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => {});
+    return run;
+  }
+
+  /** Reads the kernel's counters into the totals, as the table `c` was compiled (no lock). */
+  private async observeCounters(c: CompiledPolicy, listing?: readonly unknown[]): Promise<void> {
+    try {
+      const items = listing ?? await this.nft.listTable();
+      if (items) this.counters.observe(readSources(items, c.layout));
+    } catch (err) {
+      // A lost reading costs some counts (or freshness), never the change it came before.
+      this.opts.log?.warn('policy counters not read', { error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /**
+   * The verdict counters now: monotonic totals per policy and per endpoint (empty while no table
+   * is applied). Each call lists the whole table (an nft process): callers cache.
+   */
+  readCounters(): Promise<CounterReading> {
+    this.countersInUse = true;
+    return this.exclusive(async () => {
+      const c = this.current;
+      if (c) await this.observeCounters(c);
+      const t = c ? this.counters.totals(c.layout) : { policies: [], endpoints: [] };
+      return { at: new Date(), ...t };
+    });
   }
 
   /** What was last applied (undefined before the first update or after remove()). */
@@ -235,9 +309,13 @@ export class PolicyEnforcer {
   }
 
   /** Brings the kernel to `world`. Throws WeftError when nft refuses (nothing half-applied). */
-  async update(world: PolicyWorld, guard?: LocalGuard): Promise<EnforceResult> {
+  update(world: PolicyWorld, guard?: LocalGuard): Promise<EnforceResult> {
+    return this.exclusive(() => this.updateNow(world, guard));
+  }
+
+  private async updateNow(world: PolicyWorld, guard?: LocalGuard): Promise<EnforceResult> {
     const t0 = performance.now();
-    const next = compilePolicies(world, this.opts.host, guard);
+    const next = compilePolicies(world, this.opts.host, guard, { logGroup: this.logGroup });
     const compileMs = performance.now() - t0;
     const prev = this.current;
     if (prev && prev.structure === next.structure) {
@@ -245,25 +323,52 @@ export class PolicyEnforcer {
       if (diff.script === '') return { type: 'unchanged' };
       try {
         const t1 = performance.now();
+        if (this.countersInUse && elementUpdateResetsCounters(prev, next)) await this.observeCounters(prev);
         await this.nft.apply(diff.script);
         this.current = next;
+        this.counters.prune(next.layout);
         this.opts.log?.debug('policy elements updated', { added: diff.added, removed: diff.removed, compileMs: round(compileMs), nftMs: round(performance.now() - t1) });
         return { type: 'elements', added: diff.added, removed: diff.removed };
       } catch (err) {
         // The kernel no longer holds what we applied (someone edited the table): rebuild it.
-        return this.replace(next, `element update failed: ${err instanceof Error ? err.message : String(err)}`);
+        return this.replaceOrWithoutLog(next, world, guard, `element update failed: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
-    return this.replace(next, prev ? 'rules changed' : 'first apply', compileMs);
+    return this.replaceOrWithoutLog(next, world, guard, prev ? 'rules changed' : 'first apply', compileMs);
+  }
+
+  /**
+   * A replace; when the kernel refuses it and it has log rules, once more without them. `log
+   * group` needs nfnetlink_log, which a kernel may lack: enforcing the policies matters more than
+   * logging their drops, so the log stays off for this process (and says so once).
+   */
+  private async replaceOrWithoutLog(next: CompiledPolicy, world: PolicyWorld, guard: LocalGuard | undefined, reason: string, compileMs?: number): Promise<EnforceResult> {
+    try {
+      return await this.replace(next, reason, compileMs);
+    } catch (err) {
+      if (!next.structure.includes(' log prefix ')) throw err;
+      const plain = compilePolicies(world, this.opts.host, guard, { logGroup: 0 });
+      const r = await this.replace(plain, reason, compileMs);
+      this.opts.log?.warn('denied packets are not logged: the kernel refused the table with log rules and took it without', {
+        group: next.logGroup, error: err instanceof Error ? err.message : String(err),
+      });
+      this.logGroup = 0;
+      return r;
+    }
   }
 
   private async replace(next: CompiledPolicy, reason: string, compileMs?: number): Promise<EnforceResult> {
+    const t0 = performance.now();
+    if (this.current && this.countersInUse) await this.observeCounters(this.current);
     const t1 = performance.now();
     await this.applyWith(renderReplace(next), false);
+    // Every counter of the new table starts from zero.
+    this.counters.settleAll();
+    this.counters.prune(next.layout);
     this.current = next;
     this.cleared = false;
     this.opts.log?.info('policy table replaced', {
-      reason, chains: next.chains.size, sets: next.sets.size, ...(compileMs !== undefined && { compileMs: round(compileMs) }), nftMs: round(performance.now() - t1),
+      reason, chains: next.chains.size, sets: next.sets.size, ...(compileMs !== undefined && { compileMs: round(compileMs) }), countersMs: round(t1 - t0), nftMs: round(performance.now() - t1),
     });
     return { type: 'replaced', reason };
   }
@@ -273,15 +378,22 @@ export class PolicyEnforcer {
    * (and the bypass's learning half, without notrack) while enforcing, the whole bypass after
    * remove(). The bypass's set elements are the kernel's and not compared.
    */
-  async repair(): Promise<RepairResult> {
+  repair(): Promise<RepairResult> {
+    return this.exclusive(() => this.repairNow());
+  }
+
+  private async repairNow(): Promise<RepairResult> {
     const want = this.current;
     if (!want) return this.cleared && this.bypass.length > 0 ? this.repairBypass() : { type: 'idle' };
     const items = await this.nft.listTable();
+    // The listing has the counters anyway: a reading every repair keeps unforeseen resets small.
+    if (items) await this.observeCounters(want, items);
     let diff = items === undefined ? 'table is missing' : shapeDifference(expectedShape(want), shapeOfListing(items));
     if (diff === undefined && this.bypass.length > 0) diff = bypassDifference(await this.bypassListing(), this.bypass, false);
     if (diff === undefined) return { type: 'ok' };
     this.bypassChecked = false;
     await this.applyWith(renderReplace(want), false);
+    this.counters.settleAll();
     this.opts.log?.warn('policy table repaired', { reason: diff });
     return { type: 'repaired', reason: diff };
   }
@@ -300,9 +412,13 @@ export class PolicyEnforcer {
    * Deletes weft's policy table (everything becomes allowed again) and, in the same transaction,
    * puts the conntrack bypass in place when configured.
    */
-  async remove(): Promise<void> {
-    await this.applyWith(renderRemove(), true);
-    this.current = undefined;
-    this.cleared = true;
+  remove(): Promise<void> {
+    return this.exclusive(async () => {
+      await this.applyWith(renderRemove(), true);
+      // No policy is left, so no series either.
+      this.counters.clear();
+      this.current = undefined;
+      this.cleared = true;
+    });
   }
 }

@@ -124,9 +124,10 @@ function subnetEnv(file: string): string | undefined {
   return /^FLANNEL_SUBNET=(.*)$/m.exec(readFileSync(file, 'utf8'))?.[1];
 }
 
+/** The policy table without its verdict counters, which traffic moves while the rules stay. */
 function nftTable(ns: string): string | undefined {
   const r = run(['ip', 'netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'weft-policy']);
-  return r.code === 0 ? r.stdout : undefined;
+  return r.code === 0 ? r.stdout.replace(/ counter packets \d+ bytes \d+/g, '') : undefined;
 }
 
 /** A Node as flannel v0.2x leaves it for vxlan (pkg/subnet/kube AcquireLease, pkg/backend/vxlan newSubnetAttrs). */

@@ -53,10 +53,12 @@ describe('weftctl policy and ns (file store)', () => {
     assert.match(r.stderr, /^warning: networkpolicy prod\/web: podSelector app=web selects no pod yet \(0 pod\(s\) known in namespace prod\)$/m);
     assert.match(r.stderr, /^warning: networkpolicy dev\/deny-egress: podSelector <all> selects no pod yet/m);
     assert.equal(weftctl(['policy', 'apply', '-f', '-'], POLICY_YAML).stdout.split('\n')[0], 'networkpolicy prod/web configured');
-    const list = weftctl(['policy', 'list', '-A']);
+    // No weftd answers on port 1: the counter columns say "-", and a note on stderr why.
+    const list = weftctl(['policy', 'list', '-A', '--addr', '127.0.0.1:1']);
     assert.equal(list.status, 0, list.stderr);
-    assert.equal(list.stdout, 'NAMESPACE  NAME         POD-SELECTOR  TYPES    PODS\ndev        deny-egress  <all>         Egress   none selected\nprod       web          app=web       Ingress  none selected\n');
-    assert.equal(weftctl(['policy', 'list']).stdout.trim(), 'NAMESPACE  NAME  POD-SELECTOR  TYPES  PODS', 'namespace default has none');
+    assert.equal(list.stdout, 'NAMESPACE  NAME         POD-SELECTOR  TYPES    PODS           ALLOWED  DENIED\ndev        deny-egress  <all>         Egress   none selected  -        -\nprod       web          app=web       Ingress  none selected  -        -\n');
+    assert.match(list.stderr, /^note: ALLOWED and DENIED need weftd \(127\.0\.0\.1:1: cannot reach weftd at 127\.0\.0\.1:1/);
+    assert.equal(weftctl(['policy', 'list', '--addr', '127.0.0.1:1']).stdout.trim(), 'NAMESPACE  NAME  POD-SELECTOR  TYPES  PODS  ALLOWED  DENIED', 'namespace default has none');
     const get = weftctl(['policy', 'get', 'web', '-n', 'prod']);
     assert.equal(get.status, 0, get.stderr);
     const obj = JSON.parse(get.stdout) as { metadata: { namespace: string }; spec: { ingress: unknown[] } };

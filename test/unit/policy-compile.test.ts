@@ -29,15 +29,33 @@ const world = (endpoints: Endpoint[], p = policies, envDev = 'dev'): PolicyWorld
 const GOLDEN = `add table inet weft-policy
 delete table inet weft-policy
 table inet weft-policy {
+	limit deny-log {
+		comment "log rate of denied packets, all chains together"
+		rate 100/second burst 20 packets
+	}
 	map egress-4 {
 		type ipv4_addr : verdict
+		counter
 		comment "egress chain by local endpoint address"
-		elements = { 10.0.0.1 : jump egr-2ce16d6877a3 }
+		elements = { 10.0.0.1 : jump egr-0b627a046681 }
+	}
+	set egress-deny-4 {
+		type ipv4_addr
+		counter
+		comment "local endpoints isolated for egress: packets denied"
+		elements = { 10.0.0.1 }
 	}
 	map ingress-4 {
 		type ipv4_addr : verdict
+		counter
 		comment "ingress chain by local endpoint address"
-		elements = { 10.0.0.1 : jump ing-b93be4ec58e4 }
+		elements = { 10.0.0.1 : jump ing-afb03061ea3e }
+	}
+	set ingress-deny-4 {
+		type ipv4_addr
+		counter
+		comment "local endpoints isolated for ingress: packets denied"
+		elements = { 10.0.0.1 }
 	}
 	set np-http-4 {
 		type ipv4_addr . inet_proto . inet_service
@@ -61,16 +79,20 @@ table inet weft-policy {
 		ip saddr vmap @egress-4
 		ip daddr vmap @ingress-4
 	}
-	chain egr-2ce16d6877a3 {
-		ip daddr @pods-7b4a9883d5-4 meta l4proto tcp ip daddr . meta l4proto . th dport @np-http-4 return comment "prod/web egress[0]"
-		drop comment "egress not allowed by prod/web"
+	chain egr-0b627a046681 {
+		ip daddr @pods-7b4a9883d5-4 meta l4proto tcp ip daddr . meta l4proto . th dport @np-http-4 counter return comment "prod/web egress[0]"
+		limit name "deny-log" log prefix "weft-deny:egress:prod/web" group 7
+		ip saddr @egress-deny-4 counter drop comment "egress not allowed by prod/web"
+		counter drop comment "egress not allowed by prod/web"
 	}
-	chain ing-b93be4ec58e4 {
-		ip saddr @pods-9e57d5928f-4 meta l4proto tcp th dport 8080 accept comment "prod/web ingress[0]"
-		ip saddr @pods-9e57d5928f-4 meta l4proto udp th dport 5000-5010 accept comment "prod/web ingress[0]"
-		ip saddr 198.18.0.0/16 ip saddr != { 198.18.1.0/24 } meta l4proto tcp th dport 8080 accept comment "prod/web ingress[0]"
-		ip saddr 198.18.0.0/16 ip saddr != { 198.18.1.0/24 } meta l4proto udp th dport 5000-5010 accept comment "prod/web ingress[0]"
-		drop comment "ingress not allowed by prod/web"
+	chain ing-afb03061ea3e {
+		ip saddr @pods-9e57d5928f-4 meta l4proto tcp th dport 8080 counter accept comment "prod/web ingress[0]"
+		ip saddr @pods-9e57d5928f-4 meta l4proto udp th dport 5000-5010 counter accept comment "prod/web ingress[0]"
+		ip saddr 198.18.0.0/16 ip saddr != { 198.18.1.0/24 } meta l4proto tcp th dport 8080 counter accept comment "prod/web ingress[0]"
+		ip saddr 198.18.0.0/16 ip saddr != { 198.18.1.0/24 } meta l4proto udp th dport 5000-5010 counter accept comment "prod/web ingress[0]"
+		limit name "deny-log" log prefix "weft-deny:ingress:prod/web" group 7
+		ip daddr @ingress-deny-4 counter drop comment "ingress not allowed by prod/web"
+		counter drop comment "ingress not allowed by prod/web"
 	}
 }
 `;
@@ -94,8 +116,9 @@ describe('policy compiler', () => {
     assert.equal(after.structure, before.structure);
     const d = diffElements(before, after);
     assert.equal(d.removed, 0);
-    assert.equal(d.added, 3, 'ingress map, egress map, named-port set');
-    assert.match(d.script, /add element inet weft-policy ingress-4 \{ 10\.0\.0\.3 : jump ing-b93be4ec58e4 \}/);
+    assert.equal(d.added, 5, 'ingress and egress map, ingress and egress deny set, named-port set');
+    assert.match(d.script, /add element inet weft-policy ingress-4 \{ 10\.0\.0\.3 : jump ing-afb03061ea3e \}/);
+    assert.match(d.script, /add element inet weft-policy ingress-deny-4 \{ 10\.0\.0\.3 \}/);
     assert.match(d.script, /add element inet weft-policy np-http-4 \{ 10\.0\.0\.3 \. tcp \. 8080 \}/);
   });
 
