@@ -111,7 +111,10 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
         if (path !== '/flows') return undefined;
         const after = Number(query.get('after') ?? '0');
         const page = observer.ring.after(Number.isSafeInteger(after) && after >= 0 ? after : 0);
-        return { node, records: page.records, next: page.next, lost: page.lost, lostEvents: observer.lostEvents };
+        // ?verdict=dropped: a poller that wants only the drops (the web view) is sent only those.
+        const verdict = query.get('verdict');
+        const records = verdict === null ? page.records : page.records.filter((r) => r.verdict === verdict);
+        return { node, records, next: page.next, lost: page.lost, lostEvents: observer.lostEvents };
       },
       close: async () => {
         clearInterval(sweep);

@@ -40,7 +40,7 @@ function extraDoc(extra: ExtraRoute, path: string, query: URLSearchParams): unkn
 }
 
 /** What a request for an unknown path is told. */
-export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers, /flows, /policy/counters or /<backend>/status (e.g. /bgp/status)\n';
+export const NOT_FOUND = 'not found: try /healthz, /readyz, /metrics, /peers, /traffic, /flows, /policy/counters or /<backend>/status (e.g. /bgp/status)\n';
 
 /** The one request handler behind --health-addr and --api-socket. */
 export function healthHandler(readiness: () => Readiness, registry: Registry, extra?: ExtraRoute): RequestListener {

@@ -258,6 +258,10 @@ export function trafficMetricsStarter(recordDir: string): ServiceStarter {
     const unwatch = ctx.watchPeers((peers) => svc.setPeers(peers));
     await svc.start();
     return {
+      // GET /traffic: the per-peer counters as JSON (the web view draws each link's traffic).
+      document: (path: string) => (path === '/traffic' ? svc.snapshot().then((snap) => ({
+        peers: snap.peers.map((p) => ({ subnet: p.labels.peer_subnet, publicIP: p.labels.peer_ip, tx: p.tx, rx: p.rx })),
+      })) : undefined),
       close: async () => { unwatch(); await svc.close(); },
     } satisfies AgentService;
   };

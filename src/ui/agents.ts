@@ -9,6 +9,7 @@ import { weftdGet } from '../cli/weftd-http.js';
 import { CniCode, WeftError } from '../errors.js';
 import type { AgentAnswer } from './build.js';
 import type { UiBgpSession } from './model.js';
+import type { FlowRecord } from '../flows/record.js';
 
 /** One weftd to ask, and the lease it holds when the view knows it without asking. */
 export interface AgentTarget {
@@ -41,11 +42,20 @@ const bgpDoc = z.object({
   }).passthrough()),
 }).passthrough();
 
+/** Dropped connections a poller keeps per weftd, newest last. */
+const DROPS_KEPT = 50;
+
 export interface AskedAgent {
   readonly target: AgentTarget;
   /** The lease subnet the answer (or the target) names; undefined when neither does. */
   readonly subnet: string | undefined;
   readonly answer: AgentAnswer;
+  /** Bytes forwarded to and from each peer subnet (weftd's /traffic), when it has them. */
+  readonly traffic?: Readonly<Record<string, { readonly tx: number; readonly rx: number }>>;
+  /** Its latest policy-dropped flow records (weftd's /flows?verdict=dropped), oldest first. */
+  readonly drops?: readonly FlowRecord[];
+  /** Where its /flows left off. */
+  readonly flowsNext?: number;
   /** /peers' ETag, to ask "changed?" next time. */
   readonly etag?: string;
   /** The /peers document behind the answer, kept for a 304. */
@@ -64,6 +74,27 @@ async function getPeers(addr: string, timeoutMs: number, prev: AskedAgent | unde
   return { doc: peersDoc.parse(JSON.parse(r.body)), etag: r.etag, same: false };
 }
 
+/**
+ * Its per-peer traffic (/traffic) and the drops recorded since the last ask (/flows after the
+ * last cursor, dropped only). Either is simply absent on a weftd without them.
+ */
+async function trafficAndDrops(addr: string, timeoutMs: number, prev: AskedAgent | undefined): Promise<Pick<AskedAgent, 'traffic' | 'drops' | 'flowsNext'>> {
+  const out: { traffic?: Record<string, { tx: number; rx: number }>; drops?: readonly FlowRecord[]; flowsNext?: number } = {};
+  const traffic = await weftdGet(addr, '/traffic', timeoutMs).catch(() => undefined);
+  if (traffic?.status === 200) {
+    const doc = JSON.parse(traffic.body) as { peers?: Array<{ subnet: string; tx: { bytes: number }; rx: { bytes: number } }> };
+    out.traffic = Object.fromEntries((doc.peers ?? []).map((p) => [p.subnet, { tx: p.tx.bytes, rx: p.rx.bytes }]));
+  }
+  const flows = await weftdGet(addr, `/flows?after=${prev?.flowsNext ?? 0}&verdict=dropped`, timeoutMs).catch(() => undefined);
+  if (flows?.status === 200) {
+    const doc = JSON.parse(flows.body) as { records?: FlowRecord[]; next?: number };
+    const fresh = doc.records ?? [];
+    out.drops = fresh.length === 0 && prev?.drops ? prev.drops : [...(prev?.drops ?? []), ...fresh].slice(-DROPS_KEPT);
+    out.flowsNext = doc.next ?? prev?.flowsNext ?? 0;
+  }
+  return out;
+}
+
 /** Asks one weftd; `prev` (its last answer) lets an unchanged /peers come back as a 304. */
 export async function askAgent(target: AgentTarget, timeoutMs = 1000, prev?: AskedAgent): Promise<AskedAgent> {
   try {
@@ -76,13 +107,16 @@ export async function askAgent(target: AgentTarget, timeoutMs = 1000, prev?: Ask
         bgp = { asn: parsed.data.asn, sessions: parsed.data.sessions.map((s) => ({ peer: s.peer, asn: s.asn, state: s.state, uptimeSeconds: s.uptimeSeconds, prefixesReceived: s.prefixesReceived, prefixesSent: s.prefixesSent })) };
       }
     }
-    // Unchanged /peers, and no sessions that could have moved: the very same answer, so the
-    // model builder's work on it is reused.
-    if (same && bgp === undefined && prev?.answer.type === 'answered') return prev;
+    const extras = await trafficAndDrops(target.addr, timeoutMs, prev);
+    const unchanged = prev !== undefined && JSON.stringify(extras.traffic) === JSON.stringify(prev.traffic) && extras.drops === prev.drops;
+    // Unchanged /peers, no sessions that could have moved, and no new traffic or drops: the very
+    // same answer, so the model builder's work on it is reused.
+    if (same && bgp === undefined && unchanged && prev?.answer.type === 'answered') return prev;
     const detail = doc.ready ? `ready, ${doc.programmed.length} peers programmed` : `not ready: ${doc.why ?? doc.reconcileError ?? 'see its /readyz'}`;
     return {
-      target, subnet: doc.subnet ?? target.subnet, doc, ...(etag !== undefined && { etag }),
-      answer: {
+      target, subnet: doc.subnet ?? target.subnet, doc, ...(etag !== undefined && { etag }), ...extras,
+      // An unchanged /peers keeps the answer object: the model builder's memo is keyed on it.
+      answer: same && prev?.answer.type === 'answered' && bgp === undefined ? prev.answer : {
         type: 'answered', node: doc.node, ready: doc.ready, detail, programmed: doc.programmed,
         // Peers a backend skipped are among its problems already (and show as missing links).
         problems: doc.problems ?? [],

@@ -5,7 +5,9 @@ import { type Cidr, type IP, cidrContains, formatCidr, formatIP, networkOf } fro
 import type { Lease } from '../store/lease.js';
 import type { Endpoint, PolicyWorld } from '../policy/model.js';
 import { policySelects } from '../policy/evaluate.js';
-import { UI_MODEL_VERSION, type UiAgent, type UiBgpSession, type UiHost, type UiModel, type UiPod, type UiPolicy } from './model.js';
+import { UI_MODEL_VERSION, type UiAgent, type UiBgpSession, type UiDrop, type UiHost, type UiModel, type UiPod, type UiPolicy } from './model.js';
+import type { FlowRecord } from '../flows/record.js';
+import { mergeFlows } from '../flows/query.js';
 
 /** What asking one host's weftd gave. */
 export type AgentAnswer =
@@ -35,7 +37,14 @@ export interface ModelInput {
   readonly names: ReadonlyMap<string, string>;
   readonly world: PolicyWorld | undefined;
   readonly problems: readonly string[];
+  /** Each host's bytes to and from its peers (by peer subnet), by host id, where weftd told. */
+  readonly traffic?: ReadonlyMap<string, Readonly<Record<string, { readonly tx: number; readonly rx: number }>>>;
+  /** Policy-dropped flow records from every weftd asked. */
+  readonly drops?: readonly (readonly FlowRecord[])[];
 }
+
+/** Drops the model carries, newest first. */
+export const MODEL_DROPS = 50;
 
 const NOT_ASKED: AgentAnswer = { type: 'unknown', detail: 'no way to ask this host\'s weftd from here' };
 
@@ -118,12 +127,14 @@ export function buildModel(input: ModelInput): UiModel {
   const hosts: UiHost[] = leases.map((l, i) => {
     const id = ids[i] ?? formatCidr(l.subnet);
     const answer = input.agents.get(id) ?? NOT_ASKED;
+    const traffic = input.traffic?.get(id);
     const name = (answer.type === 'answered' ? answer.node : undefined) ?? input.names.get(id) ?? nodeOfHost.get(id) ?? formatIP(l.attrs.publicIP);
     return {
       id, name, subnet: id, publicIP: formatIP(l.attrs.publicIP), backend: l.attrs.backendType,
       ...(l.expiresAt !== undefined && { expiresAt: l.expiresAt }),
       agent: agentOf(answer, id, ids, hostsKey),
       ...(answer.type === 'answered' && answer.bgp && { bgp: answer.bgp }),
+      ...(traffic !== undefined && { traffic }),
     };
   });
 
@@ -147,7 +158,16 @@ export function buildModel(input: ModelInput): UiModel {
     version: UI_MODEL_VERSION, seq: input.seq, at: input.at, source: input.source,
     ...(input.network !== undefined && { network: input.network }),
     hosts, pods: uiPods, policies: uiPolicies, problems: input.problems,
+    ...(input.drops && { drops: dropsOf(input.drops) }),
   };
+}
+
+/** The latest drops of every node, one per connection (two nodes may both have seen one), newest first. */
+function dropsOf(lists: readonly (readonly FlowRecord[])[]): UiDrop[] {
+  return mergeFlows(lists).filter((f) => f.verdict === 'dropped').reverse().slice(0, MODEL_DROPS).map((f) => ({
+    src: f.src, dst: f.dst, proto: f.proto, dstPort: f.dstPort, ...(f.policy !== undefined && { policy: f.policy }),
+    packets: f.packets, at: f.end ?? f.start, node: f.node,
+  }));
 }
 
 /** The host id holding an address, for the doctor's answer. */

@@ -17,6 +17,7 @@ import { type AgentAnswer, buildModel } from './build.js';
 import { AgentPoller, type AgentTarget } from './agents.js';
 import { CoalescingLoop } from '../coalescing-loop.js';
 import type { UiModel } from './model.js';
+import type { FlowRecord } from '../flows/record.js';
 
 export interface ModelFeedOptions {
   readonly store: SubnetStore;
@@ -181,15 +182,20 @@ export class ModelFeed {
   private build(): UiModel {
     const agents = new Map<string, AgentAnswer>();
     const names = new Map<string, string>();
+    const traffic = new Map<string, Readonly<Record<string, { readonly tx: number; readonly rx: number }>>>();
+    const drops: (readonly FlowRecord[])[] = [];
     for (const a of this.poller?.answers() ?? []) {
+      if (a.drops) drops.push(a.drops);
       if (a.subnet === undefined) continue;
       agents.set(a.subnet, a.answer);
       if (a.target.name !== undefined) names.set(a.subnet, a.target.name);
+      if (a.traffic) traffic.set(a.subnet, a.traffic);
     }
     return buildModel({
       seq: this.seq, at: Date.now(), source: this.opts.source, network: this.network,
       leases: this.watcher.leases(), agents, names, world: this.world(),
       problems: [...this.storeProblems.values(), ...this.skippedObjects()],
+      traffic, drops,
     });
   }
 

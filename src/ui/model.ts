@@ -49,6 +49,25 @@ export interface UiHost {
   readonly agent: UiAgent;
   /** BGP sessions of this host's weftd (bgp backend only). */
   readonly bgp?: { readonly asn: number; readonly sessions: readonly UiBgpSession[] };
+  /**
+   * Bytes of pod traffic this host forwarded to (tx) and from (rx) each peer host, by the peer's
+   * id, since its counters began (weftd's GET /traffic); the page turns two models into a rate.
+   */
+  readonly traffic?: Readonly<Record<string, { readonly tx: number; readonly rx: number }>>;
+}
+
+/** A connection a NetworkPolicy dropped, as a node's flow records tell it (weftctl flows). */
+export interface UiDrop {
+  readonly src: { readonly ip: string; readonly namespace?: string; readonly pod?: string };
+  readonly dst: { readonly ip: string; readonly namespace?: string; readonly pod?: string };
+  readonly proto: string;
+  readonly dstPort: number;
+  /** The policies isolating the pod ("ns/name", comma-separated). */
+  readonly policy?: string;
+  readonly packets: number;
+  /** The last drop, ISO 8601. */
+  readonly at: string;
+  readonly node: string;
 }
 
 export interface UiPod {
@@ -97,6 +116,8 @@ export interface UiModel {
   readonly policies: readonly UiPolicy[];
   /** Things the view could not read (the store down, a garbage lease). */
   readonly problems: readonly string[];
+  /** The latest connections policies dropped, newest first (at most 50; weftds with flow records). */
+  readonly drops?: readonly UiDrop[];
 }
 
 /** One end of a link, seen from host `from` toward host `to`. */

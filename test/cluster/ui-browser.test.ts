@@ -14,6 +14,9 @@ import type { Page } from 'playwright-core';
 import type { LabRecord } from '../../src/lab/state.js';
 import type { UiModel } from '../../src/ui/model.js';
 import { openBrowser, type BrowserSession } from '../ui/browser.js';
+import { iperf } from '../../src/lab/bench.js';
+import { execIn } from '../../src/lab/exec.js';
+import { ECHO_PORT } from '../../src/lab/lab.js';
 import { WEFTCTL, cleanEnv, downQuietly, labName, stateDir, upOk } from './lab-harness.js';
 
 const name = labName('wui');
@@ -106,6 +109,23 @@ describe('weftctl ui in a browser, on a 3-host vxlan lab', { timeout: 300_000 },
     assert.ok(Number(await page.evaluate('document.body.dataset.seq')) > seqBefore, 'a newer model, not a reload');
   });
 
+  it('a link carrying pod traffic shows its rate (weftd\'s per-peer counters)', async (t) => {
+    const m = await model();
+    const [h0, h1] = [hostId(0, m), hostId(1, m)];
+    const [c0, c1] = ['h0c0', 'h1c0'].map((n) => rec.containers.find((c) => c.name === n));
+    assert.ok(c0 && c1?.ip);
+    const run = iperf(c1.ns, c0.ns, c1.ip, 4);
+    try {
+      await page.waitForSelector(`${linkSel(h0, h1)}[data-bps]`, { timeout: 15_000 });
+      const bps = Number(await page.locator(linkSel(h0, h1)).first().getAttribute('data-bps'));
+      t.diagnostic(`link h0–h1 drawn at ${(bps / 1e9).toFixed(2)} Gbit/s during iperf3`);
+      assert.ok(bps > 1e6, `a real rate, got ${bps} bit/s`);
+    } finally {
+      const r = await run;
+      t.diagnostic(`iperf3 measured ${r.gbps.toFixed(2)} Gbit/s`);
+    }
+  });
+
   it('a deny NetworkPolicy is the first broken hop of the path clicked between two pods', async () => {
     const policy = {
       apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny-to-h1', namespace: 'lab' },
@@ -129,6 +149,20 @@ describe('weftctl ui in a browser, on a 3-host vxlan lab', { timeout: 300_000 },
     const i = before.findIndex(([id]) => id === 'policy');
     assert.ok(i > 0);
     assert.deepEqual(before.slice(0, i).filter(([, s]) => s === 'fail'), []);
+  });
+
+  it('a connection the policy drops is listed under "Dropped by policy" with the policy', async (t) => {
+    const [c0, c1] = ['h0c0', 'h1c0'].map((n) => rec.containers.find((c) => c.name === n));
+    assert.ok(c0 && c1?.ip);
+    const drop = page.locator('#drops [data-drop="lab/h0c0>lab/h1c0"]');
+    const t0 = Date.now();
+    for (let i = 0; i < 20 && (await drop.count()) === 0; i++) {
+      await execIn(c0.ns, ['timeout', '1', 'bash', '-c', `echo > /dev/tcp/${c1.ip}/${ECHO_PORT}`], { timeoutMs: 3000 });
+      await page.waitForTimeout(500);
+    }
+    await drop.first().waitFor({ timeout: 5000 });
+    t.diagnostic(`listed ${Date.now() - t0} ms after the first attempt`);
+    assert.equal(await drop.first().getAttribute('data-policy'), 'lab/deny-to-h1');
   });
 
   it('a stopped weftd shows its host down and its links not ok', async (t) => {

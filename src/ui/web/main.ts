@@ -21,7 +21,7 @@ import { DoctorPanel } from './doctor.js';
 import { byId, h, replace } from './dom.js';
 import { Drawing, LINK_CAP, type DrawSummary } from './drawing.js';
 import { MESH_MAX } from './layout.js';
-import { isolationText, renderHeader, renderHostPanel, renderLive, renderPolicies, renderProblems, type LiveState } from './panels.js';
+import { isolationText, renderDrops, renderHeader, renderHostPanel, renderLive, renderPolicies, renderProblems, type LiveState } from './panels.js';
 
 interface State {
   derived: Derived | undefined;
@@ -31,11 +31,15 @@ interface State {
   live: LiveState;
   lastUpdate: number | undefined;
   summary: DrawSummary | undefined;
+  /** Bytes a second over each link (key "a|b"), from the last two models' traffic counters. */
+  rates: Map<string, number>;
+  /** The previous model's counters and time, to take the next rates against. */
+  lastTraffic: { at: number; hosts: UiModel['hosts'] } | undefined;
 }
 
 const st: State = {
   derived: undefined, selectedHost: undefined, selectedPolicy: undefined, hits: undefined,
-  live: 'connecting', lastUpdate: undefined, summary: undefined,
+  live: 'connecting', lastUpdate: undefined, summary: undefined, rates: new Map(), lastTraffic: undefined,
 };
 
 const els = {
@@ -50,6 +54,7 @@ const els = {
   legend: byId('legend'),
   hostPanel: byId('host-panel'),
   policies: byId('policies'),
+  drops: byId('drops'),
   side: byId('side'),
   empty: byId('empty'),
 };
@@ -86,6 +91,8 @@ function render(): void {
   renderLegend(st.summary);
   renderHostPanel(els.hostPanel, d, panelContext(d));
   renderPolicies(els.policies, d, st.selectedPolicy);
+  renderDrops(els.drops, d.model.drops ?? []);
+  showRates();
   highlight();
   document.body.dataset.seq = String(d.model.seq);
   document.body.dataset.renderMs = (performance.now() - t0).toFixed(1);
@@ -147,9 +154,55 @@ function describe(e: Element): string | undefined {
   const link = e.getAttribute('data-link');
   if (link !== null) {
     const [a, b] = link.split('|').map((id) => d.hostById.get(id)?.name ?? id);
-    return `${a} ↔ ${b}: ${e.getAttribute('data-state') ?? ''}`;
+    const rate = st.rates.get(link);
+    return `${a} ↔ ${b}: ${e.getAttribute('data-state') ?? ''}${rate !== undefined ? ` · ${bitRate(rate)} of pod traffic` : ''}`;
   }
   return undefined;
+}
+
+/**
+ * Each link's pod traffic in bytes a second: what each end forwarded to the other (its tx
+ * counter toward the peer) since the previous model, over the time between them.
+ */
+function linkRates(prev: State['lastTraffic'], m: UiModel): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!prev) return out;
+  const dt = (m.at - prev.at) / 1000;
+  if (dt <= 0) return out;
+  const before = new Map(prev.hosts.map((x) => [x.id, x.traffic]));
+  for (const host of m.hosts) {
+    const was = before.get(host.id);
+    if (!host.traffic || !was) continue;
+    for (const [peer, now] of Object.entries(host.traffic)) {
+      const then = was[peer];
+      if (!then || now.tx < then.tx) continue;
+      const key = [host.id, peer].sort().join('|');
+      out.set(key, (out.get(key) ?? 0) + (now.tx - then.tx) / dt);
+    }
+  }
+  return out;
+}
+
+function bitRate(bytesPerSecond: number): string {
+  const bits = bytesPerSecond * 8;
+  if (bits >= 1e9) return `${(bits / 1e9).toFixed(2)} Gbit/s`;
+  if (bits >= 1e6) return `${(bits / 1e6).toFixed(1)} Mbit/s`;
+  if (bits >= 1e3) return `${(bits / 1e3).toFixed(0)} kbit/s`;
+  return `${bits.toFixed(0)} bit/s`;
+}
+
+/** Links carrying traffic are drawn thicker (log scale) and carry their rate for tests and tooltips. */
+function showRates(): void {
+  for (const el of document.querySelectorAll<SVGElement>('[data-link]')) {
+    const rate = st.rates.get(el.getAttribute('data-link') ?? '') ?? 0;
+    if (rate > 0) {
+      el.setAttribute('data-bps', String(Math.round(rate * 8)));
+      el.style.strokeWidth = String(Math.min(10, 1.5 + Math.log10(1 + rate / 1000)));
+    } else {
+      el.removeAttribute('data-bps');
+      el.style.strokeWidth = '';
+    }
+  }
 }
 
 // Interaction ------------------------------------------------------------------------------------
@@ -232,6 +285,8 @@ function onModel(text: string): void {
   delete document.body.dataset.modelError;
   els.banner.hidden = true;
   st.derived = derive(r.model);
+  st.rates = linkRates(st.lastTraffic, r.model);
+  if (r.model.hosts.some((x) => x.traffic !== undefined)) st.lastTraffic = { at: r.model.at, hosts: r.model.hosts };
   st.hits = search(st.derived, els.search.value);
   st.lastUpdate = r.model.at;
   setLive('connected');

@@ -1,6 +1,6 @@
 // The header, the host panel and the policies panel. Everything from the model goes in as text.
 
-import type { UiHost, UiModel, UiPod } from '../model.js';
+import type { UiDrop, UiHost, UiModel, UiPod } from '../model.js';
 import type { Derived, SearchHits } from './derive.js';
 import { h, replace, type Child } from './dom.js';
 
@@ -191,4 +191,15 @@ export function renderPolicies(el: HTMLElement, d: Derived, selected: string | u
     h('h2', null, `Policies (${policies.length})`),
     policies.length === 0 ? h('p', { class: 'hint' }, 'no network policies') : h('p', { class: 'hint' }, 'Click a policy to highlight the pods it selects.'),
     h('ul', { class: 'policies' }, ...items));
+}
+
+/** The latest connections a NetworkPolicy dropped (weftd's flow records), newest first. */
+export function renderDrops(el: HTMLElement, drops: readonly UiDrop[]): void {
+  const end = (e: UiDrop['src']): string => (e.pod !== undefined ? `${e.namespace ?? ''}/${e.pod}` : e.ip);
+  const items = drops.map((x) => h('li', { 'data-drop': `${end(x.src)}>${end(x.dst)}`, 'data-policy': x.policy ?? '' },
+    h('div', null, h('b', null, end(x.src)), ' → ', h('b', null, end(x.dst)), ` ${x.proto}${x.dstPort !== 0 ? ` ${x.dstPort}` : ''}`),
+    h('div', { class: 'pod-policies' }, `dropped by ${x.policy ?? 'policy'} · ${x.packets} packet${x.packets === 1 ? '' : 's'} · ${clock(Date.parse(x.at))} on ${x.node}`)));
+  replace(el,
+    h('h2', null, `Dropped by policy (${drops.length})`),
+    drops.length === 0 ? h('p', { class: 'hint' }, 'no connection dropped lately (weftd --flow-records)') : h('ul', { class: 'policies' }, ...items));
 }
