@@ -16,16 +16,8 @@ import { weftdGet } from '../../src/cli/weftd-http.js';
 import { iperf } from '../../src/lab/bench.js';
 import type { LabRecord } from '../../src/lab/state.js';
 import { downQuietly, lab, labName, stateDir, upOk } from './lab-harness.js';
+import { scrape } from '../unit/metrics-text.js';
 
-/** name{labels} → value for one metric of a scrape. */
-function series(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = /^(\w+)(\{.*\})? (\S+)$/.exec(line);
-    if (m && m[1] === name) out.set(m[2] ?? '', Number(m[3]));
-  }
-  return out;
-}
 
 async function metrics(name: string, host: number): Promise<string> {
   const r = await weftdGet(`unix:${join(stateDir(name), 'hosts', `h${host}`, 'api.sock')}`, '/metrics');
@@ -34,7 +26,7 @@ async function metrics(name: string, host: number): Promise<string> {
 }
 
 function value(text: string, metric: string, labels: string): number {
-  const v = series(text, metric).get(labels);
+  const v = scrape(text, metric).get(labels);
   assert.ok(v !== undefined, `${metric}${labels} in\n${text.split('\n').filter((l) => l.startsWith(metric)).join('\n')}`);
   return v;
 }

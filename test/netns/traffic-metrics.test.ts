@@ -21,6 +21,7 @@ import { runInNetns, writeSysctl } from '../../src/netns/index.js';
 import { nftApply, nftListJson } from '../../src/nft/nft.js';
 import { type EndpointRecord, removeEndpointRecord, writeEndpointRecord } from '../../src/policy/endpoint-record.js';
 import type { Lease } from '../../src/store/lease.js';
+import { scrape } from '../unit/metrics-text.js';
 
 const pool = new NetnsPool('wpm');
 const NETWORK = parseCidr('10.244.0.0/16');
@@ -39,15 +40,6 @@ function lease(subnet: string, ip: string): Lease {
   return { subnet: parseCidr(subnet), attrs: { publicIP: parseIP(ip), publicIPv6: undefined, backendType: 'host-gw', backendData: null }, expiresAt: undefined, revision: 1n };
 }
 
-/** name{labels} → value for one metric of a scrape. */
-function scrape(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = /^(\w+)(\{.*\})? (\S+)$/.exec(line);
-    if (m && m[1] === name) out.set(m[2] ?? '', Number(m[3]));
-  }
-  return out;
-}
 
 interface KernelLinkStats { stats64: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } } }
 

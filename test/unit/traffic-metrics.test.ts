@@ -18,6 +18,7 @@ import type { EndpointRecord } from '../../src/policy/endpoint-record.js';
 import { parseCidr, parseIP } from '../../src/net/ip.js';
 import { createLogger } from '../../src/log.js';
 import type { Lease } from '../../src/store/lease.js';
+import { scrape } from './metrics-text.js';
 
 const STATS_FIELDS = 25;
 
@@ -288,15 +289,6 @@ const vethLink = (index: number, s: Partial<LinkStats>): Link => ({
   kind: 'veth', parentIndex: 2, linkNetnsId: index, stats: stats(s),
 });
 
-/** name{labels} → value, for the lines of one metric. */
-function scrape(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = /^(\w+)(\{.*\})? (\S+)$/.exec(line);
-    if (m && m[1] === name) out.set(m[2] ?? '', Number(m[3]));
-  }
-  return out;
-}
 
 function lease(subnet: string, ip: string): Lease {
   return { subnet: parseCidr(subnet), attrs: { publicIP: parseIP(ip), publicIPv6: undefined, backendType: 'vxlan', backendData: null }, expiresAt: undefined, revision: 1n };
