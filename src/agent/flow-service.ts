@@ -33,6 +33,8 @@ export interface FlowsDocument {
   readonly lost: number;
   /** Kernel events lost before weftd read them (its conntrack socket overran). */
   readonly lostEvents: number;
+  /** Sources weftd could not follow (no ctnetlink, the NFLOG group taken), each with why. */
+  readonly problems?: readonly string[];
 }
 
 export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: string, s: FlowServiceSettings): ServiceStarter {
@@ -63,16 +65,28 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
     const sweep = setInterval(() => observer.closeQuietDrops(), 1000);
     sweep.unref();
     const reader = new ConntrackReader();
-    try {
-      watch = kv.watch(ENDPOINTS, (ev) => {
-        if (ev.type === 'snapshot') endpoints.replaceAll(ev.entries);
-        else if (ev.type === 'put') endpoints.set(ev.key, ev.value);
-        else if (ev.type === 'delete') endpoints.delete(ev.key);
-        else return;
-        byIp = undefined;
-      });
-      // Counters and start/stop times for connections from now on; weftd runs in the host's namespace.
-      enableConntrackAccounting(undefined);
+    // Each source on its own: a kernel without ctnetlink or NFLOG, or another program holding
+    // the NFLOG group, costs that part of the records (with a warning), never weftd itself.
+    const problems: string[] = [];
+    const attempt = (what: string, fn: () => void): void => {
+      try {
+        fn();
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err);
+        problems.push(`${what}: ${reason}`);
+        log.warn(`flow records without ${what}`, { error: reason });
+      }
+    };
+    watch = kv.watch(ENDPOINTS, (ev) => {
+      if (ev.type === 'snapshot') endpoints.replaceAll(ev.entries);
+      else if (ev.type === 'put') endpoints.set(ev.key, ev.value);
+      else if (ev.type === 'delete') endpoints.delete(ev.key);
+      else return;
+      byIp = undefined;
+    });
+    // Counters and start/stop times for connections from now on; weftd runs in the host's namespace.
+    attempt('conntrack accounting (no byte counts)', () => enableConntrackAccounting(undefined));
+    attempt('conntrack events (no forwarded connections)', () => {
       ct = watchConntrack((ev) => {
         if (ev.type === 'new') observer.started(ev.flow);
         else if (ev.type === 'destroy') observer.ended(ev.flow);
@@ -87,23 +101,19 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
           } catch (err) {
             log.warn('conntrack read', { error: err instanceof Error ? err.message : String(err) });
           }
-        }
-        else if (ev.type === 'overrun') { observer.lostEvents += 1; lost.set(observer.lostEvents); } else if (ev.type === 'error') log.warn('conntrack events', { error: ev.error.message, fatal: ev.fatal });
+        } else if (ev.type === 'overrun') {
+          observer.lostEvents += 1;
+          lost.set(observer.lostEvents);
+        } else if (ev.type === 'error') log.warn('conntrack events', { error: ev.error.message, fatal: ev.fatal });
       });
-      if (s.logGroup > 0) {
+    });
+    if (s.logGroup > 0) {
+      attempt(`NFLOG group ${s.logGroup} (no dropped connections)`, () => {
         nflog = watchNflog(s.logGroup, (ev) => {
           if (ev.type === 'packet') observer.dropped(ev.packet);
           else if (ev.type === 'error') log.warn('nflog', { group: s.logGroup, error: ev.error.message, fatal: ev.fatal });
         });
-      }
-    } catch (err) {
-      clearInterval(sweep);
-      reader.close();
-      ct?.close();
-      nflog?.close();
-      await watch?.close();
-      await kv.close();
-      throw err;
+      });
     }
     log.info('recording flows', { capacity: s.capacity, logGroup: s.logGroup, ...(s.exportFile !== undefined && { exportFile: s.exportFile }) });
     return {
@@ -114,7 +124,7 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
         // ?verdict=dropped: a poller that wants only the drops (the web view) is sent only those.
         const verdict = query.get('verdict');
         const records = verdict === null ? page.records : page.records.filter((r) => r.verdict === verdict);
-        return { node, records, next: page.next, lost: page.lost, lostEvents: observer.lostEvents };
+        return { node, records, next: page.next, lost: page.lost, lostEvents: observer.lostEvents, ...(problems.length > 0 && { problems }) };
       },
       close: async () => {
         clearInterval(sweep);
@@ -125,6 +135,9 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
         await watch?.close();
         await kv.close();
         await new Promise<void>((r) => (out ? out.end(() => r()) : r()));
+        // A service started again in this registry (weftd restarting it) registers them anew.
+        ctx.metrics.registry.removeSingleMetric('weft_flow_records_total');
+        ctx.metrics.registry.removeSingleMetric('weft_flow_events_lost');
       },
     } satisfies AgentService;
   };

@@ -8,7 +8,7 @@ import { DEFAULT_HEALTH_ADDR, healthAddr, weftdGet } from './weftd-http.js';
 import { parseLabName } from '../lab/naming.js';
 import { LabDirs } from '../lab/state.js';
 import { type FlowFilter, flowMatches, mergeFlows } from '../flows/query.js';
-import { type FlowRecord, endLabel, flowKey } from '../flows/record.js';
+import { type FlowRecord, endLabel, flowKey, flowsDocSchema } from '../flows/record.js';
 import { type Cell, renderTable, useColour } from '../text-table.js';
 import { CniCode, WeftError } from '../errors.js';
 
@@ -61,8 +61,10 @@ async function fetchFlows(src: Source): Promise<Page> {
   const r = await weftdGet(src.addr, `/flows?after=${src.next}`, 5000);
   if (r.status === 404) throw new WeftError(CniCode.InvalidEnvironment, `weftd at ${src.addr} keeps no flow records (weftd --flow-records 0, or older than flows)`);
   if (r.status !== 200) throw new WeftError(CniCode.InvalidEnvironment, `weftd at ${src.addr} answered HTTP ${r.status} for /flows`);
-  const doc = JSON.parse(r.body) as { records?: FlowRecord[]; next?: number; lost?: number };
-  return { records: doc.records ?? [], next: doc.next ?? src.next, lost: doc.lost ?? 0 };
+  const doc = flowsDocSchema.safeParse(JSON.parse(r.body));
+  if (!doc.success) throw new WeftError(CniCode.DecodeFailure, `weftd at ${src.addr} answered /flows with something else: ${doc.error.issues[0]?.path.join('.') ?? ''} ${doc.error.issues[0]?.message ?? ''}`);
+  for (const p of doc.data.problems ?? []) process.stderr.write(`weftctl flows: ${src.name}: ${p}\n`);
+  return { records: doc.data.records as FlowRecord[], next: doc.data.next, lost: doc.data.lost };
 }
 
 function row(f: FlowRecord): Array<string | Cell> {
@@ -127,8 +129,9 @@ export const flowsCommand: CliCommand = {
     }
     if (!v.json) process.stdout.write(renderTable(HEAD, []));
     print(flows);
-    // A connection seen by two nodes comes from both: printed once, as the first one told it.
-    const printed = new Map<string, number>();
+    // A connection seen by two nodes comes from both: printed as the first node tells it (when
+    // it opens, again when it is completed); the other node's copies are left out.
+    const printed = new Map<string, { node: string; at: number }>();
     let stop = false;
     const onSignal = () => { stop = true; };
     process.once('SIGINT', onSignal);
@@ -136,13 +139,13 @@ export const flowsCommand: CliCommand = {
     while (!stop) {
       await new Promise((r) => setTimeout(r, 1000));
       const now = Date.now();
-      for (const [k, t] of printed) if (now - t > 10_000) printed.delete(k);
+      for (const [k, p] of printed) if (now - p.at > 10_000) printed.delete(k);
       for (const s of sources) {
         const p = await fetchFlows(s).catch(() => undefined);
         if (!p) continue;
         s.next = p.next;
-        const fresh = p.records.filter((f) => flowMatches(f, filter) && !printed.has(flowKey(f)));
-        for (const f of fresh) printed.set(flowKey(f), now);
+        const fresh = p.records.filter((f) => flowMatches(f, filter) && (printed.get(flowKey(f))?.node ?? f.node) === f.node);
+        for (const f of fresh) printed.set(flowKey(f), { node: f.node, at: now });
         print(fresh);
       }
     }

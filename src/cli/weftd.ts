@@ -67,8 +67,10 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
                            also per-pod and per-peer traffic, README: Traffic metrics),
                            /peers (JSON: the peer subnets this host's dataplane has programmed
                            and those it skipped, with why), /policy/counters (JSON: packets and
-                           bytes NetworkPolicy allowed and denied here, per policy and pod) and
-                           /<backend>/status (bgp)
+                           bytes NetworkPolicy allowed and denied here, per policy and pod),
+                           /traffic (JSON: bytes and packets to and from each peer), /flows
+                           (JSON: flow records, ?after=SEQ&verdict=dropped) and
+                           /<backend>/status (bgp); every JSON one carries an ETag
   --api-socket PATH        serve the same endpoints on this unix socket too (mode 0600; a
                            stale socket is replaced, the file removed when weftd stops). A
                            unix socket is reachable from every network namespace, so tools
@@ -90,13 +92,16 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
                            --no-conntrack-bypass (or WEFTD_CONNTRACK_BYPASS=false) keeps it off
   --flow-log-group N       NFLOG group that packets denied by a NetworkPolicy are logged to
                            (at most 100 a second per host; prefix
-                           weft-deny:<direction>:<ns>/<policy>[,…]), for weft's flow records or
-                           any NFLOG reader; 0 turns the log off (default ${DEFAULT_DENY_LOG_GROUP})
+                           weft-deny:<direction>:<ns>/<policy>[,…]); weftd reads it for its flow
+                           records (a group has one reader: with --flow-records 0 another NFLOG
+                           reader may take it); 0 turns the log off (default ${DEFAULT_DENY_LOG_GROUP})
   --flow-records N         keep the last N flow records (connections between pods and to the
                            outside, forwarded or dropped by policy) from conntrack events and
                            the policy's NFLOG group, served at /flows (weftctl flows); turns on
-                           conntrack accounting and timestamps in this namespace (default
-                           ${DEFAULT_FLOW_RECORDS}; 0 = off)
+                           conntrack accounting and timestamps in this namespace, and puts a
+                           ct rule in inet weft so connections are tracked even without
+                           --ip-masq or policies. Pod-to-pod traffic --conntrack-bypass leaves
+                           untracked has no records (default ${DEFAULT_FLOW_RECORDS}; 0 = off)
   --flow-log PATH          also append every completed flow record to PATH as a JSON line
                            (for log shippers; default: off)
 ${storeFlagsHelp}
@@ -343,6 +348,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     const endpointChanges = new EndpointChanges();
     a.addService('policy', policyServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), endpointRecordDir(subnetFile), endpointChanges, repair !== undefined ? repair * 1000 : undefined, flags.conntrackBypass, settings.type === 'kube', flags.flowLogGroup));
     if (flags.flowRecords > 0) {
+      if (flags.conntrackBypass) log.warn('--conntrack-bypass leaves pod-to-pod traffic untracked while no NetworkPolicy exists: those connections get no flow records');
       a.addService('flows', flowServiceStarter(() => openKeyValueStore(settings), nodeName ?? hostname(), {
         capacity: flags.flowRecords, logGroup: flags.flowLogGroup, ...(flags.flowLog !== undefined && { exportFile: flags.flowLog }),
       }));

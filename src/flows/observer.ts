@@ -117,9 +117,12 @@ export class FlowObserver {
       bytes: c ? c.original.bytes + c.reply.bytes : 0, packets: c ? c.original.packets + c.reply.packets : 0, verdict: 'forwarded',
       start: known?.rec.start ?? new Date(f.startMs ?? this.now()).toISOString(), end,
     };
-    if (known && this.ring.replace(known.seq, rec)) {
-      if (!final) { known.rec = rec; known.closedAt = end; }
+    if (known?.closedAt !== undefined && this.ring.replace(known.seq, rec)) {
+      // Completed before, when it closed: the destroy only brings the last packets' counts.
     } else {
+      // Moved to the ring's head, so a reader following by cursor (weftctl flows --follow, the
+      // web view) is given the completed record, not only the open one it saw before.
+      if (known) this.ring.remove(known.seq);
       const seq = this.ring.push(rec);
       if (!final && f.id !== undefined) this.open.set(f.id, { seq, rec, closedAt: end });
     }
@@ -136,7 +139,7 @@ export class FlowObserver {
   dropped(p: LoggedPacket): void {
     const deny = p.prefix !== undefined ? parseDenyPrefix(p.prefix) : undefined;
     if (!deny || !p.ip) return;
-    const at = p.timestampMs ?? this.now();
+    const at = p.timestampMs !== undefined && Number.isFinite(p.timestampMs) && p.timestampMs > 0 ? p.timestampMs : this.now();
     this.closeQuietDrops(at);
     const key = `${p.ip.proto} ${formatIP(p.ip.src)}:${p.ip.srcPort ?? 0} ${formatIP(p.ip.dst)}:${p.ip.dstPort ?? 0}`;
     const policy = [...deny.policies, ...(deny.omitted > 0 ? [`+${deny.omitted} more`] : [])].join(',');
@@ -144,7 +147,8 @@ export class FlowObserver {
     if (seen) {
       seen.rec = { ...seen.rec, packets: seen.rec.packets + 1, bytes: seen.rec.bytes + p.ip.length, end: new Date(at).toISOString() };
       seen.last = at;
-      if (!this.ring.replace(seen.seq, seen.rec)) seen.seq = this.ring.push(seen.rec);
+      this.ring.remove(seen.seq);
+      seen.seq = this.ring.push(seen.rec);
       return;
     }
     const rec: FlowRecord = {

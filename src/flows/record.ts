@@ -3,6 +3,7 @@
 // ended, and whether it was forwarded or dropped by policy (and which). weftd keeps them in a
 // bounded ring per node (ring.ts); `weftctl flows` reads the ring of every node and merges them.
 // The JSON form is what `weftctl flows --json` prints, one object per line.
+import { z } from 'zod';
 
 export type FlowVerdict = 'forwarded' | 'dropped';
 export type FlowProto = 'TCP' | 'UDP' | 'SCTP' | 'ICMP' | 'ICMPv6' | string;
@@ -43,3 +44,26 @@ export function flowKey(f: FlowRecord): string {
 export function endLabel(e: FlowEnd): string {
   return e.pod !== undefined ? `${e.namespace ?? ''}/${e.pod}` : e.ip;
 }
+
+const end = z.object({ ip: z.string(), namespace: z.string().optional(), pod: z.string().optional() });
+
+/** GET /flows as weftd answers it, checked where it is read (weftctl flows, the web view). */
+export const flowsDocSchema = z.object({
+  node: z.string(),
+  records: z.array(z.object({
+    src: end, dst: end, proto: z.string(), srcPort: z.number(), dstPort: z.number(), bytes: z.number(), packets: z.number(),
+    verdict: z.enum(['forwarded', 'dropped']), policy: z.string().optional(), start: z.string(), end: z.string().optional(), node: z.string(),
+  })),
+  next: z.number(),
+  lost: z.number(),
+  lostEvents: z.number().optional(),
+  problems: z.array(z.string()).optional(),
+});
+
+/** GET /traffic: bytes and packets this host forwarded to (tx) and from (rx) each peer. */
+export const trafficDocSchema = z.object({
+  peers: z.array(z.object({
+    subnet: z.string(), publicIP: z.string(),
+    tx: z.object({ bytes: z.number(), packets: z.number() }), rx: z.object({ bytes: z.number(), packets: z.number() }),
+  })),
+});

@@ -27,7 +27,14 @@ export class FlowRing {
     return seq;
   }
 
-  /** Puts r in place of record `seq` (completing it); false when the ring has moved past it. */
+  /** Empties record `seq`'s slot (a reader by cursor skips it); false when the ring has moved past it. */
+  remove(seq: number): boolean {
+    if (seq < 1 || seq >= this.nextSeq || seq <= this.nextSeq - 1 - this.capacity) return false;
+    this.buf[(seq - 1) % this.capacity] = undefined;
+    return true;
+  }
+
+  /** Puts r in place of record `seq`; false when the ring has moved past it. */
   replace(seq: number, r: FlowRecord): boolean {
     if (seq < 1 || seq >= this.nextSeq || seq <= this.nextSeq - 1 - this.capacity) return false;
     this.buf[(seq - 1) % this.capacity] = r;

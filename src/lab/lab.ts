@@ -21,6 +21,7 @@ import { LAB_NS_PREFIX, type LabName, labNsPrefix, labRoot } from './naming.js';
 import { createPods, kubeletCniArgs, kubeStoreArgs, type LabKube, podLabels, podManifest, postPodIP, startLabKube } from './kube.js';
 import { type LabProcess, isSameProcess, killAndWait, processStartTime, processesInNamespaces, startInNamespace } from './procs.js';
 import type { LabSpec } from './spec.js';
+import { writeSysctl } from '../netns/sysctl.js';
 import { LabDirs, type LabRecord, readRecord, writeRecord } from './state.js';
 
 /** TCP echo port of every container's (and the outside namespace's) echo server. */
@@ -357,6 +358,10 @@ export async function labUp(spec: LabSpec, report: StepReporter = () => {}, sign
       rec.outsideIP = formatIP(topo.outsideIP);
       rec.hostList = topo.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip) }));
     }
+    // The lab's own clients (kube-apiserver → etcd in "outside") take ephemeral ports from
+    // 49152 up, as IANA has it, so the lower ports stay free for the servers tests start there
+    // (a policy test listens on 32768, the kernel's default first ephemeral port).
+    if (rec.outside) writeSysctl('net.ipv4.ip_local_port_range', '49152 60999', netnsPath(rec.outside));
     for (const h of rec.hostList) dirs.makeHostDirs(h.index);
     save();
     if (racks) {

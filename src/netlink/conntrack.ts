@@ -16,7 +16,7 @@
 import { WeftError, CniCode } from '../errors.js';
 import { type IP, type IPFamily, ipToBytes } from '../net/ip.js';
 import { writeSysctl } from '../netns/sysctl.js';
-import { type Attr, AttrSet } from './attrs.js';
+import { type Attr, AttrSet, nla } from './attrs.js';
 import { NetlinkError } from './error.js';
 import * as C from './constants.js';
 import { familyOfAf } from './family.js';
@@ -233,10 +233,9 @@ export function dumpConntrack(opts: ConntrackDumpOptions = {}): ConntrackFlow[] 
 /** IPCTNL_MSG_CT_GET for the one entry whose original direction is `t` (ports: TCP, UDP, SCTP). */
 export function conntrackGetRequest(t: ConntrackTuple): RequestSpec {
   const v4 = t.src.family === 4;
-  const proto: Attr[] = [{ type: C.CTA_PROTO_NUM, value: Uint8Array.of(t.proto) }];
-  const be16 = (n: number) => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
-  if (t.srcPort !== undefined) proto.push({ type: C.CTA_PROTO_SRC_PORT, value: be16(t.srcPort) });
-  if (t.dstPort !== undefined) proto.push({ type: C.CTA_PROTO_DST_PORT, value: be16(t.dstPort) });
+  const proto: Attr[] = [nla.u8(C.CTA_PROTO_NUM, t.proto)];
+  if (t.srcPort !== undefined) proto.push(nla.be16(C.CTA_PROTO_SRC_PORT, t.srcPort));
+  if (t.dstPort !== undefined) proto.push(nla.be16(C.CTA_PROTO_DST_PORT, t.dstPort));
   return {
     type: CT_GET,
     flags: C.NLM_F_REQUEST,

@@ -243,7 +243,12 @@ export class NetlinkListener {
         return;
       }
       default:
-        this.onMessage?.(m);
+        // A handler's throw would reach the addon's callback and end the process: report it.
+        try {
+          this.onMessage?.(m);
+        } catch (err) {
+          this.onProblem?.({ type: 'error', error: WeftError.wrap(err, CniCode.Netlink, `${this.what}: handling a message`), fatal: false });
+        }
     }
   }
 }

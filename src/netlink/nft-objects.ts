@@ -6,7 +6,7 @@
 // nfnetlink's framing is src/netlink/nfnetlink.ts; attribute integers are big endian (unlike
 // rtnetlink's).
 import { WeftError, CniCode } from '../errors.js';
-import { AttrSet, nla, type Attr } from './attrs.js';
+import { AttrSet, nla } from './attrs.js';
 import type { NlMessage, RequestSpec } from './message.js';
 import { NETLINK_NETFILTER, NFGENMSG_LEN, NLM_F_DUMP, NLM_F_REQUEST } from './constants.js';
 import { nfgenmsg, nfnlType } from './nfnetlink.js';
@@ -42,12 +42,6 @@ export interface NftCounter {
   readonly use: number;
 }
 
-function be32(type: number, n: number): Attr {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n >>> 0);
-  return { type, value: b };
-}
-
 /** Dumps the named counters of one table (the kernel filters by family, table and type). */
 export function counterDumpRequest(family: NfFamily, table: string): RequestSpec {
   const fixed = nfgenmsg(NFPROTO[family]);
@@ -55,13 +49,8 @@ export function counterDumpRequest(family: NfFamily, table: string): RequestSpec
     type: msgType(NFT_MSG_GETOBJ),
     flags: NLM_F_REQUEST | NLM_F_DUMP,
     fixed,
-    attrs: [nla.str(NFTA_OBJ_TABLE, table), be32(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER)],
+    attrs: [nla.str(NFTA_OBJ_TABLE, table), nla.be32(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER)],
   };
-}
-
-function beU64(set: AttrSet, type: number): number | undefined {
-  const b = set.bytes(type);
-  return b && b.length >= 8 ? Number(b.readBigUInt64BE(0)) : undefined;
 }
 
 /** One NFT_MSG_NEWOBJ of a dump; undefined for an object that is not a counter. */
@@ -76,8 +65,8 @@ export function decodeCounter(msg: NlMessage): NftCounter | undefined {
   const use = a.bytes(NFTA_OBJ_USE);
   return {
     name,
-    bytes: beU64(data, NFTA_COUNTER_BYTES) ?? 0,
-    packets: beU64(data, NFTA_COUNTER_PACKETS) ?? 0,
+    bytes: Number(data.be64(NFTA_COUNTER_BYTES) ?? 0n),
+    packets: Number(data.be64(NFTA_COUNTER_PACKETS) ?? 0n),
     use: use && use.length >= 4 ? use.readUInt32BE(0) : 0,
   };
 }

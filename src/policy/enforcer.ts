@@ -37,6 +37,9 @@ import { type EndpointCounter, type PolicyCounter, VerdictCounters, readSources 
 import type { PolicyWorld } from './model.js';
 
 /** Where the table lives: this process's namespace, or a named one (tests, the lab). */
+
+/** After the kernel refused the deny log, how long until it is tried again. */
+const LOG_RETRY_MS = 60_000;
 export interface NftRunner {
   /** Runs a script as one transaction. */
   apply(script: string): Promise<void>;
@@ -340,7 +343,8 @@ export class PolicyEnforcer {
   /**
    * A replace; when the kernel refuses it and it has log rules, once more without them. `log
    * group` needs nfnetlink_log, which a kernel may lack: enforcing the policies matters more than
-   * logging their drops, so the log stays off for this process (and says so once).
+   * logging their drops. The log stays off for a while and is then tried again, so a refusal
+   * that had another cause (a transient nft failure) does not turn it off for good.
    */
   private async replaceOrWithoutLog(next: CompiledPolicy, world: PolicyWorld, guard: LocalGuard | undefined, reason: string, compileMs?: number): Promise<EnforceResult> {
     try {
@@ -349,10 +353,13 @@ export class PolicyEnforcer {
       if (!next.structure.includes(' log prefix ')) throw err;
       const plain = compilePolicies(world, this.opts.host, guard, { logGroup: 0 });
       const r = await this.replace(plain, reason, compileMs);
-      this.opts.log?.warn('denied packets are not logged: the kernel refused the table with log rules and took it without', {
+      this.opts.log?.warn('denied packets are not logged: the kernel refused the table with log rules and took it without; trying again in a minute', {
         group: next.logGroup, error: err instanceof Error ? err.message : String(err),
       });
+      const group = next.logGroup;
       this.logGroup = 0;
+      const retry = setTimeout(() => { if (this.logGroup === 0) this.logGroup = group; }, LOG_RETRY_MS);
+      retry.unref();
       return r;
     }
   }

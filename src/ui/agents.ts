@@ -9,7 +9,7 @@ import { weftdGet } from '../cli/weftd-http.js';
 import { CniCode, WeftError } from '../errors.js';
 import type { AgentAnswer } from './build.js';
 import type { UiBgpSession } from './model.js';
-import type { FlowRecord } from '../flows/record.js';
+import { type FlowRecord, flowKey, flowsDocSchema, trafficDocSchema } from '../flows/record.js';
 
 /** One weftd to ask, and the lease it holds when the view knows it without asking. */
 export interface AgentTarget {
@@ -80,17 +80,22 @@ async function getPeers(addr: string, timeoutMs: number, prev: AskedAgent | unde
  */
 async function trafficAndDrops(addr: string, timeoutMs: number, prev: AskedAgent | undefined): Promise<Pick<AskedAgent, 'traffic' | 'drops' | 'flowsNext'>> {
   const out: { traffic?: Record<string, { tx: number; rx: number }>; drops?: readonly FlowRecord[]; flowsNext?: number } = {};
+  const json = (body: string): unknown => { try { return JSON.parse(body); } catch { return undefined; } };
   const traffic = await weftdGet(addr, '/traffic', timeoutMs).catch(() => undefined);
-  if (traffic?.status === 200) {
-    const doc = JSON.parse(traffic.body) as { peers?: Array<{ subnet: string; tx: { bytes: number }; rx: { bytes: number } }> };
-    out.traffic = Object.fromEntries((doc.peers ?? []).map((p) => [p.subnet, { tx: p.tx.bytes, rx: p.rx.bytes }]));
-  }
+  const t = traffic?.status === 200 ? trafficDocSchema.safeParse(json(traffic.body)) : undefined;
+  if (t?.success) out.traffic = Object.fromEntries(t.data.peers.map((p) => [p.subnet, { tx: p.tx.bytes, rx: p.rx.bytes }]));
   const flows = await weftdGet(addr, `/flows?after=${prev?.flowsNext ?? 0}&verdict=dropped`, timeoutMs).catch(() => undefined);
-  if (flows?.status === 200) {
-    const doc = JSON.parse(flows.body) as { records?: FlowRecord[]; next?: number };
-    const fresh = doc.records ?? [];
-    out.drops = fresh.length === 0 && prev?.drops ? prev.drops : [...(prev?.drops ?? []), ...fresh].slice(-DROPS_KEPT);
-    out.flowsNext = doc.next ?? prev?.flowsNext ?? 0;
+  const f = flows?.status === 200 ? flowsDocSchema.safeParse(json(flows.body)) : undefined;
+  if (f?.success) {
+    const fresh = f.data.records as FlowRecord[];
+    // A drop record comes again each time more of its packets are dropped: the newest wins.
+    const same = (a: FlowRecord, b: FlowRecord) => flowKey(a) === flowKey(b) && a.start === b.start;
+    out.drops = fresh.length === 0 && prev?.drops ? prev.drops
+      : [...(prev?.drops ?? []).filter((o) => !fresh.some((n) => same(o, n))), ...fresh].slice(-DROPS_KEPT);
+    out.flowsNext = f.data.next;
+  } else if (prev?.drops) {
+    out.drops = prev.drops;
+    if (prev.flowsNext !== undefined) out.flowsNext = prev.flowsNext;
   }
   return out;
 }

@@ -24,7 +24,7 @@ function observer(now: { t: number }, done: FlowRecord[] = []): FlowObserver {
 const tuple = { src: parseIP('10.244.1.2'), dst: parseIP('10.244.2.2'), proto: 6, srcPort: 40000, dstPort: 7 };
 
 describe('flow observer', () => {
-  it('a connection: recorded open when conntrack confirms it, completed in place when it is destroyed', () => {
+  it('a connection: recorded open when conntrack confirms it, completed (and moved to the ring\'s head for cursor readers) when it is destroyed', () => {
     const now = { t: Date.parse('2026-12-07T10:00:00Z') };
     const done: FlowRecord[] = [];
     const o = observer(now, done);
@@ -34,8 +34,10 @@ describe('flow observer', () => {
     assert.deepEqual(open[0]?.src, { ip: '10.244.1.2', namespace: 'lab', pod: 'h0c0' });
     assert.equal(open[0]?.end, undefined);
     o.ended({ original: tuple, id: 7, counters: { original: { packets: 10, bytes: 1000 }, reply: { packets: 8, bytes: 600 } }, stopMs: now.t + 1500 });
-    const [rec] = o.ring.after(0).records;
-    assert.equal(o.ring.size, 1, 'the same record, completed');
+    const page = o.ring.after(0);
+    const [rec] = page.records;
+    assert.equal(page.records.length, 1, 'one record, completed');
+    assert.equal(o.ring.after(1).records.length, 1, 'a reader past the open record is given the completed one');
     assert.deepEqual({ bytes: rec?.bytes, packets: rec?.packets, proto: rec?.proto, dstPort: rec?.dstPort, verdict: rec?.verdict, start: rec?.start, end: rec?.end },
       { bytes: 1600, packets: 18, proto: 'TCP', dstPort: 7, verdict: 'forwarded', start: '2026-12-07T10:00:00.000Z', end: '2026-12-07T10:00:01.500Z' });
     assert.deepEqual(done, [rec]);
@@ -54,7 +56,7 @@ describe('flow observer', () => {
     assert.deepEqual(done, [], 'exported with its destroy');
     now.t += 120_000;
     o.ended({ original: tuple, id: 3, counters: { original: { packets: 6, bytes: 552 }, reply: { packets: 4, bytes: 300 } }, stopMs: now.t });
-    assert.equal(o.ring.size, 1);
+    assert.equal(o.ring.after(0).records.length, 1);
     [rec] = o.ring.after(0).records;
     assert.deepEqual({ bytes: rec?.bytes, end: rec?.end }, { bytes: 852, end: '2026-12-07T10:00:02.000Z' }, 'the end stays when it closed');
     assert.equal(done.length, 1);
