@@ -116,7 +116,8 @@ describe('weftctl ui in a browser, on a 3-host vxlan lab', { timeout: 300_000 },
     assert.ok(c0 && c1?.ip);
     const run = iperf(c1.ns, c0.ns, c1.ip, 4);
     try {
-      await page.waitForSelector(`${linkSel(h0, h1)}[data-bps]`, { timeout: 15_000 });
+      // attached, not visible: a horizontal line's box has no height, and a line is "hidden" then.
+      await page.waitForSelector(`${linkSel(h0, h1)}[data-bps]`, { state: 'attached', timeout: 15_000 });
       const bps = Number(await page.locator(linkSel(h0, h1)).first().getAttribute('data-bps'));
       t.diagnostic(`link h0–h1 drawn at ${(bps / 1e9).toFixed(2)} Gbit/s during iperf3`);
       assert.ok(bps > 1e6, `a real rate, got ${bps} bit/s`);
