@@ -6,7 +6,7 @@
 //   10k flows/min  a client in h0's pod opens 167 short TCP connections a second to h1's pod for
 //                --minutes (1) in each lab in turn; weftd's CPU seconds and RSS on both hosts,
 //                on vs off, and how many records lab "on" kept.
-// Options: --seconds=S (iperf3 run, 3), --rounds=R (4), --minutes=M (1).
+// Options: --seconds=S (iperf3 run, 3), --rounds=R (8), --minutes=M (1).
 import { spawnSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -100,7 +100,7 @@ export const benchmark: Benchmark = {
   summary: 'flow records on vs off: iperf3 throughput (target ≥ 0.95×), weftd CPU and RSS at 10k flows/min',
   async run(args) {
     const seconds = opt(args, 'seconds', 3);
-    const rounds = opt(args, 'rounds', 4);
+    const rounds = opt(args, 'rounds', 8);
     const minutes = opt(args, 'minutes', 1);
     const tag = String(process.pid % 10000);
     const on: Lab = { name: `bfon${tag}`, flows: true, rec: undefined as unknown as LabRecord };
