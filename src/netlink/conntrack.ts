@@ -308,14 +308,9 @@ export function watchConntrack(onEvent: (e: ConntrackEvent) => void, opts: Connt
     'conntrack events',
   );
   listener.start(
+    // A message that does not decode is reported by the listener as a non-fatal error.
     (msg) => {
-      let ev;
-      try {
-        ev = decodeConntrackEvent(msg);
-      } catch (err) {
-        onEvent({ type: 'error', error: WeftError.wrap(err, CniCode.Netlink, listener.what), fatal: false });
-        return;
-      }
+      const ev = decodeConntrackEvent(msg);
       if (ev) onEvent(ev);
     },
     onEvent,

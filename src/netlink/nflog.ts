@@ -215,14 +215,9 @@ export function watchNflog(group: number, onEvent: (e: NflogEvent) => void, opts
     throw err;
   }
   listener.start(
+    // A message that does not decode is reported by the listener as a non-fatal error.
     (msg) => {
-      let packet;
-      try {
-        packet = decodeNflogPacket(msg);
-      } catch (err) {
-        onEvent({ type: 'error', error: WeftError.wrap(err, CniCode.Netlink, listener.what), fatal: false });
-        return;
-      }
+      const packet = decodeNflogPacket(msg);
       if (packet) onEvent({ type: 'packet', packet });
     },
     onEvent,
