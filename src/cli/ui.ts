@@ -2,17 +2,17 @@
 // weftds it can reach what they have programmed, and serves a live page of hosts, links, BGP
 // sessions, pods and policies, with doctor's path check between two pods (src/ui).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { CliCommand } from './command.js';
 import { parseCommandArgs } from './args.js';
 import { ExitCode, UsageError } from './command.js';
-import { DEFAULT_SUBNET_FILE, parseSubnetEnv, parseSubnetEnvText } from '../cni/subnet-env.js';
+import { DEFAULT_SUBNET_FILE, readLeasedSubnet } from '../cni/subnet-env.js';
 import { DEFAULT_CACHE_DIR } from './cni.js';
 import { healthAddr, DEFAULT_HEALTH_ADDR } from './weftd-http.js';
 import { parseHostPort } from '../agent/http.js';
 import { CniCode, WeftError } from '../errors.js';
-import { formatCidr, formatIP, networkOf } from '../net/ip.js';
+import { formatCidr, formatIP } from '../net/ip.js';
 import { openStore, storeFlagOptions, storeFlagsHelp, storeFlagText, storeSettingsFrom, type StoreSettings } from '../store/flags.js';
 import { openKeyValueStore } from '../store/kv.js';
 import { parseLabName } from '../lab/naming.js';
@@ -62,10 +62,10 @@ ${storeFlagsHelp}
 
 function readSubnetOf(file: string): string | undefined {
   try {
-    const env = parseSubnetEnv(parseSubnetEnvText(readFileSync(file, 'utf8')), file);
-    return env.subnet ? formatCidr(networkOf(env.subnet)) : undefined;
+    const subnet = readLeasedSubnet(file);
+    return subnet ? formatCidr(subnet) : undefined;
   } catch {
-    return undefined;
+    return undefined; // being rewritten, or not weftd's: the agent's own answer names its subnet
   }
 }
 

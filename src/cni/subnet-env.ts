@@ -1,10 +1,10 @@
 // The node's subnet file (flannel's subnet.env, written by weftd): KEY=VALUE lines → a typed
 // SubnetEnv. Kept free of zod and the plugins so the fast-path client can read the socket path
 // from it without loading anything heavy.
-import { constants } from 'node:fs';
+import { constants, existsSync, readFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { CniCode, WeftError } from '../errors.js';
-import { cidrContainsCidr, formatCidr, tryParseCidr, type Cidr } from '../net/ip.js';
+import { cidrContainsCidr, formatCidr, networkOf, parseCidr, tryParseCidr, type Cidr } from '../net/ip.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/weft/subnet.env';
 
@@ -165,4 +165,14 @@ export async function loadSubnetEnv(path: string): Promise<SubnetEnv> {
   const pairs = await readSubnetEnvText(path);
   if (!pairs) throw notReady(path, `${path} does not exist`);
   return parseSubnetEnv(pairs, path);
+}
+
+/**
+ * The subnet a node leased, as its subnet.env says (FLANNEL_SUBNET's network): undefined while
+ * weftd has not written one yet. A lab waits on it; the web view matches a weftd to its lease.
+ */
+export function readLeasedSubnet(file: string): Cidr | undefined {
+  if (!existsSync(file)) return undefined;
+  const v = parseSubnetEnvText(readFileSync(file, 'utf8')).get('FLANNEL_SUBNET');
+  return v === undefined || v === '' ? undefined : networkOf(parseCidr(v));
 }

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
-import { type Cidr, formatCidr, formatIP, networkOf, parseCidr } from '../net/ip.js';
+import { type Cidr, formatCidr, formatIP, parseCidr } from '../net/ip.js';
 import { NETNS_RUN_DIR, createNamedNetns, deleteNamedNetns, listNamedNetns, netnsExists, netnsPath } from '../netns/index.js';
-import { parseSubnetEnvText } from '../cni/subnet-env.js';
+import { readLeasedSubnet } from '../cni/subnet-env.js';
 import { Topology } from './topology.js';
 import { RackTopology, parseBirdProtocols, splitHosts, type BirdSession } from './racks.js';
 import { MACVLAN_SHIM_NAME, macvlanShimPlan } from './backends.js';
@@ -130,12 +130,6 @@ async function startEtcd(rec: LabRecord, dirs: LabDirs, save: () => void): Promi
     if (Date.now() > deadline) throw new WeftError(CniCode.Timeout, `etcd did not become healthy in 20s; log:\n${logTail(p.log)}`);
     await sleep(150);
   }
-}
-
-function readLeasedSubnet(file: string): Cidr | undefined {
-  if (!existsSync(file)) return undefined;
-  const v = parseSubnetEnvText(readFileSync(file, 'utf8')).get('FLANNEL_SUBNET');
-  return v === undefined || v === '' ? undefined : networkOf(parseCidr(v));
 }
 
 /** The network config weftd reads: the backend's own, or its rack form peering with the router. */
