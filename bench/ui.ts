@@ -8,7 +8,7 @@
 //   - the model's size on the wire, and weftctl ui's RSS and CPU over the run.
 // `--screenshots` also writes docs/ui-200-hosts.png from the 200-host run and docs/ui-3-hosts.png
 // from a real 3-host vxlan lab with the doctor path between two pods drawn.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +22,7 @@ import { LeaseWatcher } from '../src/store/watch.js';
 import { endpointToJson } from '../src/policy/model.js';
 import { createLogger } from '../src/log.js';
 import { openBrowser } from '../test/ui/browser.js';
+import { startWeftctlUi } from '../test/ui/weftctl-ui.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const WEFTCTL = join(ROOT, 'bin/weftctl');
@@ -42,21 +43,6 @@ interface Row {
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] ?? NaN; };
 const p95 = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(s.length * 0.95) - 1)] ?? NaN; };
-
-function startUi(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(WEFTCTL, ['ui', ...args, '--listen', '127.0.0.1:0'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout?.setEncoding('utf8').on('data', (c: string) => {
-      out += c;
-      const m = /weft ui: (http:\/\/\S+)/.exec(out);
-      if (m?.[1]) resolve({ child, url: m[1] });
-    });
-    child.stderr?.setEncoding('utf8').on('data', (c: string) => { err += c; });
-    child.on('exit', (code) => reject(new Error(`weftctl ui exited ${code}: ${out}${err}`)));
-  });
-}
 
 async function fillStore(dir: string, hosts: number): Promise<void> {
   const store = await openStore({ type: 'file', dir, prefix: PREFIX }, { create: true });
@@ -92,7 +78,7 @@ async function measure(hosts: number, screenshot: string | undefined): Promise<R
   const session = await openBrowser({ width: 1600, height: 1000 });
   try {
     await fillStore(dir, hosts);
-    const started = await startUi(['--store', 'file', '--store-dir', dir, '--prefix', PREFIX, '--health-addr', '127.0.0.1:1']);
+    const started = await startWeftctlUi(['--store', 'file', '--store-dir', dir, '--prefix', PREFIX, '--health-addr', '127.0.0.1:1']);
     ui = started.child;
     const page = session.page;
     const loadMs: number[] = [];
@@ -157,7 +143,7 @@ async function labScreenshot(path: string): Promise<void> {
   try {
     const up = lab(['up', '--hosts', '3', '--pods', '2', '--backend', 'vxlan']);
     if (up.status !== 0) throw new Error(`lab up: ${up.stderr}`);
-    const started = await startUi(['--lab', name]);
+    const started = await startWeftctlUi(['--lab', name]);
     ui = started.child;
     const session = await openBrowser({ width: 1400, height: 900 });
     try {

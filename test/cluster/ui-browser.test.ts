@@ -6,7 +6,7 @@
 // seen is reported as a diagnostic. Run under /tmp/weft-netns.lock.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import type { Page } from 'playwright-core';
 import type { LabRecord } from '../../src/lab/state.js';
 import type { UiModel } from '../../src/ui/model.js';
 import { openBrowser, type BrowserSession } from '../ui/browser.js';
+import { startWeftctlUi } from '../ui/weftctl-ui.js';
 import { iperf } from '../../src/lab/bench.js';
 import { execIn } from '../../src/lab/exec.js';
 import { ECHO_PORT } from '../../src/lab/lab.js';
@@ -36,22 +37,9 @@ function weftctl(args: string[], input?: string): string {
   return r.stdout;
 }
 
-/** Starts weftctl ui on a free port and returns the URL it prints. */
-function startUi(lab = name, onChild: (c: ChildProcess) => void = (c) => { ui = c; }): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(WEFTCTL, ['ui', '--lab', lab, '--listen', '127.0.0.1:0', '--interval', '300'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    onChild(child);
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`weftctl ui printed no URL within 30 s: ${out}${err}`)), 30_000);
-    child.stdout.setEncoding('utf8').on('data', (c: string) => {
-      out += c;
-      const m = /weft ui: (http:\/\/\S+)/.exec(out);
-      if (m?.[1]) { clearTimeout(timer); resolve(m[1]); }
-    });
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { err += c; });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`weftctl ui exited ${code}: ${out}${err}`)); });
-  });
+/** weftctl ui on a lab, asking its weftds every 300 ms; the URL it prints. */
+async function startUi(lab = name, onChild: (c: ChildProcess) => void = (c) => { ui = c; }): Promise<string> {
+  return (await startWeftctlUi(['--lab', lab, '--interval', '300'], onChild)).url;
 }
 
 async function model(): Promise<UiModel> {
