@@ -19,10 +19,10 @@ import { type HealthServer, type Readiness, healthHandler, startApiSocket, start
 import { type PeerSplit, type PeersDocument, splitPeers } from './peers.js';
 import { type AgentMetrics, createAgentMetrics } from './metrics.js';
 import { pickPublicInterface, type PublicInterface } from './public-iface.js';
-import { readPreviousSubnet, writeSubnetFile } from './subnet-file.js';
+import { readPreviousSubnets, writeSubnetFile } from './subnet-file.js';
 import { withTimeout } from '../timeout.js';
 import type { Clock, TimerHandle } from '../clock.js';
-import type { Lease } from '../store/lease.js';
+import { type Lease, formatLeaseSubnets, ipv4SubnetOf } from '../store/lease.js';
 import { hostname } from 'node:os';
 
 /** The shortest time between two traffic-rules checks by repair passes (see repairPass). */
@@ -35,7 +35,7 @@ const RULES_CHECK_MIN_MS = 1000;
  */
 export interface AgentHost {
   openNetlink(): Netlink;
-  publicInterface(nl: Netlink, want: { iface?: string; publicIP?: string }): PublicInterface;
+  publicInterface(nl: Netlink, want: { iface?: string; publicIP?: string; publicIPv6?: string }): PublicInterface;
   createBackend(config: BackendConfig): Backend;
   readonly trafficRules: { inPlace(spec: AgentRulesSpec): Promise<boolean>; apply(spec: AgentRulesSpec): Promise<void> };
   /** The batch and repair timers; only differences of now() matter. */
@@ -65,6 +65,7 @@ export interface AgentOptions {
   readonly trackConnections?: boolean;
   readonly iface?: string;
   readonly publicIP?: string;
+  readonly publicIPv6?: string;
   /** host:port for /healthz, /readyz, /metrics, /peers; none when undefined. */
   readonly healthAddr?: string;
   /** A unix socket (mode 0600) serving the same endpoints; none when undefined. */
@@ -90,8 +91,14 @@ export interface AgentOptions {
 export interface AgentContext {
   readonly nl: Netlink;
   readonly network: NetworkConfig;
+  /** The cluster network of the lease's identity family (IPv4, or IPv6 on an IPv6-only network). */
   readonly clusterNetwork: Cidr;
+  /** The lease's subnet (IPv4, or IPv6 on an IPv6-only network). */
   readonly subnet: Cidr;
+  /** Every cluster network: IPv4 and/or IPv6. */
+  readonly clusterNetworks: readonly Cidr[];
+  /** Every subnet this node holds: IPv4 and/or IPv6. */
+  readonly subnets: readonly Cidr[];
   readonly mtu: number;
   readonly ipMasq: boolean;
   readonly publicIP: PublicInterface;
@@ -312,32 +319,45 @@ export class Agent {
     }
     const network = parseNetworkConfig(text);
     this.network = network;
-    if (!network.ipv4) throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: Network: weftd needs an IPv4 Network');
     const backend = this.host.createBackend(network.backend);
     this.backend = backend;
 
     // 2. Where this host stands on the underlay.
     const nl = this.host.openNetlink();
     this.nl = nl;
-    const pub = this.host.publicInterface(nl, { ...(o.iface !== undefined && { iface: o.iface }), ...(o.publicIP !== undefined && { publicIP: o.publicIP }) });
-    this.log.info('public interface', { iface: pub.link.name, publicIP: formatIP(pub.ip), mtu: pub.link.mtu, backend: backend.type });
+    const pub = this.host.publicInterface(nl, {
+      ...(o.iface !== undefined && { iface: o.iface }), ...(o.publicIP !== undefined && { publicIP: o.publicIP }),
+      ...(o.publicIPv6 !== undefined && { publicIPv6: o.publicIPv6 }),
+    });
+    this.log.info('public interface', { iface: pub.link.name, publicIP: formatIP(pub.ip), ...(pub.ip6 && { publicIPv6: formatIP(pub.ip6) }), mtu: pub.link.mtu, backend: backend.type });
+    if (network.ipv4 && pub.ip.family !== 4) {
+      throw new WeftError(CniCode.InvalidEnvironment, `network config has an IPv4 Network but ${pub.link.name} has no IPv4 address; pass --public-ip, or use an IPv6-only config (EnableIPv4: false)`);
+    }
+    if (network.ipv6 && !pub.ip6) {
+      throw new WeftError(CniCode.InvalidEnvironment, `network config: EnableIPv6, but ${pub.link.name} has no global IPv6 address; pass --public-ipv6`);
+    }
     try {
       if (readSysctl('net.ipv4.ip_forward') !== '1') this.log.warn('net.ipv4.ip_forward is 0: this host will not forward pod traffic until it is enabled');
     } catch { /* sysctl unreadable: not ours to fix */ }
 
     // 3. Backend devices first: the lease publishes what they are (e.g. the VtepMAC).
     this.phase = 'preparing backend';
-    const host: HostContext = { nl, network, publicIP: pub.ip, publicIface: pub.link, log: this.log.child({ backend: backend.type }), registry: this.metrics.registry };
+    const host: HostContext = {
+      nl, network, publicIP: pub.ip, publicIPv6: network.ipv6 ? pub.ip6 : undefined, publicIface: pub.link,
+      log: this.log.child({ backend: backend.type }), registry: this.metrics.registry,
+    };
     const prep = await backend.prepare(host);
     this.abortIfStopped();
 
     // 4. The lease.
     this.phase = 'acquiring lease';
-    const previous = readPreviousSubnet(o.subnetFile);
+    const previous = readPreviousSubnets(o.subnetFile);
     const leaseOpts = {
       store: o.store, config: network, publicIP: pub.ip, backendType: backend.type, backendData: prep.backendData,
+      ...(network.ipv6 && { publicIPv6: pub.ip6, backendV6Data: prep.backendV6Data }),
       ...(o.leaseTtlSeconds !== undefined && { ttlSeconds: o.leaseTtlSeconds }),
-      ...(previous && { previousSubnet: previous }),
+      previousSubnet: network.ipv4 ? previous.subnet : previous.ipv6Subnet,
+      previousIPv6Subnet: previous.ipv6Subnet,
       log: this.log.child({ component: 'lease-manager' }),
       onStatus: (s: ManagerStatus) => this.onLeaseStatus(s),
     };
@@ -348,18 +368,28 @@ export class Agent {
     const lease = await (manager.waitsForAssignment ? acquiring : withTimeout(acquiring, storeTimeout, `acquiring a lease from ${o.store.where}`, CniCode.Store));
     this.abortIfStopped();
     this.leaseStatus = manager.status;
-    await backend.activate(lease.subnet);
+    if (network.ipv6 && !lease.ipv6Subnet) {
+      throw new WeftError(CniCode.InvalidNetworkConfig, `the lease ${formatCidr(lease.subnet)} has no IPv6 subnet, but the network config enables IPv6`);
+    }
+    await backend.activate(lease.subnet, lease.ipv6Subnet);
 
     // 5. subnet.env and the traffic rules.
     this.phase = 'writing subnet file';
-    const clusterNetwork = network.ipv4.network;
+    const clusterNetwork = (network.ipv4 ?? network.ipv6)!.network;
+    const ipv6Network = network.ipv6?.network;
     const writeEnv = () => {
-      writeSubnetFile(o.subnetFile, { network: clusterNetwork, subnet: lease.subnet, mtu: prep.mtu, ipMasq: o.ipMasq, backend: backend.type, extra: this.extraEnv });
+      writeSubnetFile(o.subnetFile, {
+        network: network.ipv4?.network, subnet: ipv4SubnetOf(lease), ipv6Network, ipv6Subnet: lease.ipv6Subnet,
+        mtu: prep.mtu, ipv6Mtu: prep.ipv6Mtu, ipMasq: o.ipMasq, backend: backend.type, extra: this.extraEnv,
+      });
       this.subnetFileOk = true;
     };
     writeEnv();
     this.phase = 'applying traffic rules';
-    this.rules = { network: clusterNetwork, ipMasq: o.ipMasq, subnet: lease.subnet, ...(o.trackConnections && { track: true }) };
+    this.rules = {
+      network: clusterNetwork, ipMasq: o.ipMasq, subnet: lease.subnet, ...(o.trackConnections && { track: true }),
+      ...(network.ipv4 && ipv6Network && { ipv6Network }),
+    };
     await this.ensureRules();
 
     // 6. Watch the others; the first listing arrives as one batch of `added`.
@@ -375,8 +405,10 @@ export class Agent {
     this.batchTimer = undefined;
     await this.reconcileNow('initial');
 
+    const clusterNetworks = [network.ipv4?.network, network.ipv6?.network].filter((c): c is Cidr => c !== undefined);
+    const subnets = [ipv4SubnetOf(lease), lease.ipv6Subnet].filter((c): c is Cidr => c !== undefined);
     this.ctx = {
-      nl, network, clusterNetwork, subnet: lease.subnet, mtu: prep.mtu, ipMasq: o.ipMasq, publicIP: pub,
+      nl, network, clusterNetwork, subnet: lease.subnet, clusterNetworks, subnets, mtu: prep.mtu, ipMasq: o.ipMasq, publicIP: pub,
       backendType: backend.type, subnetFile: o.subnetFile, nodeName: o.nodeName, log: this.log, metrics: this.metrics,
       setSubnetEnv: (key, value) => { this.extraEnv.set(key, value); writeEnv(); },
       watchPeers: (fn) => {
@@ -402,7 +434,7 @@ export class Agent {
     armRepair();
     this.phase = 'running';
     this.metrics.ready.set(this.readiness().ready ? 1 : 0);
-    this.log.info('weftd ready', { subnet: formatCidr(lease.subnet), mtu: prep.mtu, peers: watcher.leases().length, subnetFile: o.subnetFile });
+    this.log.info('weftd ready', { subnet: formatLeaseSubnets(lease), mtu: prep.mtu, peers: watcher.leases().length, subnetFile: o.subnetFile });
     return this.ctx;
   }
 

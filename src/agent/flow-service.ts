@@ -56,7 +56,7 @@ export function flowServiceStarter(open: () => Promise<KeyValueStore>, node: str
       out.on('error', (err) => { log.error('flow export file', { file: s.exportFile, error: err.message }); out = undefined; });
     }
     const observer = new FlowObserver({
-      node, capacity: s.capacity, network: [ctx.clusterNetwork], podOf,
+      node, capacity: s.capacity, network: ctx.clusterNetworks, podOf,
       onRecord: (r) => { recorded.inc({ verdict: r.verdict }); out?.write(JSON.stringify(r) + '\n'); },
     });
     let watch: KeyValueWatch | undefined;

@@ -513,8 +513,8 @@ export function policyServiceStarter(
     const kv = await open();
     const log = ctx.log.child({ service: 'policy' });
     const svc = new PolicyService({
-      kv, host, recordDir, subnets: [ctx.subnet], nft: localNft(), log, podsFromStore, endpointChanges,
-      ...(conntrackBypass && { conntrackBypass: [ctx.clusterNetwork] }),
+      kv, host, recordDir, subnets: ctx.subnets, nft: localNft(), log, podsFromStore, endpointChanges,
+      ...(conntrackBypass && { conntrackBypass: ctx.clusterNetworks }),
       metrics: createPolicyMetrics([ctx.metrics.registry]),
       ...(repairIntervalMs !== undefined && { repairIntervalMs }),
       ...(logGroup !== undefined && { logGroup }),

@@ -8,21 +8,33 @@ import { mkdirp } from '../fs/mkdir.js';
 import { type Cidr, formatCidr, formatIP, networkOf, nthAddress, tryParseCidr } from '../net/ip.js';
 
 export interface SubnetFileContent {
-  readonly network: Cidr;
+  /** The IPv4 cluster network and the node's IPv4 subnet; absent on an IPv6-only network. */
+  readonly network?: Cidr | undefined;
   /** The node's subnet (network address form); written as its first host address. */
-  readonly subnet: Cidr;
+  readonly subnet?: Cidr | undefined;
+  /** The IPv6 cluster network and the node's IPv6 subnet (dual-stack or IPv6-only). */
+  readonly ipv6Network?: Cidr | undefined;
+  readonly ipv6Subnet?: Cidr | undefined;
+  /** The pods' MTU: the smallest of what each family's dataplane carries. */
   readonly mtu: number;
+  /** What the IPv6 dataplane carries (FLANNEL_IPV6_MTU), when IPv6 is on. */
+  readonly ipv6Mtu?: number | undefined;
   readonly ipMasq: boolean;
   readonly backend: string;
   /** More KEY=VALUE lines from agent services (e.g. the CNI fast-path socket). */
   readonly extra?: ReadonlyMap<string, string>;
 }
 
+/** "10.244.3.1/24": the subnet's first host address with its prefix, as flanneld writes it. */
+const firstHost = (c: Cidr): string => `${formatIP(nthAddress(c, 1))}/${c.prefix}`;
+
+/** In flanneld's order: the IPv4 pair, the IPv6 pair, MTU and masquerade, then weft's own keys. */
 export function renderSubnetFile(c: SubnetFileContent): string {
   const lines = [
-    `FLANNEL_NETWORK=${formatCidr(c.network)}`,
-    `FLANNEL_SUBNET=${formatIP(nthAddress(c.subnet, 1))}/${c.subnet.prefix}`,
+    ...(c.network && c.subnet ? [`FLANNEL_NETWORK=${formatCidr(c.network)}`, `FLANNEL_SUBNET=${firstHost(c.subnet)}`] : []),
+    ...(c.ipv6Network && c.ipv6Subnet ? [`FLANNEL_IPV6_NETWORK=${formatCidr(c.ipv6Network)}`, `FLANNEL_IPV6_SUBNET=${firstHost(c.ipv6Subnet)}`] : []),
     `FLANNEL_MTU=${c.mtu}`,
+    ...(c.ipv6Mtu !== undefined && c.ipv6Subnet ? [`FLANNEL_IPV6_MTU=${c.ipv6Mtu}`] : []),
     `FLANNEL_IPMASQ=${c.ipMasq ? 'true' : 'false'}`,
     `WEFT_BACKEND=${c.backend}`,
   ];
@@ -42,15 +54,23 @@ export function writeSubnetFile(path: string, c: SubnetFileContent): void {
   }
 }
 
-/** The subnet (network address form) recorded by a previous run, if the file is there and sane. */
-export function readPreviousSubnet(path: string): Cidr | undefined {
+/**
+ * The subnets (network address form) recorded by a previous run, if the file is there and sane:
+ * FLANNEL_SUBNET's and FLANNEL_IPV6_SUBNET's.
+ */
+export function readPreviousSubnets(path: string): { subnet?: Cidr; ipv6Subnet?: Cidr } {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch {
-    return undefined;
+    return {};
   }
-  const m = /^FLANNEL_SUBNET=(.+)$/m.exec(text);
-  const c = m?.[1] ? tryParseCidr(m[1].trim()) : undefined;
-  return c ? networkOf(c) : undefined;
+  const read = (key: string, family: 4 | 6): Cidr | undefined => {
+    const m = new RegExp(`^${key}=(.+)$`, 'm').exec(text);
+    const c = m?.[1] ? tryParseCidr(m[1].trim()) : undefined;
+    return c && c.ip.family === family ? networkOf(c) : undefined;
+  };
+  const subnet = read('FLANNEL_SUBNET', 4);
+  const ipv6Subnet = read('FLANNEL_IPV6_SUBNET', 6);
+  return { ...(subnet && { subnet }), ...(ipv6Subnet && { ipv6Subnet }) };
 }

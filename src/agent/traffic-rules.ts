@@ -12,10 +12,12 @@ import { PEER_RULES, peerAccountingScript } from './peer-traffic.js';
 export const AGENT_TABLE = 'weft';
 
 export interface AgentRulesSpec {
-  /** The whole cluster network (FLANNEL_NETWORK). */
+  /** The whole cluster network (FLANNEL_NETWORK; FLANNEL_IPV6_NETWORK on an IPv6-only network). */
   readonly network: Cidr;
+  /** The IPv6 cluster network of a dual-stack network (FLANNEL_IPV6_NETWORK). */
+  readonly ipv6Network?: Cidr | undefined;
   readonly ipMasq: boolean;
-  /** This node's pod subnet: with it the table also counts traffic per peer subnet. */
+  /** This node's pod subnet: with it the table also counts traffic per (IPv4) peer subnet. */
   readonly subnet?: Cidr;
   /**
    * A `ct` match in the forward chain: the kernel tracks a namespace's connections only once some
@@ -24,32 +26,46 @@ export interface AgentRulesSpec {
   readonly track?: boolean;
 }
 
+/** The cluster networks, each with its nft address match (`ip` or `ip6`). */
+function networksOf(s: AgentRulesSpec): { net: string; match: 'ip' | 'ip6' }[] {
+  return [s.network, ...(s.ipv6Network ? [s.ipv6Network] : [])]
+    .map((n) => ({ net: formatCidr(n), match: n.ip.family === 4 ? 'ip' as const : 'ip6' as const }));
+}
+
 export function agentRulesScript(s: AgentRulesSpec): string {
-  const net = formatCidr(s.network);
   const t = `inet ${AGENT_TABLE}`;
+  const nets = networksOf(s);
   const lines = [
     `add table ${t}`,
     `flush table ${t}`,
     `add chain ${t} forward { type filter hook forward priority filter; policy accept; }`,
     ...(s.track ? [`add rule ${t} forward ct state invalid counter comment "weft: connections tracked (flow records)"`] : []),
-    `add rule ${t} forward ip saddr ${net} accept comment "weft: from the cluster network"`,
-    `add rule ${t} forward ip daddr ${net} accept comment "weft: to the cluster network"`,
   ];
-  if (s.ipMasq) {
+  for (const { net, match } of nets) {
     lines.push(
-      `add chain ${t} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
-      // Pod to pod keeps its source address, on every backend.
-      `add rule ${t} postrouting ip saddr ${net} ip daddr ${net} return comment "weft: inside the cluster network"`,
-      `add rule ${t} postrouting ip saddr ${net} ip daddr != 224.0.0.0/4 masquerade fully-random comment "weft: leaving the cluster network"`,
+      `add rule ${t} forward ${match} saddr ${net} accept comment "weft: from the cluster network"`,
+      `add rule ${t} forward ${match} daddr ${net} accept comment "weft: to the cluster network"`,
     );
   }
-  if (s.subnet) lines.push(...peerAccountingScript(AGENT_TABLE, s.network, s.subnet));
+  if (s.ipMasq) {
+    lines.push(`add chain ${t} postrouting { type nat hook postrouting priority srcnat; policy accept; }`);
+    for (const { net, match } of nets) {
+      const multicast = match === 'ip' ? '224.0.0.0/4' : 'ff00::/8';
+      lines.push(
+        // Pod to pod keeps its source address, on every backend.
+        `add rule ${t} postrouting ${match} saddr ${net} ${match} daddr ${net} return comment "weft: inside the cluster network"`,
+        `add rule ${t} postrouting ${match} saddr ${net} ${match} daddr != ${multicast} masquerade fully-random comment "weft: leaving the cluster network"`,
+      );
+    }
+  }
+  if (s.subnet && s.subnet.ip.family === 4) lines.push(...peerAccountingScript(AGENT_TABLE, s.network, s.subnet));
   return lines.join('\n') + '\n';
 }
 
 /** How many rules agentRulesScript puts in the table, for the repair check. */
 export function agentRuleCount(s: AgentRulesSpec): number {
-  return (s.ipMasq ? 4 : 2) + (s.subnet ? PEER_RULES : 0) + (s.track ? 1 : 0);
+  const families = s.ipv6Network ? 2 : 1;
+  return families * (s.ipMasq ? 4 : 2) + (s.subnet && s.subnet.ip.family === 4 ? PEER_RULES : 0) + (s.track ? 1 : 0);
 }
 
 export async function applyAgentRules(s: AgentRulesSpec): Promise<void> {

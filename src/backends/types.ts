@@ -14,7 +14,10 @@ export interface HostContext {
   /** Netlink handle on the agent's own (host) namespace. */
   readonly nl: Netlink;
   readonly network: NetworkConfig;
+  /** The host's IPv4 underlay address, or its IPv6 one on an IPv6-only underlay. */
   readonly publicIP: IP;
+  /** The host's IPv6 underlay address when the network has IPv6 (tunnels, next hops). */
+  readonly publicIPv6?: IP | undefined;
   /** The interface carrying publicIP (the underlay). */
   readonly publicIface: Link;
   readonly log: Logger;
@@ -28,6 +31,10 @@ export interface BackendPreparation {
   readonly backendData: unknown;
   /** MTU for containers: the underlay's MTU minus the backend's overhead, or the config's MTU. */
   readonly mtu: number;
+  /** Goes into the lease as BackendV6Data (e.g. the IPv6 VXLAN device's VtepMAC). */
+  readonly backendV6Data?: unknown;
+  /** What the IPv6 dataplane carries, when the network has IPv6 (FLANNEL_IPV6_MTU). */
+  readonly ipv6Mtu?: number;
 }
 
 /** A peer given to reconcile that the backend did not program, and why. */
@@ -67,8 +74,12 @@ export interface Backend {
   readonly type: string;
   /** Creates the backend's devices (idempotent: a restarted agent finds them in place). */
   prepare(host: HostContext): Promise<BackendPreparation>;
-  /** Called once the lease is held: e.g. put the subnet's address on the VXLAN device. */
-  activate(ownSubnet: Cidr): Promise<void>;
+  /**
+   * Called once the lease is held: e.g. put the subnet's address on the VXLAN device. ownSubnet
+   * is the lease's identity subnet (IPv4, or IPv6 on an IPv6-only network); ownIPv6Subnet its
+   * IPv6 subnet, if it has one.
+   */
+  activate(ownSubnet: Cidr, ownIPv6Subnet?: Cidr): Promise<void>;
   /**
    * Makes the dataplane equal to the desired state for exactly these peers (own lease
    * excluded). Called after watch events (batched) and by the periodic repair loop.
@@ -107,6 +118,8 @@ export interface BackendModule<T extends string = string, C = unknown, D = unkno
   readonly leaseDataIsPlain?: (data: unknown) => boolean;
   /** A backend for an already-parsed config (never throws on its keys: the parser checked them). */
   create(config: C): Backend;
+  /** The backend carries IPv6 pod traffic (dual-stack and IPv6-only networks); absent: IPv4 only. */
+  readonly ipv6?: boolean;
 }
 
 /** Any module, whatever its config and data types (method bivariance lets the list hold them all). */

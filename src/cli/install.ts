@@ -9,7 +9,7 @@ import { networkConfigFromObject } from '../store/config.js';
 
 /** Flags copied verbatim into weftd.env (flag → WEFTD_FLAG). */
 const WEFTD_STRING_FLAGS = [
-  'store', 'etcd-endpoints', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'prefix', 'iface', 'public-ip', 'health-addr', 'node-name',
+  'store', 'etcd-endpoints', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'prefix', 'iface', 'public-ip', 'public-ipv6', 'health-addr', 'node-name',
 ] as const;
 
 const installOptions = {
@@ -77,7 +77,7 @@ CNI network:
 
 weftd (written to weftd.env as WEFTD_<FLAG>; see weftd --help):
   --store etcd|file  --etcd-endpoints URLS  --etcd-cafile/--etcd-certfile/--etcd-keyfile FILE
-  --store-dir DIR (default ${DEFAULTS.storeDir})  --prefix PATH  --iface NAME|IP  --public-ip IP
+  --store-dir DIR (default ${DEFAULTS.storeDir})  --prefix PATH  --iface NAME|IP  --public-ip IP  --public-ipv6 IP
   --subnet-file PATH (default ${DEFAULTS.subnetFile}; also the conflist's subnetFile)
   --ip-masq (default) | --no-ip-masq   --health-addr HOST:PORT  --node-name NAME
 

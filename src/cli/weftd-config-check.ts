@@ -1,14 +1,15 @@
 // Network config that parses but that weftd cannot serve yet. weftd refuses it at start, before
 // it leases anything, rather than running with part of the config silently ignored.
 import { CniCode, WeftError } from '../errors.js';
+import { backendModule } from '../backends/registry.js';
 import { parseNetworkConfig, type NetworkConfig } from '../store/config.js';
 import type { SubnetStore } from '../store/types.js';
 
 /** Throws for a config using a feature weftd does not implement (yet). */
 export function refuseUnsupportedByWeftd(network: NetworkConfig): void {
-  // weftd leases IPv4 subnets only; an IPv6 network would be accepted and never routed.
-  if (network.ipv6 !== undefined) {
-    throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: EnableIPv6: not supported by weftd yet');
+  // An IPv6 network on a backend that cannot carry it would be leased and never routed.
+  if (network.ipv6 !== undefined && backendModule(network.backend.type)?.ipv6 !== true) {
+    throw new WeftError(CniCode.InvalidNetworkConfig, `network config: EnableIPv6: the ${network.backend.type} backend carries IPv4 only`);
   }
 }
 

@@ -28,6 +28,7 @@ const options = {
   ...storeFlagOptions,
   iface: { type: 'string' },
   'public-ip': { type: 'string' },
+  'public-ipv6': { type: 'string' },
   'subnet-file': { type: 'string' },
   'ip-masq': { type: 'boolean' },
   'no-ip-masq': { type: 'boolean' },
@@ -58,6 +59,8 @@ its env value). On/off flags take --FLAG, --no-FLAG or --FLAG=true|false (also 1
   --iface NAME|IP          public interface (name, or one of its addresses); default: the
                            interface of the default route
   --public-ip IP           address published to other hosts (default: the interface's first)
+  --public-ipv6 IP         IPv6 address published to other hosts when the network config has
+                           EnableIPv6 (default: the interface's first global IPv6 address)
   --subnet-file PATH       where subnet.env is written (default ${DEFAULT_SUBNET_FILE})
   --ip-masq                masquerade pod traffic leaving the cluster network (default off)
   --health-addr HOST:PORT  serve weftd's HTTP endpoints here (default: off); :PORT without a
@@ -109,7 +112,7 @@ ${storeFlagsHelp}
 The network config (Network, SubnetLen, Backend …) is read from the store (weftctl config set),
 or with --store kube from --net-config (the weft-config ConfigMap's net-conf.json).
 Exit: 0 after SIGTERM/SIGINT, also during start-up (dataplane and lease kept), 1 on a fatal
-error (including a network config weftd cannot serve yet, e.g. EnableIPv6, and the own lease
+error (including a network config weftd cannot serve, e.g. EnableIPv6 on an IPv4-only backend, and the own lease
 removed or taken over by another writer), 2 on bad flags or flag env values (also a path under
 /proc or /sys for --subnet-file, --cni-socket, --api-socket or --store-dir).
 `;
@@ -201,6 +204,7 @@ interface WeftdFlags {
   readonly ttl: number | undefined;
   readonly iface: string | undefined;
   readonly publicIP: string | undefined;
+  readonly publicIPv6: string | undefined;
   readonly healthAddr: string | undefined;
   readonly apiSocket: string | undefined;
   readonly flowRecords: number;
@@ -254,6 +258,7 @@ function weftdFlags(values: Values, env: NodeJS.ProcessEnv): WeftdFlags {
     ttl: seconds('lease-ttl', envOr(values, 'lease-ttl', env), 10 * 365 * 86400),
     iface: envOr(values, 'iface', env),
     publicIP: envOr(values, 'public-ip', env),
+    publicIPv6: envOr(values, 'public-ipv6', env),
     healthAddr,
     apiSocket,
     flowRecords: count('flow-records', envOr(values, 'flow-records', env), DEFAULT_FLOW_RECORDS, 1_000_000),
@@ -296,7 +301,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.stderr.write(`weftd: ${err.message}\n(see weftd --help)\n`);
     return ExitCode.Usage;
   }
-  const { nodeName, repair, ttl, iface, publicIP, healthAddr, apiSocket, subnetFile } = flags;
+  const { nodeName, repair, ttl, iface, publicIP, publicIPv6, healthAddr, apiSocket, subnetFile } = flags;
   // In kube mode the node name picks this host's Node; the kubelet's default is the hostname.
   const settings: StoreSettings = flags.settings.type === 'kube' ? { ...flags.settings, nodeName: nodeName ?? hostname().toLowerCase() } : flags.settings;
   const log = createLogger({ component: 'weftd', ...(nodeName !== undefined && { node: nodeName }) });
@@ -334,6 +339,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       ...(flags.flowRecords > 0 && { trackConnections: true }),
       ...(iface !== undefined && { iface }),
       ...(publicIP !== undefined && { publicIP }),
+      ...(publicIPv6 !== undefined && { publicIPv6 }),
       ...(healthAddr !== undefined && { healthAddr }),
       ...(apiSocket !== undefined && { apiSocket }),
       ...(nodeName !== undefined && { nodeName }),

@@ -33,14 +33,19 @@ export interface DesiredFdb {
   readonly dst: IP;
 }
 
-export interface DesiredState {
-  readonly routes: readonly DesiredRoute[];
-  /** Permanent neighbours on `device` (ignored without a device). */
+/** A device of the backend's own (vxlan's), whose neighbour and FDB tables it owns entirely. */
+export interface DesiredDevice {
+  readonly index: number;
+  /** Permanent neighbours on the device (both families). */
   readonly neighs: readonly DesiredNeigh[];
-  /** FDB entries on `device` (ignored without a device). */
   readonly fdb: readonly DesiredFdb[];
-  /** The backend's own device (vxlan), whose neighbour and FDB tables it owns entirely. */
-  readonly device?: number;
+}
+
+export interface DesiredState {
+  /** Weft-protocol routes of the main table, IPv4 and IPv6. */
+  readonly routes: readonly DesiredRoute[];
+  /** The backend's devices (none for routing-only backends). */
+  readonly devices: readonly DesiredDevice[];
 }
 
 export interface SyncResult {
@@ -52,9 +57,12 @@ export interface SyncResult {
 
 const NUD_PERMANENT = 0x80;
 
-const routeKey = (dst: Cidr): string => `${dst.ip.value}/${dst.prefix}`;
-const neighKey = (ip: IP): string => `${ip.family}:${ip.value}`;
-const fdbKey = (mac: string, dst: IP | undefined): string => `${mac.toLowerCase()}>${dst ? neighKey(dst) : ''}`;
+const routeKey = (dst: Cidr): string => `${dst.ip.family}:${dst.ip.value}/${dst.prefix}`;
+const ipKey = (ip: IP): string => `${ip.family}:${ip.value}`;
+const neighKey = (link: number, ip: IP): string => `${link}@${ipKey(ip)}`;
+const fdbKey = (link: number, mac: string, dst: IP | undefined): string => `${link}@${mac.toLowerCase()}>${dst ? ipKey(dst) : ''}`;
+/** Which devices a state owns: a change of them makes the next sync a full one. */
+const devicesKey = (want: DesiredState): string => want.devices.map((d) => d.index).join(',');
 
 /**
  * The nexthop object id a route via `gateway` uses: the IPv4 gateway itself as a number, so the
@@ -80,6 +88,15 @@ interface WantedNexthop {
 
 function sameNexthop(a: WantedNexthop, b: WantedNexthop): boolean {
   return ipEquals(a.gateway, b.gateway) && a.oif === b.oif && a.onlink === b.onlink;
+}
+
+/** A neighbour or FDB entry as written, with the device it is on. */
+interface LinkNeigh { readonly link: number; readonly w: DesiredNeigh }
+interface LinkFdb { readonly link: number; readonly w: DesiredFdb }
+
+/** fe80::/10: the kernel's own IPv6 neighbour discovery fills these in; they are not ours. */
+function isLinkLocal(ip: IP): boolean {
+  return ip.family === 6 && ip.value >> 118n === 0x3fan;
 }
 
 /** A route as written: its desired next hop and the nexthop object it points at (if any). */
@@ -151,8 +168,9 @@ function refusedKeys(failed: ReadonlySet<NetlinkOp>): Set<string> {
   const refused = new Set<string>();
   for (const o of failed) {
     if (o.op === 'replaceRoute' && o.route.dst !== 'default') refused.add(`r${routeKey(o.route.dst)}`);
-    else if (o.op === 'replaceNeigh') refused.add(`n${neighKey(o.neigh.ip)}`);
-    else if (o.op === 'replaceFdb') refused.add(`f${fdbKey(o.fdb.mac, o.fdb.dst)}`);
+    // Every neighbour and FDB write here names its device by index.
+    else if (o.op === 'replaceNeigh') refused.add(`n${neighKey(o.neigh.link as number, o.neigh.ip)}`);
+    else if (o.op === 'replaceFdb') refused.add(`f${fdbKey(o.fdb.link as number, o.fdb.mac, o.fdb.dst)}`);
     else if (o.op === 'replaceNexthop') refused.add(`h${o.nexthop.id}`);
   }
   return refused;
@@ -263,9 +281,10 @@ class FullPassThread {
 export class DataplaneSync {
   private routes: Map<string, WrittenRoute> | undefined;
   private nexthops = new Map<number, WantedNexthop>();
-  private neighs = new Map<string, DesiredNeigh>();
-  private fdb = new Map<string, DesiredFdb>();
-  private device: number | undefined;
+  private neighs = new Map<string, LinkNeigh>();
+  private fdb = new Map<string, LinkFdb>();
+  /** devicesKey of the state last written. */
+  private devices = '';
   /** undefined until the first full sync has asked the kernel. */
   private nexthopObjects: boolean | undefined;
   /** Nexthop ids held by objects of other owners, as of the last full sync. */
@@ -298,7 +317,7 @@ export class DataplaneSync {
   }
 
   sync(want: DesiredState, mode: 'full' | 'incremental'): SyncResult {
-    if (mode === 'full' || this.routes === undefined || this.device !== want.device) return this.full(want);
+    if (mode === 'full' || this.routes === undefined || this.devices !== devicesKey(want)) return this.full(want);
     return this.incremental(want, this.routes);
   }
 
@@ -313,8 +332,8 @@ export class DataplaneSync {
   /** Remembers `want` minus what the kernel refused (so the next pass tries those again). */
   private remember(want: DesiredState, nexthops: Map<number, WantedNexthop>, refused: ReadonlySet<string>): void {
     const routes = new Map<string, WrittenRoute>();
-    const neighs = new Map<string, DesiredNeigh>();
-    const fdb = new Map<string, DesiredFdb>();
+    const neighs = new Map<string, LinkNeigh>();
+    const fdb = new Map<string, LinkFdb>();
     for (const w of want.routes) {
       const k = routeKey(w.dst);
       const nhid = this.nhidFor(w);
@@ -322,16 +341,16 @@ export class DataplaneSync {
     }
     const kept = new Map<number, WantedNexthop>();
     for (const [id, n] of nexthops) if (!refused.has(`h${id}`)) kept.set(id, n);
-    if (want.device !== undefined) {
-      for (const w of want.neighs) { const k = neighKey(w.ip); if (!refused.has(`n${k}`)) neighs.set(k, w); }
-      for (const w of want.fdb) { const k = fdbKey(w.mac, w.dst); if (!refused.has(`f${k}`)) fdb.set(k, w); }
+    for (const { index: link, neighs: ns, fdb: fs } of want.devices) {
+      for (const w of ns) { const k = neighKey(link, w.ip); if (!refused.has(`n${k}`)) neighs.set(k, { link, w }); }
+      for (const w of fs) { const k = fdbKey(link, w.mac, w.dst); if (!refused.has(`f${k}`)) fdb.set(k, { link, w }); }
     }
     this.generation++;
     this.routes = routes;
     this.nexthops = kept;
     this.neighs = neighs;
     this.fdb = fdb;
-    this.device = want.device;
+    this.devices = devicesKey(want);
   }
 
   private incremental(want: DesiredState, had: Map<string, WrittenRoute>): SyncResult {
@@ -370,35 +389,34 @@ export class DataplaneSync {
       removals++;
     }
     for (const id of this.nexthops.keys()) if (!nexthops.has(id)) ops.push({ op: 'deleteNexthop', id });
-    const link = want.device;
-    if (link !== undefined) {
-      const seenNeigh = new Set<string>();
-      for (const w of want.neighs) {
-        const k = neighKey(w.ip);
+    const seenNeigh = new Set<string>();
+    const seenFdb = new Set<string>();
+    for (const { index: link, neighs, fdb } of want.devices) {
+      for (const w of neighs) {
+        const k = neighKey(link, w.ip);
         seenNeigh.add(k);
         const h = this.neighs.get(k);
-        if (h && h.mac.toLowerCase() === w.mac.toLowerCase()) continue;
+        if (h && h.w.mac.toLowerCase() === w.mac.toLowerCase()) continue;
         ops.push({ op: 'replaceNeigh', neigh: { link, ip: w.ip, mac: w.mac, state: NUD_PERMANENT } });
         repairs++;
       }
-      for (const [k, h] of this.neighs) {
-        if (seenNeigh.has(k)) continue;
-        ops.push({ op: 'deleteNeigh', link, ip: h.ip });
-        removals++;
-      }
-      const seenFdb = new Set<string>();
-      for (const w of want.fdb) {
-        const k = fdbKey(w.mac, w.dst);
+      for (const w of fdb) {
+        const k = fdbKey(link, w.mac, w.dst);
         seenFdb.add(k);
         if (this.fdb.has(k)) continue;
         ops.push({ op: 'replaceFdb', fdb: { link, mac: w.mac, dst: w.dst, state: NUD_PERMANENT } });
         repairs++;
       }
-      for (const [k, h] of this.fdb) {
-        if (seenFdb.has(k)) continue;
-        ops.push({ op: 'deleteFdb', fdb: { link, mac: h.mac, dst: h.dst } });
-        removals++;
-      }
+    }
+    for (const [k, h] of this.neighs) {
+      if (seenNeigh.has(k)) continue;
+      ops.push({ op: 'deleteNeigh', link: h.link, ip: h.w.ip });
+      removals++;
+    }
+    for (const [k, h] of this.fdb) {
+      if (seenFdb.has(k)) continue;
+      ops.push({ op: 'deleteFdb', fdb: { link: h.link, mac: h.w.mac, dst: h.w.dst } });
+      removals++;
     }
     return { ops, repairs, removals, nexthops };
   }
@@ -413,13 +431,13 @@ export class DataplaneSync {
    */
   syncOffLoop(want: DesiredState, mode: 'full' | 'incremental'): Promise<SyncResult> {
     const run = async (): Promise<SyncResult> => {
-      const full = mode === 'full' || this.routes === undefined || this.device !== want.device;
+      const full = mode === 'full' || this.routes === undefined || this.devices !== devicesKey(want);
       if (!full || this.routes === undefined || this.fullPassThread === false) return this.sync(want, mode);
       const thread = (this.thread ??= new FullPassThread());
       // A repair pass mostly wants what the last one did: then the thread checks the kernel against
       // the copy it kept, and neither side copies or re-remembers thousands of objects again.
       // The very object the thread last had needs no diff to know it is the same.
-      const same = thread.holdsWant && this.threadGeneration === this.generation && this.device === want.device
+      const same = thread.holdsWant && this.threadGeneration === this.generation && this.devices === devicesKey(want)
         && (want === this.threadWant || this.plan(want, this.routes).ops.length === 0);
       const out = await thread.run(this.nl.nsPath, same ? undefined : want, this.nexthopObjects);
       this.threadWant = want;
@@ -514,7 +532,7 @@ export function fullPass(nl: Netlink, want: DesiredState, nexthopObjects: boolea
 
     // Routes: every weft-protocol route in the main table is ours to keep equal to `want`.
     const haveRoutes = new Map<string, Route[]>();
-    for (const r of nl.listRoutes({ family: 4, protocol: WEFT_ROUTE_PROTOCOL })) {
+    for (const r of [...nl.listRoutes({ family: 4, protocol: WEFT_ROUTE_PROTOCOL }), ...nl.listRoutes({ family: 6, protocol: WEFT_ROUTE_PROTOCOL })]) {
       const k = routeKey(r.dst);
       const list = haveRoutes.get(k);
       if (list) list.push(r);
@@ -545,12 +563,12 @@ export function fullPass(nl: Netlink, want: DesiredState, nexthopObjects: boolea
       for (const h of list) { ops.push({ op: 'deleteRoute', route: h }); removals++; }
     }
 
-    if (want.device !== undefined) {
-      const link = want.device;
-      const haveNeigh = new Map(nl.listNeigh({ link, family: 4 }).map((n) => [neighKey(n.ip), n]));
+    for (const { index: link, neighs, fdb } of want.devices) {
+      const haveNeigh = new Map([...nl.listNeigh({ link, family: 4 }), ...nl.listNeigh({ link, family: 6 })]
+        .map((n) => [neighKey(link, n.ip), n]));
       const wantedNeigh = new Set<string>();
-      for (const w of want.neighs) {
-        const k = neighKey(w.ip);
+      for (const w of neighs) {
+        const k = neighKey(link, w.ip);
         wantedNeigh.add(k);
         const h = haveNeigh.get(k);
         if (h && h.permanent && h.mac?.toLowerCase() === w.mac.toLowerCase()) continue;
@@ -559,7 +577,7 @@ export function fullPass(nl: Netlink, want: DesiredState, nexthopObjects: boolea
         repairs++;
       }
       for (const [k, h] of haveNeigh) {
-        if (wantedNeigh.has(k)) continue;
+        if (wantedNeigh.has(k) || isLinkLocal(h.ip)) continue;
         ops.push({ op: 'deleteNeigh', link, ip: h.ip });
         removals++;
       }
@@ -568,11 +586,11 @@ export function fullPass(nl: Netlink, want: DesiredState, nexthopObjects: boolea
       for (const e of nl.listFdb({ link })) {
         // The kernel lists the device's own addresses as local entries; those are not ours.
         if (e.index !== link || e.master !== undefined) continue;
-        haveFdb.set(fdbKey(e.mac, e.dst), { mac: e.mac, dst: e.dst, permanent: e.permanent });
+        haveFdb.set(fdbKey(link, e.mac, e.dst), { mac: e.mac, dst: e.dst, permanent: e.permanent });
       }
       const wantedFdb = new Set<string>();
-      for (const w of want.fdb) {
-        const k = fdbKey(w.mac, w.dst);
+      for (const w of fdb) {
+        const k = fdbKey(link, w.mac, w.dst);
         wantedFdb.add(k);
         const h = haveFdb.get(k);
         if (h && h.permanent) continue;
@@ -596,7 +614,7 @@ export function fullPass(nl: Netlink, want: DesiredState, nexthopObjects: boolea
  * dataplane). Returns the number of routes removed.
  */
 export function removeWeftRoutes(nl: Netlink): number {
-  const routes = nl.listRoutes({ family: 4, protocol: WEFT_ROUTE_PROTOCOL });
+  const routes = [...nl.listRoutes({ family: 4, protocol: WEFT_ROUTE_PROTOCOL }), ...nl.listRoutes({ family: 6, protocol: WEFT_ROUTE_PROTOCOL })];
   const ops: NetlinkOp[] = routes.map((route) => ({ op: 'deleteRoute', route }));
   let objects: NexthopObject[] = [];
   try {

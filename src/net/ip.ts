@@ -272,20 +272,49 @@ export function subnetKey(c: Cidr): string {
 }
 
 /**
- * A subnet key back to its subnet. flanneld's dual-stack leases are keyed by both subnets,
- * "10.244.3.0-24&fd00:10:244:3::-64": such a lease is its IPv4 subnet's.
+ * A subnet key back to its subnet. Dual-stack leases are keyed by both subnets, flanneld's way:
+ * "10.244.3.0-24&fd00:10:244:3::-64" is its IPv4 subnet's (the lease's identity; see
+ * parseLeaseKey for both halves).
  */
 export function parseSubnetKey(key: string): Cidr | undefined {
-  const amp = key.indexOf('&');
-  if (amp >= 0) {
-    const v4 = parseSubnetKey(key.slice(0, amp));
-    const v6 = parseSubnetKey(key.slice(amp + 1));
-    return v4?.ip.family === 4 && v6?.ip.family === 6 ? v4 : undefined;
-  }
+  return parseLeaseKey(key)?.subnet;
+}
+
+/** The subnets a lease holds: its identity `subnet`, and its IPv6 subnet if it has one. */
+export interface LeaseSubnets {
+  /** The IPv4 subnet, or the IPv6 one on an IPv6-only network: what the lease is known by. */
+  readonly subnet: Cidr;
+  /** The lease's IPv6 subnet (on an IPv6-only network, `subnet` itself). */
+  readonly ipv6Subnet?: Cidr | undefined;
+}
+
+function parseOneSubnetKey(key: string): Cidr | undefined {
   const dash = key.lastIndexOf('-');
   if (dash < 0) return undefined;
   const c = tryParseCidr(`${key.slice(0, dash)}/${key.slice(dash + 1)}`);
   return c && isNetworkAddress(c) ? c : undefined;
+}
+
+/**
+ * A lease key in flanneld's form: "10.244.3.0-24", dual-stack "10.244.3.0-24&fd00:10:244:3::-64".
+ * An IPv6-only lease is keyed by its IPv6 subnet alone ("fd00:10:244:3::-64"; flanneld has no
+ * IPv6-only etcd leases, and its key pattern does not match this one, so it never misreads it).
+ */
+export function leaseKey(subnet: Cidr, ipv6Subnet?: Cidr): string {
+  if (ipv6Subnet === undefined || subnet.ip.family === 6) return subnetKey(subnet);
+  return `${subnetKey(subnet)}&${subnetKey(ipv6Subnet)}`;
+}
+
+export function parseLeaseKey(key: string): LeaseSubnets | undefined {
+  const amp = key.indexOf('&');
+  if (amp >= 0) {
+    const v4 = parseOneSubnetKey(key.slice(0, amp));
+    const v6 = parseOneSubnetKey(key.slice(amp + 1));
+    return v4?.ip.family === 4 && v6?.ip.family === 6 ? { subnet: v4, ipv6Subnet: v6 } : undefined;
+  }
+  const c = parseOneSubnetKey(key);
+  if (!c) return undefined;
+  return c.ip.family === 6 ? { subnet: c, ipv6Subnet: c } : { subnet: c };
 }
 
 /**

@@ -27,15 +27,20 @@ export type ManagerStatus =
 export interface LeaseManagerOptions {
   readonly store: SubnetStore;
   readonly config: NetworkConfig;
+  /** The host's IPv4 underlay address, or its IPv6 one when it has no IPv4 underlay. */
   readonly publicIP: IP;
-  readonly publicIPv6?: IP;
+  readonly publicIPv6?: IP | undefined;
   readonly backendType: string;
   readonly backendData?: unknown;
+  /** What the backend's IPv6 dataplane publishes (BackendV6Data), on a dual-stack network. */
+  readonly backendV6Data?: unknown;
   readonly ttlSeconds?: number;
   /** Renew this often instead of at half the TTL (at most 1 h before expiry). */
   readonly renewEverySeconds?: number;
   /** The subnet from the node's previous subnet file, preferred when still free. */
-  readonly previousSubnet?: Cidr;
+  readonly previousSubnet?: Cidr | undefined;
+  /** The IPv6 subnet from the previous subnet file (dual-stack), preferred when still free. */
+  readonly previousIPv6Subnet?: Cidr | undefined;
   readonly log?: Logger;
   readonly onStatus?: (s: ManagerStatus) => void;
 }
@@ -72,22 +77,29 @@ export class LeaseManager implements SubnetLeaser {
   private readonly log: Logger;
   private readonly ttl: number;
   private readonly attrs: LeaseAttrs;
+  /** The plan of the lease's identity subnet: IPv4, or IPv6 on an IPv6-only network. */
   private readonly plan: AddressPlan;
+  /** The IPv6 plan of a dual-stack network: each lease takes an IPv6 subnet beside its IPv4 one. */
+  private readonly plan6: AddressPlan | undefined;
   /** The listing the lease was chosen from, handed to the first watchOthers (saves a re-list). */
   private listing: { readonly revision: bigint; readonly entries: readonly RawEntry[] } | undefined;
 
   constructor(private readonly opts: LeaseManagerOptions) {
     this.log = opts.log ?? createLogger({ component: 'lease-manager' });
     this.ttl = opts.ttlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
-    if (!opts.config.ipv4) {
-      throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: Network: the lease manager needs an IPv4 Network (leases are keyed by their IPv4 subnet)');
+    const primary = opts.config.ipv4 ?? opts.config.ipv6;
+    if (!primary) throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: neither Network nor IPv6Network');
+    this.plan = primary;
+    this.plan6 = opts.config.ipv4 ? opts.config.ipv6 : undefined;
+    if (opts.config.ipv6 && !(opts.publicIPv6 ?? (opts.publicIP.family === 6 ? opts.publicIP : undefined))) {
+      throw new WeftError(CniCode.InvalidNetworkConfig, 'network config: EnableIPv6: this host has no IPv6 public address (give --public-ipv6, or an interface with a global IPv6 address)');
     }
-    this.plan = opts.config.ipv4;
     this.attrs = {
       publicIP: opts.publicIP,
       publicIPv6: opts.publicIPv6,
       backendType: opts.backendType,
       backendData: opts.backendData ?? null,
+      ...(opts.backendV6Data !== undefined && opts.backendV6Data !== null && { backendV6Data: opts.backendV6Data }),
     };
   }
 
@@ -117,32 +129,57 @@ export class LeaseManager implements SubnetLeaser {
     return lease;
   }
 
+  /** Whether an entry's subnets fit the config (its IPv6 half included): reusable as it is. */
+  private fits(e: RawEntry): boolean {
+    if (!planAllows(this.plan, e.subnet)) return false;
+    if (!this.plan6) return this.plan.network.ip.family === 6 || e.ipv6Subnet === undefined;
+    return e.ipv6Subnet !== undefined && planAllows(this.plan6, e.ipv6Subnet);
+  }
+
   private async acquire(): Promise<Lease> {
     const value = encodeLeaseAttrs(this.attrs);
     const tried = new Set<string>();
+    const tried6 = new Set<string>();
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const listing = await this.opts.store.listSubnets();
       const { entries } = listing;
       const taken = new Set(entries.map((e) => subnetKey(e.subnet)));
       for (const k of tried) taken.add(k);
+      const taken6 = new Set(entries.flatMap((e) => (e.ipv6Subnet ? [subnetKey(e.ipv6Subnet)] : [])));
+      for (const k of tried6) taken6.add(k);
 
       // 1. Our own lease from before a restart: same PublicIP, still inside the config's range.
-      const mine = entries.find((e) => {
+      const ours = (e: RawEntry): boolean => {
         const p = parseLease(e);
         return p.ok && ipEquals(p.lease.attrs.publicIP, this.opts.publicIP) && planAllows(this.plan, e.subnet);
-      });
-      let choice: { subnet: Cidr; expect: { type: 'absent' } | { type: 'revision'; revision: bigint } } | undefined;
-      if (mine) {
-        choice = { subnet: mine.subnet, expect: { type: 'revision', revision: mine.revision } };
-      } else if (this.opts.previousSubnet && planAllows(this.plan, this.opts.previousSubnet)
-        && !taken.has(subnetKey(this.opts.previousSubnet))) {
-        choice = { subnet: this.opts.previousSubnet, expect: { type: 'absent' } };
-      } else {
-        const free = this.pickFree(taken);
-        if (!free) throw this.outOfSubnets(entries.length);
-        choice = { subnet: free, expect: { type: 'absent' } };
+      };
+      let mine = entries.find(ours);
+      if (mine && !this.fits(mine)) {
+        // Ours, but of another address family set (IPv6 enabled or disabled since): flanneld
+        // drops such a lease and takes a new one; its IPv4 subnet is kept where it is free.
+        this.log.info('own lease does not fit the network config\'s address families; replacing it', { subnet: formatCidr(mine.subnet) });
+        await this.opts.store.deleteSubnet(mine.subnet);
+        taken.delete(subnetKey(mine.subnet));
+        if (mine.ipv6Subnet) taken6.delete(subnetKey(mine.ipv6Subnet));
+        mine = undefined;
       }
-      const res = await this.opts.store.writeSubnet(choice.subnet, value, this.ttl, choice.expect);
+      let choice: { subnet: Cidr; ipv6Subnet?: Cidr | undefined; expect: { type: 'absent' } | { type: 'revision'; revision: bigint } } | undefined;
+      if (mine) {
+        choice = { subnet: mine.subnet, ipv6Subnet: mine.ipv6Subnet, expect: { type: 'revision', revision: mine.revision } };
+      } else {
+        const prev = this.opts.previousSubnet;
+        const subnet = prev && planAllows(this.plan, prev) && !taken.has(subnetKey(prev)) ? prev : this.pickFree(this.plan, taken);
+        if (!subnet) throw this.outOfSubnets(this.plan, entries.length);
+        let ipv6Subnet: Cidr | undefined;
+        if (this.plan6) {
+          const prev6 = this.opts.previousIPv6Subnet;
+          ipv6Subnet = prev6 && planAllows(this.plan6, prev6) && !taken6.has(subnetKey(prev6)) ? prev6 : this.pickFree(this.plan6, taken6);
+          if (!ipv6Subnet) throw this.outOfSubnets(this.plan6, entries.length);
+        } else if (subnet.ip.family === 6) ipv6Subnet = subnet;
+        choice = { subnet, ipv6Subnet, expect: { type: 'absent' } };
+      }
+      const dual = choice.ipv6Subnet !== undefined && choice.subnet.ip.family === 4 ? choice.ipv6Subnet : undefined;
+      const res = await this.opts.store.writeSubnet(choice.subnet, value, this.ttl, choice.expect, dual);
       if (res.type === 'written') {
         if (mine && mine.expiresAt !== null) {
           // A restart, normally. Were another weftd still running with this address, it now sees
@@ -151,39 +188,41 @@ export class LeaseManager implements SubnetLeaser {
         }
         this.listing = listing;
         this.held = res.held;
-        const parsed = parseLease({ subnet: res.held.subnet, value, revision: res.held.revision, expiresAt: res.held.expiresAt });
+        const parsed = parseLease({ subnet: res.held.subnet, ipv6Subnet: choice.ipv6Subnet, value, revision: res.held.revision, expiresAt: res.held.expiresAt });
         if (!parsed.ok) throw new WeftError(CniCode.Internal, parsed.reason);
         this.lease = parsed.lease;
         this.setStatus({ type: 'ready', lease: parsed.lease });
         return parsed.lease;
       }
-      // Someone else got there first; do not pick that subnet again.
+      // Someone else got there first; do not pick those subnets again.
       tried.add(subnetKey(choice.subnet));
+      if (dual) tried6.add(subnetKey(dual));
     }
     throw new WeftError(CniCode.TryAgainLater, `could not lease a subnet of ${formatCidr(this.plan.network)} after ${MAX_ATTEMPTS} conflicting attempts`);
   }
 
-  private outOfSubnets(leased: number): WeftError {
+  private outOfSubnets(plan: AddressPlan, leased: number): WeftError {
+    const v6 = plan.network.ip.family === 6 ? 'IPv6' : '';
     return new WeftError(CniCode.IpamExhausted,
-      `out of subnets: all ${subnetCount(this.plan)} /${this.plan.subnetLen} subnets of ${formatCidr(this.plan.network)} `
-      + `between SubnetMin ${formatIP(this.plan.subnetMin.ip)} and SubnetMax ${formatIP(this.plan.subnetMax.ip)} are taken (${leased} leases in the store)`);
+      `out of subnets: all ${subnetCount(plan)} /${plan.subnetLen} subnets of ${formatCidr(plan.network)} `
+      + `between ${v6}SubnetMin ${formatIP(plan.subnetMin.ip)} and ${v6}SubnetMax ${formatIP(plan.subnetMax.ip)} are taken (${leased} leases in the store)`);
   }
 
   /**
    * A uniformly random subnet not in `taken`. Random probes find one at once while the range is
    * mostly free; a full enumeration settles the crowded (or exhausted) case.
    */
-  private pickFree(taken: ReadonlySet<string>): Cidr | undefined {
-    const count = subnetCount(this.plan);
+  private pickFree(plan: AddressPlan, taken: ReadonlySet<string>): Cidr | undefined {
+    const count = subnetCount(plan);
     const randomIndex = () => (count < 2n ** 48n ? BigInt(randomInt(Number(count))) : randomBytes(8).readBigUInt64BE() % count);
     for (let probe = 0; probe < 64; probe++) {
-      const s = leasableSubnet(this.plan, randomIndex());
+      const s = leasableSubnet(plan, randomIndex());
       if (!taken.has(subnetKey(s))) return s;
     }
     if (count > 1n << 20n) return undefined;
     const free: Cidr[] = [];
     for (let i = 0n; i < count; i++) {
-      const s = leasableSubnet(this.plan, i);
+      const s = leasableSubnet(plan, i);
       if (!taken.has(subnetKey(s))) free.push(s);
     }
     return free.length === 0 ? undefined : free[randomInt(free.length)];

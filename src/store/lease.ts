@@ -1,4 +1,7 @@
-// A lease's value, flannel-compatible: {"PublicIP","PublicIPv6","BackendType","BackendData"}.
+// A lease's value, flannel-compatible: {"PublicIP","PublicIPv6","BackendType","BackendData",
+// "BackendV6Data"} (the last is what a dual-stack node's IPv6 dataplane publishes, e.g. the
+// VtepMAC of its IPv6 VXLAN device). A host with only an IPv6 underlay writes PublicIP "0.0.0.0"
+// (flanneld's PublicIP is a plain IPv4 field) and is read back with publicIP = its IPv6 address.
 // Values come from a shared store anyone can write to, so parsing never throws: garbage is
 // reported to the caller, who skips the entry with a warning. Read as flanneld (v0.20–v0.28)
 // writes them: its LeaseAttrs has PublicIPv6 as a pointer without omitempty, so every IPv4-only
@@ -8,7 +11,12 @@ import { type Cidr, type IP, formatCidr, formatIP, tryParseIP } from '../net/ip.
 import type { RawEntry } from './types.js';
 
 export interface LeaseAttrs {
+  /**
+   * The address the host is known by: its IPv4 underlay address, or its IPv6 one on a host with
+   * no IPv4 underlay (then equal to publicIPv6).
+   */
   readonly publicIP: IP;
+  /** The host's IPv6 underlay address (IPv6 tunnels and next hops), if it has one. */
   readonly publicIPv6: IP | undefined;
   readonly backendType: string;
   /**
@@ -16,10 +24,15 @@ export interface LeaseAttrs {
    * the backend that uses it checks it (src/backends/lease-data.ts).
    */
   readonly backendData: unknown;
+  /** BackendData of the host's IPv6 dataplane (null when absent), checked the same way. */
+  readonly backendV6Data?: unknown;
 }
 
 export interface Lease {
+  /** The IPv4 subnet, or the IPv6 one on an IPv6-only network (the lease's identity). */
   readonly subnet: Cidr;
+  /** The IPv6 subnet of a dual-stack or IPv6-only lease (on IPv6-only, `subnet` itself). */
+  readonly ipv6Subnet?: Cidr | undefined;
   readonly attrs: LeaseAttrs;
   /** Epoch ms, null for a reservation, undefined when the store did not resolve it. */
   readonly expiresAt: number | null | undefined;
@@ -31,6 +44,7 @@ const wire = z.object({
   PublicIPv6: z.string().nullish(),
   BackendType: z.string().optional(),
   BackendData: z.unknown().optional(),
+  BackendV6Data: z.unknown().optional(),
 });
 
 type Wire = z.infer<typeof wire>;
@@ -45,7 +59,7 @@ function parseWire(json: unknown): { success: true; data: Wire } | { success: fa
     const o = json as Record<string, unknown>;
     if (typeof o.PublicIP === 'string' && typeof o.BackendType === 'string'
       && (o.PublicIPv6 === undefined || o.PublicIPv6 === null || typeof o.PublicIPv6 === 'string')) {
-      return { success: true, data: { PublicIP: o.PublicIP, BackendType: o.BackendType, ...(typeof o.PublicIPv6 === 'string' && { PublicIPv6: o.PublicIPv6 }), BackendData: o.BackendData } };
+      return { success: true, data: { PublicIP: o.PublicIP, BackendType: o.BackendType, ...(typeof o.PublicIPv6 === 'string' && { PublicIPv6: o.PublicIPv6 }), BackendData: o.BackendData, BackendV6Data: o.BackendV6Data } };
     }
   }
   const w = wire.safeParse(json);
@@ -65,31 +79,49 @@ export function parseLeaseValue(value: string): { ok: true; attrs: LeaseAttrs } 
   }
   const w = parseWire(json);
   if (!w.success) return { ok: false, reason: w.reason };
-  const publicIP = tryParseIP(w.data.PublicIP);
-  if (!publicIP || publicIP.family !== 4) return { ok: false, reason: `PublicIP: expected an IPv4 address, got ${JSON.stringify(w.data.PublicIP)}` };
+  const publicIPv4 = tryParseIP(w.data.PublicIP);
+  if (!publicIPv4 || publicIPv4.family !== 4) return { ok: false, reason: `PublicIP: expected an IPv4 address, got ${JSON.stringify(w.data.PublicIP)}` };
   let publicIPv6: IP | undefined;
   if (typeof w.data.PublicIPv6 === 'string' && w.data.PublicIPv6 !== '') {
     publicIPv6 = tryParseIP(w.data.PublicIPv6);
     if (!publicIPv6 || publicIPv6.family !== 6) return { ok: false, reason: `PublicIPv6: expected an IPv6 address, got ${JSON.stringify(w.data.PublicIPv6)}` };
   }
+  let publicIP = publicIPv4;
+  if (publicIPv4.value === 0n) {
+    if (!publicIPv6) return { ok: false, reason: 'PublicIP: 0.0.0.0 without a PublicIPv6' };
+    publicIP = publicIPv6;
+  }
   const backendData: unknown = w.data.BackendData ?? null;
+  const backendV6Data: unknown = w.data.BackendV6Data ?? null;
   // No BackendType is flanneld's udp (or alloc) backend: a lease of no backend weft runs.
   const backendType = w.data.BackendType ?? '';
-  return { ok: true, attrs: { publicIP, publicIPv6, backendType, backendData } };
+  return { ok: true, attrs: { publicIP, publicIPv6, backendType, backendData, ...(backendV6Data !== null && { backendV6Data }) } };
 }
 
 export function parseLease(entry: RawEntry): ParsedLease {
   const r = parseLeaseValue(entry.value);
   if (!r.ok) return { ok: false, reason: `lease ${formatCidr(entry.subnet)}: ${r.reason}` };
-  return { ok: true, lease: { subnet: entry.subnet, attrs: r.attrs, expiresAt: entry.expiresAt, revision: entry.revision } };
+  return { ok: true, lease: { subnet: entry.subnet, ...(entry.ipv6Subnet && { ipv6Subnet: entry.ipv6Subnet }), attrs: r.attrs, expiresAt: entry.expiresAt, revision: entry.revision } };
 }
 
 export function encodeLeaseAttrs(a: LeaseAttrs): string {
-  const out: Record<string, unknown> = { PublicIP: formatIP(a.publicIP) };
-  if (a.publicIPv6) out.PublicIPv6 = formatIP(a.publicIPv6);
+  const out: Record<string, unknown> = { PublicIP: a.publicIP.family === 4 ? formatIP(a.publicIP) : '0.0.0.0' };
+  const v6 = a.publicIPv6 ?? (a.publicIP.family === 6 ? a.publicIP : undefined);
+  if (v6) out.PublicIPv6 = formatIP(v6);
   out.BackendType = a.backendType;
   if (a.backendData !== undefined && a.backendData !== null) out.BackendData = a.backendData;
+  if (a.backendV6Data !== undefined && a.backendV6Data !== null) out.BackendV6Data = a.backendV6Data;
   return JSON.stringify(out);
+}
+
+/** The lease's IPv4 subnet (undefined on an IPv6-only lease). */
+export function ipv4SubnetOf(l: { readonly subnet: Cidr }): Cidr | undefined {
+  return l.subnet.ip.family === 4 ? l.subnet : undefined;
+}
+
+/** "10.244.3.0/24 fd00:10:244:3::/64": every subnet of the lease, for logs and tables. */
+export function formatLeaseSubnets(l: { readonly subnet: Cidr; readonly ipv6Subnet?: Cidr | undefined }): string {
+  return l.ipv6Subnet && l.ipv6Subnet !== l.subnet && l.subnet.ip.family === 4 ? `${formatCidr(l.subnet)} ${formatCidr(l.ipv6Subnet)}` : formatCidr(l.subnet);
 }
 
 /** Equality of what a lease publishes (not of its expiry), for deciding whether a put is news. */

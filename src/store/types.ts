@@ -6,8 +6,13 @@ import type { LeaseManagerOptions, SubnetLeaser } from './lease-manager.js';
 
 /** One stored subnet key as the store holds it. */
 export interface RawEntry {
-  /** The subnet, parsed from the key (entries whose key is not a subnet are never returned). */
+  /**
+   * The subnet, parsed from the key (entries whose key is not a subnet are never returned): the
+   * IPv4 subnet of a dual-stack key, the IPv6 one of an IPv6-only key.
+   */
   readonly subnet: Cidr;
+  /** The entry's IPv6 subnet, when its key has one (see leaseKey in src/net/ip.ts). */
+  readonly ipv6Subnet?: Cidr | undefined;
   /** The stored value, unparsed (may be garbage). */
   readonly value: string;
   /** Store revision of the last write to this key; the compare token for replaceLease. */
@@ -28,6 +33,7 @@ export interface RawEntry {
 /** A lease this process holds: enough to renew it and to know whether it is still ours. */
 export interface HeldEntry {
   readonly subnet: Cidr;
+  readonly ipv6Subnet?: Cidr | undefined;
   readonly value: string;
   readonly revision: bigint;
   /** etcd lease id, or the file store's owner token. Empty for a reservation. */
@@ -89,14 +95,18 @@ export interface SubnetStore {
   getSubnet(subnet: Cidr): Promise<RawEntry | undefined>;
 
   /**
-   * Writes a subnet entry if the key is as expected: absent (put-if-absent), or unchanged since
-   * `revision` (taking over our own previous lease). ttlSeconds null makes a reservation.
+   * Writes a subnet entry if the key is as expected: absent (put-if-absent: no entry holds
+   * `subnet`, under whatever key), or unchanged since `revision` (taking over our own previous
+   * lease). ttlSeconds null makes a reservation. With `ipv6Subnet` the key is the dual-stack one
+   * (leaseKey); the IPv6 half is not checked for overlaps here, that is the allocator's job, as
+   * in flanneld.
    */
   writeSubnet(
     subnet: Cidr,
     value: string,
     ttlSeconds: number | null,
     expect: { readonly type: 'absent' } | { readonly type: 'revision'; readonly revision: bigint },
+    ipv6Subnet?: Cidr,
   ): Promise<WriteResult>;
 
   /**

@@ -43,7 +43,7 @@ function peers(dev: number, n: number, from = 0): DesiredState {
     neighs.push({ ip: vtep, mac });
     fdb.push({ mac, dst: parseIP(`198.18.${1 + (i >> 8)}.${i & 255}`) });
   }
-  return { routes, neighs, fdb, device: dev };
+  return { routes, devices: [{ index: dev, neighs, fdb }] };
 }
 
 const weftNexthops = (ns: string) => ipJson<IpNexthop[]>(ns, ['nexthop', 'show']).filter((n) => n.protocol === String(WEFT_ROUTE_PROTOCOL));
@@ -145,7 +145,7 @@ describe('DataplaneSync with nexthop objects', () => {
     const sync = new DataplaneSync(nl);
     assert.deepEqual(sync.sync(peers(dev, 1000), 'full').errors, []);
     assert.equal(weftRoutes(ns.name).length, 1000);
-    const r = sync.sync({ routes: [], neighs: [], fdb: [], device: dev }, 'incremental');
+    const r = sync.sync({ routes: [], devices: [{ index: dev, neighs: [], fdb: [] }] }, 'incremental');
     assert.deepEqual(r.errors, []);
     assert.equal(weftRoutes(ns.name).length, 0);
     assert.equal(weftNexthops(ns.name).length, 0);

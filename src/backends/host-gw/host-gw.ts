@@ -1,11 +1,13 @@
 // The host-gw backend: a plain route per remote subnet via the remote host's PublicIP. It only
 // works when every host is on this host's L2 segment; a peer that is not gets no route (a route
-// via an unreachable gateway would silently blackhole) and a problem report for /readyz.
+// via an unreachable gateway would silently blackhole) and a problem report for /readyz. On a
+// dual-stack network a peer gets two routes: its IPv4 subnet via its PublicIP and its IPv6
+// subnet via its PublicIPv6 (flannel's host-gw does the same), each checked on its own.
 import { z } from 'zod';
 import { CniCode, WeftError } from '../../errors.js';
-import { type Cidr, cidrContains, formatCidr, formatIP, networkOf } from '../../net/ip.js';
+import { type Cidr, type IP, cidrContains, formatCidr, formatIP, networkOf } from '../../net/ip.js';
 import { noLeaseData } from '../schema.js';
-import type { Lease } from '../../store/lease.js';
+import { type Lease, ipv4SubnetOf } from '../../store/lease.js';
 import { type DesiredRoute, type DesiredState, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
 import { DesiredMemo } from '../../dataplane/desired-memo.js';
 import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport, SkippedPeer } from '../types.js';
@@ -24,12 +26,13 @@ class HostGwBackend implements Backend {
     return { backendData: null, mtu: host.publicIface.mtu };
   }
 
-  async activate(_ownSubnet: Cidr): Promise<void> {}
+  async activate(_ownSubnet: Cidr, _ownIPv6Subnet?: Cidr): Promise<void> {}
 
   async reconcile(peers: readonly Lease[], opts: ReconcileOptions = {}): Promise<ReconcileReport> {
     const host = this.host;
     if (!host) throw new WeftError(CniCode.Internal, 'host-gw backend: reconcile before prepare');
-    const onLink: Cidr[] = host.nl.listAddresses({ link: host.publicIface.index, family: 4 })
+    const onLink: Cidr[] = [...host.nl.listAddresses({ link: host.publicIface.index, family: 4 }),
+      ...(host.network.ipv6 ? host.nl.listAddresses({ link: host.publicIface.index, family: 6 }).filter((a) => a.scope === 0) : [])]
       .map((a) => networkOf(a.cidr));
     const facts = `${host.publicIface.index} ${onLink.map(formatCidr).join(',')}`;
     const { want, problems, skipped } = this.desired.get(peers, facts, () => this.build(peers, onLink));
@@ -51,21 +54,34 @@ class HostGwBackend implements Backend {
         skipped.push({ subnet: formatCidr(p.subnet), reason });
         continue;
       }
-      if (!onLink.some((c) => cidrContains(c, p.attrs.publicIP))) {
-        const msg = `host-gw: peer ${formatCidr(p.subnet)} at ${formatIP(p.attrs.publicIP)} is not directly reachable from `
-          + `${host.publicIface.name} (${onLink.map(formatCidr).join(', ') || 'no IPv4 address'}); host-gw needs every host on one L2 segment, so no route was installed (use vxlan across subnets)`;
-        problems.push(msg);
-        const key = formatCidr(p.subnet);
-        skipped.push({ subnet: key, reason: msg });
-        unreachableNow.add(key);
-        if (!this.reported.has(key)) host.log.error('peer not directly reachable; no route installed', { peer: key, publicIP: formatIP(p.attrs.publicIP), iface: host.publicIface.name });
-        continue;
+      // Each of the peer's subnets, with the next hop of its family.
+      const hops: { dst: Cidr; gateway: IP | undefined }[] = [];
+      const v4 = ipv4SubnetOf(p);
+      if (v4 && host.network.ipv4) hops.push({ dst: v4, gateway: p.attrs.publicIP.family === 4 ? p.attrs.publicIP : undefined });
+      if (p.ipv6Subnet && host.network.ipv6) hops.push({ dst: p.ipv6Subnet, gateway: p.attrs.publicIPv6 });
+      const key = formatCidr(p.subnet);
+      let programmed = 0;
+      for (const { dst, gateway } of hops) {
+        if (gateway === undefined) {
+          problems.push(`host-gw: peer ${key} publishes no IPv${dst.ip.family} address (PublicIP${dst.ip.family === 6 ? 'v6' : ''}); no route to ${formatCidr(dst)}`);
+          continue;
+        }
+        if (!onLink.some((c) => cidrContains(c, gateway))) {
+          const msg = `host-gw: peer ${formatCidr(dst)} at ${formatIP(gateway)} is not directly reachable from `
+            + `${host.publicIface.name} (${onLink.map(formatCidr).join(', ') || 'no address'}); host-gw needs every host on one L2 segment, so no route was installed (use vxlan across subnets)`;
+          problems.push(msg);
+          unreachableNow.add(formatCidr(dst));
+          if (!this.reported.has(formatCidr(dst))) host.log.error('peer not directly reachable; no route installed', { peer: formatCidr(dst), publicIP: formatIP(gateway), iface: host.publicIface.name });
+          continue;
+        }
+        routes.push({ dst, gateway, oif: host.publicIface.index, onlink: false });
+        programmed++;
       }
-      routes.push({ dst: p.subnet, gateway: p.attrs.publicIP, oif: host.publicIface.index, onlink: false });
+      if (programmed === 0) skipped.push({ subnet: key, reason: problems[problems.length - 1] ?? `peer ${key} has no subnet of this network's address families` });
     }
     this.reported.clear();
     for (const k of unreachableNow) this.reported.add(k);
-    return { want: { routes, neighs: [], fdb: [] }, problems, skipped };
+    return { want: { routes, devices: [] }, problems, skipped };
   }
 
   async close(opts: { keepDataplane: boolean }): Promise<void> {
@@ -83,4 +99,5 @@ export const hostGw: BackendModule<'host-gw', HostGwConfig> = {
   config: hostGwConfig,
   leaseData: noLeaseData,
   create: () => new HostGwBackend(),
+  ipv6: true,
 };

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Etcd3, type IOptions, type IKeyValue, type Watcher } from 'etcd3';
 import { CniCode, WeftError } from '../../errors.js';
 import { mapLimit } from '../../map-limit.js';
-import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
+import { type Cidr, formatCidr, leaseKey, parseLeaseKey, subnetKey } from '../../net/ip.js';
 import { storeReconnectBackoff } from '../reconnect.js';
 import { describeEtcdError } from './errors.js';
 import type {
@@ -99,6 +99,11 @@ export class EtcdStore implements SubnetStore, KvCore {
     return this.subnetsPrefix + subnetKey(subnet);
   }
 
+  /** The key a lease of both subnets is stored under (dual-stack: "<IPv4 key>&<IPv6 key>"). */
+  private keyOf(s: { readonly subnet: Cidr; readonly ipv6Subnet?: Cidr | undefined }): string {
+    return this.subnetsPrefix + leaseKey(s.subnet, s.ipv6Subnet);
+  }
+
   private kvEntry(kv: IKeyValue): KvEntry {
     return { key: kv.key.toString().slice(this.prefix.length + 1), value: kv.value.toString(), revision: BigInt(kv.mod_revision), owner: kv.lease };
   }
@@ -176,9 +181,9 @@ export class EtcdStore implements SubnetStore, KvCore {
   // ---- the SubnetStore view ----
 
   private entryOf(kv: IKeyValue): RawEntry | undefined {
-    const subnet = parseSubnetKey(kv.key.toString().slice(this.subnetsPrefix.length));
-    if (!subnet) return undefined;
-    return { subnet, value: kv.value.toString(), revision: BigInt(kv.mod_revision), owner: kv.lease };
+    const subnets = parseLeaseKey(kv.key.toString().slice(this.subnetsPrefix.length));
+    if (!subnets) return undefined;
+    return { ...subnets, value: kv.value.toString(), revision: BigInt(kv.mod_revision), owner: kv.lease };
   }
 
   async getConfig(): Promise<string | undefined> {
@@ -222,7 +227,7 @@ export class EtcdStore implements SubnetStore, KvCore {
     return kv ? this.entryOf(kv) : undefined;
   }
 
-  /** flanneld's dual-stack lease of the subnet ("<key>&<IPv6 key>"), which weft never writes itself. */
+  /** The dual-stack lease of the subnet ("<key>&<IPv6 key>"), flanneld's or weft's. */
   private async dualStackKv(subnet: Cidr): Promise<IKeyValue | undefined> {
     const res = await this.run('get subnet', this.client.getAll().prefix(`${this.key(subnet)}&`).limit(1).exec());
     return res.kvs.find((kv) => this.entryOf(kv) !== undefined);
@@ -233,15 +238,19 @@ export class EtcdStore implements SubnetStore, KvCore {
     value: string,
     ttlSeconds: number | null,
     expect: { type: 'absent' } | { type: 'revision'; revision: bigint },
+    ipv6Subnet?: Cidr,
   ): Promise<WriteResult> {
-    const key = this.key(subnet);
-    // A flanneld dual-stack lease holds the subnet under a key of its own. etcd's transactions
-    // cannot compare a range here, so this is checked first (flanneld's own put-if-absent is
-    // no more exclusive towards our key).
-    if (expect.type === 'absent' && (await this.dualStackKv(subnet))) return { type: 'conflict' };
+    const key = this.keyOf({ subnet, ipv6Subnet });
+    // A lease holds the subnet under its single-stack or its dual-stack key. etcd's transactions
+    // cannot compare a range, so the other form is checked first (flanneld's own put-if-absent
+    // is no more exclusive towards our key).
+    if (expect.type === 'absent') {
+      const other = key === this.key(subnet) ? await this.dualStackKv(subnet) : (await this.run('get subnet', this.client.get(this.key(subnet)).exec())).kvs[0];
+      if (other) return { type: 'conflict' };
+    }
     const r = await this.put(key.slice(this.prefix.length + 1), value, { expect, ttlSeconds });
     if (r.type === 'conflict') return r;
-    return { type: 'written', held: { subnet, value, revision: r.revision, token: r.owner, ttlSeconds, expiresAt: r.expiresAt } };
+    return { type: 'written', held: { subnet, ...(ipv6Subnet && { ipv6Subnet }), value, revision: r.revision, token: r.owner, ttlSeconds, expiresAt: r.expiresAt } };
   }
 
   /**
@@ -318,7 +327,7 @@ export class EtcdStore implements SubnetStore, KvCore {
     if (held.token !== '' && held.token !== '0') {
       const ttl = await this.run('lease keep-alive', this.keepAliveOnce(held.token));
       if (ttl <= 0) return { type: 'lost', reason: `etcd lease of ${what} expired before it was renewed` };
-      const res = await this.run('get subnet', this.client.get(this.key(held.subnet)).exec());
+      const res = await this.run('get subnet', this.client.get(this.keyOf(held)).exec());
       const kv = res.kvs[0];
       if (!kv) return { type: 'lost', reason: `lease ${what} was removed from the store` };
       if (kv.lease !== held.token) return { type: 'lost', reason: `lease ${what} was taken over by another writer` };
@@ -329,7 +338,7 @@ export class EtcdStore implements SubnetStore, KvCore {
   }
 
   async releaseSubnet(held: HeldEntry): Promise<boolean> {
-    const key = this.key(held.subnet);
+    const key = this.keyOf(held);
     const res = await this.run('release', this.client.if(key, 'Lease', '==', held.token === '' ? '0' : held.token)
       .then(this.client.delete().key(key)).commit());
     if (held.token !== '' && held.token !== '0') this.revokeQuietly(held.token);
@@ -349,10 +358,10 @@ export class EtcdStore implements SubnetStore, KvCore {
     const rel = this.subnetsPrefix.length - this.prefix.length - 1;
     return this.watch('subnets/', afterRevision, (ev) => {
       if (ev.type === 'resync') { onEvent(ev); return; }
-      const subnet = parseSubnetKey((ev.type === 'put' ? ev.entry.key : ev.key).slice(rel));
-      if (!subnet) return;
-      if (ev.type === 'delete') { onEvent({ type: 'delete', subnet, revision: ev.revision }); return; }
-      onEvent({ type: 'put', entry: { subnet, value: ev.entry.value, revision: ev.entry.revision, ...(ev.entry.owner !== undefined && { owner: ev.entry.owner }) } });
+      const subnets = parseLeaseKey((ev.type === 'put' ? ev.entry.key : ev.key).slice(rel));
+      if (!subnets) return;
+      if (ev.type === 'delete') { onEvent({ type: 'delete', subnet: subnets.subnet, revision: ev.revision }); return; }
+      onEvent({ type: 'put', entry: { ...subnets, value: ev.entry.value, revision: ev.entry.revision, ...(ev.entry.owner !== undefined && { owner: ev.entry.owner }) } });
     }, onState);
   }
 

@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { CniCode, WeftError } from '../../errors.js';
 import { mkdirp } from '../../fs/mkdir.js';
-import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
+import { type Cidr, formatCidr, leaseKey, parseLeaseKey, parseSubnetKey, subnetKey } from '../../net/ip.js';
 import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
 } from '../types.js';
@@ -85,10 +85,10 @@ function keyOfLogKey(k: string): string {
 
 /** A lease entry of the core as the SubnetStore view hands it out (unless its name is no subnet). */
 function rawEntryOf(e: KvEntry): RawEntry | undefined {
-  const subnet = parseSubnetKey(e.key.slice(SUBNETS.length));
-  if (!subnet) return undefined;
+  const subnets = parseLeaseKey(e.key.slice(SUBNETS.length));
+  if (!subnets) return undefined;
   return {
-    subnet, value: e.value, revision: e.revision,
+    ...subnets, value: e.value, revision: e.revision,
     ...(e.expiresAt !== undefined && { expiresAt: e.expiresAt }),
     ...(e.owner !== undefined && { owner: e.owner }),
   };
@@ -510,20 +510,21 @@ export class FileStore implements SubnetStore, KvCore {
     return d === undefined ? undefined : rawEntryOf(d);
   }
 
-  /**
-   * A dual-stack lease of the subnet under flanneld's key ("<key>&<IPv6 key>"): weft never writes
-   * one, but a store may hold one (copied over, or written by hand).
-   */
-  private dualStackKey(key: string): string | undefined {
+  /** A dual-stack lease of the subnet ("<key>&<IPv6 key>", flanneld's or weft's) other than `except`. */
+  private dualStackKey(key: string, except?: string): string | undefined {
     if (!existsSync(this.subnetsDir)) return undefined;
-    return this.subnetKeys().find((k) => k.startsWith(`${key}&`));
+    return this.subnetKeys().find((k) => k.startsWith(`${key}&`) && k !== except);
+  }
+
+  /** Whether the entry under `key` holds its subnet (an unreadable one holds it too). */
+  private liveAt(key: string | undefined, now: number): boolean {
+    const e = key === undefined ? undefined : this.readEnvelope(key);
+    return e === 'garbage' || (e !== undefined && (e.expiresAt === null || e.expiresAt > now));
   }
 
   /** Whether a dual-stack lease holds the subnet of `key` (an unreadable one holds it too). */
-  private liveDualStack(key: string, now: number): boolean {
-    const dual = this.dualStackKey(key);
-    const e = dual === undefined ? undefined : this.readEnvelope(dual);
-    return e === 'garbage' || (e !== undefined && (e.expiresAt === null || e.expiresAt > now));
+  private liveDualStack(key: string, now: number, except?: string): boolean {
+    return this.liveAt(this.dualStackKey(key, except), now);
   }
 
   async writeSubnet(
@@ -531,14 +532,17 @@ export class FileStore implements SubnetStore, KvCore {
     value: string,
     ttlSeconds: number | null,
     expect: { type: 'absent' } | { type: 'revision'; revision: bigint },
+    ipv6Subnet?: Cidr,
   ): Promise<WriteResult> {
-    const key = subnetKey(subnet);
+    const plain = subnetKey(subnet);
+    const key = leaseKey(subnet, ipv6Subnet);
     return this.locked((): WriteResult => {
       const now = Date.now();
-      if (expect.type === 'absent' && this.liveDualStack(key, now)) return { type: 'conflict' };
+      // The subnet may be held under its other key form (single- or dual-stack).
+      if (expect.type === 'absent' && (this.liveDualStack(plain, now, key) || (key !== plain && this.liveAt(plain, now)))) return { type: 'conflict' };
       const r = this.putLeaseLocked(key, value, ttlSeconds, expect, now);
       if (r.type === 'conflict') return r;
-      return { type: 'written', held: { subnet, value, revision: r.revision, token: r.owner, ttlSeconds, expiresAt: r.expiresAt } };
+      return { type: 'written', held: { subnet, ...(ipv6Subnet && { ipv6Subnet }), value, revision: r.revision, token: r.owner, ttlSeconds, expiresAt: r.expiresAt } };
     });
   }
 
@@ -589,7 +593,7 @@ export class FileStore implements SubnetStore, KvCore {
   }
 
   async renewSubnet(held: HeldEntry): Promise<RenewResult> {
-    const key = subnetKey(held.subnet);
+    const key = leaseKey(held.subnet, held.ipv6Subnet);
     if (held.ttlSeconds === null) {
       const e = this.readLive(key);
       return e ? { type: 'renewed', held } : { type: 'lost', reason: `reservation ${formatCidr(held.subnet)} was removed` };
@@ -612,7 +616,7 @@ export class FileStore implements SubnetStore, KvCore {
   }
 
   async releaseSubnet(held: HeldEntry): Promise<boolean> {
-    const key = subnetKey(held.subnet);
+    const key = leaseKey(held.subnet, held.ipv6Subnet);
     return this.locked(() => {
       const cur = this.readEnvelope(key);
       if (cur === undefined || cur === 'garbage' || cur.token !== held.token) return false;

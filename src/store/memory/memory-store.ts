@@ -8,13 +8,14 @@
 // simply absent; the lease watcher times them itself), and a renewal is a write with a new
 // revision. Time comes from an injectable clock so tests can lapse a TTL without waiting.
 import { randomBytes } from 'node:crypto';
-import { type Cidr, formatCidr, parseSubnetKey, subnetKey } from '../../net/ip.js';
+import { type Cidr, formatCidr, parseLeaseKey, subnetKey } from '../../net/ip.js';
 import type {
   HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult,
 } from '../types.js';
 
 interface Stored {
   readonly subnet: Cidr;
+  readonly ipv6Subnet: Cidr | undefined;
   readonly value: string;
   readonly revision: bigint;
   readonly expiresAt: number | null;
@@ -124,14 +125,14 @@ export class MemoryStore implements SubnetStore {
   }
 
   private static raw(e: Stored): RawEntry {
-    return { subnet: e.subnet, value: e.value, revision: e.revision, expiresAt: e.expiresAt, owner: e.token };
+    return { subnet: e.subnet, ...(e.ipv6Subnet && { ipv6Subnet: e.ipv6Subnet }), value: e.value, revision: e.revision, expiresAt: e.expiresAt, owner: e.token };
   }
 
-  private put(subnet: Cidr, value: string, ttlSeconds: number | null, token: string): Stored {
+  private put(subnet: Cidr, ipv6Subnet: Cidr | undefined, value: string, ttlSeconds: number | null, token: string): Stored {
     const expiresAt = ttlSeconds === null ? null : this.space.now() + ttlSeconds * 1000;
     let stored: Stored | undefined;
     this.space.commit(this.p, (revision) => {
-      stored = { subnet, value, revision, expiresAt, token };
+      stored = { subnet, ipv6Subnet, value, revision, expiresAt, token };
       this.p.entries.set(subnetKey(subnet), stored);
       return { type: 'put', entry: MemoryStore.raw(stored) };
     });
@@ -148,7 +149,7 @@ export class MemoryStore implements SubnetStore {
   }
 
   private static held(e: Stored, ttlSeconds: number | null): HeldEntry {
-    return { subnet: e.subnet, value: e.value, revision: e.revision, token: e.token, ttlSeconds, expiresAt: e.expiresAt };
+    return { subnet: e.subnet, ...(e.ipv6Subnet && { ipv6Subnet: e.ipv6Subnet }), value: e.value, revision: e.revision, token: e.token, ttlSeconds, expiresAt: e.expiresAt };
   }
 
   async getConfig(): Promise<string | undefined> {
@@ -177,16 +178,17 @@ export class MemoryStore implements SubnetStore {
     value: string,
     ttlSeconds: number | null,
     expect: { readonly type: 'absent' } | { readonly type: 'revision'; readonly revision: bigint },
+    ipv6Subnet?: Cidr,
   ): Promise<WriteResult> {
     const cur = this.live(subnetKey(subnet));
     if (expect.type === 'absent' ? cur !== undefined : cur?.revision !== expect.revision) return { type: 'conflict' };
-    return { type: 'written', held: MemoryStore.held(this.put(subnet, value, ttlSeconds, newToken(ttlSeconds)), ttlSeconds) };
+    return { type: 'written', held: MemoryStore.held(this.put(subnet, ipv6Subnet, value, ttlSeconds, newToken(ttlSeconds)), ttlSeconds) };
   }
 
   async writeSubnetsIfAbsent(items: readonly { readonly subnet: Cidr; readonly value: string }[], ttlSeconds: number | null): Promise<WriteResult[]> {
     return items.map(({ subnet, value }): WriteResult => (this.live(subnetKey(subnet))
       ? { type: 'conflict' }
-      : { type: 'written', held: MemoryStore.held(this.put(subnet, value, ttlSeconds, newToken(ttlSeconds)), ttlSeconds) }));
+      : { type: 'written', held: MemoryStore.held(this.put(subnet, undefined, value, ttlSeconds, newToken(ttlSeconds)), ttlSeconds) }));
   }
 
   async renewSubnet(held: HeldEntry): Promise<RenewResult> {
@@ -197,7 +199,7 @@ export class MemoryStore implements SubnetStore {
     if (!raw) return { type: 'lost', reason: `lease ${what} was removed from the store` };
     if (raw.token !== held.token) return { type: 'lost', reason: `lease ${what} was taken over by another writer` };
     if (this.live(key) === undefined) return { type: 'lost', reason: `lease ${what} expired before it was renewed` };
-    return { type: 'renewed', held: MemoryStore.held(this.put(raw.subnet, raw.value, held.ttlSeconds, raw.token), held.ttlSeconds) };
+    return { type: 'renewed', held: MemoryStore.held(this.put(raw.subnet, raw.ipv6Subnet, raw.value, held.ttlSeconds, raw.token), held.ttlSeconds) };
   }
 
   async releaseSubnet(held: HeldEntry): Promise<boolean> {
@@ -212,13 +214,13 @@ export class MemoryStore implements SubnetStore {
   }
 
   /**
-   * Writes under a raw key, as another program sharing the store would (flanneld's dual-stack
-   * "10.244.3.0-24&fd00:…-64" keys, which weft never writes itself).
+   * Writes under a raw key, as another program sharing the store would (e.g. flanneld's
+   * dual-stack "10.244.3.0-24&fd00:…-64" keys).
    */
   putRaw(key: string, value: string, ttlSeconds: number | null): void {
-    const subnet = parseSubnetKey(key);
-    if (!subnet) throw new Error(`memory store: ${JSON.stringify(key)} is not a subnet key`);
-    this.put(subnet, value, ttlSeconds, randomBytes(8).toString('hex'));
+    const subnets = parseLeaseKey(key);
+    if (!subnets) throw new Error(`memory store: ${JSON.stringify(key)} is not a subnet key`);
+    this.put(subnets.subnet, subnets.ipv6Subnet, value, ttlSeconds, randomBytes(8).toString('hex'));
   }
 
   /** Ends every open watch of this prefix with a resync, as a compaction or reconnect would. */
