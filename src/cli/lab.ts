@@ -27,7 +27,7 @@ const help = () => `weftctl lab — a whole weft cluster on this machine, built 
 
 Usage:
   weftctl lab up     [--name NAME] [--hosts N] [--pods M] [--backend TYPE] [--store file|etcd|kube]
-                     [--racks R] [--macvlan-shim]
+                     [--racks R] [--macvlan-shim] [--ipv6 dual|only]
   weftctl lab status [--name NAME] [--json]
   weftctl lab check  [--name NAME] [--json]
   weftctl lab bench  [--name NAME] [--seconds S] [--json]
@@ -72,6 +72,10 @@ ${labBackendNames().map((n) => `                    ${n.padEnd(8)} ${labBackend(
 --macvlan-shim    macvlan only: a macvlan shim (weft-shim) on every host, with an address kept out
                   of IPAM and a route to its containers, so a host reaches its own containers
                   (a macvlan master never can); check then expects host → own container to pass
+--ipv6 dual|only  IPv6 pods: dual gives every container an IPv4 and an IPv6 address (network
+                  fd10:244::/56, a /64 per host) over a dual-stack underlay (2001:2::/64 beside
+                  198.18.0.0/24); only leaves IPv4 out of the pods and the hosts' underlay; check
+                  then probes every family. vxlan and host-gw; --store file or etcd
 --seconds S       iperf3 duration for bench (default 2) and demo (default 1)
 --json            machine-readable output (status, check, bench)
 
@@ -90,11 +94,12 @@ const options = {
   json: { type: 'boolean', default: false },
   racks: { type: 'string' },
   'macvlan-shim': { type: 'boolean', default: false },
+  ipv6: { type: 'string' },
 } as const;
 
 /** Flags each subcommand accepts (others are a usage error, not silently ignored). */
 const ALLOWED: Record<Sub, ReadonlyArray<keyof typeof options>> = {
-  up: ['name', 'hosts', 'pods', 'backend', 'store', 'racks', 'macvlan-shim'],
+  up: ['name', 'hosts', 'pods', 'backend', 'store', 'racks', 'macvlan-shim', 'ipv6'],
   status: ['name', 'json'],
   check: ['name', 'json'],
   bench: ['name', 'seconds', 'json'],
@@ -324,7 +329,7 @@ export const labCommand: CliCommand = {
           if ((values.backend?.length ?? 0) > 1) throw new UsageError('--backend: lab up takes one backend (lab demo takes several)');
           return await up(parseLabSpec({
             name: values.name, hosts: values.hosts, pods: values.pods, backend: values.backend?.[0], store: values.store,
-            racks: values.racks, macvlanShim: values['macvlan-shim'],
+            racks: values.racks, macvlanShim: values['macvlan-shim'], ipv6: values.ipv6,
           }));
         case 'status': {
           const s = labStatus(parseName(values.name));

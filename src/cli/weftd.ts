@@ -309,8 +309,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   // used to be logged and then ignored while start-up waited on the store or a file system.)
   let onSignal!: (signal: NodeJS.Signals) => void;
   const signalled = new Promise<NodeJS.Signals>((resolve) => { onSignal = resolve; });
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
+  // `on`, not `once`: a repeated signal (timeout(1) signals the child and then its process
+  // group, so weftd may get SIGTERM twice) must not hit the default action — death with 143 —
+  // while the first one's orderly stop runs. The first resolves `signalled`; later ones are no-ops.
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   const untilSignal = <T>(p: Promise<T>): Promise<StartStep<T>> => Promise.race([
     p.then((value) => ({ type: 'done', value } as const)),
     signalled.then((signal) => ({ type: 'signal', signal } as const)),

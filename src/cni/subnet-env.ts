@@ -172,7 +172,15 @@ export async function loadSubnetEnv(path: string): Promise<SubnetEnv> {
  * weftd has not written one yet. A lab waits on it; the web view matches a weftd to its lease.
  */
 export function readLeasedSubnet(file: string): Cidr | undefined {
-  if (!existsSync(file)) return undefined;
-  const v = parseSubnetEnvText(readFileSync(file, 'utf8')).get('FLANNEL_SUBNET');
-  return v === undefined || v === '' ? undefined : networkOf(parseCidr(v));
+  return readLeasedSubnets(file)[0];
+}
+
+/** Every subnet a subnet.env names (FLANNEL_SUBNET, then FLANNEL_IPV6_SUBNET), network form. */
+export function readLeasedSubnets(file: string): Cidr[] {
+  if (!existsSync(file)) return [];
+  const pairs = parseSubnetEnvText(readFileSync(file, 'utf8'));
+  return ['FLANNEL_SUBNET', 'FLANNEL_IPV6_SUBNET'].flatMap((k) => {
+    const v = pairs.get(k);
+    return v === undefined || v === '' ? [] : [networkOf(parseCidr(v))];
+  });
 }

@@ -8,6 +8,15 @@ import { type Cidr, cidrEquals, formatCidr, formatIP, ipAdd, networkOf, parseCid
 import type { LabDirs } from './state.js';
 
 export const LAB_NETWORK = '10.244.0.0/16';
+/** The lab's IPv6 pod network (ULA): a /64 per host, as flannel's default IPv6SubnetLen. */
+export const LAB_IPV6_NETWORK = 'fd10:244::/56';
+
+/** A network config with the lab's IPv6 network added (`dual`) or in place of the IPv4 one (`only`). */
+export function withLabIPv6(config: Record<string, unknown>, mode: 'dual' | 'only' | undefined): Record<string, unknown> {
+  if (mode === undefined) return config;
+  const { Network: _n, SubnetLen: _l, ...rest } = config;
+  return { ...(mode === 'dual' ? config : { ...rest, EnableIPv4: false }), EnableIPv6: true, IPv6Network: LAB_IPV6_NETWORK, IPv6SubnetLen: 64 };
+}
 export const LAB_CNI_NETWORK_NAME = 'weft-lab';
 
 export interface LabHostContext {
@@ -45,6 +54,8 @@ export interface LabBackend {
   racksNetworkConfig?(routerBackend: Record<string, unknown>): Record<string, unknown>;
   /** Why the backend needs a single L2 segment (in the refusal of --racks > 1). */
   readonly oneSegmentWhy?: string;
+  /** The backend carries IPv6 pods (lab up --ipv6 dual|only). */
+  readonly ipv6?: boolean;
   /**
    * True when host `index` is ready to carry traffic to every other host. Default (agent
    * backends): one weft-protocol route per other host's leased subnet.
@@ -55,8 +66,8 @@ export interface LabBackend {
 export interface ConvergenceContext {
   readonly index: number;
   readonly hosts: number;
-  /** Every host's leased subnet, by host index. */
-  readonly subnets: readonly Cidr[];
+  /** Every host's leased subnets (IPv4 and/or IPv6), by host index. */
+  readonly subnets: readonly (readonly Cidr[])[];
   /** The host namespace's path (for Netlink.with). */
   readonly nsPath: string;
   /** This host's weftd /metrics text. */
@@ -76,9 +87,13 @@ export async function peersConverged(ctx: ConvergenceContext): Promise<boolean> 
 
 /** Peers programmed and, in the kernel, one weft-protocol route per other host's subnet. */
 export async function routesConverged(ctx: ConvergenceContext): Promise<boolean> {
-  const routes = Netlink.with(ctx.nsPath, (nl) => nl.listRoutes({ family: 4, protocol: WEFT_ROUTE_PROTOCOL }));
-  const all = ctx.subnets.every((s, j) => j === ctx.index || routes.some((r) => cidrEquals(networkOf(r.dst), networkOf(s))));
-  return all && peersConverged(ctx);
+  return everySubnetRouted(ctx, WEFT_ROUTE_PROTOCOL) && peersConverged(ctx);
+}
+
+/** Every other host's subnets (each family) have a route of `protocol` in this host's kernel. */
+function everySubnetRouted(ctx: ConvergenceContext, protocol: number): boolean {
+  const routes = Netlink.with(ctx.nsPath, (nl) => [...nl.listRoutes({ family: 4, protocol }), ...nl.listRoutes({ family: 6, protocol })]);
+  return ctx.subnets.every((subnets, j) => j === ctx.index || subnets.every((s) => routes.some((r) => cidrEquals(networkOf(r.dst), networkOf(s)))));
 }
 
 /** The weft meta plugin reading this host's subnet.env, with every path inside the lab's state dir. */
@@ -99,7 +114,7 @@ function weftConflist(ctx: LabHostContext): Record<string, unknown> {
   };
 }
 
-function agentBackend(name: string, summary: string, converged: (ctx: ConvergenceContext) => Promise<boolean>, extra: Pick<LabBackend, 'racksNetworkConfig' | 'oneSegmentWhy'> = {}): LabBackend {
+function agentBackend(name: string, summary: string, converged: (ctx: ConvergenceContext) => Promise<boolean>, extra: Pick<LabBackend, 'racksNetworkConfig' | 'oneSegmentWhy' | 'ipv6'> = {}): LabBackend {
   return {
     name,
     summary,
@@ -181,8 +196,9 @@ export function registerLabBackend(b: LabBackend): void {
   registry.set(b.name, b);
 }
 
-registerLabBackend(agentBackend('vxlan', 'kernel VXLAN overlay (VNI 1, port 8472) between hosts', routesConverged));
+registerLabBackend(agentBackend('vxlan', 'kernel VXLAN overlay (VNI 1, port 8472) between hosts', routesConverged, { ipv6: true }));
 registerLabBackend(agentBackend('host-gw', 'plain routes to each host\'s pod subnet via its underlay address', routesConverged, {
+  ipv6: true,
   oneSegmentWhy: 'it routes each pod subnet straight to the owning host\'s underlay address as next hop, so every host must share one L2 segment; hosts behind a router need a backend that tells the router about the subnets (bgp)',
 }));
 // udp routes peers inside its pump: the kernel only routes the whole Network into the TUN device.
@@ -191,9 +207,7 @@ registerLabBackend(macvlan);
 
 /** bgp: weftd ready with every other host's subnet learned over BGP and in the kernel (proto 88). */
 async function bgpRoutesConverged(ctx: ConvergenceContext): Promise<boolean> {
-  const routes = Netlink.with(ctx.nsPath, (nl) => nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL }));
-  const all = ctx.subnets.every((s, j) => j === ctx.index || routes.some((r) => cidrEquals(networkOf(r.dst), networkOf(s))));
-  return all && peersConverged(ctx);
+  return everySubnetRouted(ctx, WEFT_BGP_ROUTE_PROTOCOL) && peersConverged(ctx);
 }
 registerLabBackend(agentBackend('bgp', 'no overlay: routed pods (weft-routed), subnets spread by full-mesh iBGP between hosts (with --racks: via the rack router, BIRD 2)', bgpRoutesConverged, {
   racksNetworkConfig: (routerBackend) => ({ Network: LAB_NETWORK, SubnetLen: 24, Backend: routerBackend }),

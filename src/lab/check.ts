@@ -1,5 +1,6 @@
 // `lab check`: every container probes every other container (ICMP and TCP through its echo
-// server) and the outside namespace (egress), from inside its own namespace, as a pod would.
+// server) and the outside namespace (egress), from inside its own namespace, as a pod would —
+// over each address family the lab has (a dual-stack lab probes every pair twice).
 // In macvlan labs each host also probes its own containers: that fails by design without a shim
 // (a macvlan master never sees its own macvlans' frames) and must pass with --macvlan-shim.
 import { CniCode, WeftError } from '../errors.js';
@@ -15,6 +16,8 @@ export interface CheckPair {
   readonly from: string;
   readonly to: string;
   readonly toIP: string;
+  /** The address family probed. */
+  readonly family: 4 | 6;
   readonly icmp: ProbeOutcome;
   readonly tcp: ProbeOutcome;
   /** Both ends on the same host (bridge only) or across the underlay. */
@@ -31,7 +34,7 @@ export interface HostProbe extends CheckPair {
 export interface CheckReport {
   readonly lab: string;
   readonly backend: string;
-  readonly containers: ReadonlyArray<{ name: string; ip: string; host: number }>;
+  readonly containers: ReadonlyArray<{ name: string; ip: string; ip6?: string; host: number }>;
   /** Container → container, every ordered pair. */
   readonly pairs: readonly CheckPair[];
   /** Container → outside namespace. */
@@ -48,12 +51,16 @@ export async function labCheck(rec: LabRecord, opts: { count?: number } = {}): P
   const count = opts.count ?? 3;
   const containers = rec.containers.map((c) => {
     if (c.ip === undefined) throw new WeftError(CniCode.InvalidEnvironment, `container ${c.name} has no address (lab not fully up)`);
-    return { name: c.name, ip: c.ip, host: c.host, ns: c.ns };
+    return { name: c.name, ip: c.ip, ...(c.ip6 !== undefined && { ip6: c.ip6 }), host: c.host, ns: c.ns };
   });
-  const outsideIP = rec.outsideIP ?? '';
+  const addressesOf = (t: { ip: string; ip6?: string }): string[] => [t.ip, ...(t.ip6 !== undefined ? [t.ip6] : [])];
+  const outside = rec.ipv6 === 'only' ? [rec.outsideIP6 ?? ''] : [rec.outsideIP ?? '', ...(rec.ipv6 === 'dual' ? [rec.outsideIP6 ?? ''] : [])];
   // Two probes at a time: each forks pings; more would only measure CPU contention on small machines.
   const lines = await mapLimit(containers, 2, async (c) => {
-    const targets = [...containers.filter((t) => t.name !== c.name).map((t) => ({ name: t.name, ip: t.ip })), { name: OUTSIDE_TARGET, ip: outsideIP }];
+    const targets = [
+      ...containers.filter((t) => t.name !== c.name).flatMap((t) => addressesOf(t).map((ip) => ({ name: t.name, ip }))),
+      ...outside.map((ip) => ({ name: OUTSIDE_TARGET, ip })),
+    ];
     const r = await execIn(c.ns, [process.execPath, `${LAB_SCRIPT_DIR}probe.js`, JSON.stringify({ targets, port: ECHO_PORT, count })], { timeoutMs: 30_000 });
     if (r.code !== 0) throw new WeftError(CniCode.Internal, `probe from ${c.name} failed: ${r.stderr.trim()}`);
     return { from: c, results: JSON.parse(r.stdout) as ProbeLine[] };
@@ -63,7 +70,7 @@ export async function labCheck(rec: LabRecord, opts: { count?: number } = {}): P
   const egress: CheckPair[] = [];
   for (const { from, results } of lines) {
     for (const l of results) {
-      const p: CheckPair = { from: from.name, to: l.target, toIP: l.ip, icmp: l.icmp, tcp: l.tcp, crossHost: hostOf.get(l.target) !== from.host };
+      const p: CheckPair = { from: from.name, to: l.target, toIP: l.ip, family: l.ip.includes(':') ? 6 : 4, icmp: l.icmp, tcp: l.tcp, crossHost: hostOf.get(l.target) !== from.host };
       (l.target === OUTSIDE_TARGET ? egress : pairs).push(p);
     }
   }
@@ -72,7 +79,7 @@ export async function labCheck(rec: LabRecord, opts: { count?: number } = {}): P
     + hostToOwn.reduce((n, p) => n + (p.asExpected ? 0 : 1), 0);
   return {
     lab: rec.name, backend: rec.backend,
-    containers: containers.map(({ name, ip, host }) => ({ name, ip, host })),
+    containers: containers.map(({ name, ip, ip6, host }) => ({ name, ip, ...(ip6 !== undefined && { ip6 }), host })),
     pairs, egress, hostToOwn, ok: failures === 0, failures, durationMs: Date.now() - t0,
   };
 }
@@ -90,7 +97,7 @@ async function probeOwnContainers(rec: LabRecord, containers: ReadonlyArray<{ na
       const passed = l.icmp.ok && l.tcp.ok;
       const failed = !l.icmp.ok && !l.tcp.ok;
       return {
-        from: `h${h.index}`, to: l.target, toIP: l.ip, icmp: l.icmp, tcp: l.tcp, crossHost: false,
+        from: `h${h.index}`, to: l.target, toIP: l.ip, family: 4, icmp: l.icmp, tcp: l.tcp, crossHost: false,
         expected, asExpected: expected === 'pass' ? passed : failed,
       };
     });

@@ -14,4 +14,5 @@ const server = createServer((s) => {
   s.on('error', () => s.destroy());
   s.pipe(s);
 });
-server.listen(port, '0.0.0.0', () => writeFileSync(ready, `${process.pid}\n`));
+// '::' takes IPv4 connections too (as v4-mapped addresses): one server for dual-stack labs.
+server.listen({ port, host: '::', ipv6Only: false }, () => writeFileSync(ready, `${process.pid}\n`));

@@ -10,10 +10,10 @@ import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
 import { type Cidr, formatCidr, formatIP, parseCidr } from '../net/ip.js';
 import { NETNS_RUN_DIR, createNamedNetns, deleteNamedNetns, listNamedNetns, netnsExists, netnsPath } from '../netns/index.js';
-import { readLeasedSubnet } from '../cni/subnet-env.js';
-import { Topology } from './topology.js';
+import { readLeasedSubnets } from '../cni/subnet-env.js';
+import { Topology, skipLinkLocalDad } from './topology.js';
 import { RackTopology, parseBirdProtocols, splitHosts, type BirdSession } from './racks.js';
-import { MACVLAN_SHIM_NAME, macvlanShimPlan } from './backends.js';
+import { MACVLAN_SHIM_NAME, macvlanShimPlan, withLabIPv6 } from './backends.js';
 import { ensureMacvlanShim } from '../plugins/macvlan/shim.js';
 import { CNI_BIN_DIR, LAB_SCRIPT_DIR, WEFTCTL_BIN, WEFTD_BIN, execIn, tail } from './exec.js';
 import { mapLimit } from '../map-limit.js';
@@ -108,7 +108,8 @@ function requireAlive(p: LabProcess): void {
 
 async function startEtcd(rec: LabRecord, dirs: LabDirs, save: () => void): Promise<void> {
   const outside = rec.outside ?? '';
-  const ip = rec.outsideIP ?? '';
+  // An IPv6-only lab's hosts reach "outside" over IPv6 only.
+  const ip = rec.ipv6 === 'only' ? `[${rec.outsideIP6 ?? ''}]` : rec.outsideIP ?? '';
   mkdirSync(dirs.etcd, { recursive: true, mode: 0o700 });
   mkdirSync(dirs.procs, { recursive: true, mode: 0o700 });
   const peer = 'http://127.0.0.1:2380';
@@ -134,7 +135,10 @@ async function startEtcd(rec: LabRecord, dirs: LabDirs, save: () => void): Promi
 
 /** The network config weftd reads: the backend's own, or its rack form peering with the router. */
 function networkConfigFor(spec: LabSpec, racks: RackTopology | undefined): Record<string, unknown> | undefined {
-  if (racks === undefined) return spec.backend.networkConfig();
+  if (racks === undefined) {
+    const config = spec.backend.networkConfig();
+    return config && withLabIPv6(config, spec.ipv6);
+  }
   const routed = spec.backend.racksNetworkConfig;
   if (!routed) throw new WeftError(CniCode.InvalidNetworkConfig, `the ${spec.backend.name} backend cannot span racks`);
   // Hold time as BIRD's (9 s): a dead host's routes leave the router within seconds.
@@ -202,12 +206,17 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
   save();
 
   report('waiting for every host to lease a subnet and route to the others');
+  const families = spec.ipv6 === 'dual' ? 2 : 1;
   const subnets = await waitUntil('every weftd to write subnet.env', () => {
     agents.forEach(requireAlive);
-    const s = rec.hostList.map((h) => readLeasedSubnet(dirs.subnetFile(h.index)));
-    return s.every((x) => x !== undefined) ? (s as Cidr[]) : undefined;
+    const s = rec.hostList.map((h) => readLeasedSubnets(dirs.subnetFile(h.index)));
+    return s.every((x) => x.length === families) ? s : undefined;
   }, 30_000, 100, checkpoint);
-  rec.hostList.forEach((h, i) => { h.subnet = formatCidr(subnets[i] as Cidr); });
+  rec.hostList.forEach((h, i) => {
+    const [first, second] = subnets[i] as Cidr[];
+    h.subnet = formatCidr(first as Cidr);
+    if (second) h.subnet6 = formatCidr(second);
+  });
   save();
   const converged = spec.backend.converged;
   if (converged) {
@@ -245,6 +254,7 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
       const name = `h${h.index}c${c}`;
       const ns = `${LAB_NS_PREFIX}-${rec.name}-${topoId}-${name}`;
       createNamedNetns(ns);
+      if (spec.ipv6) skipLinkLocalDad(netnsPath(ns));
       Netlink.with(netnsPath(ns), (nl) => nl.setLink('lo', { up: true }));
       rec.containers.push({ name, host: h.index, ns, containerId: `lab-${rec.name}-${name}` });
     }
@@ -265,9 +275,13 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
       ], { timeoutMs: 30_000 });
       if (r.code !== 0) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} on h${h.index} failed: ${r.stderr.trim() || r.stdout.trim()}`);
       const result = JSON.parse(r.stdout) as { ips?: Array<{ address?: string }> };
-      const addr = result.ips?.[0]?.address;
-      if (!addr) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} returned no address: ${r.stdout.trim()}`);
-      c.ip = formatIP(parseCidr(addr).ip);
+      const addrs = (result.ips ?? []).flatMap((x) => (x.address ? [parseCidr(x.address).ip] : []));
+      const first = addrs[0];
+      if (!first) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} returned no address: ${r.stdout.trim()}`);
+      c.ip = formatIP(first);
+      const v6 = addrs.find((a) => a.family === 6);
+      if (v6 && first.family === 4) c.ip6 = formatIP(v6);
+      if (spec.ipv6 === 'dual' && !c.ip6) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} returned no IPv6 address in a dual-stack lab: ${r.stdout.trim()}`);
       if (kube) await postPodIP(kube.cp, c.name, c.ip);
     }
   });
@@ -345,12 +359,16 @@ export async function labUp(spec: LabSpec, report: StepReporter = () => {}, sign
       rec.hostList = racks.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip), rack: h.rack }));
     } else {
       step(`building the underlay switch, ${spec.hosts} host namespaces and "outside"`);
-      const topo = Topology.create({ prefix, hosts: spec.hosts });
+      const topo = Topology.create({ prefix, hosts: spec.hosts, ipv6: spec.ipv6 });
       topoId = topo.id;
       rec.underlay = topo.underlay;
       rec.outside = topo.outside;
       rec.outsideIP = formatIP(topo.outsideIP);
-      rec.hostList = topo.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip) }));
+      if (spec.ipv6) {
+        rec.ipv6 = spec.ipv6;
+        rec.outsideIP6 = formatIP(topo.outsideIP6);
+      }
+      rec.hostList = topo.hosts.map((h) => ({ index: h.index, ns: h.ns, ip: formatIP(h.ip), ...(h.ip6 && { ip6: formatIP(h.ip6) }) }));
     }
     // The lab's own clients (kube-apiserver → etcd in "outside") take ephemeral ports from
     // 49152 up, as IANA has it, so the lower ports stay free for the servers tests start there

@@ -25,22 +25,29 @@ function probeCell(icmp: ProbeOutcome, tcp: ProbeOutcome): Cell {
   return { text: `✗ ${bad}`, tone: 'bad' };
 }
 
-/** The matrix: one row per source container, one column per target (and outside). */
-export function renderCheck(r: CheckReport, colour: boolean): string {
+/** The matrix of one address family: one row per source container, one column per target (and outside). */
+function checkMatrix(r: CheckReport, family: 4 | 6, colour: boolean): string {
   const names = r.containers.map((c) => c.name);
   const headers = ['from \\ to', ...names, OUTSIDE_TARGET];
   const rows = r.containers.map((c) => [
-    { text: `${c.name} ${c.ip}` },
+    { text: `${c.name} ${family === 6 && c.ip6 !== undefined ? c.ip6 : c.ip}` },
     ...names.map((t) => {
       if (t === c.name) return { text: '·', tone: 'dim' as const };
-      const p = r.pairs.find((x) => x.from === c.name && x.to === t);
+      const p = r.pairs.find((x) => x.from === c.name && x.to === t && x.family === family);
       return p ? probeCell(p.icmp, p.tcp) : { text: '?', tone: 'bad' as const };
     }),
     ((): Cell => {
-      const e = r.egress.find((x) => x.from === c.name);
+      const e = r.egress.find((x) => x.from === c.name && x.family === family);
       return e ? probeCell(e.icmp, e.tcp) : { text: '?', tone: 'bad' };
     })(),
   ]);
+  return table(headers, rows, colour);
+}
+
+/** The matrices (one per address family the lab has), the RTT summary and the verdict. */
+export function renderCheck(r: CheckReport, colour: boolean): string {
+  const families = ([4, 6] as const).filter((f) => r.pairs.some((p) => p.family === f) || r.egress.some((p) => p.family === f));
+  const matrices = families.map((f) => (families.length > 1 ? `IPv${f}:\n` : '') + checkMatrix(r, f, colour)).join('\n');
   const s = rttSummary(r);
   const total = (r.pairs.length + r.egress.length) * 2 + r.hostToOwn.length;
   const own = r.hostToOwn.length > 0 ? ` + ${r.hostToOwn.length} host → own container` : '';
@@ -48,7 +55,7 @@ export function renderCheck(r: CheckReport, colour: boolean): string {
     ? `all ${total} probes ${r.hostToOwn.some((p) => p.expected === 'fail') ? 'as expected' : 'passed'} (${r.pairs.length} container pairs + ${r.egress.length} egress, ICMP and TCP each${own})`
     : `${r.failures} of ${total} probes FAILED`;
   return `lab ${r.lab} (${r.backend}) — cells: ICMP/TCP round trip in ms (median of 3)\n\n`
-    + table(headers, rows, colour)
+    + matrices
     + renderHostToOwn(r, colour)
     + `\nmedian ICMP RTT: same host ${ms(s.sameHost)} ms, across hosts ${ms(s.crossHost)} ms, egress ${ms(s.egress)} ms; TCP across hosts ${ms(s.tcpCrossHost)} ms\n`
     + `${paint(verdict, r.ok ? 'ok' : 'bad', colour)} in ${(r.durationMs / 1000).toFixed(1)}s\n`;
@@ -90,8 +97,9 @@ export function renderStatus(s: LabStatus, colour: boolean): string {
   const racks = rec.racks !== undefined;
   const shims = rec.macvlanShim === true;
   const hosts = table(['host', ...(racks ? ['rack'] : []), 'namespace', 'underlay', ...(shims ? ['shim'] : []), 'pod subnet', 'containers'], rec.hostList.map((h) => [
-    `h${h.index}`, ...(racks ? [String(h.rack ?? '?')] : []), h.ns, h.ip, ...(shims ? [h.shimAddress ?? '–'] : []), h.subnet ?? '–',
-    rec.containers.filter((c) => c.host === h.index).map((c) => `${c.name} ${c.ip ?? '?'}`).join(', '),
+    `h${h.index}`, ...(racks ? [String(h.rack ?? '?')] : []), h.ns, [h.ip, ...(h.ip6 !== undefined && h.ip6 !== h.ip ? [h.ip6] : [])].join(' '),
+    ...(shims ? [h.shimAddress ?? '–'] : []), [h.subnet ?? '–', ...(h.subnet6 !== undefined ? [h.subnet6] : [])].join(' '),
+    rec.containers.filter((c) => c.host === h.index).map((c) => `${c.name} ${c.ip ?? '?'}${c.ip6 !== undefined ? ` ${c.ip6}` : ''}`).join(', '),
   ]), colour);
   const procs = table(['process', 'pid', 'state', 'log'], s.processes.map((p) => [
     p.role, String(p.pid), p.alive ? { text: 'running', tone: 'ok' } : { text: 'DEAD', tone: 'bad' }, p.log,

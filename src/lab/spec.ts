@@ -6,6 +6,8 @@ import { DEFAULT_LAB_NAME, type LabName, parseLabName } from './naming.js';
 export const MAX_HOSTS = 16;
 export const MAX_PODS = 32;
 export type LabStore = 'file' | 'etcd' | 'kube';
+/** --ipv6: IPv6 pods beside IPv4 ones (`dual`), or instead of them on an IPv6-only underlay (`only`). */
+export type LabIPv6 = 'dual' | 'only';
 
 export interface LabSpec {
   readonly name: LabName;
@@ -23,6 +25,8 @@ export interface LabSpec {
    * reference that has no NAT either.
    */
   readonly ipMasq: boolean;
+  /** Absent: an IPv4-only lab. */
+  readonly ipv6?: LabIPv6 | undefined;
 }
 
 export class LabInputError extends Error {
@@ -60,6 +64,7 @@ export interface RawLabFlags {
   store?: string | undefined;
   racks?: string | undefined;
   macvlanShim?: boolean | undefined;
+  ipv6?: string | undefined;
 }
 
 function racksProblem(backend: LabBackend, racks: number, hosts: number): string | undefined {
@@ -85,5 +90,18 @@ export function parseLabSpec(raw: RawLabFlags): LabSpec {
   if (macvlanShim && backend.name !== 'macvlan') throw new LabInputError(`--macvlan-shim: only for --backend macvlan (the ${backend.name} backend's hosts reach their containers already)`);
   const problem = racksProblem(backend, racks, hosts) ?? backend.sizeProblem?.(hosts, pods, { macvlanShim });
   if (problem !== undefined) throw new LabInputError(problem);
-  return { name, hosts, pods, backend, store, racks, macvlanShim, ipMasq: true };
+  const ipv6 = parseIPv6Mode(raw.ipv6, backend, store, racks);
+  return { name, hosts, pods, backend, store, racks, macvlanShim, ipMasq: true, ...(ipv6 && { ipv6 }) };
+}
+
+function parseIPv6Mode(raw: string | undefined, backend: LabBackend, store: LabStore, racks: number): LabIPv6 | undefined {
+  if (raw === undefined || raw === 'off') return undefined;
+  if (raw !== 'dual' && raw !== 'only') throw new LabInputError(`--ipv6: expected dual, only or off, got ${JSON.stringify(raw)}`);
+  if (!backend.ipv6) {
+    const can = labBackendNames().filter((n) => labBackend(n)?.ipv6 === true);
+    throw new LabInputError(`--ipv6 ${raw}: the ${backend.name} backend carries IPv4 only in the lab (backends with IPv6: ${can.join(', ')})`);
+  }
+  if (racks > 1) throw new LabInputError(`--ipv6 ${raw}: the rack router speaks IPv4 only; use --racks 1`);
+  if (store === 'kube') throw new LabInputError(`--ipv6 ${raw}: the kube lab registers IPv4 podCIDRs only; use --store file or etcd`);
+  return raw;
 }

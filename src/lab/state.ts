@@ -26,8 +26,12 @@ const hostSchema = z.object({
   index: z.number().int().nonnegative(),
   ns: z.string(),
   ip: z.string(),
+  /** The host's IPv6 underlay address (labs with --ipv6). */
+  ip6: z.string().optional(),
   /** The pod subnet weftd leased (network form), or the host's macvlan range. */
   subnet: z.string().optional(),
+  /** The host's IPv6 pod subnet (dual-stack labs). */
+  subnet6: z.string().optional(),
   /** The rack (L2 segment) of a multi-rack lab. */
   rack: z.number().int().nonnegative().optional(),
   /** macvlan --macvlan-shim: the host's address on its shim. */
@@ -40,7 +44,10 @@ const containerSchema = z.object({
   host: z.number().int().nonnegative(),
   ns: z.string(),
   containerId: z.string(),
+  /** The container's address: IPv4, or IPv6 in an IPv6-only lab. */
   ip: z.string().optional(),
+  /** Its IPv6 address in a dual-stack lab. */
+  ip6: z.string().optional(),
 });
 
 export const labRecordSchema = z.object({
@@ -57,6 +64,10 @@ export const labRecordSchema = z.object({
   underlay: z.string().optional(),
   outside: z.string().optional(),
   outsideIP: z.string().optional(),
+  /** The outside namespace's IPv6 address (labs with --ipv6). */
+  outsideIP6: z.string().optional(),
+  /** --ipv6 dual|only: the pod network's address families. */
+  ipv6: z.enum(['dual', 'only']).optional(),
   hostList: z.array(hostSchema),
   containers: z.array(containerSchema),
   processes: z.array(processSchema),

@@ -1,16 +1,20 @@
 // A multi-host network on one machine: an underlay namespace holding a bridge (the "switch"),
 // N host namespaces each wired to it by a veth (eth0, 198.18.0.<i+1>/24, default route via the
 // outside namespace), an "outside" namespace at 198.18.0.254 with no route to any pod network,
-// and containers per host on a cni0-style bridge. Everything is named `${prefix}-…` and goes
+// and containers per host on a cni0-style bridge. With `ipv6` the underlay also carries IPv6
+// (2001:2::<i+1>/64, outside 2001:2::fe — the IPv6 benchmarking range, RFC 5180); `only`
+// leaves the hosts without IPv4 addresses, an IPv6-only underlay. Everything is named `${prefix}-…` and goes
 // away with destroy() (links die with their namespaces), even after a half-built failure.
 import { CniCode, WeftError } from '../errors.js';
 import { Netlink } from '../netlink/index.js';
-import { type Cidr, type IP, formatIP, ipFromValue, networkOf, nthAddress, parseIPv4 } from '../net/ip.js';
+import { type Cidr, type IP, formatIP, ipFromValue, networkOf, nthAddress, parseIP, parseIPv4 } from '../net/ip.js';
 import { writeSysctl } from '../netns/index.js';
 import { NamespaceSet } from './namespace-set.js';
 
 export const UNDERLAY_PREFIX = 24;
 const UNDERLAY_BASE = parseIPv4('198.18.0.0');
+export const UNDERLAY6_PREFIX = 64;
+const UNDERLAY6_BASE = parseIP('2001:2::');
 
 export interface TopologyHost {
   readonly index: number;
@@ -18,7 +22,10 @@ export interface TopologyHost {
   readonly ns: string;
   readonly nsPath: string;
   readonly iface: 'eth0';
+  /** Its underlay address: IPv4, or IPv6 on an IPv6-only underlay. */
   readonly ip: IP;
+  /** Its IPv6 underlay address (with `ipv6`). */
+  readonly ip6?: IP | undefined;
 }
 
 export interface TopologyContainer {
@@ -34,10 +41,28 @@ export interface TopologyOptions {
   readonly prefix: string;
   readonly hosts: number;
   readonly mtu?: number;
+  /** IPv6 on the underlay beside IPv4 (`dual`) or instead of it on the hosts (`only`). */
+  readonly ipv6?: 'dual' | 'only' | undefined;
+}
+
+/**
+ * A lab namespace's interfaces start without duplicate address detection on their link-local
+ * addresses too: every device of a fresh lab is seconds old when `lab check` probes, and while a
+ * host's link-locals were tentative its first neighbour solicitations went unanswered for about
+ * a second (IPv6 probes right after `up` failed; a pod added to a settled lab answers at once).
+ * Lab namespaces only; real nodes' devices are long past DAD.
+ */
+export function skipLinkLocalDad(nsPath: string): void {
+  writeSysctl('net.ipv6.conf.default.accept_dad', 0, nsPath);
+  writeSysctl('net.ipv6.conf.all.accept_dad', 0, nsPath);
 }
 
 function underlayIP(n: number): IP {
   return ipFromValue(4, UNDERLAY_BASE.value + BigInt(n));
+}
+
+export function underlayIP6(n: number): IP {
+  return ipFromValue(6, UNDERLAY6_BASE.value + BigInt(n));
 }
 
 export class Topology {
@@ -48,6 +73,7 @@ export class Topology {
   readonly underlay: string;
   readonly outside: string;
   readonly outsideIP = underlayIP(254);
+  readonly outsideIP6 = underlayIP6(0xfe);
   private constructor(private readonly opts: TopologyOptions) {
     this.namespaces = new NamespaceSet(opts.prefix);
     this.id = this.namespaces.id;
@@ -60,7 +86,9 @@ export class Topology {
   }
 
   private ns(name: string): string {
-    return this.namespaces.create(name);
+    const path = this.namespaces.create(name);
+    if (this.opts.ipv6) skipLinkLocalDad(path);
+    return path;
   }
 
   static create(opts: TopologyOptions): Topology {
@@ -80,23 +108,31 @@ export class Topology {
     const underlayPath = this.ns(this.underlay);
     Netlink.with(underlayPath, (nl) => {
       nl.createBridge({ name: 'sw', mtu, up: true });
-      const attach = (port: string, peerNs: string, ip: IP, gw: IP | undefined) => {
+      const v6 = this.opts.ipv6;
+      const attach = (port: string, peerNs: string, ip: IP | undefined, ip6: IP | undefined, gateways: boolean) => {
         nl.createVeth({ name: port, peerName: 'eth0', peerNsPath: peerNs, mtu, up: true });
         nl.setLink(port, { master: 'sw' });
         Netlink.with(peerNs, (h) => {
-          h.addAddress('eth0', { ip, prefix: UNDERLAY_PREFIX });
+          if (ip) h.addAddress('eth0', { ip, prefix: UNDERLAY_PREFIX });
+          // No duplicate address detection: the lab's addresses are unique by construction,
+          // and DAD would hold each one back for a second or more.
+          if (ip6) h.addAddress('eth0', { ip: ip6, prefix: UNDERLAY6_PREFIX }, { noDad: true });
           h.setLink('eth0', { up: true });
-          if (gw) h.addRoute({ dst: 'default', gateway: gw });
+          if (gateways && ip) h.addRoute({ dst: 'default', gateway: this.outsideIP });
+          if (gateways && ip6) h.addRoute({ dst: { ip: ipFromValue(6, 0n), prefix: 0 }, gateway: this.outsideIP6 });
         });
       };
       const outsidePath = this.ns(this.outside);
-      attach('po', outsidePath, this.outsideIP, undefined);
+      attach('po', outsidePath, this.outsideIP, v6 ? this.outsideIP6 : undefined, false);
       for (let i = 0; i < this.opts.hosts; i++) {
         const ns = this.name(`h${i}`);
         const path = this.ns(ns);
         writeSysctl('net.ipv4.ip_forward', 1, path);
-        attach(`p${i}`, path, underlayIP(i + 1), this.outsideIP);
-        this.hosts.push({ index: i, ns, nsPath: path, iface: 'eth0', ip: underlayIP(i + 1) });
+        if (v6) writeSysctl('net.ipv6.conf.all.forwarding', 1, path);
+        const ip4 = v6 === 'only' ? undefined : underlayIP(i + 1);
+        const ip6 = v6 ? underlayIP6(i + 1) : undefined;
+        attach(`p${i}`, path, ip4, ip6, true);
+        this.hosts.push({ index: i, ns, nsPath: path, iface: 'eth0', ip: (ip4 ?? ip6)!, ...(ip6 && { ip6 }) });
       }
     });
   }
