@@ -52,7 +52,8 @@ down    removes everything the lab made — processes, namespaces (and every lin
         — also after a crash or kill -9 of the lab or of any weftd
 demo    for each backend in turn: up, check, a short bench, down; one summary table. --backend
         picks the backends (repeat it or give a comma list; --backends is the same; default: all,
-        then kube), --store the store every up uses (default file). The row "kube" is vxlan on
+        then dual and kube), --store the store every up uses (default file). The row "dual" is
+        vxlan with --ipv6 dual (every probe over both families, the bench over IPv6). The row "kube" is vxlan on
         the kube store (a real kube-apiserver): after the check it applies a NetworkPolicy with
         kubectl (pods on h1 take connections only from pods on h0) and probes every container
         pair against the policy evaluator's verdict, instead of the bench
@@ -178,6 +179,8 @@ interface DemoRow {
  * the bench (its dataplane is the vxlan row's).
  */
 const KUBE_ROW = 'kube';
+/** The demo's dual-stack row: vxlan with --ipv6 dual, probed over both families, benched over IPv6. */
+const DUAL_ROW = 'dual';
 
 /** --backend values (each may be a comma list); undefined when none was given. */
 function backendList(given: readonly string[] | undefined): string[] | undefined {
@@ -195,11 +198,18 @@ interface DemoBase {
 }
 
 async function demo(base: DemoBase, backends: readonly string[] | undefined, benchSeconds: number): Promise<number> {
-  const names = backends ?? [...labBackendNames(), KUBE_ROW];
+  const names = backends ?? [...labBackendNames(), DUAL_ROW, KUBE_ROW];
   const runs = names.map((b) => {
     const kube = b === KUBE_ROW;
-    if (!kube) parseBackend(b);
-    return { row: b, kube, spec: parseLabSpec({ ...base, name: base.name ?? DEMO_NAME, backend: kube ? 'vxlan' : b, store: kube ? 'kube' : base.store ?? 'file' }) };
+    const dual = b === DUAL_ROW;
+    if (!kube && !dual) parseBackend(b);
+    return {
+      row: b, kube,
+      spec: parseLabSpec({
+        ...base, name: base.name ?? DEMO_NAME, backend: kube || dual ? 'vxlan' : b, store: kube ? 'kube' : base.store ?? 'file',
+        ...(dual && { ipv6: 'dual' }),
+      }),
+    };
   });
   const first = runs[0]?.spec;
   if (!first) throw new LabInputError('--backend: empty list');
@@ -209,6 +219,7 @@ async function demo(base: DemoBase, backends: readonly string[] | undefined, ben
   const rows: DemoRow[] = [];
   const plain = runs.filter((r) => !r.kube).map((r) => r.row);
   const kubeToo = runs.some((r) => r.kube);
+  const dualToo = runs.some((r) => r.spec.ipv6 === 'dual');
   out(`weft lab demo: ${first.hosts} hosts × ${first.pods} containers, ${plain.length > 0 ? `backends ${plain.join(', ')}, ${base.store ?? 'file'} store` : ''}`
     + `${kubeToo ? `${plain.length > 0 ? ', then ' : ''}kube (vxlan on a kube-apiserver, with a NetworkPolicy)` : ''}\n\n`);
   for (const { row: rowName, kube, spec } of runs) {
@@ -231,8 +242,9 @@ async function demo(base: DemoBase, backends: readonly string[] | undefined, ben
         step(`policy: kubectl apply NetworkPolicy ${DEMO_POLICY_NAME} (pods on h1 take connections only from pods on h0), probe every pair`);
         row.policy = await labPolicyCheck(rec);
       } else {
-        step(`bench: iperf3 across hosts (${benchSeconds} s) and the raw underlay`);
-        row.bench = await labBench(rec, benchSeconds);
+        const family = spec.ipv6 === undefined ? 4 : 6;
+        step(`bench: iperf3 across hosts (${benchSeconds} s) and the raw underlay${family === 6 ? ', over IPv6' : ''}`);
+        row.bench = await labBench(rec, benchSeconds, family);
       }
     } catch (err) {
       row.error = (err as Error).message;
@@ -278,6 +290,8 @@ async function demo(base: DemoBase, backends: readonly string[] | undefined, ben
   out('\nICMP/TCP: container pairs that answered (all ordered pairs, same host and across hosts); egress: containers\n'
     + 'reaching the "outside" namespace (ICMP and TCP); RTT: median across hosts; Gbit/s: iperf3, one stream,\n'
     + `container on h0 → container on h1, and host h0 → h1 over the bare underlay.\n`
+    + (dualToo ? `${DUAL_ROW}: vxlan with every container dual-stack (10.244.0.0/16 and fd10:244::/56, IPv6 over weft-v6.1 on an IPv6\n`
+      + 'underlay beside IPv4 over weft.1); ICMP/TCP/egress count both families; its bench runs over IPv6.\n' : '')
     + (kubeToo ? 'kube: vxlan with every weftd reading a real kube-apiserver (Nodes, Pods, NetworkPolicies); no bench (vxlan\'s\n'
       + `dataplane). policy: after the check, kubectl applies NetworkPolicy ${LAB_NS}/${DEMO_POLICY_NAME} (pods on h1 take connections\n`
       + 'only from pods on h0); container pairs blocked / allowed, each answering ICMP and TCP as the policy evaluator says.\n' : ''));

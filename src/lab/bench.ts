@@ -70,22 +70,31 @@ export interface BenchRow {
 export interface BenchReport {
   readonly lab: string;
   readonly backend: string;
+  /** The address family both paths were measured over. */
+  readonly family: 4 | 6;
   readonly pod: BenchRow;
   readonly raw: BenchRow;
   /** pod throughput / raw underlay throughput. */
   readonly ratio: number;
 }
 
-export async function labBench(rec: LabRecord, seconds = 2): Promise<BenchReport> {
+/** Container → container across hosts and host → host, over IPv4 or (`family` 6) IPv6. */
+export async function labBench(rec: LabRecord, seconds = 2, family: 4 | 6 = rec.ipv6 === 'only' ? 6 : 4): Promise<BenchReport> {
   const a = rec.containers.find((c) => c.host === 0);
   const b = rec.containers.find((c) => c.host === 1);
   const h0 = rec.hostList[0];
   const h1 = rec.hostList[1];
   if (!a || !b || !h0 || !h1 || b.ip === undefined) throw new WeftError(CniCode.InvalidEnvironment, `bench needs containers on at least 2 hosts (lab ${rec.name} has ${rec.hosts} host(s))`);
-  const pod = await iperf(b.ns, a.ns, b.ip, seconds);
-  const raw = await iperf(h1.ns, h0.ns, h1.ip, seconds);
+  // In an IPv6-only lab the primary addresses are the IPv6 ones.
+  const target = family === 6 && rec.ipv6 === 'dual' ? b.ip6 : b.ip;
+  const hostTarget = family === 6 ? h1.ip6 : h1.ip;
+  if (target === undefined || hostTarget === undefined || (family === 6 && !rec.ipv6)) {
+    throw new WeftError(CniCode.InvalidEnvironment, `lab ${rec.name} has no IPv${family} addresses to bench (lab up --ipv6 dual|only)`);
+  }
+  const pod = await iperf(b.ns, a.ns, target, seconds);
+  const raw = await iperf(h1.ns, h0.ns, hostTarget, seconds);
   return {
-    lab: rec.name, backend: rec.backend,
+    lab: rec.name, backend: rec.backend, family,
     pod: { path: `container → container (${rec.backend})`, from: a.name, to: b.name, result: pod },
     raw: { path: 'host → host (raw underlay veth + bridge)', from: 'h0', to: 'h1', result: raw },
     ratio: raw.gbps > 0 ? pod.gbps / raw.gbps : 0,
