@@ -380,7 +380,7 @@ export class Agent {
     const writeEnv = () => {
       writeSubnetFile(o.subnetFile, {
         network: network.ipv4?.network, subnet: ipv4SubnetOf(lease), ipv6Network, ipv6Subnet: lease.ipv6Subnet,
-        mtu: prep.mtu, ipv6Mtu: prep.ipv6Mtu, ipMasq: o.ipMasq, backend: backend.type, extra: this.extraEnv,
+        mtu: prep.mtu, ipv6Mtu: network.ipv6 ? prep.ipv6Mtu ?? prep.mtu : undefined, ipMasq: o.ipMasq, backend: backend.type, extra: this.extraEnv,
       });
       this.subnetFileOk = true;
     };
