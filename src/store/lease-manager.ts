@@ -154,6 +154,7 @@ export class LeaseManager implements SubnetLeaser {
         return p.ok && ipEquals(p.lease.attrs.publicIP, this.opts.publicIP) && planAllows(this.plan, e.subnet);
       };
       let mine = entries.find(ours);
+      let keep: Cidr | undefined;
       if (mine && !this.fits(mine)) {
         // Ours, but of another address family set (IPv6 enabled or disabled since): flanneld
         // drops such a lease and takes a new one; its IPv4 subnet is kept where it is free.
@@ -161,13 +162,14 @@ export class LeaseManager implements SubnetLeaser {
         await this.opts.store.deleteSubnet(mine.subnet);
         taken.delete(subnetKey(mine.subnet));
         if (mine.ipv6Subnet) taken6.delete(subnetKey(mine.ipv6Subnet));
+        keep = mine.subnet;
         mine = undefined;
       }
       let choice: { subnet: Cidr; ipv6Subnet?: Cidr | undefined; expect: { type: 'absent' } | { type: 'revision'; revision: bigint } } | undefined;
       if (mine) {
         choice = { subnet: mine.subnet, ipv6Subnet: mine.ipv6Subnet, expect: { type: 'revision', revision: mine.revision } };
       } else {
-        const prev = this.opts.previousSubnet;
+        const prev = keep ?? this.opts.previousSubnet;
         const subnet = prev && planAllows(this.plan, prev) && !taken.has(subnetKey(prev)) ? prev : this.pickFree(this.plan, taken);
         if (!subnet) throw this.outOfSubnets(this.plan, entries.length);
         let ipv6Subnet: Cidr | undefined;

@@ -370,6 +370,8 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal(formatIP(ev.lease.attrs.publicIP), '198.18.0.25');
         assert.equal(ev.lease.attrs.publicIPv6 && formatIP(ev.lease.attrs.publicIPv6), 'fd00:198:18::25');
         assert.deepEqual(ev.lease.attrs.backendData, { VNI: 1, VtepMAC: '8e:f5:62:5c:1b:25' });
+        assert.equal(ev.lease.ipv6Subnet && formatCidr(ev.lease.ipv6Subnet), 'fd00:10:244:25::/64');
+        assert.deepEqual(ev.lease.attrs.backendV6Data, { VNI: 1, VtepMAC: '8e:f5:62:5c:1b:26' });
         assert.deepEqual((await store.listSubnets()).entries.map((e) => formatCidr(e.subnet)), [dual.subnet]);
         assert.equal((await store.getSubnet(parseCidr(dual.subnet)))?.value, dual.value);
         // Taken: nobody is handed its IPv4 subnet, and the operator's release finds it.
@@ -382,6 +384,81 @@ export function storeContract(name: string, factory: StoreFactory): void {
       } finally {
         await w.close();
       }
+    });
+
+    it('dual-stack network: the lease manager leases an IPv4 and an IPv6 subnet under flanneld\'s "<v4>&<v6>" key, takes it back after a restart, and releases it', async () => {
+      const prefix = uniquePrefix();
+      const store = open(prefix);
+      const config = parseNetworkConfig('{"Network":"10.162.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:162::/56","Backend":{"Type":"vxlan"}}');
+      const mk = (ip: string, ip6: string) => new LeaseManager({
+        store, config, publicIP: parseIP(ip), publicIPv6: parseIP(ip6), backendType: 'vxlan', ttlSeconds: 600,
+        backendData: { VtepMAC: '0a:00:00:00:00:04' }, backendV6Data: { VtepMAC: '0a:00:00:00:00:06' }, log: quietLog().log,
+      });
+      const a = mk('198.18.5.1', '2001:2::5:1');
+      const b = mk('198.18.5.2', '2001:2::5:2');
+      const la = await a.start();
+      const lb = await b.start();
+      assert.ok(la.ipv6Subnet && lb.ipv6Subnet, 'both leases have an IPv6 subnet');
+      assert.equal(la.ipv6Subnet.prefix, 64);
+      assert.notEqual(formatCidr(la.subnet), formatCidr(lb.subnet));
+      assert.notEqual(formatCidr(la.ipv6Subnet), formatCidr(lb.ipv6Subnet));
+      const listed = (await store.listSubnets()).entries;
+      const entryA = listed.find((e) => formatCidr(e.subnet) === formatCidr(la.subnet));
+      assert.equal(entryA?.ipv6Subnet && formatCidr(entryA.ipv6Subnet), formatCidr(la.ipv6Subnet), 'the key names both subnets');
+      const parsed = entryA && parseLease(entryA);
+      assert.ok(parsed?.ok);
+      assert.equal(parsed.lease.attrs.publicIPv6 && formatIP(parsed.lease.attrs.publicIPv6), '2001:2::5:1');
+      assert.deepEqual(parsed.lease.attrs.backendV6Data, { VtepMAC: '0a:00:00:00:00:06' });
+      // Its IPv4 subnet is held whatever the other key form: a plain write of it conflicts.
+      assert.deepEqual(await store.writeSubnet(la.subnet, attrs('198.18.5.9'), 60, { type: 'absent' }), { type: 'conflict' });
+      // A restart (the same public IP) takes the same pair back.
+      await a.stop();
+      const again = mk('198.18.5.1', '2001:2::5:1');
+      const la2 = await again.start();
+      assert.equal(formatCidr(la2.subnet), formatCidr(la.subnet));
+      assert.equal(la2.ipv6Subnet && formatCidr(la2.ipv6Subnet), formatCidr(la.ipv6Subnet));
+      await again.renewOnce();
+      assert.equal(again.status.type, 'ready');
+      await again.stop({ release: true });
+      await b.stop({ release: true });
+      assert.deepEqual((await store.listSubnets()).entries, [], 'released under the dual-stack key');
+    });
+
+    it('an own IPv4-only lease is replaced by a dual-stack one when IPv6 is enabled, keeping its IPv4 subnet', async () => {
+      const prefix = uniquePrefix();
+      const store = open(prefix);
+      const v4 = parseNetworkConfig('{"Network":"10.163.0.0/16","Backend":{"Type":"host-gw"}}');
+      const dual = parseNetworkConfig('{"Network":"10.163.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:163::/56","Backend":{"Type":"host-gw"}}');
+      const first = new LeaseManager({ store, config: v4, publicIP: parseIP('198.18.6.1'), backendType: 'host-gw', ttlSeconds: 600, log: quietLog().log });
+      const l1 = await first.start();
+      assert.equal(l1.ipv6Subnet, undefined);
+      await first.stop();
+      const second = new LeaseManager({ store, config: dual, publicIP: parseIP('198.18.6.1'), publicIPv6: parseIP('2001:2::6:1'), backendType: 'host-gw', ttlSeconds: 600, log: quietLog().log });
+      const l2 = await second.start();
+      assert.equal(formatCidr(l2.subnet), formatCidr(l1.subnet));
+      assert.ok(l2.ipv6Subnet);
+      const entries = (await store.listSubnets()).entries;
+      assert.equal(entries.length, 1, 'the IPv4-only key is gone');
+      assert.equal(entries[0]?.ipv6Subnet && formatCidr(entries[0].ipv6Subnet), formatCidr(l2.ipv6Subnet));
+      await second.stop({ release: true });
+    });
+
+    it('IPv6-only network: the lease is keyed by its IPv6 subnet and publishes PublicIP 0.0.0.0 beside PublicIPv6', async () => {
+      const prefix = uniquePrefix();
+      const store = open(prefix);
+      const config = parseNetworkConfig('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:164::/56","Backend":{"Type":"host-gw"}}');
+      const m = new LeaseManager({ store, config, publicIP: parseIP('2001:2::7:1'), backendType: 'host-gw', ttlSeconds: 600, log: quietLog().log });
+      const l = await m.start();
+      assert.equal(l.subnet.ip.family, 6);
+      assert.equal(l.ipv6Subnet && formatCidr(l.ipv6Subnet), formatCidr(l.subnet));
+      const [e] = (await store.listSubnets()).entries;
+      assert.equal(e && formatCidr(e.subnet), formatCidr(l.subnet));
+      assert.deepEqual(JSON.parse(e?.value ?? '{}'), { PublicIP: '0.0.0.0', PublicIPv6: '2001:2::7:1', BackendType: 'host-gw' });
+      const p = e && parseLease(e);
+      assert.ok(p?.ok);
+      assert.equal(formatIP(p.lease.attrs.publicIP), '2001:2::7:1', 'known by its IPv6 address');
+      await m.stop({ release: true });
+      assert.deepEqual((await store.listSubnets()).entries, []);
     });
 
     it('notices its own lease removed by hand at once, not at the next renewal', async () => {
