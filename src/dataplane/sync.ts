@@ -94,9 +94,12 @@ function sameNexthop(a: WantedNexthop, b: WantedNexthop): boolean {
 interface LinkNeigh { readonly link: number; readonly w: DesiredNeigh }
 interface LinkFdb { readonly link: number; readonly w: DesiredFdb }
 
-/** fe80::/10: the kernel's own IPv6 neighbour discovery fills these in; they are not ours. */
-function isLinkLocal(ip: IP): boolean {
-  return ip.family === 6 && ip.value >> 118n === 0x3fan;
+/**
+ * fe80::/10 and ff00::/8: the kernel's own IPv6 neighbour discovery and multicast (MLD, router
+ * solicitation) put these on any device, the IPv4 VXLAN device too; they are not ours to remove.
+ */
+function isKernelOwnNeighbour(ip: IP): boolean {
+  return ip.family === 6 && (ip.value >> 118n === 0x3fan || ip.value >> 120n === 0xffn);
 }
 
 /** A route as written: its desired next hop and the nexthop object it points at (if any). */
@@ -577,7 +580,7 @@ export function fullPass(nl: Netlink, want: DesiredState, nexthopObjects: boolea
         repairs++;
       }
       for (const [k, h] of haveNeigh) {
-        if (wantedNeigh.has(k) || isLinkLocal(h.ip)) continue;
+        if (wantedNeigh.has(k) || isKernelOwnNeighbour(h.ip)) continue;
         ops.push({ op: 'deleteNeigh', link, ip: h.ip });
         removals++;
       }

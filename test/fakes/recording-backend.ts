@@ -52,8 +52,8 @@ export class RecordingBackend implements Backend {
     return this.prep;
   }
 
-  async activate(ownSubnet: Cidr): Promise<void> {
-    this.ops.push(`activate ${formatCidr(ownSubnet)}`);
+  async activate(ownSubnet: Cidr, ownIPv6Subnet?: Cidr): Promise<void> {
+    this.ops.push(`activate ${formatCidr(ownSubnet)}${ownIPv6Subnet && ownIPv6Subnet !== ownSubnet ? ` ${formatCidr(ownIPv6Subnet)}` : ''}`);
   }
 
   async reconcile(peers: readonly Lease[], opts: ReconcileOptions = {}): Promise<ReconcileReport> {

@@ -6,7 +6,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Netlink } from '../../src/netlink/index.js';
-import { NetnsPool, ipJson, ipIn, type TestNetns } from '../../src/netns/testing.js';
+import { NetnsPool, bridgeJson, ipJson, ipIn, type TestNetns } from '../../src/netns/testing.js';
 import { parseCidr, parseIP } from '../../src/net/ip.js';
 import { DataplaneSync, nexthopIdFor, removeWeftRoutes, type DesiredState } from '../../src/dataplane/sync.js';
 import { WEFT_ROUTE_PROTOCOL } from '../../src/dataplane/protocols.js';
@@ -211,5 +211,77 @@ describe('DataplaneSync.syncOffLoop', () => {
     } finally {
       await sync.close();
     }
+  });
+});
+
+describe('DataplaneSync, dual-stack (vxlan\'s two devices)', () => {
+  /** weft.1 as in host(), plus weft-v6.1 over an IPv6 underlay address, as the vxlan backend makes them. */
+  function dualHost(): { ns: TestNetns; nl: Netlink; dev: number; dev6: number } {
+    const h = host();
+    const under = h.nl.createVeth({ name: 'u0', peerName: 'u1', up: true, peerUp: true });
+    h.nl.addAddress(under.index, parseCidr('2001:2::1/64'), { noDad: true });
+    const v6 = h.nl.createVxlan({ name: 'weft-v6.1', vni: 1, port: 8472, learning: false, local: parseIP('2001:2::1'), dev: under.index, up: true });
+    h.nl.addAddress(v6.index, parseCidr('fd00:9::/128'), { noDad: true });
+    return { ...h, dev6: v6.index };
+  }
+
+  function dualPeers(dev: number, dev6: number, ids: readonly number[]): DesiredState {
+    const v4 = peers(dev, 0);
+    const routes = [...v4.routes];
+    const d4 = { index: dev, neighs: [] as { ip: ReturnType<typeof parseIP>; mac: string }[], fdb: [] as { mac: string; dst: ReturnType<typeof parseIP> }[] };
+    const d6 = { index: dev6, neighs: [] as typeof d4.neighs, fdb: [] as typeof d4.fdb };
+    for (const i of ids) {
+      const vtep4 = parseIP(`10.10.${i}.0`);
+      const vtep6 = parseIP(`fd00:10:0:${i.toString(16)}::`);
+      const mac4 = `02:00:00:00:04:${i.toString(16).padStart(2, '0')}`;
+      const mac6 = `02:00:00:00:06:${i.toString(16).padStart(2, '0')}`;
+      routes.push({ dst: parseCidr(`10.10.${i}.0/24`), gateway: vtep4, oif: dev, onlink: true });
+      routes.push({ dst: parseCidr(`fd00:10:0:${i.toString(16)}::/64`), gateway: vtep6, oif: dev6, onlink: true });
+      d4.neighs.push({ ip: vtep4, mac: mac4 });
+      d4.fdb.push({ mac: mac4, dst: parseIP(`198.18.0.${i}`) });
+      d6.neighs.push({ ip: vtep6, mac: mac6 });
+      d6.fdb.push({ mac: mac6, dst: parseIP(`2001:2::${i.toString(16)}`) });
+    }
+    return { routes, devices: [d4, d6] };
+  }
+
+  const routes6 = (ns: string) => ipJson<IpRoute[]>(ns, ['-6', 'route', 'show', 'proto', String(WEFT_ROUTE_PROTOCOL)]);
+  const neighs6 = (ns: string) => ipJson<Array<{ dst: string; lladdr?: string; state: string[] }>>(ns, ['-6', 'neigh', 'show', 'dev', 'weft-v6.1']).filter((n) => n.state.includes('PERMANENT'));
+  const fdbOf = (ns: string, dev: string) => bridgeJson<Array<{ mac: string; dst?: string }>>(ns, ['fdb', 'show', 'dev', dev]);
+
+  it('programs IPv6 routes (classic form: nexthop ids are IPv4 gateways), neighbours and FDB on the IPv6 device beside the IPv4 ones; a second pass writes nothing', () => {
+    const { ns, nl, dev, dev6 } = dualHost();
+    const sync = new DataplaneSync(nl);
+    const r = sync.sync(dualPeers(dev, dev6, [1, 2, 3]), 'full');
+    assert.deepEqual(r.errors, []);
+    assert.equal(weftRoutes(ns.name).length, 3);
+    const r6 = routes6(ns.name);
+    assert.deepEqual(r6.map((x) => `${x.dst} via ${x.gateway} dev ${x.dev}`).sort(), [1, 2, 3].map((i) => `fd00:10:0:${i}::/64 via fd00:10:0:${i}:: dev weft-v6.1`));
+    assert.deepEqual(neighs6(ns.name).map((n) => `${n.dst} ${n.lladdr}`).sort(), [1, 2, 3].map((i) => `fd00:10:0:${i}:: 02:00:00:00:06:0${i}`));
+    assert.deepEqual(fdbOf(ns.name, 'weft-v6.1').filter((f) => f.dst).map((f) => `${f.mac} ${f.dst}`).sort(), [1, 2, 3].map((i) => `02:00:00:00:06:0${i} 2001:2::${i}`));
+    assert.equal(fdbOf(ns.name, 'weft.1').filter((f) => f.dst?.includes(':')).length, 0, 'no IPv6 entry on the IPv4 device');
+    assert.deepEqual(sync.sync(dualPeers(dev, dev6, [1, 2, 3]), 'full'), { repairs: 0, removals: 0, errors: [] });
+    assert.deepEqual(sync.sync(dualPeers(dev, dev6, [1, 2, 3]), 'incremental'), { repairs: 0, removals: 0, errors: [] });
+  });
+
+  it('a peer gone (incremental) and IPv6 state changed by hand (full) are put right in both families; removeWeftRoutes clears both', () => {
+    const { ns, nl, dev, dev6 } = dualHost();
+    const sync = new DataplaneSync(nl);
+    sync.sync(dualPeers(dev, dev6, [1, 2]), 'full');
+    const inc = sync.sync(dualPeers(dev, dev6, [2]), 'incremental');
+    assert.deepEqual(inc.errors, []);
+    assert.deepEqual(routes6(ns.name).map((x) => x.dst), ['fd00:10:0:2::/64']);
+    assert.deepEqual(neighs6(ns.name).map((n) => n.dst), ['fd00:10:0:2::']);
+    ipIn(ns.name, ['-6', 'route', 'del', 'fd00:10:0:2::/64']);
+    ipIn(ns.name, ['-6', 'route', 'add', 'fd00:77::/64', 'via', 'fd00:10:0:2::', 'dev', 'weft-v6.1', 'onlink', 'proto', String(WEFT_ROUTE_PROTOCOL)]);
+    ipIn(ns.name, ['-6', 'neigh', 'add', 'fd00:77::1', 'lladdr', '02:00:00:00:07:07', 'dev', 'weft-v6.1', 'nud', 'permanent']);
+    const full = sync.sync(dualPeers(dev, dev6, [2]), 'full');
+    assert.deepEqual(full.errors, []);
+    assert.ok(full.repairs >= 1 && full.removals >= 2, JSON.stringify(full));
+    assert.deepEqual(routes6(ns.name).map((x) => x.dst), ['fd00:10:0:2::/64']);
+    assert.deepEqual(neighs6(ns.name).map((n) => n.dst), ['fd00:10:0:2::']);
+    assert.equal(removeWeftRoutes(nl), 2);
+    assert.deepEqual(routes6(ns.name), []);
+    assert.deepEqual(weftRoutes(ns.name), []);
   });
 });

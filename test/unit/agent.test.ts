@@ -29,7 +29,7 @@ const settle = () => new Promise<void>((r) => setImmediate(r));
 const dirs: string[] = [];
 after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
 
-function world(extra: Partial<AgentOptions> = {}) {
+function world(extra: Partial<AgentOptions> = {}, pub: { ip: string; ip6?: string } = { ip: '198.18.0.1' }) {
   const dir = mkdtempSync(join(tmpdir(), 'weft-agent-unit-'));
   dirs.push(dir);
   const space = new MemorySpace();
@@ -43,7 +43,7 @@ function world(extra: Partial<AgentOptions> = {}) {
   const host: AgentHost = {
     // The recording backend never touches netlink; the agent only hands it on and closes it.
     openNetlink: () => ({ close: () => { netlinkClosed++; } }) as unknown as Netlink,
-    publicInterface: () => ({ link: { index: 2, name: 'eth0', mtu: 1500 } as Link, ip: parseIP('198.18.0.1') }),
+    publicInterface: () => ({ link: { index: 2, name: 'eth0', mtu: 1500 } as Link, ip: parseIP(pub.ip), ...(pub.ip6 !== undefined && { ip6: parseIP(pub.ip6) }) }),
     createBackend: (config) => {
       assert.equal(config.type, backend.type);
       return backend;
@@ -94,6 +94,15 @@ async function heldEventPass(w: World, subnet: string): Promise<Gate> {
   return gate;
 }
 
+/** An agent on a network config of its own (started; the caller stops it). */
+async function startedOn(config: object, pub: { ip: string; ip6?: string }): Promise<World> {
+  const w = world({}, pub);
+  running.push(w);
+  await w.store.putConfig(JSON.stringify(config));
+  await w.agent.start();
+  return w;
+}
+
 const calls = (w: World) => w.backend.reconciles.map((c) => `${c.full ? 'full' : 'incremental'} [${c.peers.join(' ')}]`);
 
 describe('agent', () => {
@@ -109,6 +118,39 @@ describe('agent', () => {
     w.clock.advance(REPAIR_MS - 1);
     await settle();
     assert.equal(w.backend.reconciles.length, 1);
+  });
+
+  it('dual-stack: leases both families, activates the backend with both, writes flanneld\'s IPv6 lines and rules for both networks', async () => {
+    const w = await startedOn({ Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd10:244::/56', Backend: { Type: 'host-gw' } }, { ip: '198.18.0.1', ip6: '2001:2::1' });
+    const ctx = w.agent.context!;
+    assert.equal(ctx.subnet.ip.family, 4);
+    assert.deepEqual(ctx.subnets.map((c) => c.ip.family), [4, 6]);
+    assert.deepEqual(ctx.clusterNetworks.map(formatCidr), ['10.244.0.0/16', 'fd10:244::/56']);
+    const [v4, v6] = ctx.subnets;
+    assert.deepEqual(w.backend.ops.slice(0, 2), ['prepare', `activate ${formatCidr(v4!)} ${formatCidr(v6!)}`]);
+    const env = readFileSync(w.subnetFile, 'utf8');
+    assert.deepEqual(env.split('\n').slice(0, 7), [
+      'FLANNEL_NETWORK=10.244.0.0/16', `FLANNEL_SUBNET=${formatCidr(v4!).replace('.0/', '.1/')}`,
+      'FLANNEL_IPV6_NETWORK=fd10:244::/56', `FLANNEL_IPV6_SUBNET=${formatCidr(v6!).replace('::/', '::1/')}`,
+      'FLANNEL_MTU=1500', 'FLANNEL_IPV6_MTU=1500', 'FLANNEL_IPMASQ=true',
+    ], 'flanneld\'s order, IPv4 pair first');
+    assert.equal(w.rulesApplied[0]?.ipv6Network && formatCidr(w.rulesApplied[0].ipv6Network), 'fd10:244::/56');
+    const own = (await w.store.listSubnets()).entries[0];
+    assert.equal(own?.ipv6Subnet && formatCidr(own.ipv6Subnet), formatCidr(v6!));
+    assert.match(own?.value ?? '', /"PublicIPv6":"2001:2::1"/);
+  });
+
+  it('IPv6-only: the lease and subnet.env carry the IPv6 subnet alone; EnableIPv6 without an IPv6 address is refused before leasing', async () => {
+    const w = await startedOn({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd10:244::/56', Backend: { Type: 'host-gw' } }, { ip: '2001:2::1', ip6: '2001:2::1' });
+    const env = readFileSync(w.subnetFile, 'utf8');
+    assert.doesNotMatch(env, /^FLANNEL_(NETWORK|SUBNET)=/m);
+    assert.match(env, /^FLANNEL_IPV6_SUBNET=fd10:244:0:[0-9a-f]+::1\/64$/m);
+    assert.equal(w.agent.context?.subnet.ip.family, 6);
+    const refused = world({}, { ip: '198.18.0.1' });
+    running.push(refused);
+    await refused.store.putConfig(JSON.stringify({ Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd10:244::/56', Backend: { Type: 'host-gw' } }));
+    await assert.rejects(refused.agent.start(), /EnableIPv6, but eth0 has no global IPv6 address; pass --public-ipv6/);
+    assert.deepEqual((await refused.store.listSubnets()).entries, [], 'nothing leased');
   });
 
   it('folds the lease events of one turn into one incremental pass, run when the batch timer fires', async () => {
