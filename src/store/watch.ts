@@ -132,7 +132,9 @@ export class LeaseWatcher {
     const before = this.held.get(key);
     this.held.set(key, parsed.lease);
     if (typeof parsed.lease.expiresAt === 'number') this.nextExpiry = Math.min(this.nextExpiry, parsed.lease.expiresAt);
-    if (!before || !sameAttrs(before.attrs, parsed.lease.attrs)) this.opts.onEvent({ type: 'added', lease: parsed.lease });
+    // A lease of the same IPv4 subnet may come back with another IPv6 one (re-created dual-stack).
+    const sameV6 = (before?.ipv6Subnet && formatCidr(before.ipv6Subnet)) === (parsed.lease.ipv6Subnet && formatCidr(parsed.lease.ipv6Subnet));
+    if (!before || !sameV6 || !sameAttrs(before.attrs, parsed.lease.attrs)) this.opts.onEvent({ type: 'added', lease: parsed.lease });
   }
 
   private remove(key: string): void {
