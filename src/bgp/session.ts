@@ -74,7 +74,10 @@ function ourCapabilities(cfg: SessionConfig): Capability[] {
   return caps;
 }
 
-/** What the peer's OPEN offers: RFC 4760 §8 implies IPv4 unicast when it has no multiprotocol capability at all. */
+/**
+ * What the peer's OPEN offers. A peer with no multiprotocol capability at all is a plain BGP-4
+ * speaker (RFC 4271), which carries IPv4 unicast; one that sends any offers just what it lists.
+ */
 export function offeredFamilies(open: OpenMessage): AddressFamily[] {
   const mp = capabilitiesOf(open, 'multiprotocol');
   if (mp.length === 0) return ['ipv4'];

@@ -486,7 +486,7 @@ export class Speaker {
       this.logOnce(`${st.info.id}|${e.action}|${e.message}`, () =>
         this.log.warn('bgp malformed UPDATE handled without a session reset (RFC 7606)', { peer: st.info.id, action: e.action, subcode: e.subcode, error: e.message }));
     }
-    // RFC 4760 §7: routes of a family the session did not negotiate are not taken in.
+    // RFC 4760 §8: a family is exchanged only when both sides advertised it; anything else is ignored.
     const negotiated = (p: Cidr): boolean => families.includes(familyOf(p));
     const withdrawn = u.withdrawn.filter(negotiated);
     const all = announcements(u);

@@ -229,10 +229,12 @@ protocol bgp weft6 {
     }
   });
 
-  test('IPv4 session carrying both families: IPv6 prefixes both ways with IPv6 next hops, kernel routes, withdrawals', async () => {
+  test('IPv4 session carrying both families (BIRD connecting in): IPv6 prefixes both ways with IPv6 next hops, kernel routes, withdrawals', async () => {
     birdc('enable', 'weft4');
+    // Passive on a dual-stack listener: BIRD's connection arrives as ::ffff:198.18.66.1 and must
+    // still find its peer.
     const c = startSpeaker({
-      asn: 64512, routerId: HOST4, listen: { address: HOST4, port: 179 }, peers: [{ address: BIRD4, asn: 65000 }], holdTime: 9, connectRetrySeconds: 1,
+      asn: 64512, routerId: HOST4, listen: { address: '::', port: 179 }, peers: [{ address: BIRD4, asn: 65000, passive: true }], holdTime: 9,
       nextHopV6: HOST6, announce: ['10.244.1.0/24', 'fd00:10:244:1::/64', 'fd00:10:244:2::/64'],
     });
     try {

@@ -224,7 +224,7 @@ const v6Update = (...ps: string[]): Buffer => encodeUpdate({
 const mp = (afi: number): Capability => ({ kind: 'multiprotocol', afi, safi: 1 });
 const gr = (restarting: boolean, afis: number[]): Capability => ({ kind: 'graceful-restart', restarting, restartTime: 30, families: afis.map((afi) => ({ afi, safi: 1, forwardingPreserved: true })) });
 
-test('a peer without any multiprotocol capability gets IPv4 only (RFC 4760 §8), and its IPv6 is ignored', async () => {
+test('a plain BGP-4 peer (no multiprotocol capability) gets IPv4 only, and its IPv6 is ignored', async () => {
   const b = new Speaker({ asn: 64512, routerId: '10.0.0.2', listen: { address: B, port: 0 }, peers: [{ address: A, asn: 64512, passive: true }], holdTime: 9, nextHopV6: '2001:2::2' }, { logger: quiet });
   b.announce('10.2.0.0/24');
   b.announce('fd00:2::/64');
