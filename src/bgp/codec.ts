@@ -1,13 +1,15 @@
 // BGP-4 message codec: OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH (RFC 4271, 2918,
-// 4456, 4724, 4760, 6793). Decoding never trusts a length: every read is bounds-checked and a
-// violation becomes a BgpError naming the NOTIFICATION the RFCs prescribe for it.
-import { type Cidr, type IP, formatIP, ipFromBytes, ipFromValue, ipToBytes, maskValue } from '../net/ip.js';
+// 4456, 4724, 4760, 6793) with IPv6 unicast in the multiprotocol attributes (RFC 2545). Decoding
+// never trusts a length: every read is bounds-checked and a violation becomes a BgpError naming
+// the NOTIFICATION the RFCs prescribe for it.
+import { type Cidr, type IP, type IPFamily, formatIP, ipFromBytes, ipFromValue, ipToBytes, maskValue, networkOf } from '../net/ip.js';
 import {
   AFI_IPV4, AS_TRANS, AsPathSegmentType, AttrFlag, AttrType, BGP_VERSION, CapabilityCode, ErrorCode,
   HEADER_LENGTH, HeaderSubcode, MAX_MESSAGE_LENGTH, MessageType, OpenSubcode, OptionalParamType, type Origin,
   SAFI_UNICAST, UpdateSubcode,
 } from './constants.js';
 import { BgpError, type Decoded } from './errors.js';
+import { type AddressFamily, afiSafiOf, familyOf, familyOfAfiSafi } from './family.js';
 
 // ---------------------------------------------------------------- types
 
@@ -65,15 +67,32 @@ export interface PathAttributes {
 
 export interface UpdateMessage {
   type: 'update';
+  /** Withdrawn prefixes of both families: the Withdrawn Routes field and MP_UNREACH_NLRI. */
   withdrawn: Cidr[];
-  /** Present exactly when the UPDATE carries reachable NLRI. */
+  /**
+   * Present exactly when the UPDATE carries reachable NLRI (`nlri` or `ipv6`). Its nextHop is the
+   * IPv4 one, so it is undefined in an UPDATE that announces IPv6 prefixes only.
+   */
   attributes: PathAttributes | undefined;
+  /** Reachable IPv4 unicast prefixes: the NLRI field and an IPv4 MP_REACH_NLRI. */
   nlri: Cidr[];
+  /** Reachable IPv6 unicast prefixes (MP_REACH_NLRI): `attributes` apply with this next hop. */
+  ipv6?: Ipv6Reach | undefined;
+  /** The family this UPDATE is the End-of-RIB marker of (RFC 4724 §2). */
+  endOfRib?: AddressFamily | undefined;
   /**
    * Malformed attributes handled without a session reset (RFC 7606); absent when there were
    * none. With a treat-as-withdraw among them the UPDATE's NLRI are already in `withdrawn`.
    */
   errors?: UpdateAttributeError[] | undefined;
+}
+
+export interface Ipv6Reach {
+  /** The global next hop; a route needs one the kernel can forward to without an interface. */
+  nextHop: IP;
+  /** RFC 2545's second next hop, when the peer sent 32 bytes and the second is link-local. */
+  linkLocalNextHop?: IP | undefined;
+  nlri: Cidr[];
 }
 
 /**
@@ -404,7 +423,7 @@ export function encodeMessage(m: BgpMessage, ctx: CodecContext = DEFAULT_CONTEXT
 
 // ---------------------------------------------------------------- prefixes
 
-/** Length in bytes of one encoded IPv4 prefix. */
+/** Length in bytes of one encoded prefix (either family). */
 export function prefixWireLength(c: Cidr): number {
   return 1 + ((c.prefix + 7) >> 3);
 }
@@ -412,6 +431,10 @@ export function prefixWireLength(c: Cidr): number {
 function writePrefix(c: Cidr, out: Buffer, at: number): number {
   out[at] = c.prefix;
   const n = (c.prefix + 7) >> 3;
+  if (c.ip.family === 6) {
+    ipToBytes(networkOf(c).ip).copy(out, at + 1, 0, n);
+    return at + 1 + n;
+  }
   const v = Number(c.ip.value);
   for (let i = 0; i < n; i++) out[at + 1 + i] = (v >>> (24 - 8 * i)) & 0xff;
   return at + 1 + n;
@@ -426,16 +449,24 @@ function encodePrefixes(list: readonly Cidr[]): Buffer {
   return out;
 }
 
-function decodePrefixes(buf: Buffer, start: number, end: number, what: string): Cidr[] {
+function decodePrefixes(buf: Buffer, start: number, end: number, what: string, family: IPFamily = 4): Cidr[] {
   const out: Cidr[] = [];
   const invalid = (why: string): BgpError =>
     new BgpError(ErrorCode.Update, UpdateSubcode.InvalidNetworkField, `invalid ${what}: ${why}`);
+  const max = family === 4 ? 32 : 128;
   let at = start;
   while (at < end) {
     const len = buf[at] as number;
-    if (len > 32) throw invalid(`prefix length ${len} exceeds 32`);
+    if (len > max) throw invalid(`prefix length ${len} exceeds ${max}`);
     const n = (len + 7) >> 3;
     if (at + 1 + n > end) throw invalid('prefix runs past the end of its field');
+    if (family === 6) {
+      // One BigInt per prefix from its hex digits, not sixteen shifts.
+      const v = BigInt(`0x${buf.toString('hex', at + 1, at + 1 + n).padEnd(32, '0')}`);
+      out.push({ ip: ipFromValue(6, v & maskValue(6, len)), prefix: len });
+      at += 1 + n;
+      continue;
+    }
     let v = 0;
     for (let i = 0; i < n; i++) v |= (buf[at + 1 + i] as number) << (24 - 8 * i);
     // Bits past the prefix length carry no meaning; dropping them makes equal prefixes compare equal.
@@ -487,15 +518,20 @@ function encodeAsPath(segments: readonly AsPathSegment[], fourOctet: boolean): B
   return Buffer.concat(parts);
 }
 
-export function encodePathAttributes(a: PathAttributes, ctx: CodecContext): Buffer {
-  const parts: Buffer[] = [];
+/**
+ * The path attributes, after `mp` — the multiprotocol attributes, which RFC 7606 §5.1 puts first
+ * so a receiver can still find the NLRI when a later attribute is malformed. NEXT_HOP is IPv4's
+ * only: an IPv6 next hop travels inside MP_REACH_NLRI.
+ */
+export function encodePathAttributes(a: PathAttributes, ctx: CodecContext, mp: readonly Buffer[] = []): Buffer {
+  const parts: Buffer[] = [...mp];
   parts.push(attr(WELL_KNOWN, AttrType.Origin, Buffer.from([a.origin])));
   parts.push(attr(WELL_KNOWN, AttrType.AsPath, encodeAsPath(a.asPath, ctx.fourOctetAs)));
   // RFC 6793 §4.2.2: towards a 2-octet speaker, 4-octet ASNs become AS_TRANS in AS_PATH and the
   // true path rides along in AS4_PATH (which carries no confederation segments).
   const as4Path = a.asPath.filter((s) => s.type === 'sequence' || s.type === 'set');
   const needsAs4 = !ctx.fourOctetAs && as4Path.some((s) => s.asns.some((n) => n > 0xffff));
-  if (a.nextHop) parts.push(attr(WELL_KNOWN, AttrType.NextHop, ipToBytes(a.nextHop)));
+  if (a.nextHop && a.nextHop.family === 4) parts.push(attr(WELL_KNOWN, AttrType.NextHop, ipToBytes(a.nextHop)));
   if (a.med !== undefined) parts.push(attr(OPTIONAL, AttrType.Med, u32(a.med)));
   if (a.localPref !== undefined) parts.push(attr(WELL_KNOWN, AttrType.LocalPref, u32(a.localPref)));
   if (a.atomicAggregate) parts.push(attr(WELL_KNOWN, AttrType.AtomicAggregate, Buffer.alloc(0)));
@@ -515,72 +551,132 @@ export function encodePathAttributes(a: PathAttributes, ctx: CodecContext): Buff
   return Buffer.concat(parts);
 }
 
+/** MP_REACH_NLRI for IPv6 unicast: 16 bytes of next hop, or 32 with a link-local one (RFC 2545 §3). */
+function mpReachIpv6(nextHop: IP, linkLocal: IP | undefined, nlri: Buffer): Buffer {
+  const { afi, safi } = afiSafiOf('ipv6');
+  const nh = linkLocal ? Buffer.concat([ipToBytes(nextHop), ipToBytes(linkLocal)]) : ipToBytes(nextHop);
+  // The zero after the next hop is RFC 4760's reserved octet (once RFC 2858's SNPA count).
+  return attr(OPTIONAL, AttrType.MpReachNlri, Buffer.concat([Buffer.from([afi >> 8, afi & 0xff, safi, nh.length]), nh, Buffer.from([0]), nlri]));
+}
+
+function mpUnreach(family: AddressFamily, withdrawn: Buffer): Buffer {
+  const { afi, safi } = afiSafiOf(family);
+  return attr(OPTIONAL, AttrType.MpUnreachNlri, Buffer.concat([Buffer.from([afi >> 8, afi & 0xff, safi]), withdrawn]));
+}
+
 export interface UpdateParts {
+  /** Either family: IPv4 prefixes go in the Withdrawn Routes field, IPv6 ones in MP_UNREACH_NLRI. */
   withdrawn: readonly Cidr[];
   attributes: PathAttributes | undefined;
+  /** IPv4 prefixes, for the NLRI field. */
   nlri: readonly Cidr[];
+  ipv6?: { nextHop: IP; linkLocalNextHop?: IP | undefined; nlri: readonly Cidr[] } | undefined;
+  /** An IPv6 End-of-RIB is an empty MP_UNREACH_NLRI; IPv4's is the empty UPDATE. */
+  endOfRib?: AddressFamily | undefined;
 }
 
 export function encodeUpdate(u: UpdateParts, ctx: CodecContext = DEFAULT_CONTEXT): Buffer {
-  if (u.nlri.length > 0 && !u.attributes) throw new Error('an UPDATE with NLRI needs path attributes');
-  const withdrawn = encodePrefixes(u.withdrawn);
-  const attrs = u.nlri.length > 0 && u.attributes ? encodePathAttributes(u.attributes, ctx) : Buffer.alloc(0);
+  const nlri6 = u.ipv6?.nlri ?? [];
+  const announces = u.nlri.length > 0 || nlri6.length > 0;
+  if (announces && !u.attributes) throw new Error('an UPDATE with NLRI needs path attributes');
+  if (u.nlri.some((c) => c.ip.family !== 4)) throw new Error('IPv6 prefixes go in MP_REACH_NLRI (`ipv6`), not the NLRI field');
+  if (nlri6.some((c) => c.ip.family !== 6) || (u.ipv6 && u.ipv6.nextHop.family !== 6)) throw new Error('`ipv6` takes IPv6 prefixes and an IPv6 next hop');
+  const withdrawn6 = u.withdrawn.filter((c) => c.ip.family === 6);
+  const mp: Buffer[] = [];
+  if (u.ipv6 && nlri6.length > 0) mp.push(mpReachIpv6(u.ipv6.nextHop, u.ipv6.linkLocalNextHop, encodePrefixes(nlri6)));
+  if (withdrawn6.length > 0 || u.endOfRib === 'ipv6') mp.push(mpUnreach('ipv6', encodePrefixes(withdrawn6)));
+  // RFC 4760 §3: an UPDATE announcing only multiprotocol NLRI carries no NEXT_HOP.
+  const attrs = announces && u.attributes
+    ? encodePathAttributes(u.nlri.length > 0 ? u.attributes : { ...u.attributes, nextHop: undefined }, ctx, mp)
+    : Buffer.concat(mp);
+  const withdrawn = encodePrefixes(u.withdrawn.filter((c) => c.ip.family === 4));
   return frame(MessageType.Update, Buffer.concat([u16(withdrawn.length), withdrawn, u16(attrs.length), attrs, encodePrefixes(u.nlri)]));
 }
 
-/** The IPv4 unicast End-of-RIB marker (RFC 4724 §2): an UPDATE with nothing in it. */
-export function encodeEndOfRib(): Buffer {
-  return encodeUpdate({ withdrawn: [], attributes: undefined, nlri: [] });
+/** The End-of-RIB marker for a family (RFC 4724 §2). */
+export function encodeEndOfRib(family: AddressFamily = 'ipv4'): Buffer {
+  return encodeUpdate({ withdrawn: [], attributes: undefined, nlri: [], endOfRib: family });
 }
 
 export function isEndOfRib(u: UpdateMessage): boolean {
-  // An UPDATE left empty by a discarded attribute is not the peer saying it is done.
-  return u.withdrawn.length === 0 && u.nlri.length === 0 && u.attributes === undefined && u.errors === undefined;
+  return u.endOfRib !== undefined;
+}
+
+/**
+ * The UPDATE's announcements, one per family, each with the attributes its routes take: IPv6
+ * prefixes get MP_REACH_NLRI's next hop in place of NEXT_HOP.
+ */
+export function announcements(u: UpdateMessage): { family: AddressFamily; attributes: PathAttributes; nlri: Cidr[] }[] {
+  const a = u.attributes;
+  if (!a) return [];
+  const out: { family: AddressFamily; attributes: PathAttributes; nlri: Cidr[] }[] = [];
+  if (u.nlri.length > 0) out.push({ family: 'ipv4', attributes: a, nlri: u.nlri });
+  if (u.ipv6 && u.ipv6.nlri.length > 0) out.push({ family: 'ipv6', attributes: { ...a, nextHop: u.ipv6.nextHop }, nlri: u.ipv6.nlri });
+  return out;
 }
 
 /** Room for prefixes in one UPDATE after the header, the two length fields and the attributes. */
 const UPDATE_FIXED = HEADER_LENGTH + 4;
+/** An extended-length attribute header, AFI, SAFI, next hop length, a global IPv6 next hop, reserved. */
+const MP_REACH_IPV6_FIXED = 4 + 4 + 16 + 1;
+/** An extended-length attribute header, AFI and SAFI. */
+const MP_UNREACH_FIXED = 4 + 3;
+
+/** Cuts prefixes into runs whose encoding fits `room` bytes each, in order. */
+function chunkByWireLength(prefixes: readonly Cidr[], room: number): Cidr[][] {
+  const out: Cidr[][] = [];
+  let batch: Cidr[] = [];
+  let used = 0;
+  for (const p of prefixes) {
+    const n = prefixWireLength(p);
+    if (used + n > room && batch.length > 0) {
+      out.push(batch);
+      batch = [];
+      used = 0;
+    }
+    batch.push(p);
+    used += n;
+  }
+  if (batch.length > 0) out.push(batch);
+  return out;
+}
 
 /**
  * Packs withdrawals, or announcements sharing one set of attributes, into as few UPDATEs as the
  * 4096-byte limit allows: the attributes are encoded once and every message carries them.
+ * Withdrawals of both families may be mixed; each family gets its own messages.
  */
 export function packWithdrawals(prefixes: readonly Cidr[]): Buffer[] {
-  const out: Buffer[] = [];
-  let batch: Cidr[] = [];
-  let size = UPDATE_FIXED;
-  for (const p of prefixes) {
-    const n = prefixWireLength(p);
-    if (size + n > MAX_MESSAGE_LENGTH) {
-      out.push(encodeUpdate({ withdrawn: batch, attributes: undefined, nlri: [] }));
-      batch = [];
-      size = UPDATE_FIXED;
-    }
-    batch.push(p);
-    size += n;
-  }
-  if (batch.length > 0) out.push(encodeUpdate({ withdrawn: batch, attributes: undefined, nlri: [] }));
-  return out;
+  const v4 = prefixes.filter((p) => p.ip.family === 4);
+  const v6 = prefixes.filter((p) => p.ip.family === 6);
+  return [
+    ...chunkByWireLength(v4, MAX_MESSAGE_LENGTH - UPDATE_FIXED).map((withdrawn) => encodeUpdate({ withdrawn, attributes: undefined, nlri: [] })),
+    ...chunkByWireLength(v6, MAX_MESSAGE_LENGTH - UPDATE_FIXED - MP_UNREACH_FIXED).map((withdrawn) => encodeUpdate({ withdrawn, attributes: undefined, nlri: [] })),
+  ];
 }
 
+/**
+ * Announcements of one family: the next hop in `attributes` says which (IPv4 prefixes with an
+ * IPv4 NEXT_HOP in the NLRI field, IPv6 prefixes with an IPv6 next hop in MP_REACH_NLRI).
+ */
 export function packAnnouncements(attributes: PathAttributes, prefixes: readonly Cidr[], ctx: CodecContext): Buffer[] {
+  const nh = attributes.nextHop;
+  const family = nh?.family ?? 4;
+  if (prefixes.some((p) => p.ip.family !== family)) throw new Error(`IPv${family === 4 ? 6 : 4} prefixes cannot share an IPv${family} next hop`);
+  if (nh && nh.family === 6) {
+    const attrs = encodePathAttributes(attributes, ctx);
+    const room = MAX_MESSAGE_LENGTH - UPDATE_FIXED - attrs.length - MP_REACH_IPV6_FIXED;
+    if (room < 17) throw new Error('path attributes leave no room for NLRI in a 4096-byte UPDATE');
+    return chunkByWireLength(prefixes, room).map((chunk) => {
+      const mp = mpReachIpv6(nh, undefined, encodePrefixes(chunk));
+      return frame(MessageType.Update, Buffer.concat([u16(0), u16(mp.length + attrs.length), mp, attrs]));
+    });
+  }
   const attrs = encodePathAttributes(attributes, ctx);
   const room = MAX_MESSAGE_LENGTH - UPDATE_FIXED - attrs.length;
   if (room < 5) throw new Error('path attributes leave no room for NLRI in a 4096-byte UPDATE');
-  const out: Buffer[] = [];
-  let start = 0;
-  while (start < prefixes.length) {
-    let used = 0;
-    let end = start;
-    while (end < prefixes.length && used + prefixWireLength(prefixes[end] as Cidr) <= room) {
-      used += prefixWireLength(prefixes[end] as Cidr);
-      end++;
-    }
-    const nlri = encodePrefixes(prefixes.slice(start, end));
-    out.push(frame(MessageType.Update, Buffer.concat([u16(0), u16(attrs.length), attrs, nlri])));
-    start = end;
-  }
-  return out;
+  return chunkByWireLength(prefixes, room).map((chunk) =>
+    frame(MessageType.Update, Buffer.concat([u16(0), u16(attrs.length), attrs, encodePrefixes(chunk)])));
 }
 
 // ---------------------------------------------------------------- UPDATE: decoding
@@ -636,11 +732,26 @@ function decodeAsPath(value: Buffer, fourOctet: boolean): { ok: true; segments: 
   return { ok: true, segments };
 }
 
-function validNextHop(ip: IP): boolean {
-  const v = Number(ip.value);
-  const first = v >>> 24;
-  // 0.0.0.0/8, multicast, class E and broadcast can never be a forwarding address.
-  return first !== 0 && first < 224;
+/**
+ * Why an address cannot be a route's next hop, or undefined when it can. Shared by the decoder
+ * (such a route is treat-as-withdraw) and by callers checking a next hop before announcing.
+ */
+export function nextHopProblem(ip: IP): string | undefined {
+  if (ip.family === 4) {
+    const first = Number(ip.value) >>> 24;
+    // 0.0.0.0/8, multicast, class E and broadcast can never be a forwarding address.
+    if (first === 0) return 'in 0.0.0.0/8';
+    return first >= 224 ? 'multicast or reserved' : undefined;
+  }
+  const v = ip.value;
+  if (v === 0n) return 'the unspecified address';
+  if (v === 1n) return 'the loopback address';
+  if (v >> 120n === 0xffn) return 'multicast';
+  // A link-local next hop means nothing without the interface it was learned on, which a route
+  // event does not carry: only a global one (RFC 2545's first) can be installed.
+  if (v >> 118n === 0x3fan) return 'link-local, and a route needs a global IPv6 next hop';
+  if (v >> 32n === 0xffffn) return 'an IPv4-mapped address';
+  return undefined;
 }
 
 /**
@@ -699,6 +810,9 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
   const out: Partial<PathAttributes> = {};
   const unknown: RawAttribute[] = [];
   let mpNextHop: IP | undefined;
+  let ipv6: Ipv6Reach | undefined;
+  /** The family of an MP_UNREACH_NLRI that withdrew nothing: End-of-RIB, if it came alone. */
+  let emptyUnreach: AddressFamily | undefined;
   let as4Path: AsPathSegment[] | undefined;
   /** Anything but MP_UNREACH_NLRI was present (RFC 7606 §5.2). */
   let otherThanUnreach = false;
@@ -779,7 +893,7 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
       case AttrType.NextHop: {
         const nh = ipFromBytes(value);
         // RFC 4271 §6.3 already says a semantically wrong next hop is logged and the route ignored.
-        if (!validNextHop(nh)) problems.withdraw(UpdateSubcode.InvalidNextHop, `invalid NEXT_HOP ${formatIP(nh)}`, whole);
+        if (nextHopProblem(nh)) problems.withdraw(UpdateSubcode.InvalidNextHop, `invalid NEXT_HOP ${formatIP(nh)}`, whole);
         else out.nextHop = nh;
         break;
       }
@@ -804,36 +918,55 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
         for (let i = 0; i < len; i += 4) out.clusterList.push(ipFromBytes(value.subarray(i, i + 4)));
         break;
       case AttrType.MpReachNlri: {
-        // RFC 4760: only IPv4 unicast is ours; other families are ignored, as is their End-of-RIB.
-        // An MP attribute whose NLRI cannot be read is still a session reset (RFC 7606 §7.11).
-        const bad = (): BgpError => updateError(UpdateSubcode.OptionalAttributeError, 'malformed MP_REACH_NLRI', whole);
-        if (len < 5) throw bad();
+        // RFC 4760: IPv4 and IPv6 unicast are ours; other families are ignored, as is their
+        // End-of-RIB. A next hop length that is wrong for the family leaves the NLRI unlocatable,
+        // so it stays a session reset (RFC 7606 §7.11), as does NLRI that cannot be read.
+        const bad = (why: string): BgpError => updateError(UpdateSubcode.OptionalAttributeError, `malformed MP_REACH_NLRI: ${why}`, whole);
+        if (len < 5) throw bad(`length ${len} is shorter than its fixed fields`);
         const afi = value.readUInt16BE(0);
         const safi = value[2] as number;
         const nhLen = value[3] as number;
-        if (4 + nhLen + 1 > len) throw bad();
-        if (afi !== AFI_IPV4 || safi !== SAFI_UNICAST) break;
-        if (nhLen !== 4) throw bad();
-        mpNextHop = ipFromBytes(value.subarray(4, 8));
-        const more = decodePrefixes(value, 4 + nhLen + 1, len, 'MP_REACH_NLRI');
-        nlri.push(...more);
+        if (4 + nhLen + 1 > len) throw bad(`next hop length ${nhLen} runs past the attribute`);
+        const family = familyOfAfiSafi(afi, safi);
+        if (family === 'ipv4') {
+          if (nhLen !== 4) throw bad(`IPv4 next hop length ${nhLen}, expected 4`);
+          mpNextHop = ipFromBytes(value.subarray(4, 8));
+          nlri.push(...decodePrefixes(value, 4 + nhLen + 1, len, 'MP_REACH_NLRI'));
+        } else if (family === 'ipv6') {
+          // RFC 2545 §3: the global address, optionally followed by a link-local one.
+          if (nhLen !== 16 && nhLen !== 32) throw bad(`IPv6 next hop length ${nhLen}, expected 16 or 32`);
+          const nextHop = ipFromBytes(value.subarray(4, 20));
+          const second = nhLen === 32 ? ipFromBytes(value.subarray(20, 36)) : undefined;
+          const prefixes = decodePrefixes(value, 4 + nhLen + 1, len, 'MP_REACH_NLRI', 6);
+          const why = nextHopProblem(nextHop);
+          if (why) problems.withdraw(UpdateSubcode.InvalidNextHop, `invalid IPv6 next hop ${formatIP(nextHop)}: ${why}`, whole);
+          ipv6 = { nextHop, nlri: prefixes };
+          if (second && second.value >> 118n === 0x3fan) ipv6.linkLocalNextHop = second;
+        }
         break;
       }
       case AttrType.MpUnreachNlri: {
-        if (len < 3) throw updateError(UpdateSubcode.OptionalAttributeError, 'malformed MP_UNREACH_NLRI', whole);
-        if (value.readUInt16BE(0) !== AFI_IPV4 || value[2] !== SAFI_UNICAST) break;
-        withdrawn.push(...decodePrefixes(value, 3, len, 'MP_UNREACH_NLRI'));
+        if (len < 3) throw updateError(UpdateSubcode.OptionalAttributeError, `malformed MP_UNREACH_NLRI: length ${len} is shorter than AFI and SAFI`, whole);
+        const family = familyOfAfiSafi(value.readUInt16BE(0), value[2] as number);
+        if (!family) break;
+        const gone = decodePrefixes(value, 3, len, 'MP_UNREACH_NLRI', family === 'ipv4' ? 4 : 6);
+        withdrawn.push(...gone);
+        if (gone.length === 0) emptyUnreach = family;
         break;
       }
     }
   }
 
   const errors = problems.errors.length > 0 ? { errors: problems.errors } : {};
-  if (nlri.length === 0) {
+  const nlri6 = ipv6?.nlri ?? [];
+  if (nlri.length === 0 && nlri6.length === 0) {
     // RFC 7606 §5.2: attributes but nothing announced means the NLRI may not have been found.
     const fatal = otherThanUnreach ? problems.asSessionReset() : undefined;
     if (fatal) throw fatal;
-    return { type: 'update', withdrawn, attributes: undefined, nlri, ...errors };
+    // RFC 4724 §2: IPv4's marker is the empty UPDATE, another family's an empty MP_UNREACH_NLRI alone.
+    const bare = problems.errors.length === 0 && withdrawn.length === 0;
+    const endOfRib = bare && alen === 0 ? 'ipv4' : bare && emptyUnreach && seen.size === 1 ? emptyUnreach : undefined;
+    return { type: 'update', withdrawn, attributes: undefined, nlri, ...(endOfRib && { endOfRib }), ...errors };
   }
   // RFC 7606 §3 d: a missing well-known mandatory attribute withdraws instead of resetting.
   const missing = (code: number, name: string): void =>
@@ -841,17 +974,18 @@ function decodeUpdate(buf: Buffer, ctx: CodecContext): UpdateMessage {
   if (!seen.has(AttrType.Origin)) missing(AttrType.Origin, 'ORIGIN');
   if (!seen.has(AttrType.AsPath)) missing(AttrType.AsPath, 'AS_PATH');
   const hasPlainNlri = attrEnd !== end;
-  if (!seen.has(AttrType.NextHop)) {
-    if (hasPlainNlri || mpNextHop === undefined) missing(AttrType.NextHop, 'NEXT_HOP');
-    else out.nextHop = mpNextHop;
-  }
-  if (problems.withdrawing || origin === undefined || asPath === undefined || out.nextHop === undefined) {
-    return { type: 'update', withdrawn: [...withdrawn, ...nlri], attributes: undefined, nlri: [], errors: problems.errors };
+  // RFC 4760 §3: NEXT_HOP in an UPDATE announcing only multiprotocol NLRI is ignored (though a
+  // malformed one still withdraws above: nothing in the UPDATE is trusted more than its parts).
+  if (nlri.length === 0) delete out.nextHop;
+  else if (!hasPlainNlri && mpNextHop !== undefined) out.nextHop = mpNextHop;
+  else if (!seen.has(AttrType.NextHop)) missing(AttrType.NextHop, 'NEXT_HOP');
+  if (problems.withdrawing || origin === undefined || asPath === undefined || (nlri.length > 0 && out.nextHop === undefined)) {
+    return { type: 'update', withdrawn: [...withdrawn, ...nlri, ...nlri6], attributes: undefined, nlri: [], errors: problems.errors };
   }
   if (as4Path) asPath = mergeAs4Path(asPath, as4Path);
   const attributes: PathAttributes = { ...out, origin, asPath };
   if (unknown.length > 0) attributes.unknown = unknown;
-  return { type: 'update', withdrawn, attributes, nlri, ...errors };
+  return { type: 'update', withdrawn, attributes, nlri, ...(ipv6 && nlri6.length > 0 && { ipv6 }), ...errors };
 }
 
 /** Path length as the decision process counts it: a set is one hop, confederation segments none. */

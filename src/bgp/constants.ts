@@ -10,6 +10,7 @@ export const MAX_MESSAGE_LENGTH = 4096;
 export const AS_TRANS = 23456;
 
 export const AFI_IPV4 = 1;
+export const AFI_IPV6 = 2;
 export const SAFI_UNICAST = 1;
 
 export const MessageType = {

@@ -8,7 +8,7 @@
 // moment the link flaps); it must not contain its own next hop (the route would resolve through
 // itself); and it must not contain the address of any BGP peer (the session's own packets
 // would follow it). On top, `allow` lists the ranges a prefix must lie inside.
-import { type Cidr, type IP, cidrContains, cidrContainsCidr, formatCidr, formatIP, ipFromValue } from '../net/ip.js';
+import { type Cidr, type IP, type IPFamily, bitsOf, cidrContains, cidrContainsCidr, formatCidr, formatIP, ipFromValue } from '../net/ip.js';
 import type { PathAttributes } from './codec.js';
 
 export interface ImportPolicy {
@@ -46,43 +46,48 @@ function overlaps(a: Cidr, b: Cidr): boolean {
 }
 
 /**
- * A sorted set of IPv4 addresses (the peers') that answers "is any of them inside this prefix"
- * with one binary search, so a full mesh of thousands of peers costs little per learned prefix.
+ * A sorted set of addresses (the peers') that answers "is any of them inside this prefix" with
+ * one binary search, so a full mesh of thousands of peers costs little per learned prefix. Each
+ * family has its own sorted list: an IPv4 address is never inside an IPv6 prefix.
  */
 export class AddressSet {
-  private sorted: bigint[] = [];
+  private readonly sorted: Record<IPFamily, bigint[]> = { 4: [], 6: [] };
 
   constructor(addresses: Iterable<IP> = []) {
     for (const a of addresses) this.add(a);
   }
 
   add(a: IP): void {
-    const i = this.lowerBound(a.value);
-    if (this.sorted[i] !== a.value) this.sorted.splice(i, 0, a.value);
+    const list = this.sorted[a.family];
+    const i = lowerBound(list, a.value);
+    if (list[i] !== a.value) list.splice(i, 0, a.value);
   }
 
   delete(a: IP): void {
-    const i = this.lowerBound(a.value);
-    if (this.sorted[i] === a.value) this.sorted.splice(i, 1);
+    const list = this.sorted[a.family];
+    const i = lowerBound(list, a.value);
+    if (list[i] === a.value) list.splice(i, 1);
   }
 
-  /** The first member inside the IPv4 prefix `c` (a network address), if any. */
+  /** The first member inside the prefix `c` (a network address), if any. */
   firstInside(c: Cidr): IP | undefined {
-    const size = 1n << BigInt(32 - c.prefix);
-    const v = this.sorted[this.lowerBound(c.ip.value)];
-    return v !== undefined && v < c.ip.value + size ? ipFromValue(4, v) : undefined;
+    const family = c.ip.family;
+    const size = 1n << BigInt(bitsOf(family) - c.prefix);
+    const list = this.sorted[family];
+    const v = list[lowerBound(list, c.ip.value)];
+    return v !== undefined && v < c.ip.value + size ? ipFromValue(family, v) : undefined;
   }
+}
 
-  private lowerBound(v: bigint): number {
-    let lo = 0;
-    let hi = this.sorted.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((this.sorted[mid] as bigint) < v) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+function lowerBound(sorted: readonly bigint[], v: bigint): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((sorted[mid] as bigint) < v) lo = mid + 1;
+    else hi = mid;
   }
+  return lo;
 }
 
 /**
@@ -92,7 +97,7 @@ export class AddressSet {
 export function checkImport(policy: ImportPolicy, peers: AddressSet, prefix: Cidr, attributes: PathAttributes): ImportRejection | undefined {
   for (const subnet of policy.protect ?? []) if (overlaps(prefix, subnet)) return { reason: 'overlaps-connected-subnet', subnet };
   const nh = attributes.nextHop;
-  if (nh && nh.family === 4 && cidrContains(prefix, nh)) return { reason: 'contains-next-hop', nextHop: nh };
+  if (nh && cidrContains(prefix, nh)) return { reason: 'contains-next-hop', nextHop: nh };
   const peer = peers.firstInside(prefix);
   if (peer) return { reason: 'contains-peer-address', peer };
   if (policy.allow && !policy.allow.some((range) => cidrContainsCidr(range, prefix))) return { reason: 'outside-import-ranges' };

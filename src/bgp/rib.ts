@@ -1,9 +1,11 @@
 // Routing information bases (RFC 4271 §3.2): Adj-RIB-In per peer, the Loc-RIB with the decision
 // process, and the export policy that fills each peer's Adj-RIB-Out — iBGP split horizon and
 // route reflection (RFC 4456). Graceful-restart staleness (RFC 4724) lives here too, because a
-// stale route must keep winning until it is replaced or swept.
+// stale route must keep winning until it is replaced or swept. Routes of both address families
+// share the tables: a prefix's key is its text, and no IPv4 prefix is written like an IPv6 one.
 import { type Cidr, type IP, formatCidr, formatIP, ipCompare, ipEquals } from '../net/ip.js';
 import type { AsPathSegment, PathAttributes } from './codec.js';
+import { type AddressFamily, familyOf } from './family.js';
 import { type ImportRejection, sameRejection } from './policy.js';
 
 export interface PeerInfo {
@@ -234,21 +236,32 @@ export class Rib {
     return changes;
   }
 
-  /** Graceful restart: keep the peer's routes, but remember they await confirmation. */
-  markStale(peerId: string): number {
+  /**
+   * Graceful restart: keep the peer's routes (of `family` only, when given), but remember they
+   * await confirmation. Returns how many were marked.
+   */
+  markStale(peerId: string, family?: AddressFamily): number {
     const table = this.adjIn.get(peerId);
     if (!table) return 0;
-    for (const r of table.values()) r.stale = true;
-    return table.size;
+    let n = 0;
+    for (const r of table.values()) {
+      if (family && familyOf(r.prefix) !== family) continue;
+      r.stale = true;
+      n++;
+    }
+    return n;
   }
 
-  /** Drops the peer's routes that are still stale (End-of-RIB received, or restart timer expired). */
-  sweepStale(peerId: string): BestChange[] {
+  /**
+   * Drops the peer's routes that are still stale (End-of-RIB received, or restart timer expired);
+   * with `family`, only that family's: each family has its own End-of-RIB.
+   */
+  sweepStale(peerId: string, family?: AddressFamily): BestChange[] {
     const table = this.adjIn.get(peerId);
     if (!table) return [];
     const changes: BestChange[] = [];
     for (const [key, r] of table) {
-      if (!r.stale) continue;
+      if (!r.stale || (family && familyOf(r.prefix) !== family)) continue;
       table.delete(key);
       const c = this.remove(r.prefix, key, peerId);
       if (c) changes.push(c);
@@ -256,16 +269,21 @@ export class Rib {
     return changes;
   }
 
-  /** The session is gone without graceful restart: every route from the peer goes. */
-  dropPeer(peerId: string): BestChange[] {
+  /**
+   * The session is gone without graceful restart: every route from the peer goes — or, with
+   * `family`, that family's (the peer keeps only the families its restart capability lists).
+   */
+  dropPeer(peerId: string, family?: AddressFamily): BestChange[] {
     const table = this.adjIn.get(peerId);
     if (!table) return [];
     const changes: BestChange[] = [];
     for (const [key, r] of table) {
+      if (family && familyOf(r.prefix) !== family) continue;
+      table.delete(key);
       const c = this.remove(r.prefix, key, peerId);
       if (c) changes.push(c);
     }
-    this.adjIn.delete(peerId);
+    if (table.size === 0) this.adjIn.delete(peerId);
     return changes;
   }
 
@@ -304,9 +322,11 @@ export class Rib {
 
   /**
    * The attributes to advertise `route` with to `to`, or undefined when policy forbids it.
-   * `localAddress` is our address on the session, used as next hop towards eBGP peers.
+   * `nextHopSelf` is our address in the route's family for this session, the next hop towards
+   * eBGP peers; without one (an IPv6 route over an IPv4 session, no IPv6 address configured) an
+   * eBGP peer cannot be given the route.
    */
-  exportFor(route: Route, to: PeerInfo, localAddress: IP): PathAttributes | undefined {
+  exportFor(route: Route, to: PeerInfo, nextHopSelf: IP | undefined): PathAttributes | undefined {
     const toIbgp = this.isIbgp(to);
     const src = route.source;
     if (src.kind === 'peer') {
@@ -329,8 +349,9 @@ export class Rib {
       const { originatorId: _o, clusterList: _c, ...rest } = route.attributes;
       return { ...rest, localPref: route.attributes.localPref ?? DEFAULT_LOCAL_PREF };
     }
+    if (!nextHopSelf) return undefined;
     const { localPref: _lp, originatorId: _o, clusterList: _c, med, ...rest } = route.attributes;
-    const out: PathAttributes = { ...rest, asPath: prependAs(this.cfg.asn, route.attributes.asPath), nextHop: localAddress };
+    const out: PathAttributes = { ...rest, asPath: prependAs(this.cfg.asn, route.attributes.asPath), nextHop: nextHopSelf };
     // MED is only meaningful to the neighbouring AS: pass our own, never one learned from elsewhere.
     if (src.kind === 'local' && med !== undefined) out.med = med;
     return out;

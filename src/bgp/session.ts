@@ -9,8 +9,8 @@ import {
   type Capability, type CodecContext, type OpenMessage, type RouteRefreshMessage, type UpdateMessage, MessageFramer,
   capabilitiesOf, decodeMessage, encodeKeepalive, encodeNotification, encodeOpen,
 } from './codec.js';
-import { AFI_IPV4, SAFI_UNICAST } from './constants.js';
 import { BgpError } from './errors.js';
+import { ADDRESS_FAMILIES, type AddressFamily, afiSafiOf, familyOfAfiSafi } from './family.js';
 import { type DownReason, type FsmAction, type FsmConfig, type FsmEvent, FsmRunner, type FsmStateName } from './fsm.js';
 
 export interface SessionConfig {
@@ -27,6 +27,8 @@ export interface SessionConfig {
   openHoldSeconds: number;
   /** Our graceful-restart offer; undefined disables RFC 4724 for this session. */
   gracefulRestart?: { restartTime: number; restarting: boolean } | undefined;
+  /** The families we offer (one multiprotocol capability each). */
+  families: readonly AddressFamily[];
 }
 
 export interface Negotiated {
@@ -34,8 +36,15 @@ export interface Negotiated {
   holdTime: number;
   fourOctetAs: boolean;
   routeRefresh: boolean;
-  /** The peer's restart time when both sides offered graceful restart for IPv4 unicast. */
-  gracefulRestart: { restartTime: number; forwardingPreserved: boolean; peerRestarting: boolean } | undefined;
+  /** The families both sides offered: the only ones routes are exchanged in. */
+  families: AddressFamily[];
+  /**
+   * Present when both sides offered graceful restart and the peer's capability lists at least
+   * one negotiated family. `forwarding` holds exactly the families the peer keeps over its
+   * restart, each with its F bit (forwarding state preserved); other families' routes go at once.
+   */
+  gracefulRestart: { restartTime: number; peerRestarting: boolean; forwarding: Partial<Record<AddressFamily, boolean>> } | undefined;
+  /** Our address on the TCP connection (IPv4 or IPv6, whichever carries the session). */
   localAddress: IP;
 }
 
@@ -50,7 +59,7 @@ const STATE_RANK: Record<FsmStateName, number> = { Idle: 0, Connect: 1, Active: 
 
 function ourCapabilities(cfg: SessionConfig): Capability[] {
   const caps: Capability[] = [
-    { kind: 'multiprotocol', afi: AFI_IPV4, safi: SAFI_UNICAST },
+    ...cfg.families.map((f): Capability => ({ kind: 'multiprotocol', ...afiSafiOf(f) })),
     { kind: 'route-refresh' },
     { kind: 'four-octet-asn', asn: cfg.localAsn },
   ];
@@ -59,10 +68,27 @@ function ourCapabilities(cfg: SessionConfig): Capability[] {
       kind: 'graceful-restart',
       restarting: cfg.gracefulRestart.restarting,
       restartTime: cfg.gracefulRestart.restartTime,
-      families: [{ afi: AFI_IPV4, safi: SAFI_UNICAST, forwardingPreserved: true }],
+      families: cfg.families.map((f) => ({ ...afiSafiOf(f), forwardingPreserved: true })),
     });
   }
   return caps;
+}
+
+/**
+ * What the peer's OPEN offers. A peer with no multiprotocol capability at all is a plain BGP-4
+ * speaker (RFC 4271), which carries IPv4 unicast; one that sends any offers just what it lists.
+ */
+export function offeredFamilies(open: OpenMessage): AddressFamily[] {
+  const mp = capabilitiesOf(open, 'multiprotocol');
+  if (mp.length === 0) return ['ipv4'];
+  const offered = new Set(mp.map((c) => familyOfAfiSafi(c.afi, c.safi)));
+  return ADDRESS_FAMILIES.filter((f) => offered.has(f));
+}
+
+/** A socket's address as an IP: IPv4-mapped addresses as IPv4, without an IPv6 zone. */
+export function socketAddress(s: string): IP {
+  const bare = s.replace(/%.*$/, '');
+  return parseIP(/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(bare) ? bare.slice(7) : bare);
 }
 
 /** One TCP connection to the peer and the FSM that governs it. */
@@ -308,23 +334,31 @@ export class Session {
     // The outbound FSM idles while another connection carries the session.
     const out = this.outbound;
     if (out && out !== conn && out.state !== 'Established') out.dispatch({ type: 'ManualStop' });
+    const offered = new Set(offeredFamilies(open));
+    const families = this.cfg.families.filter((f) => offered.has(f));
     const ours = this.cfg.gracefulRestart;
     const theirs = capabilitiesOf(open, 'graceful-restart')[0];
-    const theirFamily = theirs?.families.find((f) => f.afi === AFI_IPV4 && f.safi === SAFI_UNICAST);
-    const localAddress = conn.socket?.localAddress ? parseIP(conn.socket.localAddress.replace(/^::ffff:/, '')) : this.cfg.bgpId;
+    const forwarding: Partial<Record<AddressFamily, boolean>> = {};
+    for (const f of theirs?.families ?? []) {
+      const family = familyOfAfiSafi(f.afi, f.safi);
+      if (family && families.includes(family)) forwarding[family] = f.forwardingPreserved;
+    }
+    const localAddress = conn.socket?.localAddress ? socketAddress(conn.socket.localAddress) : this.cfg.bgpId;
     conn.negotiated = {
       peerOpen: open,
       holdTime,
       fourOctetAs: conn.ctx.fourOctetAs,
       routeRefresh: capabilitiesOf(open, 'route-refresh').length > 0,
-      gracefulRestart: ours && theirs && theirFamily
-        ? { restartTime: theirs.restartTime, forwardingPreserved: theirFamily.forwardingPreserved, peerRestarting: theirs.restarting }
+      families,
+      gracefulRestart: ours && theirs && Object.keys(forwarding).length > 0
+        ? { restartTime: theirs.restartTime, peerRestarting: theirs.restarting, forwarding }
         : undefined,
       localAddress,
     };
+    if (families.length === 0) this.log.warn('bgp session shares no address family with the peer', { peer: this.peerId, ours: this.cfg.families, theirs: [...offered] });
     this.established = conn;
     this.establishedAt = this.clock.now();
-    this.log.info('bgp session established', { peer: this.peerId, holdTime, direction: conn.direction });
+    this.log.info('bgp session established', { peer: this.peerId, holdTime, direction: conn.direction, families });
     this.emit({ type: 'established', negotiated: conn.negotiated });
   }
 

@@ -6,7 +6,7 @@ import {
   MessageFramer, decodeMessage, encodeEndOfRib, encodeKeepalive, encodeNotification, encodeOpen, encodeRouteRefresh, encodeUpdate,
 } from '../../src/bgp/codec.js';
 import { BgpError } from '../../src/bgp/errors.js';
-import { parseCidr, parseIPv4 } from '../../src/net/ip.js';
+import { parseCidr, parseIP, parseIPv4 } from '../../src/net/ip.js';
 
 /** mulberry32: small, seeded, reproducible. */
 function rng(seed: number): () => number {
@@ -25,8 +25,8 @@ const seeds: Buffer[] = [
   encodeOpen({
     asn: 65001, holdTime: 90, bgpId: parseIPv4('10.0.0.1'),
     capabilities: [
-      { kind: 'multiprotocol', afi: 1, safi: 1 }, { kind: 'route-refresh' }, { kind: 'four-octet-asn', asn: 65001 },
-      { kind: 'graceful-restart', restarting: false, restartTime: 120, families: [{ afi: 1, safi: 1, forwardingPreserved: true }] },
+      { kind: 'multiprotocol', afi: 1, safi: 1 }, { kind: 'multiprotocol', afi: 2, safi: 1 }, { kind: 'route-refresh' }, { kind: 'four-octet-asn', asn: 65001 },
+      { kind: 'graceful-restart', restarting: false, restartTime: 120, families: [{ afi: 1, safi: 1, forwardingPreserved: true }, { afi: 2, safi: 1, forwardingPreserved: true }] },
     ],
   }),
   encodeUpdate({
@@ -40,7 +40,15 @@ const seeds: Buffer[] = [
       unknown: [{ flags: 0xc0, code: 99, value: Buffer.from('abcd', 'hex') }],
     },
   }, { fourOctetAs: true }),
+  // IPv6 in the multiprotocol attributes: announcements with a 32-byte next hop, withdrawals.
+  encodeUpdate({
+    withdrawn: [parseCidr('fd00:9::/32'), parseCidr('10.9.0.0/16')],
+    nlri: [parseCidr('10.244.1.0/24')],
+    ipv6: { nextHop: parseIP('2001:2::1'), linkLocalNextHop: parseIP('fe80::1'), nlri: [parseCidr('fd00:10:244:1::/64'), parseCidr('::/0'), parseCidr('fd00::1/128')] },
+    attributes: { origin: 0, asPath: [{ type: 'sequence', asns: [65001] }], nextHop: parseIPv4('198.18.0.1'), localPref: 100 },
+  }, { fourOctetAs: true }),
   encodeEndOfRib(),
+  encodeEndOfRib('ipv6'),
   encodeNotification(6, 2, Buffer.from('shutdown')),
   encodeRouteRefresh(),
 ];
