@@ -53,7 +53,7 @@ export const storeFlagsHelp = `Store flags (each also as env WEFTD_<FLAG>, e.g. 
   --etcd-password PASS       etcd password
   --store-dir DIR            file store directory (default ${DEFAULT_STORE_DIR})
   --prefix PATH              key prefix (default ${DEFAULT_PREFIX})
-  --store kube: the Kubernetes API server. Subnets are Node.spec.podCIDR, published
+  --store kube: the Kubernetes API server. Subnets are Node.spec.podCIDRs, published
   attributes are Node annotations (flannel's), policies come from NetworkPolicy objects:
   --kubeconfig FILE          kubeconfig (default $KUBECONFIG, else the in-cluster service
                              account)

@@ -1,27 +1,27 @@
 // The Kubernetes API server as weft's subnet store (weftd --store kube), flannel's kube subnet
-// manager in weft's shape: a lease is a Node — its subnet is spec.podCIDR (assigned by
-// kube-controller-manager, never chosen here), its PublicIP / BackendType / BackendData are the
-// Node's annotations under flannel's names, so flannel and weft nodes read each other. Nodes
-// become the same raw entries the etcd and file stores hand out, so the lease watcher, the
-// backends and everything above them are unchanged: list = LIST nodes, watch = WATCH nodes from
-// the listing's resourceVersion, 410 Gone = `resync` (the watcher re-lists and diffs, no flap).
+// manager in weft's shape: a lease is a Node — its subnets are spec.podCIDRs (assigned by
+// kube-controller-manager, never chosen here), its PublicIP / PublicIPv6 / BackendType /
+// BackendData / BackendV6Data are the Node's annotations under flannel's names, so flannel and
+// weft nodes read each other (node-lease.ts). Nodes become the same raw entries the etcd and file
+// stores hand out, so the lease watcher, the backends and everything above them are unchanged:
+// list = LIST nodes, watch = WATCH nodes from the listing's resourceVersion, 410 Gone = `resync`
+// (the watcher re-lists and diffs, no flap).
 import { readFileSync } from 'node:fs';
 import { CniCode, WeftError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
-import { type Cidr, cidrEquals, formatCidr, subnetKey, tryParseCidr } from '../../net/ip.js';
+import { type Cidr, formatCidr, leaseKey, subnetKey } from '../../net/ip.js';
 import { KubeClient } from '../../kube/client.js';
 import { resolveKubeConnection } from '../../kube/config.js';
-import { Informer, type KubeObject, listAll } from '../../kube/informer.js';
-import { parseLeaseValue } from '../lease.js';
+import { Informer, listAll } from '../../kube/informer.js';
+import { parseNetworkConfig } from '../config.js';
 import type { LeaseManagerOptions, SubnetLeaser } from '../lease-manager.js';
 import type { HeldEntry, ListOptions, RawEntry, RawWatch, RenewResult, StoreEvent, SubnetStore, WatchState, WriteResult } from '../types.js';
 import { KubeLeaser } from './kube-leaser.js';
+import { type LeaseFamilies, type NodeAnnotations, type NodeObject, annotationNames, familiesOf, nodeLeaseEntry, revisionOf } from './node-lease.js';
+
+export { type NodeAnnotations, type NodeObject, annotationNames, nodePodCidrs } from './node-lease.js';
 
 export const NODES = '/api/v1/nodes';
-
-export interface NodeObject extends KubeObject {
-  readonly spec?: { readonly podCIDR?: string; readonly podCIDRs?: readonly string[] };
-}
 
 export interface KubeStoreOptions {
   /** kubeconfig path; undefined: $KUBECONFIG, else in-cluster. */
@@ -36,36 +36,15 @@ export interface KubeStoreOptions {
   readonly watchTimeoutSeconds?: number;
 }
 
-export interface NodeAnnotations {
-  readonly publicIP: string;
-  readonly backendType: string;
-  readonly backendData: string;
-  readonly subnetManager: string;
-  readonly publicIPOverwrite: string;
+/** What a Node was last handed out as, to turn updates into deletes. */
+interface Published {
+  readonly subnet: Cidr;
+  /** Both subnets: another IPv6 podCIDR under the same IPv4 one is another lease too. */
+  readonly key: string;
 }
 
-export function annotationNames(prefix: string): NodeAnnotations {
-  return {
-    publicIP: `${prefix}/public-ip`,
-    backendType: `${prefix}/backend-type`,
-    backendData: `${prefix}/backend-data`,
-    subnetManager: `${prefix}/kube-subnet-manager`,
-    publicIPOverwrite: `${prefix}/public-ip-overwrite`,
-  };
-}
-
-/** The Node's IPv4 pod CIDR (spec.podCIDRs may list an IPv6 one too; podCIDR is the first). */
-export function nodePodCidr(node: NodeObject): Cidr | undefined {
-  const all = [...(node.spec?.podCIDRs ?? []), ...(node.spec?.podCIDR !== undefined ? [node.spec.podCIDR] : [])];
-  for (const s of all) {
-    const c = tryParseCidr(s);
-    if (c?.ip.family === 4) return c;
-  }
-  return undefined;
-}
-
-function revisionOf(rv: string | undefined): bigint {
-  return rv !== undefined && /^\d+$/.test(rv) ? BigInt(rv) : 0n;
+function publishedAs(e: RawEntry): Published {
+  return { subnet: e.subnet, key: leaseKey(e.subnet, e.ipv6Subnet) };
 }
 
 export class KubeStore implements SubnetStore {
@@ -74,10 +53,19 @@ export class KubeStore implements SubnetStore {
   readonly client: KubeClient;
   readonly names: NodeAnnotations;
   private readonly log: Logger;
-  /** Node name → the subnet it was last handed out under, to turn updates into deletes. */
-  private readonly published = new Map<string, Cidr>();
+  /** Node name → the lease it was last handed out as. */
+  private readonly published = new Map<string, Published>();
   /** node name → the reason its annotations were last warned about (until they are readable again). */
   private readonly warned = new Map<string, string>();
+  /** node name → the IPv6 half it was last said to lack (until it has it). */
+  private readonly partial = new Map<string, string>();
+  /**
+   * The network's address families, which decide what of a Node is read: weftd's leaser hands
+   * over the config it parsed; a reader without one (weftctl) reads the --net-config file once,
+   * and takes every family a Node has when it cannot.
+   */
+  private families: LeaseFamilies | undefined;
+  private familiesResolved = false;
 
   constructor(readonly opts: KubeStoreOptions) {
     this.client = new KubeClient(resolveKubeConnection(opts.kubeconfig));
@@ -104,35 +92,40 @@ export class KubeStore implements SubnetStore {
     await this.client.get('/version', { timeoutMs: 3000 });
   }
 
+  /** Called by the own node's leaser with the config weftd parsed (the same --net-config file). */
+  useFamilies(families: LeaseFamilies): void {
+    this.families = families;
+    this.familiesResolved = true;
+  }
+
+  private leaseFamilies(): LeaseFamilies | undefined {
+    if (this.familiesResolved) return this.families;
+    this.familiesResolved = true;
+    try {
+      this.families = familiesOf(parseNetworkConfig(readFileSync(this.opts.netConfig, 'utf8')));
+    } catch (err) {
+      this.log.debug('no readable network config; reading every address family a Node has', { netConfig: this.opts.netConfig, reason: err instanceof Error ? err.message : String(err) });
+    }
+    return this.families;
+  }
+
   /**
-   * A Node as a raw lease entry: undefined while it has no pod CIDR or no weft/flannel
-   * annotations yet (registered, agent not up). Unreadable annotations give a value the lease
-   * parser rejects, so the watcher skips that node with a warning and drops what it had.
+   * A Node as a raw lease entry: undefined while it is not a lease yet (see nodeLeaseEntry).
+   * Unreadable annotations give a value the lease parser rejects, so the watcher skips that node
+   * and drops what it had; the warning naming the Node and the annotation is said here.
    */
   nodeEntry(node: NodeObject): RawEntry | undefined {
-    const subnet = nodePodCidr(node);
-    const a = node.metadata.annotations ?? {};
-    const publicIP = a[this.names.publicIPOverwrite] || a[this.names.publicIP];
-    const backendType = a[this.names.backendType];
-    if (!subnet || !publicIP || !backendType) return undefined;
-    const revision = revisionOf(node.metadata.resourceVersion);
-    const rawData = a[this.names.backendData];
-    let backendData: unknown = null;
-    if (rawData !== undefined && rawData !== '' && rawData !== 'null') {
-      try {
-        backendData = JSON.parse(rawData);
-      } catch {
-        this.warnUnreadable(node, `annotation ${this.names.backendData} is not JSON: ${JSON.stringify(rawData.slice(0, 120))}`);
-        return { subnet, value: `node ${node.metadata.name}: annotation ${this.names.backendData} is not JSON`, revision, expiresAt: null };
-      }
+    const name = node.metadata.name;
+    const r = nodeLeaseEntry(node, this.names, this.leaseFamilies());
+    if (!r) return undefined;
+    if (r.unreadable !== undefined) this.warnUnreadable(node, r.unreadable);
+    else this.warned.delete(name);
+    if (r.missing === undefined) this.partial.delete(name);
+    else if (r.unreadable === undefined && this.partial.get(name) !== r.missing) {
+      this.partial.set(name, r.missing);
+      this.log.warn('node has no IPv6 half on a dual-stack network', { node: name, reason: r.missing });
     }
-    const value = JSON.stringify({ PublicIP: publicIP, BackendType: backendType, ...(backendData !== null && { BackendData: backendData }) });
-    // The lease watcher skips a value it cannot parse, but its warning can only name the subnet;
-    // the operator needs the Node whose annotations to fix (a bad public-ip, backend data that is not JSON).
-    const parsed = parseLeaseValue(value);
-    if (parsed.ok) this.warned.delete(node.metadata.name);
-    else this.warnUnreadable(node, parsed.reason);
-    return { subnet, value, revision, expiresAt: null };
+    return r.entry;
   }
 
   /**
@@ -154,7 +147,7 @@ export class KubeStore implements SubnetStore {
       const e = this.nodeEntry(node);
       if (!e) continue;
       entries.push(e);
-      this.published.set(node.metadata.name, e.subnet);
+      this.published.set(node.metadata.name, publishedAs(e));
     }
     return { revision: revisionOf(resourceVersion), entries };
   }
@@ -165,19 +158,27 @@ export class KubeStore implements SubnetStore {
     return entries.find((e) => subnetKey(e.subnet) === key);
   }
 
-  /** The changes a Node event makes to the entries: a vanished or moved subnet is a delete. */
+  /**
+   * The changes a Node event makes to the entries: a vanished or moved subnet is a delete, and so
+   * is another IPv6 subnet under the same IPv4 one (a Node re-created with another IPv6 podCIDR):
+   * the watcher compares a put's attributes only, and the own node's leaser must see it go.
+   */
   private nodeEvents(node: NodeObject, deleted: boolean, revision: bigint): StoreEvent[] {
     const name = node.metadata.name;
     const before = this.published.get(name);
     const entry = deleted ? undefined : this.nodeEntry(node);
-    if (deleted) this.warned.delete(name);
+    if (deleted) {
+      this.warned.delete(name);
+      this.partial.delete(name);
+    }
     const out: StoreEvent[] = [];
-    if (before !== undefined && (entry === undefined || !cidrEquals(entry.subnet, before))) {
-      out.push({ type: 'delete', subnet: before, revision });
+    const now = entry && publishedAs(entry);
+    if (before !== undefined && (now === undefined || now.key !== before.key)) {
+      out.push({ type: 'delete', subnet: before.subnet, revision });
       this.published.delete(name);
     }
-    if (entry) {
-      this.published.set(name, entry.subnet);
+    if (entry && now) {
+      this.published.set(name, now);
       out.push({ type: 'put', entry });
     }
     return out;
@@ -201,14 +202,15 @@ export class KubeStore implements SubnetStore {
     return { close: () => informer.close() };
   }
 
-  /** weftd's own lease: the Node's podCIDR, annotated with what this host publishes. */
+  /** weftd's own lease: the Node's podCIDRs, annotated with what this host publishes. */
   createLeaser(opts: LeaseManagerOptions): SubnetLeaser {
     if (this.opts.nodeName === undefined) throw new WeftError(CniCode.InvalidEnvironment, 'kube store: the node name is needed (--node-name or WEFTD_NODE_NAME)');
+    this.useFamilies(familiesOf(opts.config));
     return new KubeLeaser({ ...opts, store: this, nodeName: this.opts.nodeName });
   }
 
   private readOnly(what: string): WeftError {
-    return new WeftError(CniCode.InvalidEnvironment, `kube store: ${what}; subnets are Node.spec.podCIDR (kube-controller-manager --allocate-node-cidrs)`);
+    return new WeftError(CniCode.InvalidEnvironment, `kube store: ${what}; subnets are Node.spec.podCIDRs (kube-controller-manager --allocate-node-cidrs)`);
   }
 
   async writeSubnet(subnet: Cidr): Promise<WriteResult> {
