@@ -211,6 +211,7 @@ async function bgpRoutesConverged(ctx: ConvergenceContext): Promise<boolean> {
 }
 registerLabBackend(agentBackend('bgp', 'no overlay: routed pods (weft-routed), subnets spread by full-mesh iBGP between hosts (with --racks: via the rack router, BIRD 2)', bgpRoutesConverged, {
   racksNetworkConfig: (routerBackend) => ({ Network: LAB_NETWORK, SubnetLen: 24, Backend: routerBackend }),
+  ipv6: true,
 }));
 
 export function labBackend(name: string): LabBackend | undefined {

@@ -43,6 +43,8 @@ const cases = [
   { backend: 'vxlan', mode: 'only', store: 'file', hosts: 2, pods: 2 },
   { backend: 'host-gw', mode: 'dual', store: 'etcd', hosts: 2, pods: 1 },
   { backend: 'host-gw', mode: 'only', store: 'file', hosts: 2, pods: 1 },
+  { backend: 'bgp', mode: 'dual', store: 'file', hosts: 3, pods: 1 },
+  { backend: 'bgp', mode: 'only', store: 'etcd', hosts: 2, pods: 2 },
 ] as const;
 
 describe('weftctl lab up --ipv6: dual-stack and IPv6-only clusters', { timeout: 240_000 }, () => {
@@ -76,14 +78,22 @@ describe('weftctl lab up --ipv6: dual-stack and IPv6-only clusters', { timeout: 
         assert.equal(keys.length, c.hosts);
         for (const k of keys) assert.match(k, c.mode === 'dual' ? /^10\.244\.\d+\.0-24&fd10:244:0:[0-9a-f]+::-64$/ : /^fd10:244:0:[0-9a-f]+::-64$/);
       }
+      if (c.backend === 'bgp') {
+        // weft-routed: the container's IPv6 address as a /128, its default route via fe80::1.
+        for (const x of rec.containers) {
+          const r6 = ipJson<Route[]>(x.ns, ['-6', 'route', 'show', 'default']);
+          assert.equal(r6[0]?.gateway, 'fe80::1', `${x.name}'s IPv6 default route`);
+        }
+      }
       for (const x of rec.containers) {
         const addrs = ipJson<Array<{ addr_info: Array<{ family: string; local: string; scope: string }> }>>(x.ns, ['addr', 'show', 'eth0'])
           .flatMap((l) => l.addr_info).filter((a) => a.scope === 'global');
         assert.deepEqual(addrs.map((a) => a.family).sort(), c.mode === 'dual' ? ['inet', 'inet6'] : ['inet6'], `${x.name}'s families`);
       }
-      // Every host routes to every other host's IPv6 subnet (weft's protocol 87).
+      // Every host routes to every other host's IPv6 subnet (weftd's protocol 87; bgp's 88, learnt over MP-BGP).
+      const proto = c.backend === 'bgp' ? '88' : '87';
       for (const h of rec.hostList) {
-        const routes = ipJson<Route[]>(h.ns, ['-6', 'route', 'show', 'proto', '87']);
+        const routes = ipJson<Route[]>(h.ns, ['-6', 'route', 'show', 'proto', proto]);
         const others = rec.hostList.filter((o) => o !== h);
         assert.deepEqual(routes.map((r) => r.dst).sort(), others.map((o) => (c.mode === 'dual' ? o.subnet6 : o.subnet)).sort(), `IPv6 routes on h${h.index}`);
         for (const r of routes) {

@@ -133,6 +133,46 @@ describe('weft-routed', () => {
     });
   }
 
+  it('dual-stack: a /32 and a /128, fe80::1 as the IPv6 next hop (the host end\'s one link-local address), both families routed; CHECK; DEL clears both', async () => {
+    const h = makeHost();
+    ipIn(h.name, ['addr', 'add', 'fd62:ffff::1/128', 'dev', 'lo']);
+    const c1 = pool.make();
+    const c2 = pool.make();
+    const dataDir = join(scratch(), 'dual');
+    const cf = conf('1.1.0', dataDir, {}, { ranges: [[{ subnet: '10.62.0.0/24' }], [{ subnet: 'fd62::/64' }]] });
+    const r1 = await addOk(h, 'd1', c1, cf);
+    const r2 = await addOk(h, 'd2', c2, cf);
+    assert.deepEqual(r1.ips.map((i) => [i.address, i.gateway]), [['10.62.0.2/32', '169.254.1.1'], ['fd62::2/128', 'fe80::1']]);
+    assert.deepEqual(r1.routes, [{ dst: '0.0.0.0/0', gw: '169.254.1.1' }, { dst: '::/0', gw: 'fe80::1' }]);
+    const v6 = ipJson<IpRoute[]>(c1.name, ['-6', 'route', 'show', 'default']);
+    assert.equal(v6[0]?.gateway, 'fe80::1');
+    const neigh6 = ipJson<Array<{ dst: string; lladdr?: string; state?: string[] }>>(c1.name, ['-6', 'neigh', 'show', 'dev', 'eth0']);
+    assert.deepEqual(neigh6.map((n) => [n.dst, n.lladdr, n.state]), [['fe80::1', r1.interfaces[0]?.mac, ['PERMANENT']]]);
+    const hostName = hostVethName('d1', 'eth0');
+    assert.ok(addrs(h.name, hostName).some((a) => a.family === 'inet6' && a.local === 'fe80::1'), 'fe80::1 on the host end');
+    assert.equal(readSysctl('net.ipv6.conf.all.forwarding', h.path), '1');
+    const host6 = ipJson<IpRoute[]>(h.name, ['-6', 'route', 'show', 'proto', String(ROUTED_ROUTE_PROTO)]);
+    assert.deepEqual(host6.map((r) => [r.dst, r.dev]).sort(), [['fd62::2', hostName], ['fd62::3', hostVethName('d2', 'eth0')]]);
+    const ip6 = (r: WireResult) => r.ips[1]!.address.split('/')[0]!;
+    assert.ok(await ping(c1.path, ip6(r2)), 'container 1 → container 2 over IPv6');
+    assert.ok(await ping(c2.path, 'fd62:ffff::1'), 'container → host over IPv6');
+    assert.ok(await ping(c1.path, ipOf(r2)), 'and over IPv4');
+    const withPrev = { ...cf, prevResult: r1 };
+    const check = await routed(h, { command: 'CHECK', containerId: 'd1', netns: c1.path }, withPrev);
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+    ipIn(c1.name, ['-6', 'neigh', 'del', 'fe80::1', 'dev', 'eth0']);
+    const broken = await routed(h, { command: 'CHECK', containerId: 'd1', netns: c1.path }, withPrev);
+    assert.equal(broken.code, 1);
+    assert.match(asCniError(broken)?.msg ?? '', /neighbour entry of fe80::1 is missing/);
+    for (const [id, c, r] of [['d1', c1, r1], ['d2', c2, r2]] as const) {
+      const del = await routed(h, { command: 'DEL', containerId: id, netns: c.path }, { ...cf, prevResult: r });
+      assert.equal(del.code, 0, del.stdout + del.stderr);
+    }
+    assert.deepEqual(ipJson<IpRoute[]>(h.name, ['-6', 'route', 'show', 'proto', String(ROUTED_ROUTE_PROTO)]), []);
+    assert.deepEqual(hostVeths(h.name), []);
+    assert.deepEqual(allocations(dataDir, NET), []);
+  });
+
   it('DEL with a config that has no ipam section still removes both veth ends and the /32', async () => {
     const h = makeHost();
     const c = pool.make();
@@ -166,7 +206,6 @@ describe('weft-routed', () => {
     const cases: Array<[string, unknown, number, RegExp]> = [
       ['no ipam', { cniVersion: '1.1.0', name: NET, type: 'weft-routed' }, 7, /needs an ipam section/],
       ['mtu not a number', conf('1.1.0', dataDir, { mtu: 'big' }), 7, /mtu/],
-      ['IPv6 from IPAM', conf('1.1.0', dataDir, {}, { ranges: [[{ subnet: 'fd62::/64' }]] }), 7, /IPv4 only/],
       ['mtu out of range', conf('1.1.0', dataDir, { mtu: 100000 }), 7, /mtu/],
     ];
     for (const [what, cf, code, msg] of cases) {

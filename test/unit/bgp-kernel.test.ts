@@ -44,12 +44,13 @@ class KernelModel implements KernelRoutes {
     this.routes = [...this.routes.filter((x) => KernelModel.key(x) !== k), this.toRoute(r)];
   }
 
-  listAddresses(): Address[] {
-    return this.addresses;
+  // The family filter as the kernel's dump has it: the backend asks for IPv4 and IPv6 in turn.
+  listAddresses(filter: { family?: 4 | 6 } = {}): Address[] {
+    return this.addresses.filter((a) => filter.family === undefined || a.family === filter.family);
   }
 
-  listRoutes(filter: { protocol?: number } = {}): Route[] {
-    return this.routes.filter((r) => filter.protocol === undefined || r.protocol === filter.protocol);
+  listRoutes(filter: { protocol?: number; family?: 4 | 6 } = {}): Route[] {
+    return this.routes.filter((r) => (filter.protocol === undefined || r.protocol === filter.protocol) && (filter.family === undefined || r.dst.ip.family === filter.family));
   }
 
   addRoute(r: RouteInput): void {

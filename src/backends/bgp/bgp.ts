@@ -10,14 +10,19 @@
 // leaves unknown kernel routes alone until every peer has sent End-of-RIB (or the restart time
 // runs out) — only then does a full sync remove what nobody announces any more.
 //
+// IPv6 (dual-stack and IPv6-only networks): the lease's IPv6 subnet is announced as IPv6 unicast
+// (MP-BGP, RFC 4760) with the host's PublicIPv6 as next hop, over the same sessions — IPv4 ones
+// on a dual-stack underlay, IPv6 ones (peers at their IPv6 addresses, a router id derived from
+// the host's) on an IPv6-only one — and learnt IPv6 prefixes become proto-88 routes like IPv4 ones.
+//
 // What a peer may put in the kernel: only prefixes inside the cluster Network or an
 // `ImportPrefixes` range, never one overlapping a subnet this host is connected to, containing
 // its own next hop or a peer's address (src/bgp/policy.ts), and never over a route of another
 // protocol (kernel.ts). A refused prefix is not passed on to other peers either.
 import { z } from 'zod';
-import { type DownReason, type ImportPolicy, type ImportRejectionReason, Speaker, type SessionStatus, type SpeakerEvent } from '../../bgp/index.js';
+import { type AddressFamily, type DownReason, type ImportPolicy, type ImportRejectionReason, Speaker, type SessionStatus, type SpeakerEvent, routerIdFromIPv6 } from '../../bgp/index.js';
 import { CniCode, WeftError } from '../../errors.js';
-import { type Cidr, type IP, formatCidr, formatIP, networkOf, parseCidr, parseIPv4 } from '../../net/ip.js';
+import { type Cidr, type IP, formatCidr, formatIP, networkOf, parseCidr, parseIP } from '../../net/ip.js';
 import type { NetlinkOp } from '../../netlink/index.js';
 import { asn, ipv4, ipv4Cidr, noLeaseData } from '../schema.js';
 import type { Lease } from '../../store/lease.js';
@@ -69,6 +74,8 @@ export interface BgpStatus {
   readonly asn: number;
   readonly routerId: string;
   readonly subnet: string | null;
+  /** The IPv6 subnet announced beside `subnet` on a dual-stack network. */
+  readonly ipv6Subnet: string | null;
   readonly reflector: boolean;
   readonly clusterId: string | null;
   /** Learned prefixes must lie inside one of these: the cluster Network, then ImportPrefixes. */
@@ -83,13 +90,18 @@ export interface BgpStatus {
 interface Running {
   readonly host: HostContext;
   readonly speaker: Speaker;
+  /** The session address (the PublicIP: IPv4, or IPv6 on an IPv6-only underlay). */
   readonly self: IP;
+  /** The next hop of the IPv6 subnet (PublicIPv6), when the network has IPv6. */
+  readonly self6: IP | undefined;
+  readonly routerId: string;
 }
 
 export class BgpBackend implements Backend {
   readonly type = 'bgp';
   private run: Running | undefined;
   private ownSubnet: Cidr | undefined;
+  private ownIPv6Subnet: Cidr | undefined;
   private reflector = false;
   private clusterId: string | undefined;
   private readonly peers = new Map<string, PlannedPeer>();
@@ -114,21 +126,26 @@ export class BgpBackend implements Backend {
 
   async prepare(host: HostContext): Promise<BackendPreparation> {
     if (this.run) return { backendData: null, mtu: host.publicIface.mtu };
-    if (host.publicIP.family !== 4) throw new WeftError(CniCode.InvalidNetworkConfig, 'the bgp backend needs an IPv4 public address');
     const me = formatIP(host.publicIP);
+    // The BGP identifier is 32 bits: a host with only an IPv6 underlay derives one (RFC 6286).
+    const routerId = host.publicIP.family === 4 ? me : routerIdFromIPv6(me);
+    const families: AddressFamily[] = [...(host.network.ipv4 ? ['ipv4' as const] : []), ...(host.network.ipv6 ? ['ipv6' as const] : [])];
+    const self6 = host.network.ipv6 ? host.publicIPv6 ?? (host.publicIP.family === 6 ? host.publicIP : undefined) : undefined;
+    if (host.network.ipv6 && !self6) throw new WeftError(CniCode.InvalidEnvironment, 'bgp: the IPv6 network needs an IPv6 public address (the next hop of this host\'s IPv6 subnet)');
     const plan = planPeers(this.cfg, host.publicIP, []);
     this.reflector = plan.reflector;
     this.clusterId = plan.clusterId;
-    const leftover = host.nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL });
-    const network = host.network.ipv4?.network;
-    this.allow = [...(network ? [network] : []), ...this.cfg.ImportPrefixes.map((p) => networkOf(parseCidr(p)))];
+    const leftover = [...host.nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL }), ...host.nl.listRoutes({ family: 6, protocol: WEFT_BGP_ROUTE_PROTOCOL })];
+    const networks = [host.network.ipv4?.network, host.network.ipv6?.network].filter((n): n is Cidr => n !== undefined);
+    this.allow = [...networks, ...this.cfg.ImportPrefixes.map((p) => networkOf(parseCidr(p)))];
     this.view = new KernelView(host.nl);
     const restarting = leftover.length > 0;
     for (const r of leftover) this.installed.add(formatCidr(r.dst));
     if (restarting) this.restartUntil = Date.now() + this.cfg.GracefulRestartTime * 1000;
     const port = this.opts.port ?? 179;
     const speaker = new Speaker({
-      asn: this.cfg.ASN, routerId: me, listen: { address: me, port }, peers: [], holdTime: this.cfg.HoldTime,
+      asn: this.cfg.ASN, routerId, listen: { address: me, port }, peers: [], holdTime: this.cfg.HoldTime, families,
+      ...(self6 && { nextHopV6: formatIP(self6) }),
       connectRetrySeconds: 2, gracefulRestart: { restartTime: this.cfg.GracefulRestartTime, restarting },
       ...(this.clusterId !== undefined && { clusterId: this.clusterId }),
     }, { logger: host.log.child({ component: 'bgp' }), importPolicy: this.importPolicy(this.view) });
@@ -138,7 +155,7 @@ export class BgpBackend implements Backend {
     } catch (err) {
       throw WeftError.wrap(err, CniCode.Internal, `bgp backend: cannot listen on ${me}:${port}`);
     }
-    this.run = { host, speaker, self: host.publicIP };
+    this.run = { host, speaker, self: host.publicIP, self6, routerId };
     if (host.registry) {
       registerBgpMetrics(host.registry, {
         sessions: () => this.run?.speaker.status(),
@@ -153,10 +170,14 @@ export class BgpBackend implements Backend {
     return { backendData: null, mtu: host.publicIface.mtu };
   }
 
-  async activate(ownSubnet: Cidr): Promise<void> {
+  async activate(ownSubnet: Cidr, ownIPv6Subnet?: Cidr): Promise<void> {
     const run = this.need();
     this.ownSubnet = ownSubnet;
-    run.speaker.announce(ownSubnet, run.self);
+    if (ownSubnet.ip.family === 4) run.speaker.announce(ownSubnet, run.self);
+    if (ownIPv6Subnet && run.self6) {
+      this.ownIPv6Subnet = ownIPv6Subnet;
+      run.speaker.announce(ownIPv6Subnet, run.self6);
+    }
     // Configured routers need no lease to be known: connect to them now.
     this.applyPlan([]);
   }
@@ -205,6 +226,8 @@ export class BgpBackend implements Backend {
         log?.warn('bgp session down', { peer: e.peer, reason: e.reason, keptAsStale: e.graceful });
         break;
       case 'end-of-rib':
+        // Per family; the peer is through once it has sent every family's.
+        if (!e.complete) break;
         this.endOfRib.add(e.peer);
         this.maybeEndRestart();
         break;
@@ -292,13 +315,13 @@ export class BgpBackend implements Backend {
     const learnt = new Map<string, string>();
     const want: LearnedRoute[] = run.speaker.learnedRoutes().map((r) => {
       learnt.set(r.prefix, r.nextHop);
-      return { prefix: parseCidr(r.prefix), nextHop: parseIPv4(r.nextHop) };
+      return { prefix: parseCidr(r.prefix), nextHop: parseIP(r.nextHop) };
     });
     const r = syncBgpRoutes(run.host.nl, want, { keepUnknown: this.inRestartWindow(), ...(this.view && { view: this.view }) });
     this.writes += r.written + r.removed;
     this.noteHeld(r.held, true);
     this.installed.clear();
-    for (const k of run.host.nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL })) this.installed.add(formatCidr(k.dst));
+    for (const f of [4, 6] as const) for (const k of run.host.nl.listRoutes({ family: f, protocol: WEFT_BGP_ROUTE_PROTOCOL })) this.installed.add(formatCidr(k.dst));
     return { ...r, learnt };
   }
 
@@ -326,7 +349,8 @@ export class BgpBackend implements Backend {
     const run = this.need();
     const sessions = run.speaker.status().map((s) => ({ ...s, origin: this.peers.get(s.peer)?.origin ?? 'configured' as const }));
     return {
-      asn: this.cfg.ASN, routerId: formatIP(run.self), subnet: this.ownSubnet ? formatCidr(this.ownSubnet) : null,
+      asn: this.cfg.ASN, routerId: run.routerId, subnet: this.ownSubnet ? formatCidr(this.ownSubnet) : null,
+      ipv6Subnet: this.ownIPv6Subnet && this.ownIPv6Subnet !== this.ownSubnet ? formatCidr(this.ownIPv6Subnet) : null,
       reflector: this.reflector, clusterId: this.clusterId ?? null, importRanges: this.allow.map(formatCidr),
       restartingUntil: this.inRestartWindow() && this.restartUntil !== undefined ? new Date(this.restartUntil).toISOString() : null,
       learnedRoutes: run.speaker.learnedRoutes().length, kernelRoutes: this.installed.size, sessions,
@@ -363,4 +387,5 @@ export const bgp: BackendModule<'bgp', BgpConfig> = {
   config: bgpConfig,
   leaseData: noLeaseData,
   create: (cfg) => new BgpBackend(cfg),
+  ipv6: true,
 };

@@ -42,8 +42,10 @@ export class KernelView {
   private readonly cache = new Map<string, Resolved | undefined>();
 
   constructor(nl: KernelRoutes) {
-    this.connected = nl.listAddresses({ family: 4 }).map((a) => ({ net: networkOf(a.cidr), index: a.index, local: a.cidr.ip }));
-    const all = nl.listRoutes({ family: 4 });
+    // IPv6 link-local addresses are every link's: no learnt prefix or next hop is judged by them.
+    this.connected = [...nl.listAddresses({ family: 4 }), ...nl.listAddresses({ family: 6 }).filter((a) => a.scope === 0)]
+      .map((a) => ({ net: networkOf(a.cidr), index: a.index, local: a.cidr.ip }));
+    const all = [...nl.listRoutes({ family: 4 }), ...nl.listRoutes({ family: 6 })];
     this.routes = all.filter((r) => r.protocol !== WEFT_BGP_ROUTE_PROTOCOL && r.type === 'unicast');
     for (const r of all) {
       const k = formatCidr(r.dst);
@@ -68,10 +70,10 @@ export class KernelView {
     if (this.cache.has(k)) return this.cache.get(k);
     let out: Resolved | undefined;
     // Longest connected network first: a /32 host address must not shadow the real segment.
-    const conn = this.connected.filter((c) => cidrContains(c.net, nh) && !ipEquals(c.local, nh)).sort((a, b) => b.net.prefix - a.net.prefix)[0];
+    const conn = this.connected.filter((c) => c.net.ip.family === nh.family && cidrContains(c.net, nh) && !ipEquals(c.local, nh)).sort((a, b) => b.net.prefix - a.net.prefix)[0];
     if (conn) out = { gateway: nh, oif: conn.index };
     else {
-      const via = this.routes.filter((r) => r.gateway !== undefined && r.oif !== undefined && cidrContains(r.dst, nh))
+      const via = this.routes.filter((r) => r.gateway !== undefined && r.oif !== undefined && r.dst.ip.family === nh.family && cidrContains(r.dst, nh))
         .sort((a, b) => b.dst.prefix - a.dst.prefix || (a.priority ?? 0) - (b.priority ?? 0))[0];
       if (via?.gateway !== undefined && via.oif !== undefined) out = { gateway: via.gateway, oif: via.oif };
     }
@@ -139,7 +141,7 @@ export function writeRoutes(nl: KernelRoutes, view: KernelView, writes: readonly
   }
   if (raced.length > 0) {
     const now = new Map<string, number>();
-    for (const r of nl.listRoutes({ family: 4 })) {
+    for (const r of [...nl.listRoutes({ family: 4 }), ...nl.listRoutes({ family: 6 })]) {
       const k = formatCidr(r.dst);
       if (!now.has(k) || r.protocol !== WEFT_BGP_ROUTE_PROTOCOL) now.set(k, r.protocol);
     }
@@ -170,7 +172,7 @@ export function writeRoutes(nl: KernelRoutes, view: KernelView, writes: readonly
  */
 export function syncBgpRoutes(nl: KernelRoutes, want: readonly LearnedRoute[], opts: { keepUnknown: boolean; view?: KernelView }): KernelSyncResult {
   const have = new Map<string, Route>();
-  for (const r of nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL })) have.set(formatCidr(r.dst), r);
+  for (const f of [4, 6] as const) for (const r of nl.listRoutes({ family: f, protocol: WEFT_BGP_ROUTE_PROTOCOL })) have.set(formatCidr(r.dst), r);
   const view = opts.view ?? new KernelView(nl);
   const writes: RouteWrite[] = [];
   const problems: string[] = [];
@@ -213,7 +215,7 @@ export function deleteOp(prefix: Cidr): NetlinkOp {
 
 /** Every bgp-protocol route (backend shut down without keeping the dataplane). */
 export function removeBgpRoutes(nl: KernelRoutes): number {
-  const routes = nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL });
+  const routes = [...nl.listRoutes({ family: 4, protocol: WEFT_BGP_ROUTE_PROTOCOL }), ...nl.listRoutes({ family: 6, protocol: WEFT_BGP_ROUTE_PROTOCOL })];
   if (routes.length > 0) nl.applyBatch(routes.map((r) => deleteOp(r.dst)));
   return routes.length;
 }

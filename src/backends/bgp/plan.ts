@@ -39,7 +39,8 @@ export function planPeers(cfg: BgpConfig, self: IP, others: readonly Lease[]): P
       skipped.push(`node ${addr} runs backend ${l.attrs.backendType}, not bgp; not peered`);
       continue;
     }
-    if (l.attrs.publicIP.family !== 4 || addr === me) continue;
+    // Sessions run over the underlay's family: IPv4, or IPv6 between IPv6-only hosts.
+    if (l.attrs.publicIP.family !== self.family || addr === me) continue;
     if (cfg.RouteReflector ? !reflector && !reflectorNodes.has(addr) : !cfg.NodeMesh) continue;
     peers.set(addr, { address: addr, asn: cfg.ASN, rrClient: reflector && !reflectorNodes.has(addr), origin: 'node' });
   }

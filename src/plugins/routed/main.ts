@@ -19,7 +19,7 @@ import {
   createRoutedVeth,
   hostRouteOf,
   hostVethName,
-  ROUTED_GATEWAY,
+  routedGateway,
   verifyGatewayRoute,
   verifyHostSide,
 } from './routed.js';
@@ -36,18 +36,21 @@ export type RoutedConf = z.infer<typeof confSchema>;
 type Ctx = PluginContext<RoutedConf>;
 
 const CONTAINER_IF = 1;
-const DEFAULT_V4: Cidr = parseCidr('0.0.0.0/0');
+const DEFAULTS: Record<4 | 6, Cidr> = { 4: parseCidr('0.0.0.0/0'), 6: parseCidr('::/0') };
 
 /**
- * Everything leaves through 169.254.1.1: the default route, plus any route the IPAM asked for
- * (its own gateway would not be reachable from a /32).
+ * Everything leaves through 169.254.1.1 (fe80::1 for IPv6): the default route of each family the
+ * container has an address of, plus any route the IPAM asked for (its own gateway would not be
+ * reachable from a /32 or /128).
  */
 function containerRoutes(ipam: CniResult): CniRoute[] {
-  const routes: CniRoute[] = [{ dst: DEFAULT_V4, gw: ROUTED_GATEWAY }];
+  const families = [4, 6].filter((f) => ipam.ips.some((i) => i.address.ip.family === f)) as (4 | 6)[];
+  const routes: CniRoute[] = families.map((f) => ({ dst: DEFAULTS[f], gw: routedGateway(f) }));
   for (const r of ipam.routes) {
+    const f = r.dst.ip.family;
     // The gateway's own link route must stay a link route.
-    if (r.dst.ip.family !== 4 || r.dst.prefix === 0 || cidrContains(r.dst, ROUTED_GATEWAY)) continue;
-    routes.push({ ...r, gw: ROUTED_GATEWAY });
+    if (!families.includes(f) || r.dst.prefix === 0 || cidrContains(r.dst, routedGateway(f))) continue;
+    routes.push({ ...r, gw: routedGateway(f) });
   }
   return routes;
 }
@@ -71,8 +74,6 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
       const ipam = await ipamExecAdd(ctx);
       undo.push('release IPAM allocation', () => ipamExec(ctx, 'DEL'));
       if (ipam.ips.length === 0) throw new WeftError(CniCode.InvalidNetworkConfig, 'IPAM plugin returned no IP addresses');
-      const v6 = ipam.ips.find((i) => i.address.ip.family !== 4);
-      if (v6) throw new WeftError(CniCode.InvalidNetworkConfig, `weft-routed routes IPv4 only; IPAM returned ${formatCidr(v6.address)}`);
 
       const veth = createRoutedVeth(hostNl, containerNl, {
         netns,
@@ -91,7 +92,7 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
           { name: veth.host.name, ...(veth.host.mac !== undefined && { mac: veth.host.mac }) },
           { name: ifname, ...(veth.container.mac !== undefined && { mac: veth.container.mac }), sandbox: netns },
         ],
-        ips: ips.map((ip) => ({ address: hostRouteOf(ip), gateway: ROUTED_GATEWAY, interface: CONTAINER_IF })),
+        ips: ips.map((ip) => ({ address: hostRouteOf(ip), gateway: routedGateway(ip.family), interface: CONTAINER_IF })),
         routes: containerRoutes(ipam),
         dns: Object.keys(ipam.dns).length > 0 ? ipam.dns : ctx.conf.dns ?? {},
       };
@@ -128,9 +129,10 @@ export const weftRoutedPlugin: CniPlugin<RoutedConf> = {
       if (link.kind !== 'veth') throw new WeftError(CniCode.Internal, `${ctx.env.ifname} is a ${link.kind ?? 'plain'} device, not a veth`);
       verifyMac(link, prev.interfaces[idx]?.mac);
       for (const ipc of prev.ips) {
-        if (ipc.address.prefix !== 32) throw new WeftError(CniCode.Internal, `prevResult address ${formatCidr(ipc.address)} is not a /32`);
+        const host = ipc.address.ip.family === 4 ? 32 : 128;
+        if (ipc.address.prefix !== host) throw new WeftError(CniCode.Internal, `prevResult address ${formatCidr(ipc.address)} is not a /${host}`);
       }
-      verifyGatewayRoute(containerNl, link);
+      verifyGatewayRoute(containerNl, link, [...new Set(prev.ips.map((i) => i.address.ip.family))]);
       verifyContainerInterface(containerNl, link, prev, idx);
       Netlink.with(undefined, (hostNl) => {
         verifyHostSide(hostNl, hostVethName(ctx.env.containerId, ctx.env.ifname), link, prev.ips.map((i) => i.address.ip));
