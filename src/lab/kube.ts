@@ -22,6 +22,8 @@ import type { LabDirs, LabRecord } from './state.js';
 export const LAB_POD_NAMESPACE = 'lab';
 /** kube-controller-manager's default --node-cidr-mask-size for IPv4. */
 const NODE_CIDR_MASK = 24;
+/** kube-controller-manager's --node-cidr-mask-size-ipv6 default. */
+const NODE_CIDR_MASK_V6 = 64;
 const DEPLOY_MANIFEST = new URL('../../../deploy/kubernetes/weft.yaml', import.meta.url);
 /** The kinds of the DaemonSet manifest that grant weftd its identity and rights. */
 const RBAC_KINDS = new Set(['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding']);
@@ -76,7 +78,8 @@ export function weftRbacManifest(): string {
 
 /** The podCIDR kube-controller-manager's range allocator would give the i-th node registered. */
 export function allocatedPodCidr(clusterCidr: string, index: number): Cidr {
-  return nthSubnet(parseCidr(clusterCidr), NODE_CIDR_MASK, index);
+  const net = parseCidr(clusterCidr);
+  return nthSubnet(net, net.ip.family === 4 ? NODE_CIDR_MASK : NODE_CIDR_MASK_V6, index);
 }
 
 /**
@@ -87,7 +90,7 @@ export function allocatedPodCidr(clusterCidr: string, index: number): Cidr {
  */
 export async function prepareClusterForWeft(
   cp: Pick<ControlPlane, 'kubectl' | 'serviceAccountKubeconfig'>, files: { readonly kubeconfig: string; readonly netConfig: string },
-  networkJson: string, nodes: readonly { readonly name: string; readonly podCIDR: string }[],
+  networkJson: string, nodes: readonly { readonly name: string; readonly podCIDR: string; readonly podCIDRs?: readonly string[] }[],
 ): Promise<string> {
   await kubectlOk(cp, ['apply', '-f', '-'], weftRbacManifest());
   const kubeconfig = await cp.serviceAccountKubeconfig('kube-weft', 'weft', files.kubeconfig);
@@ -98,7 +101,8 @@ export async function prepareClusterForWeft(
     metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
   })) }));
   for (const n of nodes) {
-    await kubectlOk(cp, ['patch', 'node', n.name, '--type', 'merge', '-p', JSON.stringify({ spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] } })]);
+    // A dual-stack cluster's allocator gives each Node one CIDR per family, the first as podCIDR.
+    await kubectlOk(cp, ['patch', 'node', n.name, '--type', 'merge', '-p', JSON.stringify({ spec: { podCIDR: n.podCIDR, podCIDRs: n.podCIDRs ?? [n.podCIDR] } })]);
   }
   return kubeconfig;
 }
@@ -128,9 +132,12 @@ export async function startLabKube(rec: LabRecord, dirs: LabDirs, save: () => vo
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: LAB_POD_NAMESPACE, labels: { 'weft.dev/lab': rec.name } } },
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: LAB_POD_NAMESPACE } },
   ] }));
-  const clusterCidr = typeof network.Network === 'string' ? network.Network : '';
+  const clusterCidrs = [network.Network, network.IPv6Network].filter((c): c is string => typeof c === 'string');
   const kubeconfig = await prepareClusterForWeft(cp, { kubeconfig: dirs.kubeconfig, netConfig: dirs.netConfig }, JSON.stringify(network, null, 2) + '\n',
-    rec.hostList.map((h) => ({ name: `h${h.index}`, podCIDR: formatCidr(allocatedPodCidr(clusterCidr, h.index)) })));
+    rec.hostList.map((h) => {
+      const podCIDRs = clusterCidrs.map((c) => formatCidr(allocatedPodCidr(c, h.index)));
+      return { name: `h${h.index}`, podCIDR: podCIDRs[0] ?? '', podCIDRs };
+    }));
   return { cp, kubeconfig, netConfig: dirs.netConfig };
 }
 
@@ -169,7 +176,8 @@ export async function createPods(cp: KubectlRunner, pods: readonly Record<string
 }
 
 /** status.podIPs as the kubelet posts them once the sandbox has its network. */
-export async function postPodIP(cp: KubectlRunner, pod: string, ip: string, namespace = LAB_POD_NAMESPACE): Promise<void> {
+export async function postPodIP(cp: KubectlRunner, pod: string, ip: string, namespace = LAB_POD_NAMESPACE, ip6?: string): Promise<void> {
+  const ips = [ip, ...(ip6 !== undefined ? [ip6] : [])];
   await kubectlOk(cp, ['patch', 'pod', pod, '-n', namespace, '--subresource=status', '--type', 'merge', '-p',
-    JSON.stringify({ status: { phase: 'Running', podIP: ip, podIPs: [{ ip }] } })]);
+    JSON.stringify({ status: { phase: 'Running', podIP: ip, podIPs: ips.map((x) => ({ ip: x })) } })]);
 }

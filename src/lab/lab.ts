@@ -282,7 +282,7 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
       const v6 = addrs.find((a) => a.family === 6);
       if (v6 && first.family === 4) c.ip6 = formatIP(v6);
       if (spec.ipv6 === 'dual' && !c.ip6) throw new WeftError(CniCode.Internal, `CNI ADD of ${c.name} returned no IPv6 address in a dual-stack lab: ${r.stdout.trim()}`);
-      if (kube) await postPodIP(kube.cp, c.name, c.ip);
+      if (kube) await postPodIP(kube.cp, c.name, c.ip, undefined, c.ip6);
     }
   });
   save();

@@ -102,6 +102,7 @@ function parseIPv6Mode(raw: string | undefined, backend: LabBackend, store: LabS
     throw new LabInputError(`--ipv6 ${raw}: the ${backend.name} backend carries IPv4 only in the lab (backends with IPv6: ${can.join(', ')})`);
   }
   if (racks > 1) throw new LabInputError(`--ipv6 ${raw}: the rack router speaks IPv4 only; use --racks 1`);
-  if (store === 'kube') throw new LabInputError(`--ipv6 ${raw}: the kube lab registers IPv4 podCIDRs only; use --store file or etcd`);
+  // The lab's kube-apiserver listens on the IPv4 underlay, which an IPv6-only lab's hosts lack.
+  if (store === 'kube' && raw === 'only') throw new LabInputError('--ipv6 only: the kube lab\'s API server is on the IPv4 underlay; use --ipv6 dual, or --store file or etcd');
   return raw;
 }

@@ -45,6 +45,8 @@ const cases = [
   { backend: 'host-gw', mode: 'only', store: 'file', hosts: 2, pods: 1 },
   { backend: 'bgp', mode: 'dual', store: 'file', hosts: 3, pods: 1 },
   { backend: 'bgp', mode: 'only', store: 'etcd', hosts: 2, pods: 2 },
+  // Kubernetes mode: each Node's spec.podCIDRs holds one CIDR per family.
+  { backend: 'vxlan', mode: 'dual', store: 'kube', hosts: 2, pods: 1 },
 ] as const;
 
 describe('weftctl lab up --ipv6: dual-stack and IPv6-only clusters', { timeout: 240_000 }, () => {
