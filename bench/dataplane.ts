@@ -6,6 +6,8 @@
 // → switch → host eth0) for context. The weft side is built by the lab exactly as `weftctl lab
 // up` does. Weft and reference runs alternate over several rounds (the order flips each round,
 // so a drift in machine load hits both alike); the table reports medians and the ratio of medians.
+// A second table puts IPv6 next to IPv4: per backend one dual-stack lab, the same two containers
+// measured over each family in alternating rounds, and the raw underlay over each family.
 import { existsSync } from 'node:fs';
 import type { Benchmark } from './main.js';
 import { parseBackend, parseLabSpec } from '../src/lab/spec.js';
@@ -148,6 +150,45 @@ async function measure(backend: string, rounds: number, seconds: number, pin: bo
   }
 }
 
+interface FamilyRow {
+  readonly backend: string;
+  readonly v4: IperfResult[];
+  readonly v6: IperfResult[];
+  readonly raw4: IperfResult;
+  readonly raw6: IperfResult;
+  /** Container MTU, for reading the ratio: IPv6's headers are 20 bytes longer. */
+  readonly mtu: number | undefined;
+}
+
+/**
+ * One dual-stack lab (no NAT on either side, as the no-NAT column above): container → container
+ * over IPv4 and over IPv6, alternating which goes first, then the bare underlay over each.
+ */
+async function measureFamilies(backend: string, rounds: number, seconds: number, pin: boolean): Promise<FamilyRow> {
+  const IPERF = iperfOptions(pin);
+  const spec = { ...parseLabSpec({ name: LAB, backend, hosts: '2', pods: '1', store: 'file', ipv6: 'dual' }), ipMasq: false };
+  const rec = await labUp(spec);
+  try {
+    const a = rec.containers.find((c) => c.host === 0);
+    const b = rec.containers.find((c) => c.host === 1);
+    const [h0, h1] = rec.hostList;
+    if (!a || !b?.ip || !b.ip6 || !h0 || !h1?.ip6) throw new Error('the dual-stack benchmark lab needs a container with both families on each of two hosts');
+    const v4: IperfResult[] = [];
+    const v6: IperfResult[] = [];
+    const run = (ip: string) => iperf(b.ns, a.ns, ip, seconds, IPERF);
+    for (let i = 0; i < rounds; i++) {
+      if (i % 2 === 0) { v4.push(await run(b.ip)); v6.push(await run(b.ip6)); }
+      else { v6.push(await run(b.ip6)); v4.push(await run(b.ip)); }
+      process.stderr.write(`#   ${backend} round ${i + 1}: IPv4 ${v4.at(-1)!.gbps.toFixed(2)}, IPv6 ${v6.at(-1)!.gbps.toFixed(2)} Gbit/s\n`);
+    }
+    const raw4 = await iperf(h1.ns, h0.ns, h1.ip, seconds, IPERF);
+    const raw6 = await iperf(h1.ns, h0.ns, h1.ip6, seconds, IPERF);
+    return { backend, v4, v6, raw4, raw6, mtu: kernelLink(a.ns, 'eth0')?.mtu };
+  } finally {
+    await labDown(LAB);
+  }
+}
+
 function numberFlag(args: string[], name: string, fallback: number): number {
   const v = args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
   if (v === undefined) return fallback;
@@ -163,8 +204,12 @@ export const benchmark: Benchmark = {
   name: 'dataplane',
   summary: 'iperf3 container → container across hosts per backend vs a hand-built kernel path of the same shape',
   async run(args) {
-    const only = args.find((a) => a.startsWith('--backends='))?.slice('--backends='.length).split(',');
+    const only = args.find((a) => a.startsWith('--backends='))?.slice('--backends='.length).split(',').filter((b) => b !== '');
     const backends = only ?? ['vxlan', 'host-gw', 'udp', 'macvlan'];
+    // --ipv6-backends=: the dual-stack table's backends (empty: no such table).
+    const ipv6Only = args.find((a) => a.startsWith('--ipv6-backends='))?.slice('--ipv6-backends='.length).split(',').filter((b) => b !== '');
+    const ipv6Backends = ipv6Only ?? ['vxlan', 'host-gw', 'bgp'];
+    for (const b of ipv6Backends) if (parseBackend(b).ipv6 !== true) throw new Error(`--ipv6-backends: ${b} carries IPv4 only in the lab`);
     for (const b of backends) { parseBackend(b); if (!SHAPES[b]) throw new Error(`no hand-built reference for backend ${b}`); }
     const rounds = numberFlag(args, 'rounds', 7);
     const seconds = numberFlag(args, 'seconds', 3);
@@ -183,10 +228,15 @@ export const benchmark: Benchmark = {
     process.once('SIGTERM', onSignal);
     const started = Date.now();
     const rows: Row[] = [];
+    const familyRows: FamilyRow[] = [];
     try {
       for (const b of backends) {
         process.stderr.write(`# dataplane: ${b}\n`);
         rows.push(await measure(b, rounds, seconds, pinned(b)));
+      }
+      for (const b of ipv6Backends) {
+        process.stderr.write(`# dataplane: ${b}, IPv6 and IPv4 in one dual-stack lab\n`);
+        familyRows.push(await measureFamilies(b, rounds, seconds, pinned(b)));
       }
     } finally {
       process.removeListener('SIGINT', onSignal);
@@ -210,6 +260,25 @@ export const benchmark: Benchmark = {
       return `| ${r.backend} | ${r.refLabel} | **${g(r.weft)}** | ${g(r.ref)} | **${ratio.toFixed(2)}×**${verdict(r.backend, ratio)} (${ofMedians(r.weft, r.ref).toFixed(2)}×) | **${g(r.weftMasq)}** | ${g(r.refRules)} | **${masqRatio.toFixed(2)}×**${verdict(r.backend, masqRatio)} (${ofMedians(r.weftMasq, r.refRules).toFixed(2)}×) | ${masqCost.toFixed(2)}× | ${f(r.raw.gbps)} | ${retr(r.weft)} / ${retr(r.ref)} |`;
     });
     const diffs = rows.flatMap((r) => r.differences.map((d) => `- ${r.backend}: ${d}`));
+    const familyLines = familyRows.map((r) => {
+      const g = (rs: readonly IperfResult[]) => `${f(median(rs.map((x) => x.gbps)))} (${spread(rs)})`;
+      return `| ${r.backend} | **${g(r.v4)}** | **${g(r.v6)}** | **${pairedRatio(r.v6, r.v4).toFixed(2)}×** | ${f(r.raw4.gbps)} | ${f(r.raw6.gbps)} | ${r.raw4.gbps > 0 ? (r.raw6.gbps / r.raw4.gbps).toFixed(2) : '–'}× | ${r.mtu ?? '?'} |`;
+    });
+    const familyTable = familyRows.length === 0 ? '' : `
+
+## IPv6 next to IPv4
+
+Per backend one dual-stack lab (\`weftctl lab up --ipv6 dual\`: IPv4 10.244.0.0/16 and IPv6 fd10:244::/56 pods, the
+underlay 198.18.0.0/24 and 2001:2::/64; no NAT), the same two containers on h0 and h1 measured over IPv4
+and over IPv6 in alternating rounds (${rounds} × ${seconds} s each, the order reversed every round; the same pinning as
+above); **IPv6 / IPv4 is paired per round**, median over the rounds. vxlan's IPv6 runs over its own
+device (weft-v6.1) on the IPv6 underlay; host-gw's and bgp's are plain IPv6 routes. Raw underlay: one run
+per family, host eth0 → switch → host eth0. IPv6's header is 20 bytes longer than IPv4's, on the inner
+packet and (vxlan) the outer one, so at one MTU a segment carries 20–40 bytes less.
+
+| backend | IPv4 Gbit/s | IPv6 Gbit/s | IPv6 / IPv4 | raw underlay IPv4 | raw underlay IPv6 | raw IPv6 / IPv4 | container MTU |
+|---|---:|---:|---:|---:|---:|---:|---:|
+${familyLines.join('\n')}`;
     return {
       markdown: `# dataplane: container → container across hosts, per backend, vs a hand-built path of the same shape
 
@@ -250,7 +319,7 @@ Settings compared in the kernel's view (\`ip -d -json link\`: container eth0 MTU
 attribute but the per-host local address and lower device): ${diffs.length === 0 ? 'no differences.' : `\n${diffs.join('\n')}`}
 
 All paths are veths inside one kernel: the numbers measure per-packet CPU cost on this machine
-(2 cores shared with other work), not a NIC.`,
+(2 cores shared with other work), not a NIC.${familyTable}`,
     };
   },
 };
