@@ -4,7 +4,7 @@
 // converged (its routes to every other host are in place).
 import { Netlink } from '../netlink/index.js';
 import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
-import { type Cidr, cidrEquals, formatCidr, formatIP, ipAdd, networkOf, parseCidr, parseIPv4, rangeToCidrs } from '../net/ip.js';
+import { type Cidr, cidrEquals, formatCidr, formatIP, ipAdd, ipFromValue, networkOf, parseCidr, parseIPv4, rangeToCidrs } from '../net/ip.js';
 import type { LabDirs } from './state.js';
 
 export const LAB_NETWORK = '10.244.0.0/16';
@@ -25,6 +25,9 @@ export interface LabHostContext {
   readonly hosts: number;
   readonly pods: number;
   readonly outsideIP: string;
+  /** The lab's IPv6 mode and the outside namespace's IPv6 address (macvlan's IPv6 gateway). */
+  readonly ipv6?: 'dual' | 'only' | undefined;
+  readonly outsideIP6?: string | undefined;
   /** macvlan: the host keeps one address of its slice for a shim (see macvlanShimPlan). */
   readonly macvlanShim: boolean;
   /**
@@ -131,6 +134,11 @@ function agentBackend(name: string, summary: string, converged: (ctx: Convergenc
 const MACVLAN_POOL_START = 100;
 const MACVLAN_POOL_END = 249;
 const UNDERLAY = parseCidr('198.18.0.0/24');
+/** The IPv6 underlay segment (topology.ts); each host's containers take a slice of it too. */
+const UNDERLAY6 = parseCidr('2001:2::/64');
+/** First address of the IPv6 slices (2001:2::1:0): clear of the hosts' and outside's addresses. */
+const MACVLAN6_POOL_START = 0x10000n;
+const MACVLAN6_SLICE = 0x1000n;
 
 export interface MacvlanShimPlan {
   /** The host's address on its shim: the last of its slice, kept out of IPAM. */
@@ -152,6 +160,12 @@ export function macvlanShimPlan(index: number, hosts: number): MacvlanShimPlan {
   return { address: { ip: last, prefix: 32 }, routes: rangeToCidrs(parseIPv4(r.start), end), rangeEnd: formatIP(end) };
 }
 
+/** Host `index`'s slice of the IPv6 underlay for its macvlan containers: [first, last]. */
+export function macvlanRange6(index: number): { start: string; end: string } {
+  const first = UNDERLAY6.ip.value + MACVLAN6_POOL_START + BigInt(index) * MACVLAN6_SLICE;
+  return { start: formatIP(ipFromValue(6, first)), end: formatIP(ipFromValue(6, first + MACVLAN6_SLICE - 1n)) };
+}
+
 /** Host `index`'s slice of the macvlan pool: [first, last] as dotted quads. */
 export function macvlanRange(index: number, hosts: number): { start: string; end: string } {
   const size = Math.floor((MACVLAN_POOL_END - MACVLAN_POOL_START + 1) / hosts);
@@ -167,6 +181,12 @@ const macvlan: LabBackend = {
   conflist: (ctx) => {
     const r = macvlanRange(ctx.index, ctx.hosts);
     const rangeEnd = ctx.macvlanShim ? macvlanShimPlan(ctx.index, ctx.hosts).rangeEnd : r.end;
+    const r6 = macvlanRange6(ctx.index);
+    // IPv6 containers take addresses of the IPv6 underlay segment and leave through "outside".
+    const v4Range = [{ subnet: formatCidr(UNDERLAY), rangeStart: r.start, rangeEnd, gateway: ctx.outsideIP }];
+    const v6Range = [{ subnet: formatCidr(UNDERLAY6), rangeStart: r6.start, rangeEnd: r6.end, gateway: ctx.outsideIP6 ?? '' }];
+    const ranges = ctx.ipv6 === 'only' ? [v6Range] : ctx.ipv6 === 'dual' ? [v4Range, v6Range] : [v4Range];
+    const routes = [...(ctx.ipv6 !== 'only' ? [{ dst: '0.0.0.0/0' }] : []), ...(ctx.ipv6 ? [{ dst: '::/0' }] : [])];
     return {
       cniVersion: '1.1.0',
       name: LAB_CNI_NETWORK_NAME,
@@ -177,8 +197,8 @@ const macvlan: LabBackend = {
         ipam: {
           type: 'weft-ipam',
           dataDir: ctx.dirs.ipam(ctx.index),
-          ranges: [[{ subnet: formatCidr(UNDERLAY), rangeStart: r.start, rangeEnd, gateway: ctx.outsideIP }]],
-          routes: [{ dst: '0.0.0.0/0' }],
+          ranges,
+          routes,
         },
       }],
     };
@@ -188,6 +208,7 @@ const macvlan: LabBackend = {
     return pods > size ? `macvlan: ${hosts} hosts leave ${size} underlay addresses per host${opts.macvlanShim ? ' (one kept for the shim)' : ''}, fewer than --pods ${pods}` : undefined;
   },
   oneSegmentWhy: 'its containers sit on the underlay segment itself, with addresses from that one segment',
+  ipv6: true,
 };
 
 const registry = new Map<string, LabBackend>();

@@ -245,6 +245,7 @@ async function addContainers(spec: LabSpec, rec: LabRecord, dirs: LabDirs, topoI
   for (const h of rec.hostList) {
     writeFileSync(dirs.conflist(h.index), JSON.stringify(spec.backend.conflist({
       dirs, index: h.index, hosts: rec.hosts, pods: rec.pods, outsideIP: rec.outsideIP ?? '', macvlanShim: spec.macvlanShim, ipMasq: spec.ipMasq,
+      ipv6: spec.ipv6, outsideIP6: rec.outsideIP6,
     }), null, 2) + '\n');
     if (!h.subnet && spec.backend.networkConfig() === undefined) h.subnet = 'underlay';
   }

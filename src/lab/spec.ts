@@ -91,6 +91,7 @@ export function parseLabSpec(raw: RawLabFlags): LabSpec {
   const problem = racksProblem(backend, racks, hosts) ?? backend.sizeProblem?.(hosts, pods, { macvlanShim });
   if (problem !== undefined) throw new LabInputError(problem);
   const ipv6 = parseIPv6Mode(raw.ipv6, backend, store, racks);
+  if (ipv6 && macvlanShim) throw new LabInputError(`--macvlan-shim: the shim has an IPv4 address only; leave out --ipv6 ${ipv6}`);
   return { name, hosts, pods, backend, store, racks, macvlanShim, ipMasq: true, ...(ipv6 && { ipv6 }) };
 }
 
