@@ -384,9 +384,10 @@ function familiesOf(world: PolicyWorld, guard: LocalGuard | undefined): IPFamily
  * answering pod's, so without this rule the vmaps would send them into the policy chains and an
  * isolated pod could not resolve its neighbours on the bridge at all. Hop limit 255 (RFC 4861
  * §7.1) holds only for packets nobody routed (a router lowers it before the forward hook), so
- * the rule opens nothing beyond the link.
+ * the rule opens nothing beyond the link. Router solicitations, advertisements and redirects
+ * are exchanged with the host (input and output, not forward): pods have none to forward.
  */
-export const ND_ACCEPT = 'icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } ip6 hoplimit 255 accept comment "neighbour discovery"';
+export const ND_ACCEPT = 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept comment "neighbour discovery"';
 
 /**
  * Pods on one bridge share a link, so each can reach the others at their link-local addresses,
