@@ -9,7 +9,8 @@
 // table also proves that neighbour discovery got through whatever the policies isolate.
 // Then what the tables cannot show: neighbour discovery of isolated pods, link-local addresses
 // (which no policy can name), the guard for unknown local pods, the deny log and verdict
-// counters for IPv6 packets, and the conntrack bypass with an IPv6 DNAT.
+// counters for IPv6 packets, weftd's policy service fed dual-stack endpoint records (and
+// br_netfilter's IPv6 switch turned off under it), and the conntrack bypass with an IPv6 DNAT.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess } from 'node:child_process';
