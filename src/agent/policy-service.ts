@@ -220,6 +220,16 @@ export class PolicyService implements AgentService {
   /** Lists everything, applies the first table, then follows changes. */
   async start(): Promise<void> {
     mkdirSync(this.opts.recordDir, { recursive: true });
+    // br_netfilter has one switch per family: with the IPv6 one off, bridged pods' IPv6 traffic
+    // never meets the rules, while IPv4 is enforced and everything looks fine.
+    for (const family of [...new Set(this.opts.subnets.map((c) => c.ip.family))].sort()) {
+      // Undefined (no br_netfilter at all) is a routed node's normal state and says nothing.
+      if (this.opts.nft.bridgeNetfilter(family) === false) {
+        this.opts.log.warn('policies do not see pod-to-pod traffic across a bridge for this family', {
+          family, sysctl: `net.bridge.bridge-nf-call-${family === 4 ? 'iptables' : 'ip6tables'}=0`,
+        });
+      }
+    }
     await this.rescanRecords();
     if (!this.opts.podsFromStore) this.synced.pods = true;
     const first = new Promise<void>((resolve) => {

@@ -3,10 +3,12 @@
 //
 // Shape of the table:
 //   chain forward   (hook forward) conntrack first — replies and established flows of allowed
-//                   connections pass, invalid packets drop — then the sender's egress chain and
-//                   the receiver's ingress chain, each reached through a verdict map keyed by the
-//                   endpoint's address. An address in no map belongs to no selected local pod and
-//                   is not isolated in that direction.
+//                   connections pass, invalid packets drop —, with IPv6 neighbour discovery
+//                   passed and link-local traffic between pods dropped (ND_ACCEPT,
+//                   LINK_LOCAL_DROP), then the sender's egress chain and the receiver's ingress
+//                   chain, each reached through a verdict map keyed by the endpoint's address
+//                   (one map per family: a dual-stack pod has an element in both). An address in
+//                   no map belongs to no selected local pod and is not isolated in that direction.
 //   chain ing-… / egr-…   one per distinct rule body: endpoints with the same policies share a
 //                   chain, so a new pod selected by existing policies is one element in the map
 //                   and one in the deny set of each direction it is isolated in.
@@ -28,9 +30,10 @@
 //
 // Why the inet forward hook covers every backend: routed traffic (host-gw, vxlan, udp, bgp,
 // weft-routed) is forwarded at L3 by the host; pods on one weft bridge talk at L2, which the inet
-// hooks see only through br_netfilter (bridge-nf-call-iptables=1, per namespace, on by default
-// here). A `bridge`-family table cannot do the same job on kernels without nf_conntrack_bridge
-// (it cannot tell replies from new connections), so the enforcer checks the sysctl instead.
+// hooks see only through br_netfilter (bridge-nf-call-iptables=1, and bridge-nf-call-ip6tables=1
+// for IPv6, per namespace, on by default here). A `bridge`-family table cannot do the same job on
+// kernels without nf_conntrack_bridge (it cannot tell replies from new connections), so the
+// enforcer checks the sysctls instead.
 // Ingress is enforced on the receiver's host and egress on the sender's: each host only has
 // chains for its own endpoints.
 import { createHash } from 'node:crypto';
@@ -365,11 +368,38 @@ function chainRules(b: Builder, ep: Endpoint, dir: Direction, isolating: readonl
   return { rules: [...lines.keys()], counters: [...lines.values()] };
 }
 
-function familiesOf(world: PolicyWorld): IPFamily[] {
+/** IPv4 always; IPv6 once some endpoint has an IPv6 address or the guard an IPv6 subnet. */
+function familiesOf(world: PolicyWorld, guard: LocalGuard | undefined): IPFamily[] {
   const fams = new Set<IPFamily>([4]);
   for (const e of world.endpoints) for (const ip of e.ips) fams.add(ip.family);
+  // A node whose first IPv6 pod is not known yet must guard its IPv6 subnet too.
+  for (const c of guard?.subnets ?? []) fams.add(c.ip.family);
   return [...fams].sort();
 }
+
+/**
+ * Neighbour discovery is IPv6's ARP, but it travels in IP packets, so the forward hook sees what
+ * the bridge passes between pods (through br_netfilter). Conntrack leaves it untracked; a
+ * solicitation carries the asking pod's own address as its source and an advertisement the
+ * answering pod's, so without this rule the vmaps would send them into the policy chains and an
+ * isolated pod could not resolve its neighbours on the bridge at all. Hop limit 255 (RFC 4861
+ * §7.1) holds only for packets nobody routed (a router lowers it before the forward hook), so
+ * the rule opens nothing beyond the link. Router solicitations, advertisements and redirects
+ * are exchanged with the host (input and output, not forward): pods have none to forward.
+ */
+export const ND_ACCEPT = 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept comment "neighbour discovery"';
+
+/**
+ * Pods on one bridge share a link, so each can reach the others at their link-local addresses,
+ * which no policy can name and the maps do not hold: left alone, an isolated pod would be
+ * reachable (and an egress-isolated one able to send) through fe80::/10. The kernel never routes
+ * link-local traffic, so only bridged pod-to-pod packets match. Multicast from a link-local
+ * source (MLD) is left to pass, as multicast is for IPv4 too.
+ */
+export const LINK_LOCAL_DROP = [
+  'ip6 saddr fe80::/10 ip6 daddr != ff00::/8 drop comment "link-local between pods: no policy can name it"',
+  'ip6 daddr fe80::/10 drop comment "link-local between pods: no policy can name it"',
+] as const;
 
 /**
  * The guard for pods weftd does not know yet (a standalone ADD whose record weftd has not
@@ -386,7 +416,7 @@ export interface LocalGuard {
 
 export function compilePolicies(world: PolicyWorld, host: string, guard?: LocalGuard, opts: CompileOptions = {}): CompiledPolicy {
   const logGroup = opts.logGroup ?? DEFAULT_DENY_LOG_GROUP;
-  const families = familiesOf(world);
+  const families = familiesOf(world, guard);
   const b = new Builder(world, families);
   const maps: Record<Direction, Map<IPFamily, string[]>> = { ingress: new Map(), egress: new Map() };
   const denySets: Record<Direction, Map<IPFamily, string[]>> = { ingress: new Map(), egress: new Map() };
@@ -434,6 +464,11 @@ export function compilePolicies(world: PolicyWorld, host: string, guard?: LocalG
   }
   b.finishSets();
   const forward: string[] = ['ct state established,related accept', 'ct state invalid drop'];
+  if (families.includes(6)) {
+    forward.push(ND_ACCEPT);
+    // Only where some local pod is isolated: elsewhere there is nothing to get around.
+    if ((isolated.get('ingress')?.size ?? 0) + (isolated.get('egress')?.size ?? 0) > 0) forward.push(...LINK_LOCAL_DROP);
+  }
   if (guard && guard.subnets.length > 0 && world.policies.length > 0) {
     for (const f of families) {
       const known = [...local.flatMap((e) => e.ips), ...guard.extraKnown].filter((ip) => ip.family === f).map(formatIP);

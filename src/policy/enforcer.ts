@@ -22,7 +22,7 @@
 // totals are monotonic either way.
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
-import type { Cidr } from '../net/ip.js';
+import type { Cidr, IPFamily } from '../net/ip.js';
 import { nftApply, nftListJson } from '../nft/nft.js';
 import { readSysctl } from '../netns/sysctl.js';
 import { netnsPath, runInNetns } from '../netns/netns.js';
@@ -48,8 +48,11 @@ export interface NftRunner {
    * `terse` leaves set elements out.
    */
   listTable(table?: string, terse?: boolean): Promise<unknown[] | undefined>;
-  /** bridge-nf-call-iptables in that namespace: undefined when br_netfilter is not there. */
-  bridgeNetfilter(): boolean | undefined;
+  /**
+   * bridge-nf-call-iptables (IPv4, the default) or bridge-nf-call-ip6tables (IPv6) in that
+   * namespace: undefined when br_netfilter is not there.
+   */
+  bridgeNetfilter(family?: IPFamily): boolean | undefined;
   /** /proc/net/nf_conntrack of that namespace, undefined when the kernel has none (seeds the bypass's sets). */
   readConntrack?(): Promise<string | undefined>;
 }
@@ -58,7 +61,7 @@ export function localNft(): NftRunner {
   return {
     apply: (script) => nftApply(script),
     listTable: (table = POLICY_TABLE, terse = false) => nftListJson(['table', POLICY_FAMILY, table], { terse }),
-    bridgeNetfilter: () => readBridgeNf(undefined),
+    bridgeNetfilter: (family = 4) => readBridgeNf(undefined, family),
     readConntrack: async () => {
       try {
         return await readFile('/proc/net/nf_conntrack', 'utf8');
@@ -69,9 +72,9 @@ export function localNft(): NftRunner {
   };
 }
 
-function readBridgeNf(nsPath: string | undefined): boolean | undefined {
+function readBridgeNf(nsPath: string | undefined, family: IPFamily): boolean | undefined {
   try {
-    return readSysctl('net.bridge.bridge-nf-call-iptables', nsPath) === '1';
+    return readSysctl(`net.bridge.bridge-nf-call-${family === 4 ? 'iptables' : 'ip6tables'}`, nsPath) === '1';
   } catch {
     return undefined;
   }
@@ -82,7 +85,7 @@ export function netnsNft(netns: string): NftRunner {
   return {
     apply: (script) => nftApply(script, { netns }),
     listTable: (table = POLICY_TABLE, terse = false) => nftListJson(['table', POLICY_FAMILY, table], { netns, terse }),
-    bridgeNetfilter: () => readBridgeNf(netnsPath(netns)),
+    bridgeNetfilter: (family = 4) => readBridgeNf(netnsPath(netns), family),
     // Tests and the lab only (weftd uses localNft), so the blocking `cat` is left as it was.
     readConntrack: async () => {
       // A busy host's table runs to many megabytes; spawnSync's default 1 MiB would drop the seed.
@@ -304,11 +307,12 @@ export class PolicyEnforcer {
   }
 
   /**
-   * Whether pod-to-pod traffic across one bridge reaches the forward hook (br_netfilter with
-   * bridge-nf-call-iptables=1). Routed traffic always does.
+   * Whether pod-to-pod traffic of `family` across one bridge reaches the forward hook
+   * (br_netfilter with bridge-nf-call-iptables=1, for IPv6 bridge-nf-call-ip6tables=1: two
+   * switches, so one family can be enforced and the other not). Routed traffic always does.
    */
-  bridgedTrafficEnforced(): boolean {
-    return this.nft.bridgeNetfilter() === true;
+  bridgedTrafficEnforced(family: IPFamily = 4): boolean {
+    return this.nft.bridgeNetfilter(family) === true;
   }
 
   /** Brings the kernel to `world`. Throws WeftError when nft refuses (nothing half-applied). */
