@@ -49,8 +49,8 @@ delete env.NODE_EXTRA_CA_CERTS;
  *   (`w…` observers)
  */
 const OURS = {
-  netns: /^(weft|cni-win-|w[a-z]{2,6}[-0-9a-f])/,
-  link: /^(weft|wr[0-9a-f]{13}$|w[a-z]{2,6}-)/,
+  netns: /^(weft|cni-win-|w[a-z][a-z0-9]{1,5}[-0-9a-f])/,
+  link: /^(weft|wr[0-9a-f]{13}$|w[a-z][a-z0-9]{1,5}-)/,
   table: /^w/,
 };
 
