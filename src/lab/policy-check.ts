@@ -3,6 +3,8 @@
 // every container probes every other one (ICMP and TCP to the echo port), and each answer is held
 // against what the policy evaluator says the policy allows. weftd learns the policy from the API
 // server, so this shows the whole kube path: kubectl → API → weftd's watch → nftables → packets.
+// In a dual-stack lab every pair is probed over both families (the policy names no ipBlock, so
+// its pod selectors match a pod's addresses of either family).
 import { CniCode, WeftError } from '../errors.js';
 import { mapLimit } from '../map-limit.js';
 import { parseIP } from '../net/ip.js';
@@ -33,6 +35,7 @@ export function demoPolicy(): Record<string, unknown> {
 export interface PolicyPair {
   readonly from: string;
   readonly to: string;
+  readonly family: 4 | 6;
   /** The evaluator's verdicts (the demo policy names no ports: the same for both). */
   readonly expected: { readonly icmp: boolean; readonly tcp: boolean };
   /** What the probes saw. */
@@ -60,9 +63,13 @@ const PROBE_TIMEOUT_MS = 1000;
 /** The lab's containers as the policy world sees them: Pods in namespace lab with the lab's labels. */
 function labWorld(rec: LabRecord, policy: Record<string, unknown>): PolicyWorld {
   const endpoints: Endpoint[] = rec.containers.map((c) => ({
-    namespace: LAB_POD_NAMESPACE, pod: c.name, labels: podLabels(c.name, c.host), ips: [parseIP(c.ip ?? '')], host: `h${c.host}`, ifname: 'eth0',
+    namespace: LAB_POD_NAMESPACE, pod: c.name, labels: podLabels(c.name, c.host), ips: addressesOf(c).map(parseIP), host: `h${c.host}`, ifname: 'eth0',
   }));
   return { endpoints, namespaces: [{ name: LAB_POD_NAMESPACE, labels: {} }], policies: [parsePolicy(policy)] };
+}
+
+function addressesOf(c: { readonly ip?: string | undefined; readonly ip6?: string | undefined }): string[] {
+  return [c.ip, c.ip6].filter((a): a is string => a !== undefined);
 }
 
 async function policyTable(ns: string): Promise<string> {
@@ -73,7 +80,7 @@ async function policyTable(ns: string): Promise<string> {
 async function probeAll(rec: LabRecord): Promise<Map<string, ProbeLine[]>> {
   const containers = rec.containers;
   const lines = await mapLimit(containers, containers.length, async (c) => {
-    const targets = containers.filter((t) => t.name !== c.name).map((t) => ({ name: t.name, ip: t.ip ?? '' }));
+    const targets = containers.filter((t) => t.name !== c.name).flatMap((t) => addressesOf(t).map((ip) => ({ name: t.name, ip })));
     const r = await execIn(c.ns, [process.execPath, `${LAB_SCRIPT_DIR}probe.js`, JSON.stringify({ targets, port: ECHO_PORT, count: 1, timeoutMs: PROBE_TIMEOUT_MS })], { timeoutMs: 30_000 });
     if (r.code !== 0) throw new WeftError(CniCode.Internal, `probe from ${c.name} failed: ${r.stderr.trim()}`);
     return [c.name, JSON.parse(r.stdout) as ProbeLine[]] as const;
@@ -105,15 +112,18 @@ export async function labPolicyCheck(rec: LabRecord): Promise<PolicyCheckReport>
     }
   }
 
-  const ipOf = new Map(rec.containers.map((c) => [c.name, c.ip ?? '']));
+  const addrs = new Map(rec.containers.map((c) => [c.name, addressesOf(c).map(parseIP)]));
   for (;;) {
     const seen = await probeAll(rec);
     const pairs: PolicyPair[] = [];
     for (const [from, lines] of seen) {
       for (const l of lines) {
-        const conn = { src: parseIP(ipOf.get(from) ?? ''), dst: parseIP(l.ip), port: ECHO_PORT };
+        const dst = parseIP(l.ip);
+        const src = addrs.get(from)?.find((a) => a.family === dst.family);
+        if (!src) throw new WeftError(CniCode.Internal, `${from} has no IPv${dst.family} address to probe ${l.ip} from`);
+        const conn = { src, dst, port: ECHO_PORT };
         pairs.push({
-          from, to: l.target,
+          from, to: l.target, family: dst.family,
           expected: { icmp: allowed({ ...conn, protocol: 'ICMP' }, world), tcp: allowed({ ...conn, protocol: 'TCP' }, world) },
           observed: { icmp: l.icmp.ok, tcp: l.tcp.ok },
         });

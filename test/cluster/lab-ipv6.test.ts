@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { CheckReport } from '../../src/lab/check.js';
 import type { LabRecord } from '../../src/lab/state.js';
 import { FileStore } from '../../src/store/file/file-store.js';
+import { labPolicyCheck } from '../../src/lab/policy-check.js';
 import { assertGone, downQuietly, lab, labName, stateDir, upOk } from './lab-harness.js';
 
 function ipJson<T>(ns: string, args: string[]): T {
@@ -46,7 +47,7 @@ const cases = [
   { backend: 'bgp', mode: 'dual', store: 'file', hosts: 3, pods: 1 },
   { backend: 'bgp', mode: 'only', store: 'etcd', hosts: 2, pods: 2 },
   // Kubernetes mode: each Node's spec.podCIDRs holds one CIDR per family.
-  { backend: 'vxlan', mode: 'dual', store: 'kube', hosts: 2, pods: 1 },
+  { backend: 'vxlan', mode: 'dual', store: 'kube', hosts: 3, pods: 1 },
 ] as const;
 
 describe('weftctl lab up --ipv6: dual-stack and IPv6-only clusters', { timeout: 240_000 }, () => {
@@ -54,7 +55,7 @@ describe('weftctl lab up --ipv6: dual-stack and IPv6-only clusters', { timeout: 
   after(() => { for (const n of used) downQuietly(n); });
 
   for (const c of cases) {
-    it(`${c.backend}, --ipv6 ${c.mode}, ${c.store} store (${c.hosts} hosts × ${c.pods})`, () => {
+    it(`${c.backend}, --ipv6 ${c.mode}, ${c.store} store (${c.hosts} hosts × ${c.pods})`, async () => {
       const name = labName('wl6');
       used.push(name);
       const rec = upOk(['--name', name, '--backend', c.backend, '--store', c.store, '--ipv6', c.mode, '--hosts', String(c.hosts), '--pods', String(c.pods)]);
@@ -120,6 +121,18 @@ describe('weftctl lab up --ipv6: dual-stack and IPv6-only clusters', { timeout: 
       assert.equal(v6.length, n * (n - 1));
       assert.ok(v6.some((p) => p.crossHost), 'IPv6 pairs across hosts');
       for (const p of [...report.pairs, ...report.egress]) assert.ok(p.icmp.ok && p.tcp.ok, `${p.from} → ${p.to} (${p.toIP})`);
+      if (c.store === 'kube') {
+        // A NetworkPolicy applied with kubectl holds for both families: pods on h1 take
+        // connections only from pods on h0, over IPv4 and IPv6 alike.
+        const policy = await labPolicyCheck(rec);
+        const wrong = policy.pairs.filter((p) => p.observed.icmp !== p.expected.icmp || p.observed.tcp !== p.expected.tcp);
+        assert.deepEqual(wrong, [], 'every pair answers as the evaluator says');
+        for (const f of [4, 6] as const) {
+          const ps = policy.pairs.filter((p) => p.family === f);
+          assert.ok(ps.some((p) => !p.expected.tcp && !p.observed.tcp), `IPv${f}: some pair blocked`);
+          assert.ok(ps.some((p) => p.expected.tcp && p.observed.tcp), `IPv${f}: some pair allowed`);
+        }
+      }
       const down = lab(['down', '--name', name]);
       assert.equal(down.code, 0, down.stderr);
       assertGone(name, rec.processes.map((p) => p.pid));
