@@ -96,6 +96,24 @@ describe('weftctl config and leases', () => {
     assert.deepEqual(JSON.parse(run(['leases', 'list', '--json', ...flags]).stdout), []);
   });
 
+  it('dual-stack: reserve takes the IPv6 subnet too (under flanneld\'s "<v4>&<v6>" key), list shows both; a reservation without it is refused', () => {
+    const prefix = uniquePrefix();
+    const flags = ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints.join(','), '--prefix', prefix];
+    assert.equal(run(['config', 'set', '-', ...flags], { input: '{"Network":"10.91.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:91::/56"}' }).code, 0);
+    const half = run(['leases', 'reserve', '10.91.5.0/24', '--public-ip', '198.18.31.5', ...flags]);
+    assert.equal(half.code, 2);
+    assert.match(half.stderr, /enables IPv6: reserve needs --ipv6-subnet and --public-ipv6/);
+    const outside = run(['leases', 'reserve', '10.91.5.0/24', '--public-ip', '198.18.31.5', '--ipv6-subnet', 'fd00:92::/64', '--public-ipv6', '2001:2::31:5', ...flags]);
+    assert.equal(outside.code, 1);
+    assert.match(outside.stderr, /--ipv6-subnet fd00:92::\/64 is not a \/64 subnet .* of fd00:91::\/56/);
+    assert.equal(run(['leases', 'reserve', '10.91.5.0/24', '--public-ip', '198.18.31.5', '--ipv6-subnet', 'fd00:91:0:5::/64', '--public-ipv6', '2001:2::31:5', ...flags]).code, 0);
+    const rows = JSON.parse(run(['leases', 'list', '--json', ...flags]).stdout) as unknown[];
+    assert.deepEqual(rows, [{ subnet: '10.91.5.0/24', publicIP: '198.18.31.5', backendType: 'vxlan', expiresAt: null, ipv6Subnet: 'fd00:91:0:5::/64', publicIPv6: '2001:2::31:5' }]);
+    assert.match(run(['leases', 'list', ...flags]).stdout, /^10\.91\.5\.0\/24\s+fd00:91:0:5::\/64\s+198\.18\.31\.5\s+2001:2::31:5\s+vxlan\s+never \(reserved\)$/m);
+    assert.equal(run(['leases', 'release', '10.91.5.0/24', ...flags]).code, 0);
+    assert.deepEqual(JSON.parse(run(['leases', 'list', '--json', ...flags]).stdout), []);
+  });
+
   it('read-only commands never create a store: a missing one is named, an empty one said to be empty', () => {
     const typo = join(dir, 'typo');
     const flags = ['--store', 'file', '--store-dir', typo];
