@@ -52,11 +52,15 @@ const NOT_ASKED: AgentAnswer = { type: 'unknown', detail: 'no way to ask this ho
 export class SubnetIndex {
   private readonly byPrefix = new Map<number, Map<string, string>>();
 
-  constructor(subnets: readonly Cidr[]) {
-    for (const s of subnets) {
-      let m = this.byPrefix.get(s.prefix);
-      if (!m) this.byPrefix.set(s.prefix, (m = new Map()));
-      m.set(formatCidr(networkOf(s)), formatCidr(s));
+  /** `subnets`: each lease's subnet (the host's id), with its IPv6 subnet too where it has one. */
+  constructor(subnets: readonly (Cidr | { readonly subnet: Cidr; readonly ipv6Subnet?: Cidr | undefined })[]) {
+    for (const x of subnets) {
+      const own = 'subnet' in x ? x : { subnet: x };
+      for (const s of [own.subnet, ...(own.ipv6Subnet ? [own.ipv6Subnet] : [])]) {
+        let m = this.byPrefix.get(s.prefix);
+        if (!m) this.byPrefix.set(s.prefix, (m = new Map()));
+        m.set(formatCidr(networkOf(s)), formatCidr(own.subnet));
+      }
     }
   }
 
@@ -117,7 +121,8 @@ export function buildModel(input: ModelInput): UiModel {
   const leases = [...input.leases].sort((a, b) => (a.subnet.ip.value < b.subnet.ip.value ? -1 : a.subnet.ip.value > b.subnet.ip.value ? 1 : a.subnet.prefix - b.subnet.prefix));
   const ids = leases.map((l) => formatCidr(l.subnet));
   const hostsKey = ids.join(',');
-  const index = new SubnetIndex(leases.map((l) => l.subnet));
+  // A pod of a dual-stack host is found by either of its addresses.
+  const index = new SubnetIndex(leases);
   const world = input.world;
   const pods = podsOf(world?.endpoints ?? [], index);
   // A host's name from its pods' endpoints, where neither weftd nor the lab named it.
@@ -131,6 +136,8 @@ export function buildModel(input: ModelInput): UiModel {
     const name = (answer.type === 'answered' ? answer.node : undefined) ?? input.names.get(id) ?? nodeOfHost.get(id) ?? formatIP(l.attrs.publicIP);
     return {
       id, name, subnet: id, publicIP: formatIP(l.attrs.publicIP), backend: l.attrs.backendType,
+      ...(l.ipv6Subnet && l.ipv6Subnet !== l.subnet && { ipv6Subnet: formatCidr(l.ipv6Subnet) }),
+      ...(l.attrs.publicIPv6 && l.attrs.publicIPv6 !== l.attrs.publicIP && { publicIPv6: formatIP(l.attrs.publicIPv6) }),
       ...(l.expiresAt !== undefined && { expiresAt: l.expiresAt }),
       agent: agentOf(answer, id, ids, hostsKey),
       ...(answer.type === 'answered' && answer.bgp && { bgp: answer.bgp }),

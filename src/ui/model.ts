@@ -41,7 +41,11 @@ export interface UiHost {
   /** The node name where known (its weftd, its pods' endpoints, the lab), else the public IP. */
   readonly name: string;
   readonly subnet: string;
+  /** The lease's IPv6 subnet on a dual-stack network (on an IPv6-only one it is `subnet`). */
+  readonly ipv6Subnet?: string;
   readonly publicIP: string;
+  /** The host's IPv6 underlay address, where its lease publishes one beside an IPv4 PublicIP. */
+  readonly publicIPv6?: string;
   /** The lease's BackendType. */
   readonly backend: string;
   /** Epoch ms; null for a reservation; undefined when the store did not say. */

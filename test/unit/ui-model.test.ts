@@ -94,6 +94,15 @@ describe('ui model', () => {
     assert.equal(idx.find(parseIP('192.0.2.1')), undefined);
   });
 
+  it('a dual-stack lease: its IPv6 subnet leads to the host too (an IPv6 pod address finds it), and the host shows both subnets', () => {
+    const dual = { ...lease('10.244.3.0/24', '198.18.0.3'), ipv6Subnet: parseCidr('fd00:244:0:3::/64') };
+    const idx = new SubnetIndex([dual]);
+    assert.equal(idx.find(parseIP('fd00:244:0:3::7')), '10.244.3.0/24');
+    const m = buildModel(input({ leases: [dual], world: { policies: [], namespaces: [], endpoints: [ep('web', 'v6only', 'fd00:244:0:3::7', 'n3')] } }));
+    assert.equal(m.hosts[0]?.ipv6Subnet, 'fd00:244:0:3::/64');
+    assert.equal(m.pods[0]?.hostId, '10.244.3.0/24');
+  });
+
   it('a thousand hosts with a pod each: every pod finds its host and names it', () => {
     const leases = Array.from({ length: 1000 }, (_, i) => lease(`10.${100 + (i >> 8)}.${i & 255}.0/24`, `198.18.${i >> 7}.${(i & 127) + 1}`));
     const endpoints = leases.map((l, i) => ep('web', `p${i}`, `10.${100 + (i >> 8)}.${i & 255}.5`, `n${i}`));

@@ -165,7 +165,7 @@ function buildIndex(hosts: readonly UiHost[], podsByHost: ReadonlyMap<string, re
   const podText = new Map<string, string>();
   const podLabels = new Map<string, Set<string>>();
   for (const h of hosts) {
-    hostText.set(h.id, [h.name, h.subnet, h.publicIP, h.backend, h.agent.state].join('\n').toLowerCase());
+    hostText.set(h.id, [h.name, h.subnet, h.ipv6Subnet ?? '', h.publicIP, h.publicIPv6 ?? '', h.backend, h.agent.state].join('\n').toLowerCase());
     for (const p of podsByHost.get(h.id) ?? []) {
       podText.set(p.id, [p.id, p.node, ...p.ips].join('\n').toLowerCase());
       const labels = new Set<string>();

@@ -115,7 +115,9 @@ export function renderHostPanel(el: HTMLElement, d: Derived, ctx: HostPanelConte
   const a = host.agent;
   const rows: [string, Child][] = [
     ['Subnet', host.subnet],
+    ...(host.ipv6Subnet !== undefined ? [['IPv6 subnet', host.ipv6Subnet] as [string, Child]] : []),
     ['Public IP', host.publicIP],
+    ...(host.publicIPv6 !== undefined ? [['Public IPv6', host.publicIPv6] as [string, Child]] : []),
     ['Backend', host.backend],
     ['Lease', lease(host, d.model.at)],
     ['Agent', h('span', null, agentBadge(a.state), ' ', a.detail)],
