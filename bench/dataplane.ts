@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import type { Benchmark } from './main.js';
 import { parseBackend, parseLabSpec } from '../src/lab/spec.js';
 import { labDown, labUp } from '../src/lab/lab.js';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { type IperfOptions, type IperfResult, iperf } from '../src/lab/bench.js';
 import { LabDirs, type LabRecord } from '../src/lab/state.js';
 import { labNsPrefix, parseLabName } from '../src/lab/naming.js';
@@ -227,6 +227,7 @@ export const benchmark: Benchmark = {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     const started = Date.now();
+    const loadBefore = loadavg()[0] ?? 0;
     const rows: Row[] = [];
     const familyRows: FamilyRow[] = [];
     try {
@@ -309,7 +310,8 @@ ${rounds} rounds × ${seconds} s per side for each (after 1 s of slow start left
 and its reference back to back (order reversed every round); medians with the min–max over the rounds
 in brackets. **Ratios are paired**: each round's weft run over that round's reference run, median over
 the rounds (a drift in machine load hits both runs of a pair alike); the ratio of the medians is in
-brackets. Raw underlay: one run, host eth0 → switch → host eth0, for context. Whole benchmark: ${took.toFixed(0)} s.
+brackets. Raw underlay: one run, host eth0 → switch → host eth0, for context. Whole benchmark: ${took.toFixed(0)} s;
+machine load (1-minute average, ${availableParallelism()} CPUs) ${loadBefore.toFixed(2)} at the start, ${(loadavg()[0] ?? 0).toFixed(2)} at the end.
 
 | backend | hand-built reference | weft, no NAT, Gbit/s | reference Gbit/s | weft / reference | weft --ip-masq Gbit/s | reference + weftd's rules Gbit/s | weft --ip-masq / (ref + rules) | masquerade's cost: (ref + rules) / ref | raw underlay Gbit/s | retransmits weft / ref (median, no NAT) |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
