@@ -166,6 +166,20 @@ function sameIds(a: readonly number[], b: ReadonlySet<number>): boolean {
   return a.length === b.size && a.every((id) => b.has(id));
 }
 
+/**
+ * Below this many kernel objects (routes, neighbours, FDB entries) full passes stay on the
+ * caller's thread: a pass over a few hundred objects blocks for a few milliseconds, while the
+ * thread costs ~10 MB of RSS (a V8 isolate) for as long as it lives. 512 objects is 128 vxlan
+ * peers (a route, nexthop, neighbour and FDB entry each) or 512 host-gw ones.
+ */
+export const FULL_PASS_THREAD_MIN_OBJECTS = 512;
+
+function objectCount(want: DesiredState): number {
+  let n = want.routes.length;
+  for (const d of want.devices) n += d.neighs.length + d.fdb.length;
+  return n;
+}
+
 /** The refused writes as keys remember() understands (strings: they cross threads). */
 function refusedKeys(failed: ReadonlySet<NetlinkOp>): Set<string> {
   const refused = new Set<string>();
@@ -206,8 +220,9 @@ export interface DataplaneSyncOptions {
    */
   readonly nexthopObjects?: boolean;
   /**
-   * syncOffLoop runs full passes (after the first) on a worker thread (default true); false
-   * runs them on the caller's thread, as sync() does.
+   * syncOffLoop runs full passes (after the first) of FULL_PASS_THREAD_MIN_OBJECTS objects or
+   * more on a worker thread (default true); false runs them all on the caller's thread, as
+   * sync() does.
    */
   readonly fullPassThread?: boolean;
 }
@@ -436,6 +451,12 @@ export class DataplaneSync {
     const run = async (): Promise<SyncResult> => {
       const full = mode === 'full' || this.routes === undefined || this.devices !== devicesKey(want);
       if (!full || this.routes === undefined || this.fullPassThread === false) return this.sync(want, mode);
+      if (objectCount(want) < FULL_PASS_THREAD_MIN_OBJECTS) {
+        // A small dataplane's full pass takes a few milliseconds here; a thread would cost
+        // weftd ~10 MB of RSS for nothing. One left from a larger cluster is let go.
+        if (this.thread) await this.stopThread();
+        return this.sync(want, mode);
+      }
       const thread = (this.thread ??= new FullPassThread());
       // A repair pass mostly wants what the last one did: then the thread checks the kernel against
       // the copy it kept, and neither side copies or re-remembers thousands of objects again.
@@ -459,6 +480,10 @@ export class DataplaneSync {
   /** Stops the full-pass thread (if one was started); the kernel state stays. */
   async close(): Promise<void> {
     await this.queue;
+    await this.stopThread();
+  }
+
+  private async stopThread(): Promise<void> {
     const t = this.thread;
     this.thread = undefined;
     this.threadGeneration = -1;

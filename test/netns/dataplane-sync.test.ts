@@ -5,6 +5,7 @@
 
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
 import { Netlink } from '../../src/netlink/index.js';
 import { NetnsPool, bridgeJson, ipJson, ipIn, type TestNetns } from '../../src/netns/testing.js';
 import { parseCidr, parseIP } from '../../src/net/ip.js';
@@ -196,16 +197,37 @@ describe('DataplaneSync.syncOffLoop', () => {
     }
   });
 
+  it('a small dataplane\'s full passes stay on this thread (no ~10 MB thread for a few hundred objects); one grown past the bar gets the thread, and lets it go when it shrinks again', async () => {
+    const { ns, nl, dev } = host();
+    const sync = new DataplaneSync(nl);
+    const threads = () => readdirSync(`/proc/${process.pid}/task`).length;
+    try {
+      const base = threads();
+      await sync.syncOffLoop(peers(dev, 10), 'full');
+      assert.deepEqual(await sync.syncOffLoop(peers(dev, 10), 'full'), { repairs: 0, removals: 0, errors: [] });
+      assert.equal(threads(), base, 'no thread for 40 objects');
+      await sync.syncOffLoop(peers(dev, 200), 'full');
+      assert.ok(threads() > base, 'a thread for 800 objects');
+      assert.equal((await sync.syncOffLoop(peers(dev, 10), 'full')).removals, 190 * 4);
+      assert.equal(weftRoutes(ns.name).length, 10);
+      for (let i = 0; i < 50 && threads() > base; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(threads(), base, 'the thread is gone once the dataplane is small again');
+    } finally {
+      await sync.close();
+    }
+  });
+
   it('brings the kernel\'s refusals back from the worker, and the next pass tries those writes again', async () => {
     const { ns, nl, dev } = host();
     const sync = new DataplaneSync(nl);
     try {
-      await sync.syncOffLoop(peers(dev, 2), 'full');
+      // 130 peers: 520 objects, enough for the thread (FULL_PASS_THREAD_MIN_OBJECTS).
+      await sync.syncOffLoop(peers(dev, 130), 'full');
       // A route through a device index that does not exist: the kernel refuses that one write.
-      const bad: DesiredState = { ...peers(dev, 2), routes: [...peers(dev, 2).routes, { dst: parseCidr('10.99.0.0/24'), gateway: parseIP('10.99.0.1'), oif: 9999, onlink: true }] };
+      const bad: DesiredState = { ...peers(dev, 130), routes: [...peers(dev, 130).routes, { dst: parseCidr('10.99.0.0/24'), gateway: parseIP('10.99.0.1'), oif: 9999, onlink: true }] };
       const r = await sync.syncOffLoop(bad, 'full');
       assert.ok(r.errors.length >= 1, JSON.stringify(r));
-      assert.equal(weftRoutes(ns.name).length, 2);
+      assert.equal(weftRoutes(ns.name).length, 130);
       const again = await sync.syncOffLoop(bad, 'incremental');
       assert.ok(again.repairs >= 1 && again.errors.length >= 1, `the refused route is not taken as written: ${JSON.stringify(again)}`);
     } finally {
