@@ -21,8 +21,9 @@ import { type Lease, parseLease } from '../../src/store/lease.js';
 import type { LeaseManagerOptions, SubnetLeaser } from '../../src/store/lease-manager.js';
 import { KubeStore, type NodeObject } from '../../src/store/kube/kube-store.js';
 import { type LeaseEvent, LeaseWatcher } from '../../src/store/watch.js';
+import { FLANNEL_PREFIX, flannelDualAnnotations, showLease } from '../unit/kube-node-fixtures.js';
 
-const ANN = 'flannel.alpha.coreos.com';
+const ANN = FLANNEL_PREFIX;
 const base = mkdtempSync(join(tmpdir(), 'weft-wk6-'));
 const DUAL_CONF = join(base, 'dual.json');
 const V6_CONF = join(base, 'v6only.json');
@@ -80,18 +81,6 @@ async function annotationsOf(name: string): Promise<Record<string, string>> {
   return (await api().get<NodeObject>(`/api/v1/nodes/${name}`)).metadata.annotations ?? {};
 }
 
-/** What flanneld v0.2x publishes on a dual-stack vxlan node (pkg/subnet/kube AcquireLease). */
-function flannelDual(publicIP: string, publicIPv6: string, mac4: string, mac6: string): Record<string, string> {
-  return {
-    [`${ANN}/backend-data`]: `{"VNI":1,"VtepMAC":"${mac4}"}`,
-    [`${ANN}/backend-v6-data`]: `{"VNI":1,"VtepMAC":"${mac6}"}`,
-    [`${ANN}/backend-type`]: 'vxlan',
-    [`${ANN}/kube-subnet-manager`]: 'true',
-    [`${ANN}/public-ip`]: publicIP,
-    [`${ANN}/public-ipv6`]: publicIPv6,
-  };
-}
-
 async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -100,20 +89,6 @@ async function waitFor<T>(what: string, probe: () => T | undefined | false | Pro
     if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
     await sleep(50);
   }
-}
-
-/** A lease as text, every field a backend reads. */
-function show(l: Lease | undefined): Record<string, unknown> | undefined {
-  if (!l) return undefined;
-  return {
-    subnet: formatCidr(l.subnet),
-    ipv6Subnet: l.ipv6Subnet && formatCidr(l.ipv6Subnet),
-    publicIP: formatIP(l.attrs.publicIP),
-    publicIPv6: l.attrs.publicIPv6 && formatIP(l.attrs.publicIPv6),
-    backendType: l.attrs.backendType,
-    backendData: l.attrs.backendData,
-    backendV6Data: l.attrs.backendV6Data,
-  };
 }
 
 function leaseAt(w: LeaseWatcher, subnet: string): Lease | undefined {
@@ -155,9 +130,9 @@ describe('kube store with dual-stack and IPv6-only Nodes, against a real kube-ap
   });
 
   it('Nodes with podCIDRs of both families are dual-stack leases, in the listing and through the watch; a peer without its IPv6 podCIDR is an IPv4 lease', async () => {
-    await createNode('wk6-a', ['10.244.1.0/24', 'fd00:10:244:1::/64'], flannelDual('198.18.0.11', '2001:2::11', '0a:58:c6:12:00:0b', '0a:58:c6:12:06:0b'));
+    await createNode('wk6-a', ['10.244.1.0/24', 'fd00:10:244:1::/64'], flannelDualAnnotations({ publicIP: '198.18.0.11', publicIPv6: '2001:2::11', mac4: '0a:58:c6:12:00:0b', mac6: '0a:58:c6:12:06:0b' }));
     // An IPv6-primary cluster: the IPv6 CIDR first, and podCIDR is it.
-    await createNode('wk6-b', ['fd00:10:244:2::/64', '10.244.2.0/24'], flannelDual('198.18.0.12', '2001:2::12', '0a:58:c6:12:00:0c', '0a:58:c6:12:06:0c'));
+    await createNode('wk6-b', ['fd00:10:244:2::/64', '10.244.2.0/24'], flannelDualAnnotations({ publicIP: '198.18.0.12', publicIPv6: '2001:2::12', mac4: '0a:58:c6:12:00:0c', mac6: '0a:58:c6:12:06:0c' }));
     // Registered before the cluster went dual-stack: its podCIDRs can never gain an IPv6 one.
     await createNode('wk6-c', ['10.244.3.0/24'], {
       [`${ANN}/backend-data`]: '{"VNI":1,"VtepMAC":"0a:58:c6:12:00:0d"}', [`${ANN}/backend-type`]: 'vxlan', [`${ANN}/public-ip`]: '198.18.0.13',
@@ -165,11 +140,11 @@ describe('kube store with dual-stack and IPv6-only Nodes, against a real kube-ap
 
     view = watch(new LeaseWatcher({ store: store(DUAL_CONF), onEvent: (e) => events.push(e), log }));
     await view.start();
-    assert.deepEqual(show(leaseAt(view, '10.244.1.0/24')), {
+    assert.deepEqual(showLease(leaseAt(view, '10.244.1.0/24')), {
       subnet: '10.244.1.0/24', ipv6Subnet: 'fd00:10:244:1::/64', publicIP: '198.18.0.11', publicIPv6: '2001:2::11',
       backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '0a:58:c6:12:00:0b' }, backendV6Data: { VNI: 1, VtepMAC: '0a:58:c6:12:06:0b' },
     });
-    assert.deepEqual(show(leaseAt(view, '10.244.2.0/24')), {
+    assert.deepEqual(showLease(leaseAt(view, '10.244.2.0/24')), {
       subnet: '10.244.2.0/24', ipv6Subnet: 'fd00:10:244:2::/64', publicIP: '198.18.0.12', publicIPv6: '2001:2::12',
       backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '0a:58:c6:12:00:0c' }, backendV6Data: { VNI: 1, VtepMAC: '0a:58:c6:12:06:0c' },
     });
@@ -183,7 +158,7 @@ describe('kube store with dual-stack and IPv6-only Nodes, against a real kube-ap
 
     // Through the watch, not a listing.
     const relists = view.resyncs;
-    await createNode('wk6-d', ['10.244.4.0/24', 'fd00:10:244:4::/64'], flannelDual('198.18.0.14', '2001:2::14', '0a:58:c6:12:00:0e', '0a:58:c6:12:06:0e'));
+    await createNode('wk6-d', ['10.244.4.0/24', 'fd00:10:244:4::/64'], flannelDualAnnotations({ publicIP: '198.18.0.14', publicIPv6: '2001:2::14', mac4: '0a:58:c6:12:00:0e', mac6: '0a:58:c6:12:06:0e' }));
     const added = await waitFor('wk6-d added', () => events.find((e) => e.type === 'added' && formatCidr(e.lease.subnet) === '10.244.4.0/24'));
     assert.equal(added.lease.ipv6Subnet && formatCidr(added.lease.ipv6Subnet), 'fd00:10:244:4::/64');
     assert.equal(added.lease.attrs.publicIPv6 && formatIP(added.lease.attrs.publicIPv6), '2001:2::14');
@@ -192,7 +167,7 @@ describe('kube store with dual-stack and IPv6-only Nodes, against a real kube-ap
     // Registered again under the same IPv4 podCIDR with another IPv6 one: a new lease, the old one gone.
     events.length = 0;
     await deleteNode('wk6-d');
-    await createNode('wk6-d', ['10.244.4.0/24', 'fd00:10:244:14::/64'], flannelDual('198.18.0.14', '2001:2::14', '0a:58:c6:12:00:0e', '0a:58:c6:12:06:0e'));
+    await createNode('wk6-d', ['10.244.4.0/24', 'fd00:10:244:14::/64'], flannelDualAnnotations({ publicIP: '198.18.0.14', publicIPv6: '2001:2::14', mac4: '0a:58:c6:12:00:0e', mac6: '0a:58:c6:12:06:0e' }));
     await waitFor('wk6-d under its new IPv6 podCIDR', () => leaseAt(view, '10.244.4.0/24')?.ipv6Subnet?.ip.value === parseIP('fd00:10:244:14::').value);
     assert.deepEqual(events.map((e) => `${e.type} ${formatCidr(e.lease.subnet)} ${e.lease.ipv6Subnet ? formatCidr(e.lease.ipv6Subnet) : '-'}`),
       ['removed 10.244.4.0/24 fd00:10:244:4::/64', 'added 10.244.4.0/24 fd00:10:244:14::/64']);
@@ -236,7 +211,7 @@ describe('kube store with dual-stack and IPv6-only Nodes, against a real kube-ap
     });
 
     const peerView = await waitFor('the own node in the peers\' view', () => leaseAt(view, '10.244.10.0/24'));
-    assert.deepEqual(show(peerView), {
+    assert.deepEqual(showLease(peerView), {
       subnet: '10.244.10.0/24', ipv6Subnet: 'fd00:10:244:10::/64', publicIP: '198.18.0.10', publicIPv6: '2001:2::10',
       backendType: 'vxlan', backendData: { VtepMAC: '0a:58:c6:12:00:0a' }, backendV6Data: { VtepMAC: '0a:58:c6:12:06:0a' },
     });
@@ -261,7 +236,7 @@ describe('kube store with dual-stack and IPv6-only Nodes, against a real kube-ap
   });
 
   it('a Node registered again with another IPv6 podCIDR is fatal for its leaser: seen in a listing, and through a running watch', async () => {
-    const mine = flannelDual('198.18.0.20', '2001:2::20', '0a:58:c6:12:00:14', '0a:58:c6:12:06:14');
+    const mine = flannelDualAnnotations({ publicIP: '198.18.0.20', publicIPv6: '2001:2::20', mac4: '0a:58:c6:12:00:14', mac6: '0a:58:c6:12:06:14' });
     await createNode('wk6-mv', ['10.244.20.0/24', 'fd00:10:244:20::/64'], mine);
     const s = store(DUAL_CONF, 'wk6-mv');
     const me = leaser(s, leaserOptions(s, DUAL_TEXT, {
@@ -314,7 +289,7 @@ describe('kube store with dual-stack and IPv6-only Nodes, against a real kube-ap
     assert.ok(six, 'listed');
     const p = parseLease(six);
     assert.ok(p.ok, p.ok ? '' : p.reason);
-    assert.deepEqual(show(p.lease), {
+    assert.deepEqual(showLease(p.lease), {
       subnet: 'fd00:20:0:5::/64', ipv6Subnet: 'fd00:20:0:5::/64', publicIP: '2001:2::30', publicIPv6: '2001:2::30',
       backendType: 'vxlan', backendData: null, backendV6Data: { VtepMAC: '0a:58:c6:12:06:1e' },
     });

@@ -6,17 +6,15 @@
 // the agent will, so the test can check the kernel's own view.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { type OpenMessage, type UpdateMessage, MessageFramer, decodeMessage, encodeKeepalive, encodeOpen, isEndOfRib } from '../../src/bgp/codec.js';
 import { Speaker, type SpeakerConfigInput } from '../../src/bgp/speaker.js';
 import { createLogger } from '../../src/log.js';
 import { formatCidr, formatIP, parseIPv4 } from '../../src/net/ip.js';
+import { birdPair, waitFor } from './bird-harness.js';
 
 const ROUTE_PROTO = '186';
 const BIRD_IP = '198.18.77.1';
@@ -103,31 +101,19 @@ else registerTests();
 // ---------------------------------------------------------------- the tests (root process)
 
 function registerTests(): void {
-  const suffix = Math.random().toString(36).slice(2, 8);
-  const nsR = `wbg${suffix}r`;
-  const nsH = `wbg${suffix}h`;
-  const dir = mkdtempSync(join(tmpdir(), 'wbg-bird-'));
-  const sockPath = join(dir, 'bird.ctl');
+  const lab = birdPair('wbg');
+  const { nsR, nsH, devR, devH, ip, birdc } = lab;
   const self = fileURLToPath(import.meta.url);
-  const env = { ...process.env };
-  delete env.NODE_EXTRA_CA_CERTS;
-  let bird: ChildProcess | undefined;
-  const children = new Set<ChildProcess>();
-
-  const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
-  const birdc = (...args: string[]): string => execFileSync('birdc', ['-s', sockPath, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
   before(async () => {
-    ip('netns', 'add', nsR);
-    ip('netns', 'add', nsH);
-    ip('link', 'add', `wbg${suffix}a`, 'netns', nsR, 'type', 'veth', 'peer', 'name', `wbg${suffix}b`, 'netns', nsH);
-    ip('-n', nsR, 'addr', 'add', `${BIRD_IP}/24`, 'dev', `wbg${suffix}a`);
-    ip('-n', nsH, 'addr', 'add', `${HOST_IP}/24`, 'dev', `wbg${suffix}b`);
-    for (const [ns, dev] of [[nsR, `wbg${suffix}a`], [nsH, `wbg${suffix}b`]] as const) {
+    lab.link();
+    ip('-n', nsR, 'addr', 'add', `${BIRD_IP}/24`, 'dev', devR);
+    ip('-n', nsH, 'addr', 'add', `${HOST_IP}/24`, 'dev', devH);
+    for (const [ns, dev] of [[nsR, devR], [nsH, devH]] as const) {
       ip('-n', ns, 'link', 'set', 'lo', 'up');
       ip('-n', ns, 'link', 'set', dev, 'up');
     }
-    writeFileSync(join(dir, 'bird.conf'), `
+    await lab.startBird(`
 router id ${BIRD_IP};
 protocol device {}
 protocol static st {
@@ -152,27 +138,9 @@ protocol static big {
 ${Array.from({ length: BIG }, (_, i) => `  route 10.${128 + (i >> 8)}.${i & 255}.0/24 blackhole;`).join('\n')}
 }
 `);
-    bird = spawn('ip', ['netns', 'exec', nsR, 'bird', '-f', '-c', join(dir, 'bird.conf'), '-s', sockPath, '-P', join(dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let birdErr = '';
-    bird.stderr?.on('data', (c: Buffer) => { birdErr += c.toString(); });
-    await waitFor('BIRD control socket', () => { try { birdc('show', 'status'); return true; } catch { return false; } }, 10000, () => birdErr);
   });
 
-  const running = (c: ChildProcess | undefined): c is ChildProcess & { pid: number } =>
-    c?.pid !== undefined && c.exitCode === null && c.signalCode === null;
-
-  after(async () => {
-    // Each step on its own, so one failure cannot leave the namespaces behind.
-    for (const c of children) if (running(c)) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* already gone */ } }
-    if (running(bird)) {
-      const b = bird;
-      try { process.kill(b.pid, 'SIGTERM'); } catch { /* already gone */ }
-      await new Promise<void>((r) => { b.once('exit', () => r()); setTimeout(r, 3000).unref(); });
-      if (running(b)) { try { process.kill(b.pid, 'SIGKILL'); } catch { /* already gone */ } }
-    }
-    for (const ns of [nsR, nsH]) spawnSync('ip', ['netns', 'del', ns]);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => lab.close());
 
   interface Child { proc: ChildProcess; lines: Record<string, unknown>[]; send(cmd: string): void; }
   function startSpeaker(extra: Partial<SpeakerConfigInput & { announce: string[]; announceCount: number }> = {}, childEnv: Record<string, string> = {}): Child {
@@ -181,10 +149,7 @@ ${Array.from({ length: BIG }, (_, i) => `  route 10.${128 + (i >> 8)}.${i & 255}
       peers: [{ address: BIRD_IP, asn: 65000 }], holdTime: 9, connectRetrySeconds: 1,
       gracefulRestart: { restartTime: 60 }, announce: ['10.244.1.0/24', '10.244.2.0/24'], ...extra,
     };
-    const proc = spawn('ip', ['netns', 'exec', nsH, process.execPath, self], {
-      env: { ...env, ...childEnv, WBG_BGP_CHILD: 'speaker', WBG_BGP_CONFIG: JSON.stringify(config) }, stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    children.add(proc);
+    const proc = lab.spawnInHost([process.execPath, self], { ...childEnv, WBG_BGP_CHILD: 'speaker', WBG_BGP_CONFIG: JSON.stringify(config) }, ['pipe', 'pipe', 'inherit']);
     const lines: Record<string, unknown>[] = [];
     if (proc.stdout) createInterface({ input: proc.stdout }).on('line', (l) => { try { lines.push(JSON.parse(l) as Record<string, unknown>); } catch { /* not ours */ } });
     return { proc, lines, send: (cmd) => proc.stdin?.write(JSON.stringify({ cmd }) + '\n') };
@@ -199,8 +164,7 @@ ${Array.from({ length: BIG }, (_, i) => `  route 10.${128 + (i >> 8)}.${i & 255}
   const has = (c: Child, event: string): boolean => c.lines.some((l) => l.event === event);
 
   test('capture: what BIRD 2 sends decodes with our codec', async () => {
-    const proc = spawn('ip', ['netns', 'exec', nsH, process.execPath, self], { env: { ...env, WBG_BGP_CHILD: 'capture' }, stdio: ['ignore', 'pipe', 'inherit'] });
-    children.add(proc);
+    const proc = lab.spawnInHost([process.execPath, self], { WBG_BGP_CHILD: 'capture' }, ['ignore', 'pipe', 'inherit']);
     let out = '';
     proc.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
     await new Promise<void>((r) => proc.once('exit', () => r()));
@@ -291,12 +255,4 @@ ${Array.from({ length: BIG }, (_, i) => `  route 10.${128 + (i >> 8)}.${i & 255}
     c.send('exit');
     await new Promise<void>((r) => (c.proc.exitCode !== null ? r() : c.proc.once('exit', () => r())));
   });
-}
-
-async function waitFor(what: string, cond: () => boolean, ms = 10000, detail?: () => string): Promise<void> {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${detail ? `: ${detail()}` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }

@@ -8,11 +8,8 @@
 // hop it can reach: so the test sees that what BIRD sent is usable, not just decodable.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { type UpdateMessage, MessageFramer, decodeMessage, encodeKeepalive, encodeOpen } from '../../src/bgp/codec.js';
@@ -20,6 +17,7 @@ import { routerIdFromIPv6 } from '../../src/bgp/router-id.js';
 import { Speaker, type SpeakerConfigInput } from '../../src/bgp/speaker.js';
 import { createLogger } from '../../src/log.js';
 import { formatCidr, formatIP, parseIPv4 } from '../../src/net/ip.js';
+import { birdPair, waitFor } from './bird-harness.js';
 
 const ROUTE_PROTO = '186';
 const BIRD4 = '198.18.66.1';
@@ -91,26 +89,12 @@ else registerTests();
 // ---------------------------------------------------------------- the tests (root process)
 
 function registerTests(): void {
-  const suffix = Math.random().toString(36).slice(2, 8).padEnd(6, '0');
-  const nsR = `wb6${suffix}r`;
-  const nsH = `wb6${suffix}h`;
-  const devR = `wb6${suffix}a`;
-  const devH = `wb6${suffix}b`;
-  const dir = mkdtempSync(join(tmpdir(), 'wb6-bird-'));
-  const sockPath = join(dir, 'bird.ctl');
+  const lab = birdPair('wb6');
+  const { nsR, nsH, devR, devH, ip, birdc } = lab;
   const self = fileURLToPath(import.meta.url);
-  const env = { ...process.env };
-  delete env.NODE_EXTRA_CA_CERTS;
-  let bird: ChildProcess | undefined;
-  const children = new Set<ChildProcess>();
-
-  const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
-  const birdc = (...args: string[]): string => execFileSync('birdc', ['-s', sockPath, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
   before(async () => {
-    ip('netns', 'add', nsR);
-    ip('netns', 'add', nsH);
-    ip('link', 'add', devR, 'netns', nsR, 'type', 'veth', 'peer', 'name', devH, 'netns', nsH);
+    lab.link();
     for (const [ns, dev, v4, v6] of [[nsR, devR, BIRD4, BIRD6], [nsH, devH, HOST4, HOST6]] as const) {
       // No duplicate address detection on this two-ended link: the addresses (link-local ones
       // too, which BIRD sends as its second next hop) are usable the moment the link is up.
@@ -125,7 +109,7 @@ function registerTests(): void {
   connect retry time 1;
   connect delay time 1;
   error wait time 1, 2;`;
-    writeFileSync(join(dir, 'bird.conf'), `
+    await lab.startBird(`
 router id ${BIRD4};
 protocol device {}
 protocol static st4 { ipv4; route 10.99.1.0/24 blackhole; }
@@ -145,35 +129,14 @@ protocol bgp weft6 {
   ipv6 { import all; export where proto = "st6" || proto = "st6b"; };
 }
 `);
-    bird = spawn('ip', ['netns', 'exec', nsR, 'bird', '-f', '-c', join(dir, 'bird.conf'), '-s', sockPath, '-P', join(dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let birdErr = '';
-    bird.stderr?.on('data', (c: Buffer) => { birdErr += c.toString(); });
-    await waitFor('BIRD control socket', () => { try { birdc('show', 'status'); return true; } catch { return false; } }, 10000, () => birdErr);
   });
 
-  const running = (c: ChildProcess | undefined): c is ChildProcess & { pid: number } =>
-    c?.pid !== undefined && c.exitCode === null && c.signalCode === null;
-
-  after(async () => {
-    // Each step on its own, so one failure cannot leave the namespaces behind.
-    for (const c of children) if (running(c)) { try { process.kill(c.pid, 'SIGKILL'); } catch { /* already gone */ } }
-    if (running(bird)) {
-      const b = bird;
-      try { process.kill(b.pid, 'SIGTERM'); } catch { /* already gone */ }
-      await new Promise<void>((r) => { b.once('exit', () => r()); setTimeout(r, 3000).unref(); });
-      if (running(b)) { try { process.kill(b.pid, 'SIGKILL'); } catch { /* already gone */ } }
-    }
-    for (const ns of [nsR, nsH]) spawnSync('ip', ['netns', 'del', ns]);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => lab.close());
 
   interface Line { event: string; [k: string]: unknown }
   interface Child { proc: ChildProcess; lines: Line[]; send(cmd: string, arg?: Record<string, string>): void }
   function startSpeaker(config: SpeakerConfigInput & { announce: string[] }): Child {
-    const proc = spawn('ip', ['netns', 'exec', nsH, process.execPath, self], {
-      env: { ...env, WB6_CHILD: 'speaker', WB6_CONFIG: JSON.stringify(config) }, stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    children.add(proc);
+    const proc = lab.spawnInHost([process.execPath, self], { WB6_CHILD: 'speaker', WB6_CONFIG: JSON.stringify(config) }, ['pipe', 'pipe', 'inherit']);
     const lines: Line[] = [];
     if (proc.stdout) createInterface({ input: proc.stdout }).on('line', (l) => { try { lines.push(JSON.parse(l) as Line); } catch { /* not ours */ } });
     return { proc, lines, send: (cmd, arg = {}) => proc.stdin?.write(JSON.stringify({ cmd, ...arg }) + '\n') };
@@ -210,8 +173,7 @@ protocol bgp weft6 {
   test('capture: BIRD 2 sends IPv6 routes with a 32-byte next hop over an IPv4 session, and our codec reads them', async () => {
     birdc('enable', 'weft4');
     try {
-      const proc = spawn('ip', ['netns', 'exec', nsH, process.execPath, self], { env: { ...env, WB6_CHILD: 'capture' }, stdio: ['ignore', 'pipe', 'inherit'] });
-      children.add(proc);
+      const proc = lab.spawnInHost([process.execPath, self], { WB6_CHILD: 'capture' }, ['ignore', 'pipe', 'inherit']);
       let out = '';
       proc.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
       await new Promise<void>((r) => proc.once('exit', () => r()));
@@ -305,12 +267,4 @@ protocol bgp weft6 {
       await exit(c);
     }
   });
-}
-
-async function waitFor(what: string, cond: () => boolean, ms = 10000, detail?: () => string): Promise<void> {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${detail ? `: ${detail()}` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }

@@ -27,12 +27,13 @@ import { runInNetns } from '../../src/netns/netns.js';
 import { type IPFamily, formatIP, parseCidr, parseIP } from '../../src/net/ip.js';
 import { nftApply } from '../../src/nft/nft.js';
 import { watchNflog, type NflogEvent, type NflogWatch } from '../../src/netlink/nflog.js';
-import { type Endpoint, type Namespace, type NetworkPolicy, type PolicyWorld, parsePolicy } from '../../src/policy/model.js';
+import { type Endpoint, type NetworkPolicy, type PolicyWorld } from '../../src/policy/model.js';
 import { type Connection, allowed } from '../../src/policy/evaluate.js';
 import { type LocalGuard } from '../../src/policy/compile.js';
 import { type CounterReading, PolicyEnforcer, netnsNft } from '../../src/policy/enforcer.js';
 import { bypassShape } from '../../src/policy/bypass.js';
 import { waitFor } from './agent-harness.js';
+import { NAMESPACES, policy, selectorCases } from './policy-cases.js';
 import { type ProbeProto, type ProbeTarget, cell, probeFrom, serveIn } from './policy-traffic.js';
 import { bypassChains, observedCounts, observerScript } from './conntrack-observer.js';
 
@@ -82,10 +83,7 @@ const PROBE_TIMEOUT_MS = 1000;
 let host = '';
 let outside = '';
 const pods: Pod[] = [];
-let namespaces: Namespace[] = [
-  { name: 'prod', labels: { env: 'prod' } },
-  { name: 'dev', labels: { env: 'dev' } },
-];
+let namespaces = NAMESPACES;
 const guard: LocalGuard = { subnets: [parseCidr(POD_NET[4]), parseCidr(POD_NET[6])], extraKnown: [] };
 /** Probes over all truth tables, per family: how many the evaluator allowed and blocked. */
 const tally: Record<IPFamily, { allowed: number; blocked: number }> = { 4: { allowed: 0, blocked: 0 }, 6: { allowed: 0, blocked: 0 } };
@@ -112,9 +110,6 @@ function world(policies: NetworkPolicy[]): PolicyWorld {
     })),
   };
 }
-
-const policy = (ns: string, name: string, spec: Record<string, unknown>): NetworkPolicy =>
-  parsePolicy({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name, namespace: ns }, spec });
 
 interface Row { label: string; netns: string; ip: Partial<Record<IPFamily, string>>; bind: boolean }
 const sources = (): Row[] => [
@@ -275,26 +270,7 @@ describe('network policy over IPv6 and dual stack in namespaces', { timeout: 240
     await check('no policy', []);
   });
 
-  it('default-deny ingress in prod isolates its pods over IPv4 and IPv6 alike', async () => {
-    await check('default-deny ingress (prod)', [policy('prod', 'deny', { podSelector: {}, policyTypes: ['Ingress'] })]);
-  });
-
-  it('a podSelector peer matches the pods\' addresses of both families', async () => {
-    await check('prod allows its own namespace', [policy('prod', 'same-ns', { podSelector: {}, ingress: [{ from: [{ podSelector: {} }] }] })]);
-  });
-
-  it('a namespaceSelector peer matches IPv4, IPv6 and dual-stack pods; relabelling the namespace is an element update', async () => {
-    const p = [policy('prod', 'from-dev', { podSelector: { matchLabels: { app: 'web' } }, ingress: [{ from: [{ namespaceSelector: { matchLabels: { env: 'dev' } } }] }] })];
-    await check('web allows namespaces env=dev', p);
-    const saved = namespaces;
-    namespaces = [{ name: 'prod', labels: { env: 'prod' } }, { name: 'dev', labels: { env: 'staging' } }];
-    try {
-      const r = await check('web allows namespaces env=dev, after dev is relabelled env=staging', p);
-      assert.equal(r.type, 'elements', 'a membership change is a set update in both families, not a rebuild');
-    } finally {
-      namespaces = saved;
-    }
-  });
+  selectorCases({ check, setNamespaces: (ns) => { namespaces = ns; }, over: ', over both families' });
 
   it('pod and namespace selector in one peer (AND), over both families', async () => {
     await check('AND: {namespaceSelector env=dev, podSelector role=client}', [policy('prod', 'and', {

@@ -11,9 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { NetnsPool, ipIn } from '../../src/netns/testing.js';
 import { runInNetns } from '../../src/netns/netns.js';
 import { parseIP } from '../../src/net/ip.js';
-import { type Endpoint, type Namespace, type NetworkPolicy, type PolicyWorld, parsePolicy } from '../../src/policy/model.js';
+import { type Endpoint, type NetworkPolicy, type PolicyWorld } from '../../src/policy/model.js';
 import { allowed } from '../../src/policy/evaluate.js';
 import { PolicyEnforcer, netnsNft } from '../../src/policy/enforcer.js';
+import { NAMESPACES, policy, selectorCases } from './policy-cases.js';
 
 const PROBE = fileURLToPath(new URL('./policy-probe.js', import.meta.url));
 const pool = new NetnsPool('wpo');
@@ -36,10 +37,7 @@ const CHECKS = [
 let host = '';
 let outside = '';
 const pods: Pod[] = [];
-let namespaces: Namespace[] = [
-  { name: 'prod', labels: { env: 'prod' } },
-  { name: 'dev', labels: { env: 'dev' } },
-];
+let namespaces = NAMESPACES;
 
 function startServer(netns: string, udpAddrs: string[] = []): Promise<void> {
   const p = spawn('ip', ['netns', 'exec', netns, process.execPath, PROBE, 'serve', '8080,9090', '5353', udpAddrs.join(',')], { env: childEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
@@ -114,9 +112,6 @@ async function matrix(title: string, w: PolicyWorld): Promise<{ expected: string
   return { expected, observed };
 }
 
-const policy = (ns: string, name: string, spec: Record<string, unknown>): NetworkPolicy =>
-  parsePolicy({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name, namespace: ns }, spec });
-
 describe('network policy enforcement in namespaces', { timeout: 120_000 }, () => {
   let enforcer: PolicyEnforcer;
 
@@ -180,26 +175,7 @@ describe('network policy enforcement in namespaces', { timeout: 120_000 }, () =>
     assert.equal(r.type, 'replaced');
   });
 
-  it('default-deny ingress in prod', async () => {
-    await check('default-deny ingress (prod)', [policy('prod', 'deny', { podSelector: {}, policyTypes: ['Ingress'] })]);
-  });
-
-  it('allow from the same namespace', async () => {
-    await check('allow same namespace (prod)', [policy('prod', 'same-ns', { podSelector: {}, ingress: [{ from: [{ podSelector: {} }] }] })]);
-  });
-
-  it('allow from a namespace selector; relabelling the namespace is an element update', async () => {
-    const p = [policy('prod', 'from-dev', { podSelector: { matchLabels: { app: 'web' } }, ingress: [{ from: [{ namespaceSelector: { matchLabels: { env: 'dev' } } }] }] })];
-    await check('web allows namespaces env=dev', p);
-    const saved = namespaces;
-    namespaces = [{ name: 'prod', labels: { env: 'prod' } }, { name: 'dev', labels: { env: 'staging' } }];
-    try {
-      const r = await check('web allows namespaces env=dev, after dev is relabelled env=staging', p);
-      assert.equal(r.type, 'elements', 'a membership change is a set update, not a rebuild');
-    } finally {
-      namespaces = saved;
-    }
-  });
+  selectorCases({ check, setNamespaces: (ns) => { namespaces = ns; } });
 
   it('pod and namespace selector together (AND) versus as two peers (OR)', async () => {
     await check('AND: one peer {namespaceSelector env=dev, podSelector role=client}', [policy('prod', 'and', {

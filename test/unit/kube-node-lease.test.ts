@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { formatCidr, formatIP } from '../../src/net/ip.js';
 import { type Lease, parseLease } from '../../src/store/lease.js';
 import { type LeaseFamilies, type NodeEntry, type NodeObject, annotationNames, nodeLeaseEntry, nodePodCidrs } from '../../src/store/kube/node-lease.js';
+import { FLANNEL_PREFIX, flannelDualAnnotations, showLease } from './kube-node-fixtures.js';
 
-const P = 'flannel.alpha.coreos.com';
+const P = FLANNEL_PREFIX;
 const names = annotationNames(P);
 const DUAL: LeaseFamilies = { ipv4: true, ipv6: true };
 const V4: LeaseFamilies = { ipv4: true, ipv6: false };
@@ -25,18 +26,9 @@ function node(podCIDRs: readonly string[] | undefined, annotations: Record<strin
   };
 }
 
-/** What flanneld v0.2x writes on a dual-stack vxlan node (AcquireLease with PublicIPv6 set). */
-function flannelDual(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    [`${P}/backend-type`]: 'vxlan',
-    [`${P}/backend-data`]: `{"VNI":1,"VtepMAC":"${MAC4}"}`,
-    [`${P}/backend-v6-data`]: `{"VNI":1,"VtepMAC":"${MAC6}"}`,
-    [`${P}/public-ip`]: '198.18.0.11',
-    [`${P}/public-ipv6`]: '2001:2::11',
-    [`${P}/kube-subnet-manager`]: 'true',
-    ...extra,
-  };
-}
+/** What flanneld v0.2x writes on this dual-stack vxlan node; `extra` overrides. */
+const flannelDual = (extra: Record<string, string> = {}): Record<string, string> =>
+  flannelDualAnnotations({ publicIP: '198.18.0.11', publicIPv6: '2001:2::11', mac4: MAC4, mac6: MAC6 }, extra);
 
 function lease(r: NodeEntry | undefined): Lease {
   assert.ok(r, 'the Node is a lease');
@@ -44,19 +36,6 @@ function lease(r: NodeEntry | undefined): Lease {
   const p = parseLease(r.entry);
   assert.ok(p.ok, p.ok ? '' : p.reason);
   return p.lease;
-}
-
-/** The lease as text, every field that a backend reads. */
-function show(l: Lease): Record<string, unknown> {
-  return {
-    subnet: formatCidr(l.subnet),
-    ipv6Subnet: l.ipv6Subnet && formatCidr(l.ipv6Subnet),
-    publicIP: formatIP(l.attrs.publicIP),
-    publicIPv6: l.attrs.publicIPv6 && formatIP(l.attrs.publicIPv6),
-    backendType: l.attrs.backendType,
-    backendData: l.attrs.backendData,
-    backendV6Data: l.attrs.backendV6Data,
-  };
 }
 
 /** The entry is skipped by the watcher (its value does not parse) and why, as the store warns. */
@@ -88,12 +67,12 @@ describe('a Node as a lease', () => {
       backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: MAC4 }, backendV6Data: { VNI: 1, VtepMAC: MAC6 },
     };
     const r = nodeLeaseEntry(node(['10.244.1.0/24', 'fd00:10:244:1::/64'], flannelDual()), names, DUAL);
-    assert.deepEqual(show(lease(r)), want);
+    assert.deepEqual(showLease(lease(r)), want);
     assert.equal(r?.missing, undefined);
     assert.equal(r?.entry.revision, 4711n);
     assert.equal(r?.entry.expiresAt, null, 'a Node has no TTL');
     // An IPv6-primary cluster lists the IPv6 CIDR first (and podCIDR is it): the same lease.
-    assert.deepEqual(show(lease(nodeLeaseEntry(node(['fd00:10:244:1::/64', '10.244.1.0/24'], flannelDual()), names, DUAL))), want);
+    assert.deepEqual(showLease(lease(nodeLeaseEntry(node(['fd00:10:244:1::/64', '10.244.1.0/24'], flannelDual()), names, DUAL))), want);
   });
 
   it('host-gw publishes "null" backend data for both families: read as none', () => {
@@ -109,7 +88,7 @@ describe('a Node as a lease', () => {
     const r = nodeLeaseEntry(node(['10.244.1.0/24', 'fd00:10:244:1::/64'], flannelDual({
       [`${P}/public-ipv6`]: 'not-an-ip', [`${P}/backend-v6-data`]: '{oops',
     })), names, V4);
-    assert.deepEqual(show(lease(r)), {
+    assert.deepEqual(showLease(lease(r)), {
       subnet: '10.244.1.0/24', ipv6Subnet: undefined, publicIP: '198.18.0.11', publicIPv6: undefined,
       backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: MAC4 }, backendV6Data: undefined,
     });
@@ -128,7 +107,7 @@ describe('a Node as a lease', () => {
     };
     const r = nodeLeaseEntry(node(['fd00:10:244:21::/64'], annotations), names, V6);
     const l = lease(r);
-    assert.deepEqual(show(l), {
+    assert.deepEqual(showLease(l), {
       subnet: 'fd00:10:244:21::/64', ipv6Subnet: 'fd00:10:244:21::/64', publicIP: '2001:2::21', publicIPv6: '2001:2::21',
       backendType: 'vxlan', backendData: null, backendV6Data: { VNI: 1, VtepMAC: MAC6 },
     });
