@@ -5,12 +5,16 @@
 import { cidrContainsCidr, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../net/ip.js';
 import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
 import type { Lease } from '../store/lease.js';
+import { leaseFamily } from './lease.js';
 import { describeRoute, ipCmd, lookupRoute, routeIsUnicast, withNl } from './kernel.js';
 import { repairHint } from './repair.js';
 import type { DoctorContext, DoctorNode, Hop } from './types.js';
 
-export function routedBackendHops(ctx: DoctorContext, node: DoctorNode, lease: Lease, type: string): Hop[] {
+export function routedBackendHops(ctx: DoctorContext, node: DoctorNode, fullLease: Lease, type: string): Hop[] {
   const where = `node ${node.name}`;
+  // The destination's family picks the lease's half: its subnet and its address of that family.
+  const half = leaseFamily(fullLease, ctx.dst.ip.family);
+  const lease = { subnet: half?.subnet ?? fullLease.subnet, attrs: { publicIP: half?.publicIP ?? fullLease.attrs.publicIP } };
   const subnet = formatCidr(lease.subnet);
   const title = `${type} route to ${subnet}`;
   return withNl(node, (nl) => {

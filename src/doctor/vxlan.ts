@@ -7,26 +7,40 @@ import { WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
 import { vxlan, vxlanDeviceName } from '../backends/vxlan/vxlan.js';
 import { checkLeaseData } from '../backends/lease-data.js';
 import type { Lease } from '../store/lease.js';
+import { leaseFamily } from './lease.js';
 import { bridgeCmd, describeRoute, ipCmd, lookupRoute, withNl } from './kernel.js';
 import { repairHint } from './repair.js';
 import type { DoctorContext, DoctorNode, Hop } from './types.js';
 
 /** The peer's VtepMAC as weftd's vxlan backend reads it (undefined when its lease data is bad). */
-function vtepMac(l: Lease): string | undefined {
-  const d = checkLeaseData(vxlan, l.attrs.backendData);
+function vtepMac(data: unknown): string | undefined {
+  const d = checkLeaseData(vxlan, data);
   return d.ok ? d.data.VtepMAC.toLowerCase() : undefined;
 }
 
-export function vxlanHops(ctx: DoctorContext, node: DoctorNode, lease: Lease): Hop[] {
+/**
+ * The destination's family picks the device: weft.<VNI> over the IPv4 underlay, weft-v6.<VNI>
+ * over the IPv6 one, each with the peer's subnet, VtepMAC and address of that family.
+ */
+export function vxlanHops(ctx: DoctorContext, node: DoctorNode, fullLease: Lease): Hop[] {
   // The parsed config carries its defaults (VNI 1 when the config names none).
   const vni = Number(ctx.backend?.settings.VNI ?? 1);
-  const devName = vxlanDeviceName(vni);
+  const family = ctx.dst.ip.family;
+  const devName = vxlanDeviceName(vni, family);
   const where = `node ${node.name}`;
+  const half = leaseFamily(fullLease, family);
+  if (!half?.publicIP) {
+    return [{ id: 'vxlan-device', where, title: `vxlan device ${devName}`, status: 'fail', detail: `the lease of ${formatCidr(fullLease.subnet)} publishes no IPv${family} subnet or address`, cause: `its node cannot be reached over IPv${family}`, fix: `check the network config's EnableIPv${family} and that node's --public-ip${family === 6 ? 'v6' : ''}` }];
+  }
+  const lease = { subnet: half.subnet, attrs: { publicIP: half.publicIP } };
   const ip = ipCmd(node);
   const hint = repairHint(ctx, node);
   const subnet = formatCidr(lease.subnet);
   const vtep = networkOf(lease.subnet).ip;
-  const mac = vtepMac(lease);
+  const mac = vtepMac(half.backendData);
+  // Pods have one MTU for both families (the smaller device's): on a dual-stack node the other
+  // device may carry more than FLANNEL_MTU, only less is wrong.
+  const dual = node.env?.subnet !== undefined && node.env.ipv6Subnet !== undefined;
   return withNl(node, (nl) => {
     const hops: Hop[] = [];
     const dev = nl.getLink(devName);
@@ -37,7 +51,7 @@ export function vxlanHops(ctx: DoctorContext, node: DoctorNode, lease: Lease): H
     }
     if (!dev.up) {
       hops.push({ id: 'vxlan-device', where, title: `vxlan device ${devName}`, status: 'fail', detail: `${devName} is down`, cause: `nothing leaves through a down device${hint}`, fix: `${ip} link set dev ${devName} up` });
-    } else if (want !== undefined && dev.mtu !== want) {
+    } else if (want !== undefined && (dual ? dev.mtu < want : dev.mtu !== want)) {
       hops.push({
         id: 'vxlan-device', where, title: `vxlan device ${devName}`, status: 'fail',
         detail: `${devName} MTU ${dev.mtu}, network MTU ${want} (FLANNEL_MTU)`,
@@ -70,7 +84,7 @@ export function vxlanHops(ctx: DoctorContext, node: DoctorNode, lease: Lease): H
       hops.push({ id: 'vxlan-neigh', where, title: 'VTEP neighbour', status: 'fail', detail: `the lease of ${subnet} publishes no VtepMAC`, cause: 'nobody can address the peer\'s VTEP', fix: `restart weftd on the node with public IP ${formatIP(lease.attrs.publicIP)}` });
       return hops;
     }
-    const n = nl.listNeigh({ link: dev.index, family: 4 }).find((x) => ipEquals(x.ip, vtep));
+    const n = nl.listNeigh({ link: dev.index, family }).find((x) => ipEquals(x.ip, vtep));
     const neighFix = `${ip} neigh replace ${formatIP(vtep)} lladdr ${mac} dev ${devName} nud permanent`;
     if (!n || n.mac?.toLowerCase() !== mac) {
       hops.push({

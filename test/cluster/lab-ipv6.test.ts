@@ -13,7 +13,7 @@ import type { CheckReport } from '../../src/lab/check.js';
 import type { LabRecord } from '../../src/lab/state.js';
 import { FileStore } from '../../src/store/file/file-store.js';
 import { labPolicyCheck } from '../../src/lab/policy-check.js';
-import { assertGone, downQuietly, lab, labName, stateDir, upOk } from './lab-harness.js';
+import { WEFTCTL, assertGone, cleanEnv, downQuietly, lab, labName, stateDir, upOk } from './lab-harness.js';
 
 function ipJson<T>(ns: string, args: string[]): T {
   const r = spawnSync('ip', ['-n', ns, '-json', ...args], { encoding: 'utf8' });
@@ -31,6 +31,13 @@ function check(name: string): CheckReport {
   const r = lab(['check', '--name', name, '--json']);
   assert.equal(r.code, 0, `check failed:\n${r.stdout.slice(0, 3000)}\n${r.stderr}`);
   return JSON.parse(r.stdout) as CheckReport;
+}
+
+/** `weftctl doctor SRC DST --lab NAME --json`. */
+function doctor(name: string, src: string, dst: string): { ok: boolean; hops: Array<{ id: string; title: string; status: string }> } {
+  const r = spawnSync(WEFTCTL, ['doctor', src, dst, '--lab', name, '--json'], { encoding: 'utf8', env: cleanEnv() });
+  assert.ok(r.stdout.trim() !== '', r.stderr);
+  return JSON.parse(r.stdout) as { ok: boolean; hops: Array<{ id: string; title: string; status: string }> };
 }
 
 function subnetsDir(name: string): string {
@@ -121,6 +128,13 @@ describe('weftctl lab up --ipv6: dual-stack and IPv6-only clusters', { timeout: 
       assert.equal(v6.length, n * (n - 1));
       assert.ok(v6.some((p) => p.crossHost), 'IPv6 pairs across hosts');
       for (const p of [...report.pairs, ...report.egress]) assert.ok(p.icmp.ok && p.tcp.ok, `${p.from} → ${p.to} (${p.toIP})`);
+      if (c.mode === 'dual') {
+        // weftctl doctor follows an IPv6 path through the IPv6 half of the dataplane.
+        const far = rec.containers.find((x) => x.host === rec.hosts - 1)!;
+        const d = doctor(name, rec.containers[0]!.name, far.ip6!);
+        assert.equal(d.ok, true, JSON.stringify(d.hops.filter((h) => h.status === 'fail')));
+        if (c.backend === 'vxlan') assert.ok(d.hops.some((h) => h.id === 'vxlan-device' && h.title.includes('weft-v6.1') && h.status === 'ok'));
+      }
       if (c.store === 'kube') {
         // A NetworkPolicy applied with kubectl holds for both families: pods on h1 take
         // connections only from pods on h0, over IPv4 and IPv6 alike.
