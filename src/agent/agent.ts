@@ -337,7 +337,8 @@ export class Agent {
       throw new WeftError(CniCode.InvalidEnvironment, `network config: EnableIPv6, but ${pub.link.name} has no global IPv6 address; pass --public-ipv6`);
     }
     try {
-      if (readSysctl('net.ipv4.ip_forward') !== '1') this.log.warn('net.ipv4.ip_forward is 0: this host will not forward pod traffic until it is enabled');
+      if (network.ipv4 && readSysctl('net.ipv4.ip_forward') !== '1') this.log.warn('net.ipv4.ip_forward is 0: this host will not forward pod traffic until it is enabled');
+      if (network.ipv6 && readSysctl('net.ipv6.conf.all.forwarding') !== '1') this.log.warn('net.ipv6.conf.all.forwarding is 0: this host will not forward IPv6 pod traffic until it is enabled (the CNI plugins turn it on with the first IPv6 pod; with it on, an interface takes router advertisements only with accept_ra=2)');
     } catch { /* sysctl unreadable: not ours to fix */ }
 
     // 3. Backend devices first: the lease publishes what they are (e.g. the VtepMAC).

@@ -13,9 +13,16 @@ export interface PublicInterface {
   readonly ip6?: IP | undefined;
 }
 
-/** The interface's first global address of the family (scope universe: not link-local). */
+/** IFA_F_TEMPORARY (privacy), DADFAILED, DEPRECATED, TENTATIVE: addresses that come and go. */
+const UNSTABLE = 0x01 | 0x08 | 0x20 | 0x40;
+
+/**
+ * The interface's first global address of the family (scope universe: not link-local), skipping
+ * IPv6 addresses a tunnel must not be bound to: temporary (privacy) ones rotate, deprecated ones
+ * are on their way out, tentative or failed ones are not usable yet or at all.
+ */
 function firstGlobal(nl: Netlink, link: Link, family: 4 | 6): IP | undefined {
-  const addrs = nl.listAddresses({ link: link.index, family }).filter((a) => a.scope === 0);
+  const addrs = nl.listAddresses({ link: link.index, family }).filter((a) => a.scope === 0 && (family === 4 || (a.flags & UNSTABLE) === 0));
   return addrs[0]?.cidr.ip;
 }
 
@@ -39,8 +46,11 @@ export function pickPublicInterface(nl: Netlink, opts: { iface?: string; publicI
   const publicIP = parsePublic('--public-ip', opts.publicIP, 4);
   const publicIPv6 = parsePublic('--public-ipv6', opts.publicIPv6, 6);
   let link: Link | undefined;
+  /** --iface given as an IPv6 address: that address is the one published. */
+  let ifaceIPv6: IP | undefined;
   if (opts.iface !== undefined) {
     const asIP = tryParseIP(opts.iface);
+    if (asIP?.family === 6) ifaceIPv6 = asIP;
     if (asIP) {
       link = ownerOf(nl, asIP);
       if (!link) throw new WeftError(CniCode.InvalidEnvironment, `--iface ${opts.iface}: no interface in this network namespace has that address`);
@@ -59,7 +69,11 @@ export function pickPublicInterface(nl: Netlink, opts: { iface?: string; publicI
     }
     link = nl.requireLink(def.oif);
   }
-  const ip6 = publicIPv6 ?? firstGlobal(nl, link, 6);
+  if (publicIPv6 && !nl.listAddresses({ link: link.index, family: 6 }).some((a) => ipEquals(a.cidr.ip, publicIPv6))) {
+    // The tunnels and the on-link checks use the public interface: the address must be on it.
+    throw new WeftError(CniCode.InvalidEnvironment, `--public-ipv6 ${formatIP(publicIPv6)} is not an address of ${link.name}, the public interface`);
+  }
+  const ip6 = publicIPv6 ?? ifaceIPv6 ?? firstGlobal(nl, link, 6);
   const ip = publicIP ?? firstGlobal(nl, link, 4) ?? ip6;
   if (!ip) throw new WeftError(CniCode.InvalidEnvironment, `interface ${link.name} has no global IPv4 or IPv6 address; pass --public-ip or --public-ipv6`);
   if (!link.up) throw new WeftError(CniCode.InvalidEnvironment, `interface ${link.name} (${formatIP(ip)}) is down`);

@@ -9,7 +9,7 @@ import { type IP, formatIP, ipFromValue, ipToBytes, parseIP } from '../net/ip.js
  * get distinct ids, as with the low 32 bits alone; unlike those, the same host number in
  * different prefixes (2001:db8:0:1::1, 2001:db8:0:2::1 — racks are often numbered so) gets
  * unrelated ids instead of one. Across prefixes two ids collide with odds of 1 in 2^32 per pair;
- * iBGP then refuses the session (Bad BGP Identifier) and an explicit routerId fixes it. Never
+ * iBGP then refuses the session (Bad BGP Identifier), which the speaker's status shows; a caller with its own routerId is not affected. Never
  * 0.0.0.0, which RFC 6286 forbids.
  */
 export function routerIdFromIPv6(address: IP | string): string {

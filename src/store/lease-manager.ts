@@ -143,7 +143,10 @@ export class LeaseManager implements SubnetLeaser {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const listing = await this.opts.store.listSubnets();
       const { entries } = listing;
-      const taken = new Set(entries.map((e) => subnetKey(e.subnet)));
+      // On an IPv6-only network the subnets to avoid include dual-stack leases' IPv6 halves.
+      const v6only = this.plan.network.ip.family === 6;
+      const takenOf = (e: RawEntry): Cidr => (v6only ? e.ipv6Subnet ?? e.subnet : e.subnet);
+      const taken = new Set(entries.map((e) => subnetKey(takenOf(e))));
       for (const k of tried) taken.add(k);
       const taken6 = new Set(entries.flatMap((e) => (e.ipv6Subnet ? [subnetKey(e.ipv6Subnet)] : [])));
       for (const k of tried6) taken6.add(k);
@@ -151,7 +154,7 @@ export class LeaseManager implements SubnetLeaser {
       // 1. Our own lease from before a restart: same PublicIP, still inside the config's range.
       const ours = (e: RawEntry): boolean => {
         const p = parseLease(e);
-        return p.ok && ipEquals(p.lease.attrs.publicIP, this.opts.publicIP) && planAllows(this.plan, e.subnet);
+        return p.ok && ipEquals(p.lease.attrs.publicIP, this.opts.publicIP) && planAllows(this.plan, takenOf(e));
       };
       let mine = entries.find(ours);
       let keep: Cidr | undefined;
@@ -160,9 +163,9 @@ export class LeaseManager implements SubnetLeaser {
         // drops such a lease and takes a new one; its IPv4 subnet is kept where it is free.
         this.log.info('own lease does not fit the network config\'s address families; replacing it', { subnet: formatCidr(mine.subnet) });
         await this.opts.store.deleteSubnet(mine.subnet);
-        taken.delete(subnetKey(mine.subnet));
+        taken.delete(subnetKey(takenOf(mine)));
         if (mine.ipv6Subnet) taken6.delete(subnetKey(mine.ipv6Subnet));
-        keep = mine.subnet;
+        keep = takenOf(mine);
         mine = undefined;
       }
       let choice: { subnet: Cidr; ipv6Subnet?: Cidr | undefined; expect: { type: 'absent' } | { type: 'revision'; revision: bigint } } | undefined;

@@ -409,8 +409,10 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.ok(parsed?.ok);
       assert.equal(parsed.lease.attrs.publicIPv6 && formatIP(parsed.lease.attrs.publicIPv6), '2001:2::5:1');
       assert.deepEqual(parsed.lease.attrs.backendV6Data, { VtepMAC: '0a:00:00:00:00:06' });
-      // Its IPv4 subnet is held whatever the other key form: a plain write of it conflicts.
+      // Its IPv4 subnet is held whatever the other key form: a plain write of it conflicts, and
+      // so does a dual-stack one with another IPv6 half.
       assert.deepEqual(await store.writeSubnet(la.subnet, attrs('198.18.5.9'), 60, { type: 'absent' }), { type: 'conflict' });
+      assert.deepEqual(await store.writeSubnet(la.subnet, attrs('198.18.5.9'), 60, { type: 'absent' }, parseCidr('fd00:162:0:ff::/64')), { type: 'conflict' });
       // A restart (the same public IP) takes the same pair back.
       await a.stop();
       const again = mk('198.18.5.1', '2001:2::5:1');
@@ -441,6 +443,29 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.equal(entries.length, 1, 'the IPv4-only key is gone');
       assert.equal(entries[0]?.ipv6Subnet && formatCidr(entries[0].ipv6Subnet), formatCidr(l2.ipv6Subnet));
       await second.stop({ release: true });
+    });
+
+    it('a dual-stack network turned IPv6-only: the own dual-stack lease is replaced by an IPv6 one (its IPv6 subnet kept), and others\' IPv6 halves stay taken', async () => {
+      const prefix = uniquePrefix();
+      const store = open(prefix);
+      const dual = parseNetworkConfig('{"Network":"10.165.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:165::/61","IPv6SubnetMin":"fd00:165:0:1::","IPv6SubnetMax":"fd00:165:0:4::","Backend":{"Type":"host-gw"}}');
+      const only = parseNetworkConfig('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:165::/61","IPv6SubnetMin":"fd00:165:0:1::","IPv6SubnetMax":"fd00:165:0:4::","Backend":{"Type":"host-gw"}}');
+      const mk = (config: typeof dual, ip: string, ip6: string) => new LeaseManager({ store, config, publicIP: parseIP(ip), publicIPv6: parseIP(ip6), backendType: 'host-gw', ttlSeconds: 600, log: quietLog().log });
+      // Three dual-stack nodes hold three of the four IPv6 /64s.
+      const others = [mk(dual, '198.18.8.2', '2001:2::8:2'), mk(dual, '198.18.8.3', '2001:2::8:3')];
+      for (const o of others) await o.start();
+      const me = mk(dual, '198.18.8.1', '2001:2::8:1');
+      const before = await me.start();
+      await me.stop();
+      const after = await mk(only, '198.18.8.1', '2001:2::8:1').start();
+      assert.equal(formatCidr(after.subnet), formatCidr(before.ipv6Subnet!), 'its IPv6 subnet kept');
+      const keys = (await store.listSubnets()).entries.map((e) => `${formatCidr(e.subnet)}${e.ipv6Subnet && e.ipv6Subnet !== e.subnet ? `&${formatCidr(e.ipv6Subnet)}` : ''}`);
+      assert.equal(keys.length, 3, `the old dual-stack lease is gone: ${keys.join(', ')}`);
+      // A fourth node on the IPv6-only config gets the one /64 no dual-stack lease holds.
+      const fourth = await mk(only, '198.18.8.4', '2001:2::8:4').start();
+      const held = new Set((await store.listSubnets()).entries.map((e) => formatCidr(e.ipv6Subnet ?? e.subnet)));
+      assert.equal(held.size, 4, 'four distinct IPv6 subnets');
+      assert.ok(held.has(formatCidr(fourth.subnet)));
     });
 
     it('IPv6-only network: the lease is keyed by its IPv6 subnet and publishes PublicIP 0.0.0.0 beside PublicIPv6', async () => {

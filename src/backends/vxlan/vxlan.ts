@@ -90,6 +90,16 @@ class VxlanBackend implements Backend {
       if (!host.publicIPv6) throw new WeftError(CniCode.InvalidEnvironment, 'vxlan: the IPv6 network needs an IPv6 public address');
       this.vteps.push({ family: 6, name: vxlanDeviceName(this.cfg.VNI, 6), local: host.publicIPv6, mtu: this.cfg.MTU ?? underlayMtu - VXLAN6_OVERHEAD, device: undefined, ownSubnet: undefined });
     }
+    // A family the network no longer has leaves no device behind (its VTEP address, neighbours
+    // and FDB entries, its UDP socket): e.g. IPv6 turned off, or a switch to IPv6-only.
+    for (const family of [4, 6] as const) {
+      if (this.vtep(family)) continue;
+      const stale = host.nl.getLink(vxlanDeviceName(this.cfg.VNI, family));
+      if (stale?.kind === 'vxlan') {
+        host.nl.deleteLink(stale.index);
+        host.log.info('removed the vxlan device of an address family the network no longer has', { device: stale.name });
+      }
+    }
     const macs = this.vteps.map((v) => {
       const dev = this.ensureDevice(host.nl, v, undefined);
       if (!dev.mac) throw new WeftError(CniCode.Netlink, `vxlan device ${v.name} has no MAC address`);

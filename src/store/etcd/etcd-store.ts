@@ -241,16 +241,30 @@ export class EtcdStore implements SubnetStore, KvCore {
     ipv6Subnet?: Cidr,
   ): Promise<WriteResult> {
     const key = this.keyOf({ subnet, ipv6Subnet });
-    // A lease holds the subnet under its single-stack or its dual-stack key. etcd's transactions
-    // cannot compare a range, so the other form is checked first (flanneld's own put-if-absent
-    // is no more exclusive towards our key).
-    if (expect.type === 'absent') {
-      const other = key === this.key(subnet) ? await this.dualStackKv(subnet) : (await this.run('get subnet', this.client.get(this.key(subnet)).exec())).kvs[0];
-      if (other) return { type: 'conflict' };
-    }
+    // A lease holds the subnet under its single-stack key or a dual-stack one (any IPv6 half).
+    // etcd's transactions cannot compare a range, so the other keys are looked at before the
+    // write, and again after it: of two writers that raced past the first look, the later one
+    // (higher create revision) sees the earlier and backs off (flanneld's own put-if-absent is
+    // no more exclusive towards our key).
+    if (expect.type === 'absent' && (await this.otherHolders(subnet, key)).length > 0) return { type: 'conflict' };
     const r = await this.put(key.slice(this.prefix.length + 1), value, { expect, ttlSeconds });
     if (r.type === 'conflict') return r;
+    if (expect.type === 'absent' && (await this.otherHolders(subnet, key)).some((kv) => BigInt(kv.create_revision) < r.revision)) {
+      await this.run('back off', this.client.if(key, 'Mod', '==', r.revision.toString()).then(this.client.delete().key(key)).commit());
+      if (r.owner !== '0') this.revokeQuietly(r.owner);
+      return { type: 'conflict' };
+    }
     return { type: 'written', held: { subnet, ...(ipv6Subnet && { ipv6Subnet }), value, revision: r.revision, token: r.owner, ttlSeconds, expiresAt: r.expiresAt } };
+  }
+
+  /** Every entry holding `subnet` under a key other than `key`: its plain key and its dual-stack ones. */
+  private async otherHolders(subnet: Cidr, key: string): Promise<IKeyValue[]> {
+    const plain = this.key(subnet);
+    const [single, duals] = await Promise.all([
+      this.run('get subnet', this.client.get(plain).exec()),
+      this.run('get subnet', this.client.getAll().prefix(`${plain}&`).exec()),
+    ]);
+    return [...single.kvs, ...duals.kvs].filter((kv) => kv.key.toString() !== key && this.entryOf(kv) !== undefined);
   }
 
   /**
