@@ -151,6 +151,13 @@ describe('udp backend, dual-stack: IPv4 pods over the IPv4 underlay, IPv6 pods o
     }
   });
 
+  it('the host itself reaches remote pods over IPv6, from its TUN address (the route\'s src), and back', () => {
+    const [h1, h2] = [topo.host(1), topo.host(2)];
+    const r = runInNetns(h1.ns.name, ['ping', '-c', '2', '-i', '0.2', '-W', '1', h2.podIP6!]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.ok(topo.ping(h2, 'fd10:244:0:1::'), 'container 2 → host 1\'s TUN address');
+  });
+
   it('carries TCP over IPv6 intact through the offloads (TSO6 super-packets in, GSO_TCPV6 merges out), and IPv4 beside it', async () => {
     const [h1, h2] = [topo.host(1), topo.host(2)];
     const [s1, s2] = [statsOf(backend(1)), statsOf(backend(2))];
