@@ -208,7 +208,7 @@ export const benchmark: Benchmark = {
     const backends = only ?? ['vxlan', 'host-gw', 'udp', 'macvlan'];
     // --ipv6-backends=: the dual-stack table's backends (empty: no such table).
     const ipv6Only = args.find((a) => a.startsWith('--ipv6-backends='))?.slice('--ipv6-backends='.length).split(',').filter((b) => b !== '');
-    const ipv6Backends = ipv6Only ?? ['vxlan', 'host-gw', 'bgp'];
+    const ipv6Backends = ipv6Only ?? ['vxlan', 'host-gw', 'bgp', 'udp'];
     for (const b of ipv6Backends) if (parseBackend(b).ipv6 !== true) throw new Error(`--ipv6-backends: ${b} carries IPv4 only in the lab`);
     for (const b of backends) { parseBackend(b); if (!SHAPES[b]) throw new Error(`no hand-built reference for backend ${b}`); }
     const rounds = numberFlag(args, 'rounds', 7);

@@ -1,14 +1,18 @@
 // udp_pump: the packet pump of weftd's udp backend (flannel's original "udp" mode).
 //
 // Two native threads per pump, one per direction, so no packet ever touches the JS thread:
-//   tx: TUN → look up the inner IPv4 destination in the peer table → sendmmsg to the peer's
-//       UDP endpoint (the datagram's payload is the bare IP packet, as flannel's udp does);
+//   tx: TUN → look up the inner destination (IPv4 or IPv6) in the peer table → sendmmsg to the
+//       peer's UDP endpoint (the datagram's payload is the bare IP packet, as flannel's udp does);
 //   rx: recvmmsg from the UDP socket → write each payload into the TUN device.
 // Buffers are allocated once at start; the threads block in poll() on their fd and an eventfd
 // that stop() signals. Counters are relaxed atomics, bumped once per batch.
 //
-// The peer table is built by TypeScript (one 12-byte record per peer) and swapped in whole:
-// each thread checks a version number once per batch and, only when it changed, takes a
+// The socket is IPv4 (0.0.0.0:port) for an IPv4-only network, as it always was; with IPv6 it is
+// one dual-stack socket ([::]:port, IPV6_V6ONLY off), so one fd and one rx thread serve peers of
+// both underlay families (IPv4 peers as v4-mapped addresses).
+//
+// The peer table is built by TypeScript (one 40-byte record per peer subnet) and swapped in
+// whole: each thread checks a version number once per batch and, only when it changed, takes a
 // shared_ptr copy under a mutex — so a lookup never races a replacement and the fast path
 // takes no lock.
 
@@ -41,10 +45,11 @@
 namespace weft_udp {
 
 const int kBatch = 64;
-// Large enough for any IPv4 packet plus a virtio_net_hdr, so nothing is ever truncated.
+// Large enough for any packet the TUN hands over (a 64 KiB GSO skb at most) plus a
+// virtio_net_hdr, so nothing is ever truncated.
 const size_t kSlotBytes = 65536 + 64;
 const int kSocketBufBytes = 8 * 1024 * 1024;
-const size_t kRouteRecordBytes = 12;
+const size_t kRouteRecordBytes = 40;
 
 // ---- errors ------------------------------------------------------------------------------
 
@@ -78,130 +83,17 @@ bool arg_int(napi_env env, napi_value v, int32_t* out, const char* what) {
 
 // ---- peer table --------------------------------------------------------------------------
 
-struct Route {
-  uint32_t net;  // host order, masked
-  uint8_t prefix;
-  struct sockaddr_in peer;
-};
+typedef unsigned __int128 u128;
 
-// Routes grouped by prefix length (longest first), each group sorted by network so a lookup is
-// one binary search per distinct length — clusters normally have exactly one (SubnetLen).
-struct Table {
-  std::vector<Route> routes;
-  struct Group {
-    uint32_t mask;
-    size_t begin, end;
-  };
-  std::vector<Group> groups;
-
-  const Route* lookup(uint32_t dst) const {
-    for (const Group& g : groups) {
-      uint32_t key = dst & g.mask;
-      size_t lo = g.begin, hi = g.end;
-      while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        uint32_t net = routes[mid].net;
-        if (net == key) return &routes[mid];
-        if (net < key) lo = mid + 1; else hi = mid;
-      }
-    }
-    return nullptr;
-  }
-};
-
-uint32_t mask_of(uint8_t prefix) { return prefix == 0 ? 0 : 0xffffffffu << (32 - prefix); }
-
-// Record: network (4, big-endian), prefix length (1), zero (1), UDP port (2, big-endian),
-// peer IPv4 (4, big-endian). Returns nullptr with *why set on a malformed buffer.
-std::shared_ptr<Table> parse_table(const uint8_t* p, size_t len, const char** why) {
-  if (len % kRouteRecordBytes != 0) {
-    *why = "route table length must be a multiple of 12 bytes";
-    return nullptr;
-  }
-  auto t = std::make_shared<Table>();
-  size_t n = len / kRouteRecordBytes;
-  t->routes.reserve(n);
-  for (size_t i = 0; i < n; i++, p += kRouteRecordBytes) {
-    Route r;
-    memset(&r, 0, sizeof r);
-    uint32_t net;
-    memcpy(&net, p, 4);
-    r.prefix = p[4];
-    if (r.prefix > 32) {
-      *why = "route prefix length must be 0..32";
-      return nullptr;
-    }
-    r.net = ntohl(net) & mask_of(r.prefix);
-    r.peer.sin_family = AF_INET;
-    memcpy(&r.peer.sin_port, p + 6, 2);
-    memcpy(&r.peer.sin_addr.s_addr, p + 8, 4);
-    if (r.peer.sin_port == 0) {
-      *why = "route peer port must not be 0";
-      return nullptr;
-    }
-    t->routes.push_back(r);
-  }
-  std::sort(t->routes.begin(), t->routes.end(), [](const Route& a, const Route& b) {
-    return a.prefix != b.prefix ? a.prefix > b.prefix : a.net < b.net;
-  });
-  for (size_t i = 0; i < n;) {
-    size_t j = i;
-    while (j < n && t->routes[j].prefix == t->routes[i].prefix) j++;
-    t->groups.push_back({mask_of(t->routes[i].prefix), i, j});
-    i = j;
-  }
-  return t;
-}
-
-// ---- the pump ----------------------------------------------------------------------------
-
-enum Counter {
-  kTxPackets,      // TUN → UDP, sent
-  kTxBytes,
-  kRxPackets,      // UDP → TUN, written
-  kRxBytes,
-  kDropNoRoute,    // no peer for the inner destination
-  kDropMalformed,  // not an IPv4 packet (either direction), or a truncated datagram
-  kSendErrors,     // sendmmsg failed for a datagram (peer unreachable, ...)
-  kTunErrors,      // read/write on the TUN device failed
-  kRecvErrors,
-  kTxGsoPackets,   // offload: TCP super-packets (TSO) read from the TUN device
-  kTxGsoSegments,  // offload: MTU-sized segments cut from them
-  kRxGroBatches,   // offload: receives that UDP GRO had coalesced (more than one datagram)
-  kRxGroSegments,  // offload: datagrams inside those receives
-  kRxTunWrites,    // writes to the TUN device (rxPackets / rxTunWrites = packets per write)
-  kRxTunGsoWrites, // offload: writes carrying a coalesced TCP super-packet (GSO_TCPV4)
-  kCounterCount
-};
-
-const char* const kCounterNames[kCounterCount] = {
-    "txPackets", "txBytes", "rxPackets", "rxBytes", "dropNoRoute",
-    "dropMalformed", "sendErrors", "tunErrors", "recvErrors", "txGsoPackets", "txGsoSegments",
-    "rxGroBatches", "rxGroSegments", "rxTunWrites", "rxTunGsoWrites"};
-
-struct Pump {
-  int tun_fd = -1;  // owned by the caller (TypeScript closes it after stop)
-  int sock_fd = -1;
-  int stop_fd = -1;
-  // The TUN fd carries a virtio_net_hdr and the kernel hands us TCP super-packets (TSO): the tx
-  // thread segments them and sends with UDP GSO; rx uses UDP GRO.
-  bool offload = false;
-  pthread_t tx_thread, rx_thread;
-  bool tx_started = false, rx_started = false;
-  bool stopped = false;
-
-  std::mutex table_mu;
-  std::shared_ptr<Table> table = std::make_shared<Table>();
-  std::atomic<uint64_t> table_version{0};
-
-  std::atomic<uint64_t> counters[kCounterCount];
-
-  Pump() {
-    for (auto& c : counters) c.store(0, std::memory_order_relaxed);
-  }
-  void add(Counter c, uint64_t n) {
-    if (n) counters[c].fetch_add(n, std::memory_order_relaxed);
-  }
+// Where one peer subnet's datagrams go, in the socket's own family (an IPv4 peer behind a
+// dual-stack socket is a v4-mapped sockaddr_in6).
+struct PeerAddr {
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } u;
+  socklen_t len;
 };
 
 // Big-endian loads from packet bytes (no alignment assumed).
@@ -216,6 +108,218 @@ uint32_t load32(const uint8_t* p) {
   memcpy(&v, p, 4);
   return ntohl(v);
 }
+
+u128 load128(const uint8_t* p) {
+  u128 v = 0;
+  for (int i = 0; i < 16; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+template <typename K>
+K mask_of(uint8_t prefix) {
+  const unsigned bits = sizeof(K) * 8;
+  return prefix == 0 ? K(0) : static_cast<K>(~K(0) << (bits - prefix));
+}
+
+// One family's routes grouped by prefix length (longest first), each group sorted by network so
+// a lookup is one binary search per distinct length — clusters normally have exactly one
+// (SubnetLen, IPv6SubnetLen).
+template <typename K>
+struct PrefixTable {
+  struct Route {
+    K net;  // host order, masked
+    uint8_t prefix;
+    PeerAddr peer;
+  };
+  struct Group {
+    K mask;
+    size_t begin, end;
+  };
+  std::vector<Route> routes;
+  std::vector<Group> groups;
+
+  const Route* lookup(K dst) const {
+    for (const Group& g : groups) {
+      K key = dst & g.mask;
+      size_t lo = g.begin, hi = g.end;
+      while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        K net = routes[mid].net;
+        if (net == key) return &routes[mid];
+        if (net < key) lo = mid + 1; else hi = mid;
+      }
+    }
+    return nullptr;
+  }
+
+  void index() {
+    std::sort(routes.begin(), routes.end(), [](const Route& a, const Route& b) {
+      return a.prefix != b.prefix ? a.prefix > b.prefix : a.net < b.net;
+    });
+    groups.clear();
+    for (size_t i = 0, n = routes.size(); i < n;) {
+      size_t j = i;
+      while (j < n && routes[j].prefix == routes[i].prefix) j++;
+      groups.push_back({mask_of<K>(routes[i].prefix), i, j});
+      i = j;
+    }
+  }
+};
+
+struct Table {
+  PrefixTable<uint32_t> v4;
+  PrefixTable<u128> v6;
+  size_t size() const { return v4.routes.size() + v6.routes.size(); }
+};
+
+// What the tx path does with one inner packet.
+enum Verdict { kSend, kNoRoute, kMalformed };
+
+// The peer owning the inner packet's destination: an IPv4 packet is looked up among the IPv4
+// subnets, an IPv6 one among the IPv6 subnets. Anything else (or a packet shorter than its
+// family's header) is malformed.
+Verdict route_packet(const Table& t, const uint8_t* pkt, size_t len, const PeerAddr** peer) {
+  if (len >= 20 && (pkt[0] >> 4) == 4) {
+    const PrefixTable<uint32_t>::Route* r = t.v4.lookup(load32(pkt + 16));
+    if (!r) return kNoRoute;
+    *peer = &r->peer;
+    return kSend;
+  }
+  if (len >= 40 && (pkt[0] >> 4) == 6) {
+    const PrefixTable<u128>::Route* r = t.v6.lookup(load128(pkt + 24));
+    if (!r) return kNoRoute;
+    *peer = &r->peer;
+    return kSend;
+  }
+  return kMalformed;
+}
+
+// Flannel's wire format, either family: one datagram is exactly one IP packet, whose own length
+// field accounts for every byte. Anything else is junk or a peer that broke the format, and
+// writing it would hand the stack a wrong packet.
+bool whole_packet(const uint8_t* pkt, size_t len) {
+  if (len >= 20 && (pkt[0] >> 4) == 4) return load16(pkt + 2) == len;
+  if (len >= 40 && (pkt[0] >> 4) == 6) return 40u + load16(pkt + 4) == len;
+  return false;
+}
+
+// A peer address (4 or 16 bytes) as the socket of family sock_family sends to it. false: an IPv6
+// peer for an IPv4 socket.
+bool make_peer(int sock_family, uint8_t family, const uint8_t* addr, const uint8_t* port_be, PeerAddr* out) {
+  memset(out, 0, sizeof *out);
+  if (sock_family == AF_INET) {
+    if (family != 4) return false;
+    out->u.v4.sin_family = AF_INET;
+    memcpy(&out->u.v4.sin_port, port_be, 2);
+    memcpy(&out->u.v4.sin_addr.s_addr, addr, 4);
+    out->len = sizeof out->u.v4;
+    return true;
+  }
+  out->u.v6.sin6_family = AF_INET6;
+  memcpy(&out->u.v6.sin6_port, port_be, 2);
+  if (family == 4) {
+    out->u.v6.sin6_addr.s6_addr[10] = 0xff;
+    out->u.v6.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(out->u.v6.sin6_addr.s6_addr + 12, addr, 4);
+  } else {
+    memcpy(out->u.v6.sin6_addr.s6_addr, addr, 16);
+  }
+  out->len = sizeof out->u.v6;
+  return true;
+}
+
+// Record (40 bytes): inner family (1: 4 or 6), prefix length (1), UDP port (2, big-endian), peer
+// family (1: 4 or 6), zero (3), network (16, big-endian; IPv4 in the first 4), peer address (16;
+// IPv4 in the first 4). sock_family is the pump socket's. Returns nullptr with *why set on a
+// malformed buffer.
+std::shared_ptr<Table> parse_table(const uint8_t* p, size_t len, int sock_family, const char** why) {
+  if (len % kRouteRecordBytes != 0) {
+    *why = "route table length must be a multiple of 40 bytes";
+    return nullptr;
+  }
+  auto t = std::make_shared<Table>();
+  size_t n = len / kRouteRecordBytes;
+  for (size_t i = 0; i < n; i++, p += kRouteRecordBytes) {
+    uint8_t family = p[0], prefix = p[1], peer_family = p[4];
+    if ((family != 4 && family != 6) || (peer_family != 4 && peer_family != 6)) {
+      *why = "route families must be 4 or 6";
+      return nullptr;
+    }
+    if (prefix > (family == 4 ? 32 : 128)) {
+      *why = family == 4 ? "IPv4 route prefix length must be 0..32" : "IPv6 route prefix length must be 0..128";
+      return nullptr;
+    }
+    if (load16(p + 2) == 0) {
+      *why = "route peer port must not be 0";
+      return nullptr;
+    }
+    PeerAddr peer;
+    if (!make_peer(sock_family, peer_family, p + 24, p + 2, &peer)) {
+      *why = "an IPv6 peer needs a pump started with IPv6";
+      return nullptr;
+    }
+    if (family == 4) t->v4.routes.push_back({load32(p + 8) & mask_of<uint32_t>(prefix), prefix, peer});
+    else t->v6.routes.push_back({load128(p + 8) & mask_of<u128>(prefix), prefix, peer});
+  }
+  t->v4.index();
+  t->v6.index();
+  return t;
+}
+
+// ---- the pump ----------------------------------------------------------------------------
+
+enum Counter {
+  kTxPackets,      // TUN → UDP, sent
+  kTxBytes,
+  kRxPackets,      // UDP → TUN, written
+  kRxBytes,
+  kDropNoRoute,    // no peer for the inner destination
+  kDropMalformed,  // neither IPv4 nor IPv6 (either direction), or a truncated datagram
+  kSendErrors,     // sendmmsg failed for a datagram (peer unreachable, ...)
+  kTunErrors,      // read/write on the TUN device failed
+  kRecvErrors,
+  kTxGsoPackets,   // offload: TCP super-packets (TSO) read from the TUN device
+  kTxGsoSegments,  // offload: MTU-sized segments cut from them
+  kRxGroBatches,   // offload: receives that UDP GRO had coalesced (more than one datagram)
+  kRxGroSegments,  // offload: datagrams inside those receives
+  kRxTunWrites,    // writes to the TUN device (rxPackets / rxTunWrites = packets per write)
+  kRxTunGsoWrites, // offload: writes carrying a coalesced TCP super-packet (GSO_TCPV4/V6)
+  kCounterCount
+};
+
+const char* const kCounterNames[kCounterCount] = {
+    "txPackets", "txBytes", "rxPackets", "rxBytes", "dropNoRoute",
+    "dropMalformed", "sendErrors", "tunErrors", "recvErrors", "txGsoPackets", "txGsoSegments",
+    "rxGroBatches", "rxGroSegments", "rxTunWrites", "rxTunGsoWrites"};
+
+struct Pump {
+  int tun_fd = -1;  // owned by the caller (TypeScript closes it after stop)
+  int sock_fd = -1;
+  int sock_family = AF_INET;  // AF_INET6: dual-stack, peers of either family
+  int stop_fd = -1;
+  // The TUN fd carries a virtio_net_hdr and the kernel hands us TCP super-packets (TSO): the tx
+  // thread segments them and sends with UDP GSO; rx uses UDP GRO.
+  bool offload = false;
+  pthread_t tx_thread, rx_thread;
+  bool tx_started = false, rx_started = false;
+  bool stopped = false;
+
+  std::mutex table_mu;
+  std::shared_ptr<Table> table = std::make_shared<Table>();
+  std::atomic<uint64_t> table_version{0};
+
+  std::atomic<uint64_t> counters[kCounterCount];
+
+  // Tests only (udpPumpCoalesce): TUN writes are collected here instead of written.
+  std::vector<std::vector<uint8_t>>* capture = nullptr;
+
+  Pump() {
+    for (auto& c : counters) c.store(0, std::memory_order_relaxed);
+  }
+  void add(Counter c, uint64_t n) {
+    if (n) counters[c].fetch_add(n, std::memory_order_relaxed);
+  }
+};
 
 // Refreshes the thread's table only when TypeScript swapped in a new one.
 void refresh_table(Pump* pump, std::shared_ptr<Table>* local, uint64_t* version) {
@@ -255,13 +359,14 @@ const uint8_t VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 const uint8_t VIRTIO_NET_HDR_F_DATA_VALID = 2;
 const uint8_t VIRTIO_NET_HDR_GSO_NONE = 0;
 const uint8_t VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+const uint8_t VIRTIO_NET_HDR_GSO_TCPV6 = 4;
 const uint8_t VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
 const size_t kVnetHdr = sizeof(struct virtio_net_hdr);
-// IPv4 total length limit for one UDP GSO send (65535 - IP - UDP headers).
+// IPv4 total length limit for one UDP GSO send (65535 - IP - UDP headers); below IPv6's too.
 const size_t kMaxGsoPayload = 65507;
 const size_t kMaxGsoSegments = 64;
-// An IPv4 header with options (60) and a TCP header with options (60).
+// An IPv4 header with options (60), or IPv6's (40), and a TCP header with options (60).
 const size_t kMaxHeaderBytes = 120;
 // Segments of one TSO super-packet at an MSS as small as 536 bytes; a super-packet needing more is
 // refused as malformed (TCP never builds one: its MSS follows the TUN's MTU).
@@ -306,11 +411,40 @@ void ip_checksum(uint8_t* ip, size_t ihl) {
   memcpy(ip + 10, &c, 2);
 }
 
+// The TCP pseudo-header's sum for the packet's family (its source, destination, protocol and
+// TCP length; IPv6's length field is 32 bits).
 uint64_t tcp_pseudo(const uint8_t* ip, size_t tcp_len) {
-  uint64_t sum = csum_add(ip + 12, 8, 0);  // source and destination
+  bool v6 = (ip[0] >> 4) == 6;
+  uint64_t sum = v6 ? csum_add(ip + 8, 32, 0) : csum_add(ip + 12, 8, 0);
   sum += htons(IPPROTO_TCP);
   sum += htons(static_cast<uint16_t>(tcp_len));
+  if (v6) sum += htons(static_cast<uint16_t>(tcp_len >> 16));
   return sum;
+}
+
+// The IP header length of a TCP packet without IPv4 fragmentation concerns checked: IPv4's IHL,
+// or 40 for an IPv6 packet whose next header is TCP (extension headers are not carried by TSO
+// packets and never merged). 0: not TCP, or too short for the headers it claims.
+size_t tcp_ip_header(const uint8_t* pkt, size_t len) {
+  if (len >= 40 && (pkt[0] >> 4) == 4) {
+    size_t ihl = (pkt[0] & 15) * 4;
+    return ihl >= 20 && pkt[9] == IPPROTO_TCP && len >= ihl + 20 ? ihl : 0;
+  }
+  if (len >= 60 && (pkt[0] >> 4) == 6) return pkt[6] == IPPROTO_TCP ? 40 : 0;
+  return 0;
+}
+
+// Sets the IP length field for a packet of len bytes (IPv6: the payload length), and IPv4's
+// header checksum.
+void set_ip_length(uint8_t* ip, size_t iphl, size_t len) {
+  if ((ip[0] >> 4) == 6) {
+    uint16_t plen = htons(static_cast<uint16_t>(len - 40));
+    memcpy(ip + 4, &plen, 2);
+    return;
+  }
+  uint16_t tot = htons(static_cast<uint16_t>(len));
+  memcpy(ip + 2, &tot, 2);
+  ip_checksum(ip, iphl);
 }
 
 // Completes a checksum the kernel left to "hardware" (VIRTIO_NET_HDR_F_NEEDS_CSUM): the field
@@ -323,22 +457,23 @@ bool finish_checksum(uint8_t* pkt, size_t len, const struct virtio_net_hdr& h) {
   return true;
 }
 
-// Splits a TSO super-packet into MSS-sized TCP/IPv4 segments without copying the payload: each
-// segment's rewritten headers go to hdrs, and iov gets (headers, payload-in-pkt) pairs. Every
-// segment but the last is exactly *seg_bytes long, which is what UDP GSO needs. Returns the number
-// of segments, or 0 when the packet is not a well-formed TCP/IPv4 GSO packet or needs more than
-// max_segments segments.
-size_t segment_tcp4(uint8_t* pkt, size_t len, uint16_t mss, uint8_t* hdrs, struct iovec* iov, size_t max_segments, size_t* seg_bytes) {
-  if (len < 40 || (pkt[0] >> 4) != 4 || pkt[9] != IPPROTO_TCP || mss == 0) return 0;
-  size_t ihl = (pkt[0] & 15) * 4;
-  if (ihl < 20 || ihl + 20 > len) return 0;
+// Splits a TSO super-packet (TCP over IPv4 or IPv6) into MSS-sized segments without copying the
+// payload: each segment's rewritten headers go to hdrs, and iov gets (headers, payload-in-pkt)
+// pairs. Every segment but the last is exactly *seg_bytes long, which is what UDP GSO needs.
+// Returns the number of segments, or 0 when the packet is not a well-formed TCP GSO packet or
+// needs more than max_segments segments.
+size_t segment_tcp(uint8_t* pkt, size_t len, uint16_t mss, uint8_t* hdrs, struct iovec* iov, size_t max_segments, size_t* seg_bytes) {
+  size_t ihl = tcp_ip_header(pkt, len);
+  if (ihl == 0 || mss == 0) return 0;
+  bool v6 = (pkt[0] >> 4) == 6;
+  if (v6 && 40u + load16(pkt + 4) != len) return 0;
   size_t thl = (pkt[ihl + 12] >> 4) * 4;
   size_t hdr = ihl + thl;
   if (thl < 20 || hdr > len) return 0;
   size_t payload = len - hdr;
   size_t count = payload == 0 ? 1 : (payload + mss - 1) / mss;
   if (count > max_segments) return 0;
-  uint16_t id0 = load16(pkt + 4);
+  uint16_t id0 = v6 ? 0 : load16(pkt + 4);
   uint32_t seq0 = load32(pkt + ihl + 4);
   uint8_t flags = pkt[ihl + 13];
   *seg_bytes = hdr + mss;
@@ -347,11 +482,11 @@ size_t segment_tcp4(uint8_t* pkt, size_t len, uint16_t mss, uint8_t* hdrs, struc
     size_t seg = payload - off < mss ? payload - off : mss;
     uint8_t* ip = hdrs + i * kMaxHeaderBytes;
     memcpy(ip, pkt, hdr);
-    uint16_t tot = htons(static_cast<uint16_t>(hdr + seg));
-    uint16_t id = htons(static_cast<uint16_t>(id0 + i));
-    memcpy(ip + 2, &tot, 2);
-    memcpy(ip + 4, &id, 2);
-    ip_checksum(ip, ihl);
+    if (!v6) {
+      uint16_t id = htons(static_cast<uint16_t>(id0 + i));
+      memcpy(ip + 4, &id, 2);
+    }
+    set_ip_length(ip, ihl, hdr + seg);
     uint8_t* tcp = ip + ihl;
     uint32_t seq = htonl(seq0 + static_cast<uint32_t>(off));
     memcpy(tcp + 4, &seq, 4);
@@ -373,7 +508,7 @@ size_t segment_tcp4(uint8_t* pkt, size_t len, uint16_t mss, uint8_t* hdrs, struc
 // Sends `count` segments described by iov pairs (all seg bytes long but the last) with as few
 // UDP GSO sends as the kernel's limits allow. Returns datagrams sent; *failed counts ones the
 // kernel refused.
-uint64_t send_gso(Pump* pump, const struct sockaddr_in* to, struct iovec* iov, size_t count, size_t seg, uint64_t* failed, uint64_t* bytes) {
+uint64_t send_gso(Pump* pump, const PeerAddr* to, struct iovec* iov, size_t count, size_t seg, uint64_t* failed, uint64_t* bytes) {
   size_t per_send = kMaxGsoPayload / seg;
   if (per_send > kMaxGsoSegments) per_send = kMaxGsoSegments;
   if (per_send == 0) per_send = 1;
@@ -386,8 +521,8 @@ uint64_t send_gso(Pump* pump, const struct sockaddr_in* to, struct iovec* iov, s
     memset(control, 0, sizeof control);
     struct msghdr h;
     memset(&h, 0, sizeof h);
-    h.msg_name = const_cast<struct sockaddr_in*>(to);
-    h.msg_namelen = sizeof *to;
+    h.msg_name = const_cast<struct sockaddr*>(&to->u.sa);
+    h.msg_namelen = to->len;
     h.msg_iov = iov + 2 * first;
     h.msg_iovlen = 2 * segments;
     if (segments > 1) {
@@ -420,7 +555,7 @@ struct Slots {
   std::vector<uint8_t> data;
   std::vector<struct mmsghdr> msgs;
   std::vector<struct iovec> iovs;
-  std::vector<struct sockaddr_in> addrs;
+  std::vector<PeerAddr> addrs;
   Slots() : data(kBatch * kSlotBytes), msgs(kBatch), iovs(kBatch), addrs(kBatch) {}
   uint8_t* slot(int i) { return data.data() + static_cast<size_t>(i) * kSlotBytes; }
 };
@@ -434,8 +569,6 @@ void* tx_main(void* arg) {
     refresh_table(pump, &table, &version);
     int n = 0;
     uint64_t no_route = 0, malformed = 0, tun_errors = 0;
-    const Route* last = nullptr;
-    uint32_t last_dst = 0;
     // Drain up to a batch of packets: each read() returns exactly one packet.
     while (n < kBatch) {
       uint8_t* buf = s.slot(n);
@@ -445,26 +578,18 @@ void* tx_main(void* arg) {
         if (errno != EAGAIN) tun_errors++;
         break;
       }
-      if (len < 20 || (buf[0] >> 4) != 4) {
-        malformed++;  // IPv6 or junk: the udp backend carries IPv4 only
+      const PeerAddr* peer = nullptr;
+      Verdict v = route_packet(*table, buf, static_cast<size_t>(len), &peer);
+      if (v != kSend) {
+        (v == kNoRoute ? no_route : malformed)++;
         continue;
       }
-      uint32_t dst;
-      memcpy(&dst, buf + 16, 4);
-      dst = ntohl(dst);
-      const Route* r = (last && dst == last_dst) ? last : table->lookup(dst);
-      if (!r) {
-        no_route++;
-        continue;
-      }
-      last = r;
-      last_dst = dst;
-      s.addrs[n] = r->peer;
+      s.addrs[n] = *peer;
       s.iovs[n] = {buf, static_cast<size_t>(len)};
       struct msghdr& h = s.msgs[n].msg_hdr;
       memset(&h, 0, sizeof h);
-      h.msg_name = &s.addrs[n];
-      h.msg_namelen = sizeof s.addrs[n];
+      h.msg_name = &s.addrs[n].u.sa;
+      h.msg_namelen = s.addrs[n].len;
       h.msg_iov = &s.iovs[n];
       h.msg_iovlen = 1;
       n++;
@@ -518,9 +643,7 @@ void* rx_main(void* arg) {
     for (int i = 0; i < n; i++) {
       uint8_t* buf = s.slot(i);
       size_t len = s.msgs[i].msg_len;
-      // One datagram is exactly one IPv4 packet (flannel's wire format): anything else is junk
-      // or a peer that broke the format, and writing it would hand the stack a wrong packet.
-      if ((s.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) || len < 20 || (buf[0] >> 4) != 4 || load16(buf + 2) != len) {
+      if ((s.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) || !whole_packet(buf, len)) {
         malformed++;
         continue;
       }
@@ -599,47 +722,43 @@ void* tx_offload_main(void* arg) {
       memcpy(&vh, buf, kVnetHdr);
       uint8_t* pkt = buf + kVnetHdr;
       size_t len = static_cast<size_t>(got) - kVnetHdr;
-      if ((pkt[0] >> 4) != 4) {
-        malformed++;
-        continue;
-      }
-      uint32_t dst;
-      memcpy(&dst, pkt + 16, 4);
-      const Route* r = table->lookup(ntohl(dst));
-      if (!r) {
-        no_route++;
+      const PeerAddr* peer = nullptr;
+      Verdict v = route_packet(*table, pkt, len, &peer);
+      if (v != kSend) {
+        (v == kNoRoute ? no_route : malformed)++;
         continue;
       }
       uint8_t gso_type = vh.gso_type & static_cast<uint8_t>(~VIRTIO_NET_HDR_GSO_ECN);
-      if (gso_type == VIRTIO_NET_HDR_GSO_TCPV4) {
+      if (gso_type == VIRTIO_NET_HDR_GSO_TCPV4 || gso_type == VIRTIO_NET_HDR_GSO_TCPV6) {
         // Keep packet order: what is already batched goes first.
         flush_batch(pump, s, n, &packets, &bytes, &send_errors);
         n = 0;
         size_t seg = 0;
-        size_t count = segment_tcp4(pkt, len, vh.gso_size, seg_headers.data(), seg_iov.data(), kMaxTsoSegments, &seg);
-        if (!count) {
+        size_t count = segment_tcp(pkt, len, vh.gso_size, seg_headers.data(), seg_iov.data(), kMaxTsoSegments, &seg);
+        // The GSO type must name the packet's own family.
+        if (!count || (gso_type == VIRTIO_NET_HDR_GSO_TCPV6) != ((pkt[0] >> 4) == 6)) {
           malformed++;
           continue;
         }
         gso_packets++;
         gso_segments += count;
-        packets += send_gso(pump, &r->peer, seg_iov.data(), count, seg, &send_errors, &bytes);
+        packets += send_gso(pump, peer, seg_iov.data(), count, seg, &send_errors, &bytes);
         continue;
       }
       if (gso_type != VIRTIO_NET_HDR_GSO_NONE) {
-        malformed++;  // only TSO4 is enabled on the device
+        malformed++;  // only TSO4 and TSO6 are enabled on the device
         continue;
       }
       if ((vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && !finish_checksum(pkt, len, vh)) {
         malformed++;
         continue;
       }
-      s.addrs[n] = r->peer;
+      s.addrs[n] = *peer;
       s.iovs[n] = {pkt, len};
       struct msghdr& h = s.msgs[n].msg_hdr;
       memset(&h, 0, sizeof h);
-      h.msg_name = &s.addrs[n];
-      h.msg_namelen = sizeof s.addrs[n];
+      h.msg_name = &s.addrs[n].u.sa;
+      h.msg_namelen = s.addrs[n].len;
       h.msg_iov = &s.iovs[n];
       h.msg_iovlen = 1;
       n++;
@@ -662,11 +781,12 @@ void* tx_offload_main(void* arg) {
 // What UDP GRO hands over is a run of MTU-sized inner packets. Writing each one to the TUN costs
 // a system call and a trip through the stack per 1.4 KB; instead, consecutive in-order segments
 // of one TCP flow are merged into a single super-packet written behind a virtio_net_hdr
-// (GSO_TCPV4), exactly what the kernel's own GRO would have built. The stack then forwards or
-// delivers ~64 KiB per write and re-segments only where a real MTU requires it. The rules for
-// what may merge follow tcp_gro_receive: same addresses, ports, IP TOS/TTL/DF and options, same
-// ACK number, TCP flags (but PSH), window and options; the sequence number must continue; every
-// segment but the last has the first one's payload size; PSH or a shorter segment ends a run.
+// (GSO_TCPV4 or GSO_TCPV6), exactly what the kernel's own GRO would have built. The stack then
+// forwards or delivers ~64 KiB per write and re-segments only where a real MTU requires it. The
+// rules for what may merge follow tcp_gro_receive: same addresses, ports, IP TOS/TTL/DF and
+// options (IPv6: traffic class, flow label and hop limit; no extension headers), same ACK number,
+// TCP flags (but PSH), window and options; the sequence number must continue; every segment but
+// the last has the first one's payload size; PSH or a shorter segment ends a run.
 
 const uint8_t kTcpFlagPsh = 0x08;
 const uint8_t kTcpFlagAck = 0x10;
@@ -674,20 +794,22 @@ const size_t kMaxRunSegments = 64;
 const size_t kMaxOpenRuns = 8;
 const size_t kMaxIpPacket = 65535;
 
-// A TCP/IPv4 segment as parsed from a received datagram.
+// A TCP segment (over IPv4 or IPv6) as parsed from a received datagram; ihl is the IP header's
+// length (40 for IPv6).
 struct TcpSegment {
   uint8_t* pkt;
   size_t len, ihl, thl, payload;
   uint32_t seq;
 };
 
-// True when pkt (len bytes, already known to be IPv4) is a TCP segment with data, no fragment
-// bits, a total length matching the datagram, and only ACK (and maybe PSH) set — the only kind
-// that may join a super-packet.
-bool parse_mergeable_tcp4(uint8_t* pkt, size_t len, TcpSegment* out) {
-  size_t ihl = (pkt[0] & 15) * 4;
-  if (ihl < 20 || pkt[9] != IPPROTO_TCP || len < ihl + 20) return false;
-  if (load16(pkt + 2) != len || (load16(pkt + 6) & 0x3fff) != 0) return false;
+// True when pkt (len bytes, already known to be one whole IP packet) is a TCP segment with data,
+// no IPv4 fragment bits (no IPv6 extension headers), and only ACK (and maybe PSH) set — the only
+// kind that may join a super-packet.
+bool parse_mergeable_tcp(uint8_t* pkt, size_t len, TcpSegment* out) {
+  size_t ihl = tcp_ip_header(pkt, len);
+  if (ihl == 0) return false;
+  if ((pkt[0] >> 4) == 4 && (load16(pkt + 2) != len || (load16(pkt + 6) & 0x3fff) != 0)) return false;
+  if ((pkt[0] >> 4) == 6 && 40u + load16(pkt + 4) != len) return false;
   const uint8_t* tcp = pkt + ihl;
   size_t thl = (tcp[12] >> 4) * 4;
   if (thl < 20 || ihl + thl >= len) return false;
@@ -704,7 +826,7 @@ struct TcpRun {
   TcpSegment head;
   size_t mss = 0;
   uint32_t next_seq = 0;
-  size_t total = 0;  // IPv4 length of the merged packet
+  size_t total = 0;  // length of the merged packet, IP header included
   size_t segments = 0;
   bool closed = false;  // took a PSH or a short segment: nothing may follow
   bool psh = false;
@@ -712,8 +834,11 @@ struct TcpRun {
   struct iovec iov[kMaxRunSegments + 2];
 };
 
+// Same family, addresses and ports.
 bool same_flow(const TcpSegment& a, const TcpSegment& b) {
-  return memcmp(a.pkt + 12, b.pkt + 12, 8) == 0 && memcmp(a.pkt + a.ihl, b.pkt + b.ihl, 4) == 0;
+  if ((a.pkt[0] >> 4) != (b.pkt[0] >> 4)) return false;
+  bool addrs = (a.pkt[0] >> 4) == 6 ? memcmp(a.pkt + 8, b.pkt + 8, 32) == 0 : memcmp(a.pkt + 12, b.pkt + 12, 8) == 0;
+  return addrs && memcmp(a.pkt + a.ihl, b.pkt + b.ihl, 4) == 0;
 }
 
 bool can_append(const TcpRun& run, const TcpSegment& s) {
@@ -721,9 +846,14 @@ bool can_append(const TcpRun& run, const TcpSegment& s) {
   if (run.closed || run.segments >= kMaxRunSegments) return false;
   if (s.seq != run.next_seq || s.payload > run.mss || run.total + s.payload > kMaxIpPacket) return false;
   if (s.ihl != h.ihl || s.thl != h.thl) return false;
-  // IP: TOS, fragment word (DF), TTL, options.
-  if (h.pkt[1] != s.pkt[1] || memcmp(h.pkt + 6, s.pkt + 6, 3) != 0) return false;
-  if (h.ihl > 20 && memcmp(h.pkt + 20, s.pkt + 20, h.ihl - 20) != 0) return false;
+  if ((h.pkt[0] >> 4) == 6) {
+    // IPv6: version, traffic class, flow label; hop limit.
+    if (memcmp(h.pkt, s.pkt, 4) != 0 || h.pkt[7] != s.pkt[7]) return false;
+  } else {
+    // IPv4: TOS, fragment word (DF), TTL, options.
+    if (h.pkt[1] != s.pkt[1] || memcmp(h.pkt + 6, s.pkt + 6, 3) != 0) return false;
+    if (h.ihl > 20 && memcmp(h.pkt + 20, s.pkt + 20, h.ihl - 20) != 0) return false;
+  }
   // TCP: ACK number; data offset, flags but PSH, window; options.
   const uint8_t* ht = h.pkt + h.ihl;
   const uint8_t* st = s.pkt + s.ihl;
@@ -761,9 +891,16 @@ struct RxTally {
 // Writes iov[0..n) to the TUN device; n_packets inner packets of payload_bytes in all.
 void tun_write(Pump* pump, struct iovec* iov, int n, uint64_t n_packets, size_t ip_bytes, RxTally* t) {
   ssize_t w;
-  do {
-    w = writev(pump->tun_fd, iov, n);
-  } while (w < 0 && errno == EINTR);
+  if (pump->capture) {
+    std::vector<uint8_t> out;
+    for (int i = 0; i < n; i++) out.insert(out.end(), static_cast<uint8_t*>(iov[i].iov_base), static_cast<uint8_t*>(iov[i].iov_base) + iov[i].iov_len);
+    w = static_cast<ssize_t>(out.size());
+    pump->capture->push_back(std::move(out));
+  } else {
+    do {
+      w = writev(pump->tun_fd, iov, n);
+    } while (w < 0 && errno == EINTR);
+  }
   if (w < 0) {
     t->tun_errors++;
     return;
@@ -790,9 +927,8 @@ void flush_run(Pump* pump, TcpRun* run, RxTally* t) {
     write_single(pump, h.pkt, h.len, t);
     return;
   }
-  uint16_t tot = htons(static_cast<uint16_t>(run->total));
-  memcpy(h.pkt + 2, &tot, 2);
-  ip_checksum(h.pkt, h.ihl);
+  bool v6 = (h.pkt[0] >> 4) == 6;
+  set_ip_length(h.pkt, h.ihl, run->total);
   uint8_t* tcp = h.pkt + h.ihl;
   if (run->psh) tcp[13] |= kTcpFlagPsh;
   // CHECKSUM_PARTIAL convention: the field holds the folded pseudo-header sum, uncomplemented;
@@ -801,7 +937,7 @@ void flush_run(Pump* pump, TcpRun* run, RxTally* t) {
   memcpy(tcp + 16, &pseudo, 2);
   struct virtio_net_hdr& vh = run->vh;
   vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-  vh.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+  vh.gso_type = v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
   vh.hdr_len = static_cast<uint16_t>(h.ihl + h.thl);
   vh.gso_size = static_cast<uint16_t>(run->mss);
   vh.csum_start = static_cast<uint16_t>(h.ihl);
@@ -835,12 +971,12 @@ struct Coalescer {
   // Takes one inner packet: merges it, or writes it (after its flow's pending run, keeping order).
   void add(Pump* pump, uint8_t* pkt, size_t len, RxTally* t) {
     TcpSegment s;
-    if (!parse_mergeable_tcp4(pkt, len, &s)) {
-      if (len >= 40 && pkt[9] == IPPROTO_TCP && (pkt[0] & 15) >= 5 && len >= (pkt[0] & 15) * 4u + 4) {
+    if (!parse_mergeable_tcp(pkt, len, &s)) {
+      if (size_t ihl = tcp_ip_header(pkt, len)) {
         // A TCP packet that cannot merge (SYN, FIN, pure ACK...) still goes after its flow's run.
         TcpSegment probe;
         probe.pkt = pkt;
-        probe.ihl = (pkt[0] & 15) * 4;
+        probe.ihl = ihl;
         if (TcpRun* r = find(probe)) flush_run(pump, r, t);
       }
       write_single(pump, pkt, len, t);
@@ -909,8 +1045,8 @@ void* rx_offload_main(void* arg) {
       for (size_t off = 0; off < len; off += seg) {
         size_t plen = len - off < seg ? len - off : seg;
         uint8_t* pkt = buf + off;
-        if (plen < 20 || (pkt[0] >> 4) != 4 || load16(pkt + 2) != plen) {
-          malformed++;  // each datagram must be exactly one IPv4 packet, as in rx_main
+        if (!whole_packet(pkt, plen)) {
+          malformed++;  // each datagram must be exactly one IP packet, as in rx_main
           continue;
         }
         co->add(pump, pkt, plen, &t);
@@ -956,13 +1092,14 @@ void finalize_pump(napi_env, void* data, void*) {
 struct SocketJob {
   const char* ns_path;  // null: the calling process's namespace
   int port;
+  bool ipv6;  // [::]:port, dual-stack, instead of 0.0.0.0:port
   int fd;
   int err;
   const char* failed_call;
 };
 
-int open_udp_here(int port, const char** failed_call) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+int open_udp_here(int port, bool ipv6, const char** failed_call) {
+  int fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     *failed_call = "socket";
     return -errno;
@@ -971,12 +1108,29 @@ int open_udp_here(int port, const char** failed_call) {
   // FORCE needs CAP_NET_ADMIN (the agent has it); fall back to the capped variant without it.
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-  struct sockaddr_in addr;
+  PeerAddr addr;
   memset(&addr, 0, sizeof addr);
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) < 0) {
+  if (ipv6) {
+    // Explicitly dual-stack, whatever net.ipv6.bindv6only says: IPv4 peers of a dual-stack
+    // network reach the same socket.
+    int off = 0;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) < 0) {
+      int err = errno;
+      close(fd);
+      *failed_call = "setsockopt IPV6_V6ONLY";
+      return -err;
+    }
+    addr.u.v6.sin6_family = AF_INET6;
+    addr.u.v6.sin6_port = htons(static_cast<uint16_t>(port));
+    addr.u.v6.sin6_addr = in6addr_any;
+    addr.len = sizeof addr.u.v6;
+  } else {
+    addr.u.v4.sin_family = AF_INET;
+    addr.u.v4.sin_port = htons(static_cast<uint16_t>(port));
+    addr.u.v4.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.len = sizeof addr.u.v4;
+  }
+  if (bind(fd, &addr.u.sa, addr.len) < 0) {
     int err = errno;
     close(fd);
     *failed_call = "bind";
@@ -1005,7 +1159,7 @@ void* socket_thread(void* arg) {
     }
     close(ns);
   }
-  int fd = open_udp_here(job->port, &job->failed_call);
+  int fd = open_udp_here(job->port, job->ipv6, &job->failed_call);
   if (fd < 0) {
     job->err = -fd;
     return nullptr;
@@ -1040,17 +1194,19 @@ bool get_only_pump(napi_env env, napi_callback_info info, const char* usage, Pum
   return get_pump(env, argv[0], out);
 }
 
-// udpPumpStart(tunFd: number, port: number, nsPath: string | null, offload?: boolean): handle
+// udpPumpStart(tunFd: number, port: number, nsPath: string | null, offload?: boolean,
+//              ipv6?: boolean): handle
 // offload: the TUN fd was opened with IFF_VNET_HDR; TSO is switched on for it and UDP GRO on the
 // socket.
-// The UDP socket is bound to 0.0.0.0:port inside nsPath's namespace. The TUN fd stays the
-// caller's: it must outlive the pump (close it after udpPumpStop).
+// The UDP socket is bound to 0.0.0.0:port inside nsPath's namespace, or with ipv6 to [::]:port
+// (dual-stack: peers of both families). The TUN fd stays the caller's: it must outlive the pump
+// (close it after udpPumpStop).
 napi_value Start(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   if (argc < 2) {
-    napi_throw_type_error(env, nullptr, "udpPumpStart(tunFd, port, nsPath, offload)");
+    napi_throw_type_error(env, nullptr, "udpPumpStart(tunFd, port, nsPath, offload, ipv6)");
     return nullptr;
   }
   int32_t tun_fd, port;
@@ -1074,14 +1230,19 @@ napi_value Start(napi_env env, napi_callback_info info) {
     }
   }
 
-  bool offload = false;
+  bool offload = false, ipv6 = false;
   if (argc >= 4) {
     napi_valuetype t;
     napi_typeof(env, argv[3], &t);
     if (t == napi_boolean) napi_get_value_bool(env, argv[3], &offload);
   }
+  if (argc >= 5) {
+    napi_valuetype t;
+    napi_typeof(env, argv[4], &t);
+    if (t == napi_boolean) napi_get_value_bool(env, argv[4], &ipv6);
+  }
 
-  SocketJob job = {in_ns ? ns_path : nullptr, port, -1, 0, nullptr};
+  SocketJob job = {in_ns ? ns_path : nullptr, port, ipv6, -1, 0, nullptr};
   pthread_t helper;
   int err = pthread_create(&helper, nullptr, socket_thread, &job);
   if (err) {
@@ -1091,7 +1252,7 @@ napi_value Start(napi_env env, napi_callback_info info) {
   pthread_join(helper, nullptr);
   if (job.fd < 0) {
     char subject[4200];
-    snprintf(subject, sizeof subject, "0.0.0.0:%d%s%s", port, in_ns ? " in " : "", in_ns ? ns_path : "");
+    snprintf(subject, sizeof subject, "%s:%d%s%s", ipv6 ? "[::]" : "0.0.0.0", port, in_ns ? " in " : "", in_ns ? ns_path : "");
     throw_errno(env, job.err, job.failed_call, subject);
     return nullptr;
   }
@@ -1105,7 +1266,7 @@ napi_value Start(napi_env env, napi_callback_info info) {
   }
 
   if (offload) {
-    unsigned int features = TUN_F_CSUM | TUN_F_TSO4;
+    unsigned int features = TUN_F_CSUM | TUN_F_TSO4 | (ipv6 ? TUN_F_TSO6 : 0);
     int one = 1;
     if (ioctl(tun_fd, TUNSETOFFLOAD, features) < 0) {
       err = errno;
@@ -1125,6 +1286,7 @@ napi_value Start(napi_env env, napi_callback_info info) {
   pump->offload = offload;
   pump->tun_fd = tun_fd;
   pump->sock_fd = job.fd;
+  pump->sock_family = ipv6 ? AF_INET6 : AF_INET;
   pump->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (pump->stop_fd < 0) {
     err = errno;
@@ -1180,12 +1342,12 @@ napi_value SetRoutes(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   const char* why = nullptr;
-  std::shared_ptr<Table> table = parse_table(static_cast<const uint8_t*>(data), len, &why);
+  std::shared_ptr<Table> table = parse_table(static_cast<const uint8_t*>(data), len, pump->sock_family, &why);
   if (!table) {
     napi_throw_range_error(env, nullptr, why);
     return nullptr;
   }
-  size_t count = table->routes.size();
+  size_t count = table->size();
   {
     std::lock_guard<std::mutex> lock(pump->table_mu);
     pump->table = std::move(table);
@@ -1246,6 +1408,182 @@ napi_value SetPersist(napi_env env, napi_callback_info info) {
   return u;
 }
 
+// ---- pure entry points for tests ---------------------------------------------------------
+//
+// The tx lookup, the rx check, TSO segmentation and receive coalescing, run on bytes from JS with
+// no thread, socket or device: unit tests exercise the very code the pump threads run.
+
+bool get_bytes(napi_env env, napi_value v, const uint8_t** data, size_t* len, const char* what) {
+  bool is_ta = false;
+  napi_is_typedarray(env, v, &is_ta);
+  napi_typedarray_type type = napi_int8_array;
+  void* p = nullptr;
+  if (is_ta) {
+    napi_value ab;
+    size_t offset;
+    napi_get_typedarray_info(env, v, &type, len, &p, &ab, &offset);
+  }
+  if (!is_ta || type != napi_uint8_array) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s must be a Uint8Array", what);
+    napi_throw_type_error(env, nullptr, msg);
+    return false;
+  }
+  *data = static_cast<const uint8_t*>(p);
+  return true;
+}
+
+napi_value bytes_value(napi_env env, const uint8_t* p, size_t len) {
+  void* dst = nullptr;
+  napi_value ab, out;
+  napi_create_arraybuffer(env, len, &dst, &ab);
+  if (len) memcpy(dst, p, len);
+  napi_create_typedarray(env, napi_uint8_array, len, ab, 0, &out);
+  return out;
+}
+
+napi_value string_value(napi_env env, const char* s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+void set_number(napi_env env, napi_value obj, const char* name, double n) {
+  napi_value v;
+  napi_create_double(env, n, &v);
+  napi_set_named_property(env, obj, name, v);
+}
+
+// udpPumpRouteFor(table, packet, ipv6Socket): { address, port } | "noRoute" | "malformed" — where
+// the tx thread would send this inner packet (address as the socket writes it: v4-mapped for an
+// IPv4 peer behind the dual-stack socket).
+napi_value RouteFor(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  const uint8_t *table_bytes, *pkt;
+  size_t table_len, pkt_len;
+  bool ipv6 = false;
+  if (argc < 3) {
+    napi_throw_type_error(env, nullptr, "udpPumpRouteFor(table, packet, ipv6Socket)");
+    return nullptr;
+  }
+  if (!get_bytes(env, argv[0], &table_bytes, &table_len, "table") || !get_bytes(env, argv[1], &pkt, &pkt_len, "packet")) return nullptr;
+  napi_get_value_bool(env, argv[2], &ipv6);
+  const char* why = nullptr;
+  std::shared_ptr<Table> t = parse_table(table_bytes, table_len, ipv6 ? AF_INET6 : AF_INET, &why);
+  if (!t) {
+    napi_throw_range_error(env, nullptr, why);
+    return nullptr;
+  }
+  const PeerAddr* peer = nullptr;
+  Verdict v = route_packet(*t, pkt, pkt_len, &peer);
+  if (v == kNoRoute) return string_value(env, "noRoute");
+  if (v == kMalformed) return string_value(env, "malformed");
+  char text[INET6_ADDRSTRLEN];
+  bool is6 = peer->u.sa.sa_family == AF_INET6;
+  inet_ntop(peer->u.sa.sa_family, is6 ? static_cast<const void*>(&peer->u.v6.sin6_addr) : static_cast<const void*>(&peer->u.v4.sin_addr), text, sizeof text);
+  napi_value out;
+  napi_create_object(env, &out);
+  napi_set_named_property(env, out, "address", string_value(env, text));
+  set_number(env, out, "port", ntohs(is6 ? peer->u.v6.sin6_port : peer->u.v4.sin_port));
+  return out;
+}
+
+// udpPumpWholePacket(datagram): boolean — whether the rx threads take this datagram.
+napi_value WholePacket(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  const uint8_t* p;
+  size_t len;
+  if (argc < 1 || !get_bytes(env, argv[0], &p, &len, "datagram")) return nullptr;
+  napi_value out;
+  napi_get_boolean(env, whole_packet(p, len), &out);
+  return out;
+}
+
+// udpPumpSegment(packet, mss): Uint8Array[] | null — the datagrams tx_offload_main sends for a
+// TSO super-packet (null: refused as malformed).
+napi_value Segment(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  const uint8_t* p;
+  size_t len;
+  int32_t mss;
+  if (argc < 2 || !get_bytes(env, argv[0], &p, &len, "packet") || !arg_int(env, argv[1], &mss, "mss")) return nullptr;
+  std::vector<uint8_t> pkt(p, p + len);
+  std::vector<uint8_t> hdrs(kMaxTsoSegments * kMaxHeaderBytes);
+  std::vector<struct iovec> iov(2 * kMaxTsoSegments);
+  size_t seg = 0;
+  size_t count = segment_tcp(pkt.data(), len, static_cast<uint16_t>(mss), hdrs.data(), iov.data(), kMaxTsoSegments, &seg);
+  napi_value out;
+  if (!count) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  napi_create_array_with_length(env, count, &out);
+  for (size_t i = 0; i < count; i++) {
+    std::vector<uint8_t> d(static_cast<uint8_t*>(iov[2 * i].iov_base), static_cast<uint8_t*>(iov[2 * i].iov_base) + iov[2 * i].iov_len);
+    d.insert(d.end(), static_cast<uint8_t*>(iov[2 * i + 1].iov_base), static_cast<uint8_t*>(iov[2 * i + 1].iov_base) + iov[2 * i + 1].iov_len);
+    napi_set_element(env, out, static_cast<uint32_t>(i), bytes_value(env, d.data(), d.size()));
+  }
+  return out;
+}
+
+// udpPumpCoalesce(datagrams: Uint8Array[]): { flags, gsoType, hdrLen, gsoSize, csumStart,
+// csumOffset, packet }[] — the TUN writes rx_offload_main makes for one receive batch.
+napi_value Coalesce(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  bool is_array = false;
+  if (argc >= 1) napi_is_array(env, argv[0], &is_array);
+  if (!is_array) {
+    napi_throw_type_error(env, nullptr, "udpPumpCoalesce(datagrams: Uint8Array[])");
+    return nullptr;
+  }
+  uint32_t n = 0;
+  napi_get_array_length(env, argv[0], &n);
+  std::vector<std::vector<uint8_t>> in(n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    napi_get_element(env, argv[0], i, &e);
+    const uint8_t* p;
+    size_t len;
+    if (!get_bytes(env, e, &p, &len, "datagram")) return nullptr;
+    in[i].assign(p, p + len);
+  }
+  std::vector<std::vector<uint8_t>> writes;
+  std::unique_ptr<Pump> pump(new Pump());
+  pump->capture = &writes;
+  std::unique_ptr<Coalescer> co(new Coalescer());
+  RxTally t;
+  for (auto& d : in) {
+    if (whole_packet(d.data(), d.size())) co->add(pump.get(), d.data(), d.size(), &t);
+  }
+  co->flush_all(pump.get(), &t);
+  napi_value out;
+  napi_create_array_with_length(env, writes.size(), &out);
+  for (size_t i = 0; i < writes.size(); i++) {
+    const std::vector<uint8_t>& w = writes[i];
+    struct virtio_net_hdr vh;
+    memcpy(&vh, w.data(), kVnetHdr);
+    napi_value o;
+    napi_create_object(env, &o);
+    set_number(env, o, "flags", vh.flags);
+    set_number(env, o, "gsoType", vh.gso_type);
+    set_number(env, o, "hdrLen", vh.hdr_len);
+    set_number(env, o, "gsoSize", vh.gso_size);
+    set_number(env, o, "csumStart", vh.csum_start);
+    set_number(env, o, "csumOffset", vh.csum_offset);
+    napi_set_named_property(env, o, "packet", bytes_value(env, w.data() + kVnetHdr, w.size() - kVnetHdr));
+    napi_set_element(env, out, static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
 }  // namespace weft_udp
 
 // Called from weft_native.cc's Init.
@@ -1256,6 +1594,10 @@ void weft_udp_pump_register(napi_env env, napi_value exports) {
       {"udpPumpStats", nullptr, weft_udp::Stats, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"udpPumpStop", nullptr, weft_udp::Stop, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"tunSetPersist", nullptr, weft_udp::SetPersist, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"udpPumpRouteFor", nullptr, weft_udp::RouteFor, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"udpPumpWholePacket", nullptr, weft_udp::WholePacket, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"udpPumpSegment", nullptr, weft_udp::Segment, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"udpPumpCoalesce", nullptr, weft_udp::Coalesce, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -76,8 +76,8 @@ ${labBackendNames().map((n) => `                    ${n.padEnd(8)} ${labBackend(
 --ipv6 dual|only  IPv6 pods: dual gives every container an IPv4 and an IPv6 address (network
                   fd10:244::/56, a /64 per host) over a dual-stack underlay (2001:2::/64 beside
                   198.18.0.0/24); only leaves IPv4 out of the pods and the hosts' underlay; check
-                  then probes every family. vxlan, host-gw, bgp and macvlan; --store file or
-                  etcd (kube with dual only: the lab's API server is on the IPv4 underlay)
+                  then probes every family. Every backend; not with --racks or --macvlan-shim,
+                  and only dual with --store kube (its API server is on the IPv4 underlay)
 --seconds S       iperf3 duration for bench (default 2) and demo (default 1)
 --json            machine-readable output (status, check, bench)
 

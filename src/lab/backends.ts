@@ -223,7 +223,7 @@ registerLabBackend(agentBackend('host-gw', 'plain routes to each host\'s pod sub
   oneSegmentWhy: 'it routes each pod subnet straight to the owning host\'s underlay address as next hop, so every host must share one L2 segment; hosts behind a router need a backend that tells the router about the subnets (bgp)',
 }));
 // udp routes peers inside its pump: the kernel only routes the whole Network into the TUN device.
-registerLabBackend(agentBackend('udp', 'userspace UDP tunnel through a TUN device (port 8285)', peersConverged));
+registerLabBackend(agentBackend('udp', 'userspace UDP tunnel through a TUN device (port 8285)', peersConverged, { ipv6: true }));
 registerLabBackend(macvlan);
 
 /** bgp: weftd ready with every other host's subnet learned over BGP and in the kernel (proto 88). */

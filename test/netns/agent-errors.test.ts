@@ -83,16 +83,6 @@ describe('weftd bad input', { timeout: 60_000 }, () => {
     assert.match(r.stderr, /Backend\.Type.*carrier-pigeon/);
   });
 
-  it('EnableIPv6 on a backend that carries IPv4 only is refused (exit 1, nothing leased)', () => {
-    setConfig(topo.host(0).ns, store, { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:244::/56', Backend: { Type: 'udp' } });
-    const r = run(['--iface', 'eth0']);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /network config: EnableIPv6: the udp backend carries IPv4 only/);
-    assert.equal(existsSync(join(tmp.path, 'subnet.env')), false, 'no subnet.env written');
-    const subnets = join(tmp.path, 'store', 'weft', 'network', 'subnets');
-    assert.deepEqual(existsSync(subnets) ? readdirSync(subnets) : [], [], 'no lease taken');
-  });
-
   it('EnableIPv6 on a host without an IPv6 address is refused before anything is leased', () => {
     setConfig(topo.host(0).ns, store, { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:244::/56', Backend: { Type: 'vxlan' } });
     const r = run(['--iface', 'eth0']);

@@ -12,6 +12,7 @@ import type { Backend, BackendModule, HostContext, ReconcileReport } from '../..
 import { vxlan } from '../../src/backends/vxlan/vxlan.js';
 import { parseNetworkConfig } from '../../src/store/config.js';
 import { parseLeaseValue, type Lease } from '../../src/store/lease.js';
+import { refuseUnsupportedByWeftd } from '../../src/cli/weftd-config-check.js';
 
 function configError(fn: () => unknown, key: RegExp): void {
   assert.throws(fn, (err: unknown) => {
@@ -67,6 +68,18 @@ describe('backend registry', () => {
     }
     assert.deepEqual(backendTypes(), ['vxlan', 'host-gw', 'udp', 'bgp']);
     assert.throws(() => registerBackend({ ...testModule, type: 'vxlan' }), /"vxlan" is registered twice/);
+  });
+
+  it('weftd refuses EnableIPv6 on a backend that does not declare ipv6; every built-in one carries IPv6', () => {
+    const dual = (type: string, extra = '') => parseNetworkConfig(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:244::/56","Backend":{"Type":"${type}"${extra}}}`);
+    for (const type of backendTypes()) assert.doesNotThrow(() => refuseUnsupportedByWeftd(dual(type)), type);
+    const unregister = registerBackend(testModule);
+    try {
+      configError(() => refuseUnsupportedByWeftd(dual('wsh-test', ',"Color":"red"')), /^network config: EnableIPv6: the wsh-test backend carries IPv4 only$/);
+      assert.doesNotThrow(() => refuseUnsupportedByWeftd(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"wsh-test","Color":"red"}}')));
+    } finally {
+      unregister();
+    }
   });
 
   it('gives built-in backends their typed config, discriminated by type', () => {

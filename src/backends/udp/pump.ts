@@ -5,7 +5,10 @@ import { CniCode, WeftError } from '../../errors.js';
 import { ipToBytes, networkOf, type Cidr, type IP } from '../../net/ip.js';
 import { native } from '../../netlink/native.js';
 
-/** Where packets for one peer subnet go. */
+/**
+ * Where packets for one peer subnet go: an IPv4 or IPv6 subnet, to the peer's address of either
+ * family (an IPv6 peer address needs a pump started with ipv6).
+ */
 export interface PumpRoute {
   readonly subnet: Cidr;
   readonly peerIP: IP;
@@ -18,9 +21,9 @@ export interface PumpStats {
   readonly txBytes: number;
   readonly rxPackets: number;
   readonly rxBytes: number;
-  /** Packets from the TUN whose destination is in no peer's subnet. */
+  /** Packets from the TUN whose destination is in no peer's subnet (IPv6 link-local multicast included). */
   readonly dropNoRoute: number;
-  /** Non-IPv4 packets either way, and datagrams larger than a packet can be. */
+  /** Packets neither IPv4 nor IPv6 either way, and datagrams that are not exactly one packet. */
   readonly dropMalformed: number;
   /** Datagrams the kernel refused to send (e.g. peer unreachable). */
   readonly sendErrors: number;
@@ -49,34 +52,38 @@ declare const pumpBrand: unique symbol;
 type NativePump = { readonly [pumpBrand]: true };
 
 interface PumpAddon {
-  udpPumpStart(tunFd: number, port: number, nsPath: string | null, offload: boolean): NativePump;
+  udpPumpStart(tunFd: number, port: number, nsPath: string | null, offload: boolean, ipv6: boolean): NativePump;
   udpPumpSetRoutes(pump: NativePump, table: Uint8Array): number;
   udpPumpStats(pump: NativePump): PumpStats;
   udpPumpStop(pump: NativePump): void;
   tunSetPersist(fd: number, persist: boolean): void;
+  udpPumpRouteFor(table: Uint8Array, packet: Uint8Array, ipv6Socket: boolean): PumpDestination | 'noRoute' | 'malformed';
+  udpPumpWholePacket(datagram: Uint8Array): boolean;
+  udpPumpSegment(packet: Uint8Array, mss: number): Uint8Array[] | null;
+  udpPumpCoalesce(datagrams: readonly Uint8Array[]): TunWrite[];
 }
 
 function addon(): PumpAddon {
   return native() as unknown as PumpAddon;
 }
 
-export const ROUTE_RECORD_BYTES = 12;
+export const ROUTE_RECORD_BYTES = 40;
 
 /**
- * The wire form the pump reads: per route, network (4 bytes BE), prefix length, a zero byte,
- * UDP port (2 bytes BE), peer IPv4 (4 bytes BE).
+ * The wire form the pump reads, 40 bytes per route: the subnet's family (4 or 6), its prefix
+ * length, UDP port (2 bytes BE), the peer address's family (4 or 6), three zero bytes, the
+ * subnet's network (16 bytes BE; an IPv4 one in the first 4) and the peer address (likewise).
  */
 export function encodeRoutes(routes: readonly PumpRoute[]): Uint8Array {
   const buf = Buffer.alloc(routes.length * ROUTE_RECORD_BYTES);
   routes.forEach((r, i) => {
-    if (r.subnet.ip.family !== 4 || r.peerIP.family !== 4) {
-      throw new WeftError(CniCode.Internal, 'udp pump routes are IPv4 only');
-    }
     const at = i * ROUTE_RECORD_BYTES;
-    ipToBytes(networkOf(r.subnet).ip).copy(buf, at);
-    buf.writeUInt8(r.subnet.prefix, at + 4);
-    buf.writeUInt16BE(r.peerPort, at + 6);
-    ipToBytes(r.peerIP).copy(buf, at + 8);
+    buf.writeUInt8(r.subnet.ip.family, at);
+    buf.writeUInt8(r.subnet.prefix, at + 1);
+    buf.writeUInt16BE(r.peerPort, at + 2);
+    buf.writeUInt8(r.peerIP.family, at + 4);
+    ipToBytes(networkOf(r.subnet).ip).copy(buf, at + 8);
+    ipToBytes(r.peerIP).copy(buf, at + 24);
   });
   return buf;
 }
@@ -90,16 +97,17 @@ export class UdpPump {
 
   /**
    * Binds 0.0.0.0:port inside nsPath's namespace (the caller's when undefined) and starts the
-   * threads. tunFd must stay open until stop() returned. offload: tunFd was opened with
+   * threads; with ipv6, [::]:port as one dual-stack socket, so routes may name peers of either
+   * family. tunFd must stay open until stop() returned. offload: tunFd was opened with
    * IFF_VNET_HDR; the pump enables TSO on it and UDP GRO on the socket, segments TCP
    * super-packets itself (sent with UDP GSO) and merges the received segments of each TCP flow
    * back into super-packets for the TUN. Either way each datagram carries one IP packet.
    */
-  static start(tunFd: number, port: number, nsPath: string | undefined, offload: boolean): UdpPump {
+  static start(tunFd: number, port: number, nsPath: string | undefined, offload: boolean, ipv6 = false): UdpPump {
     try {
-      return new UdpPump(addon().udpPumpStart(tunFd, port, nsPath ?? null, offload));
+      return new UdpPump(addon().udpPumpStart(tunFd, port, nsPath ?? null, offload, ipv6));
     } catch (err) {
-      throw WeftError.wrap(err, CniCode.IoFailure, `start udp pump on port ${port}`);
+      throw WeftError.wrap(err, CniCode.IoFailure, `start udp pump on ${ipv6 ? '[::]' : '0.0.0.0'}:${port}`);
     }
   }
 
@@ -136,4 +144,45 @@ export function setTunPersist(fd: number, persist: boolean): void {
   } catch (err) {
     throw WeftError.wrap(err, CniCode.Netlink, `set tun persist=${persist}`);
   }
+}
+
+// The pump's packet logic on bytes, without threads, socket or device — the same native code the
+// pump threads run, for tests.
+
+/** Where the pump sends a datagram: the address as its socket writes it (v4-mapped behind [::]). */
+export interface PumpDestination {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** What the tx path does with an inner packet read from the TUN, given this peer table. */
+export function pumpRouteFor(routes: readonly PumpRoute[], packet: Uint8Array, ipv6Socket: boolean): PumpDestination | 'noRoute' | 'malformed' {
+  return addon().udpPumpRouteFor(encodeRoutes(routes), packet, ipv6Socket);
+}
+
+/** Whether the rx path writes this datagram to the TUN (exactly one IPv4 or IPv6 packet). */
+export function pumpTakesDatagram(datagram: Uint8Array): boolean {
+  return addon().udpPumpWholePacket(datagram);
+}
+
+/** The datagrams the offloading tx path sends for one TSO super-packet; null: dropped as malformed. */
+export function pumpSegment(packet: Uint8Array, mss: number): Uint8Array[] | null {
+  return addon().udpPumpSegment(packet, mss);
+}
+
+/** One write of the offloading rx path to the TUN: its virtio_net_hdr and the packet. */
+export interface TunWrite {
+  readonly flags: number;
+  /** VIRTIO_NET_HDR_GSO_*: 0 none, 1 TCPv4, 4 TCPv6. */
+  readonly gsoType: number;
+  readonly hdrLen: number;
+  readonly gsoSize: number;
+  readonly csumStart: number;
+  readonly csumOffset: number;
+  readonly packet: Uint8Array;
+}
+
+/** The TUN writes of the offloading rx path for one batch of received datagrams. */
+export function pumpCoalesce(datagrams: readonly Uint8Array[]): TunWrite[] {
+  return addon().udpPumpCoalesce(datagrams);
 }
