@@ -230,6 +230,19 @@ export function dumpConntrack(opts: ConntrackDumpOptions = {}): ConntrackFlow[] 
   }
 }
 
+/**
+ * Empties the namespace's connection table (IPCTNL_MSG_CT_DELETE without a tuple, as
+ * `conntrack -F`): for tests that must not see one round's connections carried into the next.
+ */
+export function flushConntrack(nsPath: string): void {
+  const sock = NetlinkSocket.open({ nsPath, protocol: C.NETLINK_NETFILTER });
+  try {
+    sock.request({ type: CT_DELETE, flags: C.NLM_F_REQUEST | C.NLM_F_ACK, fixed: nfgenmsg(C.AF_UNSPEC) }, `flush conntrack table in ${nsPath}`);
+  } finally {
+    sock.close();
+  }
+}
+
 /** IPCTNL_MSG_CT_GET for the one entry whose original direction is `t` (ports: TCP, UDP, SCTP). */
 export function conntrackGetRequest(t: ConntrackTuple): RequestSpec {
   const v4 = t.src.family === 4;
