@@ -90,6 +90,8 @@ describe('etcd store on a 3-member cluster', () => {
     try {
       await waitMemberHealthy(etcd, 0);
       await waitMemberHealthy(etcd, 1);
+      // A put before the watch's first listing would arrive in that listing, not as a put event.
+      await until('the watch\'s first listing', () => events.includes('snapshot'));
       await kv.put('policies/prod/web', '{"v":1}');
       await until('the watch sees the put', () => events.includes('put'));
       await etcd.kill(1);
