@@ -202,7 +202,11 @@ export class Agent {
       details: {
         phase: this.phase,
         lease: this.leaseStatus.type === 'ready' || this.leaseStatus.type === 'not-ready'
-          ? { status: this.leaseStatus.type, subnet: formatCidr(this.leaseStatus.lease.subnet), ...(this.leaseStatus.type === 'not-ready' && { reason: this.leaseStatus.reason }) }
+          ? {
+            status: this.leaseStatus.type, subnet: formatCidr(this.leaseStatus.lease.subnet),
+            ...(this.leaseStatus.lease.ipv6Subnet && this.leaseStatus.lease.ipv6Subnet !== this.leaseStatus.lease.subnet && { ipv6Subnet: formatCidr(this.leaseStatus.lease.ipv6Subnet) }),
+            ...(this.leaseStatus.type === 'not-ready' && { reason: this.leaseStatus.reason }),
+          }
           : {
             status: this.leaseStatus.type,
             ...(this.leaseStatus.type === 'fatal' && { reason: this.leaseStatus.error.message }),
@@ -213,7 +217,10 @@ export class Agent {
         subnetFile: this.subnetFileOk ? this.opts.subnetFile : null,
         rules: this.rulesOk,
         backend: this.backend?.type ?? null,
-        ...(this.ctx && { publicIP: formatIP(this.ctx.publicIP.ip), publicIface: this.ctx.publicIP.link.name, mtu: this.ctx.mtu }),
+        ...(this.ctx && {
+          publicIP: formatIP(this.ctx.publicIP.ip), ...(this.network?.ipv6 && this.ctx.publicIP.ip6 && { publicIPv6: formatIP(this.ctx.publicIP.ip6) }),
+          publicIface: this.ctx.publicIP.link.name, mtu: this.ctx.mtu,
+        }),
         peers: this.watcher?.leases().length ?? 0,
         problems,
         ...(services.length > 0 && { services: Object.fromEntries(services.map((s) => [s.name, { ready: s.ready, details: s.details }])) }),

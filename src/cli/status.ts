@@ -10,7 +10,7 @@ import { fetchBgpStatus, formatUptime, type BgpStatusDoc } from './bgp.js';
 import { DEFAULT_HEALTH_ADDR, healthAddr, weftdGet } from './weftd-http.js';
 import { DEFAULT_SUBNET_FILE, loadSubnetEnv, type SubnetEnv } from '../cni/subnet-env.js';
 import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
-import { Netlink } from '../netlink/index.js';
+import { Netlink, type Route } from '../netlink/index.js';
 import { cidrContains, cidrEquals, formatCidr, formatIP, networkOf, type Cidr, type IP } from '../net/ip.js';
 import { WeftError } from '../errors.js';
 import { renderTable } from '../text-table.js';
@@ -38,6 +38,7 @@ interface Readyz {
   readonly watch?: { type?: string; reason?: string };
   readonly backend?: string | null;
   readonly publicIP?: string;
+  readonly publicIPv6?: string;
   readonly publicIface?: string;
   readonly mtu?: number;
   readonly peers?: number;
@@ -51,7 +52,11 @@ interface Readyz {
 export interface NodeStatus {
   readonly weftd: { readonly reachable: true; readonly addr: string; readonly readyz: Readyz } | { readonly reachable: false; readonly addr: string; readonly reason: string };
   readonly subnetFile: { readonly path: string; readonly env?: SubnetEnv; readonly error?: string };
-  readonly kernel: { readonly weftRoutes: number; readonly bgpRoutes: number; readonly peerSubnetsRouted: number } | { readonly error: string };
+  readonly kernel: {
+    readonly weftRoutes: number; readonly bgpRoutes: number; readonly peerSubnetsRouted: number;
+    /** Dual-stack: peers' IPv6 subnets routed, beside peerSubnetsRouted's IPv4 ones. */
+    readonly peerIPv6SubnetsRouted?: number;
+  } | { readonly error: string };
   readonly cniFastPath: { readonly socket: string | null; readonly answering: boolean; readonly reason?: string };
   readonly bgp?: { readonly ok: true; readonly doc: BgpStatusDoc } | { readonly ok: false; readonly error: string };
 }
@@ -79,16 +84,28 @@ function readKernel(env: SubnetEnv | undefined): NodeStatus['kernel'] {
   let nl: Netlink | undefined;
   try {
     nl = Netlink.open();
-    const routes = nl.listRoutes({ family: 4 });
-    const network = env?.network;
-    const own = env?.subnet ? networkOf(env.subnet) : undefined;
-    const ours = routes.filter((r) => r.protocol === WEFT_ROUTE_PROTOCOL || r.protocol === WEFT_BGP_ROUTE_PROTOCOL);
-    const toPeers = ours.filter((r) => r.dst !== undefined && (network === undefined || cidrContains(network, r.dst.ip))
-      && !(own !== undefined && cidrEquals(r.dst, own)) && r.dst.prefix > (network?.prefix ?? 0));
+    const handle = nl;
+    const v6only = env?.network === undefined && env?.ipv6Network !== undefined;
+    // Each family against its own cluster network and own subnet (a dual-stack peer has a route of each).
+    const peersOf = (family: 4 | 6): { ours: Route[]; peers: number } => {
+      const network = family === 4 ? env?.network : env?.ipv6Network;
+      const subnet = family === 4 ? env?.subnet : env?.ipv6Subnet;
+      if ((family === 6 && network === undefined) || (family === 4 && v6only)) return { ours: [], peers: 0 };
+      const own = subnet ? networkOf(subnet) : undefined;
+      const ours = handle.listRoutes({ family }).filter((r) => r.protocol === WEFT_ROUTE_PROTOCOL || r.protocol === WEFT_BGP_ROUTE_PROTOCOL);
+      const toPeers = ours.filter((r) => (network === undefined || cidrContains(network, r.dst.ip))
+        && !(own !== undefined && cidrEquals(r.dst, own)) && r.dst.prefix > (network?.prefix ?? 0));
+      return { ours, peers: new Set(toPeers.map((r) => formatCidr(r.dst))).size };
+    };
+    const v4 = peersOf(4);
+    const v6 = peersOf(6);
+    const ours = [...v4.ours, ...v6.ours];
     return {
       weftRoutes: ours.filter((r) => r.protocol === WEFT_ROUTE_PROTOCOL).length,
       bgpRoutes: ours.filter((r) => r.protocol === WEFT_BGP_ROUTE_PROTOCOL).length,
-      peerSubnetsRouted: new Set(toPeers.map((r) => formatCidr(r.dst!))).size,
+      // The lease's family: IPv4, or IPv6 on an IPv6-only node.
+      peerSubnetsRouted: v6only ? v6.peers : v4.peers,
+      ...(env?.network !== undefined && env.ipv6Network !== undefined && { peerIPv6SubnetsRouted: v6.peers }),
     };
   } catch (err) {
     return { error: WeftError.wrap(err).message };
@@ -145,12 +162,13 @@ export function renderNodeStatus(s: NodeStatus): string {
   rows.push(['subnet', lease?.subnet
     ? `${lease.subnet} (${lease.status ?? '?'}${lease.reason ? `: ${lease.reason}` : ''})`
     : lease ? `none (${lease.status ?? '?'}${lease.reason ? `: ${lease.reason}` : ''})` : env?.subnet ? `${formatCidr(networkOf(env.subnet))} (from subnet.env)` : '-']);
-  rows.push(['network', env?.network ? formatCidr(env.network) : '-']);
+  if (env?.ipv6Subnet && env.subnet) rows.push(['IPv6 subnet', `${formatCidr(networkOf(env.ipv6Subnet))} (from subnet.env)`]);
+  rows.push(['network', [env?.network, env?.ipv6Network].flatMap((c) => (c ? [formatCidr(c)] : [])).join(' ') || '-']);
   rows.push(['backend', `${r?.backend ?? env?.backend ?? '-'}${env ? `, MTU ${r?.mtu ?? env.mtu}` : ''}${env ? `, ipMasq ${env.ipMasq ? 'on' : 'off'}` : ''}`]);
-  rows.push(['public IP', r?.publicIP ? `${r.publicIP}${r.publicIface ? ` on ${r.publicIface}` : ''}` : '-']);
+  rows.push(['public IP', r?.publicIP ? `${r.publicIP}${r.publicIPv6 && r.publicIPv6 !== r.publicIP ? ` ${r.publicIPv6}` : ''}${r.publicIface ? ` on ${r.publicIface}` : ''}` : '-']);
   const leases = r?.peers;
   const k = s.kernel;
-  const routed = 'error' in k ? `kernel: ${k.error}` : (r?.backend ?? env?.backend) === 'udp' ? 'routed in userspace (udp)' : `${k.peerSubnetsRouted} routed in the kernel`;
+  const routed = 'error' in k ? `kernel: ${k.error}` : (r?.backend ?? env?.backend) === 'udp' ? 'routed in userspace (udp)' : `${k.peerSubnetsRouted} routed in the kernel${k.peerIPv6SubnetsRouted !== undefined ? ` (${k.peerIPv6SubnetsRouted} over IPv6)` : ''}`;
   rows.push(['peers', `${leases ?? '?'} leases, ${routed}`]);
   const last = r?.lastReconcile;
   rows.push(['last repair', last ? `${ago(last.at)}: ${last.repairs ?? 0} written, ${last.removals ?? 0} removed${r?.reconcileError ? `; ERROR ${r.reconcileError}` : ''}` : r?.reconcileError ? `ERROR ${r.reconcileError}` : '-']);
