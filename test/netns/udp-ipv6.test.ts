@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { ipJson } from '../../src/netns/testing.js';
 import { runInNetns } from '../../src/netns/index.js';
 import { parseCidr } from '../../src/net/ip.js';
-import { createUdpBackend, UDP_DEVICE, type PumpStats, type UdpBackend } from '../../src/backends/udp/udp.js';
+import { createUdpBackend, UDP_DEVICE, type UdpBackend } from '../../src/backends/udp/udp.js';
+import { assertClean, statsOf } from './udp-stats.js';
 import { UdpTopology, type TestHost } from '../../src/lab/udp-topology.js';
 
 interface IpLink { ifname: string; ifindex: number; mtu: number; flags: string[] }
@@ -39,17 +40,6 @@ async function bringUp(topo: UdpTopology, offload: readonly boolean[] = []): Pro
   }
 }
 
-function statsOf(b: UdpBackend | undefined): PumpStats {
-  const s = b?.stats();
-  assert.ok(s, 'backend is prepared');
-  return s;
-}
-
-function assertClean(s: PumpStats, who: string): void {
-  assert.equal(s.dropMalformed, 0, `${who}: malformed ${JSON.stringify(s)}`);
-  assert.equal(s.tunErrors, 0, `${who}: tun errors ${JSON.stringify(s)}`);
-  assert.equal(s.sendErrors, 0, `${who}: send errors ${JSON.stringify(s)}`);
-}
 
 function tunRoutes6(h: TestHost): IpRoute[] {
   return ipJson<IpRoute[]>(h.ns.name, ['-6', 'route', 'show', 'dev', UDP_DEVICE]);

@@ -7,7 +7,8 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
-import { createUdpBackend, type PumpStats, type UdpBackend } from '../../src/backends/udp/udp.js';
+import { createUdpBackend, type UdpBackend } from '../../src/backends/udp/udp.js';
+import { assertClean, statsOf } from './udp-stats.js';
 import { runInNetns } from '../../src/netns/index.js';
 import { UdpTopology } from '../../src/lab/udp-topology.js';
 
@@ -37,17 +38,6 @@ async function bringUp(topo: UdpTopology, offload: readonly boolean[]): Promise<
   }
 }
 
-function statsOf(b: UdpBackend | undefined): PumpStats {
-  const s = b?.stats();
-  assert.ok(s, 'backend is prepared');
-  return s;
-}
-
-function assertClean(s: PumpStats, who: string): void {
-  assert.equal(s.dropMalformed, 0, `${who}: malformed ${JSON.stringify(s)}`);
-  assert.equal(s.tunErrors, 0, `${who}: tun errors ${JSON.stringify(s)}`);
-  assert.equal(s.sendErrors, 0, `${who}: send errors ${JSON.stringify(s)}`);
-}
 
 describe('udp backend offloads (TSO from the TUN, GSO/GRO on the socket, merged TUN writes)', () => {
   const topo = new UdpTopology(2);
