@@ -47,12 +47,13 @@ export class PeerLeaseData<D> {
       r = checkLeaseData(this.module, data, field);
       seen.set(peer.attrs, r);
       if (!r.ok) {
-        log?.warn('peer lease has unusable backend data; peer skipped', {
+        // BackendV6Data unusable costs the peer its IPv6 half only; its IPv4 one is programmed.
+        log?.warn(field === 'BackendV6Data' ? 'peer lease has unusable IPv6 backend data; its IPv6 half skipped' : 'peer lease has unusable backend data; peer skipped', {
           peer: formatCidr(peer.subnet), publicIP: formatIP(peer.attrs.publicIP), backend: this.module.type, reason: r.reason,
         });
       }
     }
     if (r.ok) return r;
-    return { ok: false, reason: `peer ${formatCidr(peer.subnet)} (${formatIP(peer.attrs.publicIP)}): ${r.reason}; skipped` };
+    return { ok: false, reason: `peer ${formatCidr(peer.subnet)} (${formatIP(peer.attrs.publicIP)}): ${r.reason}; ${field === 'BackendV6Data' ? 'its IPv6 half ' : ''}skipped` };
   }
 }
