@@ -19,7 +19,8 @@ import { type HealthServer, type Readiness, healthHandler, startApiSocket, start
 import { type PeerSplit, type PeersDocument, splitPeers } from './peers.js';
 import { type AgentMetrics, createAgentMetrics } from './metrics.js';
 import { pickPublicInterface, type PublicInterface } from './public-iface.js';
-import { readPreviousSubnets, writeSubnetFile } from './subnet-file.js';
+import { writeSubnetFile } from './subnet-file.js';
+import { readLeasedSubnets } from '../cni/subnet-env.js';
 import { withTimeout } from '../timeout.js';
 import type { Clock, TimerHandle } from '../clock.js';
 import { type Lease, formatLeaseSubnets, ipv4SubnetOf } from '../store/lease.js';
@@ -359,7 +360,7 @@ export class Agent {
 
     // 4. The lease.
     this.phase = 'acquiring lease';
-    const previous = readPreviousSubnets(o.subnetFile);
+    const previous = readLeasedSubnets(o.subnetFile);
     const leaseOpts = {
       store: o.store, config: network, publicIP: pub.ip, backendType: backend.type, backendData: prep.backendData,
       ...(network.ipv6 && { publicIPv6: pub.ip6, backendV6Data: prep.backendV6Data }),

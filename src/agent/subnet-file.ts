@@ -1,11 +1,11 @@
 // weftd's half of the subnet.env contract: write it atomically (temp file + rename, so a CNI
-// plugin never reads half a file) and read back the subnet a previous run held, so a restarted
-// node asks for the same one.
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+// plugin never reads half a file). A restarted node reads back the subnets its previous run held
+// with readLeasedSubnets (src/cni/subnet-env.ts), the same reader as everyone else's.
+import { renameSync, writeFileSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { CniCode, WeftError } from '../errors.js';
 import { mkdirp } from '../fs/mkdir.js';
-import { type Cidr, formatCidr, formatIP, networkOf, nthAddress, tryParseCidr } from '../net/ip.js';
+import { type Cidr, formatCidr, formatIP, nthAddress } from '../net/ip.js';
 
 export interface SubnetFileContent {
   /** The IPv4 cluster network and the node's IPv4 subnet; absent on an IPv6-only network. */
@@ -52,25 +52,4 @@ export function writeSubnetFile(path: string, c: SubnetFileContent): void {
   } catch (err) {
     throw new WeftError(CniCode.IoFailure, `cannot write subnet file ${path}: ${(err as Error).message}`);
   }
-}
-
-/**
- * The subnets (network address form) recorded by a previous run, if the file is there and sane:
- * FLANNEL_SUBNET's and FLANNEL_IPV6_SUBNET's.
- */
-export function readPreviousSubnets(path: string): { subnet?: Cidr; ipv6Subnet?: Cidr } {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return {};
-  }
-  const read = (key: string, family: 4 | 6): Cidr | undefined => {
-    const m = new RegExp(`^${key}=(.+)$`, 'm').exec(text);
-    const c = m?.[1] ? tryParseCidr(m[1].trim()) : undefined;
-    return c && c.ip.family === family ? networkOf(c) : undefined;
-  };
-  const subnet = read('FLANNEL_SUBNET', 4);
-  const ipv6Subnet = read('FLANNEL_IPV6_SUBNET', 6);
-  return { ...(subnet && { subnet }), ...(ipv6Subnet && { ipv6Subnet }) };
 }

@@ -1,10 +1,10 @@
 // The node's subnet file (flannel's subnet.env, written by weftd): KEY=VALUE lines → a typed
 // SubnetEnv. Kept free of zod and the plugins so the fast-path client can read the socket path
 // from it without loading anything heavy.
-import { constants, existsSync, readFileSync } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { CniCode, WeftError } from '../errors.js';
-import { cidrContainsCidr, formatCidr, networkOf, parseCidr, tryParseCidr, type Cidr } from '../net/ip.js';
+import { cidrContainsCidr, formatCidr, networkOf, tryParseCidr, type Cidr } from '../net/ip.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/weft/subnet.env';
 
@@ -168,19 +168,33 @@ export async function loadSubnetEnv(path: string): Promise<SubnetEnv> {
 }
 
 /**
- * The subnet a node leased, as its subnet.env says (FLANNEL_SUBNET's network): undefined while
- * weftd has not written one yet. A lab waits on it; the web view matches a weftd to its lease.
+ * The subnet a node leased, as its subnet.env says (FLANNEL_SUBNET's network, or
+ * FLANNEL_IPV6_SUBNET's on an IPv6-only node): undefined while weftd has not written one yet. A
+ * lab waits on it; the web view matches a weftd to its lease.
  */
 export function readLeasedSubnet(file: string): Cidr | undefined {
-  return readLeasedSubnets(file)[0];
+  const s = readLeasedSubnets(file);
+  return s.subnet ?? s.ipv6Subnet;
 }
 
-/** Every subnet a subnet.env names (FLANNEL_SUBNET, then FLANNEL_IPV6_SUBNET), network form. */
-export function readLeasedSubnets(file: string): Cidr[] {
-  if (!existsSync(file)) return [];
-  const pairs = parseSubnetEnvText(readFileSync(file, 'utf8'));
-  return ['FLANNEL_SUBNET', 'FLANNEL_IPV6_SUBNET'].flatMap((k) => {
-    const v = pairs.get(k);
-    return v === undefined || v === '' ? [] : [networkOf(parseCidr(v))];
-  });
+/**
+ * The subnets a subnet.env names, network form: FLANNEL_SUBNET's and FLANNEL_IPV6_SUBNET's. A file
+ * that is missing, unreadable, or names a subnet of the wrong family reads as not naming it: a
+ * restarted weftd takes its previous run's file as a hint only, and a lab polls until it is there.
+ */
+export function readLeasedSubnets(file: string): { readonly subnet?: Cidr; readonly ipv6Subnet?: Cidr } {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return {};
+  }
+  const pairs = parseSubnetEnvText(text);
+  const read = (key: string, family: 4 | 6): Cidr | undefined => {
+    const c = tryParseCidr(pairs.get(key) ?? '');
+    return c && c.ip.family === family ? networkOf(c) : undefined;
+  };
+  const subnet = read('FLANNEL_SUBNET', 4);
+  const ipv6Subnet = read('FLANNEL_IPV6_SUBNET', 6);
+  return { ...(subnet && { subnet }), ...(ipv6Subnet && { ipv6Subnet }) };
 }

@@ -209,7 +209,10 @@ async function startAgents(spec: LabSpec, rec: LabRecord, dirs: LabDirs, save: (
   const families = spec.ipv6 === 'dual' ? 2 : 1;
   const subnets = await waitUntil('every weftd to write subnet.env', () => {
     agents.forEach(requireAlive);
-    const s = rec.hostList.map((h) => readLeasedSubnets(dirs.subnetFile(h.index)));
+    const s = rec.hostList.map((h) => {
+      const leased = readLeasedSubnets(dirs.subnetFile(h.index));
+      return [leased.subnet, leased.ipv6Subnet].filter((c): c is Cidr => c !== undefined);
+    });
     return s.every((x) => x.length === families) ? s : undefined;
   }, 30_000, 100, checkpoint);
   rec.hostList.forEach((h, i) => {

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatCidr, formatIP, leaseKey, parseCidr, parseIP, parseLeaseKey, parseSubnetKey } from '../../src/net/ip.js';
 import { encodeLeaseAttrs, formatLeaseSubnets, ipv4SubnetOf, parseLease, parseLeaseValue } from '../../src/store/lease.js';
-import { readPreviousSubnets, renderSubnetFile } from '../../src/agent/subnet-file.js';
+import { renderSubnetFile } from '../../src/agent/subnet-file.js';
+import { readLeasedSubnets } from '../../src/cni/subnet-env.js';
 import { agentRuleCount, agentRulesScript } from '../../src/agent/traffic-rules.js';
 import { withLabIPv6 } from '../../src/lab/backends.js';
 import { parseNetworkConfig } from '../../src/store/config.js';
@@ -87,11 +88,11 @@ describe('subnet.env as flanneld writes it', () => {
     try {
       const file = join(dir, 'subnet.env');
       writeFileSync(file, text);
-      const prev = readPreviousSubnets(file);
+      const prev = readLeasedSubnets(file);
       assert.equal(prev.subnet, undefined);
       assert.equal(prev.ipv6Subnet && formatCidr(prev.ipv6Subnet), 'fd00:244:0:9::/64');
       writeFileSync(file, 'FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPV6_SUBNET=10.244.4.1/24\n');
-      assert.deepEqual(Object.keys(readPreviousSubnets(file)), ['subnet'], 'a FLANNEL_IPV6_SUBNET of the wrong family is ignored');
+      assert.deepEqual(Object.keys(readLeasedSubnets(file)), ['subnet'], 'a FLANNEL_IPV6_SUBNET of the wrong family is ignored');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
