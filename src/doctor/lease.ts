@@ -1,31 +1,13 @@
 // The destination's node as the store sees it: the lease that owns the destination's subnet,
 // and whether the weftd holding it is alive (its /healthz where doctor can ask, else the lease's
 // expiry, which is all another node can know).
-import { type Cidr, type IP, cidrContains, formatCidr, formatIP } from '../net/ip.js';
+import { type IP, cidrContains, formatCidr, formatIP } from '../net/ip.js';
 import type { Lease } from '../store/lease.js';
 import type { DoctorContext, DoctorNode, Hop } from './types.js';
 
 /** The lease holding `ip` in either of its subnets (a dual-stack lease has two). */
 export function leaseFor(leases: readonly Lease[], ip: IP): Lease | undefined {
   return leases.find((l) => cidrContains(l.subnet, ip) || (l.ipv6Subnet !== undefined && cidrContains(l.ipv6Subnet, ip)));
-}
-
-/** One address family's half of a lease: its subnet, the address it is reached at, its backend data. */
-export interface LeaseFamily {
-  readonly family: 4 | 6;
-  readonly subnet: Cidr;
-  /** PublicIP, or PublicIPv6 for the IPv6 half; undefined when the lease publishes none. */
-  readonly publicIP: IP | undefined;
-  /** BackendData, or BackendV6Data for the IPv6 half. */
-  readonly backendData: unknown;
-}
-
-export function leaseFamily(l: Lease, family: 4 | 6): LeaseFamily | undefined {
-  if (family === 4) return l.subnet.ip.family === 4 ? { family, subnet: l.subnet, publicIP: l.attrs.publicIP.family === 4 ? l.attrs.publicIP : undefined, backendData: l.attrs.backendData } : undefined;
-  if (l.ipv6Subnet === undefined) return undefined;
-  // An IPv6-only lease's BackendData is its IPv6 dataplane's (there is no other).
-  const onlyV6 = l.subnet.ip.family === 6;
-  return { family, subnet: l.ipv6Subnet, publicIP: l.attrs.publicIPv6, backendData: l.attrs.backendV6Data ?? (onlyV6 ? l.attrs.backendData : null) };
 }
 
 export function sameNode(ctx: DoctorContext): boolean {

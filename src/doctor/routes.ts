@@ -4,8 +4,7 @@
 // the underlay's.
 import { cidrContainsCidr, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../net/ip.js';
 import { WEFT_BGP_ROUTE_PROTOCOL, WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
-import type { Lease } from '../store/lease.js';
-import { leaseFamily } from './lease.js';
+import { type Lease, leaseFamily } from '../store/lease.js';
 import { describeRoute, ipCmd, lookupRoute, routeIsUnicast, withNl } from './kernel.js';
 import { repairHint } from './repair.js';
 import type { DoctorContext, DoctorNode, Hop } from './types.js';

@@ -6,8 +6,7 @@ import { cidrContains, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } f
 import { WEFT_ROUTE_PROTOCOL } from '../dataplane/protocols.js';
 import { vxlan, vxlanDeviceName } from '../backends/vxlan/vxlan.js';
 import { checkLeaseData } from '../backends/lease-data.js';
-import type { Lease } from '../store/lease.js';
-import { leaseFamily } from './lease.js';
+import { type Lease, leaseFamily } from '../store/lease.js';
 import { bridgeCmd, describeRoute, ipCmd, lookupRoute, withNl } from './kernel.js';
 import { repairHint } from './repair.js';
 import type { DoctorContext, DoctorNode, Hop } from './types.js';

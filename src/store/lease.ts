@@ -114,6 +114,27 @@ export function encodeLeaseAttrs(a: LeaseAttrs): string {
   return JSON.stringify(out);
 }
 
+/**
+ * One address family's half of a lease — its subnet, the address it is reached at, its backend
+ * data — for the backends and doctor, which program and check each family on its own.
+ */
+export interface LeaseFamily {
+  readonly family: 4 | 6;
+  readonly subnet: Cidr;
+  /** PublicIP, or PublicIPv6 for the IPv6 half; undefined when the lease publishes none. */
+  readonly publicIP: IP | undefined;
+  /** BackendData, or BackendV6Data for the IPv6 half. */
+  readonly backendData: unknown;
+}
+
+export function leaseFamily(l: Lease, family: 4 | 6): LeaseFamily | undefined {
+  if (family === 4) return l.subnet.ip.family === 4 ? { family, subnet: l.subnet, publicIP: l.attrs.publicIP.family === 4 ? l.attrs.publicIP : undefined, backendData: l.attrs.backendData } : undefined;
+  if (l.ipv6Subnet === undefined) return undefined;
+  // An IPv6-only lease's BackendData is its IPv6 dataplane's (there is no other).
+  const onlyV6 = l.subnet.ip.family === 6;
+  return { family, subnet: l.ipv6Subnet, publicIP: l.attrs.publicIPv6, backendData: l.attrs.backendV6Data ?? (onlyV6 ? l.attrs.backendData : null) };
+}
+
 /** The lease's IPv4 subnet (undefined on an IPv6-only lease). */
 export function ipv4SubnetOf(l: { readonly subnet: Cidr }): Cidr | undefined {
   return l.subnet.ip.family === 4 ? l.subnet : undefined;

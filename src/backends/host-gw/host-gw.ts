@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { CniCode, WeftError } from '../../errors.js';
 import { type Cidr, type IP, cidrContains, formatCidr, formatIP, networkOf } from '../../net/ip.js';
 import { noLeaseData } from '../schema.js';
-import { type Lease, ipv4SubnetOf } from '../../store/lease.js';
+import { type Lease, leaseFamily } from '../../store/lease.js';
 import { type DesiredRoute, type DesiredState, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
 import { DesiredMemo } from '../../dataplane/desired-memo.js';
 import type { Backend, BackendModule, BackendPreparation, HostContext, ReconcileOptions, ReconcileReport, SkippedPeer } from '../types.js';
@@ -56,9 +56,10 @@ class HostGwBackend implements Backend {
       }
       // Each of the peer's subnets, with the next hop of its family.
       const hops: { dst: Cidr; gateway: IP | undefined }[] = [];
-      const v4 = ipv4SubnetOf(p);
-      if (v4 && host.network.ipv4) hops.push({ dst: v4, gateway: p.attrs.publicIP.family === 4 ? p.attrs.publicIP : undefined });
-      if (p.ipv6Subnet && host.network.ipv6) hops.push({ dst: p.ipv6Subnet, gateway: p.attrs.publicIPv6 });
+      for (const f of [4, 6] as const) {
+        const half = (f === 4 ? host.network.ipv4 : host.network.ipv6) ? leaseFamily(p, f) : undefined;
+        if (half) hops.push({ dst: half.subnet, gateway: half.publicIP });
+      }
       const key = formatCidr(p.subnet);
       let programmed = 0;
       for (const { dst, gateway } of hops) {

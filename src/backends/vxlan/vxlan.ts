@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { CniCode, WeftError } from '../../errors.js';
 import type { Link, Netlink } from '../../netlink/index.js';
 import { type Cidr, type IP, cidrContains, cidrEquals, formatCidr, formatIP, ipEquals, networkOf } from '../../net/ip.js';
-import { type Lease, ipv4SubnetOf } from '../../store/lease.js';
+import { type Lease, leaseFamily } from '../../store/lease.js';
 import type { Logger } from '../../log.js';
 import { type DesiredFdb, type DesiredNeigh, type DesiredRoute, type DesiredState, DataplaneSync, removeWeftRoutes } from '../../dataplane/sync.js';
 import { DesiredMemo } from '../../dataplane/desired-memo.js';
@@ -222,9 +222,9 @@ class VxlanBackend implements Backend {
       let programmed = 0;
       let lastReason: string | undefined;
       for (const [i, v] of this.vteps.entries()) {
-        const subnet = v.family === 4 ? ipv4SubnetOf(p) : p.ipv6Subnet;
-        if (!subnet) continue;
-        const remote = v.family === 4 ? (p.attrs.publicIP.family === 4 ? p.attrs.publicIP : undefined) : p.attrs.publicIPv6;
+        const half = leaseFamily(p, v.family);
+        if (!half) continue;
+        const { subnet, publicIP: remote } = half;
         const data = v.family === 4 ? this.peerData.get(p, this.log) : this.peerData.getV6(p, this.log);
         if (!remote || !data.ok) {
           lastReason = !data.ok ? data.reason : `peer ${formatCidr(subnet)} publishes no IPv${v.family} address; skipped`;
