@@ -133,7 +133,9 @@ export class LeaseWatcher {
     this.held.set(key, parsed.lease);
     if (typeof parsed.lease.expiresAt === 'number') this.nextExpiry = Math.min(this.nextExpiry, parsed.lease.expiresAt);
     // A lease of the same IPv4 subnet may come back with another IPv6 one (re-created dual-stack).
-    const sameV6 = (before?.ipv6Subnet && formatCidr(before.ipv6Subnet)) === (parsed.lease.ipv6Subnet && formatCidr(parsed.lease.ipv6Subnet));
+    const was6 = before?.ipv6Subnet;
+    const now6 = parsed.lease.ipv6Subnet;
+    const sameV6 = was6 === undefined ? now6 === undefined : now6 !== undefined && cidrEquals(was6, now6);
     if (!before || !sameV6 || !sameAttrs(before.attrs, parsed.lease.attrs)) this.opts.onEvent({ type: 'added', lease: parsed.lease });
   }
 
